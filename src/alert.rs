@@ -1,0 +1,1 @@
+//! Operator alerts (issue 5 fills this in).

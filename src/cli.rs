@@ -1,0 +1,131 @@
+//! The command line (spec §2): parses arguments, loads settings, and maps outcomes to exit codes
+//! (0 success, 1 the work ran but something failed, 2 bad configuration or arguments).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{ConfigError, SettingsSources};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "connect-payg",
+    version,
+    about = "CloudBlue Connect Pay-As-You-Go usage reporting"
+)]
+pub struct Cli {
+    /// Configuration file (TOML); defaults to ./connect-payg.toml when present.
+    #[arg(long, global = true)]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Connect to the DevOps channel and serve tasks until shutdown.
+    Run {
+        /// Use ws:// and http:// instead of TLS (loopback and tests only).
+        #[arg(long, short = 'u')]
+        unsecure: bool,
+    },
+    /// Build and file the monthly usage report once, from a terminal.
+    Report {
+        /// The month to report, YYYY-MM (default: REPORT_PERIOD or the previous UTC month).
+        #[arg(long)]
+        period: Option<String>,
+        /// Only these contracts.
+        #[arg(long)]
+        contract: Vec<String>,
+        /// Only these products.
+        #[arg(long)]
+        product: Vec<String>,
+        /// Write the workbooks to --out and change nothing on the platform.
+        #[arg(long)]
+        dry_run: bool,
+        /// Where workbooks and the bad-records CSV go.
+        #[arg(long, default_value = ".")]
+        out: PathBuf,
+        /// Use http:// instead of TLS (loopback and tests only).
+        #[arg(long, short = 'u')]
+        unsecure: bool,
+    },
+    /// Check a usage workbook offline with the platform's template rules.
+    Validate {
+        file: PathBuf,
+        /// The month the records must fall in, YYYY-MM.
+        #[arg(long)]
+        period: Option<String>,
+    },
+    /// Run the whole product against the built-in Connect simulator.
+    Sandbox {
+        /// How many subscriptions to generate.
+        #[arg(long, default_value_t = 300)]
+        subscriptions: usize,
+        /// Keep the simulator running and print how to reach it.
+        #[arg(long)]
+        serve: bool,
+    },
+}
+
+/// What a command run came to, mapped to the process exit code.
+pub enum Outcome {
+    Success,
+    WorkFailed,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Other(#[from] anyhow::Error),
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start the async runtime: {error}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(dispatch(cli)) {
+        Ok(Outcome::Success) => ExitCode::SUCCESS,
+        Ok(Outcome::WorkFailed) => ExitCode::from(1),
+        Err(error @ (CliError::Config(_) | CliError::Usage(_))) => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
+        Err(CliError::Other(error)) => {
+            eprintln!("error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
+    let sources = |unsecure_flag| SettingsSources {
+        file: cli.config.clone(),
+        unsecure_flag,
+        ..Default::default()
+    };
+    match cli.command {
+        Command::Run { unsecure } => {
+            let settings = sources(unsecure).load()?;
+            crate::logging::init(settings.connection.log_format);
+            Err(CliError::Usage("run: not implemented yet".into()))
+        }
+        Command::Report { unsecure, .. } => {
+            let settings = sources(unsecure).load()?;
+            crate::logging::init(settings.connection.log_format);
+            Err(CliError::Usage("report: not implemented yet".into()))
+        }
+        Command::Validate { .. } => Err(CliError::Usage("validate: not implemented yet".into())),
+        Command::Sandbox { .. } => Err(CliError::Usage("sandbox: not implemented yet".into())),
+    }
+}

@@ -1,0 +1,4 @@
+//! The pipeline from vendor records to usage workbooks: sources, validation, resolution against
+//! Connect, grouping, workbook writing, the shared template validator, and idempotent filing.
+
+pub mod period;

@@ -1,0 +1,182 @@
+//! The reporting month. All date math lives here so January (→ December of the previous year)
+//! and leap years are handled in one tested place, in UTC.
+
+use std::fmt;
+
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Utc};
+
+/// The text layout of every timestamp in records and workbooks.
+pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Period {
+    year: i32,
+    month: u32,
+}
+
+impl Period {
+    pub fn new(year: i32, month: u32) -> Result<Self, String> {
+        if !(1..=12).contains(&month) {
+            return Err(format!("month {month} is not between 1 and 12"));
+        }
+        if !(2000..=9999).contains(&year) {
+            return Err(format!("year {year} is out of range"));
+        }
+        Ok(Period { year, month })
+    }
+
+    /// Parses `YYYY-MM`.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a YYYY-MM month");
+        let (year, month) = text.split_once('-').ok_or_else(bad)?;
+        if year.len() != 4 || month.len() != 2 {
+            return Err(bad());
+        }
+        let year: i32 = year.parse().map_err(|_| bad())?;
+        let month: u32 = month.parse().map_err(|_| bad())?;
+        Period::new(year, month).map_err(|reason| format!("{text:?}: {reason}"))
+    }
+
+    /// The calendar month before the one `now` falls in (UTC).
+    pub fn previous_to(now: DateTime<Utc>) -> Self {
+        let (year, month) = match now.month() {
+            1 => (now.year() - 1, 12),
+            m => (now.year(), m - 1),
+        };
+        Period { year, month }
+    }
+
+    pub fn year(&self) -> i32 {
+        self.year
+    }
+
+    pub fn month(&self) -> u32 {
+        self.month
+    }
+
+    pub fn first_day(&self) -> NaiveDate {
+        NaiveDate::from_ymd_opt(self.year, self.month, 1).expect("validated month")
+    }
+
+    pub fn last_day(&self) -> NaiveDate {
+        self.next()
+            .first_day()
+            .pred_opt()
+            .expect("not the first representable day")
+    }
+
+    pub fn next(&self) -> Period {
+        match self.month {
+            12 => Period {
+                year: self.year + 1,
+                month: 1,
+            },
+            m => Period {
+                year: self.year,
+                month: m + 1,
+            },
+        }
+    }
+
+    /// First second of the month.
+    pub fn start(&self) -> NaiveDateTime {
+        self.first_day().and_time(NaiveTime::MIN)
+    }
+
+    /// Last second of the month (`23:59:59` of the last day), as the template expects.
+    pub fn end(&self) -> NaiveDateTime {
+        self.last_day().and_hms_opt(23, 59, 59).expect("valid time")
+    }
+
+    /// True when `[start, end]` lies inside the month.
+    pub fn contains(&self, start: NaiveDateTime, end: NaiveDateTime) -> bool {
+        start >= self.start() && end <= self.end() && start <= end
+    }
+
+    /// `YYYYMM`, for compact identifiers.
+    pub fn compact(&self) -> String {
+        format!("{:04}{:02}", self.year, self.month)
+    }
+
+    /// "January 2024".
+    pub fn human(&self) -> String {
+        self.first_day().format("%B %Y").to_string()
+    }
+}
+
+impl fmt::Display for Period {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:04}-{:02}", self.year, self.month)
+    }
+}
+
+/// Parses a `YYYY-MM-DD HH:MM:SS` timestamp.
+pub fn parse_time(text: &str) -> Option<NaiveDateTime> {
+    if text.len() != 19 {
+        return None;
+    }
+    NaiveDateTime::parse_from_str(text, TIME_FORMAT).ok()
+}
+
+pub fn format_time(time: NaiveDateTime) -> String {
+    time.format(TIME_FORMAT).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::TimeZone;
+
+    #[test]
+    fn january_reports_december_of_the_previous_year() {
+        let now = Utc.with_ymd_and_hms(2025, 1, 1, 0, 0, 5).unwrap();
+        assert_eq!(Period::previous_to(now), Period::parse("2024-12").unwrap());
+        let now = Utc.with_ymd_and_hms(2025, 3, 31, 23, 59, 59).unwrap();
+        assert_eq!(Period::previous_to(now).to_string(), "2025-02");
+    }
+
+    #[test]
+    fn month_bounds_include_leap_days() {
+        let feb = Period::parse("2024-02").unwrap();
+        assert_eq!(feb.last_day().to_string(), "2024-02-29");
+        assert_eq!(format_time(feb.end()), "2024-02-29 23:59:59");
+        assert_eq!(Period::parse("2023-02").unwrap().last_day().day(), 28);
+        assert_eq!(
+            Period::parse("2024-12").unwrap().last_day().to_string(),
+            "2024-12-31"
+        );
+        assert_eq!(format_time(feb.start()), "2024-02-01 00:00:00");
+    }
+
+    #[test]
+    fn parse_rejects_malformed_months() {
+        for bad in [
+            "2024-13", "2024-00", "24-01", "2024-1", "2024/01", "", "abcd-ef",
+        ] {
+            assert!(Period::parse(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn contains_checks_both_ends() {
+        let p = Period::parse("2024-01").unwrap();
+        let t = |s: &str| parse_time(s).unwrap();
+        assert!(p.contains(t("2024-01-01 00:00:00"), t("2024-01-31 23:59:59")));
+        assert!(!p.contains(t("2023-12-31 23:59:59"), t("2024-01-02 00:00:00")));
+        assert!(!p.contains(t("2024-01-31 00:00:00"), t("2024-02-01 00:00:00")));
+        assert!(!p.contains(t("2024-01-05 00:00:00"), t("2024-01-04 00:00:00")));
+    }
+
+    #[test]
+    fn time_parsing_is_strict() {
+        assert!(parse_time("2024-01-01 00:00:00").is_some());
+        for bad in [
+            "2024-01-01T00:00:00",
+            "2024-01-01 0:00:00",
+            "2024-02-30 00:00:00",
+            "2024-01-01",
+        ] {
+            assert!(parse_time(bad).is_none(), "{bad}");
+        }
+    }
+}
