@@ -2,3 +2,5 @@
 //! Connect, grouping, workbook writing, the shared template validator, and idempotent filing.
 
 pub mod period;
+pub mod template;
+pub mod workbook;

@@ -1,0 +1,1 @@
+//! The usage workbook template (being built).

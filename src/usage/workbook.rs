@@ -1,0 +1,1 @@
+//! Writing usage workbooks (being built).
