@@ -1,1 +1,227 @@
-//! Operator alerts (issue 5 fills this in).
+//! Operator alerts: things a person must look at (bad records, an invalid or rejected file, a
+//! group that could not be filed).
+//!
+//! Every alert is a structured log line at WARN or ERROR. When `ALERT_WEBHOOK_URL` is set it is
+//! also POSTed there as JSON: a Slack-compatible `text` plus the structured fields. Delivery is
+//! retried briefly and bounded in time, so an unreachable webhook delays a task by seconds at
+//! most and never fails it. The webhook URL itself is treated as a secret (chat webhooks carry
+//! their token in the path) and never logged.
+
+use std::time::Duration;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AlertKind {
+    BadRecords,
+    InvalidFile,
+    RejectedFile,
+    ResubmissionLimit,
+    FilingFailed,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Severity {
+    Warning,
+    Error,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Alert {
+    pub kind: AlertKind,
+    pub severity: Severity,
+    pub file_id: Option<String>,
+    pub contract: Option<String>,
+    pub product: Option<String>,
+    pub period: Option<String>,
+    pub message: String,
+    pub details: Option<String>,
+}
+
+impl Alert {
+    pub fn new(kind: AlertKind, severity: Severity, message: impl Into<String>) -> Self {
+        Alert {
+            kind,
+            severity,
+            file_id: None,
+            contract: None,
+            product: None,
+            period: None,
+            message: message.into(),
+            details: None,
+        }
+    }
+
+    pub fn file(mut self, file_id: impl Into<String>) -> Self {
+        self.file_id = Some(file_id.into());
+        self
+    }
+
+    pub fn group(
+        mut self,
+        contract: impl Into<String>,
+        product: impl Into<String>,
+        period: impl Into<String>,
+    ) -> Self {
+        self.contract = Some(contract.into());
+        self.product = Some(product.into());
+        self.period = Some(period.into());
+        self
+    }
+
+    pub fn details(mut self, details: impl Into<String>) -> Self {
+        self.details = Some(details.into());
+        self
+    }
+
+    /// One human line for chat: what happened and to which file.
+    fn text(&self) -> String {
+        let mut text = format!("[connect-payg {:?}] {}", self.severity, self.message);
+        let context: Vec<String> = [
+            self.file_id.as_ref().map(|v| format!("file {v}")),
+            self.contract.as_ref().map(|v| format!("contract {v}")),
+            self.product.as_ref().map(|v| format!("product {v}")),
+            self.period.as_ref().map(|v| format!("period {v}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if !context.is_empty() {
+            text.push_str(&format!(" ({})", context.join(", ")));
+        }
+        if let Some(details) = &self.details {
+            text.push_str(&format!(": {details}"));
+        }
+        text
+    }
+}
+
+#[derive(Serialize)]
+struct WebhookBody<'a> {
+    text: String,
+    #[serde(flatten)]
+    alert: &'a Alert,
+}
+
+/// Sends alerts to the log and, when configured, to a webhook.
+#[derive(Clone)]
+pub struct Alerter {
+    webhook: Option<(reqwest::Client, String)>,
+    attempts: u32,
+    retry_delay: Duration,
+}
+
+impl std::fmt::Debug for Alerter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alerter")
+            .field("webhook", &self.webhook.as_ref().map(|_| "***"))
+            .finish()
+    }
+}
+
+impl Alerter {
+    pub fn new(webhook_url: Option<&str>) -> Self {
+        let webhook = webhook_url.map(|url| {
+            let client = reqwest::Client::builder()
+                .timeout(Duration::from_secs(5))
+                .build()
+                .expect("a plain HTTP client always builds");
+            (client, url.to_string())
+        });
+        Alerter {
+            webhook,
+            attempts: 3,
+            retry_delay: Duration::from_millis(500),
+        }
+    }
+
+    /// Logs the alert and delivers it to the webhook; never fails.
+    pub async fn send(&self, alert: Alert) {
+        let text = alert.text();
+        match alert.severity {
+            Severity::Warning => tracing::warn!(
+                alert = ?alert.kind,
+                file_id = alert.file_id.as_deref(),
+                contract = alert.contract.as_deref(),
+                product = alert.product.as_deref(),
+                period = alert.period.as_deref(),
+                details = alert.details.as_deref(),
+                "{}", alert.message
+            ),
+            Severity::Error => tracing::error!(
+                alert = ?alert.kind,
+                file_id = alert.file_id.as_deref(),
+                contract = alert.contract.as_deref(),
+                product = alert.product.as_deref(),
+                period = alert.period.as_deref(),
+                details = alert.details.as_deref(),
+                "{}", alert.message
+            ),
+        }
+        let Some((client, url)) = &self.webhook else {
+            return;
+        };
+        let body = WebhookBody {
+            text,
+            alert: &alert,
+        };
+        for attempt in 1..=self.attempts {
+            let outcome = client.post(url).json(&body).send().await;
+            match outcome {
+                Ok(response) if response.status().is_success() => return,
+                Ok(response) => tracing::warn!(
+                    status = response.status().as_u16(),
+                    attempt,
+                    "alert webhook refused the alert"
+                ),
+                Err(error) => tracing::warn!(
+                    error = %error.without_url(),
+                    attempt,
+                    "alert webhook unreachable"
+                ),
+            }
+            if attempt < self.attempts {
+                tokio::time::sleep(self.retry_delay * attempt).await;
+            }
+        }
+        tracing::error!(alert = ?alert.kind, "alert could not be delivered to the webhook; it is in this log only");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_carries_message_and_context() {
+        let alert = Alert::new(AlertKind::InvalidFile, Severity::Error, "usage file is invalid")
+            .file("UF-1")
+            .group("CRD-1", "PRD-1", "2024-01")
+            .details("row 3: quantity");
+        assert_eq!(
+            alert.text(),
+            "[connect-payg Error] usage file is invalid (file UF-1, contract CRD-1, product PRD-1, period 2024-01): row 3: quantity"
+        );
+        let body = serde_json::to_value(WebhookBody {
+            text: alert.text(),
+            alert: &alert,
+        })
+        .unwrap();
+        assert_eq!(body["kind"], "invalid_file");
+        assert_eq!(body["severity"], "error");
+        assert_eq!(body["file_id"], "UF-1");
+        assert_eq!(body["details"], "row 3: quantity");
+    }
+
+    #[tokio::test]
+    async fn an_unreachable_webhook_does_not_fail() {
+        let mut alerter = Alerter::new(Some("http://127.0.0.1:9/hook"));
+        alerter.retry_delay = Duration::from_millis(1);
+        alerter
+            .send(Alert::new(AlertKind::FilingFailed, Severity::Warning, "x"))
+            .await;
+        assert!(format!("{alerter:?}").contains("***"));
+    }
+}
