@@ -182,6 +182,8 @@ pub struct ReportSettings {
     pub api_concurrency: usize,
     /// Upper bound on how long the report waits for an uploaded file to leave `processing`.
     pub ready_timeout: Duration,
+    /// First pause between status polls after an upload; it doubles up to 30 s.
+    pub ready_poll_interval: Duration,
 }
 
 impl ReportSettings {
@@ -442,6 +444,12 @@ impl Settings {
             alert_webhook_url,
             api_concurrency: parse_number("API_CONCURRENCY", get("api_concurrency"), 8, 1)?,
             ready_timeout: seconds("READY_TIMEOUT", get("ready_timeout"), 900)?,
+            ready_poll_interval: Duration::from_millis(parse_number(
+                "READY_POLL_INTERVAL_MS",
+                get("ready_poll_interval_ms"),
+                2000,
+                1,
+            )?),
         };
         let runner = RunnerSettings {
             background_time_limit: seconds(

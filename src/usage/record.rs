@@ -1,0 +1,494 @@
+//! Vendor usage records (spec §4): the raw fields a source yields, the checks that need nothing
+//! but the record itself and the month, and the reasons a record is bad or out of scope.
+//!
+//! Checks that need Connect (does the subscription exist, what precision has the item) happen in
+//! [`crate::usage::resolve`]; both produce the same [`BadRecord`] so every rejection is reported
+//! the same way, with the record's line and reason.
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+
+use chrono::NaiveDateTime;
+use sha2::{Digest, Sha256};
+
+use crate::usage::period::{parse_time, Period};
+use crate::usage::template::Precision;
+
+/// The record's fields, in header order.
+pub const FIELDS: [&str; 7] = [
+    "subscription_id",
+    "item_mpn",
+    "quantity",
+    "start_time_utc",
+    "end_time_utc",
+    "record_id",
+    "record_note",
+];
+
+/// One record as the source delivered it: every field as text, absent when missing or empty.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawRecord {
+    /// Line (CSV, JSON lines) or element number (JSON array), 1-based, for error reports.
+    pub line: u64,
+    pub subscription_id: Option<String>,
+    pub item_mpn: Option<String>,
+    pub quantity: Option<String>,
+    pub start_time_utc: Option<String>,
+    pub end_time_utc: Option<String>,
+    pub record_id: Option<String>,
+    pub record_note: Option<String>,
+}
+
+impl RawRecord {
+    /// Sets a field by its header name; unknown names are ignored (sources may carry extras).
+    pub fn set(&mut self, name: &str, value: Option<String>) {
+        let value = value.filter(|v| !v.trim().is_empty());
+        let slot = match name {
+            "subscription_id" => &mut self.subscription_id,
+            "item_mpn" => &mut self.item_mpn,
+            "quantity" => &mut self.quantity,
+            "start_time_utc" => &mut self.start_time_utc,
+            "end_time_utc" => &mut self.end_time_utc,
+            "record_id" => &mut self.record_id,
+            "record_note" => &mut self.record_note,
+            _ => return,
+        };
+        *slot = value;
+    }
+}
+
+/// A non-negative decimal quantity, kept as the vendor wrote it (normalised) so nothing is
+/// rounded on the way to the workbook.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Quantity {
+    text: String,
+    fraction_digits: u8,
+}
+
+impl Quantity {
+    /// Accepts plain decimals (`12`, `12.50`, `-3`, `.5`); no exponents, no separators.
+    pub fn parse(text: &str) -> Result<Quantity, QuantityError> {
+        let text = text.trim();
+        let (negative, digits) = match text.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, text.strip_prefix('+').unwrap_or(text)),
+        };
+        let (whole, fraction) = digits.split_once('.').unwrap_or((digits, ""));
+        let all_digits = |s: &str| s.bytes().all(|b| b.is_ascii_digit());
+        if (whole.is_empty() && fraction.is_empty())
+            || !all_digits(whole)
+            || !all_digits(fraction)
+            || whole.len() > 15
+            || fraction.len() > 30
+        {
+            return Err(QuantityError::Unparsable);
+        }
+        let fraction = fraction.trim_end_matches('0');
+        let whole = whole.trim_start_matches('0');
+        let is_zero = whole.is_empty() && fraction.is_empty();
+        if negative && !is_zero {
+            return Err(QuantityError::Negative);
+        }
+        let whole = if whole.is_empty() { "0" } else { whole };
+        let text = if fraction.is_empty() {
+            whole.to_string()
+        } else {
+            format!("{whole}.{fraction}")
+        };
+        Ok(Quantity {
+            text,
+            fraction_digits: fraction.len() as u8,
+        })
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    pub fn value(&self) -> f64 {
+        self.text.parse().expect("normalised decimal")
+    }
+
+    /// Whether the item's precision can hold this quantity exactly.
+    pub fn fits(&self, precision: Precision) -> Result<(), BadReason> {
+        match precision {
+            Precision::Integer if self.fraction_digits > 0 => Err(BadReason::FractionalQuantity),
+            Precision::Decimal(digits) if self.fraction_digits > digits => {
+                Err(BadReason::ExcessPrecision)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuantityError {
+    Unparsable,
+    Negative,
+}
+
+/// A record that passed every check that needs only itself and the month.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VendorRecord {
+    pub line: u64,
+    pub subscription_id: String,
+    pub item: String,
+    pub quantity: Quantity,
+    pub start: NaiveDateTime,
+    pub end: NaiveDateTime,
+    /// The vendor's id, or a deterministic hash of the record (see [`RecordIds`]).
+    pub record_id: String,
+    pub note: Option<String>,
+}
+
+/// Why a record is bad: never uploaded, reported with its line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum BadReason {
+    MissingField,
+    UnparsableField,
+    NegativeQuantity,
+    FractionalQuantity,
+    ExcessPrecision,
+    EndBeforeStart,
+    OutsidePeriod,
+    UnknownSubscription,
+    UnknownItem,
+    DuplicateRecordId,
+}
+
+impl BadReason {
+    pub const ALL: [BadReason; 10] = [
+        BadReason::MissingField,
+        BadReason::UnparsableField,
+        BadReason::NegativeQuantity,
+        BadReason::FractionalQuantity,
+        BadReason::ExcessPrecision,
+        BadReason::EndBeforeStart,
+        BadReason::OutsidePeriod,
+        BadReason::UnknownSubscription,
+        BadReason::UnknownItem,
+        BadReason::DuplicateRecordId,
+    ];
+
+    pub fn code(&self) -> &'static str {
+        match self {
+            BadReason::MissingField => "missing_field",
+            BadReason::UnparsableField => "unparsable_field",
+            BadReason::NegativeQuantity => "negative_quantity",
+            BadReason::FractionalQuantity => "fractional_quantity",
+            BadReason::ExcessPrecision => "excess_precision",
+            BadReason::EndBeforeStart => "end_before_start",
+            BadReason::OutsidePeriod => "outside_period",
+            BadReason::UnknownSubscription => "unknown_subscription",
+            BadReason::UnknownItem => "unknown_item",
+            BadReason::DuplicateRecordId => "duplicate_record_id",
+        }
+    }
+}
+
+impl fmt::Display for BadReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRecord {
+    pub line: u64,
+    pub reason: BadReason,
+    pub detail: String,
+}
+
+impl BadRecord {
+    pub fn new(line: u64, reason: BadReason, detail: impl Into<String>) -> Self {
+        BadRecord {
+            line,
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for BadRecord {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "line {}: {}: {}", self.line, self.reason, self.detail)
+    }
+}
+
+/// Why a valid record is not reported (counted, not an error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OutOfScope {
+    /// The asset's contract is not an active distribution contract.
+    ContractNotActiveDistribution,
+    /// The asset's product has no PPU capability or its schema is not QT.
+    ProductNotQt,
+}
+
+impl OutOfScope {
+    pub fn code(&self) -> &'static str {
+        match self {
+            OutOfScope::ContractNotActiveDistribution => "contract_not_active_distribution",
+            OutOfScope::ProductNotQt => "product_not_qt",
+        }
+    }
+}
+
+impl fmt::Display for OutOfScope {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.code())
+    }
+}
+
+fn required(line: u64, name: &str, value: &Option<String>) -> Result<String, BadRecord> {
+    value
+        .as_ref()
+        .map(|v| v.trim().to_string())
+        .ok_or_else(|| BadRecord::new(line, BadReason::MissingField, format!("{name} is missing")))
+}
+
+fn time(line: u64, name: &str, value: &Option<String>) -> Result<NaiveDateTime, BadRecord> {
+    let text = required(line, name, value)?;
+    parse_time(&text).ok_or_else(|| {
+        BadRecord::new(
+            line,
+            BadReason::UnparsableField,
+            format!("{name} {text:?} is not YYYY-MM-DD HH:MM:SS"),
+        )
+    })
+}
+
+/// Assigns record ids and refuses repeats across the whole source.
+///
+/// A vendor id is kept as is. A record without one gets `PAYG-<YYYYMM>-<hash>` over its content
+/// and the number of identical records seen before it, so re-reading the same data yields the
+/// same ids (rebuilds replace rows instead of adding them) and identical rows stay distinct.
+#[derive(Default)]
+pub struct RecordIds {
+    seen: HashSet<String>,
+    identical: HashMap<[u8; 16], u32>,
+}
+
+impl RecordIds {
+    fn assign(
+        &mut self,
+        line: u64,
+        vendor_id: Option<String>,
+        content: &[&str],
+        period: Period,
+    ) -> Result<String, BadRecord> {
+        let id = match vendor_id {
+            Some(id) => id.trim().to_string(),
+            None => {
+                let mut hasher = Sha256::new();
+                for part in content {
+                    hasher.update(part.as_bytes());
+                    hasher.update([0x1f]);
+                }
+                let digest: [u8; 16] = hasher.finalize()[..16].try_into().expect("16 bytes");
+                let occurrence = self.identical.entry(digest).or_default();
+                *occurrence += 1;
+                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
+                format!("PAYG-{}-{hex}-{}", period.compact(), occurrence)
+            }
+        };
+        if !self.seen.insert(id.clone()) {
+            return Err(BadRecord::new(
+                line,
+                BadReason::DuplicateRecordId,
+                format!("record_id {id:?} repeats an earlier record"),
+            ));
+        }
+        Ok(id)
+    }
+}
+
+/// Every check that needs only the record and the month: fields present and parsable,
+/// quantity not negative, interval ordered and inside the month, record id unique.
+pub fn check(
+    raw: RawRecord,
+    period: Period,
+    ids: &mut RecordIds,
+) -> Result<VendorRecord, BadRecord> {
+    let line = raw.line;
+    let subscription_id = required(line, "subscription_id", &raw.subscription_id)?;
+    let item = required(line, "item_mpn", &raw.item_mpn)?;
+    let quantity_text = required(line, "quantity", &raw.quantity)?;
+    let start = time(line, "start_time_utc", &raw.start_time_utc)?;
+    let end = time(line, "end_time_utc", &raw.end_time_utc)?;
+    let quantity = Quantity::parse(&quantity_text).map_err(|error| match error {
+        QuantityError::Unparsable => BadRecord::new(
+            line,
+            BadReason::UnparsableField,
+            format!("quantity {quantity_text:?} is not a decimal number"),
+        ),
+        QuantityError::Negative => BadRecord::new(
+            line,
+            BadReason::NegativeQuantity,
+            format!("quantity {quantity_text} is negative"),
+        ),
+    })?;
+    if end < start {
+        return Err(BadRecord::new(
+            line,
+            BadReason::EndBeforeStart,
+            "end_time_utc is before start_time_utc",
+        ));
+    }
+    if !period.contains(start, end) {
+        return Err(BadRecord::new(
+            line,
+            BadReason::OutsidePeriod,
+            format!("the interval leaves {period}"),
+        ));
+    }
+    let note = raw.record_note.filter(|n| !n.is_empty());
+    let start_text = raw.start_time_utc.as_deref().unwrap_or_default();
+    let end_text = raw.end_time_utc.as_deref().unwrap_or_default();
+    let record_id = ids.assign(
+        line,
+        raw.record_id,
+        &[
+            &subscription_id,
+            &item,
+            quantity.as_str(),
+            start_text,
+            end_text,
+            note.as_deref().unwrap_or_default(),
+        ],
+        period,
+    )?;
+    Ok(VendorRecord {
+        line,
+        subscription_id,
+        item,
+        quantity,
+        start,
+        end,
+        record_id,
+        note,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(fields: [&str; 7]) -> RawRecord {
+        let mut record = RawRecord {
+            line: 7,
+            ..Default::default()
+        };
+        for (name, value) in FIELDS.iter().zip(fields) {
+            record.set(name, Some(value.to_string()));
+        }
+        record
+    }
+
+    fn good() -> [&'static str; 7] {
+        [
+            "AS-1",
+            "MPN-A",
+            "12.50",
+            "2024-01-01 00:00:00",
+            "2024-01-31 23:59:59",
+            "",
+            "a, \"quoted\" note",
+        ]
+    }
+
+    fn jan() -> Period {
+        Period::parse("2024-01").unwrap()
+    }
+
+    fn reason(fields: [&str; 7]) -> BadReason {
+        check(raw(fields), jan(), &mut RecordIds::default())
+            .unwrap_err()
+            .reason
+    }
+
+    #[test]
+    fn a_good_record_passes_with_a_derived_id() {
+        let record = check(raw(good()), jan(), &mut RecordIds::default()).unwrap();
+        assert_eq!(record.quantity.as_str(), "12.5");
+        assert!(record.record_id.starts_with("PAYG-202401-"));
+        assert_eq!(record.note.as_deref(), Some("a, \"quoted\" note"));
+    }
+
+    #[test]
+    fn derived_ids_are_stable_and_distinct_for_identical_records() {
+        let run = || {
+            let mut ids = RecordIds::default();
+            let a = check(raw(good()), jan(), &mut ids).unwrap().record_id;
+            let b = check(raw(good()), jan(), &mut ids).unwrap().record_id;
+            (a, b)
+        };
+        let (a, b) = run();
+        assert_ne!(a, b);
+        assert_eq!(run(), (a, b));
+    }
+
+    #[test]
+    fn each_local_reason_is_detected() {
+        let with = |index: usize, value: &'static str| {
+            let mut fields = good();
+            fields[index] = value;
+            fields
+        };
+        assert_eq!(reason(with(0, "")), BadReason::MissingField);
+        assert_eq!(reason(with(2, "")), BadReason::MissingField);
+        assert_eq!(reason(with(2, "1e3")), BadReason::UnparsableField);
+        assert_eq!(reason(with(2, "ten")), BadReason::UnparsableField);
+        assert_eq!(
+            reason(with(3, "2024-01-01T00:00:00")),
+            BadReason::UnparsableField
+        );
+        assert_eq!(reason(with(2, "-1")), BadReason::NegativeQuantity);
+        assert_eq!(
+            reason(with(4, "2023-12-31 00:00:00")),
+            BadReason::EndBeforeStart
+        );
+        assert_eq!(
+            reason(with(4, "2024-02-01 00:00:00")),
+            BadReason::OutsidePeriod
+        );
+        assert_eq!(
+            reason(with(3, "2023-12-31 23:00:00")),
+            BadReason::OutsidePeriod
+        );
+    }
+
+    #[test]
+    fn repeated_vendor_ids_are_bad() {
+        let mut ids = RecordIds::default();
+        let mut fields = good();
+        fields[5] = "R-1";
+        assert!(check(raw(fields), jan(), &mut ids).is_ok());
+        fields[2] = "3";
+        let error = check(raw(fields), jan(), &mut ids).unwrap_err();
+        assert_eq!(error.reason, BadReason::DuplicateRecordId);
+        assert_eq!(error.line, 7);
+    }
+
+    #[test]
+    fn quantities_normalise_and_check_precision() {
+        let q = |s| Quantity::parse(s).unwrap();
+        assert_eq!(q("007.100").as_str(), "7.1");
+        assert_eq!(q("-0").as_str(), "0");
+        assert_eq!(q(".5").as_str(), "0.5");
+        assert_eq!(q("3.").as_str(), "3");
+        assert!(q("3.0").fits(Precision::Integer).is_ok());
+        assert_eq!(
+            q("3.5").fits(Precision::Integer),
+            Err(BadReason::FractionalQuantity)
+        );
+        assert_eq!(
+            q("3.125").fits(Precision::Decimal(2)),
+            Err(BadReason::ExcessPrecision)
+        );
+        assert!(q("3.12").fits(Precision::Decimal(2)).is_ok());
+        assert_eq!(Quantity::parse("."), Err(QuantityError::Unparsable));
+        assert_eq!(Quantity::parse("1,5"), Err(QuantityError::Unparsable));
+        assert_eq!(Quantity::parse("NaN"), Err(QuantityError::Unparsable));
+        assert_eq!(Quantity::parse("-2.5"), Err(QuantityError::Negative));
+    }
+}

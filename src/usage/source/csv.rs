@@ -1,0 +1,160 @@
+//! CSV records: a header row naming the fields (any order, extra columns ignored), then one
+//! record per row. Quoted fields may hold commas, quotes and line breaks.
+
+use futures::StreamExt;
+use tokio::io::AsyncRead;
+
+use super::{broken, RecordStream, SourceError, MAX_RECORD_BYTES};
+use crate::usage::record::{BadReason, BadRecord, RawRecord, FIELDS};
+
+/// Fields a header must name; `record_id` and `record_note` are optional.
+const REQUIRED: [&str; 5] = [
+    "subscription_id",
+    "item_mpn",
+    "quantity",
+    "start_time_utc",
+    "end_time_utc",
+];
+
+pub(super) fn records(
+    reader: Box<dyn AsyncRead + Send + Unpin>,
+    source_name: String,
+) -> RecordStream {
+    let stream = futures::stream::once(async move {
+        let mut reader = csv_async::AsyncReaderBuilder::new()
+            .flexible(true)
+            .trim(csv_async::Trim::All)
+            .create_reader(reader);
+        let headers = reader
+            .headers()
+            .await
+            .map_err(|e| broken(&source_name, e))?
+            .clone();
+        let columns: Vec<Option<&'static str>> = headers
+            .iter()
+            .map(|name| {
+                let name = name.trim_start_matches('\u{feff}').trim();
+                FIELDS.iter().copied().find(|field| *field == name)
+            })
+            .collect();
+        if let Some(missing) = REQUIRED
+            .iter()
+            .find(|field| !columns.contains(&Some(**field)))
+        {
+            return Err(SourceError::Format {
+                source_name,
+                reason: format!("the CSV header has no {missing} column"),
+            });
+        }
+        let rows = reader.into_records().map(move |row| match row {
+            Ok(row) => {
+                let line = row.position().map(|p| p.line()).unwrap_or_default();
+                if row.as_slice().len() > MAX_RECORD_BYTES {
+                    return Ok(Err(BadRecord::new(
+                        line,
+                        BadReason::UnparsableField,
+                        "the row is larger than 1 MiB",
+                    )));
+                }
+                let mut record = RawRecord {
+                    line,
+                    ..Default::default()
+                };
+                for (column, value) in columns.iter().zip(row.iter()) {
+                    if let Some(name) = column {
+                        record.set(name, Some(value.to_string()));
+                    }
+                }
+                Ok(Ok(record))
+            }
+            Err(error) => match error.kind() {
+                csv_async::ErrorKind::Io(io) => Err(broken(&source_name, io)),
+                _ => {
+                    let line = error.position().map(|p| p.line()).unwrap_or_default();
+                    Ok(Err(BadRecord::new(
+                        line,
+                        BadReason::UnparsableField,
+                        format!("the row cannot be read: {error}"),
+                    )))
+                }
+            },
+        });
+        Ok(rows)
+    });
+    stream
+        .map(|opened| match opened {
+            Ok(rows) => rows.boxed(),
+            Err(error) => futures::stream::once(async { Err(error) }).boxed(),
+        })
+        .flatten()
+        .boxed()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::TryStreamExt;
+
+    async fn read(text: &'static str) -> Result<Vec<Result<RawRecord, BadRecord>>, SourceError> {
+        records(Box::new(text.as_bytes()), "test.csv".into())
+            .try_collect()
+            .await
+    }
+
+    #[tokio::test]
+    async fn reads_quoted_fields_any_column_order_and_line_numbers() {
+        let rows = read(
+            "quantity,subscription_id,item_mpn,start_time_utc,end_time_utc,record_note,extra\n\
+             1.5,AS-1,MPN,2024-01-01 00:00:00,2024-01-31 23:59:59,\"a, \"\"b\"\"\nc\",x\n\
+             2,AS-2,MPN,2024-01-01 00:00:00,2024-01-31 23:59:59,,y\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 2);
+        let first = rows[0].as_ref().unwrap();
+        assert_eq!(first.line, 2);
+        assert_eq!(first.quantity.as_deref(), Some("1.5"));
+        assert_eq!(first.record_note.as_deref(), Some("a, \"b\"\nc"));
+        let second = rows[1].as_ref().unwrap();
+        assert_eq!(second.line, 4);
+        assert_eq!(second.record_note, None);
+    }
+
+    #[tokio::test]
+    async fn short_rows_come_through_with_missing_fields() {
+        let rows =
+            read("subscription_id,item_mpn,quantity,start_time_utc,end_time_utc\nAS-1,MPN\n")
+                .await
+                .unwrap();
+        let record = rows[0].as_ref().unwrap();
+        assert_eq!(record.subscription_id.as_deref(), Some("AS-1"));
+        assert_eq!(record.quantity, None);
+    }
+
+    #[tokio::test]
+    async fn a_header_without_a_required_column_is_a_source_error() {
+        let error = read("subscription_id,item_mpn,quantity\nAS-1,M,1\n")
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("start_time_utc"), "{error}");
+        assert!(error.contains("test.csv"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn invalid_utf8_is_a_bad_record_and_reading_goes_on() {
+        let data: &'static [u8] =
+            b"subscription_id,item_mpn,quantity,start_time_utc,end_time_utc\n\
+            AS-\xff,M,1,a,b\nAS-2,M,1,a,b\n";
+        let rows: Vec<_> = records(Box::new(data), "t.csv".into())
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 2);
+        assert_eq!(
+            rows[0].as_ref().unwrap_err().reason,
+            BadReason::UnparsableField
+        );
+        assert!(rows[1].is_ok());
+    }
+}
