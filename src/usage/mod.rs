@@ -1,8 +1,14 @@
 //! The pipeline from vendor records to usage workbooks: sources, validation, resolution against
 //! Connect, grouping, workbook writing, the shared template validator, and idempotent filing.
 
+pub mod build;
+pub mod filing;
+pub mod group;
 pub mod period;
 pub mod record;
+pub mod report;
+pub mod resolve;
 pub mod source;
+pub mod summary;
 pub mod template;
 pub mod workbook;

@@ -7,6 +7,9 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::config::{ConfigError, SettingsSources};
+use crate::connect::ConnectError;
+
+mod report;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -82,6 +85,8 @@ pub enum CliError {
     #[error("{0}")]
     Usage(String),
     #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
     Other(#[from] anyhow::Error),
 }
 
@@ -100,6 +105,10 @@ pub fn main() -> ExitCode {
         Err(error @ (CliError::Config(_) | CliError::Usage(_))) => {
             eprintln!("error: {error}");
             ExitCode::from(2)
+        }
+        Err(CliError::Connect(error)) => {
+            eprintln!("error: {error}");
+            ExitCode::from(1)
         }
         Err(CliError::Other(error)) => {
             eprintln!("error: {error:#}");
@@ -120,10 +129,25 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             crate::logging::init(settings.connection.log_format);
             Err(CliError::Usage("run: not implemented yet".into()))
         }
-        Command::Report { unsecure, .. } => {
-            let settings = sources(unsecure).load()?;
-            crate::logging::init(settings.connection.log_format);
-            Err(CliError::Usage("report: not implemented yet".into()))
+        Command::Report {
+            unsecure,
+            period,
+            contract,
+            product,
+            dry_run,
+            out,
+        } => {
+            report::report(
+                sources(unsecure),
+                report::ReportArgs {
+                    period,
+                    contracts: contract,
+                    products: product,
+                    dry_run,
+                    out,
+                },
+            )
+            .await
         }
         Command::Validate { .. } => Err(CliError::Usage("validate: not implemented yet".into())),
         Command::Sandbox { .. } => Err(CliError::Usage("sandbox: not implemented yet".into())),

@@ -1,0 +1,115 @@
+//! A group's workbook: its rows in the template's layout, checked by the same
+//! [`RowValidator`] the simulator and `validate` use, then written to disk.
+//!
+//! Nothing leaves for the platform that the shared rules refuse: a row that fails them stops the
+//! group before upload (it would mean a bug in the pipeline, and the platform would mark the
+//! whole file invalid anyway). Writing is CPU and file work, so it runs on the blocking pool.
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use crate::usage::group::{Group, ReportRow};
+use crate::usage::period::{format_time, Period};
+use crate::usage::template::{Cell, Problem, RowValidator, Rules, UsageRow};
+use crate::usage::workbook::{WorkbookError, WorkbookStats, WorkbookWriter};
+
+/// Category every record is filed under (the template's recommended default).
+pub const CATEGORY: &str = "generic_category";
+
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    #[error("the workbook breaks the template rules ({} problems), first: {}", .0.len(), .0[0])]
+    Template(Vec<Problem>),
+    #[error(transparent)]
+    Workbook(#[from] WorkbookError),
+    #[error("the workbook task stopped unexpectedly: {0}")]
+    Task(String),
+}
+
+fn text(value: &str) -> Cell {
+    Cell::Text(value.to_string())
+}
+
+fn optional_text(value: Option<&str>) -> Cell {
+    value.map_or(Cell::Empty, text)
+}
+
+/// The template row for one record: QT columns only, dynamic-item and amount/tier left empty.
+pub fn usage_row(row: &ReportRow) -> UsageRow {
+    let record = &row.record;
+    UsageRow {
+        record_id: text(&record.record_id),
+        record_note: optional_text(record.note.as_deref()),
+        item_search_criteria: text(&row.item.search.0),
+        item_search_value: text(&row.item.search.1),
+        amount: Cell::Empty,
+        quantity: Cell::Number(record.quantity.value()),
+        start_time_utc: Cell::Text(format_time(record.start)),
+        end_time_utc: Cell::Text(format_time(record.end)),
+        asset_search_criteria: text(&row.asset.search.0),
+        asset_search_value: text(&row.asset.search.1),
+        item_name: Cell::Empty,
+        item_mpn: Cell::Empty,
+        item_precision: Cell::Empty,
+        item_unit: Cell::Empty,
+        category_id: text(CATEGORY),
+        asset_recon_id: optional_text(row.asset.recon_id.as_deref()),
+        tier: Cell::Empty,
+    }
+}
+
+/// The rules the platform will apply to this group's file: its month, its product's PAYG items
+/// and the assets on its contract and product.
+pub fn rules(group: &Group, period: Period) -> Rules {
+    let items: HashMap<(String, String), _> = group
+        .product
+        .items
+        .values()
+        .map(|item| (item.search.clone(), item.precision))
+        .collect();
+    let assets: HashSet<(String, String)> = group
+        .rows
+        .iter()
+        .map(|row| row.asset.search.clone())
+        .collect();
+    Rules {
+        period: Some(period),
+        items: Some(items),
+        assets: Some(assets),
+    }
+}
+
+/// Checks and writes the group's workbook to `path`.
+pub async fn write_group(
+    group: Arc<Group>,
+    period: Period,
+    path: PathBuf,
+) -> Result<WorkbookStats, BuildError> {
+    tokio::task::spawn_blocking(move || write_group_blocking(&group, period, &path))
+        .await
+        .map_err(|e| BuildError::Task(e.to_string()))?
+}
+
+fn write_group_blocking(
+    group: &Group,
+    period: Period,
+    path: &Path,
+) -> Result<WorkbookStats, BuildError> {
+    let rules = rules(group, period);
+    let mut validator = RowValidator::new(&rules);
+    let scratch = path.parent().unwrap_or(Path::new("."));
+    let mut writer = WorkbookWriter::new(scratch)?;
+    let mut problems = Vec::new();
+    for (row, sheet_row) in group.rows.iter().zip(2u32..) {
+        let usage_row = usage_row(row);
+        problems.extend(validator.check(sheet_row, &usage_row));
+        if problems.is_empty() {
+            writer.push(&usage_row)?;
+        }
+    }
+    if !problems.is_empty() {
+        return Err(BuildError::Template(problems));
+    }
+    Ok(writer.finish(path)?)
+}

@@ -1,0 +1,358 @@
+//! Filing one group as exactly one live usage file (spec §5.3), safe to repeat after any crash
+//! and with other replicas doing the same at the same time.
+//!
+//! The platform is the only state: every run looks the group's `external_id` up first and acts
+//! on what it finds — `pending`/`accepted`/`closed` are done, `ready` is submitted, `draft` and
+//! `invalid` are leftovers of an interrupted or broken run and are deleted and rebuilt, files
+//! still `processing` are waited for, `rejected` belongs to the event handler.
+//!
+//! Replicas: when two instances create a file for the same key, both see both when they look
+//! again (right after creating, and again right before submitting). The preferred file wins:
+//! one already submitted, else the earliest created, else the lowest id; the loser deletes its
+//! own file and leaves the group to the winner. Because both sides apply the same order to the
+//! same platform state, at most one file survives to be submitted.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crate::connect::models::{NewUsageFile, Reference, UsageFile, UsagePeriod};
+use crate::connect::{ConnectClient, ConnectError, Rql};
+use crate::usage::build::{self, BuildError};
+use crate::usage::group::{Group, GroupKey};
+use crate::usage::period::Period;
+
+/// Statuses after which the vendor has nothing more to do for the month.
+const DONE: [&str; 3] = ["pending", "accepted", "closed"];
+/// Statuses in which the platform is still working on an upload.
+const PROCESSING: [&str; 3] = ["uploading", "uploaded", "processing"];
+/// Statuses from which a file may be deleted.
+const DELETABLE: [&str; 3] = ["draft", "invalid", "ready"];
+
+/// What filing a group came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum FilingResult {
+    /// A new file was created, uploaded and submitted.
+    Created,
+    /// An existing file (ready, or uploaded again after a rejection) was submitted.
+    Submitted,
+    /// Nothing to do; the reason says why (e.g. "already pending").
+    Skipped(String),
+    /// The workbook was written locally only (`--dry-run`).
+    DryRun,
+    /// The group could not be filed; the message says why. A later run retries.
+    Failed(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupOutcome {
+    pub key: GroupKey,
+    pub file_id: Option<String>,
+    pub rows: u64,
+    pub result: FilingResult,
+    pub workbook: Option<PathBuf>,
+    /// The platform's `error_detail` when the file ended invalid.
+    pub error_detail: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum FilingError {
+    #[error(transparent)]
+    Connect(#[from] ConnectError),
+    #[error(transparent)]
+    Build(#[from] BuildError),
+    #[error("cannot read the workbook {path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("usage file {file_id} was still {status} after {waited:?}")]
+    StillProcessing {
+        file_id: String,
+        status: String,
+        waited: Duration,
+    },
+    #[error("usage file {file_id} is invalid: {detail}")]
+    Invalid { file_id: String, detail: String },
+    #[error("{0}")]
+    Group(String),
+}
+
+/// Files groups for one month.
+#[derive(Clone)]
+pub struct Filer {
+    pub client: ConnectClient,
+    pub period: Period,
+    /// Where workbooks are written.
+    pub workdir: PathBuf,
+    /// Keep workbooks after upload (the `report` command and the sandbox show them).
+    pub keep_workbooks: bool,
+    pub dry_run: bool,
+    pub ready_timeout: Duration,
+    pub poll_interval: Duration,
+}
+
+fn created_at(file: &UsageFile) -> Option<&str> {
+    file.events
+        .get("created")
+        .and_then(|event| event.at.as_deref())
+}
+
+fn status_rank(file: &UsageFile) -> u8 {
+    if DONE.contains(&file.status.as_str()) {
+        0
+    } else {
+        1
+    }
+}
+
+/// The file every replica agrees to keep among several live ones for a key.
+fn preferred(files: &[UsageFile]) -> Option<&UsageFile> {
+    files.iter().min_by(|a, b| {
+        (status_rank(a), created_at(a), &a.id).cmp(&(status_rank(b), created_at(b), &b.id))
+    })
+}
+
+impl Filer {
+    fn workbook_path(&self, key: &GroupKey) -> PathBuf {
+        let name = key.external_id(self.period).replace(':', "_");
+        self.workdir.join(format!("{name}.xlsx"))
+    }
+
+    /// Live (not deleted) files for the group's key.
+    pub async fn live_files(&self, key: &GroupKey) -> Result<Vec<UsageFile>, ConnectError> {
+        let filter = Rql::all([
+            Rql::eq("external_id", key.external_id(self.period)),
+            Rql::eq("product.id", key.product_id.clone()),
+            Rql::eq("contract.id", key.contract_id.clone()),
+            Rql::ne("status", "deleted"),
+        ]);
+        self.client.usage_files(filter).await
+    }
+
+    /// Files the group, never returning an error: failures become a `Failed` outcome.
+    pub async fn file_group(&self, group: Arc<Group>) -> GroupOutcome {
+        let mut outcome = GroupOutcome {
+            key: group.key.clone(),
+            file_id: None,
+            rows: group.rows.len() as u64,
+            result: FilingResult::Failed(String::new()),
+            workbook: None,
+            error_detail: None,
+        };
+        match self.file_group_inner(&group, &mut outcome).await {
+            Ok(result) => outcome.result = result,
+            Err(error) => {
+                if let FilingError::Invalid { detail, .. } = &error {
+                    outcome.error_detail = Some(detail.clone());
+                }
+                outcome.result = FilingResult::Failed(error.to_string());
+            }
+        }
+        if !self.keep_workbooks {
+            if let Some(path) = outcome.workbook.take() {
+                let _ = tokio::fs::remove_file(path).await;
+            }
+        }
+        outcome
+    }
+
+    async fn file_group_inner(
+        &self,
+        group: &Arc<Group>,
+        outcome: &mut GroupOutcome,
+    ) -> Result<FilingResult, FilingError> {
+        let currency = group.currency.clone().map_err(FilingError::Group)?;
+        if self.dry_run {
+            let path = self.workbook_path(&group.key);
+            build::write_group(group.clone(), self.period, path.clone()).await?;
+            outcome.workbook = Some(path);
+            return Ok(FilingResult::DryRun);
+        }
+        // A few rounds at most: each round either finishes or removes a leftover file.
+        for _ in 0..4 {
+            let live = self.live_files(&group.key).await?;
+            let Some(file) = self.settle_duplicates(live).await? else {
+                return self.create_and_submit(group, &currency, outcome).await;
+            };
+            outcome.file_id = Some(file.id.clone());
+            match file.status.as_str() {
+                status if DONE.contains(&status) => {
+                    return Ok(FilingResult::Skipped(format!("already {status}")))
+                }
+                "rejected" => {
+                    return Ok(FilingResult::Skipped(
+                        "rejected; the rejection handler rebuilds it".into(),
+                    ))
+                }
+                "ready" => {
+                    self.submit_if_still_preferred(group, &file.id).await?;
+                    return Ok(FilingResult::Submitted);
+                }
+                status if PROCESSING.contains(&status) => {
+                    self.wait_until_processed(&file.id).await?;
+                }
+                "draft" | "invalid" => {
+                    tracing::info!(file_id = %file.id, status = %file.status, key = %group.key, "deleting a leftover file to rebuild it");
+                    self.client.delete_usage_file(&file.id).await?;
+                }
+                other => {
+                    return Err(FilingError::Group(format!(
+                        "usage file {} is in an unexpected status {other:?}",
+                        file.id
+                    )))
+                }
+            }
+        }
+        Err(FilingError::Group(
+            "the group's usage file kept changing; a later run will retry".into(),
+        ))
+    }
+
+    /// Deletes the live files that lose to the preferred one (where the platform allows) and
+    /// returns the preferred one.
+    async fn settle_duplicates(
+        &self,
+        live: Vec<UsageFile>,
+    ) -> Result<Option<UsageFile>, ConnectError> {
+        let Some(winner) = preferred(&live).cloned() else {
+            return Ok(None);
+        };
+        for file in live.iter().filter(|f| f.id != winner.id) {
+            if DELETABLE.contains(&file.status.as_str()) {
+                tracing::warn!(file_id = %file.id, winner = %winner.id, "deleting a duplicate usage file");
+                self.client.delete_usage_file(&file.id).await?;
+            } else {
+                tracing::warn!(file_id = %file.id, status = %file.status, winner = %winner.id, "a duplicate usage file cannot be deleted in its status");
+            }
+        }
+        Ok(Some(winner))
+    }
+
+    /// True when `file_id` is (still) the preferred live file of the group; otherwise withdraws
+    /// it. A listing that does not show the file yet cannot prove another one won.
+    async fn still_preferred(&self, key: &GroupKey, file_id: &str) -> Result<bool, ConnectError> {
+        let live = self.live_files(key).await?;
+        match preferred(&live) {
+            Some(winner) if winner.id != file_id => {
+                tracing::warn!(file_id, winner = %winner.id, "another instance filed this group first; withdrawing our file");
+                let deletable = live
+                    .iter()
+                    .find(|f| f.id == file_id)
+                    .is_none_or(|ours| DELETABLE.contains(&ours.status.as_str()));
+                if deletable {
+                    self.client.delete_usage_file(file_id).await?;
+                }
+                Ok(false)
+            }
+            _ => Ok(true),
+        }
+    }
+
+    fn new_file(&self, key: &GroupKey, currency: &str) -> NewUsageFile {
+        NewUsageFile {
+            name: format!("{} {} {}", key.product_id, key.contract_id, self.period),
+            description: format!("PAYG usage for {}", self.period.human()),
+            note: Some(format!(
+                "generated by connect-payg {}",
+                env!("CARGO_PKG_VERSION")
+            )),
+            period: UsagePeriod::new(self.period.first_day(), self.period.last_day()),
+            currency: currency.to_string(),
+            product: Reference::id(&key.product_id),
+            contract: Reference::id(&key.contract_id),
+            external_id: key.external_id(self.period),
+        }
+    }
+
+    async fn create_and_submit(
+        &self,
+        group: &Arc<Group>,
+        currency: &str,
+        outcome: &mut GroupOutcome,
+    ) -> Result<FilingResult, FilingError> {
+        let file = self
+            .client
+            .create_usage_file(&self.new_file(&group.key, currency))
+            .await?;
+        outcome.file_id = Some(file.id.clone());
+        if !self.still_preferred(&group.key, &file.id).await? {
+            return Ok(FilingResult::Skipped(
+                "another instance is filing this group".into(),
+            ));
+        }
+        self.upload_and_submit(group, &file.id, outcome).await?;
+        Ok(FilingResult::Created)
+    }
+
+    /// Writes the group's workbook, uploads it to `file_id`, waits for the platform to process
+    /// it and submits it. Used for new files and for rebuilds after a rejection.
+    pub async fn upload_and_submit(
+        &self,
+        group: &Arc<Group>,
+        file_id: &str,
+        outcome: &mut GroupOutcome,
+    ) -> Result<(), FilingError> {
+        let path = self.workbook_path(&group.key);
+        let stats = build::write_group(group.clone(), self.period, path.clone()).await?;
+        outcome.workbook = Some(path.clone());
+        let bytes = read_workbook(&path).await?;
+        tracing::info!(file_id, rows = stats.rows, bytes = stats.bytes, key = %group.key, "uploading usage workbook");
+        self.client.upload_usage_file(file_id, bytes.into()).await?;
+        let file = self.wait_until_processed(file_id).await?;
+        match file.status.as_str() {
+            "ready" => self.submit_if_still_preferred(group, file_id).await,
+            "invalid" => Err(FilingError::Invalid {
+                file_id: file_id.to_string(),
+                detail: file
+                    .error_detail
+                    .unwrap_or_else(|| "no detail given".into()),
+            }),
+            status if DONE.contains(&status) => Ok(()),
+            other => Err(FilingError::Group(format!(
+                "usage file {file_id} went to {other:?} after upload"
+            ))),
+        }
+    }
+
+    async fn submit_if_still_preferred(
+        &self,
+        group: &Arc<Group>,
+        file_id: &str,
+    ) -> Result<(), FilingError> {
+        if self.still_preferred(&group.key, file_id).await? {
+            self.client.submit_usage_file(file_id).await?;
+        }
+        Ok(())
+    }
+
+    /// Polls the file with growing intervals until the platform has processed the upload.
+    pub async fn wait_until_processed(&self, file_id: &str) -> Result<UsageFile, FilingError> {
+        let started = Instant::now();
+        let mut interval = self.poll_interval;
+        loop {
+            let file = self.client.usage_file(file_id).await?;
+            if !PROCESSING.contains(&file.status.as_str()) {
+                return Ok(file);
+            }
+            if started.elapsed() >= self.ready_timeout {
+                return Err(FilingError::StillProcessing {
+                    file_id: file_id.to_string(),
+                    status: file.status,
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(interval).await;
+            interval = (interval * 2).min(Duration::from_secs(30));
+        }
+    }
+}
+
+async fn read_workbook(path: &Path) -> Result<Vec<u8>, FilingError> {
+    tokio::fs::read(path)
+        .await
+        .map_err(|source| FilingError::Io {
+            path: path.to_path_buf(),
+            source,
+        })
+}

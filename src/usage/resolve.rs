@@ -1,0 +1,281 @@
+//! What Connect knows about the records of a run: assets, products and their PAYG items,
+//! contracts and marketplace currencies.
+//!
+//! Each object is asked for once per run, never once per record: assets in batches of
+//! [`BATCH`] ids with RQL `in()`, contracts likewise, products and marketplaces one request per
+//! distinct id. Batches run concurrently; the client's own limit (`API_CONCURRENCY`) bounds how
+//! many requests are in flight.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
+
+use futures::{StreamExt, TryStreamExt};
+
+use crate::config::{AssetCriteria, ItemCriteria};
+use crate::connect::models::{Asset, Item};
+use crate::connect::{ConnectClient, ConnectError, Query, Rql};
+use crate::usage::template::Precision;
+
+/// Values per `in()` list: short enough for any URL length limit (api doc §2.2).
+pub const BATCH: usize = 100;
+
+/// An asset as the workbook needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedAsset {
+    pub id: String,
+    pub contract_id: String,
+    pub product_id: String,
+    pub marketplace_id: String,
+    /// `(asset_search_criteria, asset_search_value)` written to the workbook.
+    pub search: (String, String),
+    /// The value of the asset's reconciliation parameter, if it has one.
+    pub recon_id: Option<String>,
+}
+
+/// A PAYG item as the workbook needs it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedItem {
+    pub precision: Precision,
+    /// `(item_search_criteria, item_search_value)` written to the workbook.
+    pub search: (String, String),
+}
+
+/// A product's reporting facts.
+#[derive(Debug, Clone)]
+pub struct ResolvedProduct {
+    pub id: String,
+    pub qt: bool,
+    /// PPU items keyed by the value vendor records use (`ITEM_SEARCH_CRITERIA`).
+    pub items: HashMap<String, Arc<ResolvedItem>>,
+}
+
+/// How a subscription id resolved.
+#[derive(Debug, Clone)]
+pub enum AssetMatch {
+    Found(Arc<ResolvedAsset>),
+    Unknown,
+    Ambiguous(Vec<String>),
+}
+
+/// Looks objects up in Connect for one run.
+#[derive(Clone)]
+pub struct Catalog {
+    client: ConnectClient,
+    asset_criteria: AssetCriteria,
+    item_criteria: ItemCriteria,
+    concurrency: usize,
+}
+
+fn batches(ids: impl IntoIterator<Item = String>) -> Vec<Vec<String>> {
+    let ids: BTreeSet<String> = ids.into_iter().collect();
+    let ids: Vec<String> = ids.into_iter().collect();
+    ids.chunks(BATCH).map(<[String]>::to_vec).collect()
+}
+
+impl Catalog {
+    pub fn new(
+        client: ConnectClient,
+        asset_criteria: AssetCriteria,
+        item_criteria: ItemCriteria,
+        concurrency: usize,
+    ) -> Self {
+        Catalog {
+            client,
+            asset_criteria,
+            item_criteria,
+            concurrency: concurrency.max(1),
+        }
+    }
+
+    /// Runs `lookup` over every batch concurrently and merges the answers.
+    async fn per_batch<T, F, Fut>(
+        &self,
+        ids: impl IntoIterator<Item = String>,
+        lookup: F,
+    ) -> Result<Vec<T>, ConnectError>
+    where
+        F: Fn(Vec<String>) -> Fut,
+        Fut: std::future::Future<Output = Result<Vec<T>, ConnectError>>,
+    {
+        let results: Vec<Vec<T>> = futures::stream::iter(batches(ids).into_iter().map(lookup))
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        Ok(results.into_iter().flatten().collect())
+    }
+
+    /// The value of `asset` that vendor records use to name it.
+    fn subscription_key(&self, asset: &Asset) -> Option<String> {
+        match &self.asset_criteria {
+            AssetCriteria::Id => Some(asset.id.clone()),
+            AssetCriteria::ExternalId => asset.external_id.clone(),
+            AssetCriteria::ExternalUid => asset.external_uid.clone(),
+            AssetCriteria::Parameter(name) => asset
+                .params
+                .iter()
+                .find(|p| &p.id == name)
+                .and_then(|p| p.value.clone()),
+        }
+    }
+
+    fn asset_filter(&self, values: Vec<String>) -> Rql {
+        match &self.asset_criteria {
+            AssetCriteria::Id => Rql::one_of("id", values),
+            AssetCriteria::ExternalId => Rql::one_of("external_id", values),
+            AssetCriteria::ExternalUid => Rql::one_of("external_uid", values),
+            AssetCriteria::Parameter(name) => Rql::all([
+                Rql::eq("params.id", name.clone()),
+                Rql::one_of("params.value", values),
+            ]),
+        }
+    }
+
+    /// What the workbook names the asset by. `asset.external_id`/`external_uid` are not
+    /// confirmed spreadsheet criteria (api doc §9.2), so those configurations write `asset.id`.
+    fn workbook_search(&self, asset: &Asset) -> (String, String) {
+        match &self.asset_criteria {
+            AssetCriteria::Parameter(name) => match asset.params.iter().find(|p| &p.id == name) {
+                Some(param) if param.value.is_some() => (
+                    format!("parameter.{name}"),
+                    param.value.clone().unwrap_or_default(),
+                ),
+                _ => ("asset.id".into(), asset.id.clone()),
+            },
+            _ => ("asset.id".into(), asset.id.clone()),
+        }
+    }
+
+    /// Resolves subscription ids (as vendor records name them) to assets.
+    pub async fn assets(
+        &self,
+        subscription_ids: impl IntoIterator<Item = String>,
+    ) -> Result<HashMap<String, AssetMatch>, ConnectError> {
+        let wanted: HashSet<String> = subscription_ids.into_iter().collect();
+        let found = self
+            .per_batch(wanted.iter().cloned(), |batch| {
+                let query = Query::new(self.asset_filter(batch)).select(["-configuration"]);
+                let client = self.client.clone();
+                async move { client.assets(query).await }
+            })
+            .await?;
+        let mut matches: HashMap<String, Vec<Asset>> = HashMap::new();
+        for asset in found {
+            if let Some(key) = self.subscription_key(&asset).filter(|k| wanted.contains(k)) {
+                let entry = matches.entry(key).or_default();
+                if !entry.iter().any(|a| a.id == asset.id) {
+                    entry.push(asset);
+                }
+            }
+        }
+        Ok(wanted
+            .into_iter()
+            .map(|key| {
+                let resolved = match matches.remove(&key) {
+                    None => AssetMatch::Unknown,
+                    Some(mut assets) if assets.len() == 1 => {
+                        let asset = assets.pop().expect("one asset");
+                        AssetMatch::Found(Arc::new(ResolvedAsset {
+                            search: self.workbook_search(&asset),
+                            recon_id: asset.reconciliation_param().and_then(|p| p.value.clone()),
+                            id: asset.id,
+                            contract_id: asset.contract.id,
+                            product_id: asset.product.id,
+                            marketplace_id: asset.marketplace.id,
+                        }))
+                    }
+                    Some(assets) => {
+                        AssetMatch::Ambiguous(assets.into_iter().map(|a| a.id).collect())
+                    }
+                };
+                (key, resolved)
+            })
+            .collect())
+    }
+
+    fn item_key(&self, item: &Item) -> Option<String> {
+        match self.item_criteria {
+            ItemCriteria::Mpn => item.mpn.clone(),
+            ItemCriteria::LocalId => item.local_id.clone(),
+            ItemCriteria::Id => Some(item.id.clone()),
+        }
+    }
+
+    /// The workbook names items by MPN, or by local id when so configured; `item.id` is not a
+    /// confirmed spreadsheet criteria (api doc §9.2), so it is written as the MPN.
+    fn item_search(&self, item: &Item) -> Option<(String, String)> {
+        match self.item_criteria {
+            ItemCriteria::LocalId => item
+                .local_id
+                .clone()
+                .map(|v| ("item.local_id".to_string(), v)),
+            _ => item.mpn.clone().map(|v| ("item.mpn".to_string(), v)),
+        }
+    }
+
+    /// Products with their PPU items; a product whose items cannot be read fails the run.
+    pub async fn products(
+        &self,
+        ids: impl IntoIterator<Item = String>,
+    ) -> Result<HashMap<String, ResolvedProduct>, ConnectError> {
+        let ids: BTreeSet<String> = ids.into_iter().collect();
+        let products: Vec<ResolvedProduct> = futures::stream::iter(ids)
+            .map(|id| async move {
+                let product = self.client.product(&id).await?;
+                let qt = product.is_qt();
+                let mut items = HashMap::new();
+                if qt {
+                    for item in self.client.product_items(&id).await?.into_iter().filter(Item::is_ppu) {
+                        let (Some(key), Some(search)) = (self.item_key(&item), self.item_search(&item)) else {
+                            continue;
+                        };
+                        let Ok(precision) = Precision::parse(item.precision.as_deref().unwrap_or("decimal(8)")) else {
+                            tracing::warn!(item = %item.id, precision = ?item.precision, "item has an unknown precision; records for it will be refused");
+                            continue;
+                        };
+                        items.insert(key, Arc::new(ResolvedItem { precision, search }));
+                    }
+                }
+                Ok::<_, ConnectError>(ResolvedProduct { id, qt, items })
+            })
+            .buffer_unordered(self.concurrency)
+            .try_collect()
+            .await?;
+        Ok(products.into_iter().map(|p| (p.id.clone(), p)).collect())
+    }
+
+    /// Which of `ids` are active distribution contracts.
+    pub async fn active_distribution_contracts(
+        &self,
+        ids: impl IntoIterator<Item = String>,
+    ) -> Result<HashSet<String>, ConnectError> {
+        let contracts = self
+            .per_batch(ids, |batch| {
+                let filter = Rql::all([
+                    Rql::one_of("id", batch),
+                    Rql::one_of("type", ["distribution"]),
+                    Rql::one_of("status", ["active"]),
+                ]);
+                let client = self.client.clone();
+                async move { client.contracts(filter).await }
+            })
+            .await?;
+        Ok(contracts.into_iter().map(|c| c.id).collect())
+    }
+
+    /// Currency of each marketplace.
+    pub async fn currencies(
+        &self,
+        marketplace_ids: impl IntoIterator<Item = String>,
+    ) -> Result<HashMap<String, String>, ConnectError> {
+        let ids: BTreeSet<String> = marketplace_ids.into_iter().collect();
+        futures::stream::iter(ids)
+            .map(|id| async move {
+                let marketplace = self.client.marketplace(&id).await?;
+                Ok::<_, ConnectError>(marketplace.currency.map(|currency| (id, currency)))
+            })
+            .buffer_unordered(self.concurrency)
+            .try_filter_map(|found| async move { Ok(found) })
+            .try_collect()
+            .await
+    }
+}
