@@ -1,0 +1,92 @@
+//! Keeps one connection up for the life of the runner (protocol doc §10): reconnects after a
+//! lost connection (after a pause) or a failed attempt (with backoff), logs each change of
+//! state once rather than once per attempt, and ends when the runner stops and this connection
+//! has nothing left to deliver.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use super::backoff::Backoff;
+use super::channel::Channel;
+use super::connection;
+use super::session::{self, SessionEnd};
+use super::shared::Shared;
+
+pub(crate) async fn supervise(shared: Arc<Shared>, channel: Arc<Channel>) {
+    let span = info_span!("connection", runner_type = %channel.runner_type);
+    async {
+        let options = &shared.options;
+        let mut backoff = Backoff::new(
+            options.backoff_base,
+            options.backoff_max,
+            options.reconnect_delay,
+        );
+        let mut failed_attempts = 0u32;
+        let mut last_problem: Option<String> = None;
+        while !finished(&shared, &channel) {
+            let attempt = tokio::select! {
+                attempt = connection::open(&shared, &channel) => attempt,
+                _ = shared.stop.abandon.cancelled() => break,
+            };
+            match attempt {
+                Ok(opened) => {
+                    shared.platform.apply(opened.setup).await;
+                    backoff.reset();
+                    info!(
+                        failed_attempts,
+                        queued_results = channel.outbox.len(),
+                        "connected"
+                    );
+                    failed_attempts = 0;
+                    last_problem = None;
+                    match session::serve(&shared, &channel, opened.socket, opened.backlog).await {
+                        SessionEnd::Finished => break,
+                        SessionEnd::Lost(reason) => {
+                            warn!(%reason, reconnect_in = ?options.reconnect_delay, "connection lost");
+                            pause(&shared, &channel, options.reconnect_delay).await;
+                        }
+                    }
+                }
+                Err(failure) => {
+                    failed_attempts += 1;
+                    let delay = backoff.next_delay(failure.class);
+                    if last_problem.as_deref() == Some(failure.reason.as_str()) {
+                        debug!(reason = %failure.reason, failed_attempts, retry_in = ?delay, "still cannot connect");
+                    } else {
+                        warn!(reason = %failure.reason, class = ?failure.class, failed_attempts, retry_in = ?delay, "cannot connect");
+                        last_problem = Some(failure.reason);
+                    }
+                    pause(&shared, &channel, delay).await;
+                }
+            }
+        }
+        info!("connection closed for good");
+    }
+    .instrument(span)
+    .await
+}
+
+/// Stopped for good: abandoned, or stopping with nothing left to deliver on this connection.
+fn finished(shared: &Shared, channel: &Channel) -> bool {
+    shared.stop.abandon.is_cancelled() || (shared.stop.draining.is_cancelled() && channel.is_idle())
+}
+
+/// Waits `delay`, or less when there is no point in reconnecting any more.
+async fn pause(shared: &Shared, channel: &Channel, delay: Duration) {
+    let mut counts = channel.running.subscribe();
+    let until_finished = async {
+        while !finished(shared, channel) {
+            tokio::select! {
+                _ = shared.stop.draining.cancelled() , if !shared.stop.draining.is_cancelled() => {}
+                _ = shared.stop.abandon.cancelled() => {}
+                _ = counts.changed() => {}
+            }
+        }
+    };
+    tokio::select! {
+        _ = tokio::time::sleep(delay) => {}
+        _ = until_finished => {}
+    }
+}
