@@ -1,0 +1,357 @@
+//! What the simulated Connect account contains: marketplaces, contracts, products with their
+//! items, and assets (subscriptions), as typed values plus their JSON renderings.
+//!
+//! Tests build or tweak a [`Catalogue`] and install it in the simulator; the REST side serves the
+//! JSON renderings, computed once per install so list requests stay cheap. The renderings
+//! follow connect-usage-api.md §5 — including what is *not* there: contracts carry no
+//! `marketplace`, so clients must take the currency from the assets' marketplace.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Account {
+    pub id: String,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Marketplace {
+    pub id: String,
+    pub name: String,
+    pub currency: String,
+    pub zone: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Contract {
+    pub id: String,
+    pub name: String,
+    /// `distribution`, `program`, `service`, `syndication` or `referral`.
+    pub contract_type: String,
+    /// `active`, `terminated`, `pending`, …
+    pub status: String,
+    /// Where this contract's assets live; not rendered (the published model has no such field).
+    pub marketplace_id: String,
+}
+
+impl Contract {
+    pub fn is_active_distribution(&self) -> bool {
+        self.contract_type == "distribution" && self.status == "active"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Item {
+    /// The global id `PRD-…-NNNN`.
+    pub id: String,
+    pub local_id: String,
+    pub mpn: String,
+    pub name: String,
+    /// `ppu` or `reservation` (lower case, as real payloads spell it).
+    pub item_type: String,
+    /// `integer`, `decimal(2)`, …
+    pub precision: String,
+    pub unit: String,
+}
+
+impl Item {
+    pub fn is_ppu(&self) -> bool {
+        self.item_type.eq_ignore_ascii_case("ppu")
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub id: String,
+    pub name: String,
+    /// `capabilities.ppu.schema` (`QT`, `TR`, …); `None` renders `ppu: null`.
+    pub ppu_schema: Option<String>,
+    pub items: Vec<Item>,
+}
+
+impl Product {
+    pub fn is_qt(&self) -> bool {
+        self.ppu_schema
+            .as_deref()
+            .is_some_and(|schema| schema.eq_ignore_ascii_case("qt"))
+    }
+
+    pub fn ppu_items(&self) -> impl Iterator<Item = &Item> {
+        self.items.iter().filter(|item| item.is_ppu())
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AssetParam {
+    pub id: String,
+    pub value: String,
+    pub reconciliation: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Asset {
+    pub id: String,
+    /// `active`, `terminated`, …
+    pub status: String,
+    pub external_id: String,
+    pub external_uid: String,
+    pub product_id: String,
+    pub contract_id: String,
+    pub marketplace_id: String,
+    pub params: Vec<AssetParam>,
+}
+
+impl Asset {
+    pub fn param(&self, id: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|param| param.id == id)
+            .map(|param| param.value.as_str())
+    }
+}
+
+/// Everything the simulated account can see.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Catalogue {
+    pub vendor: Account,
+    pub provider: Account,
+    pub marketplaces: Vec<Marketplace>,
+    pub contracts: Vec<Contract>,
+    pub products: Vec<Product>,
+    pub assets: Vec<Asset>,
+}
+
+impl Default for Catalogue {
+    fn default() -> Self {
+        Catalogue {
+            vendor: Account {
+                id: "VA-000-001".into(),
+                name: "Simulated Vendor".into(),
+            },
+            provider: Account {
+                id: "PA-000-001".into(),
+                name: "Simulated Provider".into(),
+            },
+            marketplaces: Vec::new(),
+            contracts: Vec::new(),
+            products: Vec::new(),
+            assets: Vec::new(),
+        }
+    }
+}
+
+impl Catalogue {
+    pub fn contract(&self, id: &str) -> Option<&Contract> {
+        self.contracts.iter().find(|contract| contract.id == id)
+    }
+
+    pub fn product(&self, id: &str) -> Option<&Product> {
+        self.products.iter().find(|product| product.id == id)
+    }
+
+    pub fn marketplace(&self, id: &str) -> Option<&Marketplace> {
+        self.marketplaces
+            .iter()
+            .find(|marketplace| marketplace.id == id)
+    }
+
+    pub fn asset(&self, id: &str) -> Option<&Asset> {
+        self.assets.iter().find(|asset| asset.id == id)
+    }
+
+    /// Spec §4: an asset's records are reported when its contract is an active distribution
+    /// contract and its product reports with the QT schema (terminated assets included).
+    pub fn in_scope(&self, asset: &Asset) -> bool {
+        let contract_ok = self
+            .contract(&asset.contract_id)
+            .is_some_and(Contract::is_active_distribution);
+        let product_ok = self.product(&asset.product_id).is_some_and(Product::is_qt);
+        contract_ok && product_ok
+    }
+
+    /// The assets on one (contract, product) pair, whatever their status.
+    pub fn assets_on<'a>(
+        &'a self,
+        contract_id: &'a str,
+        product_id: &'a str,
+    ) -> impl Iterator<Item = &'a Asset> + 'a {
+        self.assets
+            .iter()
+            .filter(move |asset| asset.contract_id == contract_id && asset.product_id == product_id)
+    }
+}
+
+/// The JSON each REST collection serves, rendered once per installed catalogue.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Rendered {
+    pub accounts: Vec<Value>,
+    pub marketplaces: Vec<Value>,
+    pub contracts: Vec<Value>,
+    pub products: Vec<Value>,
+    /// Product id → that product's items.
+    pub items: HashMap<String, Vec<Value>>,
+    pub assets: Vec<Value>,
+}
+
+impl Rendered {
+    pub fn of(catalogue: &Catalogue) -> Self {
+        let render = Renderer { catalogue };
+        Rendered {
+            accounts: vec![json!({
+                "id": catalogue.vendor.id, "name": catalogue.vendor.name, "type": "vendor",
+                "events": {"created": {"at": "2020-01-01T00:00:00+00:00"}},
+            })],
+            marketplaces: catalogue
+                .marketplaces
+                .iter()
+                .map(Renderer::marketplace)
+                .collect(),
+            contracts: catalogue
+                .contracts
+                .iter()
+                .map(|contract| render.contract(contract))
+                .collect(),
+            products: catalogue
+                .products
+                .iter()
+                .map(|product| render.product(product))
+                .collect(),
+            items: catalogue
+                .products
+                .iter()
+                .map(|product| {
+                    let items = product.items.iter().map(Renderer::item).collect();
+                    (product.id.clone(), items)
+                })
+                .collect(),
+            assets: catalogue
+                .assets
+                .iter()
+                .map(|asset| render.asset(asset))
+                .collect(),
+        }
+    }
+}
+
+struct Renderer<'a> {
+    catalogue: &'a Catalogue,
+}
+
+impl Renderer<'_> {
+    fn account(account: &Account) -> Value {
+        json!({"id": account.id, "name": account.name})
+    }
+
+    fn marketplace(marketplace: &Marketplace) -> Value {
+        json!({
+            "id": marketplace.id, "name": marketplace.name, "currency": marketplace.currency,
+            "zone": marketplace.zone, "icon": format!("/media/{}/icon.png", marketplace.id),
+            "alt_currency_1": null, "alt_currency_2": null,
+        })
+    }
+
+    fn contract(&self, contract: &Contract) -> Value {
+        json!({
+            "id": contract.id,
+            "name": contract.name,
+            "type": contract.contract_type,
+            "status": contract.status,
+            "version": 1,
+            "kind": "production",
+            "owner": Self::account(&self.catalogue.provider),
+            "issuer": Self::account(&self.catalogue.provider),
+            "agreement": {"id": format!("AGP-{}", contract.id.trim_start_matches("CRD-")), "name": "Distribution agreement"},
+            "events": {"created": {"at": "2023-01-01T00:00:00+00:00"}},
+        })
+    }
+
+    fn product(&self, product: &Product) -> Value {
+        let ppu = product.ppu_schema.as_ref().map(|schema| {
+            json!({"schema": schema, "dynamic": false, "predictive": true, "future": false,
+                   "late": false, "required_custom_fields": []})
+        });
+        json!({
+            "id": product.id,
+            "name": product.name,
+            "status": "published",
+            "icon": format!("/media/{}/logo.png", product.id),
+            "owner": Self::account(&self.catalogue.vendor),
+            "capabilities": {"ppu": ppu, "reservation": {"consumption": false}},
+            "usage_rule": {"enabled": product.ppu_schema.is_some()},
+        })
+    }
+
+    fn item(item: &Item) -> Value {
+        json!({
+            "id": item.id,
+            "local_id": item.local_id,
+            "mpn": item.mpn,
+            "name": item.name,
+            "display_name": item.name,
+            "type": item.item_type,
+            "period": "monthly",
+            "precision": item.precision,
+            "unit": {"id": item.unit, "name": item.unit, "title": item.unit, "unit": item.unit},
+            "status": "published",
+            "dynamic": false,
+        })
+    }
+
+    fn asset(&self, asset: &Asset) -> Value {
+        let product = self.catalogue.product(&asset.product_id);
+        let contract = self.catalogue.contract(&asset.contract_id);
+        let marketplace = self.catalogue.marketplace(&asset.marketplace_id);
+        let items: Vec<Value> = product
+            .into_iter()
+            .flat_map(|product| product.ppu_items())
+            .map(|item| {
+                json!({"id": item.local_id, "global_id": item.id, "mpn": item.mpn,
+                       "display_name": item.name, "item_type": "PPU", "period": "monthly",
+                       "quantity": "0"})
+            })
+            .collect();
+        let params: Vec<Value> = asset
+            .params
+            .iter()
+            .map(|param| {
+                json!({"id": param.id, "name": param.id, "title": param.id, "type": "text",
+                       "value": param.value, "scope": "asset", "phase": "fulfillment",
+                       "constraints": {"required": true, "hidden": false,
+                                       "unique": param.reconciliation,
+                                       "reconciliation": param.reconciliation}})
+            })
+            .collect();
+        json!({
+            "id": asset.id,
+            "status": asset.status,
+            "external_id": asset.external_id,
+            "external_uid": asset.external_uid,
+            "product": {
+                "id": asset.product_id,
+                "name": product.map(|p| p.name.as_str()),
+                "icon": format!("/media/{}/logo.png", asset.product_id),
+                "status": "published",
+            },
+            "connection": {
+                "id": format!("CT-{}", asset.id.trim_start_matches("AS-")),
+                "type": "production",
+                "vendor": Self::account(&self.catalogue.vendor),
+                "provider": Self::account(&self.catalogue.provider),
+                "hub": {"id": "HB-0000-0001", "name": "Simulated hub"},
+            },
+            "marketplace": {
+                "id": asset.marketplace_id,
+                "name": marketplace.map(|m| m.name.as_str()),
+                "icon": format!("/media/{}/icon.png", asset.marketplace_id),
+            },
+            "contract": {"id": asset.contract_id, "name": contract.map(|c| c.name.as_str())},
+            "items": items,
+            "params": params,
+            "tiers": {"customer": {"id": format!("TA-{}", asset.id.trim_start_matches("AS-"))}},
+            "configuration": {"params": []},
+        })
+    }
+}

@@ -1,0 +1,937 @@
+//! RQL as Connect's list endpoints speak it, parsed from the raw query string and evaluated over
+//! JSON objects.
+//!
+//! The simulator answers list requests with the same filtering, ordering, projection and paging
+//! rules as Connect, so that a client which builds wrong RQL (unbalanced parentheses, an `in`
+//! without a list, an unknown operator) fails here exactly as it would in production instead of
+//! silently getting everything back.
+//!
+//! Values are percent-decoded after tokenising, so encoded commas and parentheses stay inside
+//! their value; a raw `*` is the wildcard of `like`/`ilike` while an encoded one (`%2A`) is a
+//! literal asterisk. Values may be wrapped in double quotes (raw or encoded).
+
+use std::cmp::Ordering;
+
+use percent_encoding::percent_decode_str;
+use serde_json::Value;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RqlError {
+    #[error("unexpected end of RQL expression in {0:?}")]
+    UnexpectedEnd(String),
+    #[error("unexpected {found:?} in RQL expression {term:?}")]
+    Unexpected { found: String, term: String },
+    #[error("unknown RQL operator {0:?}")]
+    UnknownOperator(String),
+    #[error("RQL operator {operator} expects {expected}")]
+    Arguments {
+        operator: String,
+        expected: &'static str,
+    },
+    #[error("{name} must be a non-negative integer, not {value:?}")]
+    Paging { name: &'static str, value: String },
+    #[error("invalid percent-encoding in {0:?}")]
+    Encoding(String),
+}
+
+/// A parsed list query: filter, projection, ordering and paging.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Query {
+    filters: Vec<Filter>,
+    removed_fields: Vec<Vec<String>>,
+    ordering: Vec<SortKey>,
+    limit: Option<usize>,
+    offset: usize,
+    search: Option<String>,
+}
+
+/// One page of a list answer and where it sits in the whole result.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Page {
+    pub items: Vec<Value>,
+    pub offset: usize,
+    pub total: usize,
+}
+
+impl Page {
+    /// The `Content-Range` header value: `items first-last/total`, `items 0-0/total` when empty.
+    pub fn content_range(&self) -> String {
+        match self.items.len() {
+            0 => format!("items 0-0/{}", self.total),
+            n => format!(
+                "items {}-{}/{}",
+                self.offset,
+                self.offset + n - 1,
+                self.total
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Filter {
+    And(Vec<Filter>),
+    Or(Vec<Filter>),
+    Not(Box<Filter>),
+    Compare {
+        op: CompareOp,
+        field: Vec<String>,
+        operand: Operand,
+    },
+    Member {
+        field: Vec<String>,
+        values: Vec<String>,
+        negated: bool,
+    },
+    Like {
+        field: Vec<String>,
+        pattern: Vec<PatternPiece>,
+        case_insensitive: bool,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CompareOp {
+    Eq,
+    Ne,
+    Gt,
+    Ge,
+    Lt,
+    Le,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Operand {
+    Text(String),
+    Null,
+    Empty,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+struct SortKey {
+    field: Vec<String>,
+    descending: bool,
+}
+
+/// A decoded value, remembering which asterisks were raw wildcards.
+#[derive(Debug, Clone, PartialEq)]
+enum PatternPiece {
+    Text(String),
+    Wildcard,
+}
+
+impl Query {
+    /// Parses a raw (still percent-encoded) query string such as
+    /// `and(eq(status,active),in(id,(A,B)))&ordering(-id)&limit=10&offset=0`.
+    pub fn parse(raw_query: &str) -> Result<Query, RqlError> {
+        let mut query = Query::default();
+        for term in split_top_level(raw_query) {
+            if term.is_empty() {
+                continue;
+            }
+            match plain_pair(term) {
+                Some((key, value)) => query.add_pair(term, key, value)?,
+                None => {
+                    let node = Parser::new(term)?.parse_whole()?;
+                    query.add_call(node)?;
+                }
+            }
+        }
+        Ok(query)
+    }
+
+    /// True when the object passes every filter of the query.
+    pub fn matches(&self, object: &Value) -> bool {
+        self.filters.iter().all(|filter| filter.matches(object))
+            && self
+                .search
+                .as_deref()
+                .is_none_or(|term| text_search(object, term))
+    }
+
+    /// Filters, orders, pages (at most `page_cap` items, whatever `limit` asks) and projects.
+    pub fn apply<'a>(&self, objects: impl IntoIterator<Item = &'a Value>, page_cap: usize) -> Page {
+        let mut selected: Vec<&Value> = objects.into_iter().filter(|o| self.matches(o)).collect();
+        if !self.ordering.is_empty() {
+            selected.sort_by(|a, b| self.compare_for_ordering(a, b));
+        }
+        let total = selected.len();
+        let limit = self.limit.unwrap_or(page_cap).min(page_cap);
+        let items = selected
+            .into_iter()
+            .skip(self.offset)
+            .take(limit)
+            .map(|object| self.project(object))
+            .collect();
+        Page {
+            items,
+            offset: self.offset,
+            total,
+        }
+    }
+
+    /// Removes the `select(-field)` paths from a copy of the object. Positive `select(field)`
+    /// entries ask Connect for optional sub-objects; every field is already present here.
+    pub fn project(&self, object: &Value) -> Value {
+        let mut copy = object.clone();
+        for path in &self.removed_fields {
+            remove_path(&mut copy, path);
+        }
+        copy
+    }
+
+    fn compare_for_ordering(&self, a: &Value, b: &Value) -> Ordering {
+        for key in &self.ordering {
+            let ordering = compare_sort_values(
+                lookup(a, &key.field).first().copied(),
+                lookup(b, &key.field).first().copied(),
+            );
+            let ordering = if key.descending {
+                ordering.reverse()
+            } else {
+                ordering
+            };
+            if ordering != Ordering::Equal {
+                return ordering;
+            }
+        }
+        Ordering::Equal
+    }
+
+    fn add_pair(&mut self, term: &str, key: &str, value: &str) -> Result<(), RqlError> {
+        let key = decode(key)?;
+        let value = decode_value(value)?;
+        match key.as_str() {
+            "limit" => self.limit = Some(parse_count("limit", &value.text())?),
+            "offset" => self.offset = parse_count("offset", &value.text())?,
+            "search" => self.search = Some(value.text()),
+            "" => {
+                return Err(RqlError::Unexpected {
+                    found: "=".into(),
+                    term: term.into(),
+                })
+            }
+            _ => self.filters.push(Filter::Compare {
+                op: CompareOp::Eq,
+                field: field_path(&key),
+                operand: Operand::Text(value.text()),
+            }),
+        }
+        Ok(())
+    }
+
+    fn add_call(&mut self, node: Node) -> Result<(), RqlError> {
+        let Node::Call { name, args } = node else {
+            return Err(RqlError::Arguments {
+                operator: "query".into(),
+                expected: "an operator call at the top level",
+            });
+        };
+        match name.as_str() {
+            "select" => {
+                for arg in args {
+                    let field = atom_text(&name, &arg)?;
+                    if let Some(removed) = field.strip_prefix('-') {
+                        self.removed_fields.push(field_path(removed));
+                    }
+                }
+            }
+            "ordering" | "sort" => {
+                for arg in args {
+                    let field = atom_text(&name, &arg)?;
+                    let (descending, field) = match field.strip_prefix('-') {
+                        Some(rest) => (true, rest),
+                        None => (false, field.strip_prefix('+').unwrap_or(&field)),
+                    };
+                    self.ordering.push(SortKey {
+                        field: field_path(field),
+                        descending,
+                    });
+                }
+            }
+            "limit" => {
+                let expected = "limit(count) or limit(count,offset)";
+                match args.as_slice() {
+                    [count] => self.limit = Some(parse_count("limit", &atom_text(&name, count)?)?),
+                    [count, offset] => {
+                        self.limit = Some(parse_count("limit", &atom_text(&name, count)?)?);
+                        self.offset = parse_count("offset", &atom_text(&name, offset)?)?;
+                    }
+                    _ => {
+                        return Err(RqlError::Arguments {
+                            operator: name,
+                            expected,
+                        })
+                    }
+                }
+            }
+            _ => self
+                .filters
+                .push(Filter::compile(Node::Call { name, args })?),
+        }
+        Ok(())
+    }
+}
+
+fn parse_count(name: &'static str, text: &str) -> Result<usize, RqlError> {
+    text.parse().map_err(|_| RqlError::Paging {
+        name,
+        value: text.into(),
+    })
+}
+
+fn field_path(text: &str) -> Vec<String> {
+    text.split('.').map(str::to_string).collect()
+}
+
+/// Splits on `&` outside parentheses and raw double quotes.
+fn split_top_level(raw: &str) -> Vec<&str> {
+    let mut terms = Vec::new();
+    let (mut depth, mut quoted, mut start) = (0i32, false, 0);
+    for (at, byte) in raw.bytes().enumerate() {
+        match byte {
+            b'"' => quoted = !quoted,
+            b'(' if !quoted => depth += 1,
+            b')' if !quoted => depth -= 1,
+            b'&' if !quoted && depth <= 0 => {
+                terms.push(&raw[start..at]);
+                start = at + 1;
+            }
+            _ => {}
+        }
+    }
+    terms.push(&raw[start..]);
+    terms
+}
+
+/// `key=value` when the `=` comes before any parenthesis.
+fn plain_pair(term: &str) -> Option<(&str, &str)> {
+    let equals = term.find('=')?;
+    match term.find('(') {
+        Some(paren) if paren < equals => None,
+        _ => Some((&term[..equals], &term[equals + 1..])),
+    }
+}
+
+fn decode(raw: &str) -> Result<String, RqlError> {
+    percent_decode_str(raw)
+        .decode_utf8()
+        .map(|text| text.into_owned())
+        .map_err(|_| RqlError::Encoding(raw.into()))
+}
+
+/// A value as written: pieces of decoded text between raw wildcards.
+#[derive(Debug, Clone, PartialEq)]
+struct RawValue(Vec<PatternPiece>);
+
+impl RawValue {
+    /// The value as plain text (a raw `*` is just an asterisk outside patterns).
+    fn text(&self) -> String {
+        self.0
+            .iter()
+            .map(|piece| match piece {
+                PatternPiece::Text(text) => text.as_str(),
+                PatternPiece::Wildcard => "*",
+            })
+            .collect()
+    }
+}
+
+fn decode_value(raw: &str) -> Result<RawValue, RqlError> {
+    let mut pieces = Vec::new();
+    for (index, part) in raw.split('*').enumerate() {
+        if index > 0 {
+            pieces.push(PatternPiece::Wildcard);
+        }
+        if !part.is_empty() {
+            pieces.push(PatternPiece::Text(decode(part)?));
+        }
+    }
+    strip_quotes(&mut pieces);
+    Ok(RawValue(pieces))
+}
+
+/// Removes one pair of surrounding double quotes (they may have been percent-encoded).
+fn strip_quotes(pieces: &mut Vec<PatternPiece>) {
+    let opens = matches!(pieces.first(), Some(PatternPiece::Text(t)) if t.starts_with('"'));
+    let closes = matches!(pieces.last(), Some(PatternPiece::Text(t)) if t.ends_with('"'));
+    let single_quote_char = matches!(pieces.as_slice(), [PatternPiece::Text(t)] if t == "\"");
+    if !(opens && closes) || single_quote_char {
+        return;
+    }
+    if let Some(PatternPiece::Text(first)) = pieces.first_mut() {
+        first.remove(0);
+    }
+    if let Some(PatternPiece::Text(last)) = pieces.last_mut() {
+        last.pop();
+    }
+    pieces.retain(|piece| !matches!(piece, PatternPiece::Text(t) if t.is_empty()));
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Token {
+    Open,
+    Close,
+    Comma,
+    Word(String),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+enum Node {
+    Call { name: String, args: Vec<Node> },
+    List(Vec<Node>),
+    Atom(RawValue),
+}
+
+struct Parser<'a> {
+    term: &'a str,
+    tokens: Vec<Token>,
+    position: usize,
+}
+
+impl<'a> Parser<'a> {
+    fn new(term: &'a str) -> Result<Self, RqlError> {
+        Ok(Parser {
+            term,
+            tokens: tokenize(term)?,
+            position: 0,
+        })
+    }
+
+    fn parse_whole(mut self) -> Result<Node, RqlError> {
+        let node = self.parse_node()?;
+        match self.tokens.get(self.position) {
+            None => Ok(node),
+            Some(token) => Err(self.unexpected(token)),
+        }
+    }
+
+    fn parse_node(&mut self) -> Result<Node, RqlError> {
+        match self.next()? {
+            Token::Open => Ok(Node::List(self.parse_arguments()?)),
+            Token::Word(word) => {
+                if self.tokens.get(self.position) == Some(&Token::Open) {
+                    self.position += 1;
+                    let name = decode(&word)?;
+                    Ok(Node::Call {
+                        name,
+                        args: self.parse_arguments()?,
+                    })
+                } else {
+                    Ok(Node::Atom(decode_value(&word)?))
+                }
+            }
+            token => Err(self.unexpected(&token)),
+        }
+    }
+
+    /// Comma-separated nodes up to the closing parenthesis (already past the opening one).
+    fn parse_arguments(&mut self) -> Result<Vec<Node>, RqlError> {
+        let mut args = Vec::new();
+        if self.tokens.get(self.position) == Some(&Token::Close) {
+            self.position += 1;
+            return Ok(args);
+        }
+        loop {
+            args.push(self.parse_node()?);
+            match self.next()? {
+                Token::Comma => continue,
+                Token::Close => return Ok(args),
+                token => return Err(self.unexpected(&token)),
+            }
+        }
+    }
+
+    fn next(&mut self) -> Result<Token, RqlError> {
+        let token = self
+            .tokens
+            .get(self.position)
+            .cloned()
+            .ok_or_else(|| RqlError::UnexpectedEnd(self.term.into()))?;
+        self.position += 1;
+        Ok(token)
+    }
+
+    fn unexpected(&self, token: &Token) -> RqlError {
+        let found = match token {
+            Token::Open => "(".into(),
+            Token::Close => ")".into(),
+            Token::Comma => ",".into(),
+            Token::Word(word) => word.clone(),
+        };
+        RqlError::Unexpected {
+            found,
+            term: self.term.into(),
+        }
+    }
+}
+
+fn tokenize(term: &str) -> Result<Vec<Token>, RqlError> {
+    let mut tokens = Vec::new();
+    let mut chars = term.char_indices().peekable();
+    while let Some((start, c)) = chars.next() {
+        match c {
+            '(' => tokens.push(Token::Open),
+            ')' => tokens.push(Token::Close),
+            ',' => tokens.push(Token::Comma),
+            '"' => {
+                let end = chars
+                    .by_ref()
+                    .find(|&(_, c)| c == '"')
+                    .map(|(at, _)| at)
+                    .ok_or_else(|| RqlError::UnexpectedEnd(term.into()))?;
+                tokens.push(Token::Word(term[start..=end].to_string()));
+            }
+            _ => {
+                let mut end = start + c.len_utf8();
+                while let Some(&(at, next)) = chars.peek() {
+                    if matches!(next, '(' | ')' | ',' | '"') {
+                        break;
+                    }
+                    end = at + next.len_utf8();
+                    chars.next();
+                }
+                tokens.push(Token::Word(term[start..end].to_string()));
+            }
+        }
+    }
+    Ok(tokens)
+}
+
+fn atom_text(operator: &str, node: &Node) -> Result<String, RqlError> {
+    match node {
+        Node::Atom(value) => Ok(value.text()),
+        _ => Err(RqlError::Arguments {
+            operator: operator.into(),
+            expected: "plain values as arguments",
+        }),
+    }
+}
+
+impl Filter {
+    fn compile(node: Node) -> Result<Filter, RqlError> {
+        let Node::Call { name, args } = node else {
+            return Err(RqlError::Arguments {
+                operator: "and/or/not".into(),
+                expected: "operator calls as arguments",
+            });
+        };
+        let wrong = |expected: &'static str| RqlError::Arguments {
+            operator: name.clone(),
+            expected,
+        };
+        let compare_op = match name.as_str() {
+            "eq" => Some(CompareOp::Eq),
+            "ne" => Some(CompareOp::Ne),
+            "gt" => Some(CompareOp::Gt),
+            "ge" => Some(CompareOp::Ge),
+            "lt" => Some(CompareOp::Lt),
+            "le" => Some(CompareOp::Le),
+            _ => None,
+        };
+        if let Some(op) = compare_op {
+            let [field, operand] =
+                <[Node; 2]>::try_from(args).map_err(|_| wrong("a field and a value"))?;
+            return Ok(Filter::Compare {
+                op,
+                field: field_path(&atom_text(&name, &field)?),
+                operand: Operand::compile(&name, operand)?,
+            });
+        }
+        match name.as_str() {
+            "and" | "or" => {
+                if args.is_empty() {
+                    return Err(wrong("at least one expression"));
+                }
+                let parts = args
+                    .into_iter()
+                    .map(Filter::compile)
+                    .collect::<Result<Vec<_>, _>>()?;
+                Ok(if name == "and" {
+                    Filter::And(parts)
+                } else {
+                    Filter::Or(parts)
+                })
+            }
+            "not" => {
+                let [inner] =
+                    <[Node; 1]>::try_from(args).map_err(|_| wrong("exactly one expression"))?;
+                Ok(Filter::Not(Box::new(Filter::compile(inner)?)))
+            }
+            "in" | "out" => {
+                let [field, Node::List(values)] = <[Node; 2]>::try_from(args)
+                    .map_err(|_| wrong("a field and a parenthesised list of values"))?
+                else {
+                    return Err(wrong("a field and a parenthesised list of values"));
+                };
+                Ok(Filter::Member {
+                    field: field_path(&atom_text(&name, &field)?),
+                    values: values
+                        .iter()
+                        .map(|value| atom_text(&name, value))
+                        .collect::<Result<_, _>>()?,
+                    negated: name == "out",
+                })
+            }
+            "like" | "ilike" => {
+                let [field, Node::Atom(pattern)] =
+                    <[Node; 2]>::try_from(args).map_err(|_| wrong("a field and a pattern"))?
+                else {
+                    return Err(wrong("a field and a pattern"));
+                };
+                Ok(Filter::Like {
+                    field: field_path(&atom_text(&name, &field)?),
+                    pattern: pattern.0,
+                    case_insensitive: name == "ilike",
+                })
+            }
+            _ => Err(RqlError::UnknownOperator(name)),
+        }
+    }
+
+    fn matches(&self, object: &Value) -> bool {
+        match self {
+            Filter::And(parts) => parts.iter().all(|part| part.matches(object)),
+            Filter::Or(parts) => parts.iter().any(|part| part.matches(object)),
+            Filter::Not(inner) => !inner.matches(object),
+            Filter::Compare { op, field, operand } => {
+                let found = lookup(object, field);
+                match op {
+                    CompareOp::Eq => operand.equals_any(&found),
+                    CompareOp::Ne => !operand.equals_any(&found),
+                    _ => {
+                        let Operand::Text(text) = operand else {
+                            return false;
+                        };
+                        scalars(&found).any(|value| {
+                            compare_with_text(value, text).is_some_and(|ordering| match op {
+                                CompareOp::Gt => ordering == Ordering::Greater,
+                                CompareOp::Ge => ordering != Ordering::Less,
+                                CompareOp::Lt => ordering == Ordering::Less,
+                                _ => ordering != Ordering::Greater,
+                            })
+                        })
+                    }
+                }
+            }
+            Filter::Member {
+                field,
+                values,
+                negated,
+            } => {
+                let found = lookup(object, field);
+                let member =
+                    scalars(&found).any(|value| values.iter().any(|text| equals_text(value, text)));
+                member != *negated
+            }
+            Filter::Like {
+                field,
+                pattern,
+                case_insensitive,
+            } => scalars(&lookup(object, field)).any(|value| {
+                scalar_text(value)
+                    .is_some_and(|text| like_matches(&text, pattern, *case_insensitive))
+            }),
+        }
+    }
+}
+
+impl Operand {
+    fn compile(operator: &str, node: Node) -> Result<Operand, RqlError> {
+        match node {
+            Node::Atom(value) => Ok(Operand::Text(value.text())),
+            Node::Call { name, args } if args.is_empty() && name == "null" => Ok(Operand::Null),
+            Node::Call { name, args } if args.is_empty() && name == "empty" => Ok(Operand::Empty),
+            _ => Err(RqlError::Arguments {
+                operator: operator.into(),
+                expected: "a value, null() or empty()",
+            }),
+        }
+    }
+
+    fn equals_any(&self, found: &[&Value]) -> bool {
+        match self {
+            Operand::Null => found.is_empty() || found.iter().any(|value| value.is_null()),
+            Operand::Empty => found.iter().any(|value| match value {
+                Value::String(text) => text.is_empty(),
+                Value::Array(items) => items.is_empty(),
+                _ => false,
+            }),
+            Operand::Text(text) => scalars(found).any(|value| equals_text(value, text)),
+        }
+    }
+}
+
+/// Every value at a dotted path; arrays on the way fan out (so `params.id` matches any param).
+/// The values themselves may be arrays (see [`scalars`]).
+fn lookup<'v>(object: &'v Value, path: &[String]) -> Vec<&'v Value> {
+    let mut current = vec![object];
+    for segment in path {
+        let mut next = Vec::new();
+        for value in current {
+            collect_child(value, segment, &mut next);
+        }
+        current = next;
+    }
+    current
+}
+
+/// The values found, with arrays opened: `eq(tags,x)` matches when any tag is `x`.
+fn scalars<'f, 'v>(found: &'f [&'v Value]) -> impl Iterator<Item = &'v Value> + 'f {
+    found.iter().flat_map(|value| match value {
+        Value::Array(items) => items.iter().collect::<Vec<_>>(),
+        other => vec![*other],
+    })
+}
+
+fn collect_child<'v>(value: &'v Value, segment: &str, into: &mut Vec<&'v Value>) {
+    match value {
+        Value::Object(map) => into.extend(map.get(segment)),
+        Value::Array(items) => items
+            .iter()
+            .for_each(|item| collect_child(item, segment, into)),
+        _ => {}
+    }
+}
+
+fn remove_path(value: &mut Value, path: &[String]) {
+    let Some((last, parents)) = path.split_last() else {
+        return;
+    };
+    match (value, parents.split_first()) {
+        (Value::Array(items), _) => items.iter_mut().for_each(|item| remove_path(item, path)),
+        (Value::Object(map), None) => {
+            map.remove(last);
+        }
+        (Value::Object(map), Some((first, _))) => {
+            if let Some(child) = map.get_mut(first) {
+                remove_path(child, &path[1..]);
+            }
+        }
+        _ => {}
+    }
+}
+
+fn scalar_text(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        _ => None,
+    }
+}
+
+fn equals_text(value: &Value, text: &str) -> bool {
+    compare_with_text(value, text) == Some(Ordering::Equal)
+}
+
+/// Compares a JSON scalar with a query value, the query value taking the JSON value's type.
+fn compare_with_text(value: &Value, text: &str) -> Option<Ordering> {
+    match value {
+        Value::String(own) => Some(own.as_str().cmp(text)),
+        Value::Number(number) => number.as_f64()?.partial_cmp(&text.parse::<f64>().ok()?),
+        Value::Bool(flag) => match text {
+            "true" => Some(flag.cmp(&true)),
+            "false" => Some(flag.cmp(&false)),
+            _ => None,
+        },
+        _ => None,
+    }
+}
+
+fn compare_sort_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
+    fn rank(value: Option<&Value>) -> u8 {
+        match value {
+            None => 0,
+            Some(Value::Null) => 1,
+            Some(Value::Bool(_)) => 2,
+            Some(Value::Number(_)) => 3,
+            Some(Value::String(_)) => 4,
+            Some(_) => 5,
+        }
+    }
+    match (a, b) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x
+            .as_f64()
+            .partial_cmp(&y.as_f64())
+            .unwrap_or(Ordering::Equal),
+        (Some(Value::String(x)), Some(Value::String(y))) => x.cmp(y),
+        (Some(Value::Bool(x)), Some(Value::Bool(y))) => x.cmp(y),
+        _ => rank(a).cmp(&rank(b)),
+    }
+}
+
+/// Whole-string glob match where only raw asterisks are wildcards.
+fn like_matches(text: &str, pattern: &[PatternPiece], case_insensitive: bool) -> bool {
+    let fold = |s: &str| {
+        if case_insensitive {
+            s.to_lowercase()
+        } else {
+            s.to_string()
+        }
+    };
+    let text = fold(text);
+    let mut rest = text.as_str();
+    let mut after_wildcard = false;
+    let mut pieces = pattern.iter().peekable();
+    while let Some(piece) = pieces.next() {
+        match piece {
+            PatternPiece::Wildcard => after_wildcard = true,
+            PatternPiece::Text(literal) => {
+                let literal = fold(literal);
+                let is_last = pieces.peek().is_none();
+                let found = if !after_wildcard {
+                    rest.starts_with(&literal).then_some(0)
+                } else if is_last {
+                    rest.ends_with(&literal).then(|| rest.len() - literal.len())
+                } else {
+                    rest.find(&literal)
+                };
+                let Some(at) = found else {
+                    return false;
+                };
+                rest = &rest[at + literal.len()..];
+                after_wildcard = false;
+            }
+        }
+    }
+    after_wildcard || rest.is_empty()
+}
+
+/// The plain `search=` parameter: a case-insensitive substring of any top-level text field.
+fn text_search(object: &Value, term: &str) -> bool {
+    let term = term.to_lowercase();
+    object.as_object().is_some_and(|map| {
+        map.values()
+            .filter_map(Value::as_str)
+            .any(|text| text.to_lowercase().contains(&term))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn assets() -> Vec<Value> {
+        vec![
+            json!({"id": "AS-1", "status": "active", "name": "Alpha cloud", "n": 5,
+                   "product": {"id": "PRD-1"}, "params": [{"id": "tenant_id", "value": "t-1"}],
+                   "note": null, "tags": []}),
+            json!({"id": "AS-2", "status": "terminated", "name": "beta", "n": 12,
+                   "product": {"id": "PRD-2"}, "params": [{"id": "tenant_id", "value": "t-2"}],
+                   "note": "a, b", "tags": ["x"]}),
+            json!({"id": "AS-3", "status": "active", "name": "Gamma*star", "n": 7,
+                   "product": {"id": "PRD-1"}, "params": [], "tags": ["y"]}),
+        ]
+    }
+
+    fn ids(raw: &str) -> Vec<String> {
+        let data = assets();
+        Query::parse(raw)
+            .unwrap_or_else(|error| panic!("{raw}: {error}"))
+            .apply(&data, 100)
+            .items
+            .iter()
+            .map(|item| item["id"].as_str().unwrap().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn comparison_operators_follow_the_json_type() {
+        assert_eq!(ids("eq(status,active)"), ["AS-1", "AS-3"]);
+        assert_eq!(ids("ne(status,active)"), ["AS-2"]);
+        assert_eq!(ids("gt(n,5)"), ["AS-2", "AS-3"]);
+        assert_eq!(ids("ge(n,7)&le(n,7)"), ["AS-3"]);
+        assert_eq!(ids("lt(id,AS-2)"), ["AS-1"]);
+        assert_eq!(ids("eq(product.id,PRD-1)"), ["AS-1", "AS-3"]);
+        assert_eq!(ids("status=terminated"), ["AS-2"]);
+    }
+
+    #[test]
+    fn logic_and_membership_nest() {
+        assert_eq!(
+            ids("and(in(status,(active)),or(eq(n,5),eq(n,12)))"),
+            ["AS-1"]
+        );
+        assert_eq!(ids("out(id,(AS-1,AS-3))"), ["AS-2"]);
+        assert_eq!(ids("not(eq(status,active))"), ["AS-2"]);
+        assert_eq!(ids("in(params.value,(t-2))"), ["AS-2"]);
+        assert_eq!(ids("eq(params.id,tenant_id)"), ["AS-1", "AS-2"]);
+    }
+
+    #[test]
+    fn null_and_empty_are_distinct_tests() {
+        assert_eq!(ids("eq(note,null())"), ["AS-1", "AS-3"]);
+        assert_eq!(ids("ne(note,null())"), ["AS-2"]);
+        assert_eq!(ids("eq(tags,empty())"), ["AS-1"]);
+    }
+
+    #[test]
+    fn like_uses_raw_asterisks_as_wildcards_only() {
+        assert_eq!(ids("ilike(name,*CLOUD*)"), ["AS-1"]);
+        assert_eq!(ids("like(name,*CLOUD*)"), Vec::<String>::new());
+        assert_eq!(ids("like(name,Gamma%2Astar)"), ["AS-3"]);
+        assert_eq!(ids("like(name,Alpha%2A)"), Vec::<String>::new());
+        assert_eq!(ids("like(name,b*)"), ["AS-2"]);
+    }
+
+    #[test]
+    fn quoted_and_encoded_values_keep_their_commas() {
+        assert_eq!(ids("eq(note,%22a%2C%20b%22)"), ["AS-2"]);
+        assert_eq!(ids("eq(note,\"a, b\")"), ["AS-2"]);
+        assert_eq!(ids("eq(note,\"a%2C%20b\")"), ["AS-2"]);
+    }
+
+    #[test]
+    fn ordering_paging_and_select() {
+        let data = assets();
+        let query =
+            Query::parse("ordering(-n)&select(-params,-product.id)&limit=2&offset=1").unwrap();
+        let page = query.apply(&data, 100);
+        assert_eq!(page.total, 3);
+        assert_eq!(page.content_range(), "items 1-2/3");
+        assert_eq!(page.items[0]["id"], "AS-3");
+        assert!(page.items[0].get("params").is_none());
+        assert_eq!(page.items[0]["product"], json!({}));
+        let counted = Query::parse("limit=0").unwrap().apply(&data, 100);
+        assert!(counted.items.is_empty());
+        assert_eq!(counted.content_range(), "items 0-0/3");
+    }
+
+    #[test]
+    fn the_page_cap_wins_over_a_larger_limit() {
+        let data = assets();
+        let page = Query::parse("limit=1000").unwrap().apply(&data, 2);
+        assert_eq!(page.items.len(), 2);
+        assert_eq!(page.content_range(), "items 0-1/3");
+        let page = Query::parse("limit(1,2)").unwrap().apply(&data, 2);
+        assert_eq!(page.content_range(), "items 2-2/3");
+    }
+
+    #[test]
+    fn malformed_queries_are_refused() {
+        for bad in [
+            "eq(status,active",
+            "eq(status)",
+            "in(id,AS-1)",
+            "frobnicate(id,1)",
+            "and()",
+            "eq(status,active))",
+            "limit=ten",
+            "offset=-1",
+            "eq(a,b)c",
+            "eq(name,\"open",
+            "eq(name,%FF)",
+            "not(eq(a,1),eq(b,2))",
+        ] {
+            assert!(Query::parse(bad).is_err(), "{bad} should be refused");
+        }
+    }
+
+    #[test]
+    fn search_and_empty_terms() {
+        assert_eq!(ids("search=BETA&"), ["AS-2"]);
+        assert_eq!(ids(""), ["AS-1", "AS-2", "AS-3"]);
+    }
+}

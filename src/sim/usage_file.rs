@@ -1,0 +1,220 @@
+//! One simulated usage file: its fields, status history, last upload and how Connect renders it
+//! (connect-usage-api.md §6).
+//!
+//! Three renderings exist because Connect has three: the flat object `POST /usage/files`
+//! answers with, the list entry (no download links) and the detail with short-lived links.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::{json, Map, Value};
+
+use super::catalogue::Catalogue;
+use super::lifecycle::Status;
+use crate::usage::template::UsageRow;
+
+/// The editable fields (create body, `PUT`).
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct FileFields {
+    pub name: String,
+    pub description: String,
+    pub note: String,
+    pub external_id: Option<String>,
+    pub currency: String,
+    pub period_from: NaiveDate,
+    pub period_to: NaiveDate,
+}
+
+/// Where a file belongs; fixed at creation.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Placement {
+    pub product_id: String,
+    pub contract_id: String,
+    pub marketplace_id: String,
+    /// Lower case, as files spell it (`qt`).
+    pub schema: String,
+}
+
+/// The last spreadsheet uploaded and what processing made of it.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Upload {
+    pub bytes: Bytes,
+    /// Data rows as read (empty when the structure was unreadable).
+    pub rows: Arc<Vec<UsageRow>>,
+    /// Sheet rows (header = 1) that had a problem.
+    pub invalid_rows: BTreeSet<u32>,
+    pub records: u64,
+    pub processed: bool,
+}
+
+/// Who stamped an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Actor {
+    Vendor,
+    Provider,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct UsageFile {
+    pub id: String,
+    pub fields: FileFields,
+    pub product_id: String,
+    pub contract_id: String,
+    pub marketplace_id: String,
+    pub schema: String,
+    pub status: Status,
+    pub history: Vec<Status>,
+    pub error_detail: Option<String>,
+    pub acceptance_note: Option<String>,
+    pub rejection_note: Option<String>,
+    pub events: BTreeMap<&'static str, (DateTime<Utc>, Actor)>,
+    pub upload: Option<Upload>,
+    /// Bumped by each upload, so a late result of an older upload is ignored.
+    pub generation: u64,
+}
+
+impl UsageFile {
+    pub fn new(id: String, fields: FileFields, placement: Placement) -> Self {
+        let mut events = BTreeMap::new();
+        events.insert("created", (Utc::now(), Actor::Vendor));
+        UsageFile {
+            id,
+            fields,
+            product_id: placement.product_id,
+            contract_id: placement.contract_id,
+            marketplace_id: placement.marketplace_id,
+            schema: placement.schema,
+            status: Status::Draft,
+            history: vec![Status::Draft],
+            error_detail: None,
+            acceptance_note: None,
+            rejection_note: None,
+            events,
+            upload: None,
+            generation: 0,
+        }
+    }
+
+    pub fn stamp(&mut self, event: &'static str, actor: Actor) {
+        self.events.insert(event, (Utc::now(), actor));
+    }
+
+    /// The answer to `POST /usage/files`: the published model's flat object.
+    pub fn created_json(&self, catalogue: &Catalogue) -> Value {
+        json!({
+            "id": self.id,
+            "name": self.fields.name,
+            "external_id": self.fields.external_id,
+            "vendor": catalogue.vendor.id,
+            "provider": catalogue.provider.id,
+            "environment": "production",
+            "marketplace": self.marketplace_id,
+            "distribution_contract": self.contract_id,
+            "product_id": self.product_id,
+            "product_name": catalogue.product(&self.product_id).map(|p| p.name.as_str()),
+            "description": self.fields.description,
+            "note": self.fields.note,
+            "schema": self.schema,
+            "currency": self.fields.currency,
+            "status": self.status.as_str(),
+            "start_datetime_utc": format!("{}T00:00:00+00:00", self.fields.period_from),
+            "end_datetime_utc": format!("{}T00:00:00+00:00", self.fields.period_to),
+        })
+    }
+
+    /// A list entry: the detail without the download links.
+    pub fn list_json(&self, catalogue: &Catalogue) -> Value {
+        self.render(catalogue, None)
+    }
+
+    /// The detail, with links under `origin` (the simulator's own `http://host:port`).
+    pub fn detail_json(&self, catalogue: &Catalogue, origin: &str) -> Value {
+        self.render(catalogue, Some(origin))
+    }
+
+    fn render(&self, catalogue: &Catalogue, origin: Option<&str>) -> Value {
+        let product = catalogue.product(&self.product_id);
+        let contract = catalogue.contract(&self.contract_id);
+        let marketplace = catalogue.marketplace(&self.marketplace_id);
+        let upload = self.upload.as_ref();
+        let records = upload.map_or(0, |u| u.records);
+        let invalid = upload.map_or(0, |u| u.invalid_rows.len() as u64);
+        let processed = upload.is_some_and(|u| u.processed);
+        let count_if = |reached: bool| if reached { records } else { 0 };
+        let mut object = json!({
+            "id": self.id,
+            "name": self.fields.name,
+            "external_id": self.fields.external_id,
+            "description": self.fields.description,
+            "note": self.fields.note,
+            "status": self.status.as_str(),
+            "sub_status": match self.status {
+                Status::Processing => Value::from("processing"),
+                _ if processed => Value::from("processed"),
+                _ => Value::Null,
+            },
+            "schema": self.schema,
+            "environment": "production",
+            "currency": self.fields.currency,
+            "period": {"from": self.fields.period_from.to_string(),
+                       "to": self.fields.period_to.to_string()},
+            "product": {"id": self.product_id, "name": product.map(|p| p.name.as_str()),
+                        "icon": format!("/media/{}/logo.png", self.product_id)},
+            "contract": {"id": self.contract_id, "name": contract.map(|c| c.name.as_str())},
+            "marketplace": {"id": self.marketplace_id, "name": marketplace.map(|m| m.name.as_str()),
+                            "icon": format!("/media/{}/icon.png", self.marketplace_id)},
+            "vendor": {"id": catalogue.vendor.id, "name": catalogue.vendor.name},
+            "provider": {"id": catalogue.provider.id, "name": catalogue.provider.name},
+            "error_detail": self.error_detail,
+            "acceptance_note": self.acceptance_note,
+            "rejection_note": self.rejection_note,
+            "stats": {
+                "uploaded": records,
+                "validated": if processed { records.saturating_sub(invalid) } else { 0 },
+                "pending": count_if(self.status == Status::Pending),
+                "accepted": count_if(matches!(self.status, Status::Accepted | Status::Closed)),
+                "closed": count_if(self.status == Status::Closed),
+                "billed": 0,
+            },
+            "records": {"valid": if processed { records.saturating_sub(invalid) } else { 0 },
+                        "invalid": invalid,
+                        "closed": count_if(self.status == Status::Closed)},
+            "events": self.events_json(catalogue),
+        });
+        if let (Some(origin), Value::Object(map)) = (origin, &mut object) {
+            let link = |name: &str| match upload {
+                Some(_) => Value::from(format!(
+                    "{origin}/_sim/files/{}/{name}?se=sim&sig=sim",
+                    self.id
+                )),
+                None => Value::Null,
+            };
+            map.insert("usage_file_uri".into(), link("usage_file.xlsx"));
+            let processed_link = if processed {
+                link("processed.xlsx")
+            } else {
+                Value::Null
+            };
+            map.insert("processed_file_uri".into(), processed_link);
+            map.insert("reconciliation_file_uri".into(), Value::Null);
+        }
+        object
+    }
+
+    fn events_json(&self, catalogue: &Catalogue) -> Value {
+        let mut events = Map::new();
+        for (name, (at, actor)) in &self.events {
+            let by = match actor {
+                Actor::Vendor => json!({"id": "SU-000-000-001", "name": catalogue.vendor.name}),
+                Actor::Provider => json!({"id": "UR-000-000-002", "name": catalogue.provider.name}),
+            };
+            events.insert(
+                (*name).into(),
+                json!({"at": at.format("%Y-%m-%dT%H:%M:%S%:z").to_string(), "by": by}),
+            );
+        }
+        Value::Object(events)
+    }
+}

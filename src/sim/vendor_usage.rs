@@ -1,0 +1,901 @@
+//! Generated vendor usage for a month — the input of the monthly report — together with the
+//! outcome a correct report must reach ([`Expected`]).
+//!
+//! Records are drawn from an installed [`Catalogue`]: good rows for in-scope assets, rows that
+//! are out of scope (inactive or non-distribution contract, product not QT), and bad rows of
+//! every kind spec §4 names, shuffled so that grouping cannot lean on input order. The same
+//! catalogue, period and [`BadRowSpec`] always give byte-identical output.
+
+use std::collections::BTreeMap;
+
+use chrono::{Datelike, Duration, NaiveDate, NaiveDateTime};
+use rand::rngs::StdRng;
+use rand::seq::{IndexedRandom, SliceRandom};
+use rand::{Rng, SeedableRng};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use super::catalogue::{Asset, Catalogue, Item, Product};
+use crate::config::{AssetCriteria, ItemCriteria};
+use crate::usage::period::{format_time, Period};
+
+/// The vendor CSV header (spec §4).
+pub const HEADER: [&str; 7] = [
+    "subscription_id",
+    "item_mpn",
+    "quantity",
+    "start_time_utc",
+    "end_time_utc",
+    "record_id",
+    "record_note",
+];
+
+/// Why a record is bad (spec §4).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BadKind {
+    MissingField,
+    UnparsableQuantity,
+    UnparsableTime,
+    NegativeQuantity,
+    FractionalQuantity,
+    EndBeforeStart,
+    OutsidePeriod,
+    UnknownSubscription,
+    UnknownItem,
+    RepeatedRecordId,
+}
+
+impl BadKind {
+    pub const ALL: [BadKind; 10] = [
+        BadKind::MissingField,
+        BadKind::UnparsableQuantity,
+        BadKind::UnparsableTime,
+        BadKind::NegativeQuantity,
+        BadKind::FractionalQuantity,
+        BadKind::EndBeforeStart,
+        BadKind::OutsidePeriod,
+        BadKind::UnknownSubscription,
+        BadKind::UnknownItem,
+        BadKind::RepeatedRecordId,
+    ];
+}
+
+/// Why a record is out of scope (counted, not an error). When both apply, the contract wins.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutOfScopeKind {
+    NotDistribution,
+    InactiveContract,
+    ProductNotQt,
+}
+
+/// How to render a month of vendor usage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BadRowSpec {
+    pub seed: u64,
+    /// Bad records per good record (0.1: one bad for ten good). When above zero, every
+    /// [`BadKind`] appears at least once.
+    pub bad_share: f64,
+    /// Out-of-scope records per good record.
+    pub out_of_scope_share: f64,
+    /// Each (asset, item) gets 1..=this records, on disjoint intervals of the month.
+    pub max_rows_per_item: usize,
+    /// What the `subscription_id` column holds (a `Parameter` must name a seeded asset param,
+    /// e.g. `tenant_id`).
+    pub subscription_key: AssetCriteria,
+    /// What the `item_mpn` column holds.
+    pub item_key: ItemCriteria,
+}
+
+impl Default for BadRowSpec {
+    fn default() -> Self {
+        BadRowSpec {
+            seed: 7,
+            bad_share: 0.1,
+            out_of_scope_share: 0.05,
+            max_rows_per_item: 2,
+            subscription_key: AssetCriteria::Id,
+            item_key: ItemCriteria::Mpn,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VendorUsageError {
+    #[error("asset {asset} has no parameter {parameter:?} to use as subscription_id")]
+    UnknownParameter { asset: String, parameter: String },
+}
+
+/// One vendor record as written; `None` is an empty cell (or an absent JSON key).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VendorRecord {
+    pub subscription_id: Option<String>,
+    pub item_mpn: Option<String>,
+    pub quantity: Option<String>,
+    pub start_time_utc: Option<String>,
+    pub end_time_utc: Option<String>,
+    pub record_id: Option<String>,
+    pub record_note: Option<String>,
+}
+
+impl VendorRecord {
+    fn fields(&self) -> [(&'static str, &Option<String>); 7] {
+        [
+            (HEADER[0], &self.subscription_id),
+            (HEADER[1], &self.item_mpn),
+            (HEADER[2], &self.quantity),
+            (HEADER[3], &self.start_time_utc),
+            (HEADER[4], &self.end_time_utc),
+            (HEADER[5], &self.record_id),
+            (HEADER[6], &self.record_note),
+        ]
+    }
+
+    /// The JSON object form: absent keys for empty fields, numbers for numeric quantities.
+    pub fn to_json(&self) -> Value {
+        let mut object = Map::new();
+        for (name, value) in self.fields() {
+            let Some(text) = value else { continue };
+            let rendered = match name {
+                "quantity" => serde_json::from_str::<serde_json::Number>(text)
+                    .map(Value::Number)
+                    .unwrap_or_else(|_| Value::String(text.clone())),
+                _ => Value::String(text.clone()),
+            };
+            object.insert(name.into(), rendered);
+        }
+        Value::Object(object)
+    }
+}
+
+/// A row the report must upload: the asset and item it resolves to and the values it carries.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ExpectedRow {
+    pub asset_id: String,
+    pub item_mpn: String,
+    /// Canonical decimal text (no trailing zeros), as `f64`'s `Display` prints it.
+    pub quantity: String,
+    pub start: String,
+    pub end: String,
+}
+
+/// The rows of one usage file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExpectedGroup {
+    pub contract_id: String,
+    pub product_id: String,
+    pub currency: String,
+    /// Sorted: compare as a multiset.
+    pub rows: Vec<ExpectedRow>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BadRow {
+    /// 0-based position among the records (the JSON-lines line is `index + 1`).
+    pub index: usize,
+    /// CSV line, the header being line 1.
+    pub line: u64,
+    pub kind: BadKind,
+}
+
+/// What a correct monthly report makes of the generated usage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Expected {
+    pub period: Period,
+    pub records: usize,
+    /// Sorted by (contract, product).
+    pub groups: Vec<ExpectedGroup>,
+    /// In record order.
+    pub bad: Vec<BadRow>,
+    pub out_of_scope: usize,
+    pub out_of_scope_by: BTreeMap<OutOfScopeKind, usize>,
+}
+
+impl Expected {
+    pub fn group(&self, contract_id: &str, product_id: &str) -> Option<&ExpectedGroup> {
+        self.groups
+            .iter()
+            .find(|group| group.contract_id == contract_id && group.product_id == product_id)
+    }
+
+    pub fn good_rows(&self) -> usize {
+        self.groups.iter().map(|group| group.rows.len()).sum()
+    }
+
+    pub fn bad_by_kind(&self) -> BTreeMap<BadKind, usize> {
+        let mut counts = BTreeMap::new();
+        for bad in &self.bad {
+            *counts.entry(bad.kind).or_default() += 1;
+        }
+        counts
+    }
+}
+
+/// The serialisations a usage source can have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum UsageFormat {
+    #[serde(rename = "csv")]
+    Csv,
+    #[serde(rename = "json")]
+    Json,
+    #[serde(rename = "jsonl")]
+    JsonLines,
+}
+
+impl UsageFormat {
+    pub fn content_type(self) -> &'static str {
+        match self {
+            UsageFormat::Csv => "text/csv",
+            UsageFormat::Json => "application/json",
+            UsageFormat::JsonLines => "application/x-ndjson",
+        }
+    }
+}
+
+/// A month of vendor usage and what a correct report makes of it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct VendorUsage {
+    pub records: Vec<VendorRecord>,
+    pub csv: String,
+    pub expected: Expected,
+}
+
+impl VendorUsage {
+    /// The records as one JSON array.
+    pub fn json_array(&self) -> String {
+        let array: Vec<Value> = self.records.iter().map(VendorRecord::to_json).collect();
+        serde_json::to_string_pretty(&array).expect("JSON values serialise")
+    }
+
+    /// The records as JSON lines, one object per line.
+    pub fn json_lines(&self) -> String {
+        self.records
+            .iter()
+            .map(|record| format!("{}\n", record.to_json()))
+            .collect()
+    }
+
+    pub fn render(&self, format: UsageFormat) -> String {
+        match format {
+            UsageFormat::Csv => self.csv.clone(),
+            UsageFormat::Json => self.json_array(),
+            UsageFormat::JsonLines => self.json_lines(),
+        }
+    }
+}
+
+impl Catalogue {
+    /// Vendor usage for `period` over this catalogue; deterministic in (catalogue, period, spec).
+    pub fn vendor_usage(
+        &self,
+        period: Period,
+        spec: &BadRowSpec,
+    ) -> Result<VendorUsage, VendorUsageError> {
+        UsageGenerator {
+            catalogue: self,
+            period,
+            spec,
+            rng: StdRng::seed_from_u64(spec.seed),
+            next_record_id: 0,
+        }
+        .generate()
+    }
+}
+
+/// What a generated record is, before its final position is known.
+#[derive(Debug, Clone)]
+enum Outcome {
+    Good {
+        contract_id: String,
+        product_id: String,
+        row: ExpectedRow,
+    },
+    Bad(BadKind),
+    OutOfScope(OutOfScopeKind),
+}
+
+#[derive(Debug, Clone)]
+struct Generated {
+    serial: usize,
+    record: VendorRecord,
+    outcome: Outcome,
+}
+
+struct UsageGenerator<'a> {
+    catalogue: &'a Catalogue,
+    period: Period,
+    spec: &'a BadRowSpec,
+    rng: StdRng,
+    next_record_id: usize,
+}
+
+const NOTES: [&str; 5] = [
+    "monthly usage",
+    "tenant \"gold\", EU region",
+    "spike, see ticket #42",
+    "re-rated, \"final\"",
+    "plain note",
+];
+
+impl<'a> UsageGenerator<'a> {
+    fn generate(mut self) -> Result<VendorUsage, VendorUsageError> {
+        let reportable: Vec<(&Asset, &Product)> = self.assets_with_items(true);
+        let mut records = self.good_records(&reportable)?;
+        let good_count = records.len();
+        let bad_count = self.bad_count(good_count);
+        let repeat_count = match bad_count {
+            0 => 0,
+            n => (n / BadKind::ALL.len()).max(1).min(good_count),
+        };
+        let repeats = self.repeated_records(&mut records, repeat_count);
+        records.extend(self.out_of_scope_records(good_count)?);
+        records.extend(self.bad_records(&reportable, bad_count - repeats.len())?);
+        for (serial, record) in records.iter_mut().enumerate() {
+            record.serial = serial;
+        }
+        records.shuffle(&mut self.rng);
+        for (original_serial, mut repeat) in repeats {
+            let original = records
+                .iter()
+                .position(|r| r.serial == original_serial)
+                .expect("the original is among the records");
+            let at = self.rng.random_range(original + 1..=records.len());
+            repeat.serial = usize::MAX;
+            records.insert(at, repeat);
+        }
+        Ok(self.finish(records))
+    }
+
+    /// Assets whose product has PPU items, in or out of scope.
+    fn assets_with_items(&self, in_scope: bool) -> Vec<(&'a Asset, &'a Product)> {
+        let catalogue = self.catalogue;
+        catalogue
+            .assets
+            .iter()
+            .filter(|asset| catalogue.in_scope(asset) == in_scope)
+            .filter_map(|asset| Some((asset, catalogue.product(&asset.product_id)?)))
+            .filter(|(_, product)| product.ppu_items().next().is_some())
+            .collect()
+    }
+
+    fn good_records(
+        &mut self,
+        reportable: &[(&Asset, &Product)],
+    ) -> Result<Vec<Generated>, VendorUsageError> {
+        let mut records = Vec::new();
+        for (asset, product) in reportable {
+            let items: Vec<&Item> = product.ppu_items().collect();
+            let count = self.rng.random_range(1..=items.len());
+            let chosen: Vec<&Item> = items
+                .choose_multiple(&mut self.rng, count)
+                .copied()
+                .collect();
+            for item in chosen {
+                let parts = self
+                    .rng
+                    .random_range(1..=self.spec.max_rows_per_item.clamp(1, 28));
+                for part in 0..parts {
+                    let (start, end) = interval(self.period, part, parts);
+                    let quantity = self.quantity(item);
+                    let record = self.record(asset, item, &quantity, start, end)?;
+                    records.push(Generated {
+                        serial: 0,
+                        record,
+                        outcome: Outcome::Good {
+                            contract_id: asset.contract_id.clone(),
+                            product_id: asset.product_id.clone(),
+                            row: ExpectedRow {
+                                asset_id: asset.id.clone(),
+                                item_mpn: item.mpn.clone(),
+                                quantity,
+                                start: format_time(start),
+                                end: format_time(end),
+                            },
+                        },
+                    });
+                }
+            }
+        }
+        Ok(records)
+    }
+
+    /// A well-formed record; about seven in ten carry a vendor record id.
+    fn record(
+        &mut self,
+        asset: &Asset,
+        item: &Item,
+        quantity: &str,
+        start: NaiveDateTime,
+        end: NaiveDateTime,
+    ) -> Result<VendorRecord, VendorUsageError> {
+        let record_id = self.rng.random_ratio(7, 10).then(|| self.fresh_record_id());
+        let record_note = self
+            .rng
+            .random_ratio(1, 2)
+            .then(|| NOTES.choose(&mut self.rng).expect("not empty").to_string());
+        Ok(VendorRecord {
+            subscription_id: Some(self.subscription_value(asset)?),
+            item_mpn: Some(self.item_value(item)),
+            quantity: Some(quantity.into()),
+            start_time_utc: Some(format_time(start)),
+            end_time_utc: Some(format_time(end)),
+            record_id,
+            record_note,
+        })
+    }
+
+    fn fresh_record_id(&mut self) -> String {
+        self.next_record_id += 1;
+        format!("rec-{:06}", self.next_record_id)
+    }
+
+    fn subscription_value(&self, asset: &Asset) -> Result<String, VendorUsageError> {
+        Ok(match &self.spec.subscription_key {
+            AssetCriteria::Id => asset.id.clone(),
+            AssetCriteria::ExternalId => asset.external_id.clone(),
+            AssetCriteria::ExternalUid => asset.external_uid.clone(),
+            AssetCriteria::Parameter(name) => asset
+                .param(name)
+                .ok_or_else(|| VendorUsageError::UnknownParameter {
+                    asset: asset.id.clone(),
+                    parameter: name.clone(),
+                })?
+                .to_string(),
+        })
+    }
+
+    fn unknown_subscription(&self, n: usize) -> String {
+        match &self.spec.subscription_key {
+            AssetCriteria::Id => format!("AS-0000-0000-{n:04}"),
+            AssetCriteria::ExternalId => format!("EXT-UNKNOWN-{n}"),
+            AssetCriteria::ExternalUid => format!("00000000-0000-4000-8000-{n:012}"),
+            AssetCriteria::Parameter(_) => format!("unknown-{n}"),
+        }
+    }
+
+    fn item_value(&self, item: &Item) -> String {
+        match self.spec.item_key {
+            ItemCriteria::Mpn => item.mpn.clone(),
+            ItemCriteria::LocalId => item.local_id.clone(),
+            ItemCriteria::Id => item.id.clone(),
+        }
+    }
+
+    /// An item the asset's product cannot resolve: a made-up one, the product's reservation
+    /// item, or another product's PPU item (the last two only where the key is global).
+    fn unknown_item(&mut self, product: &Product, n: usize) -> String {
+        let made_up = match self.spec.item_key {
+            ItemCriteria::Mpn => format!("MPN-UNKNOWN-{n}"),
+            ItemCriteria::LocalId => format!("UNKNOWN_{n}"),
+            ItemCriteria::Id => format!("PRD-000-000-000-{n:04}"),
+        };
+        if self.spec.item_key == ItemCriteria::LocalId {
+            return made_up;
+        }
+        let reservation = product.items.iter().find(|item| !item.is_ppu());
+        let foreign = self
+            .catalogue
+            .products
+            .iter()
+            .filter(|other| other.id != product.id)
+            .flat_map(|other| other.ppu_items())
+            .next();
+        let borrowed = match n % 3 {
+            1 => reservation,
+            2 => foreign,
+            _ => None,
+        };
+        borrowed.map_or(made_up, |item| self.item_value(item))
+    }
+
+    /// A quantity allowed by the item's precision, in canonical text.
+    fn quantity(&mut self, item: &Item) -> String {
+        let decimals = decimals_of(&item.precision);
+        let whole = self.rng.random_range(0..5000u32);
+        let digits = self.rng.random_range(0..=decimals);
+        let fraction = self.rng.random_range(0..10u64.pow(digits as u32));
+        canonical(whole, fraction, digits)
+    }
+
+    /// Picks good records to repeat (same record id, other note) and returns the copies with the
+    /// position of their original; originals without a record id get one.
+    fn repeated_records(
+        &mut self,
+        good: &mut [Generated],
+        count: usize,
+    ) -> Vec<(usize, Generated)> {
+        let mut repeats = Vec::new();
+        for _ in 0..count.min(good.len()) {
+            let position = self.rng.random_range(0..good.len());
+            let original = &mut good[position];
+            if original.record.record_id.is_none() {
+                original.record.record_id = Some(self.fresh_record_id());
+            }
+            let mut record = original.record.clone();
+            record.record_note = Some("sent twice, \"corrected\"".into());
+            repeats.push((
+                position,
+                Generated {
+                    serial: 0,
+                    record,
+                    outcome: Outcome::Bad(BadKind::RepeatedRecordId),
+                },
+            ));
+        }
+        repeats
+    }
+
+    /// How many bad records to make in all: the share of the good ones, at least one per kind.
+    fn bad_count(&self, good_count: usize) -> usize {
+        if self.spec.bad_share <= 0.0 {
+            return 0;
+        }
+        let wanted = (self.spec.bad_share * good_count as f64).round() as usize;
+        wanted.max(BadKind::ALL.len())
+    }
+
+    fn out_of_scope_records(
+        &mut self,
+        good_count: usize,
+    ) -> Result<Vec<Generated>, VendorUsageError> {
+        let candidates = self.assets_with_items(false);
+        if self.spec.out_of_scope_share <= 0.0 || candidates.is_empty() {
+            return Ok(Vec::new());
+        }
+        let count = ((self.spec.out_of_scope_share * good_count as f64).round() as usize).max(1);
+        let mut records = Vec::new();
+        for _ in 0..count {
+            let (asset, product) = *candidates.choose(&mut self.rng).expect("not empty");
+            let item = *product
+                .ppu_items()
+                .collect::<Vec<_>>()
+                .choose(&mut self.rng)
+                .expect("has PPU items");
+            let quantity = self.quantity(item);
+            let record = self.record(
+                asset,
+                item,
+                &quantity,
+                self.period.start(),
+                self.period.end(),
+            )?;
+            records.push(Generated {
+                serial: 0,
+                record,
+                outcome: Outcome::OutOfScope(self.out_of_scope_kind(asset)),
+            });
+        }
+        Ok(records)
+    }
+
+    fn out_of_scope_kind(&self, asset: &Asset) -> OutOfScopeKind {
+        match self.catalogue.contract(&asset.contract_id) {
+            Some(contract) if contract.contract_type != "distribution" => {
+                OutOfScopeKind::NotDistribution
+            }
+            Some(contract) if contract.status != "active" => OutOfScopeKind::InactiveContract,
+            _ => OutOfScopeKind::ProductNotQt,
+        }
+    }
+
+    /// Bad records of every kind but repeats, each with exactly one defect, on in-scope assets.
+    fn bad_records(
+        &mut self,
+        reportable: &[(&Asset, &Product)],
+        count: usize,
+    ) -> Result<Vec<Generated>, VendorUsageError> {
+        if reportable.is_empty() {
+            return Ok(Vec::new());
+        }
+        let with_integer_items: Vec<(&Asset, &Product)> = reportable
+            .iter()
+            .copied()
+            .filter(|(_, product)| {
+                product
+                    .ppu_items()
+                    .any(|item| decimals_of(&item.precision) == 0)
+            })
+            .collect();
+        let kinds: Vec<BadKind> = BadKind::ALL
+            .into_iter()
+            .filter(|kind| *kind != BadKind::RepeatedRecordId)
+            .filter(|kind| *kind != BadKind::FractionalQuantity || !with_integer_items.is_empty())
+            .collect();
+        let mut records = Vec::new();
+        for n in 0..count {
+            let kind = kinds[n % kinds.len()];
+            let pool = if kind == BadKind::FractionalQuantity {
+                &with_integer_items
+            } else {
+                reportable
+            };
+            let (asset, product) = *pool.choose(&mut self.rng).expect("not empty");
+            let items: Vec<&Item> = match kind {
+                BadKind::FractionalQuantity => product
+                    .ppu_items()
+                    .filter(|item| decimals_of(&item.precision) == 0)
+                    .collect(),
+                _ => product.ppu_items().collect(),
+            };
+            let item = *items.choose(&mut self.rng).expect("has PPU items");
+            let (start, end) = (self.period.start(), self.period.end());
+            let quantity = self.quantity(item);
+            let mut record = self.record(asset, item, &quantity, start, end)?;
+            // Bad records never share a record id with anything (only repeats do).
+            record.record_id = record.record_id.map(|_| format!("bad-{n:06}"));
+            self.break_record(&mut record, kind, product, n, n / kinds.len());
+            records.push(Generated {
+                serial: 0,
+                record,
+                outcome: Outcome::Bad(kind),
+            });
+        }
+        Ok(records)
+    }
+
+    /// Gives a well-formed record the one defect `kind`; `variant` rotates between spellings.
+    fn break_record(
+        &mut self,
+        record: &mut VendorRecord,
+        kind: BadKind,
+        product: &Product,
+        n: usize,
+        variant: usize,
+    ) {
+        let period = self.period;
+        let day = |d: u32| {
+            NaiveDate::from_ymd_opt(period.year(), period.month(), d)
+                .expect("every month has 28 days")
+                .and_hms_opt(12, 0, 0)
+                .expect("valid time")
+        };
+        match kind {
+            BadKind::MissingField => {
+                let field = match variant % 5 {
+                    0 => &mut record.subscription_id,
+                    1 => &mut record.item_mpn,
+                    2 => &mut record.quantity,
+                    3 => &mut record.start_time_utc,
+                    _ => &mut record.end_time_utc,
+                };
+                *field = None;
+            }
+            BadKind::UnparsableQuantity => {
+                let text = ["abc", "1,5", "12..3", "ten"][variant % 4];
+                record.quantity = Some(text.into());
+            }
+            BadKind::UnparsableTime => {
+                let start = period.start() + Duration::days(4);
+                let text = match variant % 3 {
+                    0 => start.format("%Y-%m-%dT%H:%M:%S").to_string(),
+                    1 => start.format("%d/%m/%Y %H:%M:%S").to_string(),
+                    _ => format!("{:04}-{:02}-32 00:00:00", period.year(), period.month()),
+                };
+                if variant.is_multiple_of(2) {
+                    record.start_time_utc = Some(text);
+                } else {
+                    record.end_time_utc = Some(text);
+                }
+            }
+            BadKind::NegativeQuantity => {
+                record.quantity = Some(format!("-{}", self.rng.random_range(1..100)));
+            }
+            BadKind::FractionalQuantity => {
+                record.quantity = Some(format!("{}.5", self.rng.random_range(0..100)));
+            }
+            BadKind::EndBeforeStart => {
+                record.start_time_utc = Some(format_time(day(10)));
+                record.end_time_utc = Some(format_time(day(5)));
+            }
+            BadKind::OutsidePeriod => {
+                let (start, end) = if variant.is_multiple_of(2) {
+                    (period.start() - Duration::hours(12), day(2))
+                } else {
+                    (
+                        period.end() - Duration::hours(12),
+                        period.end() + Duration::hours(7),
+                    )
+                };
+                record.start_time_utc = Some(format_time(start));
+                record.end_time_utc = Some(format_time(end));
+            }
+            BadKind::UnknownSubscription => {
+                record.subscription_id = Some(self.unknown_subscription(n));
+            }
+            BadKind::UnknownItem => {
+                record.item_mpn = Some(self.unknown_item(product, variant));
+            }
+            BadKind::RepeatedRecordId => unreachable!("repeats are made from good records"),
+        }
+    }
+
+    fn finish(self, records: Vec<Generated>) -> VendorUsage {
+        let mut groups: BTreeMap<(String, String), Vec<ExpectedRow>> = BTreeMap::new();
+        let mut bad = Vec::new();
+        let mut out_of_scope_by: BTreeMap<OutOfScopeKind, usize> = BTreeMap::new();
+        for (index, generated) in records.iter().enumerate() {
+            match &generated.outcome {
+                Outcome::Good {
+                    contract_id,
+                    product_id,
+                    row,
+                } => groups
+                    .entry((contract_id.clone(), product_id.clone()))
+                    .or_default()
+                    .push(row.clone()),
+                Outcome::Bad(kind) => bad.push(BadRow {
+                    index,
+                    line: index as u64 + 2,
+                    kind: *kind,
+                }),
+                Outcome::OutOfScope(kind) => *out_of_scope_by.entry(*kind).or_default() += 1,
+            }
+        }
+        let groups = groups
+            .into_iter()
+            .map(|((contract_id, product_id), mut rows)| {
+                rows.sort();
+                let currency = self.currency_of(&contract_id);
+                ExpectedGroup {
+                    contract_id,
+                    product_id,
+                    currency,
+                    rows,
+                }
+            })
+            .collect();
+        let records: Vec<VendorRecord> = records.into_iter().map(|g| g.record).collect();
+        VendorUsage {
+            csv: render_csv(&records),
+            expected: Expected {
+                period: self.period,
+                records: records.len(),
+                groups,
+                bad,
+                out_of_scope: out_of_scope_by.values().sum(),
+                out_of_scope_by,
+            },
+            records,
+        }
+    }
+
+    fn currency_of(&self, contract_id: &str) -> String {
+        self.catalogue
+            .contract(contract_id)
+            .and_then(|contract| self.catalogue.marketplace(&contract.marketplace_id))
+            .map(|marketplace| marketplace.currency.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// `part` of `parts` consecutive whole-day intervals covering the month.
+fn interval(period: Period, part: usize, parts: usize) -> (NaiveDateTime, NaiveDateTime) {
+    let days = period.last_day().day() as usize;
+    let first = (part * days / parts) as i64;
+    let last = ((part + 1) * days / parts) as i64 - 1;
+    let start = period.start() + Duration::days(first);
+    let end = period.start() + Duration::days(last) + Duration::seconds(86_399);
+    (start, end)
+}
+
+/// Digits after the point an item precision allows (`integer` → 0, `decimal(n)` → n).
+fn decimals_of(precision: &str) -> u8 {
+    let lower = precision.to_ascii_lowercase();
+    lower
+        .strip_prefix("decimal(")
+        .and_then(|rest| rest.strip_suffix(')'))
+        .and_then(|digits| digits.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `whole.fraction` with `digits` fraction digits, trailing zeros removed.
+fn canonical(whole: u32, fraction: u64, digits: u8) -> String {
+    if digits == 0 {
+        return whole.to_string();
+    }
+    let text = format!("{whole}.{fraction:0width$}", width = digits as usize);
+    text.trim_end_matches('0').trim_end_matches('.').to_string()
+}
+
+fn render_csv(records: &[VendorRecord]) -> String {
+    let mut csv = HEADER.join(",");
+    csv.push('\n');
+    for record in records {
+        let cells: Vec<String> = record
+            .fields()
+            .iter()
+            .map(|(_, value)| csv_cell(value.as_deref().unwrap_or("")))
+            .collect();
+        csv.push_str(&cells.join(","));
+        csv.push('\n');
+    }
+    csv
+}
+
+fn csv_cell(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::seed::SeedSpec;
+
+    fn usage(spec: &BadRowSpec) -> VendorUsage {
+        let catalogue = Catalogue::generate(&SeedSpec::default());
+        catalogue
+            .vendor_usage(Period::parse("2024-02").unwrap(), spec)
+            .unwrap()
+    }
+
+    #[test]
+    fn quantities_are_canonical_decimal_text() {
+        assert_eq!(canonical(12, 50, 2), "12.5");
+        assert_eq!(canonical(7, 0, 2), "7");
+        assert_eq!(canonical(3, 25, 2), "3.25");
+        assert_eq!(canonical(0, 1, 4), "0.0001");
+        for text in ["12.5", "7", "0.0001", "4999.12345678"] {
+            assert_eq!(text.parse::<f64>().unwrap().to_string(), text);
+        }
+    }
+
+    #[test]
+    fn intervals_tile_the_month() {
+        let feb = Period::parse("2024-02").unwrap();
+        assert_eq!(interval(feb, 0, 1), (feb.start(), feb.end()));
+        let (first_start, first_end) = interval(feb, 0, 2);
+        let (second_start, second_end) = interval(feb, 1, 2);
+        assert_eq!(first_start, feb.start());
+        assert_eq!(second_start - first_end, Duration::seconds(1));
+        assert_eq!(second_end, feb.end());
+    }
+
+    #[test]
+    fn every_bad_kind_and_both_scopes_appear() {
+        let usage = usage(&BadRowSpec::default());
+        let kinds = usage.expected.bad_by_kind();
+        for kind in BadKind::ALL {
+            assert!(kinds.contains_key(&kind), "{kind:?} missing");
+        }
+        assert!(usage.expected.out_of_scope > 0);
+        assert_eq!(
+            usage.expected.records,
+            usage.expected.good_rows() + usage.expected.bad.len() + usage.expected.out_of_scope
+        );
+    }
+
+    #[test]
+    fn repeats_follow_their_original() {
+        let usage = usage(&BadRowSpec::default());
+        for bad in usage
+            .expected
+            .bad
+            .iter()
+            .filter(|b| b.kind == BadKind::RepeatedRecordId)
+        {
+            let id = usage.records[bad.index].record_id.clone().unwrap();
+            let first = usage
+                .records
+                .iter()
+                .position(|r| r.record_id.as_deref() == Some(&id))
+                .unwrap();
+            assert!(first < bad.index);
+        }
+    }
+
+    #[test]
+    fn json_forms_carry_the_same_records() {
+        let usage = usage(&BadRowSpec::default());
+        let array: Vec<Value> = serde_json::from_str(&usage.json_array()).unwrap();
+        assert_eq!(array.len(), usage.records.len());
+        let json_lines = usage.json_lines();
+        let lines: Vec<&str> = json_lines.lines().collect();
+        assert_eq!(lines.len(), usage.records.len());
+        assert_eq!(serde_json::from_str::<Value>(lines[0]).unwrap(), array[0]);
+    }
+}
