@@ -184,6 +184,9 @@ pub struct ReportSettings {
     pub ready_timeout: Duration,
     /// First pause between status polls after an upload; it doubles up to 30 s.
     pub ready_poll_interval: Duration,
+    /// When set, scheduled runs keep their workbooks and bad-records CSV here (an audit copy);
+    /// otherwise they use a scratch directory removed after the run.
+    pub workbook_dir: Option<PathBuf>,
 }
 
 impl ReportSettings {
@@ -305,14 +308,14 @@ fn parse_bool(name: &'static str, value: &str) -> Result<bool, ConfigError> {
     }
 }
 
-fn parse_number<T: std::str::FromStr>(
+fn parse_number<T>(
     name: &'static str,
     value: Option<String>,
     default: T,
     min: T,
 ) -> Result<T, ConfigError>
 where
-    T: PartialOrd + fmt::Display,
+    T: std::str::FromStr + PartialOrd + fmt::Display,
 {
     let Some(value) = value else {
         return Ok(default);
@@ -444,6 +447,7 @@ impl Settings {
             alert_webhook_url,
             api_concurrency: parse_number("API_CONCURRENCY", get("api_concurrency"), 8, 1)?,
             ready_timeout: seconds("READY_TIMEOUT", get("ready_timeout"), 900)?,
+            workbook_dir: get("workbook_dir").map(PathBuf::from),
             ready_poll_interval: Duration::from_millis(parse_number(
                 "READY_POLL_INTERVAL_MS",
                 get("ready_poll_interval_ms"),

@@ -105,6 +105,15 @@ impl<'a> Request<'a> {
         }
     }
 
+    pub fn put(path: &'a str, body: Body) -> Self {
+        Request {
+            method: Method::PUT,
+            path,
+            query: String::new(),
+            body,
+        }
+    }
+
     pub fn post(path: &'a str, body: Body) -> Self {
         Request {
             method: Method::POST,

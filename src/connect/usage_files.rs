@@ -17,7 +17,9 @@
 //! | reject (provider) | the file | `rejected` | `pending` |
 //! | close (provider) | the file | `closed` | `accepted` |
 //!
-//! In any other status the original error is returned. A create without `external_id` cannot
+//! A `400` (illegal transition) is also followed by a re-read: when the file is already in the
+//! action's "done" state — another replica or the event handler got there first — the action
+//! succeeds. In any other status the original error is returned. A create without `external_id` cannot
 //! be found again, so its ambiguous failures are returned as they are. All attempts of one
 //! operation, resends included, share one retry budget.
 
@@ -128,6 +130,19 @@ impl ConnectClient {
         }
     }
 
+    /// Replaces the file's `note` (a PUT: repeating it changes nothing).
+    pub async fn update_usage_file_note(
+        &self,
+        id: &str,
+        note: &str,
+    ) -> Result<UsageFile, ConnectError> {
+        let path = format!("{FILES}/{}", segment(id));
+        let body = serde_json::json!({ "note": note });
+        let request = Request::put(&path, Body::Json(Bytes::from(body.to_string())));
+        let reply = self.send(&request).await?;
+        self.file_from(id, &request, reply).await
+    }
+
     /// Uploads a workbook (multipart field `usage_file`); the file goes to `uploading`.
     pub async fn upload_usage_file(
         &self,
@@ -178,6 +193,14 @@ impl ConnectClient {
             {
                 Ok(reply) => return self.file_from(id, &request, reply).await,
                 Err(error) if error.is_ambiguous() => error,
+                // Refused as an illegal transition: someone (another replica, the event
+                // handler) may have done it already, which is success, not an error.
+                Err(error) if error.status() == Some(400) => {
+                    return match self.usage_file(id).await {
+                        Ok(file) if is_one_of(&file, action.done) => Ok(file),
+                        _ => Err(error),
+                    };
+                }
                 Err(error) => return Err(error),
             };
             if !backoff.pause(None).await {

@@ -1,0 +1,51 @@
+//! The schedulable `generate_monthly_usage_reports`: the monthly report of spec §5 as a task.
+//!
+//! Failures a later attempt can fix (the source or Connect unreachable, a group that could not
+//! be filed) answer `retry`: re-running is safe because filing is idempotent. A configuration
+//! problem answers `fail` with the setting named, since retrying cannot fix it.
+
+use chrono::Utc;
+use futures::future::BoxFuture;
+use futures::FutureExt;
+use serde_json::Value;
+
+use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
+use crate::usage::report::{ReportError, ReportJob, Reporter};
+use crate::usage::summary::write_bad_records;
+
+pub struct MonthlyReport;
+
+impl Handler for MonthlyReport {
+    fn handle(&self, ctx: TaskContext, _schedule: Value) -> BoxFuture<'static, HandlerOutcome> {
+        run(ctx).boxed()
+    }
+}
+
+async fn run(ctx: TaskContext) -> HandlerOutcome {
+    let reporter = Reporter::new(ctx.client.clone(), ctx.settings.report.clone());
+    let (workdir, keep) = super::task_workdir(&ctx.settings.report, &ctx.task_id);
+    let job = ReportJob {
+        period: reporter.period(Utc::now()),
+        contracts: Vec::new(),
+        products: Vec::new(),
+        dry_run: false,
+        workdir,
+        keep_workbooks: keep,
+    };
+    let result = reporter.run(&job, None).await;
+    if keep {
+        if let Ok(summary) = &result {
+            if let Err(error) = write_bad_records(&job.workdir, summary).await {
+                tracing::warn!(%error, "cannot write the bad-records file");
+            }
+        }
+    } else {
+        let _ = tokio::fs::remove_dir_all(&job.workdir).await;
+    }
+    match result {
+        Ok(summary) if summary.failed() == 0 => HandlerOutcome::Success(Some(summary.headline())),
+        Ok(summary) => HandlerOutcome::Retry(summary.headline()),
+        Err(error @ ReportError::Config(_)) => HandlerOutcome::Fail(error.to_string()),
+        Err(error) => HandlerOutcome::Retry(error.to_string()),
+    }
+}
