@@ -116,11 +116,10 @@ pub async fn run_with(
     tokio::select! {
         _ = shutdown.cancelled() => {
             info!("stop requested; finishing running tasks");
-            shared.stop.local.cancel();
+            shared.stop.local_request();
         }
         _ = shared.stop.platform.cancelled() => info!("stopping at the platform's request"),
     }
-    shared.stop.draining.cancel();
     let abandon = shared.stop.abandon.clone();
     let deadline = tokio::spawn(async move {
         tokio::time::sleep(drain_limit).await;

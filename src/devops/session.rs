@@ -194,7 +194,7 @@ async fn handle(shared: &Arc<Shared>, channel: &Arc<Channel>, message: ServerMes
         }
         ServerMessage::Shutdown => {
             info!("the platform asked this instance to shut down");
-            shared.stop.platform.cancel();
+            shared.stop.platform_request();
         }
         ServerMessage::Ignored {
             message_type,

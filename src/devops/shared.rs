@@ -62,6 +62,20 @@ pub(crate) struct Stop {
     pub abandon: CancellationToken,
 }
 
+impl Stop {
+    /// The caller asked to stop.
+    pub(crate) fn local_request(&self) {
+        self.local.cancel();
+        self.draining.cancel();
+    }
+
+    /// The platform sent `shutdown`: from this message on, no task is taken.
+    pub(crate) fn platform_request(&self) {
+        self.platform.cancel();
+        self.draining.cancel();
+    }
+}
+
 pub(crate) struct Limits {
     background: Semaphore,
     interactive: Semaphore,

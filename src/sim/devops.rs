@@ -1,20 +1,718 @@
-//! The simulator's DevOps websocket (stub until helper RUNNER fills it in).
+//! The simulator's DevOps side: the events websocket a runner connects to, the schedule
+//! resource it reads, and the controls tests use to play the platform (protocol doc).
+//!
+//! The hub answers `setup_request` with a `setup_response` (configurable variables, the
+//! usage-file event definitions, the extension id), hands out tasks — scheduled ones on
+//! [`DevopsHub::fire_schedule`], background ones on request and, by itself, whenever a usage
+//! file enters a status the runner subscribed to — and records every result. It checks every
+//! runner message strictly ([`validate`]) and records each deviation as a protocol error, so a
+//! happy-path test can assert there were none. Fault controls drop, close or silence sockets,
+//! refuse upgrades, and send malformed or huge frames.
 
-use std::sync::Arc;
+mod endpoints;
+mod validate;
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use axum::extract::ws::Message;
+use axum::routing::get;
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, watch};
 
 use super::state::SimState;
 use super::SimConfig;
+use crate::devops::protocol::{
+    EventDefinition, LoggingMeta, LoggingSettings, ResultCode, RunnerMessage, ServerMessage,
+    SetupRequest, SetupResponse, Task, TaskCategory, TaskInput, TaskOptions, TaskOutput, Variable,
+};
+
+/// Event type of usage-file status changes.
+pub const USAGE_FILE_EVENT: &str = "usage_file_request_processing";
+
+/// A result a runner sent for one task.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TaskResult {
+    pub task_id: String,
+    pub category: TaskCategory,
+    pub event_type: String,
+    pub object_id: String,
+    pub output: TaskOutput,
+    /// `runner_type` of the connection the result came on.
+    pub runner_type: String,
+}
+
+/// The query string of one websocket connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectQuery {
+    pub instance_id: String,
+    pub runner_type: Option<String>,
+    pub running_tasks: Option<u64>,
+    pub running_scheduled_tasks: Option<u64>,
+}
+
+/// Counters for tests to wait on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DevopsStats {
+    /// Connections currently open and answering.
+    pub open: usize,
+    /// Upgrades accepted since start.
+    pub opened: usize,
+    /// Upgrades refused (auth, environment, injected refusals).
+    pub refused: usize,
+    /// `setup_request`s answered.
+    pub handshakes: usize,
+    /// `shutdown` messages received from runners.
+    pub shutdowns: usize,
+    pub tasks_sent: usize,
+    pub results: usize,
+    pub protocol_errors: usize,
+}
+
+/// Frames a misbehaving platform might send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Malformed {
+    NotJson,
+    WrongVersion,
+    UnknownType,
+    MissingModelType,
+    /// A text frame of this many bytes.
+    Huge(usize),
+}
+
+enum Command {
+    Send(Message),
+    Close(u16),
+    Drop,
+    Silence,
+}
+
+struct Connection {
+    runner_type: Option<String>,
+    handshaken: bool,
+    commands: mpsc::UnboundedSender<Command>,
+}
+
+struct SentTask {
+    /// The task's `options` and `input` exactly as sent, for the echo check.
+    options: Value,
+    input: Value,
+    category: TaskCategory,
+    delivered: bool,
+    answered: bool,
+}
+
+#[derive(Default)]
+struct Hub {
+    stats: DevopsStats,
+    next_connection: u64,
+    connections: BTreeMap<u64, Connection>,
+    /// Silenced sockets: no longer served, kept open until the simulator stops.
+    silenced: Vec<mpsc::UnboundedSender<Command>>,
+    refuse_upgrades: Option<(u16, usize)>,
+    queries: Vec<ConnectQuery>,
+    setup_requests: Vec<SetupRequest>,
+    subscriptions: BTreeMap<String, Vec<String>>,
+    variables: Vec<Variable>,
+    next_id: u64,
+    tasks: HashMap<String, SentTask>,
+    /// Tasks waiting for a handshaken connection.
+    pending: VecDeque<Task>,
+    results: Vec<TaskResult>,
+    schedules: BTreeMap<String, Value>,
+    protocol_errors: Vec<String>,
+}
 
 pub struct DevopsHub {
-    _state: Arc<SimState>,
+    api_key: String,
+    environment_id: String,
+    service_id: String,
+    hub: Mutex<Hub>,
+    /// Bumped on every change, for waiters.
+    version: watch::Sender<u64>,
 }
 
 impl DevopsHub {
-    pub fn new(state: Arc<SimState>, _config: &SimConfig) -> Arc<DevopsHub> {
-        Arc::new(DevopsHub { _state: state })
+    pub fn new(state: Arc<SimState>, config: &SimConfig) -> Arc<DevopsHub> {
+        let hub = Arc::new(DevopsHub {
+            api_key: config.api_key.clone(),
+            environment_id: config.environment_id.clone(),
+            service_id: service_id_of(&config.environment_id),
+            hub: Mutex::new(Hub::default()),
+            version: watch::Sender::new(0),
+        });
+        let events = state.subscribe_file_events();
+        tokio::spawn(follow_file_events(Arc::downgrade(&hub), events));
+        hub
+    }
+
+    /// `SRVC-…` id the setup response names.
+    pub fn service_id(&self) -> &str {
+        &self.service_id
+    }
+
+    // ----- queries -----
+
+    pub fn stats(&self) -> DevopsStats {
+        self.lock().stats.clone()
+    }
+
+    pub fn protocol_errors(&self) -> Vec<String> {
+        self.lock().protocol_errors.clone()
+    }
+
+    pub fn setup_requests(&self) -> Vec<SetupRequest> {
+        self.lock().setup_requests.clone()
+    }
+
+    /// The query of every upgrade attempt, refused ones included.
+    pub fn connect_queries(&self) -> Vec<ConnectQuery> {
+        self.lock().queries.clone()
+    }
+
+    pub fn results(&self) -> Vec<TaskResult> {
+        self.lock().results.clone()
+    }
+
+    pub fn result(&self, task_id: &str) -> Option<TaskResult> {
+        self.lock()
+            .results
+            .iter()
+            .find(|r| r.task_id == task_id)
+            .cloned()
+    }
+
+    /// Waits until `condition` holds (checked after every change); false on time-out.
+    pub async fn wait_until(
+        &self,
+        timeout: Duration,
+        condition: impl Fn(&DevopsStats) -> bool,
+    ) -> bool {
+        let mut changes = self.version.subscribe();
+        let wait = async {
+            loop {
+                if condition(&self.stats()) {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok() && condition(&self.stats())
+    }
+
+    pub async fn wait_for_result(&self, task_id: &str, timeout: Duration) -> Option<TaskResult> {
+        let mut changes = self.version.subscribe();
+        let wait = async {
+            loop {
+                if let Some(result) = self.result(task_id) {
+                    return result;
+                }
+                // The hub lives as long as `self`, so the sender cannot be gone.
+                let _ = changes.changed().await;
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.ok()
+    }
+
+    // ----- configuration -----
+
+    /// Variables of the next `setup_response`s.
+    pub fn set_variables(&self, variables: Vec<Variable>) {
+        self.lock().variables = variables;
+    }
+
+    /// Sends a fresh `setup_response` (current variables) on every handshaken connection, as
+    /// the platform does after a change in the DevOps UI.
+    pub fn push_setup_response(&self) {
+        let text = ServerMessage::SetupResponse(self.setup_response()).encode();
+        let hub = self.lock();
+        for connection in hub.connections.values().filter(|c| c.handshaken) {
+            let _ = connection
+                .commands
+                .send(Command::Send(Message::text(text.clone())));
+        }
+    }
+
+    /// Refuses the next `count` upgrades with HTTP `status` (502 = maintenance); a count of
+    /// 0 accepts upgrades again.
+    pub fn refuse_upgrades(&self, status: u16, count: usize) {
+        self.lock().refuse_upgrades = (count > 0).then_some((status, count));
+    }
+
+    // ----- tasks -----
+
+    /// Fires the schedule of `method` (creating it on first use); returns the task id.
+    pub fn fire_schedule(&self, method: &str) -> String {
+        let schedule_id = {
+            let mut hub = self.lock();
+            let existing = hub
+                .schedules
+                .values()
+                .find(|s| s["method"] == method)
+                .and_then(|s| s["id"].as_str().map(String::from));
+            match existing {
+                Some(id) => id,
+                None => {
+                    hub.next_id += 1;
+                    let id = format!("EFS-{:03}-{:03}", hub.next_id / 1000, hub.next_id % 1000);
+                    hub.schedules.insert(
+                        id.clone(),
+                        json!({"id": id, "name": method, "method": method, "description": "",
+                               "parameter": {}, "status": "enabled"}),
+                    );
+                    id
+                }
+            }
+        };
+        self.send_task(
+            TaskCategory::Scheduled,
+            "scheduled_execution",
+            &schedule_id,
+            Value::Null,
+        )
+    }
+
+    /// Sends a background task for `object_id`; returns the task id.
+    pub fn send_background_task(&self, event_type: &str, object_id: &str) -> String {
+        self.send_task(TaskCategory::Background, event_type, object_id, Value::Null)
+    }
+
+    /// Sends any task (delivered at once, or as soon as a runner is connected).
+    pub fn send_task(
+        &self,
+        category: TaskCategory,
+        event_type: &str,
+        object_id: &str,
+        data: Value,
+    ) -> String {
+        let mut hub = self.lock();
+        hub.next_id += 1;
+        let task_id = format!(
+            "TQ-{:03}-{:03}-{:03}",
+            hub.next_id / 1_000_000,
+            hub.next_id / 1000 % 1000,
+            hub.next_id % 1000
+        );
+        let task = Task {
+            options: TaskOptions {
+                task_id: task_id.clone(),
+                task_category: category,
+                correlation_id: Some(uuid::Uuid::new_v4().to_string()),
+                reply_to: None,
+                api_key: None,
+                installation_id: None,
+                connect_correlation_id: Some(format!(
+                    "00-{}-{:016x}-01",
+                    uuid::Uuid::new_v4().simple(),
+                    rand::random::<u64>()
+                )),
+            },
+            input: TaskInput {
+                event_type: event_type.into(),
+                object_id: object_id.into(),
+                data,
+            },
+            output: None,
+        };
+        hub.tasks.insert(
+            task_id.clone(),
+            SentTask {
+                options: serde_json::to_value(&task.options).unwrap_or_default(),
+                input: serde_json::to_value(&task.input).unwrap_or_default(),
+                category,
+                delivered: false,
+                answered: false,
+            },
+        );
+        hub.pending.push_back(task);
+        self.deliver_pending(&mut hub);
+        task_id
+    }
+
+    // ----- faults -----
+
+    /// Cuts every connection without a close frame.
+    pub fn drop_connections(&self) {
+        self.command_all(|| Command::Drop);
+    }
+
+    /// Closes every connection with `code`.
+    pub fn close_connections(&self, code: u16) {
+        self.command_all(|| Command::Close(code));
+    }
+
+    /// Makes the current connections stop reading, answering pings and sending; later
+    /// connections behave normally.
+    pub fn go_silent(&self) {
+        let mut hub = self.lock();
+        let silenced: Vec<_> = std::mem::take(&mut hub.connections).into_values().collect();
+        hub.stats.open = 0;
+        for connection in silenced {
+            let _ = connection.commands.send(Command::Silence);
+            hub.silenced.push(connection.commands);
+        }
+        self.changed();
+    }
+
+    /// Sends the platform's `shutdown` on every connection.
+    pub fn send_shutdown(&self) {
+        let text = ServerMessage::Shutdown.encode();
+        self.command_all(|| Command::Send(Message::text(text.clone())));
+    }
+
+    pub fn send_malformed(&self, kind: Malformed) {
+        let text = match kind {
+            Malformed::NotJson => "this is not JSON {".to_string(),
+            Malformed::WrongVersion => {
+                json!({"version": 7, "message_type": "task", "data": {"model_type": "task"}})
+                    .to_string()
+            }
+            Malformed::UnknownType => {
+                json!({"version": 2, "message_type": "surprise", "data": {"model_type": "surprise"}})
+                    .to_string()
+            }
+            Malformed::MissingModelType => json!({"version": 2, "message_type": "task",
+                "data": {"options": {"task_id": "TQ-MALFORMED"}}})
+            .to_string(),
+            Malformed::Huge(bytes) => {
+                let filler = "x".repeat(bytes.saturating_sub(60));
+                json!({"version": 2, "message_type": "noise", "data": {"filler": filler}})
+                    .to_string()
+            }
+        };
+        self.command_all(|| Command::Send(Message::text(text.clone())));
+    }
+
+    // ----- internals -----
+
+    fn setup_response(&self) -> SetupResponse {
+        let variables = self.lock().variables.clone();
+        let definition = |event_type: &str, collection: &str| EventDefinition {
+            event_type: event_type.into(),
+            api_collection_endpoint: collection.into(),
+            api_resource_endpoint: format!("{collection}/{{pk}}"),
+            api_collection_filter: "and(eq(id,${_object_id_}),in(status,${_statuses_}))".into(),
+        };
+        SetupResponse {
+            variables: Some(variables),
+            environment_type: Some("development".into()),
+            logging: Some(LoggingSettings {
+                logging_api_key: None,
+                log_level: Some("INFO".into()),
+                runner_log_level: Some("INFO".into()),
+                meta: Some(LoggingMeta {
+                    repository_tag: None,
+                    account_id: Some("VA-000-000".into()),
+                    account_name: Some("Simulated Vendor".into()),
+                    service_id: Some(self.service_id.clone()),
+                    products: None,
+                    hub_id: None,
+                }),
+            }),
+            event_definitions: Some(vec![
+                definition(USAGE_FILE_EVENT, "usage/files"),
+                definition("part_usage_file_request_processing", "usage/chunks"),
+            ]),
+            environment_runtime: None,
+            environment_hostname: None,
+            environment_domain: None,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Hub> {
+        self.hub.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn changed(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
+    fn command_all(&self, command: impl Fn() -> Command) {
+        for connection in self.lock().connections.values() {
+            let _ = connection.commands.send(command());
+        }
+    }
+
+    fn protocol_error(&self, hub: &mut Hub, connection: u64, problem: String) {
+        tracing::warn!(connection, %problem, "runner protocol error");
+        hub.protocol_errors
+            .push(format!("connection {connection}: {problem}"));
+        hub.stats.protocol_errors = hub.protocol_errors.len();
+    }
+
+    /// Sends waiting tasks to a handshaken connection of the preferred runner type.
+    fn deliver_pending(&self, hub: &mut Hub) {
+        let mut waiting = VecDeque::new();
+        while let Some(task) = hub.pending.pop_front() {
+            let preferred = match task.options.task_category {
+                TaskCategory::Interactive => "interactive",
+                TaskCategory::Background | TaskCategory::Scheduled => "background",
+            };
+            let target = hub
+                .connections
+                .values()
+                .filter(|c| c.handshaken)
+                .max_by_key(|c| c.runner_type.as_deref() == Some(preferred));
+            let sent = target.is_some_and(|c| {
+                let text = ServerMessage::Task(task.clone()).encode();
+                c.commands.send(Command::Send(Message::text(text))).is_ok()
+            });
+            if sent {
+                if let Some(record) = hub.tasks.get_mut(&task.options.task_id) {
+                    record.delivered = true;
+                }
+                hub.stats.tasks_sent += 1;
+            } else {
+                waiting.push_back(task);
+            }
+        }
+        hub.pending = waiting;
+        self.changed();
+    }
+
+    /// A usage file changed status: a task, if the runner subscribed to that status and no
+    /// task for the file is still waiting to be delivered.
+    fn on_file_event(&self, file_id: &str, status: &str) {
+        let subscribed = {
+            let hub = self.lock();
+            let wanted = hub
+                .subscriptions
+                .get(USAGE_FILE_EVENT)
+                .is_some_and(|statuses| statuses.iter().any(|s| s == status));
+            let waiting = hub
+                .pending
+                .iter()
+                .any(|t| t.input.object_id == file_id && t.input.event_type == USAGE_FILE_EVENT);
+            wanted && !waiting
+        };
+        if subscribed {
+            self.send_background_task(USAGE_FILE_EVENT, file_id);
+        }
+    }
+
+    /// The connection's runner sent a text frame.
+    fn on_text(&self, connection: u64, text: &str) {
+        let (message, problems) = validate::check(text);
+        let mut hub = self.lock();
+        for problem in problems {
+            self.protocol_error(&mut hub, connection, problem);
+        }
+        let handshaken = hub
+            .connections
+            .get(&connection)
+            .is_some_and(|c| c.handshaken);
+        match message {
+            Some(RunnerMessage::SetupRequest(request)) => {
+                if handshaken {
+                    self.protocol_error(&mut hub, connection, "second setup_request".into());
+                }
+                hub.subscriptions = request.event_subscriptions.clone();
+                hub.setup_requests.push(request);
+                drop(hub);
+                let reply = ServerMessage::SetupResponse(self.setup_response()).encode();
+                let mut hub = self.lock();
+                if let Some(c) = hub.connections.get_mut(&connection) {
+                    let _ = c.commands.send(Command::Send(Message::text(reply)));
+                    c.handshaken = true;
+                }
+                hub.stats.handshakes += 1;
+                self.deliver_pending(&mut hub);
+            }
+            Some(RunnerMessage::Task(task)) => {
+                if !handshaken {
+                    self.protocol_error(&mut hub, connection, "task before setup_request".into());
+                }
+                self.on_result(&mut hub, connection, text, task);
+            }
+            Some(RunnerMessage::Shutdown) => hub.stats.shutdowns += 1,
+            Some(RunnerMessage::Ignored { .. }) | None => {}
+        }
+        self.changed();
+    }
+
+    fn on_binary(&self, connection: u64) {
+        let mut hub = self.lock();
+        let problem = "binary frame (the protocol uses text frames)".to_string();
+        self.protocol_error(&mut hub, connection, problem);
+        self.changed();
+    }
+
+    fn on_result(&self, hub: &mut Hub, connection: u64, text: &str, task: Task) {
+        let task_id = task.options.task_id.clone();
+        let Some(output) = task.output else {
+            return; // reported by the validation
+        };
+        let raw: Value = serde_json::from_str(text).unwrap_or_default();
+        let verdict = match hub.tasks.get_mut(&task_id) {
+            None => Err(format!("result for unknown task {task_id}")),
+            Some(record) if !record.delivered => {
+                Err(format!("result for undelivered task {task_id}"))
+            }
+            Some(record) if record.answered => Err(format!("duplicate result for task {task_id}")),
+            Some(record) => {
+                record.answered = true;
+                Ok(echo_problem(record, &raw["data"], &output))
+            }
+        };
+        match verdict {
+            Err(problem) => {
+                // Answers nothing this hub waits for: not recorded as a result.
+                self.protocol_error(hub, connection, problem);
+                return;
+            }
+            Ok(Some(problem)) => self.protocol_error(hub, connection, problem),
+            Ok(None) => {}
+        }
+        let runner_type = hub
+            .connections
+            .get(&connection)
+            .and_then(|c| c.runner_type.clone())
+            .unwrap_or_default();
+        hub.results.push(TaskResult {
+            task_id,
+            category: task.options.task_category,
+            event_type: task.input.event_type,
+            object_id: task.input.object_id,
+            output,
+            runner_type,
+        });
+        hub.stats.results = hub.results.len();
+    }
+
+    fn register(&self, query: ConnectQuery) -> (u64, mpsc::UnboundedReceiver<Command>) {
+        let (commands, receiver) = mpsc::unbounded_channel();
+        let mut hub = self.lock();
+        hub.next_connection += 1;
+        let id = hub.next_connection;
+        hub.connections.insert(
+            id,
+            Connection {
+                runner_type: query.runner_type.clone(),
+                handshaken: false,
+                commands,
+            },
+        );
+        hub.stats.opened += 1;
+        hub.stats.open = hub.connections.len();
+        self.changed();
+        (id, receiver)
+    }
+
+    fn unregister(&self, connection: u64) {
+        let mut hub = self.lock();
+        hub.connections.remove(&connection);
+        hub.stats.open = hub.connections.len();
+        self.changed();
+    }
+
+    fn attempted(&self, query: ConnectQuery) {
+        self.lock().queries.push(query);
+    }
+
+    /// An injected refusal for this upgrade, if any is left.
+    fn take_refusal(&self) -> Option<u16> {
+        let mut hub = self.lock();
+        let (status, left) = hub.refuse_upgrades?;
+        hub.refuse_upgrades = (left > 1).then(|| (status, left - 1));
+        Some(status)
+    }
+
+    fn refused(&self) {
+        self.lock().stats.refused += 1;
+        self.changed();
+    }
+
+    fn schedule(&self, schedule_id: &str) -> Option<Value> {
+        self.lock().schedules.get(schedule_id).cloned()
     }
 }
 
-pub fn router(_hub: Arc<DevopsHub>) -> axum::Router {
+/// Whether the result echoes the task and answers as its category may.
+fn echo_problem(record: &SentTask, data: &Value, output: &TaskOutput) -> Option<String> {
+    if data["options"] != record.options {
+        return Some("result does not echo the task's options exactly".into());
+    }
+    if data["input"] != record.input {
+        return Some("result does not echo the task's input exactly".into());
+    }
+    let background_only = matches!(output.result, ResultCode::Skip | ResultCode::Reschedule);
+    if background_only && record.category != TaskCategory::Background {
+        return Some(format!(
+            "{} is not a valid answer to a {} task",
+            output.result.as_str(),
+            record.category
+        ));
+    }
+    if output.result == ResultCode::Reschedule && output.countdown < 30 {
+        return Some(format!(
+            "reschedule countdown {} below 30 s",
+            output.countdown
+        ));
+    }
+    if output
+        .message
+        .as_ref()
+        .is_some_and(|m| m.chars().count() > 4000)
+    {
+        return Some("message longer than 4000 characters".into());
+    }
+    None
+}
+
+/// `ENV-123-456-789-01` → `SRVC-123-456-789`.
+fn service_id_of(environment_id: &str) -> String {
+    let body = environment_id
+        .strip_prefix("ENV-")
+        .unwrap_or(environment_id);
+    let body = match body.rsplit_once('-') {
+        Some((head, tail)) if tail.len() == 2 && tail.chars().all(|c| c.is_ascii_digit()) => head,
+        _ => body,
+    };
+    format!("SRVC-{body}")
+}
+
+async fn follow_file_events(
+    hub: Weak<DevopsHub>,
+    mut events: tokio::sync::broadcast::Receiver<super::state::FileEvent>,
+) {
+    use tokio::sync::broadcast::error::RecvError;
+    loop {
+        match events.recv().await {
+            Ok(event) => match hub.upgrade() {
+                Some(hub) => hub.on_file_event(&event.file_id, &event.status),
+                None => return,
+            },
+            Err(RecvError::Lagged(missed)) => {
+                tracing::warn!(missed, "devops hub missed usage-file events")
+            }
+            Err(RecvError::Closed) => return,
+        }
+    }
+}
+
+pub fn router(hub: Arc<DevopsHub>) -> axum::Router {
     axum::Router::new()
+        .route(
+            "/public/v1/devops/ws/{environment_id}/{instance_id}",
+            get(endpoints::upgrade),
+        )
+        .route(
+            "/public/v1/devops/services/{service_id}/environments/{environment_id}/schedules/{schedule_id}",
+            get(endpoints::schedule),
+        )
+        .with_state(hub)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn service_id_is_derived_from_the_environment() {
+        assert_eq!(service_id_of("ENV-123-456-789-01"), "SRVC-123-456-789");
+        assert_eq!(service_id_of("ENV-SIM"), "SRVC-SIM");
+    }
 }
