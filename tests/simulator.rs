@@ -389,7 +389,9 @@ async fn a_file_walks_the_whole_life_cycle_and_refuses_illegal_steps() {
         .contains("draft"));
 
     let rows = valid_rows(&group);
-    let uploaded = h.upload(&id, workbook_bytes(rows.clone()).unwrap()).await;
+    // Workbooks carry their creation time: keep the very bytes uploaded.
+    let workbook = workbook_bytes(rows.clone()).unwrap();
+    let uploaded = h.upload(&id, workbook.clone()).await;
     assert_eq!(uploaded.status(), StatusCode::OK);
     assert_eq!(
         uploaded.json::<Value>().await.unwrap()["status"],
@@ -410,10 +412,7 @@ async fn a_file_walks_the_whole_life_cycle_and_refuses_illegal_steps() {
         .bytes()
         .await
         .unwrap();
-    assert_eq!(
-        downloaded.as_ref(),
-        workbook_bytes(rows.clone()).unwrap().as_slice()
-    );
+    assert_eq!(downloaded.as_ref(), workbook.as_slice());
     let records: Vec<Value> = h
         .get(&format!("usage/records?eq(usagefile.id,{id})&limit=100"))
         .await

@@ -335,16 +335,37 @@ impl<'a> UsageGenerator<'a> {
             record.serial = serial;
         }
         records.shuffle(&mut self.rng);
-        for (original_serial, mut repeat) in repeats {
-            let original = records
-                .iter()
-                .position(|r| r.serial == original_serial)
-                .expect("the original is among the records");
-            let at = self.rng.random_range(original + 1..=records.len());
-            repeat.serial = usize::MAX;
-            records.insert(at, repeat);
-        }
+        let records = self.place_repeats(records, repeats);
         Ok(self.finish(records))
+    }
+
+    /// Puts each repeat somewhere after its original (given by serial) in the shuffled records.
+    fn place_repeats(
+        &mut self,
+        records: Vec<Generated>,
+        repeats: Vec<(usize, Generated)>,
+    ) -> Vec<Generated> {
+        let mut position_of = vec![0; records.len()];
+        for (position, record) in records.iter().enumerate() {
+            position_of[record.serial] = position;
+        }
+        let mut placed: Vec<(usize, Generated)> = repeats
+            .into_iter()
+            .map(|(serial, repeat)| {
+                let after = self.rng.random_range(position_of[serial]..records.len());
+                (after, repeat)
+            })
+            .collect();
+        placed.sort_by_key(|(after, _)| *after);
+        let mut placed = placed.into_iter().peekable();
+        let mut merged = Vec::with_capacity(records.len() + placed.len());
+        for (position, record) in records.into_iter().enumerate() {
+            merged.push(record);
+            while let Some((_, repeat)) = placed.next_if(|(after, _)| *after == position) {
+                merged.push(repeat);
+            }
+        }
+        merged
     }
 
     /// Assets whose product has PPU items, in or out of scope.
