@@ -96,6 +96,14 @@ impl Harness {
         env: &[(&str, &str)],
         prepare: impl FnOnce(&Simulator),
     ) -> Harness {
+        // Logs show up with the output of a failing test (RUST_LOG filters, default info).
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_test_writer()
+            .try_init();
         let sim = Simulator::start(SimConfig::default()).await.unwrap();
         sim.state().seed(&SeedSpec::default());
         prepare(&sim);
@@ -536,6 +544,32 @@ async fn refused_upgrades_are_retried_until_the_platform_accepts() {
     .await;
     assert_eq!(harness.devops().stats().refused, 3);
     let task_id = harness.devops().fire_schedule(SCHEDULE);
+    assert_eq!(
+        harness.result(&task_id).await.output.result,
+        ResultCode::Success
+    );
+    harness.assert_no_protocol_errors();
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn unanswered_handshake_is_abandoned_and_retried() {
+    let options = RunnerOptions {
+        handshake_timeout: Duration::from_millis(300),
+        ..fast_options()
+    };
+    let harness = Harness::start_with(registry(success(), success()), options, &[], |sim| {
+        sim.devops().withhold_setup_responses(3)
+    })
+    .await;
+    let devops = harness.devops();
+    assert!(
+        devops.setup_requests().len() >= 5,
+        "3 unanswered, then 2 answered"
+    );
+    // Abandoned connections are closed, not left half-open.
+    harness.wait_for(|s| s.open == 2).await;
+    let task_id = devops.fire_schedule(SCHEDULE);
     assert_eq!(
         harness.result(&task_id).await.output.result,
         ResultCode::Success

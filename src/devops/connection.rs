@@ -12,7 +12,8 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::header::{HeaderValue, AUTHORIZATION};
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tokio_tungstenite::{Connector, MaybeTlsStream, WebSocketStream};
 use tracing::{debug, warn};
@@ -104,18 +105,33 @@ pub(crate) async fn open(shared: &Shared, channel: &Channel) -> Result<Opened, F
         .map_err(upgrade_failure)?;
 
     let mut backlog = Vec::new();
-    liveness(&mut socket, options.handshake_timeout, &mut backlog).await?;
+    match handshake(shared, &mut socket, &mut backlog).await {
+        Ok(setup) => Ok(Opened {
+            socket,
+            setup,
+            backlog,
+        }),
+        Err(failure) => {
+            // Never leave a half-open connection behind (runner 43.0 did).
+            close(&mut socket, CloseCode::Normal, options.close_timeout).await;
+            Err(failure)
+        }
+    }
+}
+
+async fn handshake(
+    shared: &Shared,
+    socket: &mut Socket,
+    backlog: &mut Vec<ServerMessage>,
+) -> Result<SetupResponse, Failure> {
+    let limit = shared.options.handshake_timeout;
+    liveness(socket, limit, backlog).await?;
     let request = RunnerMessage::SetupRequest(shared.registry.setup_request());
     socket
         .send(Message::text(request.encode()))
         .await
         .map_err(|e| Failure::communication(format!("sending setup_request failed: {e}")))?;
-    let setup = setup_response(&mut socket, options.handshake_timeout, &mut backlog).await?;
-    Ok(Opened {
-        socket,
-        setup,
-        backlog,
-    })
+    setup_response(socket, limit, backlog).await
 }
 
 fn upgrade_failure(error: WsError) -> Failure {
@@ -208,4 +224,18 @@ async fn next_message(
         }
         Message::Ping(_) | Message::Binary(_) | Message::Frame(_) => Received::Other,
     })
+}
+
+/// Offers a close frame and waits briefly for the server's answer.
+pub(crate) async fn close(socket: &mut Socket, code: CloseCode, limit: Duration) {
+    let frame = CloseFrame {
+        code,
+        reason: "".into(),
+    };
+    let _ = tokio::time::timeout(limit, async {
+        if socket.close(Some(frame)).await.is_ok() {
+            while let Some(Ok(_)) = socket.next().await {}
+        }
+    })
+    .await;
 }

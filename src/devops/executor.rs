@@ -154,13 +154,13 @@ fn panic_message(payload: Box<dyn std::any::Any + Send>) -> String {
 
 fn log_result(output: &TaskOutput) {
     let result = output.result.as_str();
-    let message = output.message.as_deref().unwrap_or("");
+    let detail = output.message.as_deref().unwrap_or("");
     match output.result {
         ResultCode::Success | ResultCode::Skip | ResultCode::Reschedule => {
-            info!(result, message, runtime = output.runtime, "task finished")
+            info!(result, detail, runtime = output.runtime, "task finished")
         }
         ResultCode::Fail | ResultCode::Retry => {
-            warn!(result, message, runtime = output.runtime, "task failed")
+            warn!(result, detail, runtime = output.runtime, "task failed")
         }
     }
 }

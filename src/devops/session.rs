@@ -10,12 +10,11 @@ use futures::{SinkExt, StreamExt};
 use tokio::time::{interval_at, sleep_until, Instant, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::error::CapacityError;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
 use tracing::{debug, info, warn};
 
 use super::channel::Channel;
-use super::connection::Socket;
+use super::connection::{close, Socket};
 use super::executor;
 use super::protocol::{RunnerMessage, ServerMessage};
 use super::shared::Shared;
@@ -233,18 +232,4 @@ async fn send_frame(socket: &mut Socket, frame: Message, limit: Duration) -> Res
         Ok(Err(error)) => Err(format!("sending failed: {error}")),
         Err(_) => Err("sending timed out".into()),
     }
-}
-
-/// Offers a close frame and waits briefly for the server's answer.
-async fn close(socket: &mut Socket, code: CloseCode, limit: Duration) {
-    let frame = CloseFrame {
-        code,
-        reason: "".into(),
-    };
-    let _ = tokio::time::timeout(limit, async {
-        if socket.close(Some(frame)).await.is_ok() {
-            while let Some(Ok(_)) = socket.next().await {}
-        }
-    })
-    .await;
 }

@@ -111,6 +111,8 @@ struct Hub {
     /// Silenced sockets: no longer served, kept open until the simulator stops.
     silenced: Vec<mpsc::UnboundedSender<Command>>,
     refuse_upgrades: Option<(u16, usize)>,
+    /// `setup_request`s still to leave unanswered.
+    withhold_setup: usize,
     queries: Vec<ConnectQuery>,
     setup_requests: Vec<SetupRequest>,
     subscriptions: BTreeMap<String, Vec<String>>,
@@ -240,6 +242,12 @@ impl DevopsHub {
     /// 0 accepts upgrades again.
     pub fn refuse_upgrades(&self, status: u16, count: usize) {
         self.lock().refuse_upgrades = (count > 0).then_some((status, count));
+    }
+
+    /// Leaves the next `count` `setup_request`s unanswered (the runner must give up on the
+    /// handshake and retry).
+    pub fn withhold_setup_responses(&self, count: usize) {
+        self.lock().withhold_setup = count;
     }
 
     // ----- tasks -----
@@ -511,6 +519,12 @@ impl DevopsHub {
                 }
                 hub.subscriptions = request.event_subscriptions.clone();
                 hub.setup_requests.push(request);
+                if hub.withhold_setup > 0 {
+                    hub.withhold_setup -= 1;
+                    drop(hub);
+                    self.changed();
+                    return;
+                }
                 drop(hub);
                 let reply = ServerMessage::SetupResponse(self.setup_response()).encode();
                 let mut hub = self.lock();
