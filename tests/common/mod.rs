@@ -1,0 +1,227 @@
+//! Shared fixtures for the end-to-end tests: a seeded simulator, the month's vendor usage on
+//! disk, settings pointing at both, and the property every test ends on — each expected group
+//! has exactly one live usage file holding exactly its rows.
+
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use connect_payg::config::{Settings, SettingsSources};
+use connect_payg::connect::{ClientOptions, ConnectClient};
+use connect_payg::sim::{
+    BadRowSpec, ExpectedGroup, FileSummary, SeedSpec, SimConfig, Simulator, VendorUsage,
+};
+use connect_payg::usage::period::Period;
+use connect_payg::usage::report::{ReportJob, Reporter};
+use connect_payg::usage::template::{Cell, UsageRow};
+
+pub struct World {
+    pub sim: Simulator,
+    pub dir: tempfile::TempDir,
+    pub usage: VendorUsage,
+    pub period: Period,
+}
+
+pub fn period(text: &str) -> Period {
+    Period::parse(text).unwrap()
+}
+
+pub async fn world(seed: SeedSpec, bad: BadRowSpec, period: Period) -> World {
+    let sim = Simulator::start(SimConfig {
+        processing_delay: Duration::from_millis(5),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    sim.state().seed(&seed);
+    let usage = sim.state().vendor_usage(period, &bad).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(format!("usage-{period}.csv")), &usage.csv).unwrap();
+    World {
+        sim,
+        dir,
+        usage,
+        period,
+    }
+}
+
+pub async fn default_world() -> World {
+    world(
+        SeedSpec::default(),
+        BadRowSpec::default(),
+        period("2024-02"),
+    )
+    .await
+}
+
+impl World {
+    pub fn usage_source(&self) -> String {
+        format!("file://{}/usage-{{period}}.csv", self.dir.path().display())
+    }
+
+    pub fn settings(&self, extra: &[(&str, &str)]) -> Settings {
+        let mut env: BTreeMap<String, String> = [
+            ("API_KEY", self.sim.api_key().to_string()),
+            ("ENVIRONMENT_ID", self.sim.environment_id().to_string()),
+            ("SERVER_ADDRESS", self.sim.server_address()),
+            ("CONNECT_UNSECURE", "true".to_string()),
+            ("USAGE_SOURCE", self.usage_source()),
+            ("REPORT_PERIOD", self.period.to_string()),
+            ("READY_POLL_INTERVAL_MS", "5".to_string()),
+            ("READY_TIMEOUT", "30".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
+        SettingsSources {
+            env: Some(env.into_iter().collect()),
+            file: Some(self.dir.path().join("none.toml")).filter(|p| p.exists()),
+            ..Default::default()
+        }
+        .load()
+        .unwrap()
+    }
+
+    pub fn client(&self, settings: &Settings) -> ConnectClient {
+        let mut options = ClientOptions::from_settings(settings).unwrap();
+        options.base_delay = Duration::from_millis(2);
+        options.max_delay = Duration::from_millis(20);
+        ConnectClient::new(options).unwrap()
+    }
+
+    pub fn reporter(&self, extra: &[(&str, &str)]) -> Reporter {
+        let settings = self.settings(extra);
+        Reporter::new(self.client(&settings), settings.report)
+    }
+
+    pub fn job(&self) -> ReportJob {
+        ReportJob {
+            period: self.period,
+            contracts: Vec::new(),
+            products: Vec::new(),
+            dry_run: false,
+            workdir: self.dir.path().join("workbooks"),
+            keep_workbooks: false,
+        }
+    }
+
+    /// Files that are not deleted.
+    pub fn live_files(&self) -> Vec<FileSummary> {
+        self.sim
+            .state()
+            .files()
+            .into_iter()
+            .filter(|f| f.status != "deleted")
+            .collect()
+    }
+
+    /// Asserts the promise: one live file per expected group, in `status`, with exactly the
+    /// expected rows (as multisets), the group's currency and the month as period.
+    pub async fn assert_filed_exactly(&self, status: &str) {
+        let client = self.client(&self.settings(&[]));
+        let live = self.live_files();
+        let expected = &self.usage.expected.groups;
+        assert_eq!(
+            live.len(),
+            expected.len(),
+            "one live file per group: {live:#?}"
+        );
+        for group in expected {
+            let files: Vec<&FileSummary> = live
+                .iter()
+                .filter(|f| f.contract_id == group.contract_id && f.product_id == group.product_id)
+                .collect();
+            assert_eq!(
+                files.len(),
+                1,
+                "group {}/{}",
+                group.contract_id,
+                group.product_id
+            );
+            let file = files[0];
+            assert_eq!(
+                file.status, status,
+                "file {} history {:?}",
+                file.id, file.history
+            );
+            assert_eq!(
+                file.external_id.as_deref(),
+                Some(
+                    format!("{}:{}:{}", group.contract_id, group.product_id, self.period).as_str()
+                )
+            );
+            assert_eq!(
+                uploaded(&self.sim, &file.id),
+                expected_rows(group),
+                "rows of {}",
+                file.id
+            );
+            let detail = client.usage_file(&file.id).await.unwrap();
+            assert_eq!(
+                detail.currency.as_deref(),
+                Some(group.currency.as_str()),
+                "currency of {}",
+                file.id
+            );
+            let file_period = detail.period.expect("period");
+            assert_eq!(file_period.from, self.period.first_day().to_string());
+            assert_eq!(file_period.to, self.period.last_day().to_string());
+        }
+    }
+}
+
+pub type Row = (String, String, String, String, String);
+
+fn text(cell: &Cell) -> String {
+    match cell {
+        Cell::Empty => String::new(),
+        Cell::Text(text) => text.clone(),
+        Cell::Number(number) => format!("{number}"),
+    }
+}
+
+/// The rows of a file's last upload as (asset, item, quantity, start, end), sorted.
+pub fn uploaded(sim: &Simulator, file_id: &str) -> Vec<Row> {
+    let rows: Vec<UsageRow> = sim.state().uploaded_rows(file_id).unwrap_or_default();
+    let mut rows: Vec<Row> = rows
+        .iter()
+        .map(|row| {
+            (
+                text(&row.asset_search_value),
+                text(&row.item_search_value),
+                text(&row.quantity),
+                text(&row.start_time_utc),
+                text(&row.end_time_utc),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+pub fn expected_rows(group: &ExpectedGroup) -> Vec<Row> {
+    let mut rows: Vec<Row> = group
+        .rows
+        .iter()
+        .map(|r| {
+            (
+                r.asset_id.clone(),
+                r.item_mpn.clone(),
+                r.quantity.clone(),
+                r.start.clone(),
+                r.end.clone(),
+            )
+        })
+        .collect();
+    rows.sort();
+    rows
+}
+
+pub fn workdir(world: &World) -> PathBuf {
+    world.dir.path().join("workbooks")
+}
