@@ -578,6 +578,62 @@ async fn unanswered_handshake_is_abandoned_and_retried() {
     harness.stop().await;
 }
 
+/// A minimal HTTP `CONNECT` proxy on loopback; returns its address and the targets asked for.
+async fn connect_proxy() -> (std::net::SocketAddr, Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let targets = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Arc::clone(&targets);
+    tokio::spawn(async move {
+        while let Ok((mut client, _)) = listener.accept().await {
+            let seen = Arc::clone(&seen);
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    head.push(client.read_u8().await?);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                let target = head
+                    .split_whitespace()
+                    .nth(1)
+                    .unwrap_or_default()
+                    .to_string();
+                seen.lock().unwrap().push(target.clone());
+                let mut server = tokio::net::TcpStream::connect(&target).await?;
+                client
+                    .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                    .await?;
+                tokio::io::copy_bidirectional(&mut client, &mut server).await?;
+                Ok::<_, std::io::Error>(())
+            });
+        }
+    });
+    (address, targets)
+}
+
+#[tokio::test]
+async fn websocket_tunnels_through_the_configured_proxy() {
+    let (proxy, targets) = connect_proxy().await;
+    let proxy_url = format!("http://{proxy}");
+    let harness = Harness::start_with(
+        registry(success(), success()),
+        fast_options(),
+        &[("HTTP_PROXY", &proxy_url)],
+        |_| {},
+    )
+    .await;
+    let task_id = harness.devops().fire_schedule(SCHEDULE);
+    assert_eq!(
+        harness.result(&task_id).await.output.result,
+        ResultCode::Success
+    );
+    let expected = harness.sim.server_address();
+    assert_eq!(*targets.lock().unwrap(), [expected.clone(), expected]);
+    harness.assert_no_protocol_errors();
+    harness.stop().await;
+}
+
 #[tokio::test]
 async fn pushed_variables_apply_to_later_tasks_and_bad_ones_are_refused() {
     let (schedule, mut calls) = recording(|_, _| HandlerOutcome::Success(None));

@@ -21,6 +21,7 @@ use tracing::{debug, warn};
 use super::backoff::FailureClass;
 use super::channel::Channel;
 use super::protocol::{RunnerMessage, ServerMessage, SetupResponse};
+use super::proxy;
 use super::shared::Shared;
 
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -93,16 +94,37 @@ pub(crate) async fn open(shared: &Shared, channel: &Channel) -> Result<Opened, F
         Some(config) => Connector::Rustls(config.clone()),
         None => Connector::Plain,
     };
-    let upgrade = tokio_tungstenite::connect_async_tls_with_config(
-        request,
-        Some(websocket_config(options.max_message_size)),
-        true,
-        Some(connector),
-    );
+    let config = Some(websocket_config(options.max_message_size));
+    let upgrade = async {
+        match &shared.proxy {
+            None => tokio_tungstenite::connect_async_tls_with_config(
+                request,
+                config,
+                true,
+                Some(connector),
+            )
+            .await
+            .map_err(upgrade_failure),
+            Some(proxy) => {
+                let target = target(request.uri())
+                    .ok_or_else(|| Failure::communication("bad websocket URL"))?;
+                let stream = proxy::tunnel(proxy, &target)
+                    .await
+                    .map_err(Failure::communication)?;
+                tokio_tungstenite::client_async_tls_with_config(
+                    request,
+                    stream,
+                    config,
+                    Some(connector),
+                )
+                .await
+                .map_err(upgrade_failure)
+            }
+        }
+    };
     let (mut socket, _response) = tokio::time::timeout(options.connect_timeout, upgrade)
         .await
-        .map_err(|_| Failure::communication("connecting timed out"))?
-        .map_err(upgrade_failure)?;
+        .map_err(|_| Failure::communication("connecting timed out"))??;
 
     let mut backlog = Vec::new();
     match handshake(shared, &mut socket, &mut backlog).await {
@@ -132,6 +154,19 @@ async fn handshake(
         .await
         .map_err(|e| Failure::communication(format!("sending setup_request failed: {e}")))?;
     setup_response(socket, limit, backlog).await
+}
+
+/// `host:port` a proxy tunnel must reach for this URI.
+fn target(uri: &tokio_tungstenite::tungstenite::http::Uri) -> Option<String> {
+    let host = uri.host()?;
+    let port = uri
+        .port_u16()
+        .unwrap_or(if uri.scheme_str() == Some("wss") {
+            443
+        } else {
+            80
+        });
+    Some(format!("{host}:{port}"))
 }
 
 fn upgrade_failure(error: WsError) -> Failure {

@@ -25,6 +25,7 @@ mod outbox;
 mod outcome;
 mod platform;
 pub mod protocol;
+mod proxy;
 pub mod registry;
 mod resolve;
 mod running;
@@ -43,6 +44,7 @@ use tracing::{error, info, warn};
 
 pub use channel::RunnerType;
 pub use options::RunnerOptions;
+pub use proxy::ProxyError;
 pub use registry::{
     Handler, HandlerOutcome, Registry, RegistryBuilder, RegistryError, TaskContext,
 };
@@ -65,6 +67,8 @@ pub enum RunnerError {
     ApiKeyNotAHeader,
     #[error(transparent)]
     Tls(#[from] TlsError),
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
     #[error("cannot create the REST client: {0}")]
     Client(#[from] ConnectError),
     #[error("runner start-up failed: {0}")]
@@ -159,6 +163,19 @@ async fn start(
             .map_err(|e| RunnerError::Startup(e.to_string()))??;
         Some(config)
     };
+    // Proxy variables are read from the same environment as the settings (tests pass a map).
+    let lookup = |name: &str| match &sources.env {
+        Some(variables) => variables.get(name).cloned(),
+        None => std::env::var(name).ok(),
+    };
+    let server_host = settings
+        .connection
+        .server_address
+        .rsplit_once(':')
+        .map_or(settings.connection.server_address.as_str(), |(host, _)| {
+            host
+        });
+    let proxy = proxy::select(&lookup, !settings.connection.unsecure, server_host)?;
     let client = ConnectClient::new(ClientOptions::from_settings(&settings)?)?;
     Ok(Shared {
         limits: Limits::new(&options),
@@ -169,6 +186,7 @@ async fn start(
         websocket_origin: settings.connection.websocket_origin(),
         api_key,
         tls,
+        proxy,
         stop: Stop::default(),
         in_flight: Mutex::new(HashSet::new()),
         platform: Platform::new(sources, settings, client),

@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 use super::options::RunnerOptions;
 use super::platform::Platform;
 use super::protocol::TaskCategory;
+use super::proxy::Proxy;
 use super::registry::Registry;
 use crate::config::Secret;
 
@@ -24,6 +25,8 @@ pub(crate) struct Shared {
     pub websocket_origin: String,
     /// `None` when running unsecure (`ws://`).
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// The HTTP proxy the websocket tunnels through, if any.
+    pub proxy: Option<Proxy>,
     pub stop: Stop,
     pub limits: Limits,
     /// Tasks taken and not yet answered on a socket: a re-delivery of one of them is ignored
