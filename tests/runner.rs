@@ -89,8 +89,21 @@ impl Harness {
         Self::start_with(registry, options, &[], |_| {}).await
     }
 
-    /// Starts a seeded simulator (prepared by `prepare`) and a runner against it.
+    /// Starts a seeded simulator (prepared by `prepare`) and a runner against it, and waits
+    /// for both connections.
     async fn start_with(
+        registry: Registry,
+        options: RunnerOptions,
+        env: &[(&str, &str)],
+        prepare: impl FnOnce(&Simulator),
+    ) -> Harness {
+        let harness = Self::launch(registry, options, env, prepare).await;
+        harness.wait_for(|s| s.handshakes >= 2 && s.open >= 2).await;
+        harness
+    }
+
+    /// Like `start_with`, without waiting for the runner to connect.
+    async fn launch(
         registry: Registry,
         options: RunnerOptions,
         env: &[(&str, &str)],
@@ -124,13 +137,11 @@ impl Harness {
         };
         let stop = CancellationToken::new();
         let runner = tokio::spawn(run_with(sources, registry, options, stop.clone()));
-        let harness = Harness {
+        Harness {
             sim,
             stop_token: stop,
             runner,
-        };
-        harness.wait_for(|s| s.handshakes >= 2 && s.open >= 2).await;
-        harness
+        }
     }
 
     fn devops(&self) -> &Arc<connect_payg::sim::devops::DevopsHub> {
@@ -631,6 +642,25 @@ async fn websocket_tunnels_through_the_configured_proxy() {
     let expected = harness.sim.server_address();
     assert_eq!(*targets.lock().unwrap(), [expected.clone(), expected]);
     harness.assert_no_protocol_errors();
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn stop_while_the_platform_refuses_the_key_returns_at_once() {
+    let harness = Harness::launch(
+        registry(success(), success()),
+        RunnerOptions {
+            // Long enough that only the stop request can end the wait.
+            backoff_base: Duration::from_secs(60),
+            backoff_max: Duration::from_secs(60),
+            ..fast_options()
+        },
+        &[("API_KEY", "ApiKey SU-000-000-001:wrong")],
+        |_| {},
+    )
+    .await;
+    harness.wait_for(|s| s.refused >= 2).await;
+    assert_eq!(harness.devops().stats().handshakes, 0);
     harness.stop().await;
 }
 

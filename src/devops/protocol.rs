@@ -38,10 +38,10 @@ pub enum DecodeError {
     MissingData { message_type: String },
     #[error("{message_type} carries model_type {found:?}")]
     ModelType { message_type: String, found: String },
-    #[error("{message_type} data is invalid: {source}")]
+    #[error("{message_type} data is invalid: {reason}")]
     Data {
         message_type: String,
-        source: serde_json::Error,
+        reason: String,
     },
 }
 
@@ -382,14 +382,25 @@ impl Envelope {
                 })
             }
         }
-        serde_json::from_value(data).map_err(|source| DecodeError::Data {
+        serde_json::from_value(data).map_err(|error| DecodeError::Data {
             message_type,
-            source,
+            reason: describe(&error),
         })
     }
 
     fn is_v2(&self) -> bool {
         self.version == PROTOCOL_VERSION
+    }
+}
+
+/// A decoding error without the values serde quotes for type mismatches: the data may hold an
+/// API key or a secure variable, and these errors are logged.
+fn describe(error: &serde_json::Error) -> String {
+    let text = error.to_string();
+    if text.starts_with("invalid type") || text.starts_with("invalid value") {
+        "a field has a value of the wrong type or shape".into()
+    } else {
+        text
     }
 }
 
@@ -677,6 +688,23 @@ mod tests {
         ] {
             assert!(ServerMessage::decode(text).is_err(), "{text}");
         }
+    }
+
+    #[test]
+    fn decoding_errors_do_not_quote_values() {
+        let error = ServerMessage::decode(
+            r#"{"version": 2, "message_type": "setup_response",
+                "data": {"variables": [{"name": "K", "value": 424242, "secure": true}]}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!error.contains("424242"), "{error}");
+        let missing = ServerMessage::decode(
+            r#"{"version": 2, "message_type": "task", "data": {"input": {}}}"#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("missing field"), "{missing}");
     }
 
     #[test]
