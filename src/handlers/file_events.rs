@@ -17,6 +17,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
 
+use super::Workdir;
 use crate::alert::{Alert, AlertKind, Severity};
 use crate::connect::models::UsageFile;
 use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
@@ -210,6 +211,12 @@ async fn rejected(
             .details(note),
         )
         .await;
+    let workdir = match Workdir::for_task(&ctx.settings.report) {
+        Ok(workdir) => workdir,
+        Err(error) => {
+            return HandlerOutcome::Retry(format!("cannot create a scratch directory: {error}"))
+        }
+    };
     let counted = rebuild_note(file.note.as_deref(), rebuilds + 1);
     if let Err(error) = ctx.client.update_usage_file_note(&file.id, &counted).await {
         return HandlerOutcome::Retry(format!(
@@ -217,13 +224,9 @@ async fn rejected(
             file.id
         ));
     }
-    let (workdir, keep) = super::task_workdir(&ctx.settings.report, &ctx.task_id);
     let result = reporter
-        .rebuild_into(key, period, &file.id, workdir.clone(), keep)
+        .rebuild_into(key, period, &file.id, workdir.path(), workdir.keep())
         .await;
-    if !keep {
-        let _ = tokio::fs::remove_dir_all(&workdir).await;
-    }
     match result {
         Ok(outcome) => match outcome.result {
             FilingResult::Failed(reason) => {

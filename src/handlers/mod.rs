@@ -26,14 +26,29 @@ pub fn registry() -> Result<Registry, RegistryError> {
         .build()
 }
 
-/// Where a task writes workbooks, and whether they stay there afterwards: `WORKBOOK_DIR`
-/// when configured, else a scratch directory the task removes when done.
-fn task_workdir(settings: &ReportSettings, task_id: &str) -> (PathBuf, bool) {
-    match &settings.workbook_dir {
-        Some(dir) => (dir.clone(), true),
-        None => (
-            std::env::temp_dir().join(format!("connect-payg-{task_id}")),
-            false,
-        ),
+/// Where a task writes workbooks: `WORKBOOK_DIR` when configured (kept as an audit copy), else
+/// a fresh scratch directory of its own, removed when the task is done.
+enum Workdir {
+    Kept(PathBuf),
+    Scratch(tempfile::TempDir),
+}
+
+impl Workdir {
+    fn for_task(settings: &ReportSettings) -> std::io::Result<Workdir> {
+        Ok(match &settings.workbook_dir {
+            Some(dir) => Workdir::Kept(dir.clone()),
+            None => Workdir::Scratch(tempfile::Builder::new().prefix("connect-payg-").tempdir()?),
+        })
+    }
+
+    fn path(&self) -> PathBuf {
+        match self {
+            Workdir::Kept(dir) => dir.clone(),
+            Workdir::Scratch(dir) => dir.path().to_path_buf(),
+        }
+    }
+
+    fn keep(&self) -> bool {
+        matches!(self, Workdir::Kept(_))
     }
 }

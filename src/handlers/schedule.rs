@@ -9,6 +9,7 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
 
+use super::Workdir;
 use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
 use crate::usage::report::{ReportError, ReportJob, Reporter};
 use crate::usage::summary::write_bad_records;
@@ -23,24 +24,25 @@ impl Handler for MonthlyReport {
 
 async fn run(ctx: TaskContext) -> HandlerOutcome {
     let reporter = Reporter::new(ctx.client.clone(), ctx.settings.report.clone());
-    let (workdir, keep) = super::task_workdir(&ctx.settings.report, &ctx.task_id);
+    let workdir = match Workdir::for_task(&ctx.settings.report) {
+        Ok(workdir) => workdir,
+        Err(error) => {
+            return HandlerOutcome::Retry(format!("cannot create a scratch directory: {error}"))
+        }
+    };
     let job = ReportJob {
         period: reporter.period(Utc::now()),
         contracts: Vec::new(),
         products: Vec::new(),
         dry_run: false,
-        workdir,
-        keep_workbooks: keep,
+        workdir: workdir.path(),
+        keep_workbooks: workdir.keep(),
     };
     let result = reporter.run(&job, None).await;
-    if keep {
-        if let Ok(summary) = &result {
-            if let Err(error) = write_bad_records(&job.workdir, summary).await {
-                tracing::warn!(%error, "cannot write the bad-records file");
-            }
+    if let (Ok(summary), true) = (&result, workdir.keep()) {
+        if let Err(error) = write_bad_records(&job.workdir, summary).await {
+            tracing::warn!(%error, "cannot write the bad-records file");
         }
-    } else {
-        let _ = tokio::fs::remove_dir_all(&job.workdir).await;
     }
     match result {
         Ok(summary) if summary.failed() == 0 => HandlerOutcome::Success(Some(summary.headline())),

@@ -225,3 +225,120 @@ pub fn expected_rows(group: &ExpectedGroup) -> Vec<Row> {
 pub fn workdir(world: &World) -> PathBuf {
     world.dir.path().join("workbooks")
 }
+
+/// The real runner with the real handlers, connected to the world's simulator over its
+/// websocket. Extension variables come from the simulator's `setup_response`, as in production.
+pub struct RunningExtension {
+    pub stop: tokio_util::sync::CancellationToken,
+    pub task: tokio::task::JoinHandle<Result<(), connect_payg::devops::RunnerError>>,
+}
+
+impl World {
+    /// Connection settings for a runner; report settings are pushed as extension variables.
+    pub fn runner_env(&self) -> std::collections::HashMap<String, String> {
+        [
+            ("API_KEY", self.sim.api_key().to_string()),
+            ("ENVIRONMENT_ID", self.sim.environment_id().to_string()),
+            ("SERVER_ADDRESS", self.sim.server_address()),
+            ("CONNECT_UNSECURE", "true".to_string()),
+            ("READY_POLL_INTERVAL_MS", "5".to_string()),
+            ("READY_TIMEOUT", "30".to_string()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    /// Sets the extension variables the platform will send (`USAGE_SOURCE`, `REPORT_PERIOD`,
+    /// the webhook of the simulator, and `extra`).
+    pub fn set_extension_variables(&self, extra: &[(&str, &str)]) {
+        use connect_payg::devops::protocol::Variable;
+        let mut variables: BTreeMap<String, String> = [
+            ("USAGE_SOURCE", self.usage_source()),
+            ("REPORT_PERIOD", self.period.to_string()),
+            (
+                "ALERT_WEBHOOK_URL",
+                format!("http://{}/_sim/webhook", self.sim.server_address()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect();
+        for (k, v) in extra {
+            variables.insert(k.to_string(), v.to_string());
+        }
+        self.sim.devops().set_variables(
+            variables
+                .into_iter()
+                .map(|(name, value)| Variable {
+                    secure: name.ends_with("_AUTH"),
+                    name,
+                    value: Some(value),
+                })
+                .collect(),
+        );
+    }
+
+    pub async fn start_extension(&self) -> RunningExtension {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(
+                tracing_subscriber::EnvFilter::try_from_default_env()
+                    .unwrap_or_else(|_| "info".into()),
+            )
+            .with_test_writer()
+            .try_init();
+        let sources = SettingsSources {
+            env: Some(self.runner_env()),
+            ..SettingsSources::default()
+        };
+        let options = connect_payg::devops::RunnerOptions {
+            reconnect_delay: Duration::from_millis(50),
+            backoff_base: Duration::from_millis(10),
+            backoff_max: Duration::from_millis(100),
+            close_timeout: Duration::from_millis(200),
+            drain_limit: Some(Duration::from_secs(15)),
+            ..connect_payg::devops::RunnerOptions::default()
+        };
+        let stop = tokio_util::sync::CancellationToken::new();
+        let registry = connect_payg::handlers::registry().unwrap();
+        let task = tokio::spawn(connect_payg::devops::run_with(
+            sources,
+            registry,
+            options,
+            stop.clone(),
+        ));
+        assert!(
+            self.sim
+                .devops()
+                .wait_until(Duration::from_secs(20), |s| s.handshakes >= 2
+                    && s.open >= 2)
+                .await,
+            "the runner connected"
+        );
+        RunningExtension { stop, task }
+    }
+
+    /// Polls the simulator until `condition` holds (or fails the test after 30 s).
+    pub async fn wait_until(&self, what: &str, condition: impl Fn(&World) -> bool) {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while !condition(self) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting until {what}; files {:#?}",
+                self.sim.state().files()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+impl RunningExtension {
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let result = tokio::time::timeout(Duration::from_secs(20), self.task)
+            .await
+            .expect("the runner stops")
+            .expect("the runner task did not panic");
+        assert!(result.is_ok(), "{result:?}");
+    }
+}

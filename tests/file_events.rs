@@ -1,0 +1,359 @@
+//! Usage-file events end to end (spec §6): the real runner and handlers against the simulator's
+//! websocket, which emits `usage_file_request_processing` tasks as files change status.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use common::{default_world, expected_rows, uploaded, World};
+use connect_payg::devops::protocol::ResultCode;
+use connect_payg::sim::devops::USAGE_FILE_EVENT;
+use connect_payg::usage::template::Cell;
+use connect_payg::usage::workbook::workbook_bytes;
+use serde_json::json;
+
+const SCHEDULE: &str = "generate_monthly_usage_reports";
+
+/// Runs the schedule through the runner and waits until every group's file is pending.
+async fn file_the_month(world: &World) {
+    let task = world.sim.devops().fire_schedule(SCHEDULE);
+    let result = world
+        .sim
+        .devops()
+        .wait_for_result(&task, Duration::from_secs(30))
+        .await
+        .expect("the schedule answered");
+    assert_eq!(
+        result.output.result,
+        ResultCode::Success,
+        "{:?}",
+        result.output.message
+    );
+    let groups = world.usage.expected.groups.len();
+    world
+        .wait_until("every file is pending", |w| {
+            let live = w.live_files();
+            live.len() == groups && live.iter().all(|f| f.status == "pending")
+        })
+        .await;
+}
+
+fn webhooks_of_kind(world: &World, kind: &str) -> Vec<serde_json::Value> {
+    world
+        .sim
+        .state()
+        .webhooks()
+        .into_iter()
+        .filter(|w| w["kind"] == kind)
+        .collect()
+}
+
+/// Changes the quantity of one good record of the first group and returns (file id, rows the
+/// corrected file must hold).
+fn correct_the_source(world: &World) -> (String, Vec<common::Row>) {
+    let group = &world.usage.expected.groups[0];
+    let catalogue = world.sim.state().catalogue();
+    let bad: HashSet<usize> = world.usage.expected.bad.iter().map(|b| b.index).collect();
+    let mut usage = world.usage.clone();
+    let (index, record) = usage
+        .records
+        .iter()
+        .enumerate()
+        .find(|(index, record)| {
+            !bad.contains(index)
+                && record
+                    .subscription_id
+                    .as_deref()
+                    .and_then(|id| catalogue.asset(id))
+                    .is_some_and(|asset| {
+                        asset.contract_id == group.contract_id
+                            && asset.product_id == group.product_id
+                    })
+        })
+        .expect("a good record of the group");
+    let record = record.clone();
+    let old: f64 = record.quantity.as_deref().unwrap().parse().unwrap();
+    usage.records[index].quantity = Some("7".into());
+    // The vendor's corrected export, in another format and place: the platform pushes the new
+    // USAGE_SOURCE to the running extension.
+    let corrected = world
+        .dir
+        .path()
+        .join(format!("corrected-{}.jsonl", world.period));
+    std::fs::write(&corrected, usage.json_lines()).unwrap();
+    let source = format!(
+        "file://{}/corrected-{{period}}.jsonl",
+        world.dir.path().display()
+    );
+    world.set_extension_variables(&[("USAGE_SOURCE", &source)]);
+    world.sim.devops().push_setup_response();
+    let mut rows = expected_rows(group);
+    let at = rows
+        .iter()
+        .position(|r| {
+            Some(&r.0) == record.subscription_id.as_ref()
+                && Some(&r.1) == record.item_mpn.as_ref()
+                && r.2 == format!("{old}")
+                && Some(&r.3) == record.start_time_utc.as_ref()
+        })
+        .expect("the record's row");
+    rows[at].2 = "7".into();
+    rows.sort();
+    let file = world
+        .live_files()
+        .into_iter()
+        .find(|f| f.contract_id == group.contract_id && f.product_id == group.product_id)
+        .unwrap();
+    (file.id, rows)
+}
+
+#[tokio::test]
+async fn a_rejected_file_is_rebuilt_from_the_corrected_source_and_resubmitted() {
+    let world = default_world().await;
+    world.set_extension_variables(&[]);
+    let extension = world.start_extension().await;
+    file_the_month(&world).await;
+    world.assert_filed_exactly("pending").await;
+
+    let (file_id, corrected) = correct_the_source(&world);
+    assert_ne!(uploaded(&world.sim, &file_id), corrected);
+    world
+        .sim
+        .state()
+        .reject(&file_id, "quantity looks too high")
+        .unwrap();
+    world
+        .wait_until("the rejected file is pending again", |w| {
+            let history = w.sim.state().status_history(&file_id).unwrap();
+            history.last().map(String::as_str) == Some("pending")
+                && history.iter().any(|s| s == "rejected")
+        })
+        .await;
+    assert_eq!(
+        uploaded(&world.sim, &file_id),
+        corrected,
+        "the corrected rows were uploaded"
+    );
+    assert_eq!(
+        world.live_files().len(),
+        world.usage.expected.groups.len(),
+        "no new file"
+    );
+    let alerts = webhooks_of_kind(&world, "rejected_file");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0]["file_id"], file_id.as_str());
+    assert_eq!(alerts[0]["details"], "quantity looks too high");
+    assert!(alerts[0]["text"].as_str().unwrap().contains("rejected"));
+    assert_eq!(world.sim.devops().protocol_errors(), Vec::<String>::new());
+    extension.stop().await;
+}
+
+#[tokio::test]
+async fn rejections_past_the_limit_are_left_for_a_person() {
+    let world = default_world().await;
+    world.set_extension_variables(&[("MAX_RESUBMISSIONS", "1")]);
+    let extension = world.start_extension().await;
+    file_the_month(&world).await;
+    let file_id = world.live_files()[0].id.clone();
+
+    world.sim.state().reject(&file_id, "first").unwrap();
+    world
+        .wait_until("rebuilt once", |w| {
+            let history = w.sim.state().status_history(&file_id).unwrap();
+            history.last().map(String::as_str) == Some("pending")
+                && history.contains(&"rejected".into())
+        })
+        .await;
+    world.sim.state().reject(&file_id, "second").unwrap();
+    world
+        .wait_until("the limit alert went out", |w| {
+            !webhooks_of_kind(w, "resubmission_limit").is_empty()
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let history = world.sim.state().status_history(&file_id).unwrap();
+    assert_eq!(
+        history.last().map(String::as_str),
+        Some("rejected"),
+        "{history:?}"
+    );
+    assert_eq!(
+        history.iter().filter(|s| *s == "rejected").count(),
+        2,
+        "{history:?}"
+    );
+    let alert = &webhooks_of_kind(&world, "resubmission_limit")[0];
+    assert_eq!(alert["details"], "second");
+    assert_eq!(alert["severity"], "error");
+    extension.stop().await;
+}
+
+#[tokio::test]
+async fn an_invalid_file_raises_an_alert_with_the_platform_detail() {
+    let world = default_world().await;
+    world.set_extension_variables(&[]);
+    let extension = world.start_extension().await;
+    let group = &world.usage.expected.groups[0];
+    let external_id = format!(
+        "{}:{}:{}",
+        group.contract_id, group.product_id, world.period
+    );
+    let created = world
+        .sim
+        .state()
+        .create_file(&json!({
+            "name": "broken", "description": "", "currency": group.currency,
+            "period": {"from": world.period.first_day().to_string(), "to": world.period.last_day().to_string()},
+            "product": {"id": group.product_id}, "contract": {"id": group.contract_id},
+            "external_id": external_id,
+        }))
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let mut row = connect_payg::usage::template::UsageRow::from_cells(Default::default());
+    row.record_id = Cell::Text("r-1".into());
+    world
+        .sim
+        .state()
+        .upload(&id, workbook_bytes([row]).unwrap().into())
+        .unwrap();
+    world
+        .wait_until("the invalid alert went out", |w| {
+            !webhooks_of_kind(w, "invalid_file").is_empty()
+        })
+        .await;
+    let alert = &webhooks_of_kind(&world, "invalid_file")[0];
+    let detail = world
+        .sim
+        .state()
+        .files()
+        .into_iter()
+        .find(|f| f.id == id)
+        .unwrap()
+        .error_detail;
+    assert_eq!(alert["file_id"], id.as_str());
+    assert_eq!(alert["contract"], group.contract_id.as_str());
+    assert_eq!(alert["period"], world.period.to_string().as_str());
+    assert_eq!(alert["details"].as_str(), detail.as_deref());
+    extension.stop().await;
+}
+
+#[tokio::test]
+async fn a_foreign_file_is_skipped_and_left_alone() {
+    let world = default_world().await;
+    world.set_extension_variables(&[]);
+    let extension = world.start_extension().await;
+    let group = &world.usage.expected.groups[0];
+    let created = world
+        .sim
+        .state()
+        .create_file(&json!({
+            "name": "someone else's", "description": "", "currency": group.currency,
+            "period": {"from": world.period.first_day().to_string(), "to": world.period.last_day().to_string()},
+            "product": {"id": group.product_id}, "contract": {"id": group.contract_id},
+            "external_id": "made-by-another-tool-42",
+        }))
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    let task = world
+        .sim
+        .devops()
+        .send_background_task(USAGE_FILE_EVENT, &id);
+    let _ = task;
+    // A file in draft is not a subscribed status: make it ready through a valid upload.
+    let collection = world.reporter(&[]).collect(world.period).await.unwrap();
+    let rows = collection.groups.values().next().unwrap().rows.clone();
+    let bytes = workbook_bytes(rows.iter().map(connect_payg::usage::build::usage_row)).unwrap();
+    world.sim.state().upload(&id, bytes.into()).unwrap();
+    world
+        .wait_until("the ready event was answered", |w| {
+            w.sim.devops().results().iter().any(|r| {
+                r.object_id == id
+                    && r.output.result == ResultCode::Skip
+                    && r.output
+                        .message
+                        .as_deref()
+                        .is_some_and(|m| m.contains("not managed"))
+            })
+        })
+        .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let file = world
+        .sim
+        .state()
+        .files()
+        .into_iter()
+        .find(|f| f.id == id)
+        .unwrap();
+    assert_eq!(file.status, "ready", "never submitted: {:?}", file.history);
+    extension.stop().await;
+}
+
+#[tokio::test]
+async fn the_same_rejection_delivered_twice_rebuilds_once() {
+    let world = default_world().await;
+    world.set_extension_variables(&[]);
+    let extension = world.start_extension().await;
+    file_the_month(&world).await;
+    let file_id = world.live_files()[0].id.clone();
+    world.sim.state().reset_request_counts();
+    world.sim.state().reject(&file_id, "again please").unwrap();
+    world
+        .sim
+        .devops()
+        .send_background_task(USAGE_FILE_EVENT, &file_id);
+    world
+        .wait_until("pending again", |w| {
+            let history = w.sim.state().status_history(&file_id).unwrap();
+            history.last().map(String::as_str) == Some("pending")
+                && history.contains(&"rejected".into())
+        })
+        .await;
+    world
+        .sim
+        .devops()
+        .send_background_task(USAGE_FILE_EVENT, &file_id);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(
+        world
+            .sim
+            .state()
+            .request_count("POST", "/usage/files/{id}/upload"),
+        1,
+        "one rebuild"
+    );
+    assert_eq!(webhooks_of_kind(&world, "rejected_file").len(), 1);
+    let file = world
+        .sim
+        .state()
+        .files()
+        .into_iter()
+        .find(|f| f.id == file_id)
+        .unwrap();
+    assert_eq!(file.status, "pending");
+    extension.stop().await;
+}
+
+#[tokio::test]
+async fn a_failing_webhook_does_not_break_the_task() {
+    let world = default_world().await;
+    // Nothing listens on the discard port: every delivery fails.
+    world.set_extension_variables(&[("ALERT_WEBHOOK_URL", "http://127.0.0.1:9/hook")]);
+    let extension = world.start_extension().await;
+    file_the_month(&world).await;
+    let file_id = world.live_files()[0].id.clone();
+    world.sim.state().reject(&file_id, "webhook down").unwrap();
+    world
+        .wait_until("rebuilt despite the webhook", |w| {
+            let history = w.sim.state().status_history(&file_id).unwrap();
+            history.last().map(String::as_str) == Some("pending")
+                && history.contains(&"rejected".into())
+        })
+        .await;
+    let results = world.sim.devops().results();
+    assert!(results
+        .iter()
+        .filter(|r| r.object_id == file_id)
+        .all(|r| matches!(r.output.result, ResultCode::Success | ResultCode::Skip)));
+    extension.stop().await;
+}
