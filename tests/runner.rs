@@ -392,6 +392,35 @@ async fn handler_panic_is_answered_and_the_runner_keeps_serving() {
 }
 
 #[tokio::test]
+async fn retried_tasks_are_redelivered_when_the_platform_does_so() {
+    let calls = Arc::new(AtomicUsize::new(0));
+    let counter = Arc::clone(&calls);
+    let schedule = move |_: TaskContext, _: Value| {
+        let call = counter.fetch_add(1, Ordering::SeqCst);
+        async move {
+            match call {
+                0 => HandlerOutcome::Retry("source not reachable yet".into()),
+                _ => HandlerOutcome::Success(Some("caught up".into())),
+            }
+        }
+    };
+    let harness = Harness::start(registry(success(), Arc::new(schedule)), fast_options()).await;
+    let devops = harness.devops();
+    devops.set_redelivery(Some(Duration::from_millis(10)));
+    let first = devops.fire_schedule(SCHEDULE);
+    assert_eq!(
+        harness.result(&first).await.output.result,
+        ResultCode::Retry
+    );
+    harness.wait_for(|s| s.results >= 2).await;
+    let results = devops.results();
+    assert_eq!(results[1].output.result, ResultCode::Success);
+    assert_eq!(results[1].object_id, results[0].object_id);
+    harness.assert_no_protocol_errors();
+    harness.stop().await;
+}
+
+#[tokio::test]
 async fn handler_over_its_time_limit_is_answered_with_retry() {
     let schedule = |_: TaskContext, _: Value| async {
         tokio::time::sleep(Duration::from_secs(3600)).await;

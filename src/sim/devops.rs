@@ -111,6 +111,8 @@ struct Hub {
     /// Silenced sockets: no longer served, kept open until the simulator stops.
     silenced: Vec<mpsc::UnboundedSender<Command>>,
     refuse_upgrades: Option<(u16, usize)>,
+    /// Re-deliver the object of a `retry` or `reschedule` result after this long.
+    redelivery: Option<Duration>,
     /// `setup_request`s still to leave unanswered.
     withhold_setup: usize,
     queries: Vec<ConnectQuery>,
@@ -127,6 +129,8 @@ struct Hub {
 }
 
 pub struct DevopsHub {
+    /// For the timers that re-deliver tasks.
+    me: Weak<DevopsHub>,
     api_key: String,
     environment_id: String,
     service_id: String,
@@ -137,7 +141,8 @@ pub struct DevopsHub {
 
 impl DevopsHub {
     pub fn new(state: Arc<SimState>, config: &SimConfig) -> Arc<DevopsHub> {
-        let hub = Arc::new(DevopsHub {
+        let hub = Arc::new_cyclic(|me| DevopsHub {
+            me: me.clone(),
             api_key: config.api_key.clone(),
             environment_id: config.environment_id.clone(),
             service_id: service_id_of(&config.environment_id),
@@ -242,6 +247,13 @@ impl DevopsHub {
     /// 0 accepts upgrades again.
     pub fn refuse_upgrades(&self, status: u16, count: usize) {
         self.lock().refuse_upgrades = (count > 0).then_some((status, count));
+    }
+
+    /// Makes the hub re-deliver the object of every `retry` or `reschedule` result as a new
+    /// task after `delay` (the real platform's policy is unknown; off by default). Reschedule
+    /// countdowns are not waited for: the simulator runs on test time.
+    pub fn set_redelivery(&self, delay: Option<Duration>) {
+        self.lock().redelivery = delay;
     }
 
     /// Leaves the next `count` `setup_request`s unanswered (the runner must give up on the
@@ -585,6 +597,10 @@ impl DevopsHub {
             .get(&connection)
             .and_then(|c| c.runner_type.clone())
             .unwrap_or_default();
+        let again = matches!(output.result, ResultCode::Retry | ResultCode::Reschedule);
+        if let (true, Some(delay)) = (again, hub.redelivery) {
+            self.redeliver(delay, task.options.task_category, task.input.clone());
+        }
         hub.results.push(TaskResult {
             task_id,
             category: task.options.task_category,
@@ -594,6 +610,16 @@ impl DevopsHub {
             runner_type,
         });
         hub.stats.results = hub.results.len();
+    }
+
+    fn redeliver(&self, delay: Duration, category: TaskCategory, input: TaskInput) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(hub) = me.upgrade() {
+                hub.send_task(category, &input.event_type, &input.object_id, input.data);
+            }
+        });
     }
 
     fn register(&self, query: ConnectQuery) -> (u64, mpsc::UnboundedReceiver<Command>) {
