@@ -15,6 +15,7 @@
 //! * [`alert`] — operator alerts: a structured log line, and a webhook when configured.
 //! * [`sim`] — a Connect simulator (REST, usage-file life cycle, DevOps websocket, faults) used
 //!   by the tests and by `connect-payg sandbox`.
+//! * [`sandbox`] — the whole product against the simulator in one command.
 //! * [`cli`] — the command line: `run`, `report`, `validate`, `sandbox`.
 
 pub mod alert;
@@ -24,5 +25,6 @@ pub mod connect;
 pub mod devops;
 pub mod handlers;
 pub mod logging;
+pub mod sandbox;
 pub mod sim;
 pub mod usage;

@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use common::{default_world, expected_rows, uploaded, World};
@@ -49,34 +48,20 @@ fn webhooks_of_kind(world: &World, kind: &str) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// Changes the quantity of one good record of the first group and returns (file id, rows the
-/// corrected file must hold).
+/// The vendor corrects one record of the first group and re-exports the month in another
+/// format and place; the platform pushes the new USAGE_SOURCE to the running extension.
+/// Returns (the group's file id, the rows the rebuilt file must hold).
 fn correct_the_source(world: &World) -> (String, Vec<common::Row>) {
     let group = &world.usage.expected.groups[0];
-    let catalogue = world.sim.state().catalogue();
-    let bad: HashSet<usize> = world.usage.expected.bad.iter().map(|b| b.index).collect();
-    let mut usage = world.usage.clone();
-    let (index, record) = usage
-        .records
-        .iter()
-        .enumerate()
-        .find(|(index, record)| {
-            !bad.contains(index)
-                && record
-                    .subscription_id
-                    .as_deref()
-                    .and_then(|id| catalogue.asset(id))
-                    .is_some_and(|asset| {
-                        asset.contract_id == group.contract_id
-                            && asset.product_id == group.product_id
-                    })
-        })
-        .expect("a good record of the group");
-    let record = record.clone();
-    let old: f64 = record.quantity.as_deref().unwrap().parse().unwrap();
-    usage.records[index].quantity = Some("7".into());
-    // The vendor's corrected export, in another format and place: the platform pushes the new
-    // USAGE_SOURCE to the running extension.
+    let (usage, _) = world
+        .usage
+        .correct_quantity(
+            &world.sim.state().catalogue(),
+            &group.contract_id,
+            &group.product_id,
+            "7",
+        )
+        .expect("a good record to correct");
     let corrected = world
         .dir
         .path()
@@ -88,18 +73,7 @@ fn correct_the_source(world: &World) -> (String, Vec<common::Row>) {
     );
     world.set_extension_variables(&[("USAGE_SOURCE", &source)]);
     world.sim.devops().push_setup_response();
-    let mut rows = expected_rows(group);
-    let at = rows
-        .iter()
-        .position(|r| {
-            Some(&r.0) == record.subscription_id.as_ref()
-                && Some(&r.1) == record.item_mpn.as_ref()
-                && r.2 == format!("{old}")
-                && Some(&r.3) == record.start_time_utc.as_ref()
-        })
-        .expect("the record's row");
-    rows[at].2 = "7".into();
-    rows.sort();
+    let rows = expected_rows(&usage.expected.groups[0]);
     let file = world
         .live_files()
         .into_iter()

@@ -10,6 +10,8 @@ use crate::config::{ConfigError, SettingsSources};
 use crate::connect::ConnectError;
 
 mod report;
+mod run;
+mod validate;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -124,11 +126,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         ..Default::default()
     };
     match cli.command {
-        Command::Run { unsecure } => {
-            let settings = sources(unsecure).load()?;
-            crate::logging::init(settings.connection.log_format);
-            Err(CliError::Usage("run: not implemented yet".into()))
-        }
+        Command::Run { unsecure } => run::run(sources(unsecure)).await,
         Command::Report {
             unsecure,
             period,
@@ -149,7 +147,27 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             )
             .await
         }
-        Command::Validate { .. } => Err(CliError::Usage("validate: not implemented yet".into())),
-        Command::Sandbox { .. } => Err(CliError::Usage("sandbox: not implemented yet".into())),
+        Command::Validate { file, period } => validate::validate(file, period).await,
+        Command::Sandbox {
+            subscriptions,
+            serve,
+        } => {
+            crate::logging::init_with_default(Some(crate::config::LogFormat::Text), "error");
+            let options = crate::sandbox::SandboxOptions {
+                subscriptions,
+                out_dir: PathBuf::from("sandbox-out"),
+            };
+            if serve {
+                crate::sandbox::serve(options)
+                    .await
+                    .map_err(|e| CliError::Other(e.into()))?;
+            } else {
+                let summary = crate::sandbox::run(options)
+                    .await
+                    .map_err(|e| CliError::Other(e.into()))?;
+                print!("{summary}");
+            }
+            Ok(Outcome::Success)
+        }
     }
 }

@@ -46,7 +46,7 @@ pub use faults::Faults;
 pub use seed::{SeedSpec, SeedSummary};
 pub use state::{FileEvent, FileSummary, RequestCounts, SimState};
 pub use vendor_usage::{
-    BadKind, BadRow, BadRowSpec, Expected, ExpectedGroup, ExpectedRow, OutOfScopeKind, UsageFormat,
+    BadKind, BadRow, BadRowSpec, Correction, Expected, ExpectedGroup, ExpectedRow, OutOfScopeKind, UsageFormat,
     VendorRecord, VendorUsage, VendorUsageError,
 };
 

@@ -233,6 +233,16 @@ impl UsageFormat {
     }
 }
 
+/// What [`VendorUsage::correct_quantity`] changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Correction {
+    /// 0-based position among the records.
+    pub index: usize,
+    pub asset_id: String,
+    pub old_quantity: String,
+    pub new_quantity: String,
+}
+
 /// A month of vendor usage and what a correct report makes of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VendorUsage {
@@ -254,6 +264,66 @@ impl VendorUsage {
             .iter()
             .map(|record| format!("{}\n", record.to_json()))
             .collect()
+    }
+
+    /// The vendor's correction of one record of a group: the first good record of
+    /// (`contract_id`, `product_id`) now reports `quantity`. Records, CSV and expectations all
+    /// follow, so a test (or the sandbox) can reject a file, "fix" the source and check that the
+    /// rebuilt file holds exactly the corrected rows. `None` when the group has no good record.
+    pub fn correct_quantity(
+        &self,
+        catalogue: &Catalogue,
+        contract_id: &str,
+        product_id: &str,
+        quantity: &str,
+    ) -> Option<(VendorUsage, Correction)> {
+        let bad: std::collections::HashSet<usize> =
+            self.expected.bad.iter().map(|b| b.index).collect();
+        let names = |asset: &Asset, key: &str| {
+            asset.id == key
+                || asset.external_id == key
+                || asset.external_uid == key
+                || asset.params.iter().any(|p| p.value == key)
+        };
+        let (index, asset) = self
+            .records
+            .iter()
+            .enumerate()
+            .find_map(|(index, record)| {
+                if bad.contains(&index) {
+                    return None;
+                }
+                let key = record.subscription_id.as_deref()?;
+                let asset = catalogue.assets.iter().find(|a| names(a, key))?;
+                (asset.contract_id == contract_id && asset.product_id == product_id)
+                    .then_some((index, asset))
+            })?;
+        let record = &self.records[index];
+        let old_quantity: f64 = record.quantity.as_deref()?.parse().ok()?;
+        let mut corrected = self.clone();
+        corrected.records[index].quantity = Some(quantity.to_string());
+        corrected.csv = render_csv(&corrected.records);
+        let group = corrected
+            .expected
+            .groups
+            .iter_mut()
+            .find(|g| g.contract_id == contract_id && g.product_id == product_id)?;
+        let row = group.rows.iter_mut().find(|row| {
+            row.asset_id == asset.id
+                && Some(&row.start) == record.start_time_utc.as_ref()
+                && Some(&row.end) == record.end_time_utc.as_ref()
+                && row.quantity == format!("{old_quantity}")
+        })?;
+        let new_quantity: f64 = quantity.parse().ok()?;
+        row.quantity = format!("{new_quantity}");
+        let correction = Correction {
+            index,
+            asset_id: asset.id.clone(),
+            old_quantity: format!("{old_quantity}"),
+            new_quantity: row.quantity.clone(),
+        };
+        group.rows.sort();
+        Some((corrected, correction))
     }
 
     pub fn render(&self, format: UsageFormat) -> String {

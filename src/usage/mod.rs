@@ -11,4 +11,5 @@ pub mod resolve;
 pub mod source;
 pub mod summary;
 pub mod template;
+pub mod validate_command;
 pub mod workbook;

@@ -1,0 +1,498 @@
+//! `connect-payg sandbox`: the whole product against the built-in Connect simulator, in one
+//! command, with no account and no network.
+//!
+//! Nothing is shortcut: the real runner connects to the simulator's DevOps websocket, the
+//! platform side fires the schedule, the report reads a generated vendor export and files the
+//! month over REST, usage-file events flow back as tasks. Then the "provider" accepts most files
+//! and rejects one; the "vendor" corrects the source; the rejection handler rebuilds and
+//! resubmits the file; the provider accepts it. The summary shows every file's history.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use indicatif::{ProgressBar, ProgressStyle};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::SettingsSources;
+use crate::devops::protocol::{ResultCode, Variable};
+use crate::sim::{BadRowSpec, FileSummary, SeedSpec, SimConfig, Simulator, VendorUsage};
+use crate::usage::period::Period;
+
+/// The schedulable the sandbox fires.
+const SCHEDULE: &str = crate::handlers::MONTHLY_REPORT_METHOD;
+/// How long any one stage may take before the sandbox gives up and says where it stopped.
+const STAGE_LIMIT: Duration = Duration::from_secs(120);
+
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("cannot start the simulator: {0}")]
+    Simulator(std::io::Error),
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("the sandbox stopped while {stage}: {reason}")]
+    Stage { stage: &'static str, reason: String },
+}
+
+pub struct SandboxOptions {
+    pub subscriptions: usize,
+    /// Where the vendor export, workbooks and bad-records CSV go.
+    pub out_dir: PathBuf,
+}
+
+fn stage(stage: &'static str, reason: impl Into<String>) -> SandboxError {
+    SandboxError::Stage {
+        stage,
+        reason: reason.into(),
+    }
+}
+
+fn write(path: &Path, text: &str) -> Result<(), SandboxError> {
+    std::fs::write(path, text).map_err(|source| SandboxError::Write {
+        path: path.to_path_buf(),
+        source,
+    })
+}
+
+/// A seeded simulator and the month's vendor export on disk.
+pub struct Playground {
+    pub sim: Simulator,
+    pub period: Period,
+    pub usage: VendorUsage,
+    pub out_dir: PathBuf,
+    pub usage_source: String,
+}
+
+impl Playground {
+    pub async fn start(options: &SandboxOptions) -> Result<Playground, SandboxError> {
+        let out_dir =
+            std::path::absolute(&options.out_dir).map_err(|source| SandboxError::Write {
+                path: options.out_dir.clone(),
+                source,
+            })?;
+        std::fs::create_dir_all(out_dir.join("workbooks")).map_err(|source| {
+            SandboxError::Write {
+                path: out_dir.clone(),
+                source,
+            }
+        })?;
+        let sim = Simulator::start(SimConfig {
+            processing_delay: Duration::from_millis(30),
+            ..SimConfig::default()
+        })
+        .await
+        .map_err(SandboxError::Simulator)?;
+        let subscriptions = options.subscriptions.max(10);
+        sim.state().seed(&SeedSpec {
+            seed: 2024,
+            contracts: (subscriptions / 60).clamp(2, 40),
+            products: 3,
+            subscriptions,
+            ..SeedSpec::default()
+        });
+        let period = Period::previous_to(Utc::now());
+        let usage = sim
+            .state()
+            .vendor_usage(period, &BadRowSpec::default())
+            .map_err(|e| stage("generating vendor usage", e.to_string()))?;
+        write(&out_dir.join(format!("usage-{period}.csv")), &usage.csv)?;
+        let usage_source = format!("file://{}/usage-{{period}}.csv", out_dir.display());
+        Ok(Playground {
+            sim,
+            period,
+            usage,
+            out_dir,
+            usage_source,
+        })
+    }
+
+    /// The extension variables the platform holds for this environment.
+    fn set_variables(&self, usage_source: &str) {
+        let webhook = format!("http://{}/_sim/webhook", self.sim.server_address());
+        let variables = [
+            ("USAGE_SOURCE", usage_source),
+            ("ALERT_WEBHOOK_URL", webhook.as_str()),
+            ("MAX_RESUBMISSIONS", "2"),
+        ];
+        self.sim.devops().set_variables(
+            variables
+                .into_iter()
+                .map(|(name, value)| Variable {
+                    name: name.to_string(),
+                    value: Some(value.to_string()),
+                    secure: false,
+                })
+                .collect(),
+        );
+    }
+
+    /// The environment a runner (ours in-process, or `connect-payg run` by hand) needs.
+    pub fn runner_env(&self) -> Vec<(String, String)> {
+        [
+            ("API_KEY", self.sim.api_key().to_string()),
+            ("ENVIRONMENT_ID", self.sim.environment_id().to_string()),
+            ("SERVER_ADDRESS", self.sim.server_address()),
+            ("CONNECT_UNSECURE", "true".to_string()),
+            ("READY_POLL_INTERVAL_MS", "50".to_string()),
+            (
+                "WORKBOOK_DIR",
+                self.out_dir.join("workbooks").display().to_string(),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
+
+    fn live_files(&self) -> Vec<FileSummary> {
+        self.sim
+            .state()
+            .files()
+            .into_iter()
+            .filter(|f| f.status != "deleted")
+            .collect()
+    }
+
+    async fn wait_until(
+        &self,
+        what: &'static str,
+        progress: &Progress,
+        done: impl Fn(&[FileSummary]) -> bool,
+    ) -> Result<(), SandboxError> {
+        let started = Instant::now();
+        loop {
+            let files = self.live_files();
+            progress.files(what, &files);
+            if done(&files) {
+                return Ok(());
+            }
+            if started.elapsed() > STAGE_LIMIT {
+                return Err(stage(what, format!("not done after {STAGE_LIMIT:?}")));
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+}
+
+/// Progress for a person: a spinner on a terminal, plain lines otherwise.
+struct Progress {
+    bar: Option<ProgressBar>,
+}
+
+impl Progress {
+    fn new() -> Self {
+        let bar = std::io::stdout().is_terminal().then(|| {
+            let bar = ProgressBar::new_spinner();
+            bar.set_style(ProgressStyle::with_template("{spinner} {msg}").expect("valid template"));
+            bar.enable_steady_tick(Duration::from_millis(100));
+            bar
+        });
+        Progress { bar }
+    }
+
+    fn step(&self, text: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(format!("▸ {text}")),
+            None => println!("▸ {text}"),
+        }
+    }
+
+    fn files(&self, what: &str, files: &[FileSummary]) {
+        if let Some(bar) = &self.bar {
+            let mut counts: BTreeMap<&str, usize> = BTreeMap::new();
+            for file in files {
+                *counts.entry(file.status.as_str()).or_default() += 1;
+            }
+            let counts: Vec<String> = counts.iter().map(|(s, n)| format!("{s} {n}")).collect();
+            bar.set_message(format!("{what}… files: {}", counts.join(", ")));
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// Runs the whole life cycle and returns the summary to print.
+pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
+    let progress = Progress::new();
+    let playground = Playground::start(&options).await?;
+    let sim = &playground.sim;
+    progress.step(&format!(
+        "simulator on {} with {} subscriptions; vendor export for {} written to {}",
+        sim.server_address(),
+        options.subscriptions,
+        playground.period,
+        playground
+            .out_dir
+            .join(format!("usage-{}.csv", playground.period))
+            .display()
+    ));
+    playground.set_variables(&playground.usage_source);
+
+    let stop = CancellationToken::new();
+    let sources = SettingsSources {
+        env: Some(playground.runner_env().into_iter().collect()),
+        ..SettingsSources::default()
+    };
+    let registry =
+        crate::handlers::registry().map_err(|e| stage("building the registry", e.to_string()))?;
+    let runner = tokio::spawn(crate::devops::run(sources, registry, stop.clone()));
+    if !sim
+        .devops()
+        .wait_until(STAGE_LIMIT, |s| s.handshakes >= 2 && s.open >= 2)
+        .await
+    {
+        return Err(stage("connecting the runner", "no handshake"));
+    }
+    progress.step("runner connected over the DevOps websocket (background + interactive)");
+
+    let task = sim.devops().fire_schedule(SCHEDULE);
+    progress.step(&format!(
+        "platform fired the schedule {SCHEDULE} (task {task})"
+    ));
+    let groups = playground.usage.expected.groups.len();
+    playground
+        .wait_until("filing the month", &progress, |files| {
+            files.len() == groups && files.iter().all(|f| f.status == "pending")
+        })
+        .await?;
+    let result = sim
+        .devops()
+        .wait_for_result(&task, STAGE_LIMIT)
+        .await
+        .ok_or_else(|| stage("running the schedule", "no result"))?;
+    if result.output.result != ResultCode::Success {
+        return Err(stage(
+            "running the schedule",
+            result.output.message.unwrap_or_default(),
+        ));
+    }
+    let headline = result.output.message.clone().unwrap_or_default();
+    progress.step(&format!(
+        "{groups} usage files built, uploaded, validated and submitted"
+    ));
+
+    // The provider reviews: one file is rejected, the rest accepted.
+    let files = playground.live_files();
+    let rejected = files[0].clone();
+    let (corrected, correction) = playground
+        .usage
+        .correct_quantity(
+            &sim.state().catalogue(),
+            &rejected.contract_id,
+            &rejected.product_id,
+            "7",
+        )
+        .ok_or_else(|| stage("correcting the source", "the group has no good record"))?;
+    for file in &files[1..] {
+        sim.state()
+            .accept(&file.id, Some("Approved for billing"))
+            .map_err(|e| stage("accepting files", e.to_string()))?;
+    }
+    let corrected_path = playground
+        .out_dir
+        .join(format!("usage-{}-corrected.csv", playground.period));
+    write(&corrected_path, &corrected.csv)?;
+    playground.set_variables(&format!(
+        "file://{}/usage-{{period}}-corrected.csv",
+        playground.out_dir.display()
+    ));
+    sim.devops().push_setup_response();
+    let note = format!(
+        "Quantity {} for {} looks wrong; please check",
+        correction.old_quantity, correction.asset_id
+    );
+    sim.state()
+        .reject(&rejected.id, &note)
+        .map_err(|e| stage("rejecting a file", e.to_string()))?;
+    progress.step(&format!(
+        "provider accepted {} files and rejected {} (\"{note}\"); vendor corrected the source",
+        files.len() - 1,
+        rejected.id
+    ));
+    playground
+        .wait_until("rebuilding the rejected file", &progress, |files| {
+            files.iter().any(|f| {
+                f.id == rejected.id
+                    && f.status == "pending"
+                    && f.history.iter().any(|s| s == "rejected")
+            })
+        })
+        .await?;
+    sim.state()
+        .accept(&rejected.id, Some("Corrected, thanks"))
+        .map_err(|e| stage("accepting the resubmission", e.to_string()))?;
+    playground
+        .wait_until("finishing", &progress, |files| {
+            files.iter().all(|f| f.status == "accepted")
+        })
+        .await?;
+    // Let the last `accepted` events reach the runner and be answered before stopping it.
+    let settle = Instant::now();
+    while sim.devops().stats().results < sim.devops().stats().tasks_sent
+        && settle.elapsed() < Duration::from_secs(10)
+    {
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    stop.cancel();
+    let stopped = runner.await;
+    progress.finish();
+    if let Ok(Err(error)) = stopped {
+        return Err(stage("stopping the runner", error.to_string()));
+    }
+
+    let rebuilt_rows = sim.state().uploaded_rows(&rejected.id).unwrap_or_default();
+    let quantity_fixed = rebuilt_rows.iter().any(|row| {
+        row.asset_search_value == crate::usage::template::Cell::Text(correction.asset_id.clone())
+            && row.quantity
+                == crate::usage::template::Cell::Number(
+                    correction.new_quantity.parse().unwrap_or_default(),
+                )
+    });
+    Ok(summary(
+        &playground,
+        &headline,
+        &rejected.id,
+        &note,
+        quantity_fixed,
+    ))
+}
+
+fn summary(
+    playground: &Playground,
+    headline: &str,
+    rejected_id: &str,
+    note: &str,
+    quantity_fixed: bool,
+) -> String {
+    let sim = &playground.sim;
+    let mut text = String::new();
+    let _ = writeln!(
+        text,
+        "\nconnect-payg sandbox: period {}, {} subscriptions\n",
+        playground.period,
+        sim.state().catalogue().assets.len()
+    );
+    let _ = writeln!(
+        text,
+        "{:<23} {:<16} {:<21} {:>6}  status history",
+        "contract", "product", "usage file", "rows"
+    );
+    for file in playground.live_files() {
+        let _ = writeln!(
+            text,
+            "{:<23} {:<16} {:<21} {:>6}  {}",
+            file.contract_id,
+            file.product_id,
+            file.id,
+            file.records,
+            file.history.join(" → ")
+        );
+    }
+    let _ = writeln!(text);
+    let _ = writeln!(
+        text,
+        "Resubmission: {rejected_id} was rejected (\"{note}\"), rebuilt from the corrected source{}, resubmitted and accepted.",
+        if quantity_fixed { " with the corrected quantity" } else { "" }
+    );
+    let _ = writeln!(text, "Schedule result: {headline}");
+    let webhooks = sim.state().webhooks();
+    let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
+    for hook in &webhooks {
+        *kinds
+            .entry(hook["kind"].as_str().unwrap_or("?").to_string())
+            .or_default() += 1;
+    }
+    let kinds: Vec<String> = kinds.iter().map(|(k, n)| format!("{k} {n}")).collect();
+    let _ = writeln!(
+        text,
+        "Alerts sent to the webhook: {} ({})",
+        webhooks.len(),
+        kinds.join(", ")
+    );
+    let stats = sim.devops().stats();
+    let _ = writeln!(
+        text,
+        "Runner: {} handshakes, {} tasks answered, {} protocol errors",
+        stats.handshakes, stats.results, stats.protocol_errors
+    );
+    let workbooks = playground.out_dir.join("workbooks");
+    let _ = writeln!(
+        text,
+        "Vendor export: {}",
+        playground
+            .out_dir
+            .join(format!("usage-{}.csv", playground.period))
+            .display()
+    );
+    let _ = writeln!(text, "Workbooks: {}", workbooks.display());
+    let _ = writeln!(
+        text,
+        "Bad records: {}",
+        workbooks
+            .join(format!("bad-records-{}.csv", playground.period))
+            .display()
+    );
+    text
+}
+
+/// `--serve`: a seeded simulator that stays up, and how to point `run` and `report` at it.
+/// Each time a runner connects, the platform side fires the monthly schedule for it.
+pub async fn serve(options: SandboxOptions) -> Result<(), SandboxError> {
+    let playground = Playground::start(&options).await?;
+    playground.set_variables(&playground.usage_source);
+    let sim = &playground.sim;
+    let env: Vec<String> = playground
+        .runner_env()
+        .into_iter()
+        .map(|(k, v)| format!("{k}='{v}'"))
+        .collect();
+    println!(
+        "Connect simulator listening on http://{}",
+        sim.server_address()
+    );
+    println!("  environment id: {}", sim.environment_id());
+    println!("  API key:        {}", sim.api_key());
+    println!("  usage source:   {}", playground.usage_source);
+    println!("  period:         {}", playground.period);
+    println!();
+    println!("Run the extension against it (the schedule fires when it connects):");
+    println!("  env {} connect-payg run --unsecure", env.join(" "));
+    println!("Or the report once:");
+    println!(
+        "  env {} USAGE_SOURCE='{}' connect-payg report --unsecure --period {} --out ./report-out",
+        env.join(" "),
+        playground.usage_source,
+        playground.period
+    );
+    println!(
+        "State of the simulator: curl http://{}/_sim/state",
+        sim.server_address()
+    );
+    println!("Press Ctrl-C to stop.");
+    // A runner opens two connections, each with its own handshake.
+    let mut handshakes_seen = 0;
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => break,
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {
+                let handshakes = sim.devops().stats().handshakes;
+                if handshakes >= handshakes_seen + 2 {
+                    handshakes_seen = handshakes;
+                    let task = sim.devops().fire_schedule(SCHEDULE);
+                    println!("a runner connected: fired {SCHEDULE} (task {task})");
+                }
+            }
+        }
+    }
+    Ok(())
+}
