@@ -60,7 +60,8 @@ pub(crate) async fn serve(
         }
         let draining = shared.stop.draining.is_cancelled();
         if draining && shared.stop.local.is_cancelled() && !shutdown_sent {
-            // Failure to tell the platform is not a reason to stop delivering results.
+            // Announced once per connection; a socket that cannot take it cannot take results
+            // either, so a failure means reconnecting, not giving up on them.
             shutdown_sent = true;
             if let Err(reason) = send(
                 &mut socket,
