@@ -140,25 +140,25 @@ impl Alerter {
     /// Logs the alert and delivers it to the webhook; never fails.
     pub async fn send(&self, alert: Alert) {
         let text = alert.text();
+        // tracing needs the level at compile time: one arm per severity, same fields.
+        macro_rules! log_alert {
+            ($level:expr) => {
+                tracing::event!(
+                    $level,
+                    alert = ?alert.kind,
+                    file_id = alert.file_id.as_deref(),
+                    contract = alert.contract.as_deref(),
+                    product = alert.product.as_deref(),
+                    period = alert.period.as_deref(),
+                    details = alert.details.as_deref(),
+                    "{}",
+                    alert.message
+                )
+            };
+        }
         match alert.severity {
-            Severity::Warning => tracing::warn!(
-                alert = ?alert.kind,
-                file_id = alert.file_id.as_deref(),
-                contract = alert.contract.as_deref(),
-                product = alert.product.as_deref(),
-                period = alert.period.as_deref(),
-                details = alert.details.as_deref(),
-                "{}", alert.message
-            ),
-            Severity::Error => tracing::error!(
-                alert = ?alert.kind,
-                file_id = alert.file_id.as_deref(),
-                contract = alert.contract.as_deref(),
-                product = alert.product.as_deref(),
-                period = alert.period.as_deref(),
-                details = alert.details.as_deref(),
-                "{}", alert.message
-            ),
+            Severity::Warning => log_alert!(tracing::Level::WARN),
+            Severity::Error => log_alert!(tracing::Level::ERROR),
         }
         let Some((client, url)) = &self.webhook else {
             return;
@@ -196,10 +196,14 @@ mod tests {
 
     #[test]
     fn text_carries_message_and_context() {
-        let alert = Alert::new(AlertKind::InvalidFile, Severity::Error, "usage file is invalid")
-            .file("UF-1")
-            .group("CRD-1", "PRD-1", "2024-01")
-            .details("row 3: quantity");
+        let alert = Alert::new(
+            AlertKind::InvalidFile,
+            Severity::Error,
+            "usage file is invalid",
+        )
+        .file("UF-1")
+        .group("CRD-1", "PRD-1", "2024-01")
+        .details("row 3: quantity");
         assert_eq!(
             alert.text(),
             "[connect-payg Error] usage file is invalid (file UF-1, contract CRD-1, product PRD-1, period 2024-01): row 3: quantity"

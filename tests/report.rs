@@ -116,6 +116,18 @@ fn new_file(world: &World, key: &GroupKey, currency: &str) -> NewUsageFile {
     }
 }
 
+/// Where an interrupted run stopped for one group.
+#[derive(Clone, Copy, PartialEq)]
+enum Stage {
+    Created,
+    /// Uploaded; still processing, or ready by now.
+    Uploaded,
+    Ready,
+    Submitted,
+    /// An earlier broken upload left the file invalid.
+    BrokenUpload,
+}
+
 /// A run interrupted after create, after upload (processed and not) and after submit, and one
 /// that left an invalid file: the next run completes every group with no duplicate.
 #[tokio::test]
@@ -137,68 +149,46 @@ async fn an_interrupted_run_completes_on_the_next_one() {
     );
     let settings = world.settings(&[]);
     let client = world.client(&settings);
-    let currency = |i: usize| world.usage.expected.groups[i].currency.clone();
 
     // The real pipeline's workbook for a group, as an interrupted run would have uploaded it.
     let reporter = world.reporter(&[]);
     let collection = reporter.collect(world.period).await.unwrap();
-    let workbook = |key: &GroupKey| {
-        let group = &collection.groups[key];
-        workbook_bytes(group.rows.iter().map(build::usage_row)).unwrap()
+    let leave_behind = |index: usize, stage: Stage| {
+        let key = key_of(&world, index);
+        let currency = world.usage.expected.groups[index].currency.clone();
+        let group = &collection.groups[&key];
+        let workbook = match stage {
+            Stage::BrokenUpload => workbook_bytes(std::iter::empty()).unwrap(),
+            _ => workbook_bytes(group.rows.iter().map(build::usage_row)).unwrap(),
+        };
+        let client = client.clone();
+        let new = new_file(&world, &key, &currency);
+        async move {
+            let file = client.create_usage_file(&new).await.unwrap();
+            if stage == Stage::Created {
+                return;
+            }
+            client
+                .upload_usage_file(&file.id, workbook.into())
+                .await
+                .unwrap();
+            if stage == Stage::Uploaded {
+                return;
+            }
+            let processed = ["ready", "invalid"];
+            while !processed.contains(&client.usage_file(&file.id).await.unwrap().status.as_str()) {
+                tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+            }
+            if stage == Stage::Submitted {
+                client.submit_usage_file(&file.id).await.unwrap();
+            }
+        }
     };
-
-    // 0: crashed after create.
-    let key = key_of(&world, 0);
-    client
-        .create_usage_file(&new_file(&world, &key, &currency(0)))
-        .await
-        .unwrap();
-    // 1: crashed right after upload (still processing, or ready by now).
-    let key = key_of(&world, 1);
-    let file = client
-        .create_usage_file(&new_file(&world, &key, &currency(1)))
-        .await
-        .unwrap();
-    client
-        .upload_usage_file(&file.id, workbook(&key).into())
-        .await
-        .unwrap();
-    // 2: crashed before submit, the file is ready.
-    let key = key_of(&world, 2);
-    let file = client
-        .create_usage_file(&new_file(&world, &key, &currency(2)))
-        .await
-        .unwrap();
-    client
-        .upload_usage_file(&file.id, workbook(&key).into())
-        .await
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    // 3: crashed after submit.
-    let key = key_of(&world, 3);
-    let file = client
-        .create_usage_file(&new_file(&world, &key, &currency(3)))
-        .await
-        .unwrap();
-    client
-        .upload_usage_file(&file.id, workbook(&key).into())
-        .await
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    client.submit_usage_file(&file.id).await.unwrap();
-    // 4: an earlier broken upload left the file invalid.
-    let key = key_of(&world, 4);
-    let file = client
-        .create_usage_file(&new_file(&world, &key, &currency(4)))
-        .await
-        .unwrap();
-    let broken = workbook_bytes(std::iter::empty()).unwrap();
-    client
-        .upload_usage_file(&file.id, broken.into())
-        .await
-        .unwrap();
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    assert_eq!(client.usage_file(&file.id).await.unwrap().status, "invalid");
+    leave_behind(0, Stage::Created).await;
+    leave_behind(1, Stage::Uploaded).await;
+    leave_behind(2, Stage::Ready).await;
+    leave_behind(3, Stage::Submitted).await;
+    leave_behind(4, Stage::BrokenUpload).await;
 
     let summary = reporter.run(&world.job(), None).await.unwrap();
     assert_eq!(summary.failed(), 0, "{}", summary.headline());

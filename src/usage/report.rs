@@ -117,12 +117,7 @@ impl Reporter {
         job: &ReportJob,
         progress: Option<&ProgressBar>,
     ) -> Result<Summary, ReportError> {
-        tokio::fs::create_dir_all(&job.workdir)
-            .await
-            .map_err(|source| ReportError::Workdir {
-                path: job.workdir.clone(),
-                source,
-            })?;
+        prepare_workdir(job).await?;
         let collection = self.collect(job.period).await?;
         let groups: Vec<Arc<Group>> = collection
             .groups
@@ -226,6 +221,7 @@ impl Reporter {
         period: Period,
         file_id: &str,
         workdir: PathBuf,
+        keep_workbooks: bool,
     ) -> Result<GroupOutcome, ReportError> {
         let job = ReportJob {
             period,
@@ -233,14 +229,9 @@ impl Reporter {
             products: vec![key.product_id.clone()],
             dry_run: false,
             workdir,
-            keep_workbooks: false,
+            keep_workbooks,
         };
-        tokio::fs::create_dir_all(&job.workdir)
-            .await
-            .map_err(|source| ReportError::Workdir {
-                path: job.workdir.clone(),
-                source,
-            })?;
+        prepare_workdir(&job).await?;
         let mut collection = self.collect(period).await?;
         let filer = self.filer(&job);
         let mut outcome = GroupOutcome {
@@ -267,9 +258,20 @@ impl Reporter {
             }
             outcome.result = FilingResult::Failed(error.to_string());
         }
-        if let Some(path) = outcome.workbook.take() {
-            let _ = tokio::fs::remove_file(path).await;
+        if !keep_workbooks {
+            if let Some(path) = outcome.workbook.take() {
+                let _ = tokio::fs::remove_file(path).await;
+            }
         }
         Ok(outcome)
     }
+}
+
+async fn prepare_workdir(job: &ReportJob) -> Result<(), ReportError> {
+    tokio::fs::create_dir_all(&job.workdir)
+        .await
+        .map_err(|source| ReportError::Workdir {
+            path: job.workdir.clone(),
+            source,
+        })
 }
