@@ -17,7 +17,7 @@ use connect_payg::usage::workbook::write_workbook;
 fn record(n: u32) -> UsageRow {
     UsageRow {
         record_id: Cell::text(format!("CRD-1-AS-{n:04}-MPN-A-202402")),
-        record_note: Cell::text(if n % 2 == 0 {
+        record_note: Cell::text(if n.is_multiple_of(2) {
             ""
         } else {
             "leap month, \"quoted\" & <odd>"
