@@ -1,0 +1,209 @@
+//! `cargo run --release --bin bench [-- --quick]`: the benchmarks of issue 7, printed as
+//! Markdown tables (the figures of BENCHMARKS.md).
+//!
+//! 1. Workbooks: 10k, 100k and 1M usage rows to xlsx, against openpyxl's write-only mode
+//!    (venv at `benches/.venv`, set up on first use).
+//! 2. The end-to-end month: the monthly schedule through the real runner over the simulator
+//!    at 200, 10k and 100k subscriptions, with 0 and 20 ms of REST latency.
+//! 3. Event throughput: usage-file events through the runner.
+//!
+//! Every measured workload runs in its own process (this binary re-invoked as `bench child
+//! …`) so that its peak RSS is its own; the simulator stays in this, the parent, process.
+//! `--quick` skips the 1M-row workbook and the 100k-subscription month; see [`Plan`] for the
+//! other flags, and `measure::spawn_self` for profiling a child.
+
+mod events;
+mod measure;
+mod month;
+mod python;
+mod runner_child;
+mod workbook;
+mod world;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let outcome = match args.first().map(String::as_str) {
+        Some("child") => child(&args[1..]),
+        _ => parent(&args),
+    };
+    match outcome {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("bench: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One workload, reported as a JSON line.
+fn child(args: &[String]) -> Result<(), String> {
+    let report = match args {
+        [mode, rows, path] if mode == "workbook" => workbook::child(
+            rows.parse().map_err(|_| format!("bad row count {rows}"))?,
+            &PathBuf::from(path),
+        )?,
+        [mode] if mode == "runner" => runner_child::child()?,
+        _ => return Err(format!("unknown child workload {args:?}")),
+    };
+    measure::report(&report);
+    Ok(())
+}
+
+/// What to run: `--quick` trims the largest sizes; `--only workbooks|month|events` picks one
+/// part; `--latency MS` runs the month at that REST latency only.
+struct Plan {
+    quick: bool,
+    only: Option<String>,
+    latency: Option<Duration>,
+}
+
+impl Plan {
+    fn from_args(args: &[String]) -> Result<Plan, String> {
+        let value = |flag: &str| {
+            args.iter()
+                .position(|a| a == flag)
+                .and_then(|at| args.get(at + 1))
+                .cloned()
+        };
+        let latency = match value("--latency") {
+            Some(ms) => Some(Duration::from_millis(
+                ms.parse().map_err(|_| format!("bad --latency {ms}"))?,
+            )),
+            None => None,
+        };
+        Ok(Plan {
+            quick: args.iter().any(|a| a == "--quick"),
+            only: value("--only"),
+            latency,
+        })
+    }
+
+    fn wants(&self, part: &str) -> bool {
+        self.only.as_deref().is_none_or(|only| only == part)
+    }
+}
+
+fn parent(args: &[String]) -> Result<(), String> {
+    let plan = Plan::from_args(args)?;
+    let scratch = Scratch::new()?;
+    println!("# connect-payg benchmarks\n");
+    println!("Machine: {}", measure::machine());
+    println!(
+        "Command: `cargo run --release --bin bench{}{}`\n",
+        if args.is_empty() { "" } else { " -- " },
+        args.join(" ")
+    );
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
+    if plan.wants("workbooks") {
+        workbooks(&plan, &scratch)?;
+    }
+    if plan.wants("month") {
+        months(&plan, &scratch, &runtime)?;
+    }
+    if plan.wants("events") {
+        events(&plan, &scratch, &runtime)?;
+    }
+    Ok(())
+}
+
+fn workbooks(plan: &Plan, scratch: &Scratch) -> Result<(), String> {
+    let (python, openpyxl) = python::ensure_openpyxl()?;
+    let sizes: &[u64] = if plan.quick {
+        &[10_000, 100_000]
+    } else {
+        &[10_000, 100_000, 1_000_000]
+    };
+    eprintln!("workbooks…");
+    let comparisons = workbook::run(sizes, &python, &scratch.0)?;
+    println!("## 1. Workbooks (QT rows → xlsx), against openpyxl {openpyxl} write-only\n");
+    println!("{}", workbook::table(&comparisons));
+    Ok(())
+}
+
+fn months(plan: &Plan, scratch: &Scratch, runtime: &tokio::runtime::Runtime) -> Result<(), String> {
+    let mut sizes = vec![
+        month::Size {
+            subscriptions: 200,
+            contracts: 5,
+            products: 4,
+        },
+        month::Size {
+            subscriptions: 10_000,
+            contracts: 50,
+            products: 10,
+        },
+    ];
+    if !plan.quick {
+        sizes.push(month::Size {
+            subscriptions: 100_000,
+            contracts: 100,
+            products: 20,
+        });
+    }
+    let latencies = match plan.latency {
+        Some(latency) => vec![latency],
+        None => vec![Duration::ZERO, Duration::from_millis(20)],
+    };
+    let mut outcomes = Vec::new();
+    for latency in latencies {
+        for &size in &sizes {
+            eprintln!(
+                "month: {} subscriptions, {} ms latency…",
+                size.subscriptions,
+                latency.as_millis()
+            );
+            let dir = scratch.subdir(&format!(
+                "month-{}-{}",
+                size.subscriptions,
+                latency.as_millis()
+            ))?;
+            outcomes.push(runtime.block_on(month::run_one(size, latency, &dir))?);
+        }
+    }
+    println!("## 2. End-to-end month (the schedule through the runner over the simulator)\n");
+    println!("{}", month::table(&outcomes));
+    println!("Requests by endpoint:\n");
+    println!("{}", month::endpoints(&outcomes));
+    Ok(())
+}
+
+fn events(plan: &Plan, scratch: &Scratch, runtime: &tokio::runtime::Runtime) -> Result<(), String> {
+    eprintln!("events…");
+    let (sequential, burst) = if plan.quick {
+        (200, 2_000)
+    } else {
+        (500, 10_000)
+    };
+    let dir = scratch.subdir("events")?;
+    let mut outcome = runtime.block_on(events::run(sequential, burst, &dir))?;
+    println!("## 3. Event throughput (usage-file events through the runner)\n");
+    println!("{}", events::table(&mut outcome));
+    Ok(())
+}
+
+/// The bench's scratch directory (workbooks, vendor files), removed when done.
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new() -> Result<Scratch, String> {
+        let path = std::env::temp_dir().join(format!("connect-payg-bench-{}", std::process::id()));
+        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(Scratch(path))
+    }
+
+    fn subdir(&self, name: &str) -> Result<PathBuf, String> {
+        let path = self.0.join(name);
+        std::fs::create_dir_all(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        Ok(path)
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}

@@ -1,0 +1,154 @@
+//! The end-to-end month: the `generate_monthly_usage_reports` schedule fired at the real
+//! runner (a child process) over the simulator, at several sizes and REST latencies. Wall
+//! time runs from firing the schedule to its result; requests are the simulator's counters
+//! (the report's and those of the usage-file events the platform sends meanwhile).
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use connect_payg::devops::protocol::ResultCode;
+use connect_payg::handlers::MONTHLY_REPORT_METHOD;
+use connect_payg::sim::{Faults, RequestCounts, SeedSpec};
+
+use crate::measure::{self, ChildReport};
+use crate::world::World;
+
+const TASK_WAIT: Duration = Duration::from_secs(1800);
+
+#[derive(Debug, Clone, Copy)]
+pub struct Size {
+    pub subscriptions: usize,
+    pub contracts: usize,
+    pub products: usize,
+}
+
+pub struct Outcome {
+    pub size: Size,
+    pub latency: Duration,
+    pub records: usize,
+    pub good_rows: usize,
+    pub groups: usize,
+    pub seconds: f64,
+    pub result: String,
+    pub runner: ChildReport,
+    /// CPU time of this process (the simulator) during the run.
+    pub simulator_cpu: f64,
+    pub counts: RequestCounts,
+}
+
+pub async fn run_one(size: Size, latency: Duration, dir: &Path) -> Result<Outcome, String> {
+    let seed = SeedSpec {
+        contracts: size.contracts,
+        products: size.products,
+        subscriptions: size.subscriptions,
+        ..SeedSpec::default()
+    };
+    let world = World::start(&seed, dir).await?;
+    let runner = world.start_runner().await?;
+    let state = world.sim.state();
+    state.set_faults(Faults {
+        latency,
+        error_rate: 0.0,
+        ..Faults::default()
+    });
+    state.reset_request_counts();
+
+    let cpu_before = measure::cpu_seconds();
+    let started = Instant::now();
+    let task = world.sim.devops().fire_schedule(MONTHLY_REPORT_METHOD);
+    let result = world.result_of(&task, TASK_WAIT).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let runner = world.stop_runner(runner).await?;
+    let simulator_cpu = measure::cpu_seconds() - cpu_before;
+    let result = match result {
+        Some(result) => {
+            let output = result.output;
+            let text = format!(
+                "{:?}: {}",
+                output.result,
+                output.message.as_deref().unwrap_or_default()
+            );
+            if output.result != ResultCode::Success {
+                return Err(format!("the monthly report did not succeed: {text}"));
+            }
+            text
+        }
+        None => return Err("no result from the monthly report".into()),
+    };
+    Ok(Outcome {
+        size,
+        latency,
+        records: world.records(),
+        good_rows: world.usage.expected.good_rows(),
+        groups: world.usage.expected.groups.len(),
+        seconds,
+        result,
+        runner,
+        simulator_cpu,
+        counts: state.request_counts(),
+    })
+}
+
+pub fn table(outcomes: &[Outcome]) -> String {
+    let mut out = String::from(
+        "| subscriptions | contracts × products | records (good) | files | REST latency | wall time | runner CPU | simulator CPU | runner peak RSS | REST requests | requests / file |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for o in outcomes {
+        out.push_str(&format!(
+            "| {} | {} × {} | {} ({}) | {} | {} ms | **{:.3} s** | {:.2} s | {:.2} s | {} | {} | {:.1} |\n",
+            o.size.subscriptions,
+            o.size.contracts,
+            o.size.products,
+            o.records,
+            o.good_rows,
+            o.groups,
+            o.latency.as_millis(),
+            o.seconds,
+            o.runner.cpu_seconds,
+            o.simulator_cpu,
+            measure::mib(o.runner.peak_rss_kb),
+            o.counts.total,
+            o.counts.total as f64 / o.groups.max(1) as f64,
+        ));
+    }
+    out.push_str("\nTask results:\n\n");
+    for o in outcomes {
+        out.push_str(&format!(
+            "- {} subscriptions, {} ms: {}\n",
+            o.size.subscriptions,
+            o.latency.as_millis(),
+            o.result
+        ));
+    }
+    out
+}
+
+/// Requests by endpoint, one column per run.
+pub fn endpoints(outcomes: &[Outcome]) -> String {
+    let routes: BTreeSet<&(String, String)> = outcomes
+        .iter()
+        .flat_map(|o| o.counts.by_route.keys())
+        .collect();
+    let mut out = String::from("| endpoint |");
+    let mut rule = String::from("|---|");
+    for o in outcomes {
+        out.push_str(&format!(
+            " {} subs, {} ms |",
+            o.size.subscriptions,
+            o.latency.as_millis()
+        ));
+        rule.push_str("---:|");
+    }
+    out.push('\n');
+    out.push_str(&rule);
+    out.push('\n');
+    for route in routes {
+        out.push_str(&format!("| `{} {}` |", route.0, route.1));
+        for o in outcomes {
+            out.push_str(&format!(" {} |", o.counts.get(&route.0, &route.1)));
+        }
+        out.push('\n');
+    }
+    out
+}

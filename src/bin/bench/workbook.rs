@@ -1,0 +1,117 @@
+//! Workbook writing: N usage rows to xlsx with the extension's writer against openpyxl's
+//! write-only mode, each in its own process, on identical rows.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use connect_payg::usage::template::{Cell, UsageRow};
+use connect_payg::usage::workbook::write_workbook;
+
+use crate::measure::{self, ChildReport};
+
+const NOTES: [&str; 4] = [
+    "monthly usage",
+    "tenant \"gold\", EU region",
+    "spike, see ticket #42",
+    "",
+];
+
+/// Row `n`; `bench_row` in benches/openpyxl_write.py builds the very same one.
+pub fn bench_row(n: u64) -> UsageRow {
+    let asset = n % 50_000;
+    let mpn = n % 20;
+    let note = NOTES[(n % 4) as usize];
+    UsageRow {
+        record_id: Cell::Text(format!(
+            "CRD-{:05}-AS-{asset:06}-MPN-{mpn:03}-{n:08}",
+            n % 100
+        )),
+        record_note: if note.is_empty() {
+            Cell::Empty
+        } else {
+            Cell::Text(note.to_string())
+        },
+        item_search_criteria: Cell::Text("item.mpn".into()),
+        item_search_value: Cell::Text(format!("MPN-{mpn:03}")),
+        quantity: Cell::Number((n % 10_000) as f64 * 0.25),
+        start_time_utc: Cell::Text("2024-01-01 00:00:00".into()),
+        end_time_utc: Cell::Text("2024-01-31 23:59:59".into()),
+        asset_search_criteria: Cell::Text("asset.id".into()),
+        asset_search_value: Cell::Text(format!("AS-{asset:06}")),
+        category_id: Cell::Text("generic_category".into()),
+        ..UsageRow::default()
+    }
+}
+
+/// Child side: writes `rows` rows to `path` and reports.
+pub fn child(rows: u64, path: &Path) -> Result<ChildReport, String> {
+    let started = Instant::now();
+    let stats = write_workbook(path, (0..rows).map(bench_row)).map_err(|e| e.to_string())?;
+    Ok(ChildReport {
+        seconds: started.elapsed().as_secs_f64(),
+        peak_rss_kb: measure::peak_rss_kb(),
+        cpu_seconds: measure::cpu_seconds(),
+        bytes: stats.bytes,
+    })
+}
+
+pub struct Comparison {
+    pub rows: u64,
+    pub rust: ChildReport,
+    pub python: ChildReport,
+}
+
+/// Parent side: one Rust child and one openpyxl child per size.
+pub fn run(sizes: &[u64], python: &Path, dir: &Path) -> Result<Vec<Comparison>, String> {
+    let mut comparisons = Vec::new();
+    for &rows in sizes {
+        let rust_path = dir.join(format!("rust-{rows}.xlsx"));
+        let child = measure::spawn_self(
+            &["workbook", &rows.to_string(), &rust_path.to_string_lossy()],
+            &BTreeMap::new(),
+        )
+        .map_err(|e| e.to_string())?;
+        let rust = measure::collect(child, "rust workbook")?;
+        let _ = std::fs::remove_file(&rust_path);
+
+        eprintln!("  {rows} rows: rust {:.3} s; openpyxl…", rust.seconds);
+        let python_path = dir.join(format!("python-{rows}.xlsx"));
+        let child = Command::new(python)
+            .arg(crate::python::script())
+            .arg(rows.to_string())
+            .arg(&python_path)
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|e| e.to_string())?;
+        let python_report = measure::collect(child, "openpyxl workbook")?;
+        let _ = std::fs::remove_file(&python_path);
+        comparisons.push(Comparison {
+            rows,
+            rust,
+            python: python_report,
+        });
+    }
+    Ok(comparisons)
+}
+
+pub fn table(comparisons: &[Comparison]) -> String {
+    let mut out = String::from(
+        "| rows | Rust time | openpyxl time | ratio (Python/Rust) | Rust peak RSS | openpyxl peak RSS | Rust file | openpyxl file |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for c in comparisons {
+        out.push_str(&format!(
+            "| {} | {:.3} s | {:.3} s | **{:.1}×** | {} | {} | {} | {} |\n",
+            c.rows,
+            c.rust.seconds,
+            c.python.seconds,
+            c.python.seconds / c.rust.seconds,
+            measure::mib(c.rust.peak_rss_kb),
+            measure::mib(c.python.peak_rss_kb),
+            measure::mib(c.rust.bytes / 1024),
+            measure::mib(c.python.bytes / 1024),
+        ));
+    }
+    out
+}
