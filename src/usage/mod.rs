@@ -11,5 +11,6 @@ pub mod resolve;
 pub mod source;
 pub mod summary;
 pub mod template;
+mod unpacked;
 pub mod validate_command;
 pub mod workbook;

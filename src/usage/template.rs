@@ -5,7 +5,8 @@
 //! can never disagree about what a valid workbook is.
 //!
 //! Reading streams the `usage_records` sheet cell by cell (calamine's cell reader), so validating
-//! a million-row workbook holds one row at a time; only [`read_workbook`] collects rows.
+//! a million-row workbook holds one row at a time; only [`read_workbook`] collects rows. What
+//! the reader would hold whole is bounded first (`unpacked`): zip bombs are refused unread.
 
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, HashSet};
@@ -18,6 +19,7 @@ use std::str::FromStr;
 use calamine::{DataRef, Reader, Xlsx};
 
 use crate::usage::period::{format_time, parse_time, Period};
+use crate::usage::unpacked;
 
 /// The sheet the platform reads records from.
 pub const SHEET: &str = "usage_records";
@@ -663,10 +665,13 @@ fn column_bit(column: &str) -> u32 {
 /// Streams the data rows of [`SHEET`] to `on_row`, pushing structural problems to `problems`
 /// in sheet order. Never panics: a reader failure on hostile bytes becomes a problem.
 fn scan<R: Read + Seek>(
-    workbook: R,
+    mut workbook: R,
     problems: &mut Vec<Problem>,
     on_row: impl FnMut(DataRow, &mut Vec<Problem>),
 ) {
+    if let Err(message) = unpacked::check(&mut workbook) {
+        return problems.push(Problem::workbook(message));
+    }
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
         scan_sheet(workbook, SheetRows::new(&mut *problems, on_row))
     }));

@@ -1,8 +1,17 @@
 //! CSV records: a header row naming the fields (any order, extra columns ignored), then one
 //! record per row. Quoted fields may hold commas, quotes and line breaks.
+//!
+//! The CSV reader buffers a whole row before it hands it on, so rows are measured on the way
+//! in ([`RowLimit`]): a row larger than [`MAX_RECORD_BYTES`] ends the source instead of being
+//! buffered. It is almost always an unclosed quote, after which no row boundary can be trusted:
+//! reading on would silently swallow the rest of the file.
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 
 use futures::StreamExt;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, ReadBuf};
 
 use super::{broken, RecordStream, SourceError, MAX_RECORD_BYTES};
 use crate::usage::record::{BadReason, BadRecord, RawRecord, FIELDS};
@@ -24,7 +33,7 @@ pub(super) fn records(
         let mut reader = csv_async::AsyncReaderBuilder::new()
             .flexible(true)
             .trim(csv_async::Trim::All)
-            .create_reader(reader);
+            .create_reader(RowLimit::new(reader));
         let headers = reader
             .headers()
             .await
@@ -49,13 +58,6 @@ pub(super) fn records(
         let rows = reader.into_records().map(move |row| match row {
             Ok(row) => {
                 let line = row.position().map(|p| p.line()).unwrap_or_default();
-                if row.as_slice().len() > MAX_RECORD_BYTES {
-                    return Ok(Err(BadRecord::new(
-                        line,
-                        BadReason::UnparsableField,
-                        "the row is larger than 1 MiB",
-                    )));
-                }
                 let mut record = RawRecord {
                     line,
                     ..Default::default()
@@ -88,6 +90,101 @@ pub(super) fn records(
         })
         .flatten()
         .boxed()
+}
+
+/// Where the CSV grammar is within a row (the reader's own states, reduced to what decides
+/// where a row ends: a line break outside quotes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RowState {
+    FieldStart,
+    Unquoted,
+    Quoted,
+    /// A quote inside a quoted field: closes it, or escapes a second quote.
+    QuoteInQuoted,
+}
+
+/// Passes the source through, failing it once a row grows beyond [`MAX_RECORD_BYTES`].
+struct RowLimit<R> {
+    inner: R,
+    state: RowState,
+    row_bytes: usize,
+    /// Line breaks seen so far, for naming the row that is too large.
+    lines: u64,
+    row_line: u64,
+}
+
+impl<R> RowLimit<R> {
+    fn new(inner: R) -> Self {
+        RowLimit {
+            inner,
+            state: RowState::FieldStart,
+            row_bytes: 0,
+            lines: 0,
+            row_line: 1,
+        }
+    }
+
+    /// Follows `bytes`; an error once the current row is too large.
+    fn scan(&mut self, bytes: &[u8]) -> io::Result<()> {
+        for &byte in bytes {
+            let row_ends = match (self.state, byte) {
+                (RowState::Quoted, b'"') => {
+                    self.state = RowState::QuoteInQuoted;
+                    false
+                }
+                (RowState::Quoted, _) => false,
+                (RowState::FieldStart, b'"') | (RowState::QuoteInQuoted, b'"') => {
+                    self.state = RowState::Quoted;
+                    false
+                }
+                (_, b',') => {
+                    self.state = RowState::FieldStart;
+                    false
+                }
+                (_, b'\n' | b'\r') => true,
+                _ => {
+                    self.state = RowState::Unquoted;
+                    false
+                }
+            };
+            if byte == b'\n' {
+                self.lines += 1;
+            }
+            if row_ends {
+                self.state = RowState::FieldStart;
+                self.row_bytes = 0;
+                self.row_line = self.lines + 1;
+                continue;
+            }
+            self.row_bytes += 1;
+            if self.row_bytes > MAX_RECORD_BYTES {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the row at line {} is larger than 1 MiB (an unclosed quote?); \
+                         the rest of the file cannot be split into rows reliably",
+                        self.row_line
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for RowLimit<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) => Poll::Ready(this.scan(&buf.filled()[before..])),
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -139,6 +236,35 @@ mod tests {
             .to_string();
         assert!(error.contains("start_time_utc"), "{error}");
         assert!(error.contains("test.csv"), "{error}");
+    }
+
+    #[tokio::test]
+    async fn an_unclosed_quote_ends_the_source_at_the_row_limit() {
+        let text = format!(
+            "subscription_id,item_mpn,quantity,start_time_utc,end_time_utc\n\
+             AS-1,M,1,a,b\n\
+             \"AS-2,M,1,a,b\n{}",
+            "AS-3,M,1,a,b\n".repeat(MAX_RECORD_BYTES / 10)
+        );
+        let data: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
+        let mut rows = records(Box::new(data), "t.csv".into());
+        assert!(rows.next().await.unwrap().unwrap().is_ok());
+        let error = rows.next().await.unwrap().unwrap_err().to_string();
+        assert!(error.contains("t.csv"), "{error}");
+        assert!(error.contains("line 3 is larger than 1 MiB"), "{error}");
+        assert!(rows.next().await.is_none());
+    }
+
+    #[test]
+    fn line_breaks_and_quotes_inside_quoted_fields_do_not_count_as_rows() {
+        let mut scanner = RowLimit::new(());
+        let row = "a,\"x\"\"\n\",b\"c\n";
+        scanner.scan(row.as_bytes()).unwrap();
+        assert_eq!(
+            (scanner.state, scanner.row_bytes),
+            (RowState::FieldStart, 0)
+        );
+        assert_eq!(scanner.row_line, 3);
     }
 
     #[tokio::test]
