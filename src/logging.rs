@@ -1,8 +1,15 @@
 //! Tracing set-up: human-readable text on a terminal, JSON lines otherwise (or as `LOG_FORMAT`
 //! says). `RUST_LOG` filters as usual; the default is `info`.
+//!
+//! Whatever `RUST_LOG` asks, TRACE events of the websocket library are dropped: they quote the
+//! handshake request (`Authorization` included) and every message (secure variables included)
+//! verbatim, and secrets never go to logs.
 
 use std::io::IsTerminal;
 
+use tracing::{Level, Metadata};
+use tracing_subscriber::filter::filter_fn;
+use tracing_subscriber::prelude::*;
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::LogFormat;
@@ -21,9 +28,17 @@ pub fn init_with_default(format: Option<LogFormat>, default_filter: &str) {
     });
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default_filter));
-    let builder = fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    let layer = fmt::layer().with_writer(std::io::stderr);
+    let layer = match format {
+        LogFormat::Text => layer.boxed(),
+        LogFormat::Json => layer.json().flatten_event(true).boxed(),
     };
+    let _ = tracing_subscriber::registry()
+        .with(filter)
+        .with(layer.with_filter(filter_fn(quotes_no_credentials)))
+        .try_init();
+}
+
+fn quotes_no_credentials(metadata: &Metadata<'_>) -> bool {
+    *metadata.level() < Level::TRACE || !metadata.target().contains("tungstenite")
 }
