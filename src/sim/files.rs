@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::file_body;
 use super::lifecycle::{Action, Status};
 use super::processing::{self, Processed};
-use super::state::{FileEvent, FileSummary, SimState, World};
+use super::state::{FileEvent, FileSummary, Inner, SimState, World};
 use super::usage_file::{Actor, Upload, UsageFile};
 use crate::usage::template::UsageRow;
 
@@ -151,13 +151,25 @@ impl SimState {
     }
 
     /// Every file as the list endpoint renders it.
-    pub(crate) fn file_list_json(&self) -> Vec<Value> {
-        let inner = self.lock();
-        inner
-            .files
-            .values()
-            .map(|file| file.list_json(&inner.world.catalogue))
-            .collect()
+    /// Runs `answer` over every file's list rendering, rendering only files that changed since
+    /// the last listing.
+    pub(crate) fn with_file_list<R>(
+        &self,
+        answer: impl FnOnce(&mut dyn Iterator<Item = &Value>) -> R,
+    ) -> R {
+        let mut inner = self.lock();
+        let Inner {
+            world,
+            files,
+            file_list_cache,
+            ..
+        } = &mut *inner;
+        for (id, file) in files.iter() {
+            if !file_list_cache.contains_key(id) {
+                file_list_cache.insert(id.clone(), file.list_json(&world.catalogue));
+            }
+        }
+        answer(&mut file_list_cache.values())
     }
 
     pub fn files(&self) -> Vec<FileSummary> {
@@ -208,6 +220,7 @@ impl SimState {
     ) -> Result<R, ApiError> {
         let mut inner = self.lock();
         let world = Arc::clone(&inner.world);
+        inner.file_list_cache.remove(id);
         let file = inner
             .files
             .get_mut(id)

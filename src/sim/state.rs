@@ -85,6 +85,9 @@ pub(crate) struct World {
 pub(crate) struct Inner {
     pub world: Arc<World>,
     pub files: BTreeMap<String, UsageFile>,
+    /// Each file's list rendering, kept until the file changes: listing thousands of files
+    /// per request must not re-render every one of them each time.
+    pub file_list_cache: BTreeMap<String, Value>,
     pub file_serial: u64,
     webhooks: Vec<Value>,
     served_usage: BTreeMap<Option<Period>, ServedUsage>,
@@ -111,6 +114,7 @@ impl SimState {
             inner: Mutex::new(Inner {
                 world: Arc::new(world(Catalogue::default())),
                 files: BTreeMap::new(),
+                file_list_cache: BTreeMap::new(),
                 file_serial: 0,
                 webhooks: Vec::new(),
                 served_usage: BTreeMap::new(),
@@ -146,6 +150,7 @@ impl SimState {
         let mut inner = self.lock();
         inner.world = Arc::new(world(catalogue));
         inner.files.clear();
+        inner.file_list_cache.clear();
         summary
     }
 

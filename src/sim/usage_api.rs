@@ -45,7 +45,7 @@ async fn list_files(
     State(state): State<Arc<SimState>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    list(&state, &state.file_list_json(), q)
+    state.with_file_list(|files| list(&state, files, q))
 }
 
 async fn file(

@@ -151,20 +151,33 @@ impl Catalog {
         subscription_ids: impl IntoIterator<Item = String>,
     ) -> Result<HashMap<String, AssetMatch>, ConnectError> {
         let wanted: HashSet<String> = subscription_ids.into_iter().collect();
+        // Each page is boiled down to what the report keeps as soon as it arrives: full asset
+        // models (items, parameters) for every subscription at once would be most of the
+        // report's peak memory.
         let found = self
             .per_batch(wanted.iter().cloned(), |batch| {
                 let query = Query::new(self.asset_filter(batch)).select(["-configuration"]);
                 let client = self.client.clone();
-                async move { client.assets(query).await }
+                let wanted = &wanted;
+                async move {
+                    let assets = client.assets(query).await?;
+                    Ok(assets
+                        .into_iter()
+                        .filter_map(|asset| {
+                            let key = self
+                                .subscription_key(&asset)
+                                .filter(|k| wanted.contains(k))?;
+                            Some((key, self.resolved(asset)))
+                        })
+                        .collect())
+                }
             })
             .await?;
-        let mut matches: HashMap<String, Vec<Asset>> = HashMap::new();
-        for asset in found {
-            if let Some(key) = self.subscription_key(&asset).filter(|k| wanted.contains(k)) {
-                let entry = matches.entry(key).or_default();
-                if !entry.iter().any(|a| a.id == asset.id) {
-                    entry.push(asset);
-                }
+        let mut matches: HashMap<String, Vec<ResolvedAsset>> = HashMap::new();
+        for (key, asset) in found {
+            let entry = matches.entry(key).or_default();
+            if !entry.iter().any(|a| a.id == asset.id) {
+                entry.push(asset);
             }
         }
         Ok(wanted
@@ -173,15 +186,7 @@ impl Catalog {
                 let resolved = match matches.remove(&key) {
                     None => AssetMatch::Unknown,
                     Some(mut assets) if assets.len() == 1 => {
-                        let asset = assets.pop().expect("one asset");
-                        AssetMatch::Found(Arc::new(ResolvedAsset {
-                            search: self.workbook_search(&asset),
-                            recon_id: asset.reconciliation_param().and_then(|p| p.value.clone()),
-                            id: asset.id,
-                            contract_id: asset.contract.id,
-                            product_id: asset.product.id,
-                            marketplace_id: asset.marketplace.id,
-                        }))
+                        AssetMatch::Found(Arc::new(assets.pop().expect("one asset")))
                     }
                     Some(assets) => {
                         AssetMatch::Ambiguous(assets.into_iter().map(|a| a.id).collect())
@@ -190,6 +195,17 @@ impl Catalog {
                 (key, resolved)
             })
             .collect())
+    }
+
+    fn resolved(&self, asset: Asset) -> ResolvedAsset {
+        ResolvedAsset {
+            search: self.workbook_search(&asset),
+            recon_id: asset.reconciliation_param().and_then(|p| p.value.clone()),
+            id: asset.id,
+            contract_id: asset.contract.id,
+            product_id: asset.product.id,
+            marketplace_id: asset.marketplace.id,
+        }
     }
 
     fn item_key(&self, item: &Item) -> Option<String> {
