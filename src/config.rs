@@ -134,6 +134,10 @@ pub struct ConnectionSettings {
     pub unsecure: bool,
     pub ssl_cert_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    /// Backoff scale of REST retries (`API_RETRY_BASE_MS`); tests and soaks shrink it.
+    pub retry_base_delay: Duration,
+    /// Longest single REST retry wait, `Retry-After` included (`API_RETRY_MAX_MS`).
+    pub retry_max_delay: Duration,
 }
 
 impl ConnectionSettings {
@@ -237,6 +241,8 @@ const CONNECTION_KEYS: &[&str] = &[
     "connect_unsecure",
     "ssl_cert_file",
     "log_format",
+    "api_retry_base_ms",
+    "api_retry_max_ms",
 ];
 
 impl SettingsSources {
@@ -402,6 +408,18 @@ impl Settings {
             unsecure,
             ssl_cert_file,
             log_format,
+            retry_base_delay: Duration::from_millis(parse_number(
+                "API_RETRY_BASE_MS",
+                get("api_retry_base_ms"),
+                1000,
+                1,
+            )?),
+            retry_max_delay: Duration::from_millis(parse_number(
+                "API_RETRY_MAX_MS",
+                get("api_retry_max_ms"),
+                60_000,
+                1,
+            )?),
         };
 
         let report_period = get("report_period")
@@ -520,6 +538,8 @@ mod tests {
         assert_eq!(settings.report.asset_search_criteria, AssetCriteria::Id);
         assert_eq!(settings.report.item_search_criteria, ItemCriteria::Mpn);
         assert!(settings.connection.api_key.is_none());
+        assert_eq!(settings.connection.retry_base_delay, Duration::from_secs(1));
+        assert_eq!(settings.connection.retry_max_delay, Duration::from_secs(60));
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl ClientOptions {
     }
 
     /// Options for the configured Connect (`API_KEY`, `SERVER_ADDRESS`/`API_ADDRESS`,
-    /// `--unsecure`, `SSL_CERT_FILE`, `API_CONCURRENCY`).
+    /// `--unsecure`, `SSL_CERT_FILE`, `API_CONCURRENCY`, `API_RETRY_BASE_MS`, `API_RETRY_MAX_MS`).
     pub fn from_settings(settings: &Settings) -> Result<Self, ConnectError> {
         let connection = &settings.connection;
         let api_key = connection
@@ -56,6 +56,8 @@ impl ClientOptions {
         let mut options = ClientOptions::new(connection.rest_base_url(), api_key.clone());
         options.concurrency = settings.report.api_concurrency;
         options.extra_ca_file = connection.ssl_cert_file.clone();
+        options.base_delay = connection.retry_base_delay;
+        options.max_delay = connection.retry_max_delay;
         Ok(options)
     }
 }
@@ -91,12 +93,16 @@ mod tests {
             ("API_KEY", "ApiKey SU-1:secret"),
             ("API_ADDRESS", "api.example.com:8443"),
             ("API_CONCURRENCY", "3"),
+            ("API_RETRY_BASE_MS", "5"),
+            ("API_RETRY_MAX_MS", "40"),
         ]))
         .unwrap();
         assert_eq!(options.base_url, "https://api.example.com:8443/public/v1");
         assert_eq!(options.api_key.expose(), "ApiKey SU-1:secret");
         assert_eq!(options.concurrency, 3);
         assert_eq!(options.page_size, 100);
+        assert_eq!(options.base_delay, Duration::from_millis(5));
+        assert_eq!(options.max_delay, Duration::from_millis(40));
         assert!(!format!("{options:?}").contains("secret"));
     }
 

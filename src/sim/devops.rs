@@ -91,6 +91,8 @@ enum Command {
 struct Connection {
     runner_type: Option<String>,
     handshaken: bool,
+    /// Told to close or drop: no new tasks go to it (they would die with it).
+    closing: bool,
     commands: mpsc::UnboundedSender<Command>,
 }
 
@@ -356,12 +358,12 @@ impl DevopsHub {
 
     /// Cuts every connection without a close frame.
     pub fn drop_connections(&self) {
-        self.command_all(|| Command::Drop);
+        self.end_all(|| Command::Drop);
     }
 
     /// Closes every connection with `code`.
     pub fn close_connections(&self, code: u16) {
-        self.command_all(|| Command::Close(code));
+        self.end_all(|| Command::Close(code));
     }
 
     /// Makes the current connections stop reading, answering pings and sending; later
@@ -456,6 +458,16 @@ impl DevopsHub {
         }
     }
 
+    /// Sends a closing command to every connection and stops handing them tasks: a connection
+    /// stays registered until its socket is gone, and a task queued behind the close would
+    /// be lost with it rather than wait for the next connection.
+    fn end_all(&self, command: impl Fn() -> Command) {
+        for connection in self.lock().connections.values_mut() {
+            connection.closing = true;
+            let _ = connection.commands.send(command());
+        }
+    }
+
     fn protocol_error(&self, hub: &mut Hub, connection: u64, problem: String) {
         tracing::warn!(connection, %problem, "runner protocol error");
         hub.protocol_errors
@@ -474,7 +486,7 @@ impl DevopsHub {
             let target = hub
                 .connections
                 .values()
-                .filter(|c| c.handshaken)
+                .filter(|c| c.handshaken && !c.closing)
                 .max_by_key(|c| c.runner_type.as_deref() == Some(preferred));
             let sent = target.is_some_and(|c| {
                 let text = ServerMessage::Task(task.clone()).encode();
@@ -632,6 +644,7 @@ impl DevopsHub {
             Connection {
                 runner_type: query.runner_type.clone(),
                 handshaken: false,
+                closing: false,
                 commands,
             },
         );

@@ -2,15 +2,25 @@
 //! and with other replicas doing the same at the same time.
 //!
 //! The platform is the only state: every run looks the group's `external_id` up first and acts
-//! on what it finds — `pending`/`accepted`/`closed` are done, `ready` is submitted, `draft` and
-//! `invalid` are leftovers of an interrupted or broken run and are deleted and rebuilt, files
-//! still `processing` are waited for, `rejected` belongs to the event handler.
+//! on what it finds — `pending`/`accepted`/`closed` are done, `ready` is submitted, a `draft`
+//! is filled (uploaded to and submitted), an `invalid` file is a broken upload and is deleted
+//! and rebuilt, files still `processing` are waited for, `rejected` belongs to the event
+//! handler.
+//!
+//! A `draft` is either left over by an interrupted run or another replica's file that it is
+//! about to upload to; nothing tells the two apart. The workbook is the same whoever builds it,
+//! so the draft is filled rather than deleted: deleting it would break the other replica's run
+//! (its upload finds the file gone), and the two would take turns destroying each other's
+//! files. Two replicas filling one file upload the same rows; the platform keeps one upload,
+//! and whichever submit comes second finds the file already pending, which is success.
 //!
 //! Replicas: when two instances create a file for the same key, both see both when they look
 //! again (right after creating, and again right before submitting). The preferred file wins:
-//! one already submitted, else the earliest created, else the lowest id; the loser deletes its
-//! own file and leaves the group to the winner. Because both sides apply the same order to the
-//! same platform state, at most one file survives to be submitted.
+//! one already submitted, else the earliest created, else the lowest id; every look deletes the
+//! losers that can still be deleted — its own, and any other, such as a file whose create
+//! answer was lost while the client, looking for it, found the other replica's instead. Because
+//! every side applies the same order to the same platform state, at most one file survives to
+//! be submitted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -32,7 +42,8 @@ const DELETABLE: [&str; 3] = ["draft", "invalid", "ready"];
 /// What filing a group came to.
 #[derive(Debug, Clone, PartialEq)]
 pub enum FilingResult {
-    /// A new file was created, uploaded and submitted.
+    /// The group's workbook was built and uploaded here — into a new file, or into an empty
+    /// draft found for the key — and submitted.
     Created,
     /// An existing file (ready, or uploaded again after a rejection) was submitted.
     Submitted,
@@ -192,8 +203,13 @@ impl Filer {
                 status if PROCESSING.contains(&status) => {
                     self.wait_until_processed(&file.id).await?;
                 }
-                "draft" | "invalid" => {
-                    tracing::info!(file_id = %file.id, status = %file.status, key = %group.key, "deleting a leftover file to rebuild it");
+                "draft" => {
+                    tracing::info!(file_id = %file.id, key = %group.key, "filling an existing empty usage file");
+                    self.upload_and_submit(group, &file.id, outcome).await?;
+                    return Ok(FilingResult::Created);
+                }
+                "invalid" => {
+                    tracing::info!(file_id = %file.id, key = %group.key, "deleting an invalid file to rebuild it");
                     self.client.delete_usage_file(&file.id).await?;
                 }
                 other => {
@@ -229,18 +245,16 @@ impl Filer {
         Ok(Some(winner))
     }
 
-    /// True when `file_id` is (still) the preferred live file of the group; otherwise withdraws
-    /// it. A listing that does not show the file yet cannot prove another one won.
+    /// True when `file_id` is (still) the preferred live file of the group. Deletes the losers
+    /// on the way, `file_id` among them when another file won. A listing that does not show
+    /// the file at all cannot prove another one won.
     async fn still_preferred(&self, key: &GroupKey, file_id: &str) -> Result<bool, ConnectError> {
         let live = self.live_files(key).await?;
-        match preferred(&live) {
+        let listed = live.iter().any(|f| f.id == file_id);
+        match self.settle_duplicates(live).await? {
             Some(winner) if winner.id != file_id => {
                 tracing::warn!(file_id, winner = %winner.id, "another instance filed this group first; withdrawing our file");
-                let deletable = live
-                    .iter()
-                    .find(|f| f.id == file_id)
-                    .is_none_or(|ours| DELETABLE.contains(&ours.status.as_str()));
-                if deletable {
+                if !listed {
                     self.client.delete_usage_file(file_id).await?;
                 }
                 Ok(false)
@@ -285,8 +299,9 @@ impl Filer {
         Ok(FilingResult::Created)
     }
 
-    /// Writes the group's workbook, uploads it to `file_id`, waits for the platform to process
-    /// it and submits it. Used for new files and for rebuilds after a rejection.
+    /// Writes the group's workbook, uploads it to `file_id` (unless another instance already
+    /// did), waits for the platform to process it and submits it. Used for new files, empty
+    /// drafts and rebuilds after a rejection.
     pub async fn upload_and_submit(
         &self,
         group: &Arc<Group>,
@@ -297,8 +312,26 @@ impl Filer {
         let stats = build::write_group(group.clone(), self.period, path.clone()).await?;
         outcome.workbook = Some(path.clone());
         let bytes = read_workbook(&path).await?;
-        tracing::info!(file_id, rows = stats.rows, bytes = stats.bytes, key = %group.key, "uploading usage workbook");
-        self.client.upload_usage_file(file_id, bytes.into()).await?;
+        // Another replica filling the same file may have got its upload in while this one built
+        // the workbook (from the same source: the same rows). Uploading again would only send
+        // the file back to processing under that replica's submit, so carry on with it as is.
+        let current = self.client.usage_file(file_id).await?;
+        if uploaded_by_someone(&current.status) {
+            tracing::info!(file_id, status = %current.status, "another instance uploaded this file first");
+        } else {
+            tracing::info!(file_id, rows = stats.rows, bytes = stats.bytes, key = %group.key, "uploading usage workbook");
+            if let Err(error) = self.client.upload_usage_file(file_id, bytes.into()).await {
+                let status = self
+                    .client
+                    .usage_file(file_id)
+                    .await
+                    .map(|file| file.status);
+                if !status.is_ok_and(|status| uploaded_by_someone(&status)) {
+                    return Err(error.into());
+                }
+                tracing::info!(file_id, %error, "another instance uploaded this file first");
+            }
+        }
         let file = self.wait_until_processed(file_id).await?;
         match file.status.as_str() {
             "ready" => self.submit_if_still_preferred(group, file_id).await,
@@ -315,15 +348,31 @@ impl Filer {
         }
     }
 
+    /// Submits the ready `file_id` unless another file won the group. A replica filling the
+    /// same file may upload it again in between (back to processing): then it is waited for
+    /// and submitted once ready again.
     async fn submit_if_still_preferred(
         &self,
         group: &Arc<Group>,
         file_id: &str,
     ) -> Result<(), FilingError> {
-        if self.still_preferred(&group.key, file_id).await? {
-            self.client.submit_usage_file(file_id).await?;
+        for _ in 0..3 {
+            if !self.still_preferred(&group.key, file_id).await? {
+                return Ok(());
+            }
+            let Err(error) = self.client.submit_usage_file(file_id).await else {
+                return Ok(());
+            };
+            let file = self.wait_until_processed(file_id).await?;
+            match file.status.as_str() {
+                "ready" => tracing::info!(file_id, %error, "submitting again"),
+                status if DONE.contains(&status) => return Ok(()),
+                _ => return Err(error.into()),
+            }
         }
-        Ok(())
+        Err(FilingError::Group(format!(
+            "usage file {file_id} could not be submitted; a later run will retry"
+        )))
     }
 
     /// Polls the file with growing intervals until the platform has processed the upload.
@@ -346,6 +395,11 @@ impl Filer {
             interval = (interval * 2).min(Duration::from_secs(30));
         }
     }
+}
+
+/// The file holds an upload already: in processing, ready or submitted.
+fn uploaded_by_someone(status: &str) -> bool {
+    status == "ready" || PROCESSING.contains(&status) || DONE.contains(&status)
 }
 
 async fn read_workbook(path: &Path) -> Result<Vec<u8>, FilingError> {

@@ -4,6 +4,8 @@
 
 #![allow(dead_code)]
 
+pub mod task_ledger;
+
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -280,6 +282,12 @@ impl World {
     }
 
     pub async fn start_extension(&self) -> RunningExtension {
+        self.start_extension_with(&[]).await
+    }
+
+    /// Starts one more runner (another replica when one is already running), with `extra`
+    /// added to its environment, and waits until both its connections are handshaken.
+    pub async fn start_extension_with(&self, extra: &[(&str, &str)]) -> RunningExtension {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -287,8 +295,12 @@ impl World {
             )
             .with_test_writer()
             .try_init();
+        let mut env = self.runner_env();
+        for (k, v) in extra {
+            env.insert(k.to_string(), v.to_string());
+        }
         let sources = SettingsSources {
-            env: Some(self.runner_env()),
+            env: Some(env),
             ..SettingsSources::default()
         };
         let options = connect_payg::devops::RunnerOptions {
@@ -301,6 +313,7 @@ impl World {
         };
         let stop = tokio_util::sync::CancellationToken::new();
         let registry = connect_payg::handlers::registry().unwrap();
+        let before = self.sim.devops().stats();
         let task = tokio::spawn(connect_payg::devops::run_with(
             sources,
             registry,
@@ -310,8 +323,9 @@ impl World {
         assert!(
             self.sim
                 .devops()
-                .wait_until(Duration::from_secs(20), |s| s.handshakes >= 2
-                    && s.open >= 2)
+                .wait_until(Duration::from_secs(20), |s| s.handshakes
+                    >= before.handshakes + 2
+                    && s.open >= before.open + 2)
                 .await,
             "the runner connected"
         );

@@ -1,0 +1,356 @@
+//! Crash and restart (issue 8, part 2): the real binary's `report` killed with SIGKILL at
+//! chosen points of a run — right after a file was created, while an upload is on the wire,
+//! after an upload, once a file is ready but before it is submitted, at random moments, and
+//! several times in a row — then run again: the end state is the one an uninterrupted run
+//! reaches (one live file per group with exactly its rows, submitted), the file the killed
+//! run left behind is completed rather than replaced (no group ever gets a second file), and
+//! the restart succeeds. The deployed extension (`run`) is killed mid-schedule too.
+//!
+//! The simulator runs in this process; the kill points are read off its request counters and
+//! file states, and every REST call is delayed a little so that a kill lands mid-request.
+//! Long variant: `cargo test --release --test crash -- --ignored --nocapture`.
+
+mod common;
+
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{period, world, World};
+use connect_payg::sim::{BadRowSpec, Faults, SeedSpec, SimState};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::process::{Child, Command};
+
+/// Where in a run the process is killed.
+#[derive(Debug, Clone, Copy)]
+enum KillPoint {
+    /// Once this many files exist (the last one just created, nothing uploaded to it yet).
+    AfterCreate(usize),
+    /// Once this many uploads have reached the server (still in flight: calls are delayed).
+    MidUpload(u64),
+    /// Once this many files went to processing.
+    AfterUpload(usize),
+    /// Once this many files are ready (not yet submitted, or only just).
+    BeforeSubmit(usize),
+    /// After this long.
+    After(Duration),
+}
+
+fn files_that_reached(state: &SimState, status: &str) -> usize {
+    state
+        .files()
+        .iter()
+        .filter(|f| f.history.iter().any(|s| s == status))
+        .count()
+}
+
+impl KillPoint {
+    fn reached(&self, state: &SimState, since: Instant) -> bool {
+        match *self {
+            KillPoint::AfterCreate(n) => state.files().len() >= n,
+            KillPoint::MidUpload(n) => state.request_count("POST", "/usage/files/{id}/upload") >= n,
+            KillPoint::AfterUpload(n) => files_that_reached(state, "processing") >= n,
+            KillPoint::BeforeSubmit(n) => files_that_reached(state, "ready") >= n,
+            KillPoint::After(pause) => since.elapsed() >= pause,
+        }
+    }
+
+    /// A kill point of each kind, drawn for a world of `groups` groups.
+    fn draw_all(rng: &mut StdRng, groups: usize) -> Vec<KillPoint> {
+        let mut n = || rng.random_range(1..=groups);
+        let points = vec![
+            KillPoint::AfterCreate(n()),
+            KillPoint::MidUpload(n() as u64),
+            KillPoint::AfterUpload(n()),
+            KillPoint::BeforeSubmit(n()),
+        ];
+        let pause = Duration::from_millis(rng.random_range(50..1500));
+        points
+            .into_iter()
+            .chain([KillPoint::After(pause)])
+            .collect()
+    }
+}
+
+async fn crash_world(seed: u64, subscriptions: usize) -> World {
+    let world = world(
+        SeedSpec {
+            seed,
+            contracts: 4,
+            products: 3,
+            subscriptions,
+            ..SeedSpec::default()
+        },
+        BadRowSpec {
+            seed,
+            ..BadRowSpec::default()
+        },
+        period("2024-06"),
+    )
+    .await;
+    // Every call takes a little while, so that kills land inside requests.
+    world.sim.state().set_faults(Faults {
+        latency: Duration::from_millis(8),
+        ..Faults::default()
+    });
+    world
+}
+
+/// `connect-payg report` for the world's month, as a person would run it, with nothing from
+/// this process's environment.
+fn report(world: &World, out: &Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_connect-payg"))
+        .args(["report", "--unsecure", "--period"])
+        .arg(world.period.to_string())
+        .arg("--out")
+        .arg(out)
+        .current_dir(world.dir.path())
+        .env_clear()
+        .env("API_KEY", world.sim.api_key())
+        .env("SERVER_ADDRESS", world.sim.server_address())
+        .env("USAGE_SOURCE", world.usage_source())
+        .env("READY_POLL_INTERVAL_MS", "5")
+        .env("READY_TIMEOUT", "30")
+        .env("API_CONCURRENCY", "2")
+        .env("API_RETRY_BASE_MS", "2")
+        .env("API_RETRY_MAX_MS", "20")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts")
+}
+
+fn all_pending(world: &World) -> bool {
+    let live = world.live_files();
+    live.len() == world.usage.expected.groups.len() && live.iter().all(|f| f.status == "pending")
+}
+
+/// Every file's status, in creation order.
+fn statuses(world: &World) -> Vec<String> {
+    world
+        .sim
+        .state()
+        .files()
+        .into_iter()
+        .map(|f| f.status)
+        .collect()
+}
+
+/// Starts a run and SIGKILLs it at `point`; returns the files' statuses at the kill, or
+/// `None` when the run finished first.
+async fn run_and_kill(world: &World, point: KillPoint) -> Option<Vec<String>> {
+    let out = world.dir.path().join("out");
+    let mut child = report(world, &out);
+    let since = Instant::now();
+    let deadline = since + Duration::from_secs(60);
+    loop {
+        if point.reached(world.sim.state(), since) {
+            child.start_kill().expect("SIGKILL");
+            let status = child.wait().await.unwrap();
+            assert!(!status.success(), "{point:?}: killed, not finished");
+            return Some(statuses(world));
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "{point:?}: the run failed: {status}");
+            return None;
+        }
+        assert!(Instant::now() < deadline, "{point:?}: the run hangs");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// Runs the report to its end and returns how it exited and what it printed.
+async fn run_to_the_end(world: &World) -> (ExitStatus, String) {
+    let out = world.dir.path().join("out");
+    let child = report(world, &out);
+    let output = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the restart finishes")
+        .unwrap();
+    let text = format!(
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (output.status, text)
+}
+
+/// The promise after any crash: the restart succeeds, every group has exactly one live file
+/// with exactly its rows, submitted, and nothing that was given up on had been submitted.
+async fn assert_recovered(world: &World, what: &str) {
+    let (status, output) = run_to_the_end(world).await;
+    assert!(status.success(), "{what}: the restart failed\n{output}");
+    world.sim.state().clear_faults();
+    assert_completed_not_replaced(world, what).await;
+}
+
+/// The month is filed exactly, and the files a killed run left behind (empty, uploaded or
+/// ready) were completed, never replaced: no group ever got a second file.
+async fn assert_completed_not_replaced(world: &World, what: &str) {
+    world.assert_filed_exactly("pending").await;
+    assert_eq!(
+        world.sim.state().files().len(),
+        world.usage.expected.groups.len(),
+        "{what}: a second file was created for a group: {:#?}",
+        world.sim.state().files()
+    );
+}
+
+/// One world per kill point: kill there, restart, check.
+async fn kill_at_every_point(seed: u64, subscriptions: usize) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let groups = crash_world(seed, subscriptions)
+        .await
+        .usage
+        .expected
+        .groups
+        .len();
+    for point in KillPoint::draw_all(&mut rng, groups) {
+        let started = Instant::now();
+        let world = crash_world(seed, subscriptions).await;
+        let at_kill = run_and_kill(&world, point).await;
+        let what = format!("seed {seed}, {point:?}, statuses at the kill {at_kill:?}");
+        assert!(at_kill.is_some(), "{what}: the run ended before the kill");
+        assert_recovered(&world, &what).await;
+        eprintln!("{what}: recovered in {:.1?}", started.elapsed());
+    }
+}
+
+/// Several kills in a row at random moments, then a run to the end.
+async fn kill_again_and_again(seed: u64, subscriptions: usize, kills: usize) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let world = crash_world(seed, subscriptions).await;
+    let mut points = Vec::new();
+    for _ in 0..kills {
+        if all_pending(&world) {
+            break;
+        }
+        let point = KillPoint::After(Duration::from_millis(rng.random_range(30..900)));
+        points.push((point, run_and_kill(&world, point).await));
+    }
+    let what = format!("seed {seed}, kills {points:?}");
+    assert_recovered(&world, &what).await;
+    eprintln!("{what}: recovered");
+}
+
+/// `connect-payg run`, the extension as deployed, connected to the world's simulator.
+fn runner(world: &World) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_connect-payg"))
+        .args(["run", "--unsecure"])
+        .current_dir(world.dir.path())
+        .env_clear()
+        .env("API_KEY", world.sim.api_key())
+        .env("ENVIRONMENT_ID", world.sim.environment_id())
+        .env("SERVER_ADDRESS", world.sim.server_address())
+        .env("READY_POLL_INTERVAL_MS", "5")
+        .env("READY_TIMEOUT", "30")
+        .env("API_CONCURRENCY", "2")
+        .env("API_RETRY_BASE_MS", "2")
+        .env("API_RETRY_MAX_MS", "20")
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("the binary starts")
+}
+
+/// Starts the runner process and waits until both its connections are handshaken.
+async fn start_runner(world: &World) -> Child {
+    let hub = world.sim.devops();
+    let before = hub.stats().handshakes;
+    let child = runner(world);
+    assert!(
+        hub.wait_until(Duration::from_secs(30), |s| s.handshakes >= before + 2)
+            .await,
+        "the runner connected"
+    );
+    child
+}
+
+const SCHEDULE: &str = "generate_monthly_usage_reports";
+
+/// The deployed extension killed in the middle of the monthly schedule, restarted, and handed
+/// the schedule again (as the platform does with a task that was never answered).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runner_killed_mid_schedule_completes_when_the_schedule_comes_again() {
+    let seed = 3;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let groups = crash_world(seed, 400).await.usage.expected.groups.len();
+    for point in [
+        KillPoint::AfterCreate(rng.random_range(1..=groups)),
+        KillPoint::MidUpload(rng.random_range(1..=groups as u64)),
+        KillPoint::BeforeSubmit(rng.random_range(1..=groups)),
+    ] {
+        let world = crash_world(seed, 400).await;
+        world.set_extension_variables(&[]);
+        let hub = world.sim.devops();
+        let mut child = start_runner(&world).await;
+        let first = hub.fire_schedule(SCHEDULE);
+        let since = Instant::now();
+        while !point.reached(world.sim.state(), since) {
+            assert!(
+                hub.result(&first).is_none(),
+                "{point:?}: the schedule ended before the kill"
+            );
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        child.start_kill().expect("SIGKILL");
+        child.wait().await.unwrap();
+        let what = format!("{point:?}, statuses at the kill {:?}", statuses(&world));
+
+        let mut child = start_runner(&world).await;
+        let again = hub.fire_schedule(SCHEDULE);
+        let result = hub
+            .wait_for_result(&again, Duration::from_secs(60))
+            .await
+            .unwrap_or_else(|| panic!("{what}: the schedule was answered"));
+        assert_eq!(
+            result.output.result,
+            connect_payg::devops::protocol::ResultCode::Success,
+            "{what}: {:?}",
+            result.output.message
+        );
+        world.wait_until("every file is pending", all_pending).await;
+        child.start_kill().expect("SIGKILL");
+        child.wait().await.unwrap();
+        world.sim.state().clear_faults();
+        assert_completed_not_replaced(&world, &what).await;
+        assert!(
+            hub.result(&first).is_none(),
+            "{what}: the killed run never answered"
+        );
+        assert!(
+            hub.protocol_errors().is_empty(),
+            "{what}: {:#?}",
+            hub.protocol_errors()
+        );
+        eprintln!("{what}: recovered");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_at_any_point_completes_on_restart_without_duplicates() {
+    for seed in 1..=2 {
+        kill_at_every_point(seed, 400).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_killed_again_and_again_still_ends_with_one_file_per_group() {
+    kill_again_and_again(7, 400, 4).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+#[ignore = "long: cargo test --release --test crash -- --ignored"]
+async fn long_crash_soak() {
+    for seed in 100..115 {
+        kill_at_every_point(seed, 1_500).await;
+        kill_again_and_again(seed, 1_500, 8).await;
+    }
+}
