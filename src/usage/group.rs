@@ -11,7 +11,7 @@ use futures::StreamExt;
 
 use crate::connect::ConnectError;
 use crate::usage::period::Period;
-use crate::usage::record::{self, BadReason, BadRecord, OutOfScope, RecordIds, VendorRecord};
+use crate::usage::record::{BadReason, BadRecord, OutOfScope, RecordChecker, VendorRecord};
 use crate::usage::resolve::{AssetMatch, Catalog, ResolvedAsset, ResolvedItem, ResolvedProduct};
 use crate::usage::source::{RecordStream, SourceError};
 
@@ -102,12 +102,12 @@ pub async fn collect(
     catalog: &Catalog,
 ) -> Result<Collection, CollectError> {
     let mut collection = Collection::default();
-    let mut ids = RecordIds::default();
+    let mut checker = RecordChecker::new(period);
     let mut good: Vec<VendorRecord> = Vec::new();
     while let Some(item) = records.next().await {
         collection.records_read += 1;
         match item? {
-            Ok(raw) => match record::check(raw, period, &mut ids) {
+            Ok(raw) => match checker.check(raw) {
                 Ok(record) => good.push(record),
                 Err(bad) => collection.bad.push(bad),
             },
@@ -116,7 +116,7 @@ pub async fn collect(
     }
 
     let assets = catalog
-        .assets(good.iter().map(|r| r.subscription_id.clone()))
+        .assets(good.iter().map(|r| r.subscription_id.to_string()))
         .await?;
     let contracts = catalog
         .active_distribution_contracts(assets.values().filter_map(|m| match m {
@@ -139,7 +139,7 @@ pub async fn collect(
     let mut rows: BTreeMap<GroupKey, Vec<ReportRow>> = BTreeMap::new();
     for record in good {
         let line = record.line;
-        let asset = match &assets[&record.subscription_id] {
+        let asset = match &assets[&*record.subscription_id] {
             AssetMatch::Found(asset) => asset.clone(),
             AssetMatch::Unknown => {
                 collection.bad.push(BadRecord::new(
@@ -180,7 +180,7 @@ pub async fn collect(
                 .or_default() += 1;
             continue;
         }
-        let Some(item) = product.items.get(&record.item) else {
+        let Some(item) = product.items.get(&*record.item) else {
             collection.bad.push(BadRecord::new(
                 line,
                 BadReason::UnknownItem,
@@ -197,8 +197,7 @@ pub async fn collect(
                 reason,
                 format!(
                     "quantity {} does not fit the item's precision {:?}",
-                    record.quantity.as_str(),
-                    item.precision
+                    record.quantity, item.precision
                 ),
             ));
             continue;

@@ -7,6 +7,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::sync::Arc;
 
 use chrono::NaiveDateTime;
 use sha2::{Digest, Sha256};
@@ -28,7 +29,8 @@ pub const FIELDS: [&str; 7] = [
 /// One record as the source delivered it: every field as text, absent when missing or empty.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct RawRecord {
-    /// Line (CSV, JSON lines) or element number (JSON array), 1-based, for error reports.
+    /// 1-based line of the record (CSV, JSON lines) or of the start of its element (JSON
+    /// array), for error reports.
     pub line: u64,
     pub subscription_id: Option<String>,
     pub item_mpn: Option<String>,
@@ -57,11 +59,12 @@ impl RawRecord {
     }
 }
 
-/// A non-negative decimal quantity, kept as the vendor wrote it (normalised) so nothing is
-/// rounded on the way to the workbook.
-#[derive(Debug, Clone, PartialEq)]
+/// A non-negative decimal quantity. The workbook cell is a number, so the value is kept as
+/// one; the number of fractional digits the vendor wrote is kept to check the item's precision
+/// (nothing is rounded: a quantity that does not fit is refused).
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Quantity {
-    text: String,
+    value: f64,
     fraction_digits: u8,
 }
 
@@ -85,28 +88,20 @@ impl Quantity {
         }
         let fraction = fraction.trim_end_matches('0');
         let whole = whole.trim_start_matches('0');
-        let is_zero = whole.is_empty() && fraction.is_empty();
-        if negative && !is_zero {
+        if negative && !(whole.is_empty() && fraction.is_empty()) {
             return Err(QuantityError::Negative);
         }
-        let whole = if whole.is_empty() { "0" } else { whole };
-        let text = if fraction.is_empty() {
-            whole.to_string()
-        } else {
-            format!("{whole}.{fraction}")
-        };
+        let value: f64 = format!("0{whole}.{fraction}0")
+            .parse()
+            .map_err(|_| QuantityError::Unparsable)?;
         Ok(Quantity {
-            text,
+            value,
             fraction_digits: fraction.len() as u8,
         })
     }
 
-    pub fn as_str(&self) -> &str {
-        &self.text
-    }
-
     pub fn value(&self) -> f64 {
-        self.text.parse().expect("normalised decimal")
+        self.value
     }
 
     /// Whether the item's precision can hold this quantity exactly.
@@ -121,24 +116,32 @@ impl Quantity {
     }
 }
 
+impl fmt::Display for Quantity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.value)
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QuantityError {
     Unparsable,
     Negative,
 }
 
-/// A record that passed every check that needs only itself and the month.
+/// A record that passed every check that needs only itself and the month. Kept compact: a
+/// month's records are held until grouping is done, so subscription ids and item names are
+/// shared between the records that repeat them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VendorRecord {
     pub line: u64,
-    pub subscription_id: String,
-    pub item: String,
+    pub subscription_id: Arc<str>,
+    pub item: Arc<str>,
     pub quantity: Quantity,
     pub start: NaiveDateTime,
     pub end: NaiveDateTime,
-    /// The vendor's id, or a deterministic hash of the record (see [`RecordIds`]).
-    pub record_id: String,
-    pub note: Option<String>,
+    /// The vendor's id, or a deterministic hash of the record (see [`RecordChecker`]).
+    pub record_id: Box<str>,
+    pub note: Option<Box<str>>,
 }
 
 /// Why a record is bad: never uploaded, reported with its line.
@@ -257,116 +260,136 @@ fn time(line: u64, name: &str, value: &Option<String>) -> Result<NaiveDateTime, 
     })
 }
 
-/// Assigns record ids and refuses repeats across the whole source.
+/// Checks a source's records one by one, remembering what the checks across records need:
+/// the record ids seen (to refuse repeats) and the names records share.
 ///
 /// A vendor id is kept as is. A record without one gets `PAYG-<YYYYMM>-<hash>` over its content
 /// and the number of identical records seen before it, so re-reading the same data yields the
 /// same ids (rebuilds replace rows instead of adding them) and identical rows stay distinct.
-#[derive(Default)]
-pub struct RecordIds {
-    seen: HashSet<String>,
+pub struct RecordChecker {
+    period: Period,
+    /// Digests of the ids seen: 16 bytes a record, whatever the ids' length.
+    seen: HashSet<u128>,
     identical: HashMap<[u8; 16], u32>,
+    names: HashSet<Arc<str>>,
 }
 
-impl RecordIds {
+fn digest(parts: &[&str]) -> [u8; 16] {
+    let mut hasher = Sha256::new();
+    for part in parts {
+        hasher.update(part.as_bytes());
+        hasher.update([0x1f]);
+    }
+    hasher.finalize()[..16].try_into().expect("16 bytes")
+}
+
+impl RecordChecker {
+    pub fn new(period: Period) -> Self {
+        RecordChecker {
+            period,
+            seen: HashSet::new(),
+            identical: HashMap::new(),
+            names: HashSet::new(),
+        }
+    }
+
+    fn shared(&mut self, name: String) -> Arc<str> {
+        match self.names.get(name.as_str()) {
+            Some(shared) => shared.clone(),
+            None => {
+                let shared: Arc<str> = name.into();
+                self.names.insert(shared.clone());
+                shared
+            }
+        }
+    }
+
     fn assign(
         &mut self,
         line: u64,
         vendor_id: Option<String>,
         content: &[&str],
-        period: Period,
-    ) -> Result<String, BadRecord> {
+    ) -> Result<Box<str>, BadRecord> {
         let id = match vendor_id {
             Some(id) => id.trim().to_string(),
             None => {
-                let mut hasher = Sha256::new();
-                for part in content {
-                    hasher.update(part.as_bytes());
-                    hasher.update([0x1f]);
-                }
-                let digest: [u8; 16] = hasher.finalize()[..16].try_into().expect("16 bytes");
+                let digest = digest(content);
                 let occurrence = self.identical.entry(digest).or_default();
                 *occurrence += 1;
                 let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-                format!("PAYG-{}-{hex}-{}", period.compact(), occurrence)
+                format!("PAYG-{}-{hex}-{}", self.period.compact(), occurrence)
             }
         };
-        if !self.seen.insert(id.clone()) {
+        if !self.seen.insert(u128::from_be_bytes(digest(&[&id]))) {
             return Err(BadRecord::new(
                 line,
                 BadReason::DuplicateRecordId,
                 format!("record_id {id:?} repeats an earlier record"),
             ));
         }
-        Ok(id)
+        Ok(id.into_boxed_str())
     }
-}
 
-/// Every check that needs only the record and the month: fields present and parsable,
-/// quantity not negative, interval ordered and inside the month, record id unique.
-pub fn check(
-    raw: RawRecord,
-    period: Period,
-    ids: &mut RecordIds,
-) -> Result<VendorRecord, BadRecord> {
-    let line = raw.line;
-    let subscription_id = required(line, "subscription_id", &raw.subscription_id)?;
-    let item = required(line, "item_mpn", &raw.item_mpn)?;
-    let quantity_text = required(line, "quantity", &raw.quantity)?;
-    let start = time(line, "start_time_utc", &raw.start_time_utc)?;
-    let end = time(line, "end_time_utc", &raw.end_time_utc)?;
-    let quantity = Quantity::parse(&quantity_text).map_err(|error| match error {
-        QuantityError::Unparsable => BadRecord::new(
+    /// Every check that needs only the record and the month: fields present and parsable,
+    /// quantity not negative, interval ordered and inside the month, record id unique.
+    pub fn check(&mut self, raw: RawRecord) -> Result<VendorRecord, BadRecord> {
+        let line = raw.line;
+        let period = self.period;
+        let subscription_id = required(line, "subscription_id", &raw.subscription_id)?;
+        let item = required(line, "item_mpn", &raw.item_mpn)?;
+        let quantity_text = required(line, "quantity", &raw.quantity)?;
+        let start = time(line, "start_time_utc", &raw.start_time_utc)?;
+        let end = time(line, "end_time_utc", &raw.end_time_utc)?;
+        let quantity = Quantity::parse(&quantity_text).map_err(|error| match error {
+            QuantityError::Unparsable => BadRecord::new(
+                line,
+                BadReason::UnparsableField,
+                format!("quantity {quantity_text:?} is not a decimal number"),
+            ),
+            QuantityError::Negative => BadRecord::new(
+                line,
+                BadReason::NegativeQuantity,
+                format!("quantity {quantity_text} is negative"),
+            ),
+        })?;
+        if end < start {
+            return Err(BadRecord::new(
+                line,
+                BadReason::EndBeforeStart,
+                "end_time_utc is before start_time_utc",
+            ));
+        }
+        if !period.contains(start, end) {
+            return Err(BadRecord::new(
+                line,
+                BadReason::OutsidePeriod,
+                format!("the interval leaves {period}"),
+            ));
+        }
+        let note = raw.record_note.filter(|n| !n.is_empty());
+        let record_id = self.assign(
             line,
-            BadReason::UnparsableField,
-            format!("quantity {quantity_text:?} is not a decimal number"),
-        ),
-        QuantityError::Negative => BadRecord::new(
+            raw.record_id,
+            &[
+                &subscription_id,
+                &item,
+                &quantity.to_string(),
+                raw.start_time_utc.as_deref().unwrap_or_default(),
+                raw.end_time_utc.as_deref().unwrap_or_default(),
+                note.as_deref().unwrap_or_default(),
+            ],
+        )?;
+        Ok(VendorRecord {
             line,
-            BadReason::NegativeQuantity,
-            format!("quantity {quantity_text} is negative"),
-        ),
-    })?;
-    if end < start {
-        return Err(BadRecord::new(
-            line,
-            BadReason::EndBeforeStart,
-            "end_time_utc is before start_time_utc",
-        ));
+            subscription_id: self.shared(subscription_id),
+            item: self.shared(item),
+            quantity,
+            start,
+            end,
+            record_id,
+            note: note.map(String::into_boxed_str),
+        })
     }
-    if !period.contains(start, end) {
-        return Err(BadRecord::new(
-            line,
-            BadReason::OutsidePeriod,
-            format!("the interval leaves {period}"),
-        ));
-    }
-    let note = raw.record_note.filter(|n| !n.is_empty());
-    let start_text = raw.start_time_utc.as_deref().unwrap_or_default();
-    let end_text = raw.end_time_utc.as_deref().unwrap_or_default();
-    let record_id = ids.assign(
-        line,
-        raw.record_id,
-        &[
-            &subscription_id,
-            &item,
-            quantity.as_str(),
-            start_text,
-            end_text,
-            note.as_deref().unwrap_or_default(),
-        ],
-        period,
-    )?;
-    Ok(VendorRecord {
-        line,
-        subscription_id,
-        item,
-        quantity,
-        start,
-        end,
-        record_id,
-        note,
-    })
 }
 
 #[cfg(test)]
@@ -401,15 +424,16 @@ mod tests {
     }
 
     fn reason(fields: [&str; 7]) -> BadReason {
-        check(raw(fields), jan(), &mut RecordIds::default())
+        RecordChecker::new(jan())
+            .check(raw(fields))
             .unwrap_err()
             .reason
     }
 
     #[test]
     fn a_good_record_passes_with_a_derived_id() {
-        let record = check(raw(good()), jan(), &mut RecordIds::default()).unwrap();
-        assert_eq!(record.quantity.as_str(), "12.5");
+        let record = RecordChecker::new(jan()).check(raw(good())).unwrap();
+        assert_eq!(record.quantity.to_string(), "12.5");
         assert!(record.record_id.starts_with("PAYG-202401-"));
         assert_eq!(record.note.as_deref(), Some("a, \"quoted\" note"));
     }
@@ -417,9 +441,9 @@ mod tests {
     #[test]
     fn derived_ids_are_stable_and_distinct_for_identical_records() {
         let run = || {
-            let mut ids = RecordIds::default();
-            let a = check(raw(good()), jan(), &mut ids).unwrap().record_id;
-            let b = check(raw(good()), jan(), &mut ids).unwrap().record_id;
+            let mut checker = RecordChecker::new(jan());
+            let a = checker.check(raw(good())).unwrap().record_id;
+            let b = checker.check(raw(good())).unwrap().record_id;
             (a, b)
         };
         let (a, b) = run();
@@ -459,12 +483,12 @@ mod tests {
 
     #[test]
     fn repeated_vendor_ids_are_bad() {
-        let mut ids = RecordIds::default();
+        let mut checker = RecordChecker::new(jan());
         let mut fields = good();
         fields[5] = "R-1";
-        assert!(check(raw(fields), jan(), &mut ids).is_ok());
+        assert!(checker.check(raw(fields)).is_ok());
         fields[2] = "3";
-        let error = check(raw(fields), jan(), &mut ids).unwrap_err();
+        let error = checker.check(raw(fields)).unwrap_err();
         assert_eq!(error.reason, BadReason::DuplicateRecordId);
         assert_eq!(error.line, 7);
     }
@@ -472,10 +496,10 @@ mod tests {
     #[test]
     fn quantities_normalise_and_check_precision() {
         let q = |s| Quantity::parse(s).unwrap();
-        assert_eq!(q("007.100").as_str(), "7.1");
-        assert_eq!(q("-0").as_str(), "0");
-        assert_eq!(q(".5").as_str(), "0.5");
-        assert_eq!(q("3.").as_str(), "3");
+        assert_eq!(q("007.100").to_string(), "7.1");
+        assert_eq!(q("-0").to_string(), "0");
+        assert_eq!(q(".5").to_string(), "0.5");
+        assert_eq!(q("3.").to_string(), "3");
         assert!(q("3.0").fits(Precision::Integer).is_ok());
         assert_eq!(
             q("3.5").fits(Precision::Integer),
