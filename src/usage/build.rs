@@ -80,12 +80,26 @@ pub fn rules(group: &Group, period: Period) -> Rules {
     }
 }
 
+/// Workbooks written at once: writing is CPU-bound, so more than one per core only adds
+/// threads and buffers (many groups are filed concurrently, mostly waiting on the platform).
+fn writers() -> &'static tokio::sync::Semaphore {
+    static WRITERS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
+    WRITERS.get_or_init(|| {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        tokio::sync::Semaphore::new(cores)
+    })
+}
+
 /// Checks and writes the group's workbook to `path`.
 pub async fn write_group(
     group: Arc<Group>,
     period: Period,
     path: PathBuf,
 ) -> Result<WorkbookStats, BuildError> {
+    let _writer = writers()
+        .acquire()
+        .await
+        .map_err(|e| BuildError::Task(e.to_string()))?;
     tokio::task::spawn_blocking(move || write_group_blocking(&group, period, &path))
         .await
         .map_err(|e| BuildError::Task(e.to_string()))?

@@ -130,7 +130,9 @@ impl Reporter {
             bar.set_message("filing usage files");
         }
         let filer = self.filer(job);
-        let concurrency = self.settings.api_concurrency * 2;
+        // Filing a group is mostly waiting for the platform to process its upload, so many more
+        // groups are in progress than requests in flight (the client enforces API_CONCURRENCY).
+        let concurrency = self.settings.api_concurrency * 8;
         let outcomes: Vec<GroupOutcome> = futures::stream::iter(groups)
             .map(|group| {
                 let filer = &filer;
