@@ -153,11 +153,14 @@ mod tests {
         assert_eq!(variable("MAX_RESUBMISSIONS").initial_value, "2");
         assert_eq!(variable("ALERT_WEBHOOK_URL").initial_value, "");
         assert_eq!(variable("API_CONCURRENCY").initial_value, "8");
-        assert_eq!(
-            descriptor.variables.iter().filter(|v| v.secure).count(),
-            1,
-            "only USAGE_SOURCE_AUTH is secret"
-        );
+        let secure: Vec<&str> = descriptor
+            .variables
+            .iter()
+            .filter(|v| v.secure)
+            .map(|v| v.name.as_str())
+            .collect();
+        // Chat webhooks carry their token in the URL.
+        assert_eq!(secure, ["USAGE_SOURCE_AUTH", "ALERT_WEBHOOK_URL"]);
     }
 
     #[test]
