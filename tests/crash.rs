@@ -56,20 +56,18 @@ impl KillPoint {
         }
     }
 
-    /// A kill point of each kind, drawn for a world of `groups` groups.
-    fn draw_all(rng: &mut StdRng, groups: usize) -> Vec<KillPoint> {
+    /// A kill point of each kind, drawn for a world of `groups` groups whose uninterrupted
+    /// run takes `run_time`.
+    fn draw_all(rng: &mut StdRng, groups: usize, run_time: Duration) -> Vec<KillPoint> {
+        let pause = run_time.mul_f64(rng.random_range(0.05..0.95));
         let mut n = || rng.random_range(1..=groups);
-        let points = vec![
+        vec![
             KillPoint::AfterCreate(n()),
             KillPoint::MidUpload(n() as u64),
             KillPoint::AfterUpload(n()),
             KillPoint::BeforeSubmit(n()),
-        ];
-        let pause = Duration::from_millis(rng.random_range(50..1500));
-        points
-            .into_iter()
-            .chain([KillPoint::After(pause)])
-            .collect()
+            KillPoint::After(pause),
+        ]
     }
 }
 
@@ -203,13 +201,17 @@ async fn assert_completed_not_replaced(world: &World, what: &str) {
 /// One world per kill point: kill there, restart, check.
 async fn kill_at_every_point(seed: u64, subscriptions: usize) {
     let mut rng = StdRng::seed_from_u64(seed);
-    let groups = crash_world(seed, subscriptions)
-        .await
-        .usage
-        .expected
-        .groups
-        .len();
-    for point in KillPoint::draw_all(&mut rng, groups) {
+    // An uninterrupted run first, to know how long one takes here.
+    let reference = crash_world(seed, subscriptions).await;
+    let started = Instant::now();
+    let (status, output) = run_to_the_end(&reference).await;
+    assert!(
+        status.success(),
+        "seed {seed}: the reference run failed\n{output}"
+    );
+    let run_time = started.elapsed();
+    let groups = reference.usage.expected.groups.len();
+    for point in KillPoint::draw_all(&mut rng, groups, run_time) {
         let started = Instant::now();
         let world = crash_world(seed, subscriptions).await;
         let at_kill = run_and_kill(&world, point).await;

@@ -282,7 +282,7 @@ async fn two_runners_both_receiving_the_schedule_file_each_group_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 #[ignore = "long: cargo test --release --test replicas -- --ignored"]
 async fn long_replica_races() {
-    for seed in 100..140 {
+    for seed in 100..200 {
         let mut rng = StdRng::seed_from_u64(seed);
         race(Race {
             seed,

@@ -16,11 +16,11 @@
 //!
 //! Replicas: when two instances create a file for the same key, both see both when they look
 //! again (right after creating, and again right before submitting). The preferred file wins:
-//! one already submitted, else the earliest created, else the lowest id; every look deletes the
-//! losers that can still be deleted — its own, and any other, such as a file whose create
-//! answer was lost while the client, looking for it, found the other replica's instead. Because
-//! every side applies the same order to the same platform state, at most one file survives to
-//! be submitted.
+//! one already submitted, else the earliest created, else the lowest id; the loser deletes its
+//! own file and leaves the group to the winner, and every look also deletes losing drafts
+//! nobody will fill (a create whose answer was lost leaves one when the client, looking for
+//! it, finds the other replica's file instead). Because every side applies the same order to
+//! the same platform state, at most one file survives to be submitted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -245,22 +245,32 @@ impl Filer {
         Ok(Some(winner))
     }
 
-    /// True when `file_id` is (still) the preferred live file of the group. Deletes the losers
-    /// on the way, `file_id` among them when another file won. A listing that does not show
-    /// the file at all cannot prove another one won.
+    /// True when `file_id` is (still) the preferred live file of the group; otherwise withdraws
+    /// it. Also deletes losing drafts, such as the file of a create whose answer was lost while
+    /// the client, looking for it, found another replica's file instead: nobody else would.
+    /// Another replica's uploaded loser is left to it (it withdraws it at its own look before
+    /// submitting). A listing that does not show the file yet cannot prove another one won.
     async fn still_preferred(&self, key: &GroupKey, file_id: &str) -> Result<bool, ConnectError> {
         let live = self.live_files(key).await?;
-        let listed = live.iter().any(|f| f.id == file_id);
-        match self.settle_duplicates(live).await? {
-            Some(winner) if winner.id != file_id => {
-                tracing::warn!(file_id, winner = %winner.id, "another instance filed this group first; withdrawing our file");
-                if !listed {
-                    self.client.delete_usage_file(file_id).await?;
-                }
-                Ok(false)
-            }
-            _ => Ok(true),
+        let Some(winner) = preferred(&live).map(|f| f.id.clone()) else {
+            return Ok(true);
+        };
+        if winner != file_id && !live.iter().any(|f| f.id == file_id) {
+            self.client.delete_usage_file(file_id).await?;
         }
+        for file in live.iter().filter(|f| f.id != winner) {
+            let status = file.status.as_str();
+            let withdraw = if file.id == file_id {
+                DELETABLE.contains(&status)
+            } else {
+                status == "draft"
+            };
+            if withdraw {
+                tracing::warn!(file_id = %file.id, %winner, "another file won this group; deleting a losing one");
+                self.client.delete_usage_file(&file.id).await?;
+            }
+        }
+        Ok(winner == file_id)
     }
 
     fn new_file(&self, key: &GroupKey, currency: &str) -> NewUsageFile {

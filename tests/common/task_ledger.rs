@@ -23,6 +23,8 @@ use tracing_subscriber::{EnvFilter, Registry};
 /// The runner's own account of one task.
 #[derive(Debug, Clone, Default)]
 pub struct TaskRecord {
+    /// `scheduled`, `background` or `interactive`, as the runner logs it.
+    pub category: String,
     /// Times the handler started (the runner's "task started").
     pub started: usize,
     /// When the result was written to a socket, once per write ("result sent").
@@ -57,13 +59,17 @@ pub fn records() -> BTreeMap<String, TaskRecord> {
 
 struct TaskLedger;
 
-/// The span's `task_id`, kept in its extensions.
-struct SpanTask(String);
+/// The span's `task_id` and `category`, kept in its extensions.
+struct SpanTask {
+    task_id: String,
+    category: String,
+}
 
 #[derive(Default)]
 struct Fields {
     message: Option<String>,
     task_id: Option<String>,
+    category: Option<String>,
 }
 
 impl Visit for Fields {
@@ -81,6 +87,7 @@ impl Fields {
         match field.name() {
             "message" => self.message = Some(value),
             "task_id" => self.task_id = Some(value),
+            "category" => self.category = Some(value),
             _ => {}
         }
     }
@@ -94,7 +101,8 @@ where
         let mut fields = Fields::default();
         attributes.record(&mut fields);
         if let (Some(task_id), Some(span)) = (fields.task_id, ctx.span(id)) {
-            span.extensions_mut().insert(SpanTask(task_id));
+            let category = fields.category.unwrap_or_default();
+            span.extensions_mut().insert(SpanTask { task_id, category });
         }
     }
 
@@ -104,16 +112,23 @@ where
         let Some(message) = fields.message else {
             return;
         };
-        let task_id = fields.task_id.or_else(|| {
-            ctx.event_scope(event)?
-                .find_map(|span| span.extensions().get::<SpanTask>().map(|t| t.0.clone()))
+        let span_task = ctx.event_scope(event).and_then(|mut scope| {
+            scope.find_map(|span| {
+                let extensions = span.extensions();
+                let task = extensions.get::<SpanTask>()?;
+                Some((task.task_id.clone(), task.category.clone()))
+            })
         });
-        let Some(task_id) = task_id else {
+        let Some(task_id) = fields.task_id.or(span_task.as_ref().map(|t| t.0.clone())) else {
             return;
         };
         let mut ledger = ledger().lock().unwrap();
         match message.as_str() {
-            "task started" => ledger.entry(task_id).or_default().started += 1,
+            "task started" => {
+                let record = ledger.entry(task_id).or_default();
+                record.started += 1;
+                record.category = span_task.map(|t| t.1).unwrap_or_default();
+            }
             "result sent" => ledger
                 .entry(task_id)
                 .or_default()
