@@ -235,7 +235,7 @@ async fn handshake_declares_the_extension_on_both_connections() {
         .filter(|v| v.secure)
         .map(|v| v.name.as_str())
         .collect();
-    assert_eq!(secure, ["USAGE_SOURCE_AUTH"]);
+    assert_eq!(secure, ["USAGE_SOURCE_AUTH", "ALERT_WEBHOOK_URL"]);
 
     let mut runner_types: Vec<String> = devops
         .connect_queries()
