@@ -130,8 +130,7 @@ async fn submit(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state.require_file(&id)?;
-    json_body(&headers, &body, false)?;
+    action_body(&state, &id, &headers, &body)?;
     state.submit(&id).map(Json)
 }
 
@@ -141,8 +140,7 @@ async fn delete(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state.require_file(&id)?;
-    json_body(&headers, &body, false)?;
+    action_body(&state, &id, &headers, &body)?;
     state.delete(&id).map(Json)
 }
 
@@ -152,8 +150,7 @@ async fn accept(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state.require_file(&id)?;
-    let body = json_body(&headers, &body, false)?;
+    let body = action_body(&state, &id, &headers, &body)?;
     let note = optional_text(&body, "acceptance_note")?;
     state.accept(&id, note.as_deref()).map(Json)
 }
@@ -164,8 +161,7 @@ async fn reject(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state.require_file(&id)?;
-    let body = json_body(&headers, &body, false)?;
+    let body = action_body(&state, &id, &headers, &body)?;
     let note = optional_text(&body, "rejection_note")?;
     state.reject(&id, note.as_deref().unwrap_or("")).map(Json)
 }
@@ -176,9 +172,20 @@ async fn close(
     headers: HeaderMap,
     body: Bytes,
 ) -> Result<Json<Value>, ApiError> {
-    state.require_file(&id)?;
-    json_body(&headers, &body, false)?;
+    action_body(&state, &id, &headers, &body)?;
     state.close(&id).map(Json)
+}
+
+/// What every file action checks first: the file exists (404) and the body, if any, is a
+/// JSON object declared as such.
+fn action_body(
+    state: &SimState,
+    id: &str,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Value, ApiError> {
+    state.require_file(id)?;
+    json_body(headers, body, false)
 }
 
 async fn list_records(
