@@ -46,8 +46,8 @@ pub use faults::Faults;
 pub use seed::{SeedSpec, SeedSummary};
 pub use state::{FileEvent, FileSummary, RequestCounts, SimState};
 pub use vendor_usage::{
-    BadKind, BadRow, BadRowSpec, Correction, Expected, ExpectedGroup, ExpectedRow, OutOfScopeKind, UsageFormat,
-    VendorRecord, VendorUsage, VendorUsageError,
+    BadKind, BadRow, BadRowSpec, Correction, Expected, ExpectedGroup, ExpectedRow, OutOfScopeKind,
+    UsageFormat, VendorRecord, VendorUsage, VendorUsageError,
 };
 
 /// How long `shutdown` waits for open connections before cutting them.
