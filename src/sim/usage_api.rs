@@ -31,11 +31,32 @@ pub(crate) fn routes() -> Vec<(&'static str, Handler)> {
             "/usage/files/{id}/upload",
             post(upload).layer(DefaultBodyLimit::max(UPLOAD_LIMIT)),
         ),
-        ("/usage/files/{id}/submit", post(submit)),
-        ("/usage/files/{id}/delete", post(delete)),
-        ("/usage/files/{id}/accept", post(accept)),
-        ("/usage/files/{id}/reject", post(reject)),
-        ("/usage/files/{id}/close", post(close)),
+        (
+            "/usage/files/{id}/submit",
+            action(|state, id, _| state.submit(id)),
+        ),
+        (
+            "/usage/files/{id}/delete",
+            action(|state, id, _| state.delete(id)),
+        ),
+        (
+            "/usage/files/{id}/accept",
+            action(|state, id, body| {
+                let note = optional_text(&body, "acceptance_note")?;
+                state.accept(id, note.as_deref())
+            }),
+        ),
+        (
+            "/usage/files/{id}/reject",
+            action(|state, id, body| {
+                let note = optional_text(&body, "rejection_note")?;
+                state.reject(id, note.as_deref().unwrap_or(""))
+            }),
+        ),
+        (
+            "/usage/files/{id}/close",
+            action(|state, id, _| state.close(id)),
+        ),
         ("/usage/records", get(list_records)),
         ("/usage/records/{id}", get(record)),
     ]
@@ -124,68 +145,19 @@ async fn usage_file_part(
     }
 }
 
-async fn submit(
-    State(state): State<Arc<SimState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    action_body(&state, &id, &headers, &body)?;
-    state.submit(&id).map(Json)
-}
-
-async fn delete(
-    State(state): State<Arc<SimState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    action_body(&state, &id, &headers, &body)?;
-    state.delete(&id).map(Json)
-}
-
-async fn accept(
-    State(state): State<Arc<SimState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let body = action_body(&state, &id, &headers, &body)?;
-    let note = optional_text(&body, "acceptance_note")?;
-    state.accept(&id, note.as_deref()).map(Json)
-}
-
-async fn reject(
-    State(state): State<Arc<SimState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    let body = action_body(&state, &id, &headers, &body)?;
-    let note = optional_text(&body, "rejection_note")?;
-    state.reject(&id, note.as_deref().unwrap_or("")).map(Json)
-}
-
-async fn close(
-    State(state): State<Arc<SimState>>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Result<Json<Value>, ApiError> {
-    action_body(&state, &id, &headers, &body)?;
-    state.close(&id).map(Json)
-}
-
-/// What every file action checks first: the file exists (404) and the body, if any, is a
-/// JSON object declared as such.
-fn action_body(
-    state: &SimState,
-    id: &str,
-    headers: &HeaderMap,
-    body: &Bytes,
-) -> Result<Value, ApiError> {
-    state.require_file(id)?;
-    json_body(headers, body, false)
+/// A file action (`POST …/{id}/{action}`): the file must exist (404) and the body, if any,
+/// must be a JSON object declared as such; then `act` runs with that body.
+fn action(act: fn(&SimState, &str, Value) -> Result<Value, ApiError>) -> Handler {
+    post(
+        move |State(state): State<Arc<SimState>>,
+              Path(id): Path<String>,
+              headers: HeaderMap,
+              body: Bytes| async move {
+            state.require_file(&id)?;
+            let body = json_body(&headers, &body, false)?;
+            act(&state, &id, body).map(Json)
+        },
+    )
 }
 
 async fn list_records(
