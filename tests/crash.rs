@@ -59,7 +59,8 @@ impl KillPoint {
     /// A kill point of each kind, drawn for a world of `groups` groups whose uninterrupted
     /// run takes `run_time`.
     fn draw_all(rng: &mut StdRng, groups: usize, run_time: Duration) -> Vec<KillPoint> {
-        let pause = run_time.mul_f64(rng.random_range(0.05..0.95));
+        // Within the first half: a later run can be quicker than the reference (warm caches).
+        let pause = run_time.mul_f64(rng.random_range(0.05..0.5));
         let mut n = || rng.random_range(1..=groups);
         vec![
             KillPoint::AfterCreate(n()),
@@ -216,7 +217,13 @@ async fn kill_at_every_point(seed: u64, subscriptions: usize) {
         let world = crash_world(seed, subscriptions).await;
         let at_kill = run_and_kill(&world, point).await;
         let what = format!("seed {seed}, {point:?}, statuses at the kill {at_kill:?}");
-        assert!(at_kill.is_some(), "{what}: the run ended before the kill");
+        // The points tied to a request always land; a moment in time may come after a quick
+        // run has ended, which leaves nothing to recover but the same promise to check.
+        let timed = matches!(point, KillPoint::After(_));
+        assert!(
+            at_kill.is_some() || timed,
+            "{what}: the run ended before the kill"
+        );
         assert_recovered(&world, &what).await;
         eprintln!("{what}: recovered in {:.1?}", started.elapsed());
     }
