@@ -22,6 +22,7 @@
 //! it, finds the other replica's file instead). Because every side applies the same order to
 //! the same platform state, at most one file survives to be submitted.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -142,7 +143,51 @@ impl Filer {
     }
 
     /// Files the group, never returning an error: failures become a `Failed` outcome.
-    pub async fn file_group(&self, group: Arc<Group>) -> GroupOutcome {
+    /// Live files of many groups at once, in `in()` batches of external ids: a month's filing
+    /// starts without one lookup per group. Only a head start — every group still looks again
+    /// right after creating and right before submitting, which is what keeps replicas apart.
+    pub async fn live_files_of(
+        &self,
+        keys: impl IntoIterator<Item = &GroupKey>,
+    ) -> Result<HashMap<GroupKey, Vec<UsageFile>>, ConnectError> {
+        let wanted: HashMap<String, GroupKey> = keys
+            .into_iter()
+            .map(|key| (key.external_id(self.period), key.clone()))
+            .collect();
+        let ids: Vec<&String> = wanted.keys().collect();
+        let mut found: HashMap<GroupKey, Vec<UsageFile>> = wanted
+            .values()
+            .map(|key| (key.clone(), Vec::new()))
+            .collect();
+        for batch in ids.chunks(crate::usage::resolve::BATCH) {
+            let filter = Rql::all([
+                Rql::one_of("external_id", batch.iter().copied()),
+                Rql::ne("status", "deleted"),
+            ]);
+            for file in self.client.usage_files(filter).await? {
+                let Some(key) = file.external_id.as_ref().and_then(|id| wanted.get(id)) else {
+                    continue;
+                };
+                let same_group = file.product_id() == Some(key.product_id.as_str())
+                    && file.contract_id() == Some(key.contract_id.as_str());
+                if same_group {
+                    found
+                        .get_mut(key)
+                        .expect("every key has an entry")
+                        .push(file);
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// Files the group, never returning an error: failures become a `Failed` outcome.
+    /// `known` is the group's live files when the caller listed them already.
+    pub async fn file_group(
+        &self,
+        group: Arc<Group>,
+        known: Option<Vec<UsageFile>>,
+    ) -> GroupOutcome {
         let mut outcome = GroupOutcome {
             key: group.key.clone(),
             file_id: None,
@@ -151,7 +196,7 @@ impl Filer {
             workbook: None,
             error_detail: None,
         };
-        match self.file_group_inner(&group, &mut outcome).await {
+        match self.file_group_inner(&group, known, &mut outcome).await {
             Ok(result) => outcome.result = result,
             Err(error) => {
                 if let FilingError::Invalid { detail, .. } = &error {
@@ -171,6 +216,7 @@ impl Filer {
     async fn file_group_inner(
         &self,
         group: &Arc<Group>,
+        mut known: Option<Vec<UsageFile>>,
         outcome: &mut GroupOutcome,
     ) -> Result<FilingResult, FilingError> {
         let currency = group.currency.clone().map_err(FilingError::Group)?;
@@ -182,7 +228,10 @@ impl Filer {
         }
         // A few rounds at most: each round either finishes or removes a leftover file.
         for _ in 0..4 {
-            let live = self.live_files(&group.key).await?;
+            let live = match known.take() {
+                Some(files) => files,
+                None => self.live_files(&group.key).await?,
+            };
             let Some(file) = self.settle_duplicates(live).await? else {
                 return self.create_and_submit(group, &currency, outcome).await;
             };

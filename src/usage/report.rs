@@ -2,6 +2,7 @@
 //! rejection handler: read the month's records, group them, file each group, and account for
 //! every record.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -130,14 +131,25 @@ impl Reporter {
             bar.set_message("filing usage files");
         }
         let filer = self.filer(job);
+        let mut known = match job.dry_run {
+            true => HashMap::new(),
+            false => filer
+                .live_files_of(groups.iter().map(|g| &g.key))
+                .await
+                .unwrap_or_else(|error| {
+                    tracing::warn!(%error, "listing the month's files failed; looking them up one by one");
+                    HashMap::new()
+                }),
+        };
         // Filing a group is mostly waiting for the platform to process its upload, so many more
         // groups are in progress than requests in flight (the client enforces API_CONCURRENCY).
         let concurrency = self.settings.api_concurrency * 8;
         let outcomes: Vec<GroupOutcome> = futures::stream::iter(groups)
             .map(|group| {
                 let filer = &filer;
+                let known = known.remove(&group.key);
                 async move {
-                    let outcome = filer.file_group(group).await;
+                    let outcome = filer.file_group(group, known).await;
                     if let Some(bar) = progress {
                         bar.inc(1);
                     }
