@@ -96,19 +96,15 @@ async fn crash_world(seed: u64, subscriptions: usize) -> World {
     world
 }
 
-/// `connect-payg report` for the world's month, as a person would run it, with nothing from
-/// this process's environment.
-fn report(world: &World, out: &Path) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_connect-payg"))
-        .args(["report", "--unsecure", "--period"])
-        .arg(world.period.to_string())
-        .arg("--out")
-        .arg(out)
+/// The binary against the world's simulator, with nothing from this process's environment and
+/// test-sized waits.
+fn binary(world: &World) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_connect-payg"));
+    command
         .current_dir(world.dir.path())
         .env_clear()
         .env("API_KEY", world.sim.api_key())
         .env("SERVER_ADDRESS", world.sim.server_address())
-        .env("USAGE_SOURCE", world.usage_source())
         .env("READY_POLL_INTERVAL_MS", "5")
         .env("READY_TIMEOUT", "30")
         .env("API_CONCURRENCY", "2")
@@ -116,9 +112,20 @@ fn report(world: &World, out: &Path) -> Child {
         .env("API_RETRY_MAX_MS", "20")
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
+        .kill_on_drop(true);
+    command
+}
+
+/// `connect-payg report` for the world's month, as a person would run it.
+fn report(world: &World, out: &Path) -> Child {
+    binary(world)
+        .args(["report", "--unsecure", "--period"])
+        .arg(world.period.to_string())
+        .arg("--out")
+        .arg(out)
+        .env("USAGE_SOURCE", world.usage_source())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true)
         .spawn()
         .expect("the binary starts")
 }
@@ -248,23 +255,11 @@ async fn kill_again_and_again(seed: u64, subscriptions: usize, kills: usize) {
 
 /// `connect-payg run`, the extension as deployed, connected to the world's simulator.
 fn runner(world: &World) -> Child {
-    Command::new(env!("CARGO_BIN_EXE_connect-payg"))
+    binary(world)
         .args(["run", "--unsecure"])
-        .current_dir(world.dir.path())
-        .env_clear()
-        .env("API_KEY", world.sim.api_key())
         .env("ENVIRONMENT_ID", world.sim.environment_id())
-        .env("SERVER_ADDRESS", world.sim.server_address())
-        .env("READY_POLL_INTERVAL_MS", "5")
-        .env("READY_TIMEOUT", "30")
-        .env("API_CONCURRENCY", "2")
-        .env("API_RETRY_BASE_MS", "2")
-        .env("API_RETRY_MAX_MS", "20")
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
-        .kill_on_drop(true)
         .spawn()
         .expect("the binary starts")
 }

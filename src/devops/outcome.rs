@@ -90,12 +90,7 @@ pub(crate) fn runner_error(
     input: &TaskInput,
     message: String,
 ) -> TaskOutput {
-    match category {
-        TaskCategory::Interactive => interactive_failure(input, message),
-        TaskCategory::Background | TaskCategory::Scheduled => {
-            with_message(ResultCode::Retry, message)
-        }
-    }
+    failure(ResultCode::Retry, category, input, message)
 }
 
 /// The output when nothing can ever process the task (no handler for it): `fail`, so that the
@@ -105,11 +100,20 @@ pub(crate) fn unserviceable(
     input: &TaskInput,
     message: String,
 ) -> TaskOutput {
+    failure(ResultCode::Fail, category, input, message)
+}
+
+/// A failure answered as `code`, except interactive tasks, which always answer `fail` with the
+/// HTTP-like data object.
+fn failure(
+    code: ResultCode,
+    category: TaskCategory,
+    input: &TaskInput,
+    message: String,
+) -> TaskOutput {
     match category {
         TaskCategory::Interactive => interactive_failure(input, message),
-        TaskCategory::Background | TaskCategory::Scheduled => {
-            with_message(ResultCode::Fail, message)
-        }
+        TaskCategory::Background | TaskCategory::Scheduled => with_message(code, message),
     }
 }
 

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use crate::config::ReportSettings;
 use crate::devops::registry::{Registry, RegistryError};
 
-pub use file_events::{rebuild_count, rebuild_note, FileEvents};
-pub use schedule::MonthlyReport;
+use file_events::FileEvents;
+use schedule::MonthlyReport;
 
 /// The schedulable method of spec §5.
 pub const MONTHLY_REPORT_METHOD: &str = "generate_monthly_usage_reports";
