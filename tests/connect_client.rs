@@ -377,7 +377,10 @@ async fn a_usage_file_walks_its_whole_life_cycle() {
     let (asset, product) = reportable(&sim);
     let new = new_file(&asset.contract_id, &asset.product_id, "life");
 
-    let created = client.create_usage_file(&new).await.unwrap();
+    let created = client
+        .usage_file(&client.create_usage_file(&new).await.unwrap())
+        .await
+        .unwrap();
     assert!(created.status_is(file_status::DRAFT));
     assert_eq!(
         created.external_id.as_deref(),
@@ -445,7 +448,12 @@ async fn rejected_invalid_and_deleted_files() {
 
     // Rejected by the provider, then corrected and resubmitted on the same file.
     let file = client
-        .create_usage_file(&new_file(&asset.contract_id, &asset.product_id, "reject"))
+        .usage_file(
+            &client
+                .create_usage_file(&new_file(&asset.contract_id, &asset.product_id, "reject"))
+                .await
+                .unwrap(),
+        )
         .await
         .unwrap();
     client
@@ -480,7 +488,12 @@ async fn rejected_invalid_and_deleted_files() {
 
     // An invalid workbook (fractional quantity on an integer item), then a fixed one.
     let file = client
-        .create_usage_file(&new_file(&asset.contract_id, &asset.product_id, "invalid"))
+        .usage_file(
+            &client
+                .create_usage_file(&new_file(&asset.contract_id, &asset.product_id, "invalid"))
+                .await
+                .unwrap(),
+        )
         .await
         .unwrap();
     client
@@ -506,7 +519,12 @@ async fn rejected_invalid_and_deleted_files() {
 
     // A draft can be deleted straight away.
     let draft = client
-        .create_usage_file(&new_file(&asset.contract_id, &asset.product_id, "draft"))
+        .usage_file(
+            &client
+                .create_usage_file(&new_file(&asset.contract_id, &asset.product_id, "draft"))
+                .await
+                .unwrap(),
+        )
         .await
         .unwrap();
     assert!(client
@@ -521,7 +539,12 @@ async fn an_illegal_transition_is_a_clear_error_and_not_retried() {
     let (sim, client) = simulator(100).await;
     let (asset, _) = reportable(&sim);
     let draft = client
-        .create_usage_file(&new_file(&asset.contract_id, &asset.product_id, "draft"))
+        .usage_file(
+            &client
+                .create_usage_file(&new_file(&asset.contract_id, &asset.product_id, "draft"))
+                .await
+                .unwrap(),
+        )
         .await
         .unwrap();
     sim.state().reset_request_counts();
@@ -618,7 +641,10 @@ async fn faults_are_survived_without_duplicates() {
             client.assets(Query::default()).await.unwrap().len(),
             total_assets
         );
-        let file = client.create_usage_file(&new).await.unwrap();
+        let file = client
+            .usage_file(&client.create_usage_file(&new).await.unwrap())
+            .await
+            .unwrap();
         client
             .upload_usage_file(&file.id, workbook(&asset, &product, 4.0))
             .await
@@ -783,7 +809,10 @@ async fn lost_answers_to_writes_are_resolved_by_rereading() {
         let (asset, product) = reportable(&sim);
         let new = new_file(&asset.contract_id, &asset.product_id, "lossy");
 
-        let file = client.create_usage_file(&new).await.unwrap();
+        let file = client
+            .usage_file(&client.create_usage_file(&new).await.unwrap())
+            .await
+            .unwrap();
         assert_eq!(sim.state().files().len(), 1, "{loss:?}: no duplicate file");
         // Before: the first POST never arrived and the resend created the file. After: the
         // file was found by external_id and the POST was not sent again.
@@ -816,7 +845,12 @@ async fn lost_answers_to_writes_are_resolved_by_rereading() {
         assert!(closed.status_is(file_status::CLOSED), "{loss:?}");
 
         let draft = client
-            .create_usage_file(&new_file(&asset.contract_id, &asset.product_id, "lossy-2"))
+            .usage_file(
+                &client
+                    .create_usage_file(&new_file(&asset.contract_id, &asset.product_id, "lossy-2"))
+                    .await
+                    .unwrap(),
+            )
             .await
             .unwrap();
         let deleted = client.delete_usage_file(&draft.id).await.unwrap();

@@ -296,12 +296,17 @@ async fn a_runner_killed_mid_schedule_completes_when_the_schedule_comes_again() 
         let hub = world.sim.devops();
         let mut child = start_runner(&world).await;
         let first = hub.fire_schedule(SCHEDULE);
+        // Under the runner the schedule answers once its files are uploaded, and their `ready`
+        // events submit them: a kill before submitting interrupts those event tasks, so what
+        // must still be outstanding then is the submissions, not the schedule.
+        let before_submit = matches!(point, KillPoint::BeforeSubmit(_));
         let since = Instant::now();
         while !point.reached(world.sim.state(), since) {
-            assert!(
-                hub.result(&first).is_none(),
-                "{point:?}: the schedule ended before the kill"
-            );
+            let outstanding = match before_submit {
+                true => !all_pending(&world),
+                false => hub.result(&first).is_none(),
+            };
+            assert!(outstanding, "{point:?}: the work ended before the kill");
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
         child.start_kill().expect("SIGKILL");
@@ -326,7 +331,7 @@ async fn a_runner_killed_mid_schedule_completes_when_the_schedule_comes_again() 
         world.sim.state().clear_faults();
         assert_completed_not_replaced(&world, &what).await;
         assert!(
-            hub.result(&first).is_none(),
+            before_submit || hub.result(&first).is_none(),
             "{what}: the killed run never answered"
         );
         assert!(

@@ -331,3 +331,57 @@ async fn a_failing_webhook_does_not_break_the_task() {
         .all(|r| matches!(r.output.result, ResultCode::Success | ResultCode::Skip)));
     extension.stop().await;
 }
+
+/// Two files for one group (another replica's, say): the `ready` of the one that lost is
+/// answered by withdrawing it, never by submitting a second file for the group.
+#[tokio::test]
+async fn a_ready_duplicate_of_a_filed_group_is_withdrawn_not_submitted() {
+    let world = default_world().await;
+    world.set_extension_variables(&[]);
+    let extension = world.start_extension().await;
+    file_the_month(&world).await;
+    let group = &world.usage.expected.groups[0];
+    let filed = world
+        .live_files()
+        .into_iter()
+        .find(|f| f.contract_id == group.contract_id && f.product_id == group.product_id)
+        .unwrap();
+    let duplicate = world
+        .sim
+        .state()
+        .create_file(&json!({
+            "name": "duplicate", "description": "", "currency": group.currency,
+            "period": {"from": world.period.first_day().to_string(), "to": world.period.last_day().to_string()},
+            "product": {"id": group.product_id}, "contract": {"id": group.contract_id},
+            "external_id": filed.external_id,
+        }))
+        .unwrap();
+    let id = duplicate["id"].as_str().unwrap().to_string();
+    let rows = world.sim.state().uploaded_rows(&filed.id).unwrap();
+    let bytes = workbook_bytes(rows).unwrap();
+    world.sim.state().upload(&id, bytes.into()).unwrap();
+    world
+        .wait_until("the duplicate was withdrawn", |w| {
+            w.sim
+                .state()
+                .status_history(&id)
+                .unwrap()
+                .last()
+                .map(String::as_str)
+                == Some("deleted")
+        })
+        .await;
+    let history = world.sim.state().status_history(&id).unwrap();
+    assert!(!history.iter().any(|s| s == "pending"), "{history:?}");
+    assert!(
+        world
+            .sim
+            .devops()
+            .results()
+            .iter()
+            .any(|r| r.object_id == id && r.output.result == ResultCode::Success),
+        "the ready event was answered"
+    );
+    world.assert_filed_exactly("pending").await;
+    extension.stop().await;
+}

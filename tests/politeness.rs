@@ -305,7 +305,10 @@ async fn writes_are_never_repeated_blindly() {
         let sent_twice = trouble != Trouble::StallAfterEffect;
 
         let lists_before = sim.state().request_count("GET", "/usage/files");
-        let file = client.create_usage_file(&new).await.unwrap();
+        let file = client
+            .usage_file(&client.create_usage_file(&new).await.unwrap())
+            .await
+            .unwrap();
         assert_eq!(sim.state().files().len(), 1, "{trouble:?}: one file");
         assert_eq!(
             sim.state().request_count("POST", "/usage/files"),

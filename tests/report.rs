@@ -164,7 +164,10 @@ async fn an_interrupted_run_completes_on_the_next_one() {
         let client = client.clone();
         let new = new_file(&world, &key, &currency);
         async move {
-            let file = client.create_usage_file(&new).await.unwrap();
+            let file = client
+                .usage_file(&client.create_usage_file(&new).await.unwrap())
+                .await
+                .unwrap();
             if stage == Stage::Created {
                 return;
             }

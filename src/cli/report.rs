@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::{CliError, Outcome};
 use crate::config::SettingsSources;
 use crate::connect::{ClientOptions, ConnectClient};
+use crate::usage::filing::Submission;
 use crate::usage::period::Period;
 use crate::usage::report::{ReportJob, Reporter};
 use crate::usage::summary::write_bad_records;
@@ -41,6 +42,7 @@ pub async fn report(sources: SettingsSources, args: ReportArgs) -> Result<Outcom
         dry_run: args.dry_run,
         workdir: args.out.clone(),
         keep_workbooks: true,
+        submission: Submission::Poll,
     };
     let progress = std::io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);

@@ -87,8 +87,9 @@ impl ConnectClient {
             .await
     }
 
-    /// Creates a usage file and returns its detail.
-    pub async fn create_usage_file(&self, new: &NewUsageFile) -> Result<UsageFile, ConnectError> {
+    /// Creates a usage file and returns its id (the one thing of the answer every deployment
+    /// agrees on; read the detail with [`ConnectClient::usage_file`] when it is needed).
+    pub async fn create_usage_file(&self, new: &NewUsageFile) -> Result<String, ConnectError> {
         let body = serde_json::to_vec(new)
             .map_err(|e| ConnectError::decode("POST", FILES, format!("cannot encode: {e}")))?;
         let request = Request::post(FILES, Body::Json(Bytes::from(body)));
@@ -99,13 +100,11 @@ impl ConnectClient {
                 .await
             {
                 Ok(reply) => {
-                    // The create answer's shape varies between deployments; only its id is
-                    // trusted, the detail is read afresh.
                     let created: UsageFile = reply.json(&request)?;
                     if created.id.is_empty() {
                         return Err(ConnectError::decode("POST", FILES, "no id in the answer"));
                     }
-                    return self.usage_file(&created.id).await;
+                    return Ok(created.id);
                 }
                 Err(error) if error.is_ambiguous() && !new.external_id.is_empty() => error,
                 Err(error) => return Err(error),
@@ -114,10 +113,10 @@ impl ConnectClient {
                 return Err(error);
             }
             match self.find_created(new).await {
-                Ok(Some(file)) => {
-                    tracing::info!(file = %file.id, external_id = %new.external_id, %error,
+                Ok(Some(id)) => {
+                    tracing::info!(file = %id, external_id = %new.external_id, %error,
                         "usage file was created despite the failed answer");
-                    return Ok(file);
+                    return Ok(id);
                 }
                 Ok(None) => tracing::info!(external_id = %new.external_id, %error,
                     "usage file was not created; creating again"),
@@ -241,16 +240,18 @@ impl ConnectClient {
     }
 
     /// The live file a lost create may have made.
-    async fn find_created(&self, new: &NewUsageFile) -> Result<Option<UsageFile>, ConnectError> {
+    async fn find_created(&self, new: &NewUsageFile) -> Result<Option<String>, ConnectError> {
         let filter = Rql::all([
             Rql::eq("external_id", &new.external_id),
             Rql::eq("product.id", &new.product.id),
             Rql::eq("contract.id", &new.contract.id),
             Rql::ne("status", DELETED),
         ]);
-        match self.usage_files(filter).await?.into_iter().next() {
-            Some(found) => self.usage_file(&found.id).await.map(Some),
-            None => Ok(None),
-        }
+        Ok(self
+            .usage_files(filter)
+            .await?
+            .into_iter()
+            .next()
+            .map(|found| found.id))
     }
 }

@@ -21,10 +21,10 @@ use super::Workdir;
 use crate::alert::{Alert, AlertKind, Severity};
 use crate::connect::models::UsageFile;
 use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
-use crate::usage::filing::FilingResult;
+use crate::usage::filing::{FilingResult, Submission};
 use crate::usage::group::GroupKey;
 use crate::usage::period::Period;
-use crate::usage::report::Reporter;
+use crate::usage::report::{ReportJob, Reporter};
 
 const REBUILD_MARKER: &str = "[connect-payg rebuilds: ";
 
@@ -108,11 +108,15 @@ async fn handle(
         alert
     };
     match file.status.as_str() {
-        "ready" => match ctx.client.submit_usage_file(&file.id).await {
-            Ok(_) => {
+        "ready" => match reporter.submit_ready(&key, period, &file.id).await {
+            Ok(true) => {
                 tracing::info!(file_id = %file.id, "submitted ready usage file");
                 HandlerOutcome::Success(None)
             }
+            Ok(false) => HandlerOutcome::Success(Some(format!(
+                "usage file {} lost to another file of its group and was withdrawn",
+                file.id
+            ))),
             Err(error) => HandlerOutcome::Retry(format!("submitting {} failed: {error}", file.id)),
         },
         "invalid" => {
@@ -224,9 +228,16 @@ async fn rejected(
             file.id
         ));
     }
-    let result = reporter
-        .rebuild_into(key, period, &file.id, workdir.path(), workdir.keep())
-        .await;
+    let job = ReportJob {
+        period,
+        contracts: Vec::new(),
+        products: Vec::new(),
+        dry_run: false,
+        workdir: workdir.path(),
+        keep_workbooks: workdir.keep(),
+        submission: Submission::OnReadyEvent,
+    };
+    let result = reporter.rebuild_into(key, &file.id, job).await;
     match result {
         Ok(outcome) => match outcome.result {
             FilingResult::Failed(reason) => {
@@ -249,7 +260,7 @@ async fn rejected(
                 HandlerOutcome::Success(Some(reason))
             }
             _ => {
-                tracing::info!(file_id = %file.id, rows = outcome.rows, "rejected usage file rebuilt and submitted");
+                tracing::info!(file_id = %file.id, rows = outcome.rows, "rejected usage file rebuilt and uploaded; its ready event submits it");
                 HandlerOutcome::Success(None)
             }
         },

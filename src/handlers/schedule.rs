@@ -11,6 +11,7 @@ use serde_json::Value;
 
 use super::Workdir;
 use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
+use crate::usage::filing::Submission;
 use crate::usage::report::{ReportError, ReportJob, Reporter};
 use crate::usage::summary::write_bad_records;
 
@@ -37,6 +38,7 @@ async fn run(ctx: TaskContext) -> HandlerOutcome {
         dry_run: false,
         workdir: workdir.path(),
         keep_workbooks: workdir.keep(),
+        submission: Submission::OnReadyEvent,
     };
     let result = reporter.run(&job, None).await;
     if let (Ok(summary), true) = (&result, workdir.keep()) {

@@ -11,6 +11,8 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
+use super::rql::Query;
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
     pub id: String,
@@ -188,12 +190,52 @@ impl Catalogue {
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rendered {
     pub accounts: Vec<Value>,
-    pub marketplaces: Vec<Value>,
-    pub contracts: Vec<Value>,
-    pub products: Vec<Value>,
+    pub marketplaces: Collection,
+    pub contracts: Collection,
+    pub products: Collection,
     /// Product id → that product's items.
     pub items: HashMap<String, Vec<Value>>,
-    pub assets: Vec<Value>,
+    pub assets: Collection,
+}
+
+/// A rendered collection in catalogue order, indexed by id: a page of `in(id,(…))` or a
+/// detail read touches the objects asked for, not every one of thousands.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Collection {
+    values: Vec<Value>,
+    by_id: HashMap<String, usize>,
+}
+
+impl Collection {
+    fn new(values: Vec<Value>) -> Self {
+        let by_id = values
+            .iter()
+            .enumerate()
+            .filter_map(|(at, value)| Some((value["id"].as_str()?.to_string(), at)))
+            .collect();
+        Collection { values, by_id }
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Value> {
+        self.by_id.get(id).map(|&at| &self.values[at])
+    }
+
+    /// The objects `query` can match, in collection order: the ones it pins by id, or all.
+    pub fn candidates(&self, query: &Query) -> Vec<&Value> {
+        match query.pinned("id") {
+            Some(ids) => {
+                let mut at: Vec<usize> = ids
+                    .iter()
+                    .filter_map(|id| self.by_id.get(*id))
+                    .copied()
+                    .collect();
+                at.sort_unstable();
+                at.dedup();
+                at.into_iter().map(|at| &self.values[at]).collect()
+            }
+            None => self.values.iter().collect(),
+        }
+    }
 }
 
 impl Rendered {
@@ -204,21 +246,27 @@ impl Rendered {
                 "id": catalogue.vendor.id, "name": catalogue.vendor.name, "type": "vendor",
                 "events": {"created": {"at": "2020-01-01T00:00:00+00:00"}},
             })],
-            marketplaces: catalogue
-                .marketplaces
-                .iter()
-                .map(Renderer::marketplace)
-                .collect(),
-            contracts: catalogue
-                .contracts
-                .iter()
-                .map(|contract| render.contract(contract))
-                .collect(),
-            products: catalogue
-                .products
-                .iter()
-                .map(|product| render.product(product))
-                .collect(),
+            marketplaces: Collection::new(
+                catalogue
+                    .marketplaces
+                    .iter()
+                    .map(Renderer::marketplace)
+                    .collect(),
+            ),
+            contracts: Collection::new(
+                catalogue
+                    .contracts
+                    .iter()
+                    .map(|contract| render.contract(contract))
+                    .collect(),
+            ),
+            products: Collection::new(
+                catalogue
+                    .products
+                    .iter()
+                    .map(|product| render.product(product))
+                    .collect(),
+            ),
             items: catalogue
                 .products
                 .iter()
@@ -227,11 +275,13 @@ impl Rendered {
                     (product.id.clone(), items)
                 })
                 .collect(),
-            assets: catalogue
-                .assets
-                .iter()
-                .map(|asset| render.asset(asset))
-                .collect(),
+            assets: Collection::new(
+                catalogue
+                    .assets
+                    .iter()
+                    .map(|asset| render.asset(asset))
+                    .collect(),
+            ),
         }
     }
 }

@@ -15,6 +15,7 @@ use super::error::ApiError;
 use super::file_body;
 use super::lifecycle::{Action, Status};
 use super::processing::{self, Processed};
+use super::rql::Query;
 use super::state::{FileEvent, FileSummary, Inner, SimState, World};
 use super::usage_file::{Actor, Upload, UsageFile};
 use crate::usage::template::UsageRow;
@@ -150,12 +151,13 @@ impl SimState {
         }
     }
 
-    /// Every file as the list endpoint renders it.
-    /// Runs `answer` over every file's list rendering, rendering only files that changed since
-    /// the last listing.
+    /// Runs `answer` over the list renderings of the files `query` can match: the ones it pins by id or
+    /// external_id (the lookups filing makes all the time), or all. Only files that changed
+    /// since the last listing are rendered again.
     pub(crate) fn with_file_list<R>(
         &self,
-        answer: impl FnOnce(&mut dyn Iterator<Item = &Value>) -> R,
+        query: &Query,
+        answer: impl FnOnce(Vec<&Value>) -> R,
     ) -> R {
         let mut inner = self.lock();
         let Inner {
@@ -164,12 +166,44 @@ impl SimState {
             file_list_cache,
             ..
         } = &mut *inner;
-        for (id, file) in files.iter() {
-            if !file_list_cache.contains_key(id) {
-                file_list_cache.insert(id.clone(), file.list_json(&world.catalogue));
+        let chosen: Vec<&UsageFile> = match (query.pinned("id"), query.pinned("external_id")) {
+            (Some(ids), _) => {
+                let mut ids = ids;
+                ids.sort_unstable();
+                ids.dedup();
+                ids.into_iter().filter_map(|id| files.get(id)).collect()
+            }
+            (None, Some(external_ids)) => files
+                .values()
+                .filter(|file| {
+                    file.fields
+                        .external_id
+                        .as_deref()
+                        .is_some_and(|own| external_ids.contains(&own))
+                })
+                .collect(),
+            (None, None) => files.values().collect(),
+        };
+        for file in &chosen {
+            if !file_list_cache.contains_key(&file.id) {
+                file_list_cache.insert(file.id.clone(), file.list_json(&world.catalogue));
             }
         }
-        answer(&mut file_list_cache.values())
+        answer(
+            chosen
+                .iter()
+                .filter_map(|file| file_list_cache.get(&file.id))
+                .collect(),
+        )
+    }
+
+    /// How many files are in `status` now (cheap enough to poll).
+    pub fn files_in(&self, status: &str) -> usize {
+        self.lock()
+            .files
+            .values()
+            .filter(|file| file.status.as_str() == status)
+            .count()
     }
 
     pub fn files(&self) -> Vec<FileSummary> {

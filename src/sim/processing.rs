@@ -3,6 +3,7 @@
 //! shared template validator (`crate::usage::template`), and summarise the outcome.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::io::Cursor;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -63,13 +64,17 @@ pub(crate) struct Processed {
 
 /// Reads and validates the workbook (blocking CPU work: run it on a blocking thread).
 pub(crate) fn process(bytes: Bytes, rules: &Rules) -> Processed {
-    let rows = template::read_workbook(&bytes).unwrap_or_default();
-    let inspection = template::inspect_workbook(&bytes, rules);
+    let mut rows = Vec::new();
+    let inspection =
+        template::inspect_workbook_rows(Cursor::new(&bytes[..]), rules, |row| rows.push(row));
     // A problem of the workbook, sheet or header row (row 1) spoils every data row.
     let structural = inspection
         .problems
         .iter()
         .any(|problem| problem.row.is_none_or(|row| row < FIRST_DATA_ROW));
+    if structural {
+        rows.clear();
+    }
     let invalid_rows: BTreeSet<u32> = match structural {
         true => (FIRST_DATA_ROW..FIRST_DATA_ROW + inspection.records as u32).collect(),
         false => inspection.problems.iter().filter_map(|p| p.row).collect(),

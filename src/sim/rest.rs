@@ -114,29 +114,41 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// A list answer: filtered, ordered, paged (at most the page cap) with `Content-Range`.
-pub(crate) fn list<'a>(
+/// A list answer: `candidates` (all the objects the parsed query can match) filtered,
+/// ordered, paged (at most the page cap) with `Content-Range`.
+pub(crate) fn list<'a, I: IntoIterator<Item = &'a Value>>(
     state: &SimState,
-    objects: impl IntoIterator<Item = &'a Value>,
     raw_query: Option<String>,
+    candidates: impl FnOnce(&Query) -> I,
 ) -> Result<Response, ApiError> {
-    let query = Query::parse(raw_query.as_deref().unwrap_or("")).map_err(ApiError::rql)?;
-    let page = query.apply(objects, state.config().page_cap);
-    let range = page.content_range();
-    Ok(([(CONTENT_RANGE, range)], Json(page.items)).into_response())
+    let query = parse(raw_query)?;
+    Ok(page(state, &query, candidates(&query)))
 }
 
-/// A detail answer: the object with that id (404 otherwise), `select(-…)` applied.
-pub(crate) fn detail<'a>(
-    objects: impl IntoIterator<Item = &'a Value>,
+/// One page of `query` over `candidates`, with `Content-Range`.
+pub(crate) fn page<'a>(
+    state: &SimState,
+    query: &Query,
+    candidates: impl IntoIterator<Item = &'a Value>,
+) -> Response {
+    let page = query.apply(candidates, state.config().page_cap);
+    let range = page.content_range();
+    ([(CONTENT_RANGE, range)], Json(page.items)).into_response()
+}
+
+pub(crate) fn parse(raw_query: Option<String>) -> Result<Query, ApiError> {
+    Query::parse(raw_query.as_deref().unwrap_or("")).map_err(ApiError::rql)
+}
+
+/// A detail answer: the object found for `id` (404 when none), `select(-…)` applied.
+pub(crate) fn detail(
+    found: Option<&Value>,
     kind: &str,
     id: &str,
     raw_query: Option<String>,
 ) -> Result<Json<Value>, ApiError> {
-    let query = Query::parse(raw_query.as_deref().unwrap_or("")).map_err(ApiError::rql)?;
-    objects
-        .into_iter()
-        .find(|object| object["id"] == id)
+    let query = parse(raw_query)?;
+    found
         .map(|object| Json(query.project(object)))
         .ok_or_else(|| ApiError::not_found(kind, id))
 }
@@ -145,14 +157,18 @@ async fn accounts(
     State(state): State<Arc<SimState>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    list(&state, &state.world().rendered.accounts, q)
+    let world = state.world();
+    list(&state, q, |_| &world.rendered.accounts)
 }
 
 async fn marketplaces(
     State(state): State<Arc<SimState>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    list(&state, &state.world().rendered.marketplaces, q)
+    let world = state.world();
+    list(&state, q, |query| {
+        world.rendered.marketplaces.candidates(query)
+    })
 }
 
 async fn marketplace(
@@ -160,14 +176,22 @@ async fn marketplace(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    detail(&state.world().rendered.marketplaces, "Marketplace", &id, q)
+    detail(
+        state.world().rendered.marketplaces.get(&id),
+        "Marketplace",
+        &id,
+        q,
+    )
 }
 
 async fn contracts(
     State(state): State<Arc<SimState>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    list(&state, &state.world().rendered.contracts, q)
+    let world = state.world();
+    list(&state, q, |query| {
+        world.rendered.contracts.candidates(query)
+    })
 }
 
 async fn contract(
@@ -175,14 +199,20 @@ async fn contract(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    detail(&state.world().rendered.contracts, "Contract", &id, q)
+    detail(
+        state.world().rendered.contracts.get(&id),
+        "Contract",
+        &id,
+        q,
+    )
 }
 
 async fn products(
     State(state): State<Arc<SimState>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    list(&state, &state.world().rendered.products, q)
+    let world = state.world();
+    list(&state, q, |query| world.rendered.products.candidates(query))
 }
 
 async fn product(
@@ -190,7 +220,7 @@ async fn product(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    detail(&state.world().rendered.products, "Product", &id, q)
+    detail(state.world().rendered.products.get(&id), "Product", &id, q)
 }
 
 async fn product_items(
@@ -204,14 +234,15 @@ async fn product_items(
         .items
         .get(&id)
         .ok_or_else(|| ApiError::not_found("Product", &id))?;
-    list(&state, items, q)
+    list(&state, q, |_| items)
 }
 
 async fn assets(
     State(state): State<Arc<SimState>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    list(&state, &state.world().rendered.assets, q)
+    let world = state.world();
+    list(&state, q, |query| world.rendered.assets.candidates(query))
 }
 
 async fn asset(
@@ -219,7 +250,7 @@ async fn asset(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    detail(&state.world().rendered.assets, "Asset", &id, q)
+    detail(state.world().rendered.assets.get(&id), "Asset", &id, q)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //! literal asterisk. Values may be wrapped in double quotes (raw or encoded).
 
 use std::cmp::Ordering;
+use std::collections::HashSet;
 
 use percent_encoding::percent_decode_str;
 use serde_json::Value;
@@ -80,7 +81,11 @@ enum Filter {
     },
     Member {
         field: Vec<String>,
+        /// The list as given, for numbers and booleans (compared by value)…
         values: Vec<String>,
+        /// …and as a set, for strings: `in(id,…)` with a hundred ids over thousands of objects
+        /// would otherwise compare every pair.
+        texts: HashSet<String>,
         negated: bool,
     },
     Like {
@@ -170,11 +175,50 @@ impl Query {
         }
     }
 
+    /// The values the query pins the top-level `field` to (`eq(field,…)` or `in(field,(…))`
+    /// in its top conjunction), if it does: a collection indexed by that field then matches
+    /// only those objects instead of every one it holds.
+    pub fn pinned(&self, field: &str) -> Option<Vec<&str>> {
+        fn pinned<'q>(filter: &'q Filter, wanted: &str) -> Option<Vec<&'q str>> {
+            match filter {
+                Filter::And(parts) => parts.iter().find_map(|part| pinned(part, wanted)),
+                Filter::Compare {
+                    op: CompareOp::Eq,
+                    field,
+                    operand: Operand::Text(text),
+                } if field == &[wanted] => Some(vec![text.as_str()]),
+                Filter::Member {
+                    field,
+                    values,
+                    negated: false,
+                    ..
+                } if field == &[wanted] => Some(values.iter().map(String::as_str).collect()),
+                _ => None,
+            }
+        }
+        self.filters.iter().find_map(|filter| pinned(filter, field))
+    }
+
     /// Removes the `select(-field)` paths from a copy of the object. Positive `select(field)`
     /// entries ask Connect for optional sub-objects; every field is already present here.
     pub fn project(&self, object: &Value) -> Value {
-        let mut copy = object.clone();
-        for path in &self.removed_fields {
+        // Top-level removals (`select(-items)`) are left out of the copy instead of copied and
+        // dropped: they are the big sub-objects, and pages of them are the bulk of list traffic.
+        let mut copy = match object {
+            Value::Object(map) => Value::Object(
+                map.iter()
+                    .filter(|(key, _)| {
+                        !self
+                            .removed_fields
+                            .iter()
+                            .any(|path| path.len() == 1 && &path[0] == *key)
+                    })
+                    .map(|(key, value)| (key.clone(), value.clone()))
+                    .collect(),
+            ),
+            other => other.clone(),
+        };
+        for path in self.removed_fields.iter().filter(|path| path.len() > 1) {
             remove_path(&mut copy, path);
         }
         copy
@@ -564,12 +608,14 @@ impl Filter {
                 else {
                     return Err(wrong("a field and a parenthesised list of values"));
                 };
+                let values: Vec<String> = values
+                    .iter()
+                    .map(|value| atom_text(&name, value))
+                    .collect::<Result<_, _>>()?;
                 Ok(Filter::Member {
                     field: field_path(&atom_text(&name, &field)?),
-                    values: values
-                        .iter()
-                        .map(|value| atom_text(&name, value))
-                        .collect::<Result<_, _>>()?,
+                    texts: values.iter().cloned().collect(),
+                    values,
                     negated: name == "out",
                 })
             }
@@ -617,11 +663,14 @@ impl Filter {
             Filter::Member {
                 field,
                 values,
+                texts,
                 negated,
             } => {
                 let found = lookup(object, field);
-                let member =
-                    scalars(&found).any(|value| values.iter().any(|text| equals_text(value, text)));
+                let member = scalars(&found).any(|value| match value {
+                    Value::String(own) => texts.contains(own),
+                    other => values.iter().any(|text| equals_text(other, text)),
+                });
                 member != *negated
             }
             Filter::Like {

@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::rest::{detail, list};
+use super::rest::{self, detail, list};
 use super::state::SimState;
 
 /// Spreadsheets can be large; Connect documents no limit.
@@ -66,7 +66,8 @@ async fn list_files(
     State(state): State<Arc<SimState>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    state.with_file_list(|files| list(&state, files, q))
+    let query = rest::parse(q)?;
+    Ok(state.with_file_list(&query, |files| rest::page(&state, &query, files)))
 }
 
 async fn file(
@@ -164,7 +165,8 @@ async fn list_records(
     State(state): State<Arc<SimState>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    list(&state, &state.record_list_json(), q)
+    let records = state.record_list_json();
+    list(&state, q, |_| &records)
 }
 
 async fn record(
@@ -172,7 +174,9 @@ async fn record(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Json<Value>, ApiError> {
-    detail(&state.record_list_json(), "Usage record", &id, q)
+    let records = state.record_list_json();
+    let found = records.iter().find(|record| record["id"] == id.as_str());
+    detail(found, "Usage record", &id, q)
 }
 
 /// The JSON object of a request body. An empty body is `{}` unless `required`; a non-empty one

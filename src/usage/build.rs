@@ -1,5 +1,6 @@
 //! A group's workbook: its rows in the template's layout, checked by the same
-//! [`RowValidator`] the simulator and `validate` use, then written to disk.
+//! [`RowValidator`] the simulator and `validate` use, then built for upload (or written to
+//! disk for a dry run).
 //!
 //! Nothing leaves for the platform that the shared rules refuse: a row that fails them stops the
 //! group before upload (it would mean a bug in the pipeline, and the platform would mark the
@@ -90,30 +91,52 @@ fn writers() -> &'static tokio::sync::Semaphore {
     })
 }
 
-/// Checks and writes the group's workbook to `path`.
+/// Checks and writes the group's workbook to `path` (`--dry-run`).
 pub async fn write_group(
     group: Arc<Group>,
     period: Period,
     path: PathBuf,
 ) -> Result<WorkbookStats, BuildError> {
+    on_writer_pool(move || {
+        let scratch = path.parent().unwrap_or(Path::new("."));
+        Ok(checked_writer(&group, period, scratch)?.finish(&path)?)
+    })
+    .await
+}
+
+/// Checks and builds the group's workbook in memory, for upload; the rows pass through a
+/// scratch file in `scratch_dir` while it is written. The zip is held whole either way when it
+/// is uploaded, so building it in memory costs no more and spares writing and reading it back.
+pub async fn build_group(
+    group: Arc<Group>,
+    period: Period,
+    scratch_dir: PathBuf,
+) -> Result<Vec<u8>, BuildError> {
+    on_writer_pool(move || Ok(checked_writer(&group, period, &scratch_dir)?.finish_to_bytes()?))
+        .await
+}
+
+async fn on_writer_pool<T: Send + 'static>(
+    write: impl FnOnce() -> Result<T, BuildError> + Send + 'static,
+) -> Result<T, BuildError> {
     let _writer = writers()
         .acquire()
         .await
         .map_err(|e| BuildError::Task(e.to_string()))?;
-    tokio::task::spawn_blocking(move || write_group_blocking(&group, period, &path))
+    tokio::task::spawn_blocking(write)
         .await
         .map_err(|e| BuildError::Task(e.to_string()))?
 }
 
-fn write_group_blocking(
+/// A writer holding every row of the group, each one checked by the shared rules first.
+fn checked_writer(
     group: &Group,
     period: Period,
-    path: &Path,
-) -> Result<WorkbookStats, BuildError> {
+    scratch_dir: &Path,
+) -> Result<WorkbookWriter, BuildError> {
     let rules = rules(group, period);
     let mut validator = RowValidator::new(&rules);
-    let scratch = path.parent().unwrap_or(Path::new("."));
-    let mut writer = WorkbookWriter::new(scratch)?;
+    let mut writer = WorkbookWriter::new(scratch_dir)?;
     let mut problems = Vec::new();
     for (row, sheet_row) in group.rows.iter().zip(2u32..) {
         let usage_row = usage_row(row);
@@ -125,5 +148,5 @@ fn write_group_blocking(
     if !problems.is_empty() {
         return Err(BuildError::Template(problems));
     }
-    Ok(writer.finish(path)?)
+    Ok(writer)
 }

@@ -14,8 +14,13 @@
 //! files. Two replicas filling one file upload the same rows; the platform keeps one upload,
 //! and whichever submit comes second finds the file already pending, which is success.
 //!
+//! Submission: the `report` command polls each upload until the platform has processed it and
+//! submits it then; under the runner the platform's `ready` event does that (spec §5.3 allows
+//! either), so a scheduled run does not wait on the platform at all — the `ready` handler
+//! applies the same replica rule below before it submits.
+//!
 //! Replicas: when two instances create a file for the same key, both see both when they look
-//! again (right after creating, and again right before submitting). The preferred file wins:
+//! again right before submitting. The preferred file wins:
 //! one already submitted, else the earliest created, else the lowest id; the loser deletes its
 //! own file and leaves the group to the winner, and every look also deletes losing drafts
 //! nobody will fill (a create whose answer was lost leaves one when the client, looking for
@@ -23,7 +28,7 @@
 //! the same platform state, at most one file survives to be submitted.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,8 +42,21 @@ use crate::usage::period::Period;
 const DONE: [&str; 3] = ["pending", "accepted", "closed"];
 /// Statuses in which the platform is still working on an upload.
 const PROCESSING: [&str; 3] = ["uploading", "uploaded", "processing"];
+/// A file withdrawn for good.
+const DELETED: &str = "deleted";
 /// Statuses from which a file may be deleted.
 const DELETABLE: [&str; 3] = ["draft", "invalid", "ready"];
+
+/// Who submits an upload once the platform has processed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Submission {
+    /// The run itself: it polls the file with backoff and submits it when `ready` (the `report`
+    /// command, where nobody listens to the platform's events).
+    Poll,
+    /// The platform's `ready` event, answered by the runner's usage-file handler: the run
+    /// moves on as soon as the workbook is uploaded.
+    OnReadyEvent,
+}
 
 /// What filing a group came to.
 #[derive(Debug, Clone, PartialEq)]
@@ -46,6 +64,9 @@ pub enum FilingResult {
     /// The group's workbook was built and uploaded here — into a new file, or into an empty
     /// draft found for the key — and submitted.
     Created,
+    /// As `Created`, but submitting is left to the file's `ready` event
+    /// ([`Submission::OnReadyEvent`]).
+    Uploaded,
     /// An existing file (ready, or uploaded again after a rejection) was submitted.
     Submitted,
     /// Nothing to do; the reason says why (e.g. "already pending").
@@ -67,13 +88,26 @@ pub struct GroupOutcome {
     pub error_detail: Option<String>,
 }
 
+impl GroupOutcome {
+    fn of(group: &Group, file_id: Option<&str>) -> Self {
+        GroupOutcome {
+            key: group.key.clone(),
+            file_id: file_id.map(str::to_string),
+            rows: group.rows.len() as u64,
+            result: FilingResult::Failed(String::new()),
+            workbook: None,
+            error_detail: None,
+        }
+    }
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum FilingError {
     #[error(transparent)]
     Connect(#[from] ConnectError),
     #[error(transparent)]
     Build(#[from] BuildError),
-    #[error("cannot read the workbook {path}: {source}")]
+    #[error("cannot save the workbook copy {path}: {source}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -102,6 +136,7 @@ pub struct Filer {
     pub dry_run: bool,
     pub ready_timeout: Duration,
     pub poll_interval: Duration,
+    pub submission: Submission,
 }
 
 fn created_at(file: &UsageFile) -> Option<&str> {
@@ -137,7 +172,7 @@ impl Filer {
             Rql::eq("external_id", key.external_id(self.period)),
             Rql::eq("product.id", key.product_id.clone()),
             Rql::eq("contract.id", key.contract_id.clone()),
-            Rql::ne("status", "deleted"),
+            Rql::ne("status", DELETED),
         ]);
         self.client.usage_files(filter).await
     }
@@ -162,7 +197,7 @@ impl Filer {
         for batch in ids.chunks(crate::usage::resolve::BATCH) {
             let filter = Rql::all([
                 Rql::one_of("external_id", batch.iter().copied()),
-                Rql::ne("status", "deleted"),
+                Rql::ne("status", DELETED),
             ]);
             for file in self.client.usage_files(filter).await? {
                 let Some(key) = file.external_id.as_ref().and_then(|id| wanted.get(id)) else {
@@ -188,15 +223,25 @@ impl Filer {
         group: Arc<Group>,
         known: Option<Vec<UsageFile>>,
     ) -> GroupOutcome {
-        let mut outcome = GroupOutcome {
-            key: group.key.clone(),
-            file_id: None,
-            rows: group.rows.len() as u64,
-            result: FilingResult::Failed(String::new()),
-            workbook: None,
-            error_detail: None,
-        };
-        match self.file_group_inner(&group, known, &mut outcome).await {
+        let mut outcome = GroupOutcome::of(&group, None);
+        let result = self.file_group_inner(&group, known, &mut outcome).await;
+        self.conclude(outcome, result).await
+    }
+
+    /// Uploads the group into its existing file `file_id` (a rebuild after a rejection), never
+    /// returning an error: failures become a `Failed` outcome.
+    pub async fn refill_group(&self, group: Arc<Group>, file_id: &str) -> GroupOutcome {
+        let mut outcome = GroupOutcome::of(&group, Some(file_id));
+        let result = self.fill(&group, file_id, &mut outcome).await;
+        self.conclude(outcome, result).await
+    }
+
+    async fn conclude(
+        &self,
+        mut outcome: GroupOutcome,
+        result: Result<FilingResult, FilingError>,
+    ) -> GroupOutcome {
+        match result {
             Ok(result) => outcome.result = result,
             Err(error) => {
                 if let FilingError::Invalid { detail, .. } = &error {
@@ -233,7 +278,7 @@ impl Filer {
                 None => self.live_files(&group.key).await?,
             };
             let Some(file) = self.settle_duplicates(live).await? else {
-                return self.create_and_submit(group, &currency, outcome).await;
+                return self.create_and_upload(group, &currency, outcome).await;
             };
             outcome.file_id = Some(file.id.clone());
             match file.status.as_str() {
@@ -246,16 +291,24 @@ impl Filer {
                     ))
                 }
                 "ready" => {
-                    self.submit_if_still_preferred(group, &file.id).await?;
-                    return Ok(FilingResult::Submitted);
+                    return Ok(
+                        match self.submit_if_still_preferred(&group.key, &file.id).await? {
+                            true => FilingResult::Submitted,
+                            false => lost(),
+                        },
+                    )
                 }
                 status if PROCESSING.contains(&status) => {
+                    if self.submission == Submission::OnReadyEvent {
+                        return Ok(FilingResult::Skipped(format!(
+                            "{status}; its ready event submits it"
+                        )));
+                    }
                     self.wait_until_processed(&file.id).await?;
                 }
                 "draft" => {
                     tracing::info!(file_id = %file.id, key = %group.key, "filling an existing empty usage file");
-                    self.upload_and_submit(group, &file.id, outcome).await?;
-                    return Ok(FilingResult::Created);
+                    return self.fill(group, &file.id, outcome).await;
                 }
                 "invalid" => {
                     tracing::info!(file_id = %file.id, key = %group.key, "deleting an invalid file to rebuild it");
@@ -285,8 +338,7 @@ impl Filer {
         };
         for file in live.iter().filter(|f| f.id != winner.id) {
             if DELETABLE.contains(&file.status.as_str()) {
-                tracing::warn!(file_id = %file.id, winner = %winner.id, "deleting a duplicate usage file");
-                self.client.delete_usage_file(&file.id).await?;
+                self.withdraw_loser(&file.id, &winner.id).await?;
             } else {
                 tracing::warn!(file_id = %file.id, status = %file.status, winner = %winner.id, "a duplicate usage file cannot be deleted in its status");
             }
@@ -315,11 +367,28 @@ impl Filer {
                 status == "draft"
             };
             if withdraw {
-                tracing::warn!(file_id = %file.id, %winner, "another file won this group; deleting a losing one");
-                self.client.delete_usage_file(&file.id).await?;
+                self.withdraw_loser(&file.id, &winner).await?;
             }
         }
         Ok(winner == file_id)
+    }
+
+    /// Deletes a file that lost its group to `winner`. The platform refusing (400: its owner
+    /// uploaded or submitted it since the listing) leaves it to the owner, who withdraws its own
+    /// losing upload at its look before submitting.
+    async fn withdraw_loser(&self, file_id: &str, winner: &str) -> Result<(), ConnectError> {
+        tracing::warn!(
+            file_id,
+            winner,
+            "another file won this group; deleting a losing one"
+        );
+        match self.client.delete_usage_file(file_id).await {
+            Err(error) if error.status() == Some(400) => {
+                tracing::info!(file_id, %error, "the losing file moved on; its owner withdraws it");
+                Ok(())
+            }
+            other => other.map(drop),
+        }
     }
 
     fn new_file(&self, key: &GroupKey, currency: &str) -> NewUsageFile {
@@ -338,94 +407,147 @@ impl Filer {
         }
     }
 
-    async fn create_and_submit(
+    /// Creates the group's file and uploads its workbook. Nobody else can be uploading to a
+    /// file this run has only just created, so the upload goes straight out; a replica that
+    /// created its own file for the key meets this one at the look before submitting.
+    async fn create_and_upload(
         &self,
         group: &Arc<Group>,
         currency: &str,
         outcome: &mut GroupOutcome,
     ) -> Result<FilingResult, FilingError> {
-        let file = self
+        let file_id = self
             .client
             .create_usage_file(&self.new_file(&group.key, currency))
             .await?;
-        outcome.file_id = Some(file.id.clone());
-        if !self.still_preferred(&group.key, &file.id).await? {
-            return Ok(FilingResult::Skipped(
-                "another instance is filing this group".into(),
-            ));
+        outcome.file_id = Some(file_id.clone());
+        let bytes = self.write_workbook(group, outcome).await?;
+        if !self.upload(&file_id, bytes).await? {
+            return Ok(lost());
         }
-        self.upload_and_submit(group, &file.id, outcome).await?;
-        Ok(FilingResult::Created)
+        self.after_upload(&group.key, &file_id).await
     }
 
-    /// Writes the group's workbook, uploads it to `file_id` (unless another instance already
-    /// did), waits for the platform to process it and submits it. Used for new files, empty
-    /// drafts and rebuilds after a rejection.
-    pub async fn upload_and_submit(
+    /// Uploads the group's workbook into an existing file — an empty draft found for the key,
+    /// or a rejected file being rebuilt — and submits it once processed (see [`Submission`]).
+    async fn fill(
         &self,
         group: &Arc<Group>,
         file_id: &str,
         outcome: &mut GroupOutcome,
-    ) -> Result<(), FilingError> {
-        let path = self.workbook_path(&group.key);
-        let stats = build::write_group(group.clone(), self.period, path.clone()).await?;
-        outcome.workbook = Some(path.clone());
-        let bytes = read_workbook(&path).await?;
+    ) -> Result<FilingResult, FilingError> {
+        let bytes = self.write_workbook(group, outcome).await?;
         // Another replica filling the same file may have got its upload in while this one built
         // the workbook (from the same source: the same rows). Uploading again would only send
         // the file back to processing under that replica's submit, so carry on with it as is.
         let current = self.client.usage_file(file_id).await?;
         if uploaded_by_someone(&current.status) {
             tracing::info!(file_id, status = %current.status, "another instance uploaded this file first");
-        } else {
-            tracing::info!(file_id, rows = stats.rows, bytes = stats.bytes, key = %group.key, "uploading usage workbook");
-            if let Err(error) = self.client.upload_usage_file(file_id, bytes.into()).await {
-                let status = self
-                    .client
-                    .usage_file(file_id)
-                    .await
-                    .map(|file| file.status);
-                if !status.is_ok_and(|status| uploaded_by_someone(&status)) {
-                    return Err(error.into());
-                }
-                tracing::info!(file_id, %error, "another instance uploaded this file first");
-            }
+        } else if current.status == DELETED || !self.upload(file_id, bytes).await? {
+            return Ok(lost());
+        }
+        self.after_upload(&group.key, file_id).await
+    }
+
+    /// The group's workbook for upload; also saved under the work directory when workbooks
+    /// are kept (the `report` command, `WORKBOOK_DIR`).
+    async fn write_workbook(
+        &self,
+        group: &Arc<Group>,
+        outcome: &mut GroupOutcome,
+    ) -> Result<Vec<u8>, FilingError> {
+        let bytes = build::build_group(group.clone(), self.period, self.workdir.clone()).await?;
+        if self.keep_workbooks {
+            let path = self.workbook_path(&group.key);
+            tokio::fs::write(&path, &bytes)
+                .await
+                .map_err(|source| FilingError::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+            outcome.workbook = Some(path);
+        }
+        Ok(bytes)
+    }
+
+    /// Uploads; false when the file was deleted meanwhile (another instance's file won the
+    /// group and withdrew this one). An upload refused because the file already holds one
+    /// (another instance got there first with the same rows) is carried on with.
+    async fn upload(&self, file_id: &str, bytes: Vec<u8>) -> Result<bool, FilingError> {
+        tracing::info!(file_id, bytes = bytes.len(), "uploading usage workbook");
+        let Err(error) = self.client.upload_usage_file(file_id, bytes.into()).await else {
+            return Ok(true);
+        };
+        let Ok(status) = self
+            .client
+            .usage_file(file_id)
+            .await
+            .map(|file| file.status)
+        else {
+            return Err(error.into());
+        };
+        if status == DELETED {
+            tracing::info!(
+                file_id,
+                "another instance's file won this group; this one was withdrawn"
+            );
+            return Ok(false);
+        }
+        if !uploaded_by_someone(&status) {
+            return Err(error.into());
+        }
+        tracing::info!(file_id, %error, "another instance uploaded this file first");
+        Ok(true)
+    }
+
+    /// Polls the upload until processed and submits it, or leaves that to its `ready` event.
+    async fn after_upload(
+        &self,
+        key: &GroupKey,
+        file_id: &str,
+    ) -> Result<FilingResult, FilingError> {
+        if self.submission == Submission::OnReadyEvent {
+            return Ok(FilingResult::Uploaded);
         }
         let file = self.wait_until_processed(file_id).await?;
         match file.status.as_str() {
-            "ready" => self.submit_if_still_preferred(group, file_id).await,
+            "ready" => Ok(match self.submit_if_still_preferred(key, file_id).await? {
+                true => FilingResult::Created,
+                false => lost(),
+            }),
             "invalid" => Err(FilingError::Invalid {
                 file_id: file_id.to_string(),
                 detail: file
                     .error_detail
                     .unwrap_or_else(|| "no detail given".into()),
             }),
-            status if DONE.contains(&status) => Ok(()),
+            status if DONE.contains(&status) => Ok(FilingResult::Created),
             other => Err(FilingError::Group(format!(
                 "usage file {file_id} went to {other:?} after upload"
             ))),
         }
     }
 
-    /// Submits the ready `file_id` unless another file won the group. A replica filling the
-    /// same file may upload it again in between (back to processing): then it is waited for
-    /// and submitted once ready again.
-    async fn submit_if_still_preferred(
+    /// Submits the ready `file_id` unless another file won the group (the `ready` handler
+    /// calls this too); false when it lost and was withdrawn. A replica filling the same file
+    /// may upload it again in between (back to processing): then it is waited for and
+    /// submitted once ready again.
+    pub async fn submit_if_still_preferred(
         &self,
-        group: &Arc<Group>,
+        key: &GroupKey,
         file_id: &str,
-    ) -> Result<(), FilingError> {
+    ) -> Result<bool, FilingError> {
         for _ in 0..3 {
-            if !self.still_preferred(&group.key, file_id).await? {
-                return Ok(());
+            if !self.still_preferred(key, file_id).await? {
+                return Ok(false);
             }
             let Err(error) = self.client.submit_usage_file(file_id).await else {
-                return Ok(());
+                return Ok(true);
             };
             let file = self.wait_until_processed(file_id).await?;
             match file.status.as_str() {
                 "ready" => tracing::info!(file_id, %error, "submitting again"),
-                status if DONE.contains(&status) => return Ok(()),
+                status if DONE.contains(&status) => return Ok(true),
                 _ => return Err(error.into()),
             }
         }
@@ -456,16 +578,12 @@ impl Filer {
     }
 }
 
+/// The outcome for a group whose file lost to another instance's file.
+fn lost() -> FilingResult {
+    FilingResult::Skipped("another instance is filing this group".into())
+}
+
 /// The file holds an upload already: in processing, ready or submitted.
 fn uploaded_by_someone(status: &str) -> bool {
     status == "ready" || PROCESSING.contains(&status) || DONE.contains(&status)
-}
-
-async fn read_workbook(path: &Path) -> Result<Vec<u8>, FilingError> {
-    tokio::fs::read(path)
-        .await
-        .map_err(|source| FilingError::Io {
-            path: path.to_path_buf(),
-            source,
-        })
 }

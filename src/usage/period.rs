@@ -3,10 +3,7 @@
 
 use std::fmt;
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Utc};
-
-/// The text layout of every timestamp in records and workbooks.
-pub const TIME_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Period {
@@ -110,22 +107,79 @@ impl fmt::Display for Period {
     }
 }
 
-/// Parses a `YYYY-MM-DD HH:MM:SS` timestamp.
+/// Parses a `YYYY-MM-DD HH:MM:SS` timestamp: exactly that shape, digits where the format has
+/// them. Read field by field rather than through a strftime pattern: it runs for every time
+/// of every record, and of every row the validator checks.
 pub fn parse_time(text: &str) -> Option<NaiveDateTime> {
-    if text.len() != 19 {
+    let bytes = text.as_bytes();
+    if bytes.len() != 19 {
         return None;
     }
-    NaiveDateTime::parse_from_str(text, TIME_FORMAT).ok()
+    let separators = [(4, b'-'), (7, b'-'), (10, b' '), (13, b':'), (16, b':')];
+    if separators.iter().any(|&(at, byte)| bytes[at] != byte) {
+        return None;
+    }
+    let number = |from: usize, to: usize| -> Option<u32> {
+        bytes[from..to].iter().try_fold(0u32, |value, &byte| {
+            byte.is_ascii_digit()
+                .then(|| value * 10 + u32::from(byte - b'0'))
+        })
+    };
+    let date = NaiveDate::from_ymd_opt(
+        i32::try_from(number(0, 4)?).ok()?,
+        number(5, 7)?,
+        number(8, 10)?,
+    )?;
+    date.and_hms_opt(number(11, 13)?, number(14, 16)?, number(17, 19)?)
 }
 
+/// `YYYY-MM-DD HH:MM:SS`, the inverse of [`parse_time`].
 pub fn format_time(time: NaiveDateTime) -> String {
-    time.format(TIME_FORMAT).to_string()
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+        time.year(),
+        time.month(),
+        time.day(),
+        time.hour(),
+        time.minute(),
+        time.second()
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn times_round_trip_in_exactly_one_shape() {
+        for text in [
+            "2024-02-29 23:59:59",
+            "0001-01-01 00:00:00",
+            "2024-12-31 00:00:00",
+        ] {
+            let time = parse_time(text).unwrap();
+            assert_eq!(format_time(time), text);
+        }
+        for bad in [
+            "",
+            "2024-02-30 00:00:00",
+            "2023-02-29 12:00:00",
+            "2024-13-01 00:00:00",
+            "2024-01-01 24:00:00",
+            "2024-01-01 00:60:00",
+            "2024-01-01 00:00:60",
+            "2024-01-01T00:00:00",
+            "2024/01/01 00:00:00",
+            "2024-1-01 00:00:00 ",
+            "+024-01-01 00:00:00",
+            "2024-01-01 00:00:0x",
+            "2024-01-01 00:00:00Z",
+            "２024-01-01 00:00:0",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad:?}");
+        }
+    }
 
     #[test]
     fn january_reports_december_of_the_previous_year() {

@@ -13,7 +13,7 @@ use indicatif::ProgressBar;
 use crate::alert::{Alert, AlertKind, Alerter, Severity};
 use crate::config::{ConfigError, ReportSettings};
 use crate::connect::ConnectClient;
-use crate::usage::filing::{Filer, FilingResult, GroupOutcome};
+use crate::usage::filing::{Filer, FilingError, FilingResult, GroupOutcome, Submission};
 use crate::usage::group::{self, CollectError, Collection, Group, GroupKey};
 use crate::usage::period::Period;
 use crate::usage::resolve::Catalog;
@@ -49,6 +49,8 @@ pub struct ReportJob {
     pub workdir: PathBuf,
     /// Keep workbooks after upload.
     pub keep_workbooks: bool,
+    /// Whether this run submits its uploads or their `ready` events do.
+    pub submission: Submission,
 }
 
 impl ReportJob {
@@ -92,6 +94,7 @@ impl Reporter {
             dry_run: job.dry_run,
             ready_timeout: self.settings.ready_timeout,
             poll_interval: self.settings.ready_poll_interval,
+            submission: job.submission,
         }
     }
 
@@ -227,57 +230,62 @@ impl Reporter {
         }
     }
 
-    /// Rebuilds one group from the source and uploads it into the existing file `file_id`
-    /// (after a rejection), then submits it once ready.
-    pub async fn rebuild_into(
+    /// Submits our `ready` file `file_id` unless another file won its group (the reaction to
+    /// its `ready` event); false when it lost and was withdrawn.
+    pub async fn submit_ready(
         &self,
         key: &GroupKey,
         period: Period,
         file_id: &str,
-        workdir: PathBuf,
-        keep_workbooks: bool,
-    ) -> Result<GroupOutcome, ReportError> {
+    ) -> Result<bool, FilingError> {
         let job = ReportJob {
             period,
+            contracts: Vec::new(),
+            products: Vec::new(),
+            dry_run: false,
+            // Submitting writes no workbook.
+            workdir: PathBuf::new(),
+            keep_workbooks: false,
+            submission: Submission::OnReadyEvent,
+        };
+        self.filer(&job)
+            .submit_if_still_preferred(key, file_id)
+            .await
+    }
+
+    /// Rebuilds one group of `job`'s month from the source and uploads it into the existing
+    /// file `file_id` (after a rejection), to be submitted once ready.
+    pub async fn rebuild_into(
+        &self,
+        key: &GroupKey,
+        file_id: &str,
+        job: ReportJob,
+    ) -> Result<GroupOutcome, ReportError> {
+        let period = job.period;
+        let job = ReportJob {
             contracts: vec![key.contract_id.clone()],
             products: vec![key.product_id.clone()],
             dry_run: false,
-            workdir,
-            keep_workbooks,
+            ..job
         };
         prepare_workdir(&job).await?;
         let mut collection = self.collect(period).await?;
-        let filer = self.filer(&job);
-        let mut outcome = GroupOutcome {
-            key: key.clone(),
-            file_id: Some(file_id.to_string()),
-            rows: 0,
-            result: FilingResult::Submitted,
-            workbook: None,
-            error_detail: None,
-        };
         let Some(group) = collection.groups.remove(key) else {
-            outcome.result = FilingResult::Failed(
-                "the corrected source has no records for this contract and product".into(),
-            );
-            return Ok(outcome);
+            return Ok(GroupOutcome {
+                key: key.clone(),
+                file_id: Some(file_id.to_string()),
+                rows: 0,
+                result: FilingResult::Failed(
+                    "the corrected source has no records for this contract and product".into(),
+                ),
+                workbook: None,
+                error_detail: None,
+            });
         };
-        outcome.rows = group.rows.len() as u64;
-        if let Err(error) = filer
-            .upload_and_submit(&Arc::new(group), file_id, &mut outcome)
-            .await
-        {
-            if let crate::usage::filing::FilingError::Invalid { detail, .. } = &error {
-                outcome.error_detail = Some(detail.clone());
-            }
-            outcome.result = FilingResult::Failed(error.to_string());
-        }
-        if !keep_workbooks {
-            if let Some(path) = outcome.workbook.take() {
-                let _ = tokio::fs::remove_file(path).await;
-            }
-        }
-        Ok(outcome)
+        Ok(self
+            .filer(&job)
+            .refill_group(Arc::new(group), file_id)
+            .await)
     }
 }
 

@@ -156,7 +156,8 @@ impl Catalog {
         // report's peak memory.
         let found = self
             .per_batch(wanted.iter().cloned(), |batch| {
-                let query = Query::new(self.asset_filter(batch)).select(["-configuration"]);
+                let query =
+                    Query::new(self.asset_filter(batch)).select(["-configuration", "-items"]);
                 let client = self.client.clone();
                 let wanted = &wanted;
                 async move {

@@ -23,7 +23,12 @@ impl Summary {
     }
 
     pub fn created(&self) -> usize {
-        self.count(|r| matches!(r, FilingResult::Created))
+        self.count(|r| matches!(r, FilingResult::Created | FilingResult::Uploaded))
+    }
+
+    /// Uploaded here, left for the file's `ready` event to submit.
+    pub fn uploaded(&self) -> usize {
+        self.count(|r| matches!(r, FilingResult::Uploaded))
     }
 
     pub fn submitted(&self) -> usize {
@@ -46,7 +51,12 @@ impl Summary {
     pub fn rows(&self) -> u64 {
         self.groups
             .iter()
-            .filter(|g| matches!(g.result, FilingResult::Created | FilingResult::DryRun))
+            .filter(|g| {
+                matches!(
+                    g.result,
+                    FilingResult::Created | FilingResult::Uploaded | FilingResult::DryRun
+                )
+            })
             .map(|g| g.rows)
             .sum()
     }
@@ -87,6 +97,13 @@ impl Summary {
                 .collect();
             let _ = write!(text, " ({})", parts.join(", "));
         }
+        if self.uploaded() > 0 {
+            let _ = write!(
+                text,
+                "; {} uploaded files are submitted on their ready events",
+                self.uploaded()
+            );
+        }
         if self.dry_run() > 0 {
             let _ = write!(text, "; dry run: {} workbooks written", self.dry_run());
         }
@@ -109,6 +126,7 @@ impl Summary {
         for group in &self.groups {
             let result = match &group.result {
                 FilingResult::Created => "created and submitted".to_string(),
+                FilingResult::Uploaded => "created; submitted on its ready event".to_string(),
                 FilingResult::Submitted => "submitted".to_string(),
                 FilingResult::Skipped(why) => format!("skipped: {why}"),
                 FilingResult::DryRun => format!(

@@ -627,6 +627,16 @@ pub fn inspect_workbook(bytes: &[u8], rules: &Rules) -> Inspection {
 
 /// [`inspect_workbook`] of a workbook read from anywhere, so a file need not be loaded whole.
 pub fn inspect_workbook_reader<R: Read + Seek>(workbook: R, rules: &Rules) -> Inspection {
+    inspect_workbook_rows(workbook, rules, |_| {})
+}
+
+/// [`inspect_workbook_reader`] that also hands every data row read to `keep`, so a reader
+/// that wants the rows (the simulator storing an upload) checks and keeps them in one pass.
+pub fn inspect_workbook_rows<R: Read + Seek>(
+    workbook: R,
+    rules: &Rules,
+    mut keep: impl FnMut(UsageRow),
+) -> Inspection {
     let mut validator = RowValidator::new(rules);
     let mut problems = Vec::new();
     let mut records = 0;
@@ -644,6 +654,7 @@ pub fn inspect_workbook_reader<R: Read + Seek>(workbook: R, rules: &Rules) -> In
                         .is_none_or(|c| unreadable & column_bit(c) == 0)
                 }),
         );
+        keep(data.row);
     });
     Inspection { records, problems }
 }

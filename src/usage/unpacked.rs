@@ -15,6 +15,10 @@ use std::io::{Read, Seek};
 pub const TOKEN_LIMIT: usize = 1 << 20;
 /// The most the XML parts besides the worksheets may unpack to, together.
 pub const PARTS_LIMIT: u64 = 128 << 20;
+/// Deflate cannot expand its input more than this (about 1032:1 at best), and the zip reader
+/// never reads past a part's stated compressed size: so that size bounds what the part unpacks
+/// to without unpacking it.
+const DEFLATE_MAX_RATIO: u64 = 1032;
 
 /// Why a workbook is refused unread, or `Ok` when the reader may have it.
 pub fn check<R: Read + Seek>(workbook: &mut R) -> Result<(), String> {
@@ -34,6 +38,16 @@ pub fn check<R: Read + Seek>(workbook: &mut R) -> Result<(), String> {
         let is_worksheet = name
             .strip_prefix("xl/worksheets/")
             .is_some_and(|file| !file.contains('/'));
+        // Small parts (most of a workbook's) are bounded by their compressed size alone.
+        if let Some(bound) = unpacked_bound(&part) {
+            let within_parts = is_worksheet || other_parts + bound <= PARTS_LIMIT;
+            if bound <= TOKEN_LIMIT as u64 && within_parts {
+                if !is_worksheet {
+                    other_parts += bound;
+                }
+                continue;
+            }
+        }
         let mut tokens = Tokens::default();
         loop {
             let read = match part.read(&mut chunk) {
@@ -58,6 +72,15 @@ pub fn check<R: Read + Seek>(workbook: &mut R) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// The most `part` can unpack to, when its method allows telling that from its size.
+fn unpacked_bound<R: Read>(part: &zip::read::ZipFile<'_, R>) -> Option<u64> {
+    match part.compression() {
+        zip::CompressionMethod::Stored => Some(part.compressed_size()),
+        zip::CompressionMethod::Deflated => part.compressed_size().checked_mul(DEFLATE_MAX_RATIO),
+        _ => None,
+    }
 }
 
 /// The length of the current tag or text run.

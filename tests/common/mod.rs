@@ -15,6 +15,7 @@ use connect_payg::connect::{ClientOptions, ConnectClient};
 use connect_payg::sim::{
     BadRowSpec, ExpectedGroup, FileSummary, SeedSpec, SimConfig, Simulator, VendorUsage,
 };
+use connect_payg::usage::filing::Submission;
 use connect_payg::usage::period::Period;
 use connect_payg::usage::report::{ReportJob, Reporter};
 use connect_payg::usage::template::{Cell, UsageRow};
@@ -109,6 +110,7 @@ impl World {
             dry_run: false,
             workdir: self.dir.path().join("workbooks"),
             keep_workbooks: false,
+            submission: Submission::Poll,
         }
     }
 

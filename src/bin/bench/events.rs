@@ -15,6 +15,7 @@ use connect_payg::connect::{ClientOptions, ConnectClient};
 use connect_payg::devops::protocol::ResultCode;
 use connect_payg::handlers::USAGE_FILE_EVENT;
 use connect_payg::sim::SeedSpec;
+use connect_payg::usage::filing::Submission;
 use connect_payg::usage::period::Period;
 use connect_payg::usage::report::{ReportJob, Reporter};
 
@@ -128,6 +129,7 @@ async fn accepted_files(world: &World, dir: &Path) -> Result<Vec<String>, String
         dry_run: false,
         workdir: dir.join("workbooks"),
         keep_workbooks: false,
+        submission: Submission::Poll,
     };
     let summary = reporter.run(&job, None).await.map_err(|e| e.to_string())?;
     if summary.failed() > 0 {
