@@ -6,6 +6,7 @@ FROM rust:1-slim-bookworm AS build
 WORKDIR /src
 # Dependencies first, so code changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
+COPY .cargo .cargo
 RUN mkdir -p src/bin && echo 'fn main() {}' > src/main.rs && echo 'fn main() {}' > src/bin/bench.rs \
     && touch src/lib.rs && cargo build --release --locked --bin connect-payg && rm -rf src
 COPY . .

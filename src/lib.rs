@@ -13,12 +13,14 @@
 //! * [`handlers`] — what this extension does with tasks: the monthly schedule and usage-file
 //!   status events.
 //! * [`alert`] — operator alerts: a structured log line, and a webhook when configured.
+//! * [`allocator`] — the memory allocator and its tuning.
 //! * [`sim`] — a Connect simulator (REST, usage-file life cycle, DevOps websocket, faults) used
 //!   by the tests and by `connect-payg sandbox`.
 //! * [`sandbox`] — the whole product against the simulator in one command.
 //! * [`cli`] — the command line: `run`, `report`, `validate`, `sandbox`.
 
 pub mod alert;
+pub mod allocator;
 pub mod cli;
 pub mod config;
 pub mod connect;

@@ -237,7 +237,11 @@ async fn a_foreign_file_is_skipped_and_left_alone() {
     // A file in draft is not a subscribed status: make it ready through a valid upload.
     let collection = world.reporter(&[]).collect(world.period).await.unwrap();
     let rows = collection.groups.values().next().unwrap().rows.clone();
-    let bytes = workbook_bytes(rows.iter().map(connect_payg::usage::build::usage_row)).unwrap();
+    let bytes = workbook_bytes(
+        rows.iter()
+            .map(|row| connect_payg::usage::build::usage_row(row, world.period)),
+    )
+    .unwrap();
     world.sim.state().upload(&id, bytes.into()).unwrap();
     world
         .wait_until("the ready event was answered", |w| {

@@ -159,7 +159,13 @@ async fn an_interrupted_run_completes_on_the_next_one() {
         let group = &collection.groups[&key];
         let workbook = match stage {
             Stage::BrokenUpload => workbook_bytes(std::iter::empty()).unwrap(),
-            _ => workbook_bytes(group.rows.iter().map(build::usage_row)).unwrap(),
+            _ => workbook_bytes(
+                group
+                    .rows
+                    .iter()
+                    .map(|row| build::usage_row(row, world.period)),
+            )
+            .unwrap(),
         };
         let client = client.clone();
         let new = new_file(&world, &key, &currency);
@@ -464,4 +470,45 @@ async fn dry_run_writes_workbooks_and_changes_nothing() {
         let rows = connect_payg::usage::template::read_workbook(&bytes).unwrap();
         assert_eq!(rows.len() as u64, group.rows);
     }
+}
+
+/// A month bigger than the lookup chunk (records are resolved a few thousand at a time): every
+/// record still lands exactly once, and each object is still asked for once — assets in
+/// batches of 100, at most one partial batch per chunk.
+#[tokio::test]
+async fn a_month_larger_than_a_lookup_chunk_is_sorted_exactly() {
+    let world = world(
+        SeedSpec {
+            seed: 7,
+            contracts: 6,
+            products: 3,
+            subscriptions: 3_000,
+            ..SeedSpec::default()
+        },
+        BadRowSpec::default(),
+        period("2024-03"),
+    )
+    .await;
+    let records = world.usage.csv.lines().count() - 1;
+    assert!(records > 10_000, "several chunks: {records} records");
+    let summary = world.reporter(&[]).run(&world.job(), None).await.unwrap();
+    assert_eq!(summary.failed(), 0, "{}", summary.headline());
+    world.assert_filed_exactly("pending").await;
+    assert_eq!(summary.bad_by_reason(), expected_bad(&world));
+    assert_eq!(
+        summary.out_of_scope.values().sum::<u64>(),
+        world.usage.expected.out_of_scope as u64
+    );
+    assert_eq!(summary.rows(), world.usage.expected.good_rows() as u64);
+
+    let state = world.sim.state();
+    let chunks = records.div_ceil(5_000) as u64;
+    let asset_pages = state.request_count("GET", "/assets");
+    assert!(
+        asset_pages <= 3_000u64.div_ceil(100) + chunks,
+        "{asset_pages} asset pages"
+    );
+    let products = world.sim.state().catalogue().products.len() as u64;
+    assert!(state.request_count("GET", "/products/{id}") <= products);
+    assert!(state.request_count("GET", "/contracts") <= chunks);
 }

@@ -93,7 +93,7 @@ pub enum CliError {
 }
 
 pub fn main() -> ExitCode {
-    limit_malloc_arenas();
+    crate::allocator::tune();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -117,17 +117,6 @@ pub fn main() -> ExitCode {
             eprintln!("error: {error:#}");
             ExitCode::from(1)
         }
-    }
-}
-
-/// glibc gives threads that allocate their own heap arenas and seldom returns their memory;
-/// work that hops between tokio's worker and blocking threads leaves many half-empty arenas
-/// (measured: twice the peak RSS of the monthly report). Two arenas are plenty here.
-pub fn limit_malloc_arenas() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: mallopt only adjusts allocator tuning; it is called before any thread starts.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
     }
 }
 

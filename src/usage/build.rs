@@ -37,17 +37,16 @@ fn optional_text(value: Option<&str>) -> Cell {
 }
 
 /// The template row for one record: QT columns only, dynamic-item and amount/tier left empty.
-pub fn usage_row(row: &ReportRow) -> UsageRow {
-    let record = &row.record;
+pub fn usage_row(row: &ReportRow, period: Period) -> UsageRow {
     UsageRow {
-        record_id: text(&record.record_id),
-        record_note: optional_text(record.note.as_deref()),
+        record_id: Cell::Text(row.record_id.spelled(period)),
+        record_note: optional_text(row.note.as_deref()),
         item_search_criteria: text(&row.item.search.0),
         item_search_value: text(&row.item.search.1),
         amount: Cell::Empty,
-        quantity: Cell::Number(record.quantity.value()),
-        start_time_utc: Cell::Text(format_time(record.start)),
-        end_time_utc: Cell::Text(format_time(record.end)),
+        quantity: Cell::Number(row.quantity.value()),
+        start_time_utc: Cell::Text(format_time(row.start)),
+        end_time_utc: Cell::Text(format_time(row.end)),
         asset_search_criteria: text(&row.asset.search.0),
         asset_search_value: text(&row.asset.search.1),
         item_name: Cell::Empty,
@@ -72,7 +71,12 @@ pub fn rules(group: &Group, period: Period) -> Rules {
     let assets: HashSet<(String, String)> = group
         .rows
         .iter()
-        .map(|row| row.asset.search.clone())
+        .map(|row| {
+            (
+                row.asset.search.0.to_string(),
+                row.asset.search.1.to_string(),
+            )
+        })
         .collect();
     Rules {
         period: Some(period),
@@ -139,7 +143,7 @@ fn checked_writer(
     let mut writer = WorkbookWriter::new(scratch_dir)?;
     let mut problems = Vec::new();
     for (row, sheet_row) in group.rows.iter().zip(2u32..) {
-        let usage_row = usage_row(row);
+        let usage_row = usage_row(row, period);
         problems.extend(validator.check(sheet_row, &usage_row));
         if problems.is_empty() {
             writer.push(&usage_row)?;

@@ -4,14 +4,18 @@
 //! Every record ends in exactly one place: a group's rows, the bad list (with line and reason),
 //! or an out-of-scope count. Nothing is aggregated and nothing is dropped silently.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
 
 use crate::connect::ConnectError;
 use crate::usage::period::Period;
-use crate::usage::record::{BadReason, BadRecord, OutOfScope, RecordChecker, VendorRecord};
+use chrono::NaiveDateTime;
+
+use crate::usage::record::{
+    BadReason, BadRecord, OutOfScope, Quantity, RecordChecker, RecordId, VendorRecord,
+};
 use crate::usage::resolve::{AssetMatch, Catalog, ResolvedAsset, ResolvedItem, ResolvedProduct};
 use crate::usage::source::{RecordStream, SourceError};
 
@@ -52,11 +56,18 @@ impl std::fmt::Display for GroupKey {
     }
 }
 
+/// A record filed under its group: what the workbook row needs and nothing else (a month's
+/// rows are held until filed, so the source line and the subscription id as the vendor wrote
+/// it are dropped here).
 #[derive(Debug, Clone)]
 pub struct ReportRow {
-    pub record: VendorRecord,
     pub asset: Arc<ResolvedAsset>,
     pub item: Arc<ResolvedItem>,
+    pub record_id: RecordId,
+    pub note: Option<Arc<str>>,
+    pub quantity: Quantity,
+    pub start: NaiveDateTime,
+    pub end: NaiveDateTime,
 }
 
 #[derive(Debug, Clone)]
@@ -95,51 +106,160 @@ pub enum CollectError {
     Connect(#[from] ConnectError),
 }
 
+/// Good records waiting for their subscriptions to be looked up. Records are resolved and
+/// sorted into rows a few thousand at a time, so a month is never held twice (as records and
+/// as rows) and lookups overlap the reading of a large source.
+const CHUNK: usize = 2_000;
+
 /// Reads the whole source for `period` and sorts every record into groups, bad or out of scope.
 pub async fn collect(
     mut records: RecordStream,
     period: Period,
     catalog: &Catalog,
 ) -> Result<Collection, CollectError> {
-    let mut collection = Collection::default();
+    let mut sorter = Sorter::new(catalog);
     let mut checker = RecordChecker::new(period);
-    let mut good: Vec<VendorRecord> = Vec::new();
+    let mut chunk: Vec<VendorRecord> = Vec::with_capacity(CHUNK);
     while let Some(item) = records.next().await {
-        collection.records_read += 1;
+        sorter.collection.records_read += 1;
         match item? {
             Ok(raw) => match checker.check(raw) {
-                Ok(record) => good.push(record),
-                Err(bad) => collection.bad.push(bad),
+                Ok(record) => chunk.push(record),
+                Err(bad) => sorter.collection.bad.push(bad),
             },
-            Err(bad) => collection.bad.push(bad),
+            Err(bad) => sorter.collection.bad.push(bad),
+        }
+        if chunk.len() == CHUNK {
+            sorter
+                .sort(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
+                .await?;
+        }
+    }
+    sorter.sort(chunk).await?;
+    Ok(sorter.finish().await?)
+}
+
+/// A record's group and the objects it resolved to.
+struct Placed {
+    key: GroupKey,
+    asset: Arc<ResolvedAsset>,
+    item: Arc<ResolvedItem>,
+}
+
+/// What the records so far came to, and what Connect said about their objects (each asked
+/// for once: a chunk looks up only the subscriptions, contracts and products not seen yet).
+struct Sorter<'c> {
+    catalog: &'c Catalog,
+    assets: HashMap<String, AssetMatch>,
+    contracts_checked: HashSet<String>,
+    in_scope_contracts: HashSet<String>,
+    products: HashMap<String, Arc<ResolvedProduct>>,
+    rows: BTreeMap<GroupKey, Vec<ReportRow>>,
+    collection: Collection,
+}
+
+impl<'c> Sorter<'c> {
+    fn new(catalog: &'c Catalog) -> Self {
+        Sorter {
+            catalog,
+            assets: HashMap::new(),
+            contracts_checked: HashSet::new(),
+            in_scope_contracts: HashSet::new(),
+            products: HashMap::new(),
+            rows: BTreeMap::new(),
+            collection: Collection::default(),
         }
     }
 
-    let assets = catalog
-        .assets(good.iter().map(|r| r.subscription_id.to_string()))
-        .await?;
-    let contracts = catalog
-        .active_distribution_contracts(assets.values().filter_map(|m| match m {
-            AssetMatch::Found(asset) => Some(asset.contract_id.clone()),
-            _ => None,
-        }))
-        .await?;
-    let in_scope_contract = |asset: &ResolvedAsset| contracts.contains(&asset.contract_id);
-    let products = catalog
-        .products(assets.values().filter_map(|m| match m {
-            AssetMatch::Found(asset) if in_scope_contract(asset) => Some(asset.product_id.clone()),
-            _ => None,
-        }))
-        .await?;
-    let products: HashMap<String, Arc<ResolvedProduct>> = products
-        .into_iter()
-        .map(|(id, p)| (id, Arc::new(p)))
-        .collect();
+    async fn sort(&mut self, records: Vec<VendorRecord>) -> Result<(), ConnectError> {
+        self.look_up(&records).await?;
+        let placed: Vec<(VendorRecord, Option<Placed>)> = records
+            .into_iter()
+            .map(|record| {
+                let placed = self.place(&record);
+                (record, placed)
+            })
+            .collect();
+        // Groups grow by exactly what this chunk adds: doubling would leave most groups with
+        // a third of their room empty, and rows are what a month holds longest.
+        let mut added: HashMap<&GroupKey, usize> = HashMap::new();
+        for (_, placed) in &placed {
+            if let Some(placed) = placed {
+                *added.entry(&placed.key).or_default() += 1;
+            }
+        }
+        for (key, count) in added {
+            if let Some(rows) = self.rows.get_mut(key) {
+                rows.reserve_exact(count);
+            } else {
+                self.rows.insert(key.clone(), Vec::with_capacity(count));
+            }
+        }
+        for (record, placed) in placed {
+            let Some(Placed { key, asset, item }) = placed else {
+                continue;
+            };
+            self.rows
+                .get_mut(&key)
+                .expect("reserved above")
+                .push(ReportRow {
+                    asset,
+                    item,
+                    record_id: record.record_id,
+                    note: record.note,
+                    quantity: record.quantity,
+                    start: record.start,
+                    end: record.end,
+                });
+        }
+        Ok(())
+    }
 
-    let mut rows: BTreeMap<GroupKey, Vec<ReportRow>> = BTreeMap::new();
-    for record in good {
+    /// Resolves what `records` name that earlier chunks did not.
+    async fn look_up(&mut self, records: &[VendorRecord]) -> Result<(), ConnectError> {
+        let new_subscriptions: HashSet<String> = records
+            .iter()
+            .map(|r| &*r.subscription_id)
+            .filter(|id| !self.assets.contains_key(*id))
+            .map(str::to_string)
+            .collect();
+        let found = self.catalog.assets(new_subscriptions).await?;
+        self.assets.extend(found);
+        let found_assets = || {
+            records
+                .iter()
+                .filter_map(|r| match &self.assets[&*r.subscription_id] {
+                    AssetMatch::Found(asset) => Some(asset.clone()),
+                    _ => None,
+                })
+        };
+        let new_contracts: BTreeSet<String> = found_assets()
+            .map(|asset| asset.contract_id.to_string())
+            .filter(|id| !self.contracts_checked.contains(id))
+            .collect();
+        let in_scope = self
+            .catalog
+            .active_distribution_contracts(new_contracts.iter().cloned())
+            .await?;
+        self.contracts_checked.extend(new_contracts);
+        self.in_scope_contracts.extend(in_scope);
+        let new_products: BTreeSet<String> = found_assets()
+            .filter(|asset| self.in_scope_contracts.contains(&*asset.contract_id))
+            .map(|asset| asset.product_id.to_string())
+            .filter(|id| !self.products.contains_key(id))
+            .collect();
+        let products = self.catalog.products(new_products).await?;
+        self.products
+            .extend(products.into_iter().map(|(id, p)| (id, Arc::new(p))));
+        Ok(())
+    }
+
+    /// Where a looked-up record belongs: a group (returned), or the bad list or a count
+    /// (recorded here, `None` returned).
+    fn place(&mut self, record: &VendorRecord) -> Option<Placed> {
+        let collection = &mut self.collection;
         let line = record.line;
-        let asset = match &assets[&*record.subscription_id] {
+        let asset = match &self.assets[&*record.subscription_id] {
             AssetMatch::Found(asset) => asset.clone(),
             AssetMatch::Unknown => {
                 collection.bad.push(BadRecord::new(
@@ -150,7 +270,7 @@ pub async fn collect(
                         record.subscription_id
                     ),
                 ));
-                continue;
+                return None;
             }
             AssetMatch::Ambiguous(ids) => {
                 collection.bad.push(BadRecord::new(
@@ -162,23 +282,23 @@ pub async fn collect(
                         ids.join(", ")
                     ),
                 ));
-                continue;
+                return None;
             }
         };
-        if !in_scope_contract(&asset) {
+        if !self.in_scope_contracts.contains(&*asset.contract_id) {
             *collection
                 .out_of_scope
                 .entry(OutOfScope::ContractNotActiveDistribution)
                 .or_default() += 1;
-            continue;
+            return None;
         }
-        let product = &products[&asset.product_id];
+        let product = &self.products[&*asset.product_id];
         if !product.qt {
             *collection
                 .out_of_scope
                 .entry(OutOfScope::ProductNotQt)
                 .or_default() += 1;
-            continue;
+            return None;
         }
         let Some(item) = product.items.get(&*record.item) else {
             collection.bad.push(BadRecord::new(
@@ -189,7 +309,7 @@ pub async fn collect(
                     record.item, product.id
                 ),
             ));
-            continue;
+            return None;
         };
         if let Err(reason) = record.quantity.fits(item.precision) {
             collection.bad.push(BadRecord::new(
@@ -200,50 +320,59 @@ pub async fn collect(
                     record.quantity, item.precision
                 ),
             ));
-            continue;
+            return None;
         }
-        let key = GroupKey {
-            contract_id: asset.contract_id.clone(),
-            product_id: asset.product_id.clone(),
-        };
-        rows.entry(key).or_default().push(ReportRow {
+        Some(Placed {
+            key: GroupKey {
+                contract_id: asset.contract_id.to_string(),
+                product_id: asset.product_id.to_string(),
+            },
             item: item.clone(),
             asset,
-            record,
-        });
+        })
     }
 
-    let marketplaces: BTreeSet<String> = rows
-        .values()
-        .flatten()
-        .map(|row| row.asset.marketplace_id.clone())
-        .collect();
-    let currencies = catalog.currencies(marketplaces).await?;
-    for (key, rows) in rows {
-        let found: BTreeSet<&String> = rows
-            .iter()
-            .filter_map(|row| currencies.get(&row.asset.marketplace_id))
+    /// The groups with their currencies, and every bad record in source order.
+    async fn finish(self) -> Result<Collection, ConnectError> {
+        let Sorter {
+            catalog,
+            products,
+            rows,
+            mut collection,
+            ..
+        } = self;
+        let marketplaces: BTreeSet<String> = rows
+            .values()
+            .flatten()
+            .map(|row| row.asset.marketplace_id.to_string())
             .collect();
-        let currency = match found.len() {
-            1 => Ok(found.into_iter().next().expect("one").clone()),
-            0 => Err("the assets' marketplace has no currency".to_string()),
-            _ => Err(format!(
-                "the assets span marketplaces with different currencies ({}); one usage file holds one currency",
-                found.into_iter().cloned().collect::<Vec<_>>().join(", ")
-            )),
-        };
-        collection.groups.insert(
-            key.clone(),
-            Group {
-                product: products[&key.product_id].clone(),
-                key,
-                currency,
-                rows,
-            },
-        );
+        let currencies = catalog.currencies(marketplaces).await?;
+        for (key, rows) in rows {
+            let found: BTreeSet<&String> = rows
+                .iter()
+                .filter_map(|row| currencies.get(&*row.asset.marketplace_id))
+                .collect();
+            let currency = match found.len() {
+                1 => Ok(found.into_iter().next().expect("one").clone()),
+                0 => Err("the assets' marketplace has no currency".to_string()),
+                _ => Err(format!(
+                    "the assets span marketplaces with different currencies ({}); one usage file holds one currency",
+                    found.into_iter().cloned().collect::<Vec<_>>().join(", ")
+                )),
+            };
+            collection.groups.insert(
+                key.clone(),
+                Group {
+                    product: products[&key.product_id].clone(),
+                    key,
+                    currency,
+                    rows,
+                },
+            );
+        }
+        collection.bad.sort_by_key(|bad| bad.line);
+        Ok(collection)
     }
-    collection.bad.sort_by_key(|bad| bad.line);
-    Ok(collection)
 }
 
 #[cfg(test)]

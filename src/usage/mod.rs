@@ -4,6 +4,7 @@
 pub mod build;
 pub mod filing;
 pub mod group;
+mod interner;
 pub mod period;
 pub mod record;
 pub mod report;

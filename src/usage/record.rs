@@ -12,6 +12,7 @@ use std::sync::Arc;
 use chrono::NaiveDateTime;
 use sha2::{Digest, Sha256};
 
+use crate::usage::interner::Interner;
 use crate::usage::period::{parse_time, Period};
 use crate::usage::template::Precision;
 
@@ -139,9 +140,31 @@ pub struct VendorRecord {
     pub quantity: Quantity,
     pub start: NaiveDateTime,
     pub end: NaiveDateTime,
-    /// The vendor's id, or a deterministic hash of the record (see [`RecordChecker`]).
-    pub record_id: Box<str>,
-    pub note: Option<Box<str>>,
+    pub record_id: RecordId,
+    /// Shared between the records that repeat it, like names.
+    pub note: Option<Arc<str>>,
+}
+
+/// A record's id: the vendor's, or derived from the record's content (see [`RecordChecker`]).
+/// A derived id is kept as its parts and spelled out only when written: a month holds one per
+/// row, and the parts take a third of the text's room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecordId {
+    Vendor(Box<str>),
+    Derived { digest: [u8; 12], occurrence: u32 },
+}
+
+impl RecordId {
+    /// The id as the workbook carries it: `PAYG-<YYYYMM>-<hash>-<n>` when derived.
+    pub fn spelled(&self, period: Period) -> String {
+        match self {
+            RecordId::Vendor(id) => id.to_string(),
+            RecordId::Derived { digest, occurrence } => {
+                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+                format!("PAYG-{}-{hex}-{occurrence}", period.compact())
+            }
+        }
+    }
 }
 
 /// Why a record is bad: never uploaded, reported with its line.
@@ -271,7 +294,7 @@ pub struct RecordChecker {
     /// Digests of the ids seen: 16 bytes a record, whatever the ids' length.
     seen: HashSet<u128>,
     identical: HashMap<[u8; 16], u32>,
-    names: HashSet<Arc<str>>,
+    names: Interner,
 }
 
 fn digest(parts: &[&str]) -> [u8; 16] {
@@ -289,18 +312,7 @@ impl RecordChecker {
             period,
             seen: HashSet::new(),
             identical: HashMap::new(),
-            names: HashSet::new(),
-        }
-    }
-
-    fn shared(&mut self, name: String) -> Arc<str> {
-        match self.names.get(name.as_str()) {
-            Some(shared) => shared.clone(),
-            None => {
-                let shared: Arc<str> = name.into();
-                self.names.insert(shared.clone());
-                shared
-            }
+            names: Interner::default(),
         }
     }
 
@@ -309,25 +321,28 @@ impl RecordChecker {
         line: u64,
         vendor_id: Option<String>,
         content: &[&str],
-    ) -> Result<Box<str>, BadRecord> {
+    ) -> Result<RecordId, BadRecord> {
         let id = match vendor_id {
-            Some(id) => id.trim().to_string(),
+            Some(id) => RecordId::Vendor(id.trim().into()),
             None => {
                 let digest = digest(content);
                 let occurrence = self.identical.entry(digest).or_default();
                 *occurrence += 1;
-                let hex: String = digest[..12].iter().map(|b| format!("{b:02x}")).collect();
-                format!("PAYG-{}-{hex}-{}", self.period.compact(), occurrence)
+                RecordId::Derived {
+                    digest: digest[..12].try_into().expect("12 bytes"),
+                    occurrence: *occurrence,
+                }
             }
         };
-        if !self.seen.insert(u128::from_be_bytes(digest(&[&id]))) {
+        let spelled = id.spelled(self.period);
+        if !self.seen.insert(u128::from_be_bytes(digest(&[&spelled]))) {
             return Err(BadRecord::new(
                 line,
                 BadReason::DuplicateRecordId,
-                format!("record_id {id:?} repeats an earlier record"),
+                format!("record_id {spelled:?} repeats an earlier record"),
             ));
         }
-        Ok(id.into_boxed_str())
+        Ok(id)
     }
 
     /// Every check that needs only the record and the month: fields present and parsable,
@@ -381,13 +396,13 @@ impl RecordChecker {
         )?;
         Ok(VendorRecord {
             line,
-            subscription_id: self.shared(subscription_id),
-            item: self.shared(item),
+            subscription_id: self.names.shared(&subscription_id),
+            item: self.names.shared(&item),
             quantity,
             start,
             end,
             record_id,
-            note: note.map(String::into_boxed_str),
+            note: note.map(|note| self.names.shared(&note)),
         })
     }
 }
@@ -434,7 +449,7 @@ mod tests {
     fn a_good_record_passes_with_a_derived_id() {
         let record = RecordChecker::new(jan()).check(raw(good())).unwrap();
         assert_eq!(record.quantity.to_string(), "12.5");
-        assert!(record.record_id.starts_with("PAYG-202401-"));
+        assert!(record.record_id.spelled(jan()).starts_with("PAYG-202401-"));
         assert_eq!(record.note.as_deref(), Some("a, \"quoted\" note"));
     }
 

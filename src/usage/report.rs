@@ -146,7 +146,7 @@ impl Reporter {
         };
         // Filing a group is mostly waiting for the platform to process its upload, so many more
         // groups are in progress than requests in flight (the client enforces API_CONCURRENCY).
-        let concurrency = self.settings.api_concurrency * 8;
+        let concurrency = self.settings.api_concurrency * 4;
         let outcomes: Vec<GroupOutcome> = futures::stream::iter(groups)
             .map(|group| {
                 let filer = &filer;

@@ -7,29 +7,31 @@
 //! many requests are in flight.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use futures::{StreamExt, TryStreamExt};
 
 use crate::config::{AssetCriteria, ItemCriteria};
 use crate::connect::models::{Asset, Item};
 use crate::connect::{ConnectClient, ConnectError, Query, Rql};
+use crate::usage::interner::Interner;
 use crate::usage::template::Precision;
 
 /// Values per `in()` list: short enough for any URL length limit (api doc §2.2).
 pub const BATCH: usize = 100;
 
-/// An asset as the workbook needs it.
+/// An asset as the workbook needs it. Held for every subscription of the month, so the ids
+/// many assets share (contract, product, marketplace, criteria) are shared copies.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedAsset {
-    pub id: String,
-    pub contract_id: String,
-    pub product_id: String,
-    pub marketplace_id: String,
+    pub id: Box<str>,
+    pub contract_id: Arc<str>,
+    pub product_id: Arc<str>,
+    pub marketplace_id: Arc<str>,
     /// `(asset_search_criteria, asset_search_value)` written to the workbook.
-    pub search: (String, String),
+    pub search: (Arc<str>, Box<str>),
     /// The value of the asset's reconciliation parameter, if it has one.
-    pub recon_id: Option<String>,
+    pub recon_id: Option<Box<str>>,
 }
 
 /// A PAYG item as the workbook needs it.
@@ -151,6 +153,7 @@ impl Catalog {
         subscription_ids: impl IntoIterator<Item = String>,
     ) -> Result<HashMap<String, AssetMatch>, ConnectError> {
         let wanted: HashSet<String> = subscription_ids.into_iter().collect();
+        let names = Mutex::new(Interner::default());
         // Each page is boiled down to what the report keeps as soon as it arrives: full asset
         // models (items, parameters) for every subscription at once would be most of the
         // report's peak memory.
@@ -159,16 +162,17 @@ impl Catalog {
                 let query =
                     Query::new(self.asset_filter(batch)).select(["-configuration", "-items"]);
                 let client = self.client.clone();
-                let wanted = &wanted;
+                let (wanted, names) = (&wanted, &names);
                 async move {
                     let assets = client.assets(query).await?;
+                    let mut names = names.lock().expect("not poisoned");
                     Ok(assets
                         .into_iter()
                         .filter_map(|asset| {
                             let key = self
                                 .subscription_key(&asset)
                                 .filter(|k| wanted.contains(k))?;
-                            Some((key, self.resolved(asset)))
+                            Some((key, self.resolved(asset, &mut names)))
                         })
                         .collect())
                 }
@@ -190,7 +194,7 @@ impl Catalog {
                         AssetMatch::Found(Arc::new(assets.pop().expect("one asset")))
                     }
                     Some(assets) => {
-                        AssetMatch::Ambiguous(assets.into_iter().map(|a| a.id).collect())
+                        AssetMatch::Ambiguous(assets.into_iter().map(|a| a.id.into()).collect())
                     }
                 };
                 (key, resolved)
@@ -198,14 +202,18 @@ impl Catalog {
             .collect())
     }
 
-    fn resolved(&self, asset: Asset) -> ResolvedAsset {
+    fn resolved(&self, asset: Asset, names: &mut Interner) -> ResolvedAsset {
+        let (criteria, value) = self.workbook_search(&asset);
         ResolvedAsset {
-            search: self.workbook_search(&asset),
-            recon_id: asset.reconciliation_param().and_then(|p| p.value.clone()),
-            id: asset.id,
-            contract_id: asset.contract.id,
-            product_id: asset.product.id,
-            marketplace_id: asset.marketplace.id,
+            search: (names.shared(&criteria), value.into()),
+            recon_id: asset
+                .reconciliation_param()
+                .and_then(|p| p.value.as_deref())
+                .map(Into::into),
+            id: asset.id.into(),
+            contract_id: names.shared(&asset.contract.id),
+            product_id: names.shared(&asset.product.id),
+            marketplace_id: names.shared(&asset.marketplace.id),
         }
     }
 

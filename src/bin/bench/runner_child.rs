@@ -11,7 +11,6 @@ use connect_payg::handlers;
 use crate::measure::{self, ChildReport};
 
 pub fn child() -> Result<ChildReport, String> {
-    connect_payg::cli::limit_malloc_arenas();
     connect_payg::logging::init(None);
     let registry = handlers::registry().map_err(|e| e.to_string())?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| e.to_string())?;
