@@ -8,6 +8,7 @@ use std::time::Duration;
 use common::{default_world, expected_rows, uploaded, World};
 use connect_payg::devops::protocol::ResultCode;
 use connect_payg::sim::devops::USAGE_FILE_EVENT;
+use connect_payg::sim::ExpectedGroup;
 use connect_payg::usage::template::Cell;
 use connect_payg::usage::workbook::workbook_bytes;
 use serde_json::json;
@@ -36,6 +37,22 @@ async fn file_the_month(world: &World) {
             live.len() == groups && live.iter().all(|f| f.status == "pending")
         })
         .await;
+}
+
+/// A file for `group`'s contract, product and month made directly on the platform (by another
+/// tool or replica); its id.
+fn create_file(world: &World, group: &ExpectedGroup, name: &str, external_id: &str) -> String {
+    let created = world
+        .sim
+        .state()
+        .create_file(&json!({
+            "name": name, "description": "", "currency": group.currency,
+            "period": {"from": world.period.first_day().to_string(), "to": world.period.last_day().to_string()},
+            "product": {"id": group.product_id}, "contract": {"id": group.contract_id},
+            "external_id": external_id,
+        }))
+        .unwrap();
+    created["id"].as_str().unwrap().to_string()
 }
 
 fn webhooks_of_kind(world: &World, kind: &str) -> Vec<serde_json::Value> {
@@ -173,17 +190,7 @@ async fn an_invalid_file_raises_an_alert_with_the_platform_detail() {
         "{}:{}:{}",
         group.contract_id, group.product_id, world.period
     );
-    let created = world
-        .sim
-        .state()
-        .create_file(&json!({
-            "name": "broken", "description": "", "currency": group.currency,
-            "period": {"from": world.period.first_day().to_string(), "to": world.period.last_day().to_string()},
-            "product": {"id": group.product_id}, "contract": {"id": group.contract_id},
-            "external_id": external_id,
-        }))
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_string();
+    let id = create_file(&world, group, "broken", &external_id);
     let mut row = connect_payg::usage::template::UsageRow::from_cells(Default::default());
     row.record_id = Cell::Text("r-1".into());
     world
@@ -218,17 +225,7 @@ async fn a_foreign_file_is_skipped_and_left_alone() {
     world.set_extension_variables(&[]);
     let extension = world.start_extension().await;
     let group = &world.usage.expected.groups[0];
-    let created = world
-        .sim
-        .state()
-        .create_file(&json!({
-            "name": "someone else's", "description": "", "currency": group.currency,
-            "period": {"from": world.period.first_day().to_string(), "to": world.period.last_day().to_string()},
-            "product": {"id": group.product_id}, "contract": {"id": group.contract_id},
-            "external_id": "made-by-another-tool-42",
-        }))
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_string();
+    let id = create_file(&world, group, "someone else's", "made-by-another-tool-42");
     let task = world
         .sim
         .devops()
@@ -350,17 +347,12 @@ async fn a_ready_duplicate_of_a_filed_group_is_withdrawn_not_submitted() {
         .into_iter()
         .find(|f| f.contract_id == group.contract_id && f.product_id == group.product_id)
         .unwrap();
-    let duplicate = world
-        .sim
-        .state()
-        .create_file(&json!({
-            "name": "duplicate", "description": "", "currency": group.currency,
-            "period": {"from": world.period.first_day().to_string(), "to": world.period.last_day().to_string()},
-            "product": {"id": group.product_id}, "contract": {"id": group.contract_id},
-            "external_id": filed.external_id,
-        }))
-        .unwrap();
-    let id = duplicate["id"].as_str().unwrap().to_string();
+    let id = create_file(
+        &world,
+        group,
+        "duplicate",
+        filed.external_id.as_deref().unwrap(),
+    );
     let rows = world.sim.state().uploaded_rows(&filed.id).unwrap();
     let bytes = workbook_bytes(rows).unwrap();
     world.sim.state().upload(&id, bytes.into()).unwrap();

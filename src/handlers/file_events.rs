@@ -21,10 +21,10 @@ use super::Workdir;
 use crate::alert::{Alert, AlertKind, Severity};
 use crate::connect::models::UsageFile;
 use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
-use crate::usage::filing::{FilingResult, Submission};
+use crate::usage::filing::FilingResult;
 use crate::usage::group::GroupKey;
 use crate::usage::period::Period;
-use crate::usage::report::{ReportJob, Reporter};
+use crate::usage::report::Reporter;
 
 const REBUILD_MARKER: &str = "[connect-payg rebuilds: ";
 
@@ -228,16 +228,9 @@ async fn rejected(
             file.id
         ));
     }
-    let job = ReportJob {
-        period,
-        contracts: Vec::new(),
-        products: Vec::new(),
-        dry_run: false,
-        workdir: workdir.path(),
-        keep_workbooks: workdir.keep(),
-        submission: Submission::OnReadyEvent,
-    };
-    let result = reporter.rebuild_into(key, &file.id, job).await;
+    let result = reporter
+        .rebuild_into(key, &file.id, workdir.job(period))
+        .await;
     match result {
         Ok(outcome) => match outcome.result {
             FilingResult::Failed(reason) => {

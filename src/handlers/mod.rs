@@ -9,6 +9,9 @@ use std::sync::Arc;
 
 use crate::config::ReportSettings;
 use crate::devops::registry::{Registry, RegistryError};
+use crate::usage::filing::Submission;
+use crate::usage::period::Period;
+use crate::usage::report::ReportJob;
 
 use file_events::FileEvents;
 use schedule::MonthlyReport;
@@ -50,5 +53,19 @@ impl Workdir {
 
     fn keep(&self) -> bool {
         matches!(self, Workdir::Kept(_))
+    }
+
+    /// A month's report as a task runs it: workbooks here, each file submitted by its `ready`
+    /// event (the runner is listening for them).
+    fn job(&self, period: Period) -> ReportJob {
+        ReportJob {
+            period,
+            contracts: Vec::new(),
+            products: Vec::new(),
+            dry_run: false,
+            workdir: self.path(),
+            keep_workbooks: self.keep(),
+            submission: Submission::OnReadyEvent,
+        }
     }
 }

@@ -11,8 +11,7 @@ use serde_json::Value;
 
 use super::Workdir;
 use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
-use crate::usage::filing::Submission;
-use crate::usage::report::{ReportError, ReportJob, Reporter};
+use crate::usage::report::{ReportError, Reporter};
 use crate::usage::summary::write_bad_records;
 
 pub struct MonthlyReport;
@@ -31,15 +30,7 @@ async fn run(ctx: TaskContext) -> HandlerOutcome {
             return HandlerOutcome::Retry(format!("cannot create a scratch directory: {error}"))
         }
     };
-    let job = ReportJob {
-        period: reporter.period(Utc::now()),
-        contracts: Vec::new(),
-        products: Vec::new(),
-        dry_run: false,
-        workdir: workdir.path(),
-        keep_workbooks: workdir.keep(),
-        submission: Submission::OnReadyEvent,
-    };
+    let job = workdir.job(reporter.period(Utc::now()));
     let result = reporter.run(&job, None).await;
     if let (Ok(summary), true) = (&result, workdir.keep()) {
         if let Err(error) = write_bad_records(&job.workdir, summary).await {
