@@ -130,11 +130,6 @@ fn report(world: &World, out: &Path) -> Child {
         .expect("the binary starts")
 }
 
-fn all_pending(world: &World) -> bool {
-    let live = world.live_files();
-    live.len() == world.usage.expected.groups.len() && live.iter().all(|f| f.status == "pending")
-}
-
 /// Every file's status, in creation order.
 fn statuses(world: &World) -> Vec<String> {
     world
@@ -245,7 +240,7 @@ async fn kill_again_and_again(seed: u64, subscriptions: usize, kills: usize) {
     let world = crash_world(seed, subscriptions).await;
     let mut points = Vec::new();
     for _ in 0..kills {
-        if all_pending(&world) {
+        if world.all_pending() {
             break;
         }
         let point = KillPoint::After(Duration::from_millis(rng.random_range(30..900)));
@@ -306,7 +301,7 @@ async fn a_runner_killed_mid_schedule_completes_when_the_schedule_comes_again() 
         let since = Instant::now();
         while !point.reached(world.sim.state(), since) {
             let outstanding = match before_submit {
-                true => !all_pending(&world),
+                true => !world.all_pending(),
                 false => hub.result(&first).is_none(),
             };
             assert!(outstanding, "{point:?}: the work ended before the kill");
@@ -328,7 +323,7 @@ async fn a_runner_killed_mid_schedule_completes_when_the_schedule_comes_again() 
             "{what}: {:?}",
             result.output.message
         );
-        world.wait_until("every file is pending", all_pending).await;
+        world.wait_until_all_pending().await;
         child.start_kill().expect("SIGKILL");
         child.wait().await.unwrap();
         world.sim.state().clear_faults();

@@ -21,7 +21,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{period, task_ledger, world, World};
+use common::{period, task_ledger, world};
 use connect_payg::devops::protocol::{ResultCode, TaskCategory};
 use connect_payg::sim::devops::{DevopsHub, TaskResult};
 use connect_payg::sim::{BadRowSpec, Faults, SeedSpec};
@@ -88,11 +88,6 @@ fn chaos(
         }
     });
     (stop, cuts)
-}
-
-fn all_pending(world: &World) -> bool {
-    let live = world.live_files();
-    live.len() == world.usage.expected.groups.len() && live.iter().all(|f| f.status == "pending")
 }
 
 fn schedule_succeeded(hub: &DevopsHub) -> bool {
@@ -209,7 +204,7 @@ async fn soak(soak: Soak) {
 
     let deadline = Instant::now() + Duration::from_secs(240);
     let mut handed_out_again = BTreeSet::new();
-    while !(schedule_succeeded(&hub) && all_pending(&world)) {
+    while !(schedule_succeeded(&hub) && world.all_pending()) {
         // The platform hands a scheduled task out again when its answer never arrives (here:
         // lost with a cut socket), as it would after its time-out.
         for lost in lost_schedule_answers(&hub) {

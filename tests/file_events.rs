@@ -30,13 +30,7 @@ async fn file_the_month(world: &World) {
         "{:?}",
         result.output.message
     );
-    let groups = world.usage.expected.groups.len();
-    world
-        .wait_until("every file is pending", |w| {
-            let live = w.live_files();
-            live.len() == groups && live.iter().all(|f| f.status == "pending")
-        })
-        .await;
+    world.wait_until_all_pending().await;
 }
 
 /// A file for `group`'s contract, product and month made directly on the platform (by another

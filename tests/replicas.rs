@@ -241,13 +241,7 @@ async fn two_runners_both_receiving_the_schedule_file_each_group_once() {
                 result.output.message
             );
         }
-        let groups = world.usage.expected.groups.len();
-        world
-            .wait_until("every file is pending", |w| {
-                let live = w.live_files();
-                live.len() == groups && live.iter().all(|f| f.status == "pending")
-            })
-            .await;
+        world.wait_until_all_pending().await;
         first.stop().await;
         second.stop().await;
         world.sim.state().clear_faults();
@@ -271,7 +265,8 @@ async fn two_runners_both_receiving_the_schedule_file_each_group_once() {
         }
         let files = world.sim.state().files();
         eprintln!(
-            "{what}: {groups} groups, {} files created, {} deleted, {:.1?}",
+            "{what}: {} groups, {} files created, {} deleted, {:.1?}",
+            world.usage.expected.groups.len(),
             files.len(),
             files.iter().filter(|f| f.status == "deleted").count(),
             started.elapsed()

@@ -335,6 +335,18 @@ impl World {
     }
 
     /// Polls the simulator until `condition` holds (or fails the test after 30 s).
+    /// Every expected group has exactly one live file, and all of them are `pending`.
+    pub fn all_pending(&self) -> bool {
+        let live = self.live_files();
+        live.len() == self.usage.expected.groups.len() && live.iter().all(|f| f.status == "pending")
+    }
+
+    /// Waits until [`World::all_pending`].
+    pub async fn wait_until_all_pending(&self) {
+        self.wait_until("every file is pending", World::all_pending)
+            .await;
+    }
+
     pub async fn wait_until(&self, what: &str, condition: impl Fn(&World) -> bool) {
         let deadline = std::time::Instant::now() + Duration::from_secs(30);
         while !condition(self) {
