@@ -3,10 +3,13 @@
 # Run:    docker run -e API_KEY='ApiKey SU-…:…' -e ENVIRONMENT_ID=ENV-… connect-payg
 
 FROM rust:1-slim-bookworm AS build
+# jemalloc (src/allocator.rs) is built from source with make.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends make \
+    && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 # Dependencies first, so code changes do not rebuild them.
 COPY Cargo.toml Cargo.lock ./
-COPY .cargo .cargo
 RUN mkdir -p src/bin && echo 'fn main() {}' > src/main.rs && echo 'fn main() {}' > src/bin/bench.rs \
     && touch src/lib.rs && cargo build --release --locked --bin connect-payg && rm -rf src
 COPY . .

@@ -93,7 +93,6 @@ pub enum CliError {
 }
 
 pub fn main() -> ExitCode {
-    crate::allocator::tune();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,

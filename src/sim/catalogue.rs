@@ -173,17 +173,6 @@ impl Catalogue {
         let product_ok = self.product(&asset.product_id).is_some_and(Product::is_qt);
         contract_ok && product_ok
     }
-
-    /// The assets on one (contract, product) pair, whatever their status.
-    pub fn assets_on<'a>(
-        &'a self,
-        contract_id: &'a str,
-        product_id: &'a str,
-    ) -> impl Iterator<Item = &'a Asset> + 'a {
-        self.assets
-            .iter()
-            .filter(move |asset| asset.contract_id == contract_id && asset.product_id == product_id)
-    }
 }
 
 /// The JSON each REST collection serves, rendered once per installed catalogue.

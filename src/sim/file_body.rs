@@ -5,8 +5,8 @@
 use chrono::NaiveDate;
 use serde_json::{Map, Value};
 
-use super::catalogue::Catalogue;
 use super::error::ApiError;
+use super::state::World;
 use super::usage_file::{FileFields, Placement};
 
 const NAME_MAX: usize = 100;
@@ -16,10 +16,7 @@ const EXTERNAL_ID_MAX: usize = 200;
 const CURRENCY_MAX: usize = 20;
 
 /// The fields and placement of a file to create.
-pub(crate) fn new_file(
-    body: &Value,
-    catalogue: &Catalogue,
-) -> Result<(FileFields, Placement), ApiError> {
+pub(crate) fn new_file(body: &Value, world: &World) -> Result<(FileFields, Placement), ApiError> {
     let mut checker = Checker::new(body)?;
     let name = checker.text("name", NAME_MAX, true);
     let description = checker.text("description", DESCRIPTION_MAX, false);
@@ -27,7 +24,7 @@ pub(crate) fn new_file(
     let external_id = checker.external_id();
     let currency = checker.text("currency", CURRENCY_MAX, false);
     let period = checker.period(true);
-    let placement = checker.placement(catalogue);
+    let placement = checker.placement(world);
     checker.finish()?;
     let (Some(name), Some((period_from, period_to)), Some((placement, market_currency))) =
         (name, period, placement)
@@ -183,7 +180,8 @@ impl<'a> Checker<'a> {
 
     /// Product and contract, checked against the catalogue; the marketplace (and its currency)
     /// comes from the contract's assets of that product.
-    fn placement(&mut self, catalogue: &Catalogue) -> Option<(Placement, String)> {
+    fn placement(&mut self, world: &World) -> Option<(Placement, String)> {
+        let catalogue = &world.catalogue;
         let product_id = self.reference("product");
         let contract_id = self.reference("contract");
         let product = product_id.as_deref().and_then(|id| {
@@ -217,7 +215,7 @@ impl<'a> Checker<'a> {
             ));
             return None;
         }
-        let marketplace_id = catalogue
+        let marketplace_id = world
             .assets_on(&contract.id, &product.id)
             .map(|asset| asset.marketplace_id.clone())
             .next()

@@ -27,7 +27,7 @@ impl SimState {
     pub fn create_file(&self, body: &Value) -> Result<Value, ApiError> {
         let mut inner = self.lock();
         let world = Arc::clone(&inner.world);
-        let (fields, placement) = file_body::new_file(body, &world.catalogue)?;
+        let (fields, placement) = file_body::new_file(body, &world)?;
         inner.file_serial += 1;
         let id = file_id(inner.file_serial);
         let file = UsageFile::new(id.clone(), fields, placement);
@@ -62,7 +62,7 @@ impl SimState {
             file.error_detail = None;
             file.stamp("uploaded", Actor::Vendor);
             self.move_to(file, Status::Processing);
-            let rules = processing::rules_for(&world.catalogue, file);
+            let rules = processing::rules_for(world, file);
             Ok((
                 file.detail_json(&world.catalogue, self.origin()),
                 file.generation,

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use chrono::Datelike;
 
-use super::catalogue::Catalogue;
+use super::state::World;
 use super::usage_file::{Upload, UsageFile};
 use crate::usage::period::Period;
 use crate::usage::template::{self, Precision, Problem, Rules};
@@ -20,7 +20,8 @@ const ERROR_DETAIL_MAX: usize = 200;
 const FIRST_DATA_ROW: u32 = 2;
 
 /// Everything Connect knows about the file the workbook was uploaded to.
-pub(crate) fn rules_for(catalogue: &Catalogue, file: &UsageFile) -> Rules {
+pub(crate) fn rules_for(world: &World, file: &UsageFile) -> Rules {
+    let catalogue = &world.catalogue;
     let from = file.fields.period_from;
     let period = Period::new(from.year(), from.month()).ok();
     let items: HashMap<(String, String), Precision> = catalogue
@@ -39,7 +40,7 @@ pub(crate) fn rules_for(catalogue: &Catalogue, file: &UsageFile) -> Rules {
         })
         .flatten()
         .collect();
-    let assets: HashSet<(String, String)> = catalogue
+    let assets: HashSet<(String, String)> = world
         .assets_on(&file.contract_id, &file.product_id)
         .flat_map(|asset| {
             let by_parameter = asset

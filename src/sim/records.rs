@@ -6,6 +6,7 @@ use serde_json::{json, Value};
 use super::catalogue::Catalogue;
 use super::lifecycle::Status;
 use super::state::SimState;
+use super::state::World;
 use super::usage_file::UsageFile;
 use crate::usage::template::{Cell, UsageRow};
 
@@ -13,16 +14,15 @@ impl SimState {
     /// Every stored record of every file, as the list endpoint renders them.
     pub(crate) fn record_list_json(&self) -> Vec<Value> {
         let inner = self.lock();
-        let catalogue = &inner.world.catalogue;
         inner
             .files
             .values()
-            .flat_map(|file| file_records(file, catalogue))
+            .flat_map(|file| file_records(file, &inner.world))
             .collect()
     }
 }
 
-fn file_records(file: &UsageFile, catalogue: &Catalogue) -> Vec<Value> {
+fn file_records(file: &UsageFile, world: &World) -> Vec<Value> {
     let Some(upload) = file.upload.as_ref().filter(|upload| upload.processed) else {
         return Vec::new();
     };
@@ -49,8 +49,8 @@ fn file_records(file: &UsageFile, catalogue: &Catalogue) -> Vec<Value> {
                 "record_note": cell_json(&row.record_note),
                 "start_date": timestamp(&row.start_time_utc),
                 "end_date": timestamp(&row.end_time_utc),
-                "item": item_json(file, catalogue, row),
-                "asset": asset_json(file, catalogue, row),
+                "item": item_json(file, &world.catalogue, row),
+                "asset": asset_json(file, world, row),
                 "product": {"id": file.product_id},
                 "contract": {"id": file.contract_id},
                 "usage": cell_json(&row.quantity),
@@ -107,10 +107,10 @@ fn item_json(file: &UsageFile, catalogue: &Catalogue, row: &UsageRow) -> Value {
     }
 }
 
-fn asset_json(file: &UsageFile, catalogue: &Catalogue, row: &UsageRow) -> Value {
+fn asset_json(file: &UsageFile, world: &World, row: &UsageRow) -> Value {
     let criteria = cell_text(&row.asset_search_criteria).unwrap_or_default();
     let value = cell_text(&row.asset_search_value).unwrap_or_default();
-    let asset = catalogue
+    let asset = world
         .assets_on(&file.contract_id, &file.product_id)
         .find(|asset| match criteria.strip_prefix("parameter.") {
             Some(param) => asset.param(param) == Some(value),

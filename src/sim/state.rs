@@ -5,14 +5,14 @@
 //! Tests and the sandbox drive the simulator through these methods; the `/_sim/` HTTP routes
 //! are thin wrappers over the same calls. Usage-file operations live in `files.rs`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde_json::{json, Value};
 use tokio::sync::broadcast;
 
-use super::catalogue::{Catalogue, Rendered};
+use super::catalogue::{Asset, Catalogue, Rendered};
 use super::faults::{FaultInjector, Faults};
 use super::seed::{SeedSpec, SeedSummary};
 use super::usage_file::UsageFile;
@@ -80,6 +80,25 @@ pub struct FileSummary {
 pub(crate) struct World {
     pub catalogue: Catalogue,
     pub rendered: Rendered,
+    /// Positions in `catalogue.assets` by (contract, product): every upload is checked against
+    /// the assets of its pair, and scanning ten thousand assets per upload (under the state
+    /// lock) made the simulator, not the extension, the slow side of a benchmark.
+    assets_by_pair: HashMap<(String, String), Vec<usize>>,
+}
+
+impl World {
+    /// The assets on one (contract, product) pair, whatever their status, in catalogue order.
+    pub fn assets_on<'a>(
+        &'a self,
+        contract_id: &str,
+        product_id: &str,
+    ) -> impl Iterator<Item = &'a Asset> + 'a {
+        self.assets_by_pair
+            .get(&(contract_id.to_string(), product_id.to_string()))
+            .into_iter()
+            .flatten()
+            .map(|&at| &self.catalogue.assets[at])
+    }
 }
 
 pub(crate) struct Inner {
@@ -266,8 +285,16 @@ impl SimState {
 }
 
 fn world(catalogue: Catalogue) -> World {
+    let mut assets_by_pair: HashMap<(String, String), Vec<usize>> = HashMap::new();
+    for (at, asset) in catalogue.assets.iter().enumerate() {
+        assets_by_pair
+            .entry((asset.contract_id.clone(), asset.product_id.clone()))
+            .or_default()
+            .push(at);
+    }
     World {
         rendered: Rendered::of(&catalogue),
         catalogue,
+        assets_by_pair,
     }
 }

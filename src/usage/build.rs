@@ -68,15 +68,15 @@ pub fn rules(group: &Group, period: Period) -> Rules {
         .values()
         .map(|item| (item.search.clone(), item.precision))
         .collect();
-    let assets: HashSet<(String, String)> = group
+    // Many rows share an asset: copy each one's pair once.
+    let assets: HashSet<(&str, &str)> = group
         .rows
         .iter()
-        .map(|row| {
-            (
-                row.asset.search.0.to_string(),
-                row.asset.search.1.to_string(),
-            )
-        })
+        .map(|row| (&*row.asset.search.0, &*row.asset.search.1))
+        .collect();
+    let assets = assets
+        .into_iter()
+        .map(|(criteria, value)| (criteria.to_string(), value.to_string()))
         .collect();
     Rules {
         period: Some(period),
@@ -146,7 +146,7 @@ fn checked_writer(
         let usage_row = usage_row(row, period);
         problems.extend(validator.check(sheet_row, &usage_row));
         if problems.is_empty() {
-            writer.push(&usage_row)?;
+            writer.push(usage_row)?;
         }
     }
     if !problems.is_empty() {

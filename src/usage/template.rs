@@ -191,6 +191,29 @@ impl UsageRow {
         ]
     }
 
+    /// The cells in [`COLUMNS`] order, moved out of the row.
+    pub fn into_cells(self) -> [Cell; 17] {
+        [
+            self.record_id,
+            self.record_note,
+            self.item_search_criteria,
+            self.item_search_value,
+            self.amount,
+            self.quantity,
+            self.start_time_utc,
+            self.end_time_utc,
+            self.asset_search_criteria,
+            self.asset_search_value,
+            self.item_name,
+            self.item_mpn,
+            self.item_precision,
+            self.item_unit,
+            self.category_id,
+            self.asset_recon_id,
+            self.tier,
+        ]
+    }
+
     /// The row whose cells, in [`COLUMNS`] order, are `cells`.
     pub fn from_cells(cells: [Cell; 17]) -> UsageRow {
         let mut cells = cells.into_iter();
@@ -1543,6 +1566,7 @@ mod tests {
         assert_eq!(named.tier, Cell::text("tier"));
         let names: Vec<&Cell> = named.cells().into();
         assert_eq!(names, COLUMNS.map(Cell::text).iter().collect::<Vec<_>>());
+        assert_eq!(named.into_cells(), COLUMNS.map(Cell::text));
     }
 
     #[test]

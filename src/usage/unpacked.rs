@@ -90,18 +90,19 @@ struct Tokens {
 }
 
 impl Tokens {
-    /// Follows `bytes`; false once a run is too long.
+    /// Follows `bytes`; false once a run is too long. Jumps from delimiter to delimiter: a
+    /// worksheet is scanned for every upload, so this runs over every byte the platform unpacks.
     fn feed(&mut self, bytes: &[u8]) -> bool {
-        for &byte in bytes {
-            self.run = match byte {
-                b'<' | b'>' => 0,
-                _ => self.run + 1,
-            };
-            if self.run > TOKEN_LIMIT {
+        let mut start = 0;
+        for delimiter in memchr::memchr2_iter(b'<', b'>', bytes) {
+            if self.run + (delimiter - start) > TOKEN_LIMIT {
                 return false;
             }
+            self.run = 0;
+            start = delimiter + 1;
         }
-        true
+        self.run += bytes.len() - start;
+        self.run <= TOKEN_LIMIT
     }
 }
 
@@ -134,6 +135,21 @@ mod tests {
             Ok(())
         );
         assert_eq!(check(&mut Cursor::new(b"not a zip".to_vec())), Ok(()));
+    }
+
+    #[test]
+    fn runs_are_followed_across_chunks() {
+        let mut tokens = Tokens::default();
+        let half = "x".repeat(TOKEN_LIMIT / 2);
+        assert!(tokens.feed(format!("<a>{half}").as_bytes()));
+        assert!(tokens.feed(half.as_bytes()));
+        assert!(tokens.feed(b"<b>"), "a run of exactly the limit passes");
+        assert!(tokens.feed(half.as_bytes()));
+        assert!(tokens.feed(half.as_bytes()));
+        assert!(
+            !tokens.feed(b"x"),
+            "one more byte than the limit, split over chunks"
+        );
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub fn write_workbook(
 ) -> Result<WorkbookStats, WorkbookError> {
     let mut writer = WorkbookWriter::new(scratch_dir_for(path))?;
     for row in rows {
-        writer.push(&row)?;
+        writer.push(row)?;
     }
     writer.finish(path)
 }
@@ -54,7 +54,7 @@ pub fn write_workbook(
 pub fn workbook_bytes(rows: impl IntoIterator<Item = UsageRow>) -> Result<Vec<u8>, WorkbookError> {
     let mut writer = WorkbookWriter::new(&std::env::temp_dir())?;
     for row in rows {
-        writer.push(&row)?;
+        writer.push(row)?;
     }
     writer.finish_to_bytes()
 }
@@ -94,13 +94,14 @@ impl WorkbookWriter {
         })
     }
 
-    /// Appends one record: text cells as text, numbers as numbers, empty cells not at all.
-    pub fn push(&mut self, row: &UsageRow) -> Result<(), WorkbookError> {
+    /// Appends one record: text cells as text, numbers as numbers, empty cells not at all. The
+    /// row's strings move into the sheet rather than being copied there.
+    pub fn push(&mut self, row: UsageRow) -> Result<(), WorkbookError> {
         if self.records == MAX_RECORDS {
             return Err(WorkbookError::TooManyRows);
         }
         let sheet_row = self.records + 1;
-        for ((column, name), cell) in (0u16..).zip(COLUMNS).zip(row.cells()) {
+        for ((column, name), cell) in (0u16..).zip(COLUMNS).zip(row.into_cells()) {
             match cell {
                 Cell::Empty => {}
                 Cell::Text(text) if text.is_empty() => {}
@@ -114,7 +115,7 @@ impl WorkbookWriter {
                     });
                 }
                 Cell::Number(number) => {
-                    self.sheet.write_number(sheet_row, column, *number)?;
+                    self.sheet.write_number(sheet_row, column, number)?;
                 }
             }
         }

@@ -28,7 +28,6 @@ use std::time::Duration;
 static ALLOCATOR: connect_payg::allocator::Allocator = connect_payg::allocator::Allocator;
 
 fn main() -> ExitCode {
-    connect_payg::allocator::tune();
     let args: Vec<String> = std::env::args().skip(1).collect();
     let outcome = match args.first().map(String::as_str) {
         Some("child") => child(&args[1..]),
