@@ -164,7 +164,9 @@ fn in_scope_group(catalogue: &Catalogue) -> Group {
         contract_id: asset.contract_id.clone(),
         product_id: asset.product_id.clone(),
         assets: catalogue
-            .assets_on(&asset.contract_id, &asset.product_id)
+            .assets
+            .iter()
+            .filter(|a| a.contract_id == asset.contract_id && a.product_id == asset.product_id)
             .cloned()
             .collect(),
         items: product.ppu_items().cloned().collect(),
