@@ -146,10 +146,10 @@ pub(crate) fn detail(
     kind: &str,
     id: &str,
     raw_query: Option<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let query = parse(raw_query)?;
     found
-        .map(|object| Json(query.project(object)))
+        .map(|object| Json(query.project(object)).into_response())
         .ok_or_else(|| ApiError::not_found(kind, id))
 }
 
@@ -175,7 +175,7 @@ async fn marketplace(
     State(state): State<Arc<SimState>>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     detail(
         state.world().rendered.marketplaces.get(&id),
         "Marketplace",
@@ -198,7 +198,7 @@ async fn contract(
     State(state): State<Arc<SimState>>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     detail(
         state.world().rendered.contracts.get(&id),
         "Contract",
@@ -219,7 +219,7 @@ async fn product(
     State(state): State<Arc<SimState>>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     detail(state.world().rendered.products.get(&id), "Product", &id, q)
 }
 
@@ -249,7 +249,7 @@ async fn asset(
     State(state): State<Arc<SimState>>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     detail(state.world().rendered.assets.get(&id), "Asset", &id, q)
 }
 

@@ -14,6 +14,7 @@ use std::cmp::Ordering;
 use std::collections::HashSet;
 
 use percent_encoding::percent_decode_str;
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,15 +47,17 @@ pub struct Query {
     search: Option<String>,
 }
 
-/// One page of a list answer and where it sits in the whole result.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Page {
-    pub items: Vec<Value>,
+/// One page of a list answer and where it sits in the whole result. Its objects are the
+/// stored ones, serialized through the query's `select(-…)`: pages of thousands of objects
+/// are written out without first copying every object kept.
+#[derive(Debug, Clone)]
+pub struct Page<'q, 'v> {
+    pub items: Vec<Projected<'q, 'v>>,
     pub offset: usize,
     pub total: usize,
 }
 
-impl Page {
+impl Page<'_, '_> {
     /// The `Content-Range` header value: `items first-last/total`, `items 0-0/total` when empty.
     pub fn content_range(&self) -> String {
         match self.items.len() {
@@ -65,6 +68,55 @@ impl Page {
                 self.offset + n - 1,
                 self.total
             ),
+        }
+    }
+}
+
+/// An object as `select(-…)` shows it: the removed paths are skipped as it is serialized.
+#[derive(Debug, Clone)]
+pub struct Projected<'q, 'v> {
+    object: &'v Value,
+    /// The removed paths, relative to `object`.
+    removed: Vec<&'q [String]>,
+}
+
+impl Serialize for Projected<'_, '_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self.object {
+            Value::Object(map) if !self.removed.is_empty() => {
+                let mut out = serializer.serialize_map(None)?;
+                for (key, value) in map {
+                    if self
+                        .removed
+                        .iter()
+                        .any(|path| path.len() == 1 && path[0] == *key)
+                    {
+                        continue;
+                    }
+                    let removed: Vec<&[String]> = self
+                        .removed
+                        .iter()
+                        .filter(|path| path.len() > 1 && path[0] == *key)
+                        .map(|path| &path[1..])
+                        .collect();
+                    out.serialize_entry(
+                        key,
+                        &Projected {
+                            object: value,
+                            removed,
+                        },
+                    )?;
+                }
+                out.end()
+            }
+            // A path through an array applies to each of its elements.
+            Value::Array(items) if !self.removed.is_empty() => {
+                serializer.collect_seq(items.iter().map(|object| Projected {
+                    object,
+                    removed: self.removed.clone(),
+                }))
+            }
+            other => other.serialize(serializer),
         }
     }
 }
@@ -155,7 +207,11 @@ impl Query {
     }
 
     /// Filters, orders, pages (at most `page_cap` items, whatever `limit` asks) and projects.
-    pub fn apply<'a>(&self, objects: impl IntoIterator<Item = &'a Value>, page_cap: usize) -> Page {
+    pub fn apply<'q, 'v>(
+        &'q self,
+        objects: impl IntoIterator<Item = &'v Value>,
+        page_cap: usize,
+    ) -> Page<'q, 'v> {
         let mut selected: Vec<&Value> = objects.into_iter().filter(|o| self.matches(o)).collect();
         if !self.ordering.is_empty() {
             selected.sort_by(|a, b| self.compare_for_ordering(a, b));
@@ -199,29 +255,13 @@ impl Query {
         self.filters.iter().find_map(|filter| pinned(filter, field))
     }
 
-    /// Removes the `select(-field)` paths from a copy of the object. Positive `select(field)`
-    /// entries ask Connect for optional sub-objects; every field is already present here.
-    pub fn project(&self, object: &Value) -> Value {
-        // Top-level removals (`select(-items)`) are left out of the copy instead of copied and
-        // dropped: they are the big sub-objects, and pages of them are the bulk of list traffic.
-        let mut copy = match object {
-            Value::Object(map) => Value::Object(
-                map.iter()
-                    .filter(|(key, _)| {
-                        !self
-                            .removed_fields
-                            .iter()
-                            .any(|path| path.len() == 1 && &path[0] == *key)
-                    })
-                    .map(|(key, value)| (key.clone(), value.clone()))
-                    .collect(),
-            ),
-            other => other.clone(),
-        };
-        for path in self.removed_fields.iter().filter(|path| path.len() > 1) {
-            remove_path(&mut copy, path);
+    /// The object without the `select(-field)` paths. Positive `select(field)` entries ask
+    /// Connect for optional sub-objects; every field is already present here.
+    pub fn project<'q, 'v>(&'q self, object: &'v Value) -> Projected<'q, 'v> {
+        Projected {
+            object,
+            removed: self.removed_fields.iter().map(Vec::as_slice).collect(),
         }
-        copy
     }
 
     fn compare_for_ordering(&self, a: &Value, b: &Value) -> Ordering {
@@ -743,24 +783,6 @@ fn collect_child<'v>(value: &'v Value, segment: &str, into: &mut Vec<&'v Value>)
     }
 }
 
-fn remove_path(value: &mut Value, path: &[String]) {
-    let Some((last, parents)) = path.split_last() else {
-        return;
-    };
-    match (value, parents.split_first()) {
-        (Value::Array(items), _) => items.iter_mut().for_each(|item| remove_path(item, path)),
-        (Value::Object(map), None) => {
-            map.remove(last);
-        }
-        (Value::Object(map), Some((first, _))) => {
-            if let Some(child) = map.get_mut(first) {
-                remove_path(child, &path[1..]);
-            }
-        }
-        _ => {}
-    }
-}
-
 fn scalar_text(value: &Value) -> Option<String> {
     match value {
         Value::String(text) => Some(text.clone()),
@@ -875,6 +897,10 @@ mod tests {
         ]
     }
 
+    fn json(projected: &Projected<'_, '_>) -> Value {
+        serde_json::to_value(projected).unwrap()
+    }
+
     fn ids(raw: &str) -> Vec<String> {
         let data = assets();
         Query::parse(raw)
@@ -882,7 +908,7 @@ mod tests {
             .apply(&data, 100)
             .items
             .iter()
-            .map(|item| item["id"].as_str().unwrap().to_string())
+            .map(|item| json(item)["id"].as_str().unwrap().to_string())
             .collect()
     }
 
@@ -940,10 +966,19 @@ mod tests {
         let page = query.apply(&data, 100);
         assert_eq!(page.total, 3);
         assert_eq!(page.content_range(), "items 1-2/3");
-        assert_eq!(page.items[0]["id"], "AS-3");
-        assert!(page.items[0].get("params").is_none());
-        assert_eq!(page.items[0]["product"], json!({}));
-        let counted = Query::parse("limit=0").unwrap().apply(&data, 100);
+        let first = json(&page.items[0]);
+        assert_eq!(first["id"], "AS-3");
+        assert!(first.get("params").is_none());
+        assert_eq!(first["product"], json!({}));
+        let query = Query::parse("select(-params.value)&eq(id,AS-2)").unwrap();
+        let page = query.apply(&data, 100);
+        assert_eq!(
+            json(&page.items[0])["params"],
+            json!([{"id": "tenant_id"}]),
+            "a path through an array applies to each element"
+        );
+        let query = Query::parse("limit=0").unwrap();
+        let counted = query.apply(&data, 100);
         assert!(counted.items.is_empty());
         assert_eq!(counted.content_range(), "items 0-0/3");
     }
@@ -951,10 +986,12 @@ mod tests {
     #[test]
     fn the_page_cap_wins_over_a_larger_limit() {
         let data = assets();
-        let page = Query::parse("limit=1000").unwrap().apply(&data, 2);
+        let query = Query::parse("limit=1000").unwrap();
+        let page = query.apply(&data, 2);
         assert_eq!(page.items.len(), 2);
         assert_eq!(page.content_range(), "items 0-1/3");
-        let page = Query::parse("limit(1,2)").unwrap().apply(&data, 2);
+        let query = Query::parse("limit(1,2)").unwrap();
+        let page = query.apply(&data, 2);
         assert_eq!(page.content_range(), "items 2-2/3");
     }
 

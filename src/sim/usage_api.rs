@@ -173,7 +173,7 @@ async fn record(
     State(state): State<Arc<SimState>>,
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
     let records = state.record_list_json();
     let found = records.iter().find(|record| record["id"] == id.as_str());
     detail(found, "Usage record", &id, q)
