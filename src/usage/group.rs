@@ -8,6 +8,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use futures::StreamExt;
+use tokio_util::task::AbortOnDropHandle;
 
 use crate::connect::ConnectError;
 use crate::usage::period::Period;
@@ -104,39 +105,89 @@ pub enum CollectError {
     Source(#[from] SourceError),
     #[error("looking up usage objects in Connect failed: {0}")]
     Connect(#[from] ConnectError),
+    #[error("reading the usage records stopped unexpectedly: {0}")]
+    Reader(String),
 }
 
 /// Good records waiting for their subscriptions to be looked up. Records are resolved and
 /// sorted into rows a few thousand at a time, so a month is never held twice (as records and
-/// as rows) and lookups overlap the reading of a large source.
+/// as rows) and each lookup asks for many objects at once.
 const CHUNK: usize = 2_000;
 
+/// Records read and checked, handed from the reader to the sorter.
+#[derive(Default)]
+struct Chunk {
+    records: Vec<VendorRecord>,
+    /// The records among them that failed their checks.
+    bad: Vec<BadRecord>,
+    read: u64,
+}
+
 /// Reads the whole source for `period` and sorts every record into groups, bad or out of scope.
+///
+/// Reading and checking run on a task of their own: parsing the next chunk proceeds on another
+/// core while this one's lookups and placement run here.
 pub async fn collect(
-    mut records: RecordStream,
+    records: RecordStream,
     period: Period,
     catalog: &Catalog,
 ) -> Result<Collection, CollectError> {
+    let (chunks, mut incoming) = tokio::sync::mpsc::channel(1);
+    let reader = AbortOnDropHandle::new(tokio::spawn(read_chunks(
+        records,
+        RecordChecker::new(period),
+        chunks,
+    )));
     let mut sorter = Sorter::new(catalog);
-    let mut checker = RecordChecker::new(period);
-    let mut chunk: Vec<VendorRecord> = Vec::with_capacity(CHUNK);
+    while let Some(chunk) = incoming.recv().await {
+        let chunk = chunk?;
+        sorter.collection.records_read += chunk.read;
+        sorter.collection.bad.extend(chunk.bad);
+        sorter.sort(chunk.records).await?;
+    }
+    // The channel also closes when the reader dies: only a reader that finished read it all.
+    reader
+        .await
+        .map_err(|error| CollectError::Reader(error.to_string()))?;
+    Ok(sorter.finish().await?)
+}
+
+/// Reads and checks `records`, sending them on in chunks; stops at a broken source (sent on as
+/// the error) or when the sorter is gone.
+async fn read_chunks(
+    mut records: RecordStream,
+    mut checker: RecordChecker,
+    chunks: tokio::sync::mpsc::Sender<Result<Chunk, SourceError>>,
+) {
+    let fresh = || Chunk {
+        records: Vec::with_capacity(CHUNK),
+        ..Chunk::default()
+    };
+    let mut chunk = fresh();
     while let Some(item) = records.next().await {
-        sorter.collection.records_read += 1;
-        match item? {
-            Ok(raw) => match checker.check(raw) {
-                Ok(record) => chunk.push(record),
-                Err(bad) => sorter.collection.bad.push(bad),
+        chunk.read += 1;
+        match item {
+            Ok(Ok(raw)) => match checker.check(raw) {
+                Ok(record) => chunk.records.push(record),
+                Err(bad) => chunk.bad.push(bad),
             },
-            Err(bad) => sorter.collection.bad.push(bad),
+            Ok(Err(bad)) => chunk.bad.push(bad),
+            Err(error) => {
+                let _ = chunks.send(Err(error)).await;
+                return;
+            }
         }
-        if chunk.len() == CHUNK {
-            sorter
-                .sort(std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK)))
-                .await?;
+        let full = chunk.records.len() == CHUNK;
+        if full
+            && chunks
+                .send(Ok(std::mem::replace(&mut chunk, fresh())))
+                .await
+                .is_err()
+        {
+            return;
         }
     }
-    sorter.sort(chunk).await?;
-    Ok(sorter.finish().await?)
+    let _ = chunks.send(Ok(chunk)).await;
 }
 
 /// A record's group and the objects it resolved to.
