@@ -20,7 +20,7 @@ use connect_payg::usage::period::Period;
 use connect_payg::usage::report::{ReportJob, Reporter};
 
 use crate::measure::{self, ChildReport};
-use crate::world::{World, PERIOD};
+use crate::world::{World, PERIOD, PROCESSING_DELAY};
 
 const WAIT: Duration = Duration::from_secs(300);
 
@@ -43,7 +43,7 @@ pub async fn run(sequential: usize, burst: usize, dir: &Path) -> Result<Outcome,
         subscriptions: 500,
         ..SeedSpec::default()
     };
-    let world = World::start(&seed, dir).await?;
+    let world = World::start(&seed, dir, PROCESSING_DELAY).await?;
     let files = accepted_files(&world, dir).await?;
     let runner = world.start_runner().await?;
     let hub = world.sim.devops();

@@ -24,6 +24,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use world::PROCESSING_DELAY;
+
 #[global_allocator]
 static ALLOCATOR: connect_payg::allocator::Allocator = connect_payg::allocator::Allocator;
 
@@ -57,11 +59,14 @@ fn child(args: &[String]) -> Result<(), String> {
 }
 
 /// What to run: `--quick` trims the largest sizes; `--only workbooks|month|events` picks one
-/// part; `--latency MS` runs the month at that REST latency only.
+/// part; `--latency MS` runs the month at that REST latency only; `--processing-delay MS`
+/// makes the simulator process uploads that long after they arrive (default 5 ms): a delay
+/// longer than the month shows the task without the platform's validation sharing its cores.
 struct Plan {
     quick: bool,
     only: Option<String>,
     latency: Option<Duration>,
+    processing_delay: Duration,
 }
 
 impl Plan {
@@ -72,16 +77,18 @@ impl Plan {
                 .and_then(|at| args.get(at + 1))
                 .cloned()
         };
-        let latency = match value("--latency") {
-            Some(ms) => Some(Duration::from_millis(
-                ms.parse().map_err(|_| format!("bad --latency {ms}"))?,
-            )),
-            None => None,
+        let millis = |flag: &str| match value(flag) {
+            Some(ms) => ms
+                .parse()
+                .map(|ms| Some(Duration::from_millis(ms)))
+                .map_err(|_| format!("bad {flag} {ms}")),
+            None => Ok(None),
         };
         Ok(Plan {
             quick: args.iter().any(|a| a == "--quick"),
             only: value("--only"),
-            latency,
+            latency: millis("--latency")?,
+            processing_delay: millis("--processing-delay")?.unwrap_or(PROCESSING_DELAY),
         })
     }
 
@@ -164,7 +171,12 @@ fn months(plan: &Plan, scratch: &Scratch, runtime: &tokio::runtime::Runtime) -> 
                 size.subscriptions,
                 latency.as_millis()
             ))?;
-            outcomes.push(runtime.block_on(month::run_one(size, latency, &dir))?);
+            outcomes.push(runtime.block_on(month::run_one(
+                size,
+                latency,
+                plan.processing_delay,
+                &dir,
+            ))?);
         }
     }
     println!("## 2. End-to-end month (the schedule through the runner over the simulator)\n");

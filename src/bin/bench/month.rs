@@ -40,14 +40,21 @@ pub struct Outcome {
     pub counts: RequestCounts,
 }
 
-pub async fn run_one(size: Size, latency: Duration, dir: &Path) -> Result<Outcome, String> {
+/// One month at `size` with `latency` added to every REST answer; uploads are processed (and
+/// their `ready` events sent) `processing_delay` after they arrive.
+pub async fn run_one(
+    size: Size,
+    latency: Duration,
+    processing_delay: Duration,
+    dir: &Path,
+) -> Result<Outcome, String> {
     let seed = SeedSpec {
         contracts: size.contracts,
         products: size.products,
         subscriptions: size.subscriptions,
         ..SeedSpec::default()
     };
-    let world = World::start(&seed, dir).await?;
+    let world = World::start(&seed, dir, processing_delay).await?;
     let runner = world.start_runner().await?;
     let state = world.sim.state();
     state.set_faults(Faults {

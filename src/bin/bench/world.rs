@@ -14,6 +14,8 @@ use connect_payg::usage::period::Period;
 use crate::measure::{self, ChildReport};
 
 pub const PERIOD: &str = "2024-02";
+/// How long after an upload the simulator processes it, unless `--processing-delay` says.
+pub const PROCESSING_DELAY: Duration = Duration::from_millis(5);
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(30);
 
 pub struct World {
@@ -23,9 +25,15 @@ pub struct World {
 }
 
 impl World {
-    pub async fn start(seed: &SeedSpec, dir: &Path) -> Result<World, String> {
+    /// A simulator seeded with `seed` whose uploads are processed `processing_delay` after
+    /// they arrive, and the month's vendor usage written to `dir`.
+    pub async fn start(
+        seed: &SeedSpec,
+        dir: &Path,
+        processing_delay: Duration,
+    ) -> Result<World, String> {
         let sim = Simulator::start(SimConfig {
-            processing_delay: Duration::from_millis(5),
+            processing_delay,
             ..SimConfig::default()
         })
         .await
