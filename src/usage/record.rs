@@ -160,8 +160,15 @@ impl RecordId {
         match self {
             RecordId::Vendor(id) => id.to_string(),
             RecordId::Derived { digest, occurrence } => {
-                let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
-                format!("PAYG-{}-{hex}-{occurrence}", period.compact())
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                let mut spelled = format!("PAYG-{}-", period.compact());
+                for byte in digest {
+                    spelled.push(char::from(HEX[usize::from(byte >> 4)]));
+                    spelled.push(char::from(HEX[usize::from(byte & 0x0f)]));
+                }
+                spelled.push('-');
+                spelled.push_str(&occurrence.to_string());
+                spelled
             }
         }
     }
@@ -316,16 +323,18 @@ impl RecordChecker {
         }
     }
 
+    /// The record's id: the vendor's, or one derived from the digest of its content (only
+    /// computed then).
     fn assign(
         &mut self,
         line: u64,
         vendor_id: Option<String>,
-        content: &[&str],
+        content_digest: impl FnOnce() -> [u8; 16],
     ) -> Result<RecordId, BadRecord> {
         let id = match vendor_id {
             Some(id) => RecordId::Vendor(id.trim().into()),
             None => {
-                let digest = digest(content);
+                let digest = content_digest();
                 let occurrence = self.identical.entry(digest).or_default();
                 *occurrence += 1;
                 RecordId::Derived {
@@ -382,18 +391,16 @@ impl RecordChecker {
             ));
         }
         let note = raw.record_note.filter(|n| !n.is_empty());
-        let record_id = self.assign(
-            line,
-            raw.record_id,
-            &[
+        let record_id = self.assign(line, raw.record_id, || {
+            digest(&[
                 &subscription_id,
                 &item,
                 &quantity.to_string(),
                 raw.start_time_utc.as_deref().unwrap_or_default(),
                 raw.end_time_utc.as_deref().unwrap_or_default(),
                 note.as_deref().unwrap_or_default(),
-            ],
-        )?;
+            ])
+        })?;
         Ok(VendorRecord {
             line,
             subscription_id: self.names.shared(&subscription_id),
@@ -451,6 +458,26 @@ mod tests {
         assert_eq!(record.quantity.to_string(), "12.5");
         assert!(record.record_id.spelled(jan()).starts_with("PAYG-202401-"));
         assert_eq!(record.note.as_deref(), Some("a, \"quoted\" note"));
+    }
+
+    #[test]
+    fn derived_ids_are_spelled_as_earlier_versions_filed_them() {
+        // Files already on the platform carry these spellings: a rerun must produce them again.
+        let id = RecordId::Derived {
+            digest: [
+                0x00, 0x01, 0x0a, 0x10, 0x7f, 0x80, 0x9c, 0xab, 0xcd, 0xef, 0xf0, 0xff,
+            ],
+            occurrence: 12,
+        };
+        assert_eq!(id.spelled(jan()), "PAYG-202401-00010a107f809cabcdeff0ff-12");
+        let record = RecordChecker::new(jan()).check(raw(good())).unwrap();
+        let spelled = record.record_id.spelled(jan());
+        let hex = &spelled["PAYG-202401-".len()..spelled.len() - "-1".len()];
+        assert!(spelled.ends_with("-1"), "{spelled}");
+        assert_eq!(hex.len(), 24, "{spelled}");
+        assert!(hex
+            .bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()));
     }
 
     #[test]
