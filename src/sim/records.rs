@@ -3,10 +3,9 @@
 
 use serde_json::{json, Value};
 
-use super::catalogue::Catalogue;
+use super::catalogue::{Asset, Catalogue};
 use super::lifecycle::Status;
-use super::state::SimState;
-use super::state::World;
+use super::state::{SimState, World};
 use super::usage_file::UsageFile;
 use crate::usage::template::{Cell, UsageRow};
 
@@ -27,6 +26,9 @@ fn file_records(file: &UsageFile, world: &World) -> Vec<Value> {
         return Vec::new();
     };
     let suffix = file.id.trim_start_matches("UF-");
+    let assets: Vec<&Asset> = world
+        .assets_on(&file.contract_id, &file.product_id)
+        .collect();
     upload
         .rows
         .iter()
@@ -50,7 +52,7 @@ fn file_records(file: &UsageFile, world: &World) -> Vec<Value> {
                 "start_date": timestamp(&row.start_time_utc),
                 "end_date": timestamp(&row.end_time_utc),
                 "item": item_json(file, &world.catalogue, row),
-                "asset": asset_json(file, world, row),
+                "asset": asset_json(&assets, row),
                 "product": {"id": file.product_id},
                 "contract": {"id": file.contract_id},
                 "usage": cell_json(&row.quantity),
@@ -107,11 +109,12 @@ fn item_json(file: &UsageFile, catalogue: &Catalogue, row: &UsageRow) -> Value {
     }
 }
 
-fn asset_json(file: &UsageFile, world: &World, row: &UsageRow) -> Value {
+/// The asset `row` names among `assets` (its file's contract and product).
+fn asset_json(assets: &[&Asset], row: &UsageRow) -> Value {
     let criteria = cell_text(&row.asset_search_criteria).unwrap_or_default();
     let value = cell_text(&row.asset_search_value).unwrap_or_default();
-    let asset = world
-        .assets_on(&file.contract_id, &file.product_id)
+    let asset = assets
+        .iter()
         .find(|asset| match criteria.strip_prefix("parameter.") {
             Some(param) => asset.param(param) == Some(value),
             None => criteria == "asset.id" && asset.id == value,
