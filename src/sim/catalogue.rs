@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::rql::Query;
+use super::rql::{Query, Stored};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
@@ -191,7 +191,7 @@ pub(crate) struct Rendered {
 /// detail read touches the objects asked for, not every one of thousands.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Collection {
-    values: Vec<Value>,
+    values: Vec<Stored>,
     by_id: HashMap<String, usize>,
 }
 
@@ -202,15 +202,16 @@ impl Collection {
             .enumerate()
             .filter_map(|(at, value)| Some((value["id"].as_str()?.to_string(), at)))
             .collect();
+        let values = values.into_iter().map(Stored::new).collect();
         Collection { values, by_id }
     }
 
-    pub fn get(&self, id: &str) -> Option<&Value> {
+    pub fn get(&self, id: &str) -> Option<&Stored> {
         self.by_id.get(id).map(|&at| &self.values[at])
     }
 
     /// The objects `query` can match, in collection order: the ones it pins by id, or all.
-    pub fn candidates(&self, query: &Query) -> Vec<&Value> {
+    pub fn candidates(&self, query: &Query) -> Vec<&Stored> {
         match query.pinned("id") {
             Some(ids) => {
                 let mut at: Vec<usize> = ids

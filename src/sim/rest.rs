@@ -11,11 +11,10 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::{Json, Router};
-use serde_json::Value;
 
 use super::error::ApiError;
 use super::faults;
-use super::rql::Query;
+use super::rql::{Listed, Query};
 use super::state::SimState;
 use super::usage_api;
 
@@ -116,7 +115,7 @@ async fn method_not_allowed() -> ApiError {
 
 /// A list answer: `candidates` (all the objects the parsed query can match) filtered,
 /// ordered, paged (at most the page cap) with `Content-Range`.
-pub(crate) fn list<'a, I: IntoIterator<Item = &'a Value>>(
+pub(crate) fn list<'a, O: Listed<'a>, I: IntoIterator<Item = O>>(
     state: &SimState,
     raw_query: Option<String>,
     candidates: impl FnOnce(&Query) -> I,
@@ -126,10 +125,10 @@ pub(crate) fn list<'a, I: IntoIterator<Item = &'a Value>>(
 }
 
 /// One page of `query` over `candidates`, with `Content-Range`.
-pub(crate) fn page<'a>(
+pub(crate) fn page<'a, O: Listed<'a>>(
     state: &SimState,
     query: &Query,
-    candidates: impl IntoIterator<Item = &'a Value>,
+    candidates: impl IntoIterator<Item = O>,
 ) -> Response {
     let page = query.apply(candidates, state.config().page_cap);
     let range = page.content_range();
@@ -141,8 +140,8 @@ pub(crate) fn parse(raw_query: Option<String>) -> Result<Query, ApiError> {
 }
 
 /// A detail answer: the object found for `id` (404 when none), `select(-…)` applied.
-pub(crate) fn detail(
-    found: Option<&Value>,
+pub(crate) fn detail<'a>(
+    found: Option<impl Listed<'a>>,
     kind: &str,
     id: &str,
     raw_query: Option<String>,

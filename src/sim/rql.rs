@@ -15,6 +15,7 @@ use std::collections::HashSet;
 
 use percent_encoding::percent_decode_str;
 use serde::ser::{Serialize, SerializeMap, Serializer};
+use serde_json::value::RawValue as JsonText;
 use serde_json::Value;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -72,10 +73,65 @@ impl Page<'_, '_> {
     }
 }
 
+/// An object rendered once and served many times, kept with each top-level field already
+/// written as JSON: a page of assets copies the kept fields' text instead of serializing the
+/// same values again for every request (those pages were the simulator's costliest answers).
+#[derive(Debug, Clone)]
+pub struct Stored {
+    value: Value,
+    /// The JSON of each field of `value`, in the map's order; empty unless it is an object.
+    fields: Vec<Box<JsonText>>,
+}
+
+impl Stored {
+    pub fn new(value: Value) -> Self {
+        let fields = match &value {
+            Value::Object(map) => map
+                .values()
+                .map(|field| serde_json::value::to_raw_value(field).expect("JSON values serialize"))
+                .collect(),
+            _ => Vec::new(),
+        };
+        Stored { value, fields }
+    }
+
+    pub fn value(&self) -> &Value {
+        &self.value
+    }
+}
+
+/// What lists and details are made of: objects as they are, or stored with their fields' JSON.
+pub trait Listed<'v>: Copy {
+    fn object(self) -> &'v Value;
+    fn fields(self) -> Option<&'v [Box<JsonText>]>;
+}
+
+impl<'v> Listed<'v> for &'v Value {
+    fn object(self) -> &'v Value {
+        self
+    }
+
+    fn fields(self) -> Option<&'v [Box<JsonText>]> {
+        None
+    }
+}
+
+impl<'v> Listed<'v> for &'v Stored {
+    fn object(self) -> &'v Value {
+        &self.value
+    }
+
+    fn fields(self) -> Option<&'v [Box<JsonText>]> {
+        self.value.is_object().then_some(&self.fields[..])
+    }
+}
+
 /// An object as `select(-…)` shows it: the removed paths are skipped as it is serialized.
 #[derive(Debug, Clone)]
 pub struct Projected<'q, 'v> {
     object: &'v Value,
+    /// The JSON of each of `object`'s fields, when it was stored with them.
+    fields: Option<&'v [Box<JsonText>]>,
     /// The removed paths, relative to `object`.
     removed: Vec<&'q [String]>,
 }
@@ -83,9 +139,9 @@ pub struct Projected<'q, 'v> {
 impl Serialize for Projected<'_, '_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self.object {
-            Value::Object(map) if !self.removed.is_empty() => {
+            Value::Object(map) if self.fields.is_some() || !self.removed.is_empty() => {
                 let mut out = serializer.serialize_map(None)?;
-                for (key, value) in map {
+                for (at, (key, value)) in map.iter().enumerate() {
                     if self
                         .removed
                         .iter()
@@ -99,13 +155,19 @@ impl Serialize for Projected<'_, '_> {
                         .filter(|path| path.len() > 1 && path[0] == *key)
                         .map(|path| &path[1..])
                         .collect();
-                    out.serialize_entry(
-                        key,
-                        &Projected {
-                            object: value,
-                            removed,
-                        },
-                    )?;
+                    match self.fields {
+                        Some(fields) if removed.is_empty() => {
+                            out.serialize_entry(key, &fields[at])?;
+                        }
+                        _ => out.serialize_entry(
+                            key,
+                            &Projected {
+                                object: value,
+                                fields: None,
+                                removed,
+                            },
+                        )?,
+                    }
                 }
                 out.end()
             }
@@ -113,6 +175,7 @@ impl Serialize for Projected<'_, '_> {
             Value::Array(items) if !self.removed.is_empty() => {
                 serializer.collect_seq(items.iter().map(|object| Projected {
                     object,
+                    fields: None,
                     removed: self.removed.clone(),
                 }))
             }
@@ -207,14 +270,17 @@ impl Query {
     }
 
     /// Filters, orders, pages (at most `page_cap` items, whatever `limit` asks) and projects.
-    pub fn apply<'q, 'v>(
+    pub fn apply<'q, 'v, O: Listed<'v>>(
         &'q self,
-        objects: impl IntoIterator<Item = &'v Value>,
+        objects: impl IntoIterator<Item = O>,
         page_cap: usize,
     ) -> Page<'q, 'v> {
-        let mut selected: Vec<&Value> = objects.into_iter().filter(|o| self.matches(o)).collect();
+        let mut selected: Vec<O> = objects
+            .into_iter()
+            .filter(|o| self.matches(o.object()))
+            .collect();
         if !self.ordering.is_empty() {
-            selected.sort_by(|a, b| self.compare_for_ordering(a, b));
+            selected.sort_by(|a, b| self.compare_for_ordering(a.object(), b.object()));
         }
         let total = selected.len();
         let limit = self.limit.unwrap_or(page_cap).min(page_cap);
@@ -257,9 +323,10 @@ impl Query {
 
     /// The object without the `select(-field)` paths. Positive `select(field)` entries ask
     /// Connect for optional sub-objects; every field is already present here.
-    pub fn project<'q, 'v>(&'q self, object: &'v Value) -> Projected<'q, 'v> {
+    pub fn project<'q, 'v>(&'q self, object: impl Listed<'v>) -> Projected<'q, 'v> {
         Projected {
-            object,
+            object: object.object(),
+            fields: object.fields(),
             removed: self.removed_fields.iter().map(Vec::as_slice).collect(),
         }
     }
@@ -981,6 +1048,31 @@ mod tests {
         let counted = query.apply(&data, 100);
         assert!(counted.items.is_empty());
         assert_eq!(counted.content_range(), "items 0-0/3");
+    }
+
+    #[test]
+    fn stored_objects_answer_exactly_as_plain_ones() {
+        let plain = assets();
+        let stored: Vec<Stored> = plain.iter().cloned().map(Stored::new).collect();
+        for raw in [
+            "",
+            "select(-params)",
+            "select(-product.id,-tags)",
+            "select(-params.value)&ordering(-n)&limit=2&offset=1",
+        ] {
+            let query = Query::parse(raw).unwrap();
+            let text = |page: Page<'_, '_>| serde_json::to_string(&page.items).unwrap();
+            assert_eq!(
+                text(query.apply(&stored, 100)),
+                text(query.apply(&plain, 100)),
+                "{raw}"
+            );
+            assert_eq!(
+                serde_json::to_string(&query.project(&stored[0])).unwrap(),
+                serde_json::to_string(&query.project(&plain[0])).unwrap(),
+                "{raw}"
+            );
+        }
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! Every record ends in exactly one place: a group's rows, the bad list (with line and reason),
 //! or an out-of-scope count. Nothing is aggregated and nothing is dropped silently.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet};
+
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
 use futures::StreamExt;

@@ -1,8 +1,9 @@
 //! One shared copy of each repeated string (subscription ids, item names, notes, contract and
 //! product ids): a month's records and assets repeat a few hundred names thousands of times.
 
-use std::collections::HashSet;
 use std::sync::Arc;
+
+use foldhash::HashSet;
 
 #[derive(Default)]
 pub struct Interner {

@@ -5,7 +5,7 @@
 //! [`crate::usage::resolve`]; both produce the same [`BadRecord`] so every rejection is reported
 //! the same way, with the record's line and reason.
 
-use std::collections::{HashMap, HashSet};
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fmt;
 use std::sync::Arc;
 

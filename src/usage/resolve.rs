@@ -159,8 +159,14 @@ impl Catalog {
         // report's peak memory.
         let found = self
             .per_batch(wanted.iter().cloned(), |batch| {
-                let query =
-                    Query::new(self.asset_filter(batch)).select(["-configuration", "-items"]);
+                // Only ids, parameters and the three references are kept: the rest of an asset
+                // (its items, tiers, connection, configuration) is most of each page's bytes.
+                let query = Query::new(self.asset_filter(batch)).select([
+                    "-configuration",
+                    "-items",
+                    "-tiers",
+                    "-connection",
+                ]);
                 let client = self.client.clone();
                 let (wanted, names) = (&wanted, &names);
                 async move {

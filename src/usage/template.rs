@@ -9,6 +9,8 @@
 //! the reader would hold whole is bounded first (`unpacked`): zip bombs are refused unread.
 
 use std::collections::hash_map::{Entry, RandomState};
+
+use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet};
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::hash::BuildHasher;
@@ -345,13 +347,13 @@ pub struct RowValidator<'a> {
     rules: &'a Rules,
     /// criteria → value → precision, so a lookup borrows the row's strings instead of
     /// building an owned (String, String) key per row.
-    items: Option<HashMap<&'a str, HashMap<&'a str, Precision>>>,
-    assets: Option<HashMap<&'a str, HashSet<&'a str>>>,
+    items: Option<FastMap<&'a str, FastMap<&'a str, Precision>>>,
+    assets: Option<FastMap<&'a str, FastSet<&'a str>>>,
     /// 128-bit digests of the record ids seen, with the row of each: an entry costs 24 bytes
     /// instead of a copy of the string. Two independently keyed SipHashes make a false
     /// duplicate (a collision) practically impossible (~n²/2¹²⁹). A pair of u64 rather than a
     /// u128 keeps entries 8-aligned, which saves a quarter of the table.
-    seen_ids: HashMap<(u64, u64), u32>,
+    seen_ids: FastMap<(u64, u64), u32>,
     id_hashers: (RandomState, RandomState),
     scratch: String,
 }
@@ -359,7 +361,7 @@ pub struct RowValidator<'a> {
 impl<'a> RowValidator<'a> {
     pub fn new(rules: &'a Rules) -> Self {
         let items = rules.items.as_ref().map(|items| {
-            let mut index: HashMap<&str, HashMap<&str, Precision>> = HashMap::new();
+            let mut index: FastMap<&str, FastMap<&str, Precision>> = FastMap::new();
             for ((criteria, value), precision) in items {
                 index
                     .entry(criteria.as_str())
@@ -369,7 +371,7 @@ impl<'a> RowValidator<'a> {
             index
         });
         let assets = rules.assets.as_ref().map(|assets| {
-            let mut index: HashMap<&str, HashSet<&str>> = HashMap::new();
+            let mut index: FastMap<&str, FastSet<&str>> = FastMap::new();
             for (criteria, value) in assets {
                 index
                     .entry(criteria.as_str())
@@ -382,7 +384,7 @@ impl<'a> RowValidator<'a> {
             rules,
             items,
             assets,
-            seen_ids: HashMap::new(),
+            seen_ids: FastMap::new(),
             id_hashers: (RandomState::new(), RandomState::new()),
             scratch: String::new(),
         }

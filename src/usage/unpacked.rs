@@ -90,19 +90,29 @@ struct Tokens {
 }
 
 impl Tokens {
-    /// Follows `bytes`; false once a run is too long. Jumps from delimiter to delimiter: a
-    /// worksheet is scanned for every upload, so this runs over every byte the platform unpacks.
+    /// Follows `bytes`; false once a run is too long. A worksheet is scanned for every upload,
+    /// and XML has a delimiter every few bytes, so rather than visiting each one this looks
+    /// for the *last* delimiter within the reach of the current run: found, the run restarts
+    /// there; not found, the run is too long. A chunk costs a few bytes of backward search.
     fn feed(&mut self, bytes: &[u8]) -> bool {
-        let mut start = 0;
-        for delimiter in memchr::memchr2_iter(b'<', b'>', bytes) {
-            if self.run + (delimiter - start) > TOKEN_LIMIT {
-                return false;
+        let mut rest = bytes;
+        loop {
+            let reach = TOKEN_LIMIT - self.run;
+            if rest.len() <= reach {
+                self.run = match memchr::memrchr2(b'<', b'>', rest) {
+                    Some(delimiter) => rest.len() - delimiter - 1,
+                    None => self.run + rest.len(),
+                };
+                return true;
             }
-            self.run = 0;
-            start = delimiter + 1;
+            match memchr::memrchr2(b'<', b'>', &rest[..=reach]) {
+                Some(delimiter) => {
+                    self.run = 0;
+                    rest = &rest[delimiter + 1..];
+                }
+                None => return false,
+            }
         }
-        self.run += bytes.len() - start;
-        self.run <= TOKEN_LIMIT
     }
 }
 
@@ -150,6 +160,50 @@ mod tests {
             !tokens.feed(b"x"),
             "one more byte than the limit, split over chunks"
         );
+    }
+
+    /// The longest run between delimiters, the slow way.
+    fn longest_run(bytes: &[u8]) -> usize {
+        bytes
+            .split(|byte| matches!(byte, b'<' | b'>'))
+            .map(<[u8]>::len)
+            .max()
+            .unwrap_or(0)
+    }
+
+    #[test]
+    fn any_chunking_agrees_with_the_longest_run() {
+        // Runs just under, at and over the limit, among short ones, fed in uneven chunks.
+        let mut seed = 7u64;
+        let mut next = |bound: usize| {
+            seed = seed
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (seed >> 33) as usize % bound
+        };
+        for case in 0..24 {
+            let mut bytes = Vec::new();
+            for _ in 0..4 {
+                let run = match next(4) {
+                    0 => next(40),
+                    _ => TOKEN_LIMIT - 2 + next(4),
+                };
+                bytes.extend(std::iter::repeat_n(b'x', run));
+                bytes.push(if next(2) == 0 { b'<' } else { b'>' });
+            }
+            if case % 2 == 0 {
+                bytes.pop();
+            }
+            let mut tokens = Tokens::default();
+            let mut passed = true;
+            let mut rest = &bytes[..];
+            while !rest.is_empty() && passed {
+                let (chunk, tail) = rest.split_at((1 + next(3 * TOKEN_LIMIT / 2)).min(rest.len()));
+                passed = tokens.feed(chunk);
+                rest = tail;
+            }
+            assert_eq!(passed, longest_run(&bytes) <= TOKEN_LIMIT, "case {case}");
+        }
     }
 
     #[test]
