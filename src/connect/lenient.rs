@@ -5,6 +5,10 @@
 //! id and sometimes an object. A report must not fail because of that, so the models decode
 //! through these helpers.
 
+use std::fmt;
+
+use serde::de::value::MapAccessDeserializer;
+use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
@@ -69,22 +73,41 @@ impl Reference {
 }
 
 impl<'de> Deserialize<'de> for Reference {
+    /// Decided by the JSON's shape, not by trying one form and then the other: a failed try
+    /// builds an error message, and every asset of a month carries three references.
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum Shape {
-            Id(String),
-            Object {
-                #[serde(default, deserialize_with = "or_default")]
-                id: String,
-                #[serde(default, deserialize_with = "text")]
-                name: Option<String>,
-            },
+        struct Object {
+            #[serde(default, deserialize_with = "or_default")]
+            id: String,
+            #[serde(default, deserialize_with = "text")]
+            name: Option<String>,
         }
-        Ok(match Shape::deserialize(deserializer)? {
-            Shape::Id(id) => Reference::id(id),
-            Shape::Object { id, name } => Reference { id, name },
-        })
+
+        struct Shape;
+
+        impl<'de> Visitor<'de> for Shape {
+            type Value = Reference;
+
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("an id or an object with an id")
+            }
+
+            fn visit_str<E: de::Error>(self, id: &str) -> Result<Reference, E> {
+                Ok(Reference::id(id))
+            }
+
+            fn visit_string<E: de::Error>(self, id: String) -> Result<Reference, E> {
+                Ok(Reference::id(id))
+            }
+
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Reference, A::Error> {
+                let Object { id, name } = Object::deserialize(MapAccessDeserializer::new(map))?;
+                Ok(Reference { id, name })
+            }
+        }
+
+        deserializer.deserialize_any(Shape)
     }
 }
 

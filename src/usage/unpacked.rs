@@ -26,7 +26,8 @@ pub fn check<R: Read + Seek>(workbook: &mut R) -> Result<(), String> {
         return Ok(());
     };
     let mut other_parts = 0u64;
-    let mut chunk = vec![0u8; 64 * 1024];
+    // On the stack: a fresh heap buffer per upload costs page faults as inflate first fills it.
+    let mut chunk = [0u8; 16 * 1024];
     for index in 0..archive.len() {
         let Ok(mut part) = archive.by_index(index) else {
             continue;
