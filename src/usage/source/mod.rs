@@ -26,6 +26,9 @@ pub type RecordStream = BoxStream<'static, Result<Result<RawRecord, BadRecord>, 
 /// A single record larger than this is refused rather than buffered (hostile or broken input).
 pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
+/// How much of a local source file one read takes.
+const FILE_READ_SIZE: usize = 256 << 10;
+
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
     #[error("usage source {source_name}: file not found")]
@@ -128,6 +131,9 @@ impl UsageSource {
                         reason: error.to_string(),
                     },
                 })?;
+            // tokio reads a file on its blocking pool, one hand-off per read: big reads keep
+            // the record reader from waiting on hundreds of small ones.
+            let file = tokio::io::BufReader::with_capacity(FILE_READ_SIZE, file);
             Ok(decode(format, Box::new(file), source_name))
         } else if location.starts_with("http://") || location.starts_with("https://") {
             self.open_http(&location, source_name).await
