@@ -94,10 +94,6 @@ impl Stored {
         };
         Stored { value, fields }
     }
-
-    pub fn value(&self) -> &Value {
-        &self.value
-    }
 }
 
 /// What lists and details are made of: objects as they are, or stored with their fields' JSON.

@@ -5,10 +5,9 @@
 //! or an out-of-scope count. Nothing is aggregated and nothing is dropped silently.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::sync::Arc;
 
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures::StreamExt;
 use tokio_util::task::AbortOnDropHandle;
 

@@ -5,11 +5,11 @@
 //! [`crate::usage::resolve`]; both produce the same [`BadRecord`] so every rejection is reported
 //! the same way, with the record's line and reason.
 
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use std::fmt;
 use std::sync::Arc;
 
 use chrono::NaiveDateTime;
+use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use sha2::{Digest, Sha256};
 
 use crate::usage::interner::Interner;

@@ -9,8 +9,6 @@
 //! the reader would hold whole is bounded first (`unpacked`): zip bombs are refused unread.
 
 use std::collections::hash_map::{Entry, RandomState};
-
-use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet};
 use std::collections::{HashMap, HashSet};
 use std::fmt::{self, Write as _};
 use std::hash::BuildHasher;
@@ -19,6 +17,7 @@ use std::panic::{self, AssertUnwindSafe};
 use std::str::FromStr;
 
 use calamine::{DataRef, Reader, Xlsx};
+use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet};
 
 use crate::usage::period::{format_time, parse_time, Period};
 use crate::usage::unpacked;
