@@ -79,7 +79,8 @@ impl Page<'_, '_> {
 #[derive(Debug, Clone)]
 pub struct Stored {
     value: Value,
-    /// The JSON of each field of `value`, in the map's order; empty unless it is an object.
+    /// The JSON of each field of `value`, in the map's order (none unless it is an object:
+    /// only objects are served field by field).
     fields: Vec<Box<JsonText>>,
 }
 
@@ -118,7 +119,7 @@ impl<'v> Listed<'v> for &'v Stored {
     }
 
     fn fields(self) -> Option<&'v [Box<JsonText>]> {
-        self.value.is_object().then_some(&self.fields[..])
+        Some(&self.fields)
     }
 }
 

@@ -88,9 +88,10 @@ pub fn rules(group: &Group, period: Period) -> Rules {
 /// Workbooks written at once: one more than the cores. Writing is CPU-bound, but between two
 /// groups a writer waits for the next one to be handed over through the runtime, and with one
 /// writer per core a scheduler trace showed cores going idle during filing while the runner's
-/// threads slept (not one waited on I/O): measured on 2 cores, a third writer files the 10k-subscription month 0.60 → 0.55 s and the 100k one
-/// 4.9 → 4.5 s. More than that only adds threads and buffers (many groups are filed
-/// concurrently, mostly waiting on the platform).
+/// threads slept (not one waited on I/O): measured on 2 cores, a third writer files the
+/// 10k-subscription month 0.60 → 0.55 s and the 100k one 4.9 → 4.5 s. More than that only
+/// adds threads and buffers (many groups are filed concurrently, mostly waiting on the
+/// platform).
 fn writers() -> &'static tokio::sync::Semaphore {
     static WRITERS: std::sync::OnceLock<tokio::sync::Semaphore> = std::sync::OnceLock::new();
     WRITERS.get_or_init(|| {
