@@ -795,7 +795,7 @@ fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
             let mut part = archive.by_index(index).unwrap();
             let mut content = Vec::new();
             part.read_to_end(&mut content).unwrap();
-            (part.name().to_string(), content)
+            (part.name().unwrap().to_string(), content)
         })
         .collect()
 }

@@ -141,7 +141,7 @@ fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
             let mut part = archive.by_index(index).ok()?;
             let mut content = Vec::new();
             part.read_to_end(&mut content).ok()?;
-            Some((part.name().to_string(), content))
+            Some((part.name().unwrap().to_string(), content))
         })
         .collect()
 }

@@ -7,13 +7,16 @@
 //! whole file invalid anyway). Writing is CPU and file work, so it runs on the blocking pool.
 
 use std::collections::{HashMap, HashSet};
-use std::path::{Path, PathBuf};
+use std::io::Write;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::usage::group::{Group, ReportRow};
 use crate::usage::period::{format_time, Period};
 use crate::usage::template::{Cell, Problem, RowValidator, Rules, UsageRow};
-use crate::usage::workbook::{WorkbookError, WorkbookStats, WorkbookWriter};
+use crate::usage::workbook::{
+    save_as, Package, RunPackage, WorkbookError, WorkbookStats, WorkbookWriter,
+};
 
 /// Category every record is filed under (the template's recommended default).
 pub const CATEGORY: &str = "generic_category";
@@ -104,25 +107,31 @@ fn writers() -> &'static tokio::sync::Semaphore {
 pub async fn write_group(
     group: Arc<Group>,
     period: Period,
+    package: RunPackage,
     path: PathBuf,
 ) -> Result<WorkbookStats, BuildError> {
     on_writer_pool(move || {
-        let scratch = path.parent().unwrap_or(Path::new("."));
-        Ok(checked_writer(&group, period, scratch)?.finish(&path)?)
+        let package = package.get()?;
+        let bytes = save_as(&path, |file| write_checked(&group, period, &package, file))?;
+        Ok(WorkbookStats {
+            rows: group.rows.len() as u64,
+            bytes,
+        })
     })
     .await
 }
 
-/// Checks and builds the group's workbook in memory, for upload; the rows pass through a
-/// scratch file in `scratch_dir` while it is written. The zip is held whole either way when it
-/// is uploaded, so building it in memory costs no more and spares writing and reading it back.
+/// Checks and builds the group's workbook in memory, for upload.
 pub async fn build_group(
     group: Arc<Group>,
     period: Period,
-    scratch_dir: PathBuf,
+    package: RunPackage,
 ) -> Result<Vec<u8>, BuildError> {
-    on_writer_pool(move || Ok(checked_writer(&group, period, &scratch_dir)?.finish_to_bytes()?))
-        .await
+    on_writer_pool(move || {
+        let package = package.get()?;
+        write_checked(&group, period, &package, Vec::new())
+    })
+    .await
 }
 
 async fn on_writer_pool<T: Send + 'static>(
@@ -137,25 +146,27 @@ async fn on_writer_pool<T: Send + 'static>(
         .map_err(|e| BuildError::Task(e.to_string()))?
 }
 
-/// A writer holding every row of the group, each one checked by the shared rules first.
-fn checked_writer(
+/// Writes every row of the group into `output`, each one checked by the shared rules first.
+fn write_checked<W: Write>(
     group: &Group,
     period: Period,
-    scratch_dir: &Path,
-) -> Result<WorkbookWriter, BuildError> {
+    package: &Package,
+    output: W,
+) -> Result<W, BuildError> {
     let rules = rules(group, period);
     let mut validator = RowValidator::new(&rules);
-    let mut writer = WorkbookWriter::new(scratch_dir)?;
+    let records = u32::try_from(group.rows.len()).map_err(|_| WorkbookError::TooManyRows)?;
+    let mut writer = WorkbookWriter::new(package, output, records)?;
     let mut problems = Vec::new();
     for (row, sheet_row) in group.rows.iter().zip(2u32..) {
         let usage_row = usage_row(row, period);
         problems.extend(validator.check(sheet_row, &usage_row));
         if problems.is_empty() {
-            writer.push(usage_row)?;
+            writer.push(&usage_row)?;
         }
     }
     if !problems.is_empty() {
         return Err(BuildError::Template(problems));
     }
-    Ok(writer)
+    Ok(writer.finish()?)
 }

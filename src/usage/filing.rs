@@ -37,6 +37,7 @@ use crate::connect::{ConnectClient, ConnectError, Rql};
 use crate::usage::build::{self, BuildError};
 use crate::usage::group::{Group, GroupKey};
 use crate::usage::period::Period;
+use crate::usage::workbook::RunPackage;
 
 /// Statuses after which the vendor has nothing more to do for the month.
 const DONE: [&str; 3] = ["pending", "accepted", "closed"];
@@ -131,6 +132,8 @@ pub struct Filer {
     pub period: Period,
     /// Where workbooks are written.
     pub workdir: PathBuf,
+    /// The package every workbook of the run is written in.
+    pub package: RunPackage,
     /// Keep workbooks after upload (the `report` command and the sandbox show them).
     pub keep_workbooks: bool,
     pub dry_run: bool,
@@ -267,7 +270,13 @@ impl Filer {
         let currency = group.currency.clone().map_err(FilingError::Group)?;
         if self.dry_run {
             let path = self.workbook_path(&group.key);
-            build::write_group(group.clone(), self.period, path.clone()).await?;
+            build::write_group(
+                group.clone(),
+                self.period,
+                self.package.clone(),
+                path.clone(),
+            )
+            .await?;
             outcome.workbook = Some(path);
             return Ok(FilingResult::DryRun);
         }
@@ -456,7 +465,7 @@ impl Filer {
         group: &Arc<Group>,
         outcome: &mut GroupOutcome,
     ) -> Result<Vec<u8>, FilingError> {
-        let bytes = build::build_group(group.clone(), self.period, self.workdir.clone()).await?;
+        let bytes = build::build_group(group.clone(), self.period, self.package.clone()).await?;
         if self.keep_workbooks {
             let path = self.workbook_path(&group.key);
             tokio::fs::write(&path, &bytes)

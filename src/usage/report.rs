@@ -19,6 +19,7 @@ use crate::usage::period::Period;
 use crate::usage::resolve::Catalog;
 use crate::usage::source::UsageSource;
 use crate::usage::summary::Summary;
+use crate::usage::workbook::RunPackage;
 
 /// Bad records listed by line in an alert; the rest are counted (the CSV has them all).
 const BAD_RECORDS_IN_ALERT: usize = 20;
@@ -90,6 +91,7 @@ impl Reporter {
             client: self.client.clone(),
             period: job.period,
             workdir: job.workdir.clone(),
+            package: RunPackage::default(),
             keep_workbooks: job.keep_workbooks,
             dry_run: job.dry_run,
             ready_timeout: self.settings.ready_timeout,

@@ -32,7 +32,7 @@ pub fn check<R: Read + Seek>(workbook: &mut R) -> Result<(), String> {
         let Ok(mut part) = archive.by_index(index) else {
             continue;
         };
-        let name = part.name().to_string();
+        let name = String::from_utf8_lossy(part.name_raw()).into_owned();
         if !(name.ends_with(".xml") || name.ends_with(".rels")) {
             continue;
         }

@@ -48,7 +48,9 @@ pub fn bench_row(n: u64) -> UsageRow {
 /// Child side: writes `rows` rows to `path` and reports.
 pub fn child(rows: u64, path: &Path) -> Result<ChildReport, String> {
     let started = Instant::now();
-    let stats = write_workbook(path, (0..rows).map(bench_row)).map_err(|e| e.to_string())?;
+    let rows = u32::try_from(rows).map_err(|e| e.to_string())?;
+    let stats = write_workbook(path, (0..rows).map(|n| bench_row(u64::from(n))))
+        .map_err(|e| e.to_string())?;
     Ok(ChildReport {
         seconds: started.elapsed().as_secs_f64(),
         peak_rss_kb: measure::peak_rss_kb(),
