@@ -161,13 +161,19 @@ impl RecordId {
             RecordId::Vendor(id) => id.to_string(),
             RecordId::Derived { digest, occurrence } => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
-                let mut spelled = format!("PAYG-{}-", period.compact());
+                let mut occurrence_digits = itoa::Buffer::new();
+                let occurrence = occurrence_digits.format(*occurrence);
+                // Spelled twice for every row (to find duplicates, to write it): sized once.
+                let mut spelled = String::with_capacity(13 + 2 * digest.len() + occurrence.len());
+                spelled.push_str("PAYG-");
+                spelled.push_str(&period.compact());
+                spelled.push('-');
                 for byte in digest {
                     spelled.push(char::from(HEX[usize::from(byte >> 4)]));
                     spelled.push(char::from(HEX[usize::from(byte & 0x0f)]));
                 }
                 spelled.push('-');
-                spelled.push_str(&occurrence.to_string());
+                spelled.push_str(occurrence);
                 spelled
             }
         }

@@ -19,7 +19,7 @@ use std::fs::File;
 use std::io::{BufWriter, Cursor, Read, Write};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use rust_xlsxwriter::{Workbook, Worksheet, XlsxError};
 use zip::result::ZipError;
@@ -206,15 +206,18 @@ fn header_only() -> Result<(Workbook, Worksheet), XlsxError> {
 /// One run's [`Package`], rendered when its first workbook is written (runs that write none,
 /// such as submitting, never render it) so that its date is the run's.
 #[derive(Debug, Clone, Default)]
-pub struct RunPackage(Arc<OnceLock<Arc<Package>>>);
+pub struct RunPackage(Arc<Mutex<Option<Arc<Package>>>>);
 
 impl RunPackage {
+    /// The run's package; the first writers wait for one rendering rather than each render.
     pub fn get(&self) -> Result<Arc<Package>, WorkbookError> {
-        if let Some(package) = self.0.get() {
+        let mut rendered = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(package) = &*rendered {
             return Ok(package.clone());
         }
-        let rendered = Arc::new(Package::new()?);
-        Ok(self.0.get_or_init(|| rendered).clone())
+        let package = Arc::new(Package::new()?);
+        *rendered = Some(package.clone());
+        Ok(package)
     }
 }
 
