@@ -97,6 +97,7 @@ pub async fn run(sequential: usize, burst: usize, dir: &Path) -> Result<Outcome,
     let requests = world.sim.state().request_counts().total;
     let simulator_cpu = measure::cpu_seconds() - cpu_before;
     let runner = world.stop_runner(runner).await?;
+    world.close().await;
     Ok(Outcome {
         files: files.len(),
         sequential: sequential_latencies,

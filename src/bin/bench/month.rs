@@ -88,7 +88,7 @@ pub async fn run_one(
         }
         None => return Err("no result from the monthly report".into()),
     };
-    Ok(Outcome {
+    let outcome = Outcome {
         size,
         latency,
         records: world.records(),
@@ -100,7 +100,9 @@ pub async fn run_one(
         runner,
         simulator_cpu,
         counts: state.request_counts(),
-    })
+    };
+    world.close().await;
+    Ok(outcome)
 }
 
 /// Seconds from `started` until `groups` files are pending (polled every millisecond).
