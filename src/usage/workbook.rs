@@ -83,7 +83,9 @@ pub fn write_workbook(
     let package = Package::new()?;
     let bytes = save_as(path, |file| {
         let mut writer = WorkbookWriter::new(&package, file, records)?;
-        rows.into_iter().try_for_each(|row| writer.push(&row))?;
+        for row in rows {
+            writer.push(&row)?;
+        }
         writer.finish()
     })?;
     Ok(WorkbookStats {
@@ -98,7 +100,9 @@ pub fn workbook_bytes(rows: impl IntoIterator<Item = UsageRow>) -> Result<Vec<u8
     let records = u32::try_from(rows.len()).map_err(|_| WorkbookError::TooManyRows)?;
     let package = Package::new()?;
     let mut writer = WorkbookWriter::new(&package, Vec::new(), records)?;
-    rows.iter().try_for_each(|row| writer.push(row))?;
+    for row in &rows {
+        writer.push(row)?;
+    }
     writer.finish()
 }
 
