@@ -155,8 +155,7 @@ fn write_checked<W: Write>(
 ) -> Result<W, BuildError> {
     let rules = rules(group, period);
     let mut validator = RowValidator::new(&rules);
-    let records = u32::try_from(group.rows.len()).map_err(|_| WorkbookError::TooManyRows)?;
-    let mut writer = WorkbookWriter::new(package, output, records)?;
+    let mut writer = WorkbookWriter::new(package, output, group.rows.len())?;
     let mut problems = Vec::new();
     for (row, sheet_row) in group.rows.iter().zip(2u32..) {
         let usage_row = usage_row(row, period);

@@ -79,7 +79,7 @@ pub fn write_workbook(
     path: &Path,
     rows: impl ExactSizeIterator<Item = UsageRow>,
 ) -> Result<WorkbookStats, WorkbookError> {
-    let records = u32::try_from(rows.len()).map_err(|_| WorkbookError::TooManyRows)?;
+    let records = rows.len();
     let package = Package::new()?;
     let bytes = save_as(path, |file| {
         let mut writer = WorkbookWriter::new(&package, file, records)?;
@@ -89,7 +89,7 @@ pub fn write_workbook(
         writer.finish()
     })?;
     Ok(WorkbookStats {
-        rows: u64::from(records),
+        rows: records as u64,
         bytes,
     })
 }
@@ -97,9 +97,8 @@ pub fn write_workbook(
 /// The workbook as bytes, for small workbooks (tests, the simulator); large ones go to a file.
 pub fn workbook_bytes(rows: impl IntoIterator<Item = UsageRow>) -> Result<Vec<u8>, WorkbookError> {
     let rows: Vec<UsageRow> = rows.into_iter().collect();
-    let records = u32::try_from(rows.len()).map_err(|_| WorkbookError::TooManyRows)?;
     let package = Package::new()?;
-    let mut writer = WorkbookWriter::new(&package, Vec::new(), records)?;
+    let mut writer = WorkbookWriter::new(&package, Vec::new(), rows.len())?;
     for row in &rows {
         writer.push(row)?;
     }
@@ -236,10 +235,11 @@ pub struct WorkbookWriter<'a, W: Write> {
 
 impl<'a, W: Write> WorkbookWriter<'a, W> {
     /// Starts a workbook of exactly `records` rows: the sheet states its size before its rows.
-    pub fn new(package: &'a Package, output: W, records: u32) -> Result<Self, WorkbookError> {
-        if records > MAX_RECORDS {
-            return Err(WorkbookError::TooManyRows);
-        }
+    pub fn new(package: &'a Package, output: W, records: usize) -> Result<Self, WorkbookError> {
+        let records = u32::try_from(records)
+            .ok()
+            .filter(|records| *records <= MAX_RECORDS)
+            .ok_or(WorkbookError::TooManyRows)?;
         let mut zip = ZipWriter::new_stream(output);
         package.copy_parts(&mut zip, 0..package.sheet_index)?;
         // The options rust_xlsxwriter writes its parts with.
@@ -519,7 +519,7 @@ mod tests {
         let mut writer = WorkbookWriter::new(&package, Vec::new(), 1).unwrap();
         writer.push(&row(1)).unwrap();
         assert!(writer.push(&row(2)).is_err());
-        assert!(WorkbookWriter::new(&package, Vec::new(), MAX_RECORDS + 1).is_err());
+        assert!(WorkbookWriter::new(&package, Vec::new(), MAX_RECORDS as usize + 1).is_err());
     }
 
     #[test]
