@@ -363,15 +363,16 @@ async fn a_ready_duplicate_of_a_filed_group_is_withdrawn_not_submitted() {
         .await;
     let history = world.sim.state().status_history(&id).unwrap();
     assert!(!history.iter().any(|s| s == "pending"), "{history:?}");
-    assert!(
-        world
-            .sim
-            .devops()
-            .results()
-            .iter()
-            .any(|r| r.object_id == id && r.output.result == ResultCode::Success),
-        "the ready event was answered"
-    );
+    // The handler withdraws the file before it answers: wait for the answer.
+    world
+        .wait_until("the ready event was answered", |w| {
+            w.sim
+                .devops()
+                .results()
+                .iter()
+                .any(|r| r.object_id == id && r.output.result == ResultCode::Success)
+        })
+        .await;
     world.assert_filed_exactly("pending").await;
     extension.stop().await;
 }

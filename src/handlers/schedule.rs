@@ -11,8 +11,9 @@ use serde_json::Value;
 
 use super::Workdir;
 use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
+use crate::usage::filing::FilingResult;
 use crate::usage::report::{ReportError, Reporter};
-use crate::usage::summary::write_bad_records;
+use crate::usage::summary::{write_bad_records, Summary};
 
 pub struct MonthlyReport;
 
@@ -39,8 +40,20 @@ async fn run(ctx: TaskContext) -> HandlerOutcome {
     }
     match result {
         Ok(summary) if summary.failed() == 0 => HandlerOutcome::Success(Some(summary.headline())),
+        // The platform refused the uploads themselves: the same source would be refused again,
+        // so only a person can help (the alerts name the files and the platform's detail).
+        Ok(summary) if only_invalid_files(&summary) => HandlerOutcome::Fail(summary.headline()),
         Ok(summary) => HandlerOutcome::Retry(summary.headline()),
         Err(error @ ReportError::Config(_)) => HandlerOutcome::Fail(error.to_string()),
         Err(error) => HandlerOutcome::Retry(error.to_string()),
     }
+}
+
+/// Every group that failed did so because the platform found its upload invalid.
+fn only_invalid_files(summary: &Summary) -> bool {
+    summary
+        .groups
+        .iter()
+        .filter(|g| matches!(g.result, FilingResult::Failed(_)))
+        .all(|g| g.error_detail.is_some())
 }

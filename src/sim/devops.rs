@@ -65,7 +65,16 @@ pub struct DevopsStats {
     pub handshakes: usize,
     /// `shutdown` messages received from runners.
     pub shutdowns: usize,
+    /// Task deliveries, hand-outs again after a lost connection included.
     pub tasks_sent: usize,
+    /// Tasks handed out again because the connection they went out on closed before their
+    /// result arrived.
+    pub handed_out_again: usize,
+    /// Usage-file events swallowed by [`DevopsHub::lose_file_events`].
+    pub events_lost: usize,
+    /// Second results for a task that was handed out again (the runner cannot know whether
+    /// its first answer arrived, so answering again is legitimate, not a protocol error).
+    pub late_duplicates: usize,
     pub results: usize,
     pub protocol_errors: usize,
 }
@@ -97,15 +106,20 @@ struct Connection {
 }
 
 struct SentTask {
+    /// The task as sent, to hand out again.
+    task: Task,
     /// The task's `options` and `input` exactly as sent, for the echo check.
     options: Value,
     input: Value,
     category: TaskCategory,
     delivered: bool,
+    /// The connection it last went out on.
+    connection: Option<u64>,
+    /// Handed out again after its connection closed unanswered.
+    handed_out_again: bool,
     answered: bool,
 }
 
-#[derive(Default)]
 struct Hub {
     stats: DevopsStats,
     next_connection: u64,
@@ -115,6 +129,10 @@ struct Hub {
     refuse_upgrades: Option<(u16, usize)>,
     /// Re-deliver the object of a `retry` or `reschedule` result after this long.
     redelivery: Option<Duration>,
+    /// How long an unanswered task whose connection closed waits before it is handed out again.
+    handout_timeout: Duration,
+    /// Usage-file events still to swallow, by status.
+    lose_events: HashMap<String, usize>,
     /// `setup_request`s still to leave unanswered.
     withhold_setup: usize,
     queries: Vec<ConnectQuery>,
@@ -128,6 +146,37 @@ struct Hub {
     results: Vec<TaskResult>,
     schedules: BTreeMap<String, Value>,
     protocol_errors: Vec<String>,
+}
+
+/// The platform's time-out before it hands out again a task whose connection closed before
+/// the result arrived. Connect does not publish it; five minutes matches the longest a
+/// background task may run, so a runner that is still working on it is not raced.
+pub const DEFAULT_HANDOUT_TIMEOUT: Duration = Duration::from_secs(300);
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub {
+            stats: DevopsStats::default(),
+            next_connection: 0,
+            connections: BTreeMap::new(),
+            silenced: Vec::new(),
+            refuse_upgrades: None,
+            redelivery: None,
+            handout_timeout: DEFAULT_HANDOUT_TIMEOUT,
+            lose_events: HashMap::new(),
+            withhold_setup: 0,
+            queries: Vec::new(),
+            setup_requests: Vec::new(),
+            subscriptions: BTreeMap::new(),
+            variables: Vec::new(),
+            next_id: 0,
+            tasks: HashMap::new(),
+            pending: VecDeque::new(),
+            results: Vec::new(),
+            schedules: BTreeMap::new(),
+            protocol_errors: Vec::new(),
+        }
+    }
 }
 
 pub struct DevopsHub {
@@ -258,6 +307,32 @@ impl DevopsHub {
         self.lock().redelivery = delay;
     }
 
+    /// How long a task whose connection closed before its result arrived waits before it is
+    /// handed out again on the next connection (default [`DEFAULT_HANDOUT_TIMEOUT`]; tests
+    /// shorten it).
+    pub fn set_handout_timeout(&self, timeout: Duration) {
+        self.lock().handout_timeout = timeout;
+    }
+
+    /// Swallows the next `count` usage-file events into `status`: no task is ever sent for
+    /// them, as if the platform had lost them for good.
+    pub fn lose_file_events(&self, status: &str, count: usize) {
+        self.lock().lose_events.insert(status.to_string(), count);
+    }
+
+    /// Every task id handed out so far, in the order they were made.
+    pub fn task_ids(&self) -> Vec<String> {
+        let hub = self.lock();
+        let mut ids: Vec<String> = hub.tasks.keys().cloned().collect();
+        ids.sort();
+        ids
+    }
+
+    /// Whether every task handed out so far has been answered.
+    pub fn all_answered(&self) -> bool {
+        self.lock().tasks.values().all(|t| t.answered)
+    }
+
     /// Leaves the next `count` `setup_request`s unanswered (the runner must give up on the
     /// handshake and retry).
     pub fn withhold_setup_responses(&self, count: usize) {
@@ -342,10 +417,13 @@ impl DevopsHub {
         hub.tasks.insert(
             task_id.clone(),
             SentTask {
+                task: task.clone(),
                 options: serde_json::to_value(&task.options).unwrap_or_default(),
                 input: serde_json::to_value(&task.input).unwrap_or_default(),
                 category,
                 delivered: false,
+                connection: None,
+                handed_out_again: false,
                 answered: false,
             },
         );
@@ -370,8 +448,11 @@ impl DevopsHub {
     /// connections behave normally.
     pub fn go_silent(&self) {
         let mut hub = self.lock();
-        let silenced: Vec<_> = std::mem::take(&mut hub.connections).into_values().collect();
+        let silenced = std::mem::take(&mut hub.connections);
         hub.stats.open = 0;
+        // Nothing comes back from a silenced socket: its tasks count as orphaned.
+        self.orphaned(&hub, silenced.keys().copied());
+        let silenced: Vec<_> = silenced.into_values().collect();
         for connection in silenced {
             let _ = connection.commands.send(Command::Silence);
             hub.silenced.push(connection.commands);
@@ -479,22 +560,34 @@ impl DevopsHub {
     fn deliver_pending(&self, hub: &mut Hub) {
         let mut waiting = VecDeque::new();
         while let Some(task) = hub.pending.pop_front() {
+            // Answered while it waited to go out again: the runner has nothing left to do.
+            if hub
+                .tasks
+                .get(&task.options.task_id)
+                .is_some_and(|t| t.answered)
+            {
+                continue;
+            }
             let preferred = match task.options.task_category {
                 TaskCategory::Interactive => "interactive",
                 TaskCategory::Background | TaskCategory::Scheduled => "background",
             };
             let target = hub
                 .connections
-                .values()
-                .filter(|c| c.handshaken && !c.closing)
-                .max_by_key(|c| c.runner_type.as_deref() == Some(preferred));
-            let sent = target.is_some_and(|c| {
+                .iter()
+                .filter(|(_, c)| c.handshaken && !c.closing)
+                .max_by_key(|(_, c)| c.runner_type.as_deref() == Some(preferred));
+            let sent = target.and_then(|(id, c)| {
                 let text = ServerMessage::Task(task.clone()).encode();
-                c.commands.send(Command::Send(Message::text(text))).is_ok()
+                c.commands
+                    .send(Command::Send(Message::text(text)))
+                    .is_ok()
+                    .then_some(*id)
             });
-            if sent {
+            if let Some(connection) = sent {
                 if let Some(record) = hub.tasks.get_mut(&task.options.task_id) {
                     record.delivered = true;
+                    record.connection = Some(connection);
                 }
                 hub.stats.tasks_sent += 1;
             } else {
@@ -509,7 +602,13 @@ impl DevopsHub {
     /// task for the file is still waiting to be delivered.
     fn on_file_event(&self, file_id: &str, status: &str) {
         let subscribed = {
-            let hub = self.lock();
+            let mut hub = self.lock();
+            if let Some(left) = hub.lose_events.get_mut(status).filter(|n| **n > 0) {
+                *left -= 1;
+                hub.stats.events_lost += 1;
+                tracing::info!(file_id, status, "usage-file event lost on purpose");
+                return;
+            }
             let wanted = hub
                 .subscriptions
                 .get(USAGE_FILE_EVENT)
@@ -589,6 +688,11 @@ impl DevopsHub {
             Some(record) if !record.delivered => {
                 Err(format!("result for undelivered task {task_id}"))
             }
+            Some(record) if record.answered && record.handed_out_again => {
+                // Its first answer and the hand-out again crossed: the runner could not know.
+                hub.stats.late_duplicates += 1;
+                return;
+            }
             Some(record) if record.answered => Err(format!("duplicate result for task {task_id}")),
             Some(record) => {
                 record.answered = true;
@@ -654,11 +758,53 @@ impl DevopsHub {
         (id, receiver)
     }
 
+    /// The connection is gone. Tasks it carried that were not answered are handed out again
+    /// after the time-out, as the platform does: their frame, or their result, may have died
+    /// with the socket, and nothing else would ever bring them back.
     fn unregister(&self, connection: u64) {
         let mut hub = self.lock();
         hub.connections.remove(&connection);
         hub.stats.open = hub.connections.len();
+        self.orphaned(&hub, [connection]);
+        drop(hub);
         self.changed();
+    }
+
+    /// Starts the hand-out time-out of every unanswered task that went out on `connections`.
+    fn orphaned(&self, hub: &Hub, connections: impl IntoIterator<Item = u64>) {
+        let connections: Vec<u64> = connections.into_iter().collect();
+        for (task_id, task) in &hub.tasks {
+            let carried = task.connection.is_some_and(|c| connections.contains(&c));
+            if carried && !task.answered {
+                self.hand_out_again(task_id.clone(), hub.handout_timeout);
+            }
+        }
+    }
+
+    /// After `timeout`, queues the task again unless it was answered or went out on another
+    /// connection meanwhile.
+    fn hand_out_again(&self, task_id: String, timeout: Duration) {
+        let me = self.me.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(timeout).await;
+            let Some(hub) = me.upgrade() else { return };
+            let mut state = hub.lock();
+            let live: Vec<u64> = state.connections.keys().copied().collect();
+            let Some(record) = state.tasks.get_mut(&task_id) else {
+                return;
+            };
+            let elsewhere = record.connection.is_some_and(|c| live.contains(&c));
+            if record.answered || elsewhere {
+                return;
+            }
+            record.connection = None;
+            record.handed_out_again = true;
+            let task = record.task.clone();
+            state.stats.handed_out_again += 1;
+            tracing::info!(%task_id, "handing out a task whose connection closed unanswered");
+            state.pending.push_back(task);
+            hub.deliver_pending(&mut state);
+        });
     }
 
     fn attempted(&self, query: ConnectQuery) {

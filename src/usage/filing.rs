@@ -15,9 +15,9 @@
 //! and whichever submit comes second finds the file already pending, which is success.
 //!
 //! Submission: the `report` command polls each upload until the platform has processed it and
-//! submits it then; under the runner the platform's `ready` event does that (spec §5.3 allows
-//! either), so a scheduled run does not wait on the platform at all — the `ready` handler
-//! applies the same replica rule below before it submits.
+//! submits it then; under the runner the platform's `ready` event does that, and the scheduled
+//! run, before it answers, follows its uploads and submits any whose event never came
+//! ([`crate::usage::sweep`]) — both apply the same replica rule below before they submit.
 //!
 //! Replicas: when two instances create a file for the same key, both see both when they look
 //! again right before submitting. The preferred file wins:
@@ -87,6 +87,9 @@ pub struct GroupOutcome {
     pub workbook: Option<PathBuf>,
     /// The platform's `error_detail` when the file ended invalid.
     pub error_detail: Option<String>,
+    /// The file was found still being processed and left to its `ready` event (the scheduled
+    /// run follows it until submitted: [`crate::usage::sweep`]).
+    pub awaiting_ready: bool,
 }
 
 impl GroupOutcome {
@@ -98,6 +101,7 @@ impl GroupOutcome {
             result: FilingResult::Failed(String::new()),
             workbook: None,
             error_detail: None,
+            awaiting_ready: false,
         }
     }
 }
@@ -309,6 +313,7 @@ impl Filer {
                 }
                 status if PROCESSING.contains(&status) => {
                     if self.submission == Submission::OnReadyEvent {
+                        outcome.awaiting_ready = true;
                         return Ok(FilingResult::Skipped(format!(
                             "{status}; its ready event submits it"
                         )));

@@ -11,6 +11,7 @@ pub mod report;
 pub mod resolve;
 pub mod source;
 pub mod summary;
+pub mod sweep;
 pub mod template;
 mod unpacked;
 pub mod validate_command;

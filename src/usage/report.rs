@@ -19,6 +19,7 @@ use crate::usage::period::Period;
 use crate::usage::resolve::Catalog;
 use crate::usage::source::UsageSource;
 use crate::usage::summary::Summary;
+use crate::usage::sweep;
 use crate::usage::workbook::RunPackage;
 
 /// Bad records listed by line in an alert; the rest are counted (the CSV has them all).
@@ -166,6 +167,7 @@ impl Reporter {
             .await;
         let mut outcomes = outcomes;
         outcomes.sort_by(|a, b| a.key.cmp(&b.key));
+        sweep::sweep(&filer, &mut outcomes).await;
         let summary = Summary {
             period: job.period,
             records_read: collection.records_read,
@@ -282,6 +284,7 @@ impl Reporter {
                 ),
                 workbook: None,
                 error_detail: None,
+                awaiting_ready: false,
             });
         };
         Ok(self

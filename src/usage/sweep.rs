@@ -1,0 +1,230 @@
+//! The scheduled run's own check that every file it uploaded ends submitted.
+//!
+//! Under the runner, an uploaded file is submitted by its `ready` event: the platform sends
+//! the event when it has processed the upload, and the event handler submits the file. One lost
+//! event would leave the file `ready` for good (the platform hands an unanswered task out again
+//! only after its own time-out, and a vendor should not depend on that alone). So before the
+//! scheduled task answers, it follows the files it uploaded (and those it found still being
+//! processed) with batched status listings until each has left processing:
+//!
+//! * `pending`, `accepted`, `closed`, `rejected`, `deleted`: done — the event (or another
+//!   replica) took care of it, or the provider has it now;
+//! * `ready`: the event should be submitting it. Only a file still `ready` at a look at least
+//!   [`EVENT_GRACE`] after it was first seen `ready` is submitted here, with the same replica
+//!   rule as the event handler; if the event gets there at the same moment, the second submit
+//!   finds the file already submitted, which is success;
+//! * `invalid`: the group failed with the platform's detail (the run alerts it);
+//! * still processing when `READY_TIMEOUT` runs out: the group failed (a later run retries).
+//!
+//! The decision per look is [`decide`], a pure function; [`sweep`] carries it out.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use crate::connect::models::file_status::*;
+use crate::connect::models::UsageFile;
+use crate::connect::Rql;
+use crate::usage::filing::{Filer, FilingResult, GroupOutcome, Submission};
+
+/// How long a file may sit `ready` before the run stops waiting for its event and submits it
+/// itself. The runner answers a `ready` event within milliseconds of the platform sending it,
+/// so a file still `ready` after this long has lost its event.
+pub const EVENT_GRACE: Duration = Duration::from_secs(2);
+
+/// Longest pause between two looks.
+const MAX_POLL: Duration = Duration::from_secs(30);
+
+/// What to do about one followed file at one look.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Look again later.
+    Wait,
+    /// Its event had its chance: submit it here.
+    Submit,
+    /// Nothing more to do for this run.
+    Done,
+    /// The platform refused the upload; the detail says why.
+    Invalid(String),
+}
+
+/// The step for a file in `status`, first seen `ready` `ready_for` ago (None when it was not
+/// `ready` at an earlier look).
+pub fn decide(file: &UsageFile, ready_for: Option<Duration>) -> Step {
+    let status = file.status.to_ascii_lowercase();
+    match status.as_str() {
+        READY => match ready_for {
+            Some(waited) if waited >= EVENT_GRACE => Step::Submit,
+            _ => Step::Wait,
+        },
+        DRAFT | UPLOADING | UPLOADED | PROCESSING => Step::Wait,
+        INVALID => Step::Invalid(
+            file.error_detail
+                .clone()
+                .unwrap_or_else(|| "no detail given".into()),
+        ),
+        // Submitted (by the event, another replica or a person), withdrawn, or in the
+        // provider's hands: the schedule has nothing left to do. An unknown status is not
+        // ours to act on either.
+        _ => Step::Done,
+    }
+}
+
+/// Whether the run must follow this group's file after filing: it uploaded it, or found it
+/// still being processed and left it to its event.
+fn followed(outcome: &GroupOutcome) -> bool {
+    match &outcome.result {
+        FilingResult::Uploaded => true,
+        FilingResult::Skipped(_) => outcome.awaiting_ready,
+        _ => false,
+    }
+}
+
+/// Follows the files the run left to their `ready` events until each is submitted (by its
+/// event, or here), invalid, or `READY_TIMEOUT` runs out; updates the outcomes accordingly.
+pub async fn sweep(filer: &Filer, outcomes: &mut [GroupOutcome]) {
+    if filer.submission != Submission::OnReadyEvent || filer.dry_run {
+        return;
+    }
+    let mut open: HashMap<String, usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| followed(o))
+        .filter_map(|(i, o)| Some((o.file_id.clone()?, i)))
+        .collect();
+    if open.is_empty() {
+        return;
+    }
+    tracing::info!(
+        files = open.len(),
+        "following uploaded files until submitted"
+    );
+    let started = Instant::now();
+    let mut ready_since: HashMap<String, Instant> = HashMap::new();
+    let mut interval = filer.poll_interval;
+    let mut submitted_here = 0usize;
+    loop {
+        let ids: Vec<&String> = open.keys().collect();
+        let mut files = Vec::with_capacity(ids.len());
+        let mut failed_look = None;
+        for batch in ids.chunks(crate::usage::resolve::BATCH) {
+            match filer
+                .client
+                .usage_files(Rql::one_of("id", batch.iter().copied()))
+                .await
+            {
+                Ok(found) => files.extend(found),
+                Err(error) => failed_look = Some(error),
+            }
+        }
+        if let Some(error) = failed_look {
+            tracing::warn!(%error, "looking at the uploaded files failed; looking again");
+        }
+        let now = Instant::now();
+        for file in files {
+            let Some(&index) = open.get(&file.id) else {
+                continue;
+            };
+            let seen_ready = ready_since.get(&file.id).map(|at| now - *at);
+            if file.status_is(READY) && seen_ready.is_none() {
+                ready_since.insert(file.id.clone(), now);
+            }
+            let outcome = &mut outcomes[index];
+            match decide(&file, seen_ready) {
+                Step::Wait => continue,
+                Step::Done => {}
+                Step::Invalid(detail) => {
+                    outcome.result = FilingResult::Failed(format!(
+                        "usage file {} is invalid: {detail}",
+                        file.id
+                    ));
+                    outcome.error_detail = Some(detail);
+                }
+                Step::Submit => {
+                    tracing::warn!(file_id = %file.id, "usage file still ready; its ready event was lost, submitting it here");
+                    match filer
+                        .submit_if_still_preferred(&outcome.key, &file.id)
+                        .await
+                    {
+                        Ok(true) => {
+                            submitted_here += 1;
+                            if outcome.result == FilingResult::Uploaded {
+                                outcome.result = FilingResult::Created;
+                            } else {
+                                outcome.result = FilingResult::Submitted;
+                            }
+                        }
+                        Ok(false) => {}
+                        Err(error) => {
+                            tracing::warn!(file_id = %file.id, %error, "submitting failed; looking again");
+                            continue;
+                        }
+                    }
+                }
+            }
+            open.remove(&file.id);
+        }
+        if open.is_empty() {
+            break;
+        }
+        if started.elapsed() >= filer.ready_timeout {
+            for (file_id, index) in open.drain() {
+                outcomes[index].result = FilingResult::Failed(format!(
+                    "usage file {file_id} was not submitted within READY_TIMEOUT ({:?}); a later run retries",
+                    filer.ready_timeout
+                ));
+            }
+            break;
+        }
+        tokio::time::sleep(interval).await;
+        interval = (interval * 2).min(MAX_POLL);
+    }
+    if submitted_here > 0 {
+        tracing::warn!(
+            files = submitted_here,
+            "submitted files whose ready events never came"
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn file(status: &str) -> UsageFile {
+        UsageFile {
+            id: "UF-1".into(),
+            status: status.into(),
+            error_detail: (status == "invalid").then(|| "bad row 3".into()),
+            ..UsageFile::default()
+        }
+    }
+
+    #[test]
+    fn every_status_has_its_step() {
+        let just = Some(Duration::from_millis(10));
+        let long = Some(EVENT_GRACE);
+        let table: [(&str, Option<Duration>, Step); 14] = [
+            ("draft", None, Step::Wait),
+            ("uploading", None, Step::Wait),
+            ("uploaded", None, Step::Wait),
+            ("processing", long, Step::Wait),
+            ("ready", None, Step::Wait),
+            ("ready", just, Step::Wait),
+            ("ready", long, Step::Submit),
+            ("READY", long, Step::Submit),
+            ("invalid", None, Step::Invalid("bad row 3".into())),
+            ("pending", None, Step::Done),
+            ("accepted", None, Step::Done),
+            ("rejected", None, Step::Done),
+            ("deleted", long, Step::Done),
+            ("a-status-of-the-future", None, Step::Done),
+        ];
+        for (status, ready_for, step) in table {
+            assert_eq!(
+                decide(&file(status), ready_for),
+                step,
+                "{status} {ready_for:?}"
+            );
+        }
+    }
+}
