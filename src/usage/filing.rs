@@ -87,6 +87,8 @@ pub struct GroupOutcome {
     pub workbook: Option<PathBuf>,
     /// The platform's `error_detail` when the file ended invalid.
     pub error_detail: Option<String>,
+    /// The failure is one a later attempt may fix (see [`FilingError::is_transient`]).
+    pub transient: bool,
 }
 
 impl GroupOutcome {
@@ -98,6 +100,7 @@ impl GroupOutcome {
             result: FilingResult::Failed(String::new()),
             workbook: None,
             error_detail: None,
+            transient: false,
         }
     }
 }
@@ -123,6 +126,22 @@ pub enum FilingError {
     Invalid { file_id: String, detail: String },
     #[error("{0}")]
     Group(String),
+}
+
+impl FilingError {
+    /// A later attempt may succeed: Connect unreachable, throttled or failing, a file still
+    /// processing, a local write failing. Not: a workbook or group the data itself breaks.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FilingError::Connect(error) => {
+                matches!(error, ConnectError::Transport { .. })
+                    || error.is_ambiguous()
+                    || error.status() == Some(429)
+            }
+            FilingError::StillProcessing { .. } | FilingError::Io { .. } => true,
+            FilingError::Build(_) | FilingError::Invalid { .. } | FilingError::Group(_) => false,
+        }
+    }
 }
 
 /// Files groups for one month.
@@ -250,6 +269,7 @@ impl Filer {
                 if let FilingError::Invalid { detail, .. } = &error {
                     outcome.error_detail = Some(detail.clone());
                 }
+                outcome.transient = error.is_transient();
                 outcome.result = FilingResult::Failed(error.to_string());
             }
         }
