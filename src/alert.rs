@@ -6,10 +6,30 @@
 //! retried briefly and bounded in time, so an unreachable webhook delays a task by seconds at
 //! most and never fails it. The webhook URL itself is treated as a secret (chat webhooks carry
 //! their token in the path) and never logged.
+//!
+//! An alert is for a person to read, not a copy of the input: its `message` and `details` are
+//! cut at [`FIELD_LIMIT`] characters, ending in `… (N characters)` with the original length,
+//! so a source row of a megabyte cannot flood a chat channel or the log.
 
 use std::time::Duration;
 
 use serde::Serialize;
+
+/// Characters kept of an alert's `message` and of its `details`.
+pub const FIELD_LIMIT: usize = 4000;
+
+/// `text` cut to `limit` characters, ending in `… (N characters)` (N the original length)
+/// when it was longer.
+pub fn truncated(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(limit) {
+        None => std::borrow::Cow::Borrowed(text),
+        Some((cut, _)) => std::borrow::Cow::Owned(format!(
+            "{}… ({} characters)",
+            &text[..cut],
+            text.chars().count()
+        )),
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -19,6 +39,8 @@ pub enum AlertKind {
     RejectedFile,
     ResubmissionLimit,
     FilingFailed,
+    /// The source had no records at all for the month: almost always a broken export.
+    EmptySource,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -138,7 +160,11 @@ impl Alerter {
     }
 
     /// Logs the alert and delivers it to the webhook; never fails.
-    pub async fn send(&self, alert: Alert) {
+    pub async fn send(&self, mut alert: Alert) {
+        alert.message = truncated(&alert.message, FIELD_LIMIT).into_owned();
+        alert.details = alert
+            .details
+            .map(|details| truncated(&details, FIELD_LIMIT).into_owned());
         let text = alert.text();
         // tracing needs the level at compile time: one arm per severity, same fields.
         macro_rules! log_alert {
@@ -217,6 +243,47 @@ mod tests {
         assert_eq!(body["severity"], "error");
         assert_eq!(body["file_id"], "UF-1");
         assert_eq!(body["details"], "row 3: quantity");
+    }
+
+    #[test]
+    fn long_text_is_cut_with_its_length() {
+        assert_eq!(truncated("short", 10), "short");
+        assert_eq!(truncated("exactly10!", 10), "exactly10!");
+        assert_eq!(truncated("abcdefghijk", 10), "abcdefghij… (11 characters)");
+        // Cut at a character, not a byte.
+        assert_eq!(truncated("ééé", 2), "éé… (3 characters)");
+    }
+
+    /// A bad record's 900 KB detail reaches the webhook cut to a few KB, saying how long it was.
+    #[tokio::test]
+    async fn alert_fields_reach_the_webhook_bounded() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/hook", listener.local_addr().unwrap());
+        let (sender, mut received) = tokio::sync::mpsc::unbounded_channel::<serde_json::Value>();
+        let app = axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |axum::Json(body): axum::Json<serde_json::Value>| {
+                let sender = sender.clone();
+                async move {
+                    let _ = sender.send(body);
+                    "ok"
+                }
+            }),
+        );
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let huge = "x".repeat(912_345);
+        Alerter::new(Some(&url))
+            .send(Alert::new(AlertKind::BadRecords, Severity::Warning, huge.clone()).details(huge))
+            .await;
+        let body = received.recv().await.unwrap();
+        server.abort();
+        let suffix = "… (912345 characters)";
+        for field in ["message", "details"] {
+            let text = body[field].as_str().unwrap();
+            assert!(text.ends_with(suffix), "{field}");
+            assert_eq!(text.chars().count(), FIELD_LIMIT + suffix.chars().count());
+        }
+        assert!(body["text"].as_str().unwrap().len() < 3 * FIELD_LIMIT);
     }
 
     #[tokio::test]

@@ -376,3 +376,200 @@ async fn a_ready_duplicate_of_a_filed_group_is_withdrawn_not_submitted() {
     world.assert_filed_exactly("pending").await;
     extension.stop().await;
 }
+
+/// The rebuilds counted in the file's note on the platform.
+async fn rebuilds_counted(world: &World, file_id: &str) -> u32 {
+    let client = world.client(&world.settings(&[]));
+    let file = client.usage_file(file_id).await.unwrap();
+    connect_payg::handlers::rebuild_count(file.note.as_deref())
+}
+
+/// Waits for the answer of a task about `file_id` with `code`; its message.
+async fn answer_for(world: &World, file_id: &str, code: ResultCode) -> String {
+    world
+        .wait_until("the task was answered", |w| {
+            w.sim
+                .devops()
+                .results()
+                .iter()
+                .any(|r| r.object_id == file_id && r.output.result == code)
+        })
+        .await;
+    world
+        .sim
+        .devops()
+        .results()
+        .into_iter()
+        .find(|r| r.object_id == file_id && r.output.result == code)
+        .unwrap()
+        .output
+        .message
+        .unwrap_or_default()
+}
+
+/// Points the running extension at another source.
+fn use_source(world: &World, source: &str) {
+    world.set_extension_variables(&[("USAGE_SOURCE", source)]);
+    world.sim.devops().push_setup_response();
+}
+
+fn is_pending_after_rejection(world: &World, file_id: &str) -> bool {
+    let history = world.sim.state().status_history(file_id).unwrap();
+    history.last().map(String::as_str) == Some("pending") && history.iter().any(|s| s == "rejected")
+}
+
+/// A rebuild cut off at the task's time limit releases its file: the next delivery rebuilds
+/// it (instead of answering "already being rebuilt" until a restart), and the cut-off attempt
+/// used up no resubmission.
+#[tokio::test]
+async fn a_timed_out_rebuild_does_not_block_its_file() {
+    let world = default_world().await;
+    world.set_extension_variables(&[]);
+    let extension = world
+        .start_extension_with(&[("BACKGROUND_TASK_MAX_EXECUTION_TIME", "1")])
+        .await;
+    file_the_month(&world).await;
+    let file_id = world.live_files()[0].id.clone();
+
+    // A usage source that accepts connections and never answers.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let hang = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    use_source(&world, &format!("http://{address}/usage-{{period}}.csv"));
+    world.sim.state().reject(&file_id, "too high").unwrap();
+    answer_for(&world, &file_id, ResultCode::Retry).await;
+    hang.abort();
+
+    world.set_extension_variables(&[]);
+    world.sim.devops().push_setup_response();
+    world
+        .sim
+        .devops()
+        .send_background_task(USAGE_FILE_EVENT, &file_id);
+    world
+        .wait_until("the file was rebuilt after the timed-out attempt", |w| {
+            is_pending_after_rejection(w, &file_id)
+        })
+        .await;
+    assert_eq!(rebuilds_counted(&world, &file_id).await, 1);
+    extension.stop().await;
+}
+
+/// A source that cannot be read right now: `retry`, and the rebuild is not counted.
+#[tokio::test]
+async fn a_rebuild_that_cannot_read_the_source_retries_without_using_a_resubmission() {
+    let world = default_world().await;
+    world.set_extension_variables(&[]);
+    let extension = world.start_extension().await;
+    file_the_month(&world).await;
+    let file_id = world.live_files()[0].id.clone();
+    use_source(
+        &world,
+        &format!(
+            "file://{}/missing-{{period}}.csv",
+            world.dir.path().display()
+        ),
+    );
+    world.sim.state().reject(&file_id, "too high").unwrap();
+    let message = answer_for(&world, &file_id, ResultCode::Retry).await;
+    assert!(message.contains("missing-2024-02.csv"), "{message}");
+    assert_eq!(rebuilds_counted(&world, &file_id).await, 0);
+    let history = world.sim.state().status_history(&file_id).unwrap();
+    assert_eq!(history.last().map(String::as_str), Some("rejected"));
+    extension.stop().await;
+}
+
+/// The corrected source no longer has the group: `fail` with an error alert, the file left
+/// rejected for a person, and no resubmission used up.
+#[tokio::test]
+async fn a_rebuild_whose_source_lost_the_group_fails_with_an_alert() {
+    let world = default_world().await;
+    world.set_extension_variables(&[]);
+    let extension = world.start_extension().await;
+    file_the_month(&world).await;
+    let group = &world.usage.expected.groups[0];
+    let file_id = world
+        .live_files()
+        .into_iter()
+        .find(|f| f.contract_id == group.contract_id && f.product_id == group.product_id)
+        .unwrap()
+        .id;
+    let assets: Vec<&str> = group.rows.iter().map(|r| r.asset_id.as_str()).collect();
+    let without: String = world
+        .usage
+        .csv
+        .lines()
+        .filter(|line| !assets.iter().any(|a| line.starts_with(&format!("{a},"))))
+        .map(|line| format!("{line}\n"))
+        .collect();
+    std::fs::write(world.dir.path().join("without-2024-02.csv"), without).unwrap();
+    use_source(
+        &world,
+        &format!(
+            "file://{}/without-{{period}}.csv",
+            world.dir.path().display()
+        ),
+    );
+    world.sim.state().reject(&file_id, "too high").unwrap();
+    let message = answer_for(&world, &file_id, ResultCode::Fail).await;
+    assert!(message.contains("no records"), "{message}");
+    let alerts = webhooks_of_kind(&world, "filing_failed");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0]["severity"], "error");
+    assert_eq!(alerts[0]["file_id"], file_id.as_str());
+    assert_eq!(rebuilds_counted(&world, &file_id).await, 0);
+    let history = world.sim.state().status_history(&file_id).unwrap();
+    assert_eq!(history.last().map(String::as_str), Some("rejected"));
+    extension.stop().await;
+}
+
+/// The scheduled report of a month that has not ended, or of a source without a record,
+/// answers `fail` saying so and files nothing.
+#[tokio::test]
+async fn a_scheduled_run_refuses_an_unfinished_month_and_an_empty_source() {
+    let world = default_world().await;
+    world.set_extension_variables(&[("REPORT_PERIOD", "2999-01")]);
+    let extension = world.start_extension().await;
+    let run = || async {
+        let task = world.sim.devops().fire_schedule(SCHEDULE);
+        world
+            .sim
+            .devops()
+            .wait_for_result(&task, Duration::from_secs(30))
+            .await
+            .expect("the schedule answered")
+            .output
+    };
+    let output = run().await;
+    assert_eq!(output.result, ResultCode::Fail, "{:?}", output.message);
+    let message = output.message.unwrap_or_default();
+    assert!(
+        message.contains("period 2999-01 has not ended yet: it ends at 2999-02-01 00:00 UTC"),
+        "{message}"
+    );
+
+    std::fs::write(
+        world.dir.path().join("usage-2024-02.csv"),
+        "subscription_id,item_mpn,quantity,start_time_utc,end_time_utc\n",
+    )
+    .unwrap();
+    world.set_extension_variables(&[]);
+    world.sim.devops().push_setup_response();
+    let output = run().await;
+    assert_eq!(output.result, ResultCode::Fail, "{:?}", output.message);
+    let message = output.message.unwrap_or_default();
+    assert!(
+        message.contains("the usage source has no records for 2024-02"),
+        "{message}"
+    );
+    let alerts = webhooks_of_kind(&world, "empty_source");
+    assert_eq!(alerts.len(), 1, "{alerts:#?}");
+    assert_eq!(alerts[0]["severity"], "error");
+    assert!(world.sim.state().files().is_empty());
+    extension.stop().await;
+}

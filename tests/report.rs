@@ -512,3 +512,173 @@ async fn a_month_larger_than_a_lookup_chunk_is_sorted_exactly() {
     assert!(state.request_count("GET", "/products/{id}") <= products);
     assert!(state.request_count("GET", "/contracts") <= chunks);
 }
+
+/// The simulator's webhook sink, as `ALERT_WEBHOOK_URL`.
+fn webhook(world: &World) -> String {
+    format!("http://{}/_sim/webhook", world.sim.server_address())
+}
+
+fn alerts_of_kind(world: &World, kind: &str) -> Vec<serde_json::Value> {
+    world
+        .sim
+        .state()
+        .webhooks()
+        .into_iter()
+        .filter(|w| w["kind"] == kind)
+        .collect()
+}
+
+/// A running or future month is refused before anything is read or filed.
+#[tokio::test]
+async fn a_month_that_has_not_ended_is_refused_and_nothing_is_filed() {
+    let world = default_world().await;
+    let mut reporter = world.reporter(&[]);
+    // 2024-02 is the running month on 2024-02-10; 2024-03 lies ahead.
+    reporter.now = || Utc.with_ymd_and_hms(2024, 2, 10, 12, 0, 0).unwrap();
+    for month in ["2024-02", "2024-03"] {
+        let mut job = world.job();
+        job.period = period(month);
+        let error = reporter.run(&job, None).await.err().unwrap().to_string();
+        assert!(
+            error.contains(&format!("period {month} has not ended")),
+            "{error}"
+        );
+    }
+    assert!(world.sim.state().files().is_empty());
+    assert!(world.sim.state().webhooks().is_empty());
+    // Once March has begun, February is reported.
+    reporter.now = || Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap();
+    let summary = reporter.run(&world.job(), None).await.unwrap();
+    assert_eq!(summary.failed(), 0, "{}", summary.headline());
+    world.assert_filed_exactly("pending").await;
+}
+
+/// `report` names the month and when it ends, exit 2, whichever way the month was named.
+#[test]
+fn report_refuses_an_unfinished_month_with_exit_2() {
+    for (args, env, named) in [
+        (vec!["--period", "2999-01"], None, "--period"),
+        (vec![], Some("2999-01"), "REPORT_PERIOD"),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_connect-payg"));
+        command
+            .arg("report")
+            .args(&args)
+            .current_dir(dir.path())
+            .env("API_KEY", "ApiKey SU-1:x")
+            .env("USAGE_SOURCE", "file:///nowhere/usage-{period}.csv")
+            .env("SERVER_ADDRESS", "127.0.0.1:9")
+            .env_remove("REPORT_PERIOD");
+        if let Some(month) = env {
+            command.env("REPORT_PERIOD", month);
+        }
+        let output = command.output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{stderr}");
+        assert!(
+            stderr.contains(&format!(
+                "{named}: period 2999-01 has not ended yet: it ends at 2999-02-01 00:00 UTC"
+            )),
+            "{stderr}"
+        );
+    }
+}
+
+/// A source with no record at all is an error alert and a sentence in the summary, not a
+/// quiet success; `allow_empty` says it is expected.
+#[tokio::test]
+async fn an_empty_source_raises_an_alert() {
+    let world = default_world().await;
+    let hook = webhook(&world);
+    for (name, body) in [
+        (
+            "usage-2024-02.csv",
+            "subscription_id,item_mpn,quantity,start_time_utc,end_time_utc\n",
+        ),
+        ("usage-2024-02.json", "[]"),
+    ] {
+        std::fs::write(world.dir.path().join(name), body).unwrap();
+        let source = format!("file://{}/{}", world.dir.path().display(), name);
+        let reporter = world.reporter(&[("USAGE_SOURCE", &source), ("ALERT_WEBHOOK_URL", &hook)]);
+        let before = alerts_of_kind(&world, "empty_source").len();
+        let summary = reporter.run(&world.job(), None).await.unwrap();
+        assert!(summary.empty_source(), "{name}");
+        assert!(
+            summary
+                .headline()
+                .contains("the usage source has no records for 2024-02"),
+            "{}",
+            summary.headline()
+        );
+        let alerts = alerts_of_kind(&world, "empty_source");
+        assert_eq!(alerts.len(), before + 1, "{name}");
+        assert_eq!(alerts[before]["severity"], "error");
+        assert_eq!(alerts[before]["period"], "2024-02");
+
+        let mut job = world.job();
+        job.allow_empty = true;
+        reporter.run(&job, None).await.unwrap();
+        assert_eq!(alerts_of_kind(&world, "empty_source").len(), before + 1);
+    }
+    assert!(world.sim.state().files().is_empty());
+}
+
+/// The headline agrees with the table on every run, and the bad-records alert goes out once
+/// for a month: from the run that filed it, not from re-runs.
+#[tokio::test]
+async fn counters_agree_with_the_table_and_bad_records_are_alerted_once() {
+    let world = default_world().await;
+    let hook = webhook(&world);
+    let reporter = world.reporter(&[("ALERT_WEBHOOK_URL", &hook)]);
+    let groups = world.usage.expected.groups.len();
+    let rows = world.usage.expected.good_rows() as u64;
+    let first = reporter.run(&world.job(), None).await.unwrap();
+    assert_eq!(first.created(), groups);
+    assert_eq!(first.submitted(), groups, "{}", first.headline());
+    assert_eq!(first.rows(), rows);
+    let again = reporter.run(&world.job(), None).await.unwrap();
+    assert_eq!(again.skipped(), groups);
+    assert_eq!(again.submitted(), 0);
+    assert_eq!(again.rows(), rows, "{}", again.headline());
+    assert_eq!(again.rows_written(), 0);
+    let table_rows: u64 = again.groups.iter().map(|g| g.rows).sum();
+    assert!(again
+        .headline()
+        .contains(&format!("rows {table_rows} (written this run 0)")));
+    assert!(!world.usage.expected.bad.is_empty());
+    assert_eq!(alerts_of_kind(&world, "bad_records").len(), 1);
+
+    // Every bad record carries the id it has or would have been given.
+    let path = connect_payg::usage::summary::write_bad_records(world.dir.path(), &again)
+        .await
+        .unwrap();
+    let csv = std::fs::read_to_string(path).unwrap();
+    let mut lines = csv.lines();
+    assert_eq!(lines.next(), Some("line,record_id,reason,detail"));
+    let mut count = 0;
+    for line in lines {
+        let record_id = line.split(',').nth(1).unwrap();
+        assert!(record_id.len() > 2 && record_id.starts_with('"'), "{line}");
+        count += 1;
+    }
+    assert_eq!(count, world.usage.expected.bad.len());
+}
+
+/// A contract filter naming no active distribution contract says so.
+#[tokio::test]
+async fn a_contract_filter_that_selects_nothing_is_said() {
+    let world = default_world().await;
+    let mut job = world.job();
+    job.contracts = vec!["CRD-NOPE".into()];
+    let summary = world.reporter(&[]).run(&job, None).await.unwrap();
+    assert!(summary.groups.is_empty());
+    assert_eq!(
+        summary.unmatched,
+        vec!["contract CRD-NOPE is not an active distribution contract; nothing was filed for it"]
+    );
+    assert!(summary
+        .table()
+        .contains("CRD-NOPE is not an active distribution contract"));
+    assert!(world.sim.state().files().is_empty());
+}

@@ -52,6 +52,9 @@ pub enum Command {
         /// Where workbooks and the bad-records CSV go.
         #[arg(long, default_value = ".")]
         out: PathBuf,
+        /// A source without any record for the month is expected: no alert, exit 0.
+        #[arg(long)]
+        allow_empty: bool,
         /// Use http:// instead of TLS (loopback and tests only).
         #[arg(long, short = 'u')]
         unsecure: bool,
@@ -134,6 +137,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             product,
             dry_run,
             out,
+            allow_empty,
         } => {
             report::report(
                 sources(unsecure),
@@ -143,6 +147,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
                     products: product,
                     dry_run,
                     out,
+                    allow_empty,
                 },
             )
             .await

@@ -7,11 +7,18 @@
 //! runner's status re-check), never rebuilt twice.
 //!
 //! Rebuilds after rejections are counted on the platform, in the file's `note`
-//! (`… [connect-payg rebuilds: N]`), written before each rebuild starts: a restart does not
-//! reset the count, and a crash mid-rebuild still counts against `MAX_RESUBMISSIONS`.
+//! (`… [connect-payg rebuilds: N]`): a restart does not reset the count. The count is written
+//! right before the upload and put back when the upload did not happen, so only a rebuild whose
+//! upload went out uses up a resubmission (a crash between the two still counts: the safe side).
+//! A rebuild that failed answers `retry` when a later attempt may succeed (Connect or the source
+//! unreachable) and `fail` with an alert when it cannot (the corrected source has no records for
+//! the group, the workbook breaks the rules): never `success`.
+//!
+//! Neither a `ready` nor a `rejected` file of a month that has not ended is acted on: the task
+//! answers `fail` saying when the month ends.
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
@@ -24,6 +31,7 @@ use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
 use crate::usage::filing::FilingResult;
 use crate::usage::group::GroupKey;
 use crate::usage::period::Period;
+use crate::usage::report::ReportError;
 use crate::usage::report::Reporter;
 
 const REBUILD_MARKER: &str = "[connect-payg rebuilds: ";
@@ -61,6 +69,33 @@ pub fn rebuild_note(note: Option<&str>, count: u32) -> String {
 #[derive(Default)]
 pub struct FileEvents {
     rebuilding: Arc<Mutex<HashSet<String>>>,
+}
+
+/// A file claimed for rebuilding in this process, released when dropped: whichever way the
+/// handler ends, including cancelled at its time limit.
+struct Rebuilding {
+    files: Arc<Mutex<HashSet<String>>>,
+    file_id: String,
+}
+
+impl Rebuilding {
+    /// `None` when another delivery in this process is rebuilding the file.
+    fn claim(files: &Arc<Mutex<HashSet<String>>>, file_id: &str) -> Option<Rebuilding> {
+        let mut claimed = files.lock().unwrap_or_else(PoisonError::into_inner);
+        claimed.insert(file_id.to_string()).then(|| Rebuilding {
+            files: files.clone(),
+            file_id: file_id.to_string(),
+        })
+    }
+}
+
+impl Drop for Rebuilding {
+    fn drop(&mut self) {
+        self.files
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.file_id);
+    }
 }
 
 impl Handler for FileEvents {
@@ -107,6 +142,14 @@ async fn handle(
         alert.file_id = Some(file.id.clone());
         alert
     };
+    if matches!(file.status.as_str(), "ready" | "rejected") {
+        if let Err(not_ended) = period.check_ended((reporter.now)()) {
+            return HandlerOutcome::Fail(format!(
+                "usage file {} is left as it is: {not_ended}",
+                file.id
+            ));
+        }
+    }
     match file.status.as_str() {
         "ready" => match reporter.submit_ready(&key, period, &file.id).await {
             Ok(true) => {
@@ -153,19 +196,13 @@ async fn handle(
             HandlerOutcome::Success(None)
         }
         "rejected" => {
-            if !rebuilding
-                .lock()
-                .expect("not poisoned")
-                .insert(file.id.clone())
-            {
+            let Some(_claim) = Rebuilding::claim(&rebuilding, &file.id) else {
                 return HandlerOutcome::Skip(format!(
                     "usage file {} is already being rebuilt",
                     file.id
                 ));
-            }
-            let outcome = rejected(&ctx, &reporter, &file, &key, period, alert).await;
-            rebuilding.lock().expect("not poisoned").remove(&file.id);
-            outcome
+            };
+            rejected(&ctx, &reporter, &file, &key, period, alert).await
         }
         other => HandlerOutcome::Skip(format!("usage file {} is {other}; nothing to do", file.id)),
     }
@@ -215,12 +252,34 @@ async fn rejected(
             .details(note),
         )
         .await;
+    let group = match reporter.regroup(key, period).await {
+        Ok(Some(group)) => group,
+        Ok(None) => {
+            let message = "the corrected source has no records for this contract and product; the rejected usage file is left for a person";
+            reporter
+                .alerter
+                .send(alert(
+                    AlertKind::FilingFailed,
+                    Severity::Error,
+                    message.into(),
+                ))
+                .await;
+            return HandlerOutcome::Fail(format!("usage file {}: {message}", file.id));
+        }
+        Err(error @ (ReportError::Config(_) | ReportError::NotEnded(_))) => {
+            return HandlerOutcome::Fail(format!("rebuilding {} failed: {error}", file.id))
+        }
+        Err(error) => {
+            return HandlerOutcome::Retry(format!("rebuilding {} failed: {error}", file.id))
+        }
+    };
     let workdir = match Workdir::for_task(&ctx.settings.report) {
         Ok(workdir) => workdir,
         Err(error) => {
             return HandlerOutcome::Retry(format!("cannot create a scratch directory: {error}"))
         }
     };
+    // Counted before the upload (a crash after it must still count), uncounted if it failed.
     let counted = rebuild_note(file.note.as_deref(), rebuilds + 1);
     if let Err(error) = ctx.client.update_usage_file_note(&file.id, &counted).await {
         return HandlerOutcome::Retry(format!(
@@ -228,42 +287,84 @@ async fn rejected(
             file.id
         ));
     }
-    let result = reporter
-        .rebuild_into(key, &file.id, workdir.job(period))
+    let outcome = match reporter
+        .rebuild_into(group, &file.id, workdir.job(period))
+        .await
+    {
+        Ok(outcome) => outcome,
+        Err(error) => {
+            uncount(ctx, file).await;
+            return HandlerOutcome::Retry(format!("rebuilding {} failed: {error}", file.id));
+        }
+    };
+    let FilingResult::Failed(reason) = outcome.result else {
+        tracing::info!(file_id = %file.id, rows = outcome.rows, "rejected usage file rebuilt and uploaded; its ready event submits it");
+        return HandlerOutcome::Success(None);
+    };
+    uncount(ctx, file).await;
+    if outcome.transient {
+        return HandlerOutcome::Retry(format!("rebuilding {} failed: {reason}", file.id));
+    }
+    let kind = if outcome.error_detail.is_some() {
+        AlertKind::InvalidFile
+    } else {
+        AlertKind::FilingFailed
+    };
+    reporter
+        .alerter
+        .send(
+            alert(
+                kind,
+                Severity::Error,
+                "rebuilding the rejected usage file failed; it is left for a person".into(),
+            )
+            .details(reason.clone()),
+        )
         .await;
-    match result {
-        Ok(outcome) => match outcome.result {
-            FilingResult::Failed(reason) => {
-                let kind = if outcome.error_detail.is_some() {
-                    AlertKind::InvalidFile
-                } else {
-                    AlertKind::FilingFailed
-                };
-                reporter
-                    .alerter
-                    .send(
-                        alert(
-                            kind,
-                            Severity::Error,
-                            "rebuilding the rejected usage file failed".into(),
-                        )
-                        .details(reason.clone()),
-                    )
-                    .await;
-                HandlerOutcome::Success(Some(reason))
-            }
-            _ => {
-                tracing::info!(file_id = %file.id, rows = outcome.rows, "rejected usage file rebuilt and uploaded; its ready event submits it");
-                HandlerOutcome::Success(None)
-            }
-        },
-        Err(error) => HandlerOutcome::Retry(format!("rebuilding {} failed: {error}", file.id)),
+    HandlerOutcome::Fail(format!("rebuilding {} failed: {reason}", file.id))
+}
+
+/// Puts the file's note back as it was before this rebuild was counted (its upload did not go
+/// out). When that fails the rebuild stays counted: a person is asked sooner, never later.
+async fn uncount(ctx: &TaskContext, file: &UsageFile) {
+    let note = file.note.as_deref().unwrap_or_default();
+    if let Err(error) = ctx.client.update_usage_file_note(&file.id, note).await {
+        tracing::warn!(file_id = %file.id, %error, "cannot take back the count of a rebuild that did not upload");
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_claim_is_released_however_its_holder_ends() {
+        let files = Arc::new(Mutex::new(HashSet::new()));
+        let claim = Rebuilding::claim(&files, "UF-1").expect("free");
+        assert!(Rebuilding::claim(&files, "UF-1").is_none(), "held");
+        assert!(Rebuilding::claim(&files, "UF-2").is_some(), "per file");
+        drop(claim);
+        assert!(Rebuilding::claim(&files, "UF-1").is_some(), "released");
+        // A holder cancelled mid-way (its future dropped) releases it too.
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let holder = {
+            let files = files.clone();
+            async move {
+                let _claim = Rebuilding::claim(&files, "UF-3").unwrap();
+                std::future::pending::<()>().await;
+            }
+        };
+        runtime.block_on(async {
+            let _ = tokio::time::timeout(std::time::Duration::from_millis(10), holder).await;
+        });
+        assert!(
+            Rebuilding::claim(&files, "UF-3").is_some(),
+            "released on cancel"
+        );
+    }
 
     #[test]
     fn rebuild_counts_live_in_the_note() {

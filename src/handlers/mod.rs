@@ -13,6 +13,7 @@ use crate::usage::filing::Submission;
 use crate::usage::period::Period;
 use crate::usage::report::ReportJob;
 
+pub use file_events::rebuild_count;
 use file_events::FileEvents;
 use schedule::MonthlyReport;
 
@@ -66,6 +67,7 @@ impl Workdir {
             workdir: self.path(),
             keep_workbooks: self.keep(),
             submission: Submission::OnReadyEvent,
+            allow_empty: false,
         }
     }
 }

@@ -2,9 +2,11 @@
 //!
 //! Failures a later attempt can fix (the source or Connect unreachable, a group that could not
 //! be filed) answer `retry`: re-running is safe because filing is idempotent. A configuration
-//! problem answers `fail` with the setting named, since retrying cannot fix it.
+//! problem answers `fail` with the setting named, since retrying cannot fix it; so do a month
+//! that has not ended (`REPORT_PERIOD` in the future or the running month) and a source without
+//! a single record for the month (a broken export is not fixed by retrying right away; nothing
+//! is filed and the `empty_source` alert says so).
 
-use chrono::Utc;
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use serde_json::Value;
@@ -31,7 +33,7 @@ async fn run(ctx: TaskContext) -> HandlerOutcome {
             return HandlerOutcome::Retry(format!("cannot create a scratch directory: {error}"))
         }
     };
-    let job = workdir.job(reporter.period(Utc::now()));
+    let job = workdir.job(reporter.period((reporter.now)()));
     let result = reporter.run(&job, None).await;
     if let (Ok(summary), true) = (&result, workdir.keep()) {
         if let Err(error) = write_bad_records(&job.workdir, summary).await {
@@ -39,12 +41,15 @@ async fn run(ctx: TaskContext) -> HandlerOutcome {
         }
     }
     match result {
+        Ok(summary) if summary.empty_source() => HandlerOutcome::Fail(summary.headline()),
         Ok(summary) if summary.failed() == 0 => HandlerOutcome::Success(Some(summary.headline())),
         // The platform refused the uploads themselves: the same source would be refused again,
         // so only a person can help (the alerts name the files and the platform's detail).
         Ok(summary) if only_invalid_files(&summary) => HandlerOutcome::Fail(summary.headline()),
         Ok(summary) => HandlerOutcome::Retry(summary.headline()),
-        Err(error @ ReportError::Config(_)) => HandlerOutcome::Fail(error.to_string()),
+        Err(error @ (ReportError::Config(_) | ReportError::NotEnded(_))) => {
+            HandlerOutcome::Fail(error.to_string())
+        }
         Err(error) => HandlerOutcome::Retry(error.to_string()),
     }
 }

@@ -90,6 +90,8 @@ pub struct GroupOutcome {
     /// The file was found still being processed and left to its `ready` event (the scheduled
     /// run follows it until submitted: [`crate::usage::sweep`]).
     pub awaiting_ready: bool,
+    /// The failure is one a later attempt may fix (see [`FilingError::is_transient`]).
+    pub transient: bool,
 }
 
 impl GroupOutcome {
@@ -102,6 +104,7 @@ impl GroupOutcome {
             workbook: None,
             error_detail: None,
             awaiting_ready: false,
+            transient: false,
         }
     }
 }
@@ -127,6 +130,22 @@ pub enum FilingError {
     Invalid { file_id: String, detail: String },
     #[error("{0}")]
     Group(String),
+}
+
+impl FilingError {
+    /// A later attempt may succeed: Connect unreachable, throttled or failing, a file still
+    /// processing, a local write failing. Not: a workbook or group the data itself breaks.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            FilingError::Connect(error) => {
+                matches!(error, ConnectError::Transport { .. })
+                    || error.is_ambiguous()
+                    || error.status() == Some(429)
+            }
+            FilingError::StillProcessing { .. } | FilingError::Io { .. } => true,
+            FilingError::Build(_) | FilingError::Invalid { .. } | FilingError::Group(_) => false,
+        }
+    }
 }
 
 /// Files groups for one month.
@@ -254,6 +273,7 @@ impl Filer {
                 if let FilingError::Invalid { detail, .. } = &error {
                     outcome.error_detail = Some(detail.clone());
                 }
+                outcome.transient = error.is_transient();
                 outcome.result = FilingResult::Failed(error.to_string());
             }
         }

@@ -1,9 +1,24 @@
 //! The reporting month. All date math lives here so January (→ December of the previous year)
 //! and leap years are handled in one tested place, in UTC.
+//!
+//! A month is reported only after it has ended: a file filed for a running or future month
+//! would be submitted with part of its usage missing, and re-runs skip filed groups, so it
+//! could never be corrected. [`Period::check_ended`] is that rule, a pure function of the month
+//! and the time given.
 
 use std::fmt;
 
 use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+
+/// A month that has not ended yet was asked to be reported.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "period {period} has not ended yet: it ends at {} UTC, and a month can be reported only after it has ended",
+    .period.next().start().format("%Y-%m-%d %H:%M")
+)]
+pub struct NotEnded {
+    pub period: Period,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Period {
@@ -72,6 +87,16 @@ impl Period {
                 year: self.year,
                 month: m + 1,
             },
+        }
+    }
+
+    /// The month may be reported at `now`: its last second has passed (the next month has
+    /// begun, in UTC).
+    pub fn check_ended(&self, now: DateTime<Utc>) -> Result<(), NotEnded> {
+        if now.naive_utc() >= self.next().start() {
+            Ok(())
+        } else {
+            Err(NotEnded { period: *self })
         }
     }
 
@@ -187,6 +212,33 @@ mod tests {
         assert_eq!(Period::previous_to(now), Period::parse("2024-12").unwrap());
         let now = Utc.with_ymd_and_hms(2025, 3, 31, 23, 59, 59).unwrap();
         assert_eq!(Period::previous_to(now).to_string(), "2025-02");
+    }
+
+    #[test]
+    fn a_month_can_be_reported_only_after_it_has_ended() {
+        let at = |y, m, d, h, min, s| Utc.with_ymd_and_hms(y, m, d, h, min, s).unwrap();
+        for (month, now, ended) in [
+            ("2026-11", at(2026, 12, 6, 12, 0, 0), true),
+            ("2026-12", at(2026, 12, 6, 12, 0, 0), false),
+            ("2027-05", at(2026, 12, 6, 12, 0, 0), false),
+            ("2026-12", at(2026, 12, 31, 23, 59, 59), false),
+            ("2026-12", at(2027, 1, 1, 0, 0, 0), true),
+            ("2024-02", at(2024, 2, 29, 23, 59, 59), false),
+            ("2024-02", at(2024, 3, 1, 0, 0, 0), true),
+            ("2020-01", at(2026, 12, 6, 0, 0, 0), true),
+        ] {
+            let period = Period::parse(month).unwrap();
+            assert_eq!(period.check_ended(now).is_ok(), ended, "{month} at {now}");
+        }
+        let error = Period::parse("2026-12")
+            .unwrap()
+            .check_ended(at(2026, 12, 6, 0, 0, 0))
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "period 2026-12 has not ended yet: it ends at 2027-01-01 00:00 UTC, and a month can be reported only after it has ended"
+        );
     }
 
     #[test]

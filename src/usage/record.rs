@@ -236,6 +236,8 @@ pub struct BadRecord {
     pub line: u64,
     pub reason: BadReason,
     pub detail: String,
+    /// The id the record has or would have been given; none when the row could not be read.
+    pub record_id: Option<RecordId>,
 }
 
 impl BadRecord {
@@ -244,6 +246,7 @@ impl BadRecord {
             line,
             reason,
             detail: detail.into(),
+            record_id: None,
         }
     }
 }
@@ -334,7 +337,7 @@ impl RecordChecker {
     fn assign(
         &mut self,
         line: u64,
-        vendor_id: Option<String>,
+        vendor_id: Option<&str>,
         content_digest: impl FnOnce() -> [u8; 16],
     ) -> Result<RecordId, BadRecord> {
         let id = match vendor_id {
@@ -361,8 +364,47 @@ impl RecordChecker {
     }
 
     /// Every check that needs only the record and the month: fields present and parsable,
-    /// quantity not negative, interval ordered and inside the month, record id unique.
+    /// quantity not negative, interval ordered and inside the month, record id unique. A bad
+    /// record carries the id it has or would have been given.
     pub fn check(&mut self, raw: RawRecord) -> Result<VendorRecord, BadRecord> {
+        self.check_fields(&raw).map_err(|mut bad| {
+            if bad.record_id.is_none() {
+                bad.record_id = Some(self.id_of_bad(&raw));
+            }
+            bad
+        })
+    }
+
+    /// The vendor's id, or the one derived from the record's content as a good record with
+    /// the same fields would get it (the quantity as written when it does not parse); not
+    /// counted as an occurrence.
+    fn id_of_bad(&self, raw: &RawRecord) -> RecordId {
+        if let Some(id) = &raw.record_id {
+            return RecordId::Vendor(id.trim().into());
+        }
+        fn field(value: &Option<String>) -> &str {
+            value.as_deref().unwrap_or_default().trim()
+        }
+        let quantity = raw.quantity.as_deref().unwrap_or_default();
+        let quantity = Quantity::parse(quantity)
+            .map(|q| q.to_string())
+            .unwrap_or_else(|_| quantity.to_string());
+        let note = raw.record_note.as_deref().filter(|n| !n.is_empty());
+        let digest = digest(&[
+            field(&raw.subscription_id),
+            field(&raw.item_mpn),
+            &quantity,
+            raw.start_time_utc.as_deref().unwrap_or_default(),
+            raw.end_time_utc.as_deref().unwrap_or_default(),
+            note.unwrap_or_default(),
+        ]);
+        RecordId::Derived {
+            digest: digest[..12].try_into().expect("12 bytes"),
+            occurrence: self.identical.get(&digest).copied().unwrap_or(0) + 1,
+        }
+    }
+
+    fn check_fields(&mut self, raw: &RawRecord) -> Result<VendorRecord, BadRecord> {
         let line = raw.line;
         let period = self.period;
         let subscription_id = required(line, "subscription_id", &raw.subscription_id)?;
@@ -396,8 +438,8 @@ impl RecordChecker {
                 format!("the interval leaves {period}"),
             ));
         }
-        let note = raw.record_note.filter(|n| !n.is_empty());
-        let record_id = self.assign(line, raw.record_id, || {
+        let note = raw.record_note.as_deref().filter(|n| !n.is_empty());
+        let record_id = self.assign(line, raw.record_id.as_deref(), || {
             digest(&[
                 &subscription_id,
                 &item,
@@ -415,7 +457,7 @@ impl RecordChecker {
             start,
             end,
             record_id,
-            note: note.map(|note| self.names.shared(&note)),
+            note: note.map(|note| self.names.shared(note)),
         })
     }
 }

@@ -1,6 +1,15 @@
-//! The monthly report (spec §5), shared by the schedulable, the `report` command and the
-//! rejection handler: read the month's records, group them, file each group, and account for
-//! every record.
+//! The monthly report, shared by the schedulable, the `report` command and the rejection
+//! handler: read the month's records, group them, file each group, and account for every
+//! record.
+//!
+//! Rules a run applies besides filing:
+//! * only a month that has ended is reported ([`Period::check_ended`]);
+//! * a source without a single record for the month is an `empty_source` alert (error), since
+//!   that is almost always a broken export, unless the job allows it;
+//! * the bad-records alert goes out from the run that files (creates, uploads or submits) at
+//!   least one file of the month, or when the month has no group to file at all: re-runs of a
+//!   filed month do not repeat it, and the platform stays the only state;
+//! * a `--contract`/`--product` filter that selects nothing is said in the summary.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -10,12 +19,12 @@ use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use indicatif::ProgressBar;
 
-use crate::alert::{Alert, AlertKind, Alerter, Severity};
+use crate::alert::{truncated, Alert, AlertKind, Alerter, Severity};
 use crate::config::{ConfigError, ReportSettings};
 use crate::connect::ConnectClient;
 use crate::usage::filing::{Filer, FilingError, FilingResult, GroupOutcome, Submission};
 use crate::usage::group::{self, CollectError, Collection, Group, GroupKey};
-use crate::usage::period::Period;
+use crate::usage::period::{NotEnded, Period};
 use crate::usage::resolve::Catalog;
 use crate::usage::source::UsageSource;
 use crate::usage::summary::Summary;
@@ -24,6 +33,8 @@ use crate::usage::workbook::RunPackage;
 
 /// Bad records listed by line in an alert; the rest are counted (the CSV has them all).
 const BAD_RECORDS_IN_ALERT: usize = 20;
+/// Characters of one bad record's line in an alert, so one huge row cannot hide the others.
+const BAD_RECORD_IN_ALERT: usize = 150;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -31,6 +42,8 @@ pub enum ReportError {
     Config(#[from] ConfigError),
     #[error(transparent)]
     Collect(#[from] CollectError),
+    #[error(transparent)]
+    NotEnded(#[from] NotEnded),
     #[error("cannot prepare the workbook directory {path}: {source}")]
     Workdir {
         path: PathBuf,
@@ -53,6 +66,8 @@ pub struct ReportJob {
     pub keep_workbooks: bool,
     /// Whether this run submits its uploads or their `ready` events do.
     pub submission: Submission,
+    /// A source without any record for the month is expected (no `empty_source` alert).
+    pub allow_empty: bool,
 }
 
 impl ReportJob {
@@ -68,6 +83,8 @@ pub struct Reporter {
     pub client: ConnectClient,
     pub settings: ReportSettings,
     pub alerter: Alerter,
+    /// The clock deciding whether a month has ended (tests set their own).
+    pub now: fn() -> DateTime<Utc>,
 }
 
 impl Reporter {
@@ -77,6 +94,7 @@ impl Reporter {
             client,
             settings,
             alerter,
+            now: Utc::now,
         }
     }
 
@@ -101,6 +119,15 @@ impl Reporter {
         }
     }
 
+    fn catalog(&self) -> Catalog {
+        Catalog::new(
+            self.client.clone(),
+            self.settings.asset_search_criteria.clone(),
+            self.settings.item_search_criteria,
+            self.settings.api_concurrency,
+        )
+    }
+
     /// Reads and sorts the month's records.
     pub async fn collect(&self, period: Period) -> Result<Collection, ReportError> {
         let source = UsageSource::new(
@@ -109,13 +136,55 @@ impl Reporter {
         );
         tracing::info!(source = %source.display_name(period), %period, "reading usage records");
         let records = source.open(period).await.map_err(CollectError::from)?;
-        let catalog = Catalog::new(
-            self.client.clone(),
-            self.settings.asset_search_criteria.clone(),
-            self.settings.item_search_criteria,
-            self.settings.api_concurrency,
-        );
-        Ok(group::collect(records, period, &catalog).await?)
+        Ok(group::collect(records, period, &self.catalog()).await?)
+    }
+
+    /// The job's filters that select no group of the month, each said in a sentence.
+    async fn unmatched_filters(&self, job: &ReportJob, collection: &Collection) -> Vec<String> {
+        let period = job.period;
+        let keys: Vec<&GroupKey> = collection.groups.keys().collect();
+        let absent_contracts: Vec<String> = job
+            .contracts
+            .iter()
+            .filter(|c| !keys.iter().any(|k| &k.contract_id == *c))
+            .cloned()
+            .collect();
+        let mut unmatched = Vec::new();
+        if !absent_contracts.is_empty() {
+            let active = self
+                .catalog()
+                .active_distribution_contracts(absent_contracts.iter().cloned())
+                .await;
+            for contract in &absent_contracts {
+                unmatched.push(match &active {
+                    Ok(active) if active.contains(contract) => format!(
+                        "contract {contract} has no usage in the source for {period}; nothing was filed for it"
+                    ),
+                    Ok(_) => format!(
+                        "contract {contract} is not an active distribution contract; nothing was filed for it"
+                    ),
+                    Err(error) => format!(
+                        "contract {contract} has no usage in the source for {period} (whether it is an active distribution contract could not be checked: {error})"
+                    ),
+                });
+            }
+        }
+        for product in &job.products {
+            if !keys.iter().any(|k| &k.product_id == product) {
+                unmatched.push(format!(
+                    "product {product} has no usage of an active distribution contract in the source for {period}; nothing was filed for it"
+                ));
+            }
+        }
+        let filtered = !job.contracts.is_empty() || !job.products.is_empty();
+        if filtered && unmatched.is_empty() && !keys.iter().any(|k| job.wants(k)) {
+            unmatched.push(format!(
+                "no group of {period} has both a contract ({}) and a product ({}) asked for",
+                job.contracts.join(", "),
+                job.products.join(", ")
+            ));
+        }
+        unmatched
     }
 
     /// The whole report: collect, file every wanted group, alert, summarise.
@@ -124,8 +193,10 @@ impl Reporter {
         job: &ReportJob,
         progress: Option<&ProgressBar>,
     ) -> Result<Summary, ReportError> {
+        job.period.check_ended((self.now)())?;
         prepare_workdir(job).await?;
         let collection = self.collect(job.period).await?;
+        let unmatched = self.unmatched_filters(job, &collection).await;
         let groups: Vec<Arc<Group>> = collection
             .groups
             .into_values()
@@ -172,24 +243,39 @@ impl Reporter {
             period: job.period,
             records_read: collection.records_read,
             groups: outcomes,
+            unmatched,
             bad: collection.bad,
             out_of_scope: collection.out_of_scope,
         };
         if !job.dry_run {
-            self.alert(&summary).await;
+            self.alert(&summary, job.allow_empty).await;
         }
         tracing::info!("{}", summary.headline());
         Ok(summary)
     }
 
-    async fn alert(&self, summary: &Summary) {
+    async fn alert(&self, summary: &Summary, allow_empty: bool) {
         let period = summary.period.to_string();
-        if !summary.bad.is_empty() {
+        if summary.empty_source() && !allow_empty {
+            let mut alert = Alert::new(
+                AlertKind::EmptySource,
+                Severity::Error,
+                format!(
+                    "the usage source has no records for {period}: almost always a broken export; nothing was filed"
+                ),
+            );
+            alert.period = Some(period.clone());
+            self.alerter.send(alert).await;
+        }
+        // Once per month and group set: from the run that files something, or every run when
+        // there is nothing to file at all.
+        let tell_bad = summary.filed_any() || summary.groups.is_empty();
+        if !summary.bad.is_empty() && tell_bad {
             let mut details: Vec<String> = summary
                 .bad
                 .iter()
                 .take(BAD_RECORDS_IN_ALERT)
-                .map(ToString::to_string)
+                .map(|bad| truncated(&bad.to_string(), BAD_RECORD_IN_ALERT).into_owned())
                 .collect();
             if summary.bad.len() > BAD_RECORDS_IN_ALERT {
                 details.push(format!(
@@ -251,42 +337,40 @@ impl Reporter {
             workdir: PathBuf::new(),
             keep_workbooks: false,
             submission: Submission::OnReadyEvent,
+            allow_empty: false,
         };
         self.filer(&job)
             .submit_if_still_preferred(key, file_id)
             .await
     }
 
-    /// Rebuilds one group of `job`'s month from the source and uploads it into the existing
-    /// file `file_id` (after a rejection), to be submitted once ready.
-    pub async fn rebuild_into(
+    /// One group of `period` read again from the source (after a rejection); `None` when the
+    /// source no longer has records for it. Changes nothing on the platform.
+    pub async fn regroup(
         &self,
         key: &GroupKey,
+        period: Period,
+    ) -> Result<Option<Group>, ReportError> {
+        period.check_ended((self.now)())?;
+        let mut collection = self.collect(period).await?;
+        Ok(collection.groups.remove(key))
+    }
+
+    /// Uploads `group` (from [`Reporter::regroup`]) into its existing file `file_id`, to be
+    /// submitted once ready. A failure is a `Failed` outcome that says whether it is transient.
+    pub async fn rebuild_into(
+        &self,
+        group: Group,
         file_id: &str,
         job: ReportJob,
     ) -> Result<GroupOutcome, ReportError> {
-        let period = job.period;
         let job = ReportJob {
-            contracts: vec![key.contract_id.clone()],
-            products: vec![key.product_id.clone()],
+            contracts: vec![group.key.contract_id.clone()],
+            products: vec![group.key.product_id.clone()],
             dry_run: false,
             ..job
         };
         prepare_workdir(&job).await?;
-        let mut collection = self.collect(period).await?;
-        let Some(group) = collection.groups.remove(key) else {
-            return Ok(GroupOutcome {
-                key: key.clone(),
-                file_id: Some(file_id.to_string()),
-                rows: 0,
-                result: FilingResult::Failed(
-                    "the corrected source has no records for this contract and product".into(),
-                ),
-                workbook: None,
-                error_detail: None,
-                awaiting_ready: false,
-            });
-        };
         Ok(self
             .filer(&job)
             .refill_group(Arc::new(group), file_id)

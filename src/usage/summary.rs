@@ -1,4 +1,9 @@
 //! What a report run did, for the task output, the `report` table and the bad-records CSV.
+//!
+//! The headline's counters agree with the table: `submitted` counts every file submitted by
+//! this run (new ones too), `rows` is the rows of the groups the table lists (whatever their
+//! result; `uploaded this run` says how many went out now), and a filter that matched nothing
+//! or a source without a single record is said in words, never shown as an empty success.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,6 +18,8 @@ pub struct Summary {
     pub period: Period,
     pub records_read: u64,
     pub groups: Vec<GroupOutcome>,
+    /// `--contract`/`--product` filters that selected no group, each said in a sentence.
+    pub unmatched: Vec<String>,
     pub bad: Vec<BadRecord>,
     pub out_of_scope: BTreeMap<OutOfScope, u64>,
 }
@@ -31,8 +38,19 @@ impl Summary {
         self.count(|r| matches!(r, FilingResult::Uploaded))
     }
 
+    /// Submitted by this run: new files and existing ready ones.
     pub fn submitted(&self) -> usize {
-        self.count(|r| matches!(r, FilingResult::Submitted))
+        self.count(|r| matches!(r, FilingResult::Created | FilingResult::Submitted))
+    }
+
+    /// This run created, uploaded or submitted at least one file of the month.
+    pub fn filed_any(&self) -> bool {
+        self.created() + self.submitted() > 0
+    }
+
+    /// The source held no record at all for the month (almost always a broken export).
+    pub fn empty_source(&self) -> bool {
+        self.records_read == 0
     }
 
     pub fn skipped(&self) -> usize {
@@ -47,8 +65,13 @@ impl Summary {
         self.count(|r| matches!(r, FilingResult::Failed(_)))
     }
 
-    /// Rows written to workbooks this run.
+    /// Rows of the groups listed, as the table shows them.
     pub fn rows(&self) -> u64 {
+        self.groups.iter().map(|g| g.rows).sum()
+    }
+
+    /// Rows written to workbooks this run.
+    pub fn rows_written(&self) -> u64 {
         self.groups
             .iter()
             .filter(|g| {
@@ -72,7 +95,7 @@ impl Summary {
     /// The compact account used as the scheduled task's output and in logs.
     pub fn headline(&self) -> String {
         let mut text = format!(
-            "period {}: {} records read; files created {}, submitted {}, skipped {}, failed {}; rows {}; bad records {}",
+            "period {}: {} records read; files created {}, submitted {}, skipped {}, failed {}; rows {} (written this run {}); bad records {}",
             self.period,
             self.records_read,
             self.created(),
@@ -80,8 +103,16 @@ impl Summary {
             self.skipped(),
             self.failed(),
             self.rows(),
+            self.rows_written(),
             self.bad.len(),
         );
+        if self.empty_source() {
+            let _ = write!(
+                text,
+                "; the usage source has no records for {}: almost always a broken export, so nothing was filed",
+                self.period
+            );
+        }
         let bad = self.bad_by_reason();
         if !bad.is_empty() {
             let parts: Vec<String> = bad.iter().map(|(r, n)| format!("{r} {n}")).collect();
@@ -106,6 +137,9 @@ impl Summary {
         }
         if self.dry_run() > 0 {
             let _ = write!(text, "; dry run: {} workbooks written", self.dry_run());
+        }
+        for unmatched in &self.unmatched {
+            let _ = write!(text, "\n{unmatched}");
         }
         for group in self.groups.iter() {
             if let FilingResult::Failed(reason) = &group.result {
@@ -154,17 +188,182 @@ impl Summary {
     }
 }
 
-/// Writes `bad-records-<period>.csv` (line, reason, detail) into `dir` and returns its path.
+/// Writes `bad-records-<period>.csv` (line, record_id, reason, detail) into `dir` and returns
+/// its path.
 pub async fn write_bad_records(
     dir: &Path,
     summary: &Summary,
 ) -> std::io::Result<std::path::PathBuf> {
     let path = dir.join(format!("bad-records-{}.csv", summary.period));
-    let mut text = String::from("line,reason,detail\n");
-    for bad in &summary.bad {
-        let detail = bad.detail.replace('"', "\"\"");
-        let _ = writeln!(text, "{},{},\"{detail}\"", bad.line, bad.reason);
-    }
-    tokio::fs::write(&path, text).await?;
+    tokio::fs::write(&path, bad_records_csv(summary)).await?;
     Ok(path)
+}
+
+/// The bad-records CSV: one row per bad record; `record_id` is empty for a row that could not
+/// be read at all.
+fn bad_records_csv(summary: &Summary) -> String {
+    let quoted = |text: &str| format!("\"{}\"", text.replace('"', "\"\""));
+    let mut text = String::from("line,record_id,reason,detail\n");
+    for bad in &summary.bad {
+        let record_id = bad
+            .record_id
+            .as_ref()
+            .map(|id| quoted(&id.spelled(summary.period)))
+            .unwrap_or_default();
+        let _ = writeln!(
+            text,
+            "{},{record_id},{},{}",
+            bad.line,
+            bad.reason,
+            quoted(&bad.detail)
+        );
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::filing::GroupOutcome;
+    use crate::usage::group::GroupKey;
+    use crate::usage::record::{BadReason, RawRecord, RecordChecker, RecordId};
+
+    fn outcome(contract: &str, rows: u64, result: FilingResult) -> GroupOutcome {
+        GroupOutcome {
+            key: GroupKey {
+                contract_id: contract.into(),
+                product_id: "PRD-1".into(),
+            },
+            file_id: Some(format!("UF-{contract}")),
+            rows,
+            result,
+            workbook: None,
+            error_detail: None,
+            transient: false,
+        }
+    }
+
+    fn summary(groups: Vec<GroupOutcome>) -> Summary {
+        Summary {
+            period: Period::parse("2024-02").unwrap(),
+            records_read: 10,
+            groups,
+            unmatched: Vec::new(),
+            bad: Vec::new(),
+            out_of_scope: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn counters_agree_with_the_table() {
+        // (results, created, submitted, skipped, rows, rows written)
+        let skipped = || FilingResult::Skipped("already pending".into());
+        for (results, created, submitted, skipped_n, rows, written) in [
+            (
+                vec![FilingResult::Created, FilingResult::Created],
+                2,
+                2,
+                0,
+                7,
+                7,
+            ),
+            (vec![skipped(), skipped()], 0, 0, 2, 7, 0),
+            (
+                vec![FilingResult::Uploaded, FilingResult::Submitted],
+                1,
+                1,
+                0,
+                7,
+                3,
+            ),
+            (vec![FilingResult::Created, skipped()], 1, 1, 1, 7, 3),
+        ] {
+            let groups = results
+                .into_iter()
+                .zip([3, 4])
+                .enumerate()
+                .map(|(i, (result, rows))| outcome(&format!("CRD-{i}"), rows, result))
+                .collect();
+            let summary = summary(groups);
+            let what = summary.headline();
+            assert_eq!(summary.created(), created, "{what}");
+            assert_eq!(summary.submitted(), submitted, "{what}");
+            assert_eq!(summary.skipped(), skipped_n, "{what}");
+            assert_eq!(summary.rows(), rows, "{what}");
+            assert_eq!(summary.rows_written(), written, "{what}");
+            assert!(what.contains(&format!("submitted {submitted},")), "{what}");
+            assert!(
+                what.contains(&format!("rows {rows} (written this run {written})")),
+                "{what}"
+            );
+        }
+    }
+
+    #[test]
+    fn an_empty_source_and_unmatched_filters_are_said() {
+        let mut empty = summary(Vec::new());
+        empty.records_read = 0;
+        assert!(empty.empty_source());
+        assert!(empty
+            .headline()
+            .contains("the usage source has no records for 2024-02"));
+        let mut unmatched = summary(Vec::new());
+        unmatched
+            .unmatched
+            .push("contract CRD-NOPE is not an active distribution contract".into());
+        assert!(!unmatched.empty_source());
+        assert!(unmatched
+            .table()
+            .contains("contract CRD-NOPE is not an active distribution contract"));
+    }
+
+    #[test]
+    fn bad_records_csv_names_each_record_id() {
+        let period = Period::parse("2024-02").unwrap();
+        let mut checker = RecordChecker::new(period);
+        let raw = |id: Option<&str>, quantity: &str| {
+            let mut raw = RawRecord {
+                line: 2,
+                ..RawRecord::default()
+            };
+            for (name, value) in [
+                ("subscription_id", Some("AS-1")),
+                ("item_mpn", Some("MPN-1")),
+                ("quantity", Some(quantity)),
+                ("start_time_utc", Some("2024-02-01 00:00:00")),
+                ("end_time_utc", Some("2024-02-02 00:00:00")),
+                ("record_id", id),
+            ] {
+                raw.set(name, value.map(str::to_string));
+            }
+            raw
+        };
+        let vendor = checker.check(raw(Some("r-1"), "-1")).unwrap_err();
+        let derived = checker.check(raw(None, "-1")).unwrap_err();
+        assert_eq!(vendor.record_id, Some(RecordId::Vendor("r-1".into())));
+        assert!(matches!(
+            derived.record_id,
+            Some(RecordId::Derived { occurrence: 1, .. })
+        ));
+        // Derived from the content: the same on every run.
+        let again = RecordChecker::new(period)
+            .check(raw(None, "-1"))
+            .unwrap_err();
+        assert_eq!(again.record_id, derived.record_id);
+        let unreadable = BadRecord::new(9, BadReason::UnparsableField, "not \"JSON\"");
+        let mut all = summary(Vec::new());
+        all.bad = vec![vendor, derived.clone(), unreadable];
+        let csv = bad_records_csv(&all);
+        let derived_id = derived.record_id.unwrap().spelled(period);
+        assert!(derived_id.starts_with("PAYG-202402-"));
+        assert_eq!(
+            csv,
+            format!(
+                "line,record_id,reason,detail\n\
+                 2,\"r-1\",negative_quantity,\"quantity -1 is negative\"\n\
+                 2,\"{derived_id}\",negative_quantity,\"quantity -1 is negative\"\n\
+                 9,,unparsable_field,\"not \"\"JSON\"\"\"\n"
+            )
+        );
+    }
 }

@@ -111,6 +111,7 @@ impl World {
             workdir: self.dir.path().join("workbooks"),
             keep_workbooks: false,
             submission: Submission::Poll,
+            allow_empty: false,
         }
     }
 

@@ -131,6 +131,7 @@ async fn accepted_files(world: &World, dir: &Path) -> Result<Vec<String>, String
         workdir: dir.join("workbooks"),
         keep_workbooks: false,
         submission: Submission::Poll,
+        allow_empty: false,
     };
     let summary = reporter.run(&job, None).await.map_err(|e| e.to_string())?;
     if summary.failed() > 0 {
