@@ -101,7 +101,7 @@ fn refused(shared: &Shared, failure: &Failure, failed_attempts: u32, delay: Dura
         RefusalStep::Log { refused, lasting } => error!(
             reason = %failure.reason,
             refused,
-            refusing_for_s = lasting.as_secs(),
+            refusing_for = ?lasting,
             exit_after_s = exit_after.as_secs(),
             retry_in = ?delay,
             "the platform refuses the API key; the runner exits if this lasts AUTH_FAILURE_EXIT_AFTER"
@@ -113,7 +113,7 @@ fn refused(shared: &Shared, failure: &Failure, failed_attempts: u32, delay: Dura
             error!(
                 reason = %failure.reason,
                 refused,
-                refusing_for_s = lasting.as_secs(),
+                refusing_for = ?lasting,
                 "the platform refused the API key for AUTH_FAILURE_EXIT_AFTER; stopping"
             );
             shared.stop.give_up();
