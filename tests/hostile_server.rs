@@ -76,7 +76,11 @@ const MARKETPLACE: &str = r#"{"id": "MP-1", "currency": "EUR"}"#;
 async fn an_absurd_retry_after_is_capped_not_a_panic() {
     let (host, seen) = server(|n| match n {
         0 => response("429 Too Many Requests", &[("Retry-After", "1e20")], ""),
-        _ => response("200 OK", &[("Content-Type", "application/json")], MARKETPLACE),
+        _ => response(
+            "200 OK",
+            &[("Content-Type", "application/json")],
+            MARKETPLACE,
+        ),
     })
     .await;
     let client = client(format!("http://{host}/public/v1"), |_| {});
@@ -90,21 +94,26 @@ async fn an_absurd_retry_after_is_capped_not_a_panic() {
 
 #[tokio::test]
 async fn bodies_over_the_limit_are_refused() {
-    let big = format!(r#"{{"id": "MP-1", "currency": "EUR", "name": "{}"}}"#, "x".repeat(4096));
+    let big = format!(
+        r#"{{"id": "MP-1", "currency": "EUR", "name": "{}"}}"#,
+        "x".repeat(4096)
+    );
     let declared = big.clone();
     // One answer says how long it is; the other does not (read until the connection closes).
     let (with_length, _) = server(move |_| response("200 OK", &[], &declared)).await;
-    let (without_length, _) = server(move |_| {
-        format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{big}").into_bytes()
-    })
-    .await;
+    let (without_length, _) =
+        server(move |_| format!("HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n{big}").into_bytes())
+            .await;
     for host in [with_length, without_length] {
         let client = client(format!("http://{host}/public/v1"), |options| {
             options.max_body_bytes = 1024;
         });
         let error = client.marketplace("MP-1").await.unwrap_err();
         assert!(matches!(error, ConnectError::Decode { .. }), "{error}");
-        assert!(error.to_string().contains("larger than the 1024 bytes"), "{error}");
+        assert!(
+            error.to_string().contains("larger than the 1024 bytes"),
+            "{error}"
+        );
     }
 }
 
@@ -147,7 +156,10 @@ async fn a_refused_connection_names_its_host_and_cause_once() {
     let client = client(format!("http://{host}/public/v1"), |o| o.max_attempts = 1);
     let error = client.marketplace("MP-1").await.unwrap_err();
     let text = error.to_string();
-    assert!(text.contains(&format!("cannot connect to {host}")), "{text}");
+    assert!(
+        text.contains(&format!("cannot connect to {host}")),
+        "{text}"
+    );
     assert!(text.contains("connection refused"), "{text}");
     assert_no_repetition(&text);
 }

@@ -897,11 +897,17 @@ async fn input_reaches_the_logs_clipped() {
     let task_id = harness
         .devops()
         .send_task(TaskCategory::Background, &huge, "PR-1", Value::Null);
-    assert_eq!(harness.result(&task_id).await.output.result, ResultCode::Fail);
+    assert_eq!(
+        harness.result(&task_id).await.output.result,
+        ResultCode::Fail
+    );
     harness.assert_no_protocol_errors();
     harness.stop().await;
     let lines = captured.lines();
-    assert!(lines.iter().any(|line| line.contains("bytes)")), "the clip says so");
+    assert!(
+        lines.iter().any(|line| line.contains("bytes)")),
+        "the clip says so"
+    );
     let longest = lines.iter().map(String::len).max().unwrap_or(0);
     assert!(longest < 8 * 1024, "a log line of {longest} bytes");
 }
@@ -931,7 +937,10 @@ async fn a_refused_key_is_logged_at_error_rate_limited_and_ends_the_runner() {
         .expect("run() panicked");
     let error = outcome.expect_err("a refused key is a failure");
     assert!(matches!(error, RunnerError::KeyRefused(_)), "{error}");
-    assert!(error.to_string().contains("AUTH_FAILURE_EXIT_AFTER"), "{error}");
+    assert!(
+        error.to_string().contains("AUTH_FAILURE_EXIT_AFTER"),
+        "{error}"
+    );
 
     let refused = harness.sim.devops().stats().refused;
     let lines = captured.lines();

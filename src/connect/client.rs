@@ -367,8 +367,7 @@ impl ConnectClient {
         let (status, headers, body) = match result {
             Ok(answer) => answer,
             Err(Exchange::Transport(error)) => {
-                let error =
-                    ConnectError::transport(method, request.path, &self.shared.host, error);
+                let error = ConnectError::transport(method, request.path, &self.shared.host, error);
                 tracing::debug!(method, path = request.path, attempt, elapsed_ms, error = %error, "Connect request failed");
                 return Err(fail(error));
             }
@@ -446,7 +445,10 @@ async fn exchange(
     let mut response = builder.send().await.map_err(Exchange::Transport)?;
     let status = response.status();
     let headers = response.headers().clone();
-    if response.content_length().is_some_and(|length| length > limit as u64) {
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
         return Err(Exchange::TooLarge(status));
     }
     let mut body = Vec::new();

@@ -246,12 +246,20 @@ fn known_cause(error: &(dyn std::error::Error + 'static), chain: &str) -> Option
              only for a plain-HTTP server",
         ),
         (
-            &["invalid HTTP version", "HTTP format error", "invalid HTTP status"],
+            &[
+                "invalid HTTP version",
+                "HTTP format error",
+                "invalid HTTP status",
+            ],
             "the server did not answer plain HTTP (a TLS server?): drop --unsecure, or check \
              SERVER_ADDRESS",
         ),
         (
-            &["dns error", "failed to lookup address", "Name or service not known"],
+            &[
+                "dns error",
+                "failed to lookup address",
+                "Name or service not known",
+            ],
             "the host name does not resolve (DNS): check SERVER_ADDRESS",
         ),
         (

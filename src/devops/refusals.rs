@@ -83,7 +83,15 @@ mod tests {
         use RefusalStep::Quiet;
         assert_eq!(
             steps,
-            [log(1, 0), Quiet, Quiet, Quiet, log(4, 60), Quiet, log(2, 130)]
+            [
+                log(1, 0),
+                Quiet,
+                Quiet,
+                Quiet,
+                log(4, 60),
+                Quiet,
+                log(2, 130)
+            ]
         );
     }
 

@@ -76,7 +76,11 @@ fn check_within<R: Read + Seek>(workbook: &mut R, sheets_limit: u64) -> Result<(
                         false => other_parts + bound <= PARTS_LIMIT,
                     };
                     if bound <= TOKEN_LIMIT as u64 && within {
-                        *(if is_worksheet { &mut sheets } else { &mut other_parts }) += bound;
+                        *(if is_worksheet {
+                            &mut sheets
+                        } else {
+                            &mut other_parts
+                        }) += bound;
                         break;
                     }
                 }
@@ -122,7 +126,12 @@ fn unique_count(bytes: &[u8]) -> Option<u64> {
         .copied()
         .collect();
     // Too many digits for a u64 is as absurd as any other huge count.
-    Some(std::str::from_utf8(&digits).ok()?.parse().unwrap_or(u64::MAX))
+    Some(
+        std::str::from_utf8(&digits)
+            .ok()?
+            .parse()
+            .unwrap_or(u64::MAX),
+    )
 }
 
 /// The most `part` can unpack to, when its method allows telling that from its size.
@@ -273,7 +282,9 @@ mod tests {
         let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
         let options = zip::write::SimpleFileOptions::default()
             .compression_method(zip::CompressionMethod::Deflated);
-        writer.start_file("xl/worksheets/sheet1.bin", options).unwrap();
+        writer
+            .start_file("xl/worksheets/sheet1.bin", options)
+            .unwrap();
         let row = b"<row><c><v>1</v></c></row>".repeat(4096);
         let limit = 8 << 20;
         let mut written = 0u64;
@@ -290,14 +301,22 @@ mod tests {
     #[test]
     fn an_absurd_shared_string_count_is_refused() {
         let sst = |count: &str| {
-            format!(r#"<?xml version="1.0"?><sst count="1" uniqueCount="{count}"><si><t>a</t></si></sst>"#)
+            format!(
+                r#"<?xml version="1.0"?><sst count="1" uniqueCount="{count}"><si><t>a</t></si></sst>"#
+            )
         };
-        let error = check(&mut zip(&[("xl/sharedStrings.xml", sst("1000000000000000").as_bytes())]))
-            .unwrap_err();
+        let error = check(&mut zip(&[(
+            "xl/sharedStrings.xml",
+            sst("1000000000000000").as_bytes(),
+        )]))
+        .unwrap_err();
         assert!(error.contains("1000000000000000 shared strings"), "{error}");
         let huge = sst(&"9".repeat(40));
         assert!(check(&mut zip(&[("xl/anything.bin", huge.as_bytes())])).is_err());
-        assert_eq!(check(&mut zip(&[("xl/sharedStrings.xml", sst("1").as_bytes())])), Ok(()));
+        assert_eq!(
+            check(&mut zip(&[("xl/sharedStrings.xml", sst("1").as_bytes())])),
+            Ok(())
+        );
         assert_eq!(unique_count(b"<sst uniqueCount='12'>"), Some(12));
         assert_eq!(unique_count(b"<worksheet>"), None);
     }
