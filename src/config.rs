@@ -207,6 +207,8 @@ pub struct RunnerSettings {
     pub background_time_limit: Duration,
     pub interactive_time_limit: Duration,
     pub scheduled_time_limit: Duration,
+    /// `run` exits non-zero after this long of nothing but refused (401/403) handshakes.
+    pub auth_failure_exit_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -488,6 +490,11 @@ impl Settings {
                 "SCHEDULED_TASK_MAX_EXECUTION_TIME",
                 get("scheduled_task_max_execution_time"),
                 43200,
+            )?,
+            auth_failure_exit_after: seconds(
+                "AUTH_FAILURE_EXIT_AFTER",
+                get("auth_failure_exit_after"),
+                900,
             )?,
         };
         Ok(Settings {

@@ -5,6 +5,7 @@
 //! handshake request (`Authorization` included) and every message (secure variables included)
 //! verbatim, and secrets never go to logs.
 
+use std::fmt::{Display, Write as _};
 use std::io::IsTerminal;
 
 use tracing::{Level, Metadata};
@@ -13,6 +14,45 @@ use tracing_subscriber::prelude::*;
 use tracing_subscriber::{fmt, EnvFilter};
 
 use crate::config::LogFormat;
+
+/// Longest text of outside origin (a message type, a decode problem, an id) a log line quotes.
+pub const LOG_TEXT_LIMIT: usize = 200;
+
+/// `value` as text for a log line: whole when short, else its first [`LOG_TEXT_LIMIT`]
+/// characters, an ellipsis and the original length, so that input never reaches the logs at
+/// full size. Formats `value` once without keeping more than the kept head.
+pub fn clip(value: impl Display) -> String {
+    struct Head {
+        kept: String,
+        chars: usize,
+        bytes: usize,
+    }
+    impl std::fmt::Write for Head {
+        fn write_str(&mut self, text: &str) -> std::fmt::Result {
+            self.bytes += text.len();
+            for character in text.chars() {
+                if self.chars >= LOG_TEXT_LIMIT {
+                    self.chars += 1;
+                    break;
+                }
+                self.kept.push(character);
+                self.chars += 1;
+            }
+            Ok(())
+        }
+    }
+    let mut head = Head {
+        kept: String::new(),
+        chars: 0,
+        bytes: 0,
+    };
+    let _ = write!(head, "{value}");
+    if head.chars > LOG_TEXT_LIMIT {
+        format!("{}… ({} bytes)", head.kept, head.bytes)
+    } else {
+        head.kept
+    }
+}
 
 /// Installs the global subscriber; later calls are no-ops (tests and the sandbox may call twice).
 pub fn init(format: Option<LogFormat>) {
@@ -41,4 +81,21 @@ pub fn init_with_default(format: Option<LogFormat>, default_filter: &str) {
 
 fn quotes_no_credentials(metadata: &Metadata<'_>) -> bool {
     *metadata.level() < Level::TRACE || !metadata.target().contains("tungstenite")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_text_is_clipped_with_its_length() {
+        assert_eq!(clip("short"), "short");
+        let exact = "x".repeat(LOG_TEXT_LIMIT);
+        assert_eq!(clip(&exact), exact);
+        let huge = "é".repeat(3_000_000);
+        let clipped = clip(&huge);
+        assert!(clipped.starts_with(&"é".repeat(LOG_TEXT_LIMIT)));
+        assert!(clipped.ends_with("… (6000000 bytes)"));
+        assert!(clipped.len() < 500);
+    }
 }

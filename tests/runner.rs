@@ -809,3 +809,154 @@ async fn local_stop_waits_for_running_tasks() {
     );
     assert_eq!(sim.devops().protocol_errors(), Vec::<String>::new());
 }
+
+/// Log lines written while a test runs on this thread (the tests' runtime is single-threaded,
+/// so every task of the runner logs here).
+#[derive(Clone, Default)]
+struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    /// Captures this thread's logs at DEBUG and above until the guard is dropped.
+    fn start() -> (Captured, tracing::subscriber::DefaultGuard) {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::DEBUG)
+            .with_ansi(false)
+            .with_writer(move || writer.clone())
+            .finish();
+        (captured, tracing::subscriber::set_default(subscriber))
+    }
+
+    fn lines(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.0.lock().unwrap())
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// A schedule handler whose first call panics before it has a future to return, and whose
+/// second call awaits a spawned job that panics (passing the panic on).
+#[derive(Default)]
+struct Panicky(AtomicUsize);
+
+impl Handler for Panicky {
+    fn handle(
+        &self,
+        _: TaskContext,
+        _: Value,
+    ) -> futures::future::BoxFuture<'static, HandlerOutcome> {
+        if self.0.fetch_add(1, Ordering::SeqCst) == 0 {
+            panic!("handle exploded before its future existed");
+        }
+        Box::pin(async {
+            let job = tokio::task::spawn_blocking(|| -> HandlerOutcome { panic!("job exploded") });
+            match job.await {
+                Ok(outcome) => outcome,
+                Err(join) => std::panic::resume_unwind(join.into_panic()),
+            }
+        })
+    }
+}
+
+#[tokio::test]
+async fn a_panic_anywhere_in_a_handlers_work_is_answered() {
+    let harness = Harness::start(
+        registry(success(), Arc::new(Panicky::default())),
+        fast_options(),
+    )
+    .await;
+    for expected in ["handle exploded before its future existed", "job exploded"] {
+        let task_id = harness.devops().fire_schedule(SCHEDULE);
+        let output = harness.result(&task_id).await.output;
+        assert_eq!(output.result, ResultCode::Retry, "{expected}");
+        let message = output.message.unwrap_or_default();
+        assert!(message.contains(expected), "{message}");
+    }
+    harness.assert_no_protocol_errors();
+    harness.stop().await;
+}
+
+#[tokio::test]
+async fn input_reaches_the_logs_clipped() {
+    let (captured, _guard) = Captured::start();
+    let harness = Harness::start(registry(success(), success()), fast_options()).await;
+    let huge = "y".repeat(3 * 1024 * 1024);
+    let task_id = harness
+        .devops()
+        .send_task(TaskCategory::Background, &huge, "PR-1", Value::Null);
+    assert_eq!(
+        harness.result(&task_id).await.output.result,
+        ResultCode::Fail
+    );
+    harness.assert_no_protocol_errors();
+    harness.stop().await;
+    let lines = captured.lines();
+    assert!(
+        lines.iter().any(|line| line.contains("bytes)")),
+        "the clip says so"
+    );
+    let longest = lines.iter().map(String::len).max().unwrap_or(0);
+    assert!(longest < 8 * 1024, "a log line of {longest} bytes");
+}
+
+#[tokio::test]
+async fn a_refused_key_is_logged_at_error_rate_limited_and_ends_the_runner() {
+    let (captured, _guard) = Captured::start();
+    let options = RunnerOptions {
+        backoff_base: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(20),
+        refused_log_interval: Duration::from_millis(400),
+        ..fast_options()
+    };
+    let harness = Harness::launch(
+        registry(success(), success()),
+        options,
+        &[
+            ("API_KEY", "ApiKey SU-000-000-001:wrong"),
+            ("AUTH_FAILURE_EXIT_AFTER", "1"),
+        ],
+        |_| {},
+    )
+    .await;
+    let outcome = tokio::time::timeout(WAIT, harness.runner)
+        .await
+        .expect("run() gives up on a refused key")
+        .expect("run() panicked");
+    let error = outcome.expect_err("a refused key is a failure");
+    assert!(matches!(error, RunnerError::KeyRefused(_)), "{error}");
+    assert!(
+        error.to_string().contains("AUTH_FAILURE_EXIT_AFTER"),
+        "{error}"
+    );
+
+    let refused = harness.sim.devops().stats().refused;
+    let lines = captured.lines();
+    let logged: Vec<&String> = lines
+        .iter()
+        .filter(|line| line.contains("ERROR") && line.contains("refuses the API key;"))
+        .collect();
+    assert!(!logged.is_empty(), "{lines:#?}");
+    assert!(
+        logged.iter().all(|line| line.contains("refused=")),
+        "{logged:#?}"
+    );
+    // About one a 400 ms over one second, both connections together, however many refusals.
+    assert!(
+        logged.len() <= 5 && logged.len() < refused,
+        "{} lines for {refused} refusals",
+        logged.len()
+    );
+}

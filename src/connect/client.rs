@@ -48,6 +48,9 @@ struct Shared {
     permits: Semaphore,
     retry: RetryPolicy,
     page_size: u32,
+    max_body_bytes: usize,
+    /// `host:port` of `base_url`, named in network errors.
+    host: String,
 }
 
 impl fmt::Debug for ConnectClient {
@@ -142,6 +145,11 @@ impl ConnectClient {
             )));
         }
         authorization(&options.api_key)?;
+        let host = match (parsed.host_str(), parsed.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (Some(host), None) => host.to_string(),
+            (None, _) => base_url.clone(),
+        };
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
             .user_agent(user_agent())
@@ -166,6 +174,8 @@ impl ConnectClient {
                     max_delay: options.max_delay,
                 },
                 page_size: options.page_size.max(1),
+                max_body_bytes: options.max_body_bytes.max(1),
+                host,
             }),
             api_key: options.api_key,
             headers: HeaderMap::new(),
@@ -247,7 +257,9 @@ impl ConnectClient {
             let page = self
                 .list_page(path, query, self.shared.page_size, offset)
                 .await?;
-            next = page.next_offset(offset);
+            next = page
+                .next_offset(offset)
+                .map_err(|e| ConnectError::decode("GET", path, e))?;
             all.extend(page.items);
         }
         Ok(all)
@@ -270,7 +282,9 @@ impl ConnectClient {
                 let page: Page<T> = client
                     .list_page(&path, &query, client.shared.page_size, offset)
                     .await?;
-                let after = page.next_offset(offset);
+                let after = page
+                    .next_offset(offset)
+                    .map_err(|e| ConnectError::decode("GET", &path, e))?;
                 Ok(Some((stream::iter(page.items.into_iter().map(Ok)), after)))
             }
         })
@@ -348,13 +362,27 @@ impl ConnectClient {
             Body::Workbook(bytes) => builder.multipart(workbook_form(bytes.clone())),
         };
         let started = Instant::now();
-        let result = exchange(builder).await;
+        let result = exchange(builder, self.shared.max_body_bytes).await;
         let elapsed_ms = started.elapsed().as_millis() as u64;
         let (status, headers, body) = match result {
             Ok(answer) => answer,
-            Err(error) => {
+            Err(Exchange::Transport(error)) => {
+                let error = ConnectError::transport(method, request.path, &self.shared.host, error);
                 tracing::debug!(method, path = request.path, attempt, elapsed_ms, error = %error, "Connect request failed");
-                return Err(fail(ConnectError::transport(method, request.path, error)));
+                return Err(fail(error));
+            }
+            Err(Exchange::TooLarge(status)) => {
+                let error = ConnectError::decode(
+                    method,
+                    request.path,
+                    format!(
+                        "the answer (HTTP {}) is larger than the {} bytes this client reads",
+                        status.as_u16(),
+                        self.shared.max_body_bytes
+                    ),
+                );
+                tracing::debug!(method, path = request.path, attempt, elapsed_ms, error = %error, "Connect request failed");
+                return Err(fail(error));
             }
         };
         tracing::debug!(
@@ -401,15 +429,36 @@ impl ConnectClient {
     }
 }
 
-/// Sends and reads the whole answer, so the timeout and the permit cover the body too.
+/// Why an exchange produced no answer to look at.
+enum Exchange {
+    Transport(reqwest::Error),
+    /// The body (of an answer with this status) passed the size limit.
+    TooLarge(StatusCode),
+}
+
+/// Sends and reads the whole answer, so the timeout and the permit cover the body too; stops
+/// reading once the body passes `limit` bytes, whatever `Content-Length` claimed.
 async fn exchange(
     builder: reqwest::RequestBuilder,
-) -> Result<(StatusCode, HeaderMap, Bytes), reqwest::Error> {
-    let response = builder.send().await?;
+    limit: usize,
+) -> Result<(StatusCode, HeaderMap, Bytes), Exchange> {
+    let mut response = builder.send().await.map_err(Exchange::Transport)?;
     let status = response.status();
     let headers = response.headers().clone();
-    let body = response.bytes().await?;
-    Ok((status, headers, body))
+    if response
+        .content_length()
+        .is_some_and(|length| length > limit as u64)
+    {
+        return Err(Exchange::TooLarge(status));
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(Exchange::Transport)? {
+        if body.len() + chunk.len() > limit {
+            return Err(Exchange::TooLarge(status));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((status, headers, Bytes::from(body)))
 }
 
 fn workbook_form(bytes: Bytes) -> reqwest::multipart::Form {

@@ -21,11 +21,13 @@ pub enum ConnectError {
         code: Option<String>,
         errors: Vec<String>,
     },
-    /// The request did not complete: connection refused, reset, timed out, …
-    #[error("{method} {path}: {kind}: {message}")]
+    /// The request did not complete: connection refused, reset, timed out, … `host` is the
+    /// `host:port` asked, `message` the cause an operator can act on, then the error chain.
+    #[error("{method} {path}: {kind} {host}: {message}")]
     Transport {
         method: String,
         path: String,
+        host: String,
         kind: TransportKind,
         message: String,
     },
@@ -55,9 +57,9 @@ pub enum TransportKind {
 impl fmt::Display for TransportKind {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {
-            TransportKind::Connect => "cannot connect",
-            TransportKind::Timeout => "timed out",
-            TransportKind::Other => "connection failed",
+            TransportKind::Connect => "cannot connect to",
+            TransportKind::Timeout => "timed out talking to",
+            TransportKind::Other => "connection failed with",
         })
     }
 }
@@ -107,7 +109,12 @@ impl ConnectError {
         }
     }
 
-    pub(crate) fn transport(method: &str, path: &str, error: reqwest::Error) -> ConnectError {
+    pub(crate) fn transport(
+        method: &str,
+        path: &str,
+        host: &str,
+        error: reqwest::Error,
+    ) -> ConnectError {
         let error = error.without_url();
         let kind = if error.is_connect() {
             TransportKind::Connect
@@ -119,8 +126,9 @@ impl ConnectError {
         ConnectError::Transport {
             method: method.to_string(),
             path: path.to_string(),
+            host: host.to_string(),
             kind,
-            message: error_chain(&error),
+            message: network_error_text(&error),
         }
     }
 
@@ -195,17 +203,74 @@ fn truncate(text: &str, limit: usize) -> String {
     }
 }
 
-/// The error and its causes on one line ("error sending request: … : connection refused"),
-/// without the URL (the path is already in the error).
-fn error_chain(error: &reqwest::Error) -> String {
+/// A network error on one line: first the cause an operator can act on when it is a known
+/// one (refused, DNS, plain HTTP against TLS or the reverse, untrusted certificate), then the
+/// error and its causes, each text once (an I/O error's text is often repeated by its wrapper).
+pub(crate) fn network_error_text(error: &(dyn std::error::Error + 'static)) -> String {
+    let chain = error_chain(error);
+    match known_cause(error, &chain) {
+        Some(cause) => format!("{cause} ({chain})"),
+        None => chain,
+    }
+}
+
+/// The error and its causes, `: `-separated, skipping a cause whose text is already shown.
+fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
     let mut text = error.to_string();
-    let mut source = std::error::Error::source(error);
+    let mut source = error.source();
     while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
+        let line = cause.to_string();
+        if !line.is_empty() && !text.contains(&line) {
+            text.push_str(": ");
+            text.push_str(&line);
+        }
         source = cause.source();
     }
     text
+}
+
+fn known_cause(error: &(dyn std::error::Error + 'static), chain: &str) -> Option<&'static str> {
+    let mut source = Some(error);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::ConnectionRefused {
+                return Some("connection refused: nothing listens there; check SERVER_ADDRESS");
+            }
+        }
+        source = cause.source();
+    }
+    const HINTS: [(&[&str], &str); 4] = [
+        (
+            &["InvalidContentType", "corrupt message"],
+            "the server answered plain HTTP to TLS: check SERVER_ADDRESS, or use --unsecure \
+             only for a plain-HTTP server",
+        ),
+        (
+            &[
+                "invalid HTTP version",
+                "HTTP format error",
+                "invalid HTTP status",
+            ],
+            "the server did not answer plain HTTP (a TLS server?): drop --unsecure, or check \
+             SERVER_ADDRESS",
+        ),
+        (
+            &[
+                "dns error",
+                "failed to lookup address",
+                "Name or service not known",
+            ],
+            "the host name does not resolve (DNS): check SERVER_ADDRESS",
+        ),
+        (
+            &["UnknownIssuer", "invalid peer certificate"],
+            "the server's certificate is not trusted: set SSL_CERT_FILE to its CA bundle",
+        ),
+    ];
+    HINTS
+        .iter()
+        .find(|(needles, _)| needles.iter().any(|needle| chain.contains(needle)))
+        .map(|(_, hint)| *hint)
 }
 
 #[cfg(test)]

@@ -29,6 +29,7 @@ mod rql;
 mod usage_files;
 
 pub use client::ConnectClient;
+pub(crate) use error::network_error_text;
 pub use error::{ConnectError, TransportKind};
 pub use options::ClientOptions;
 pub use paging::{ContentRange, Page};

@@ -29,6 +29,9 @@ pub struct ClientOptions {
     pub timeout: Duration,
     /// Items asked for per list page.
     pub page_size: u32,
+    /// Largest answer body read; a bigger one is refused unread (a list page of 100 objects
+    /// is a few hundred kilobytes).
+    pub max_body_bytes: usize,
 }
 
 impl ClientOptions {
@@ -43,6 +46,7 @@ impl ClientOptions {
             max_delay: Duration::from_secs(60),
             timeout: Duration::from_secs(180),
             page_size: 100,
+            max_body_bytes: 64 * 1024 * 1024,
         }
     }
 

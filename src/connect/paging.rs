@@ -57,21 +57,47 @@ pub struct Page<T> {
     pub range: Option<ContentRange>,
 }
 
+/// A list answer whose `Content-Range` does not start where we asked: the server ignores
+/// `offset`, and following it would loop (or stop) without reading the rest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NoProgress {
+    pub asked: u64,
+    pub range: ContentRange,
+}
+
+impl fmt::Display for NoProgress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "paging makes no progress: asked for offset {}, the server answered {}",
+            self.asked, self.range
+        )
+    }
+}
+
 impl<T> Page<T> {
     /// Where the page after this one starts, given the offset this one was asked for; `None`
-    /// when this was the last page (empty, unpaginated, or reaching the total).
-    pub fn next_offset(&self, offset: u64) -> Option<u64> {
-        let range = self.range?;
+    /// when this was the last page (empty, unpaginated, or reaching the total), an error when
+    /// the server's answer does not start at `offset`.
+    pub fn next_offset(&self, offset: u64) -> Result<Option<u64>, NoProgress> {
+        let Some(range) = self.range else {
+            return Ok(None);
+        };
         if self.items.is_empty() {
-            return None;
+            return Ok(None);
+        }
+        // A page that does not start where we asked repeats or skips items: never follow it.
+        if range.first != offset {
+            return Err(NoProgress {
+                asked: offset,
+                range,
+            });
         }
         let next = offset + self.items.len() as u64;
-        match range.total {
-            // Both checks: the header's own claim, and our offset passing the total even if
-            // the server ignores `offset` and repeats a page.
+        Ok(match range.total {
             Some(total) if range.last + 1 >= total || next >= total => None,
             _ => Some(next),
-        }
+        })
     }
 }
 
@@ -117,21 +143,33 @@ mod tests {
     #[test]
     fn advances_by_what_was_returned() {
         // Asked for 100, the server capped the page at 10.
-        assert_eq!(page(10, Some("items 0-9/25")).next_offset(0), Some(10));
-        assert_eq!(page(10, Some("items 10-19/25")).next_offset(10), Some(20));
-        assert_eq!(page(5, Some("items 20-24/25")).next_offset(20), None);
+        assert_eq!(page(10, Some("items 0-9/25")).next_offset(0), Ok(Some(10)));
+        assert_eq!(
+            page(10, Some("items 10-19/25")).next_offset(10),
+            Ok(Some(20))
+        );
+        assert_eq!(page(5, Some("items 20-24/25")).next_offset(20), Ok(None));
     }
 
     #[test]
     fn stops_on_empty_unpaginated_or_complete_pages() {
-        assert_eq!(page(0, Some("items 0-0/0")).next_offset(0), None);
-        assert_eq!(page(3, None).next_offset(0), None);
-        assert_eq!(page(100, Some("items 0-99/100")).next_offset(0), None);
-        assert_eq!(
-            page(10, Some("items 0-9/25")).next_offset(20),
-            None,
-            "a server repeating its first page cannot keep us looping"
-        );
-        assert_eq!(page(10, Some("items 0-9/*")).next_offset(0), Some(10));
+        assert_eq!(page(0, Some("items 0-0/0")).next_offset(0), Ok(None));
+        assert_eq!(page(3, None).next_offset(0), Ok(None));
+        assert_eq!(page(100, Some("items 0-99/100")).next_offset(0), Ok(None));
+        assert_eq!(page(10, Some("items 0-9/*")).next_offset(0), Ok(Some(10)));
+    }
+
+    #[test]
+    fn a_server_ignoring_the_offset_is_an_error_not_a_loop() {
+        for (len, header, offset) in [
+            (10, "items 0-9/25", 20),
+            (1, "items 0-0/*", 1),
+            (1, "items 0-0/*", 406),
+        ] {
+            let error = page(len, Some(header)).next_offset(offset).unwrap_err();
+            assert_eq!(error.asked, offset);
+            assert!(error.to_string().contains(header), "{error}");
+            assert!(error.to_string().contains("no progress"), "{error}");
+        }
     }
 }

@@ -46,10 +46,12 @@ pub(crate) fn classify(error: &ConnectError) -> Verdict {
 }
 
 /// `Retry-After` in seconds (integral or decimal). HTTP dates are not used by Connect and
-/// fall back to the normal backoff.
+/// fall back to the normal backoff. A value too large for a `Duration` (`1e20`) is read as the
+/// longest one; the caller's cap applies either way.
 pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let seconds: f64 = value.trim().parse().ok()?;
-    (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds))
+    (seconds.is_finite() && seconds >= 0.0)
+        .then(|| Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX))
 }
 
 /// The attempt counter of one logical request.
@@ -119,6 +121,16 @@ mod tests {
         assert_eq!(parse_retry_after("-1"), None);
         assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), None);
         assert_eq!(parse_retry_after(""), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("inf"), None);
+    }
+
+    #[test]
+    fn huge_retry_after_is_clamped_not_a_panic() {
+        assert_eq!(parse_retry_after("1e20"), Some(Duration::MAX));
+        assert_eq!(parse_retry_after("1e300"), Some(Duration::MAX));
+        let floor = parse_retry_after("1e20");
+        assert_eq!(delay(&policy(), 1, floor, 0.5), Duration::from_secs(10));
     }
 
     #[test]
@@ -167,6 +179,7 @@ mod tests {
         let transport = |kind| ConnectError::Transport {
             method: "POST".into(),
             path: "usage/files".into(),
+            host: "127.0.0.1:1".into(),
             kind,
             message: String::new(),
         };

@@ -11,6 +11,8 @@ use rand::Rng;
 pub(crate) enum FailureClass {
     /// HTTP 502 on the upgrade: the platform is in maintenance.
     Maintenance,
+    /// HTTP 401 or 403 on the upgrade: the platform refuses the API key.
+    Refused,
     /// Everything else: refused, timed out, other HTTP status, TLS, handshake.
     Communication,
 }
@@ -19,7 +21,7 @@ impl FailureClass {
     fn budget(self) -> Duration {
         match self {
             FailureClass::Maintenance => Duration::from_secs(3 * 3600),
-            FailureClass::Communication => Duration::from_secs(15 * 60),
+            FailureClass::Refused | FailureClass::Communication => Duration::from_secs(15 * 60),
         }
     }
 }

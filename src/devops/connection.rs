@@ -95,6 +95,7 @@ pub(crate) async fn open(shared: &Shared, channel: &Channel) -> Result<Opened, F
         None => Connector::Plain,
     };
     let config = Some(websocket_config(options.max_message_size));
+    let host = target(request.uri()).unwrap_or_else(|| shared.websocket_origin.clone());
     let upgrade = async {
         match &shared.proxy {
             None => tokio_tungstenite::connect_async_tls_with_config(
@@ -104,7 +105,7 @@ pub(crate) async fn open(shared: &Shared, channel: &Channel) -> Result<Opened, F
                 Some(connector),
             )
             .await
-            .map_err(upgrade_failure),
+            .map_err(|e| upgrade_failure(e, &host)),
             Some(proxy) => {
                 let target = target(request.uri())
                     .ok_or_else(|| Failure::communication("bad websocket URL"))?;
@@ -118,13 +119,13 @@ pub(crate) async fn open(shared: &Shared, channel: &Channel) -> Result<Opened, F
                     Some(connector),
                 )
                 .await
-                .map_err(upgrade_failure)
+                .map_err(|e| upgrade_failure(e, &host))
             }
         }
     };
     let (mut socket, _response) = tokio::time::timeout(options.connect_timeout, upgrade)
         .await
-        .map_err(|_| Failure::communication("connecting timed out"))??;
+        .map_err(|_| Failure::communication(format!("connecting to {host} timed out")))??;
 
     let mut backlog = Vec::new();
     match handshake(shared, &mut socket, &mut backlog).await {
@@ -169,16 +170,28 @@ fn target(uri: &tokio_tungstenite::tungstenite::http::Uri) -> Option<String> {
     Some(format!("{host}:{port}"))
 }
 
-fn upgrade_failure(error: WsError) -> Failure {
+/// A failed upgrade to `host`, classified; network errors name their cause.
+fn upgrade_failure(error: WsError, host: &str) -> Failure {
     match error {
         WsError::Http(response) if response.status().as_u16() == 502 => Failure {
             class: FailureClass::Maintenance,
             reason: "the platform is in maintenance (HTTP 502)".into(),
         },
-        WsError::Http(response) => {
-            Failure::communication(format!("upgrade refused with HTTP {}", response.status()))
-        }
-        other => Failure::communication(other.to_string()),
+        WsError::Http(response) if matches!(response.status().as_u16(), 401 | 403) => Failure {
+            class: FailureClass::Refused,
+            reason: format!(
+                "{host} refused the API key (HTTP {}): check API_KEY and ENVIRONMENT_ID",
+                response.status()
+            ),
+        },
+        WsError::Http(response) => Failure::communication(format!(
+            "{host} refused the upgrade with HTTP {}",
+            response.status()
+        )),
+        other => Failure::communication(format!(
+            "cannot connect to {host}: {}",
+            crate::connect::network_error_text(&other)
+        )),
     }
 }
 
@@ -247,7 +260,7 @@ async fn next_message(
                 Received::Other
             }
             Err(problem) => {
-                warn!(%problem, "malformed message ignored");
+                warn!(problem = %crate::logging::clip(&problem), "malformed message ignored");
                 Received::Other
             }
         },

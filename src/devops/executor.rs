@@ -4,10 +4,14 @@
 //!
 //! The handler runs in its own tokio task so that a panic is caught (as a `JoinError`) and a
 //! time-out can abort it; either becomes the category's error result, never a crashed runner.
-//! Reading the socket never waits for any of this.
+//! A panic anywhere else in a task's work (resolving its argument, a REST read) is caught too:
+//! every task taken gets a result. Reading the socket never waits for any of this.
 
+use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use futures::FutureExt;
 
 use tracing::{debug, info, info_span, warn, Instrument};
 
@@ -20,16 +24,17 @@ use super::resolve::{self, Prepared};
 use super::shared::Shared;
 use super::task_client;
 use crate::config::RunnerSettings;
+use crate::logging::clip;
 
 /// Takes a task received on `channel` and starts it in the background.
 pub(crate) fn dispatch(shared: &Arc<Shared>, channel: &Arc<Channel>, task: Task) {
     let task_id = task.options.task_id.clone();
     if shared.stop.draining.is_cancelled() {
-        warn!(%task_id, "task received while stopping; not taken");
+        warn!(task_id = %clip(&task_id), "task received while stopping; not taken");
         return;
     }
     if !shared.take(&task_id) {
-        debug!(%task_id, "task is already being processed; re-delivery ignored");
+        debug!(task_id = %clip(&task_id), "task is already being processed; re-delivery ignored");
         return;
     }
     // Counted from now on, so that a reconnect reports it in running_tasks.
@@ -37,7 +42,24 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, channel: &Arc<Channel>, task: Task)
     let shared = Arc::clone(shared);
     let channel = Arc::clone(channel);
     tokio::spawn(async move {
-        let output = execute(&shared, &task).await;
+        let output = match AssertUnwindSafe(execute(&shared, &task))
+            .catch_unwind()
+            .await
+        {
+            Ok(output) => output,
+            Err(panic) => {
+                let output = outcome::runner_error(
+                    task.options.task_category,
+                    &task.input,
+                    format!(
+                        "The runner panicked while working on the task: {}",
+                        panic_message(panic)
+                    ),
+                );
+                log_result(&output);
+                output
+            }
+        };
         let mut result = task;
         result.output = Some(output);
         // Queued before the running count drops, so an idle channel has nothing in flight.
@@ -49,10 +71,10 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, channel: &Arc<Channel>, task: Task)
 async fn execute(shared: &Shared, task: &Task) -> TaskOutput {
     let span = info_span!(
         "task",
-        task_id = %task.options.task_id,
+        task_id = %clip(&task.options.task_id),
         category = %task.options.task_category,
-        event_type = %task.input.event_type,
-        object_id = %task.input.object_id,
+        event_type = %clip(&task.input.event_type),
+        object_id = %clip(&task.input.object_id),
     );
     async {
         let _slot = shared.limits.acquire(task.options.task_category).await;
@@ -90,12 +112,10 @@ async fn run_handler(
         cancel: cancel.clone(),
     };
     let started = Instant::now();
-    let mut handle = tokio::spawn(
-        prepared
-            .handler
-            .handle(context, prepared.argument)
-            .in_current_span(),
-    );
+    // `handle` itself is called inside the task: a panic before its future exists is caught too.
+    let Prepared { handler, argument } = prepared;
+    let mut handle =
+        tokio::spawn(async move { handler.handle(context, argument).await }.in_current_span());
     let error = |message: String| outcome::runner_error(category, &task.input, message);
     let joined = tokio::select! {
         joined = &mut handle => joined,

@@ -26,6 +26,7 @@ mod outcome;
 mod platform;
 pub mod protocol;
 mod proxy;
+mod refusals;
 pub mod registry;
 mod resolve;
 mod running;
@@ -73,6 +74,12 @@ pub enum RunnerError {
     Client(#[from] ConnectError),
     #[error("runner start-up failed: {0}")]
     Startup(String),
+    #[error(
+        "the platform refused the API key on every connection attempt for {} s \
+         (AUTH_FAILURE_EXIT_AFTER): check API_KEY and ENVIRONMENT_ID",
+        .0.as_secs()
+    )]
+    KeyRefused(Duration),
 }
 
 /// Serves the DevOps events channel until `shutdown` is cancelled or the platform sends
@@ -123,6 +130,7 @@ pub async fn run_with(
             shared.stop.local_request();
         }
         _ = shared.stop.platform.cancelled() => info!("stopping at the platform's request"),
+        _ = shared.stop.refused.cancelled() => {}
     }
     let abandon = shared.stop.abandon.clone();
     let deadline = tokio::spawn(async move {
@@ -136,6 +144,16 @@ pub async fn run_with(
         }
     }
     deadline.abort();
+    if shared.stop.refused.is_cancelled() {
+        let limit = shared
+            .platform
+            .snapshot()
+            .settings
+            .runner
+            .auth_failure_exit_after;
+        error!("runner stopped: the platform refuses the API key");
+        return Err(RunnerError::KeyRefused(limit));
+    }
     info!("runner stopped");
     Ok(())
 }
@@ -189,6 +207,7 @@ async fn start(
         proxy,
         stop: Stop::default(),
         in_flight: Mutex::new(HashSet::new()),
+        refusals: Mutex::new(refusals::Refusals::default()),
         platform: Platform::new(sources, settings, client),
     })
 }

@@ -34,6 +34,8 @@ pub struct RunnerOptions {
     pub background_concurrency: usize,
     pub interactive_concurrency: usize,
     pub scheduled_concurrency: usize,
+    /// At most one ERROR line per this interval while the platform refuses the API key.
+    pub refused_log_interval: Duration,
 }
 
 impl Default for RunnerOptions {
@@ -53,6 +55,7 @@ impl Default for RunnerOptions {
             interactive_concurrency: 8,
             // The monthly report must not race a second run of itself.
             scheduled_concurrency: 1,
+            refused_log_interval: Duration::from_secs(60),
         }
     }
 }

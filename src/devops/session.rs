@@ -153,7 +153,11 @@ async fn read(
     match frame {
         Message::Text(text) => match ServerMessage::decode(text.as_str()) {
             Ok(message) => handle(shared, channel, message).await,
-            Err(problem) => warn!(%problem, bytes = text.len(), "malformed message ignored"),
+            Err(problem) => warn!(
+                problem = %crate::logging::clip(&problem),
+                bytes = text.len(),
+                "malformed message ignored"
+            ),
         },
         Message::Binary(bytes) => {
             warn!(
@@ -200,7 +204,11 @@ async fn handle(shared: &Arc<Shared>, channel: &Arc<Channel>, message: ServerMes
             message_type,
             version,
         } => {
-            debug!(%message_type, version, "message type not handled on the events channel; ignored")
+            debug!(
+                message_type = %crate::logging::clip(&message_type),
+                version,
+                "message type not handled on the events channel; ignored"
+            )
         }
     }
 }

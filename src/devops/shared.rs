@@ -11,6 +11,7 @@ use super::options::RunnerOptions;
 use super::platform::Platform;
 use super::protocol::TaskCategory;
 use super::proxy::Proxy;
+use super::refusals::Refusals;
 use super::registry::Registry;
 use crate::config::Secret;
 
@@ -32,6 +33,8 @@ pub(crate) struct Shared {
     /// Tasks taken and not yet answered on a socket: a re-delivery of one of them is ignored
     /// (its result is coming).
     pub in_flight: Mutex<HashSet<String>>,
+    /// The current streak of refused handshakes, both connections together.
+    pub refusals: Mutex<Refusals>,
 }
 
 impl Shared {
@@ -63,6 +66,8 @@ pub(crate) struct Stop {
     pub draining: CancellationToken,
     /// The drain limit expired: cancel what still runs and close.
     pub abandon: CancellationToken,
+    /// The platform refused the API key for `AUTH_FAILURE_EXIT_AFTER`: stop at once, and fail.
+    pub refused: CancellationToken,
 }
 
 impl Stop {
@@ -70,6 +75,13 @@ impl Stop {
     pub(crate) fn local_request(&self) {
         self.local.cancel();
         self.draining.cancel();
+    }
+
+    /// Nothing but refused handshakes for too long: no result can be delivered, so stop now.
+    pub(crate) fn give_up(&self) {
+        self.refused.cancel();
+        self.draining.cancel();
+        self.abandon.cancel();
     }
 
     /// The platform sent `shutdown`: from this message on, no task is taken.

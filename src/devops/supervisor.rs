@@ -4,13 +4,14 @@
 //! has nothing left to deliver.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use tracing::{debug, info, info_span, warn, Instrument};
+use tracing::{debug, error, info, info_span, warn, Instrument};
 
-use super::backoff::Backoff;
+use super::backoff::{Backoff, FailureClass};
 use super::channel::Channel;
-use super::connection;
+use super::connection::{self, Failure};
+use super::refusals::RefusalStep;
 use super::session::{self, SessionEnd};
 use super::shared::Shared;
 
@@ -32,6 +33,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, channel: Arc<Channel>) {
             };
             match attempt {
                 Ok(opened) => {
+                    refusals(&shared).reset();
                     shared.platform.apply(opened.setup).await;
                     backoff.reset();
                     info!(
@@ -52,11 +54,18 @@ pub(crate) async fn supervise(shared: Arc<Shared>, channel: Arc<Channel>) {
                 Err(failure) => {
                     failed_attempts += 1;
                     let delay = backoff.next_delay(failure.class);
-                    if last_problem.as_deref() == Some(failure.reason.as_str()) {
+                    if failure.class == FailureClass::Refused {
+                        if refused(&shared, &failure, failed_attempts, delay) {
+                            break;
+                        }
+                    } else if last_problem.as_deref() == Some(failure.reason.as_str()) {
                         debug!(reason = %failure.reason, failed_attempts, retry_in = ?delay, "still cannot connect");
                     } else {
                         warn!(reason = %failure.reason, class = ?failure.class, failed_attempts, retry_in = ?delay, "cannot connect");
                         last_problem = Some(failure.reason);
+                    }
+                    if failure.class != FailureClass::Refused {
+                        refusals(&shared).reset();
                     }
                     pause(&shared, &channel, delay).await;
                 }
@@ -66,6 +75,52 @@ pub(crate) async fn supervise(shared: Arc<Shared>, channel: Arc<Channel>) {
     }
     .instrument(span)
     .await
+}
+
+fn refusals(shared: &Shared) -> std::sync::MutexGuard<'_, super::refusals::Refusals> {
+    shared
+        .refusals
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Logs a refused handshake as the shared streak decides; true when the runner gives up.
+fn refused(shared: &Shared, failure: &Failure, failed_attempts: u32, delay: Duration) -> bool {
+    let exit_after = shared
+        .platform
+        .snapshot()
+        .settings
+        .runner
+        .auth_failure_exit_after;
+    let step = refusals(shared).refused(
+        Instant::now(),
+        shared.options.refused_log_interval,
+        exit_after,
+    );
+    match step {
+        RefusalStep::Log { refused, lasting } => error!(
+            reason = %failure.reason,
+            refused,
+            refusing_for = ?lasting,
+            exit_after_s = exit_after.as_secs(),
+            retry_in = ?delay,
+            "the platform refuses the API key; the runner exits if this lasts AUTH_FAILURE_EXIT_AFTER"
+        ),
+        RefusalStep::Quiet => {
+            debug!(reason = %failure.reason, failed_attempts, retry_in = ?delay, "still refused")
+        }
+        RefusalStep::GiveUp { refused, lasting } => {
+            error!(
+                reason = %failure.reason,
+                refused,
+                refusing_for = ?lasting,
+                "the platform refused the API key for AUTH_FAILURE_EXIT_AFTER; stopping"
+            );
+            shared.stop.give_up();
+            return true;
+        }
+    }
+    false
 }
 
 /// Stopped for good: abandoned, or stopping with nothing left to deliver on this connection.

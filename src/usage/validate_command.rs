@@ -19,7 +19,12 @@ pub enum ValidateError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error("cannot read {path}: not a file (a directory?); give the path of an .xlsx workbook")]
+    NotAFile { path: PathBuf },
 }
+
+/// Most problems a report lists; the rest are counted ("… and N more problems").
+pub const LISTED_PROBLEMS: usize = 1000;
 
 /// What `validate` found in one workbook.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +54,12 @@ pub fn validate_file(
         path: path.to_path_buf(),
         source,
     })?;
+    // A directory opens on Unix, and then reads fail with a confusing message.
+    if file.metadata().is_ok_and(|metadata| !metadata.is_file()) {
+        return Err(ValidateError::NotAFile {
+            path: path.to_path_buf(),
+        });
+    }
     let rules = Rules::offline(period);
     // Streamed from the file: a million-row workbook is never held in memory whole.
     let inspection = inspect_workbook_reader(BufReader::new(file), &rules);
@@ -61,11 +72,18 @@ pub fn validate_file(
     })
 }
 
-/// Every problem on its own line, then the skipped checks, then a one-line verdict.
+/// Every problem on its own line (at most [`LISTED_PROBLEMS`], then how many more), then the
+/// skipped checks, then a one-line verdict.
 impl fmt::Display for ValidationReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for problem in &self.problems {
+        for problem in self.problems.iter().take(LISTED_PROBLEMS) {
             writeln!(f, "{problem}")?;
+        }
+        if let Some(more) = self.problems.len().checked_sub(LISTED_PROBLEMS) {
+            if more > 0 {
+                let noun = if more == 1 { "problem" } else { "problems" };
+                writeln!(f, "… and {more} more {noun} (not listed)")?;
+            }
         }
         if !self.skipped_checks.is_empty() {
             writeln!(f, "Not checked offline (needs the platform):")?;
@@ -203,6 +221,35 @@ mod tests {
         assert!(report.problems[0]
             .to_string()
             .starts_with("workbook: not an xlsx workbook"));
+    }
+
+    #[test]
+    fn a_long_list_of_problems_is_cut_and_counted() {
+        let report = ValidationReport {
+            path: PathBuf::from("usage.xlsx"),
+            period: None,
+            records: 5000,
+            problems: (2..LISTED_PROBLEMS as u32 + 5)
+                .map(|row| problem(row, "quantity", "-1 is negative"))
+                .collect(),
+            skipped_checks: vec![],
+        };
+        let text = report.to_string();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), LISTED_PROBLEMS + 2);
+        assert_eq!(lines[LISTED_PROBLEMS], "… and 3 more problems (not listed)");
+        assert!(
+            lines[LISTED_PROBLEMS + 1].contains("1003 problems"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn a_directory_is_not_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let error = validate_file(dir.path(), None).unwrap_err();
+        assert!(matches!(error, ValidateError::NotAFile { .. }), "{error}");
+        assert!(error.to_string().contains("not a file"), "{error}");
     }
 
     #[test]
