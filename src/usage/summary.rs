@@ -239,6 +239,7 @@ mod tests {
             result,
             workbook: None,
             error_detail: None,
+            awaiting_ready: false,
             transient: false,
         }
     }
