@@ -69,8 +69,13 @@ pub struct Quantity {
     fraction_digits: u8,
 }
 
+/// Significant digits a workbook number (an IEEE double) carries exactly: any decimal with at
+/// most this many converts to a double and back unchanged.
+pub const MAX_SIGNIFICANT_DIGITS: usize = 15;
+
 impl Quantity {
-    /// Accepts plain decimals (`12`, `12.50`, `-3`, `.5`); no exponents, no separators.
+    /// Accepts plain decimals (`12`, `12.50`, `-3`, `.5`); no exponents, no separators. More
+    /// than [`MAX_SIGNIFICANT_DIGITS`] significant digits are refused, never rounded.
     pub fn parse(text: &str) -> Result<Quantity, QuantityError> {
         let text = text.trim();
         let (negative, digits) = match text.strip_prefix('-') {
@@ -82,7 +87,6 @@ impl Quantity {
         if (whole.is_empty() && fraction.is_empty())
             || !all_digits(whole)
             || !all_digits(fraction)
-            || whole.len() > 15
             || fraction.len() > 30
         {
             return Err(QuantityError::Unparsable);
@@ -91,6 +95,14 @@ impl Quantity {
         let whole = whole.trim_start_matches('0');
         if negative && !(whole.is_empty() && fraction.is_empty()) {
             return Err(QuantityError::Negative);
+        }
+        // Digits from the first non-zero one to the last one that is not a trailing zero.
+        let significant = match whole.len() {
+            0 => fraction.trim_start_matches('0').len(),
+            whole => whole + fraction.len(),
+        };
+        if significant > MAX_SIGNIFICANT_DIGITS {
+            return Err(QuantityError::TooManyDigits(significant));
         }
         let value: f64 = format!("0{whole}.{fraction}0")
             .parse()
@@ -127,6 +139,8 @@ impl fmt::Display for Quantity {
 pub enum QuantityError {
     Unparsable,
     Negative,
+    /// More significant digits (this many) than a workbook number holds exactly.
+    TooManyDigits(usize),
 }
 
 /// A record that passed every check that needs only itself and the month. Kept compact: a
@@ -188,6 +202,8 @@ pub enum BadReason {
     NegativeQuantity,
     FractionalQuantity,
     ExcessPrecision,
+    /// More significant digits than a workbook number holds exactly.
+    TooManyDigits,
     EndBeforeStart,
     OutsidePeriod,
     UnknownSubscription,
@@ -196,12 +212,13 @@ pub enum BadReason {
 }
 
 impl BadReason {
-    pub const ALL: [BadReason; 10] = [
+    pub const ALL: [BadReason; 11] = [
         BadReason::MissingField,
         BadReason::UnparsableField,
         BadReason::NegativeQuantity,
         BadReason::FractionalQuantity,
         BadReason::ExcessPrecision,
+        BadReason::TooManyDigits,
         BadReason::EndBeforeStart,
         BadReason::OutsidePeriod,
         BadReason::UnknownSubscription,
@@ -216,6 +233,7 @@ impl BadReason {
             BadReason::NegativeQuantity => "negative_quantity",
             BadReason::FractionalQuantity => "fractional_quantity",
             BadReason::ExcessPrecision => "excess_precision",
+            BadReason::TooManyDigits => "too_many_digits",
             BadReason::EndBeforeStart => "end_before_start",
             BadReason::OutsidePeriod => "outside_period",
             BadReason::UnknownSubscription => "unknown_subscription",
@@ -380,6 +398,13 @@ impl RecordChecker {
                 line,
                 BadReason::NegativeQuantity,
                 format!("quantity {quantity_text} is negative"),
+            ),
+            QuantityError::TooManyDigits(digits) => BadRecord::new(
+                line,
+                BadReason::TooManyDigits,
+                format!(
+                    "quantity {quantity_text} has {digits} significant digits; a workbook number holds {MAX_SIGNIFICANT_DIGITS} exactly"
+                ),
             ),
         })?;
         if end < start {
@@ -562,5 +587,35 @@ mod tests {
         assert_eq!(Quantity::parse("1,5"), Err(QuantityError::Unparsable));
         assert_eq!(Quantity::parse("NaN"), Err(QuantityError::Unparsable));
         assert_eq!(Quantity::parse("-2.5"), Err(QuantityError::Negative));
+    }
+
+    #[test]
+    fn quantities_keep_every_digit_or_are_refused() {
+        for (text, kept) in [
+            ("123456789012345", "123456789012345"),
+            ("12345678901234.5", "12345678901234.5"),
+            ("1234567.12345678", "1234567.12345678"),
+            ("0.000000123456789012345", "0.000000123456789012345"),
+            ("000000000000000012.5000000", "12.5"),
+        ] {
+            assert_eq!(Quantity::parse(text).unwrap().to_string(), kept, "{text}");
+        }
+        for (text, digits) in [
+            ("123456789012345.12345678", 23),
+            ("1234567890123456", 16),
+            ("0.1234567890123456", 16),
+            ("99999999999999999999", 20),
+        ] {
+            assert_eq!(
+                Quantity::parse(text),
+                Err(QuantityError::TooManyDigits(digits)),
+                "{text}"
+            );
+        }
+        let mut fields = good();
+        fields[2] = "123456789012345.12345678";
+        let bad = RecordChecker::new(jan()).check(raw(fields)).unwrap_err();
+        assert_eq!(bad.reason, BadReason::TooManyDigits);
+        assert!(bad.detail.contains("23 significant digits"), "{bad}");
     }
 }
