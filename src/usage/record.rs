@@ -15,6 +15,7 @@ use sha2::{Digest, Sha256};
 use crate::usage::interner::Interner;
 use crate::usage::period::{parse_time, Period};
 use crate::usage::template::Precision;
+use crate::usage::workbook::{too_long, MAX_TEXT};
 
 /// The record's fields, in header order.
 pub const FIELDS: [&str; 7] = [
@@ -204,6 +205,8 @@ pub enum BadReason {
     ExcessPrecision,
     /// More significant digits than a workbook number holds exactly.
     TooManyDigits,
+    /// A text longer than a workbook cell holds.
+    FieldTooLong,
     EndBeforeStart,
     OutsidePeriod,
     UnknownSubscription,
@@ -212,13 +215,14 @@ pub enum BadReason {
 }
 
 impl BadReason {
-    pub const ALL: [BadReason; 11] = [
+    pub const ALL: [BadReason; 12] = [
         BadReason::MissingField,
         BadReason::UnparsableField,
         BadReason::NegativeQuantity,
         BadReason::FractionalQuantity,
         BadReason::ExcessPrecision,
         BadReason::TooManyDigits,
+        BadReason::FieldTooLong,
         BadReason::EndBeforeStart,
         BadReason::OutsidePeriod,
         BadReason::UnknownSubscription,
@@ -234,6 +238,7 @@ impl BadReason {
             BadReason::FractionalQuantity => "fractional_quantity",
             BadReason::ExcessPrecision => "excess_precision",
             BadReason::TooManyDigits => "too_many_digits",
+            BadReason::FieldTooLong => "field_too_long",
             BadReason::EndBeforeStart => "end_before_start",
             BadReason::OutsidePeriod => "outside_period",
             BadReason::UnknownSubscription => "unknown_subscription",
@@ -388,6 +393,21 @@ impl RecordChecker {
         let quantity_text = required(line, "quantity", &raw.quantity)?;
         let start = time(line, "start_time_utc", &raw.start_time_utc)?;
         let end = time(line, "end_time_utc", &raw.end_time_utc)?;
+        // Texts that become workbook cells: one too long for a cell spoils only its record.
+        for (name, text) in [
+            ("subscription_id", Some(&subscription_id)),
+            ("item_mpn", Some(&item)),
+            ("record_id", raw.record_id.as_ref()),
+            ("record_note", raw.record_note.as_ref()),
+        ] {
+            if text.is_some_and(|text| too_long(text)) {
+                return Err(BadRecord::new(
+                    line,
+                    BadReason::FieldTooLong,
+                    format!("{name} is longer than the {MAX_TEXT} characters a workbook cell holds"),
+                ));
+            }
+        }
         let quantity = Quantity::parse(&quantity_text).map_err(|error| match error {
             QuantityError::Unparsable => BadRecord::new(
                 line,
@@ -587,6 +607,28 @@ mod tests {
         assert_eq!(Quantity::parse("1,5"), Err(QuantityError::Unparsable));
         assert_eq!(Quantity::parse("NaN"), Err(QuantityError::Unparsable));
         assert_eq!(Quantity::parse("-2.5"), Err(QuantityError::Negative));
+    }
+
+    #[test]
+    fn a_text_too_long_for_a_cell_makes_its_record_bad() {
+        let check = |index: usize, text: &str| {
+            let mut record = raw(good());
+            record.set(FIELDS[index], Some(text.to_string()));
+            RecordChecker::new(jan()).check(record)
+        };
+        // 32,767 UTF-16 units fit; one more, or the same count of two-unit characters, do not.
+        let fits = "x".repeat(MAX_TEXT);
+        let over = "x".repeat(MAX_TEXT + 1);
+        let wide = "\u{1F600}".repeat(MAX_TEXT / 2 + 1);
+        for index in [0, 1, 5, 6] {
+            assert!(check(index, &fits).is_ok(), "{}", FIELDS[index]);
+            for text in [&over, &wide, &"n".repeat(40_000)] {
+                let bad = check(index, text).unwrap_err();
+                assert_eq!(bad.reason, BadReason::FieldTooLong, "{}", FIELDS[index]);
+                assert_eq!(bad.line, 7);
+                assert!(bad.detail.starts_with(FIELDS[index]), "{bad}");
+            }
+        }
     }
 
     #[test]
