@@ -56,7 +56,11 @@ async fn a_note_too_long_for_a_cell_is_a_bad_record_and_its_group_is_filed() {
         .collect();
     assert_eq!(too_long.len(), 1, "{}", summary.headline());
     assert_eq!(too_long[0].line, line);
-    assert!(too_long[0].detail.contains("record_note"), "{}", too_long[0]);
+    assert!(
+        too_long[0].detail.contains("record_note"),
+        "{}",
+        too_long[0]
+    );
     world.assert_filed_exactly("pending").await;
 }
 

@@ -314,26 +314,32 @@ impl<'c> Sorter<'c> {
         let asset = match &self.assets[&*record.subscription_id] {
             AssetMatch::Found(asset) => asset.clone(),
             AssetMatch::Unknown => {
-                collection.bad.push(BadRecord::new(
-                    line,
-                    BadReason::UnknownSubscription,
-                    format!(
-                        "no asset matches subscription_id {:?}",
-                        record.subscription_id
-                    ),
-                ));
+                collection.bad.push(
+                    BadRecord::new(
+                        line,
+                        BadReason::UnknownSubscription,
+                        format!(
+                            "no asset matches subscription_id {:?}",
+                            record.subscription_id
+                        ),
+                    )
+                    .in_element(record.element),
+                );
                 return None;
             }
             AssetMatch::Ambiguous(ids) => {
-                collection.bad.push(BadRecord::new(
-                    line,
-                    BadReason::UnknownSubscription,
-                    format!(
-                        "subscription_id {:?} matches several assets: {}",
-                        record.subscription_id,
-                        ids.join(", ")
-                    ),
-                ));
+                collection.bad.push(
+                    BadRecord::new(
+                        line,
+                        BadReason::UnknownSubscription,
+                        format!(
+                            "subscription_id {:?} matches several assets: {}",
+                            record.subscription_id,
+                            ids.join(", ")
+                        ),
+                    )
+                    .in_element(record.element),
+                );
                 return None;
             }
         };
@@ -353,25 +359,31 @@ impl<'c> Sorter<'c> {
             return None;
         }
         let Some(item) = product.items.get(&*record.item) else {
-            collection.bad.push(BadRecord::new(
-                line,
-                BadReason::UnknownItem,
-                format!(
-                    "item {:?} is not a PAYG item of product {}",
-                    record.item, product.id
-                ),
-            ));
+            collection.bad.push(
+                BadRecord::new(
+                    line,
+                    BadReason::UnknownItem,
+                    format!(
+                        "item {:?} is not a PAYG item of product {}",
+                        record.item, product.id
+                    ),
+                )
+                .in_element(record.element),
+            );
             return None;
         };
         if let Err(reason) = record.quantity.fits(item.precision) {
-            collection.bad.push(BadRecord::new(
-                line,
-                reason,
-                format!(
-                    "quantity {} does not fit the item's precision {:?}",
-                    record.quantity, item.precision
-                ),
-            ));
+            collection.bad.push(
+                BadRecord::new(
+                    line,
+                    reason,
+                    format!(
+                        "quantity {} does not fit the item's precision {:?}",
+                        record.quantity, item.precision
+                    ),
+                )
+                .in_element(record.element),
+            );
             return None;
         }
         Some(Placed {
@@ -422,7 +434,7 @@ impl<'c> Sorter<'c> {
                 },
             );
         }
-        collection.bad.sort_by_key(|bad| bad.line);
+        collection.bad.sort_by_key(|bad| (bad.line, bad.element));
         Ok(collection)
     }
 }

@@ -34,6 +34,8 @@ pub struct RawRecord {
     /// 1-based line of the record (CSV, JSON lines) or of the start of its element (JSON
     /// array), for error reports.
     pub line: u64,
+    /// 0-based index of the element in a JSON array: a compact array is all on line 1.
+    pub element: Option<u64>,
     pub subscription_id: Option<String>,
     pub item_mpn: Option<String>,
     pub quantity: Option<String>,
@@ -150,6 +152,7 @@ pub enum QuantityError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VendorRecord {
     pub line: u64,
+    pub element: Option<u64>,
     pub subscription_id: Arc<str>,
     pub item: Arc<str>,
     pub quantity: Quantity,
@@ -257,6 +260,8 @@ impl fmt::Display for BadReason {
 #[derive(Debug, Clone, PartialEq)]
 pub struct BadRecord {
     pub line: u64,
+    /// The record's 0-based index in a JSON array source.
+    pub element: Option<u64>,
     pub reason: BadReason,
     pub detail: String,
 }
@@ -265,15 +270,29 @@ impl BadRecord {
     pub fn new(line: u64, reason: BadReason, detail: impl Into<String>) -> Self {
         BadRecord {
             line,
+            element: None,
             reason,
             detail: detail.into(),
+        }
+    }
+
+    /// The same, naming the JSON array element it came from.
+    pub fn in_element(self, element: Option<u64>) -> Self {
+        BadRecord { element, ..self }
+    }
+
+    /// Where the record is: `line 3`, or `line 1, index 17` for a JSON array element.
+    pub fn position(&self) -> String {
+        match self.element {
+            Some(index) => format!("line {}, index {index}", self.line),
+            None => format!("line {}", self.line),
         }
     }
 }
 
 impl fmt::Display for BadRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}: {}", self.line, self.reason, self.detail)
+        write!(f, "{}: {}: {}", self.position(), self.reason, self.detail)
     }
 }
 
@@ -386,6 +405,12 @@ impl RecordChecker {
     /// Every check that needs only the record and the month: fields present and parsable,
     /// quantity not negative, interval ordered and inside the month, record id unique.
     pub fn check(&mut self, raw: RawRecord) -> Result<VendorRecord, BadRecord> {
+        let element = raw.element;
+        self.check_fields(raw)
+            .map_err(|bad| bad.in_element(element))
+    }
+
+    fn check_fields(&mut self, raw: RawRecord) -> Result<VendorRecord, BadRecord> {
         let line = raw.line;
         let period = self.period;
         let subscription_id = required(line, "subscription_id", &raw.subscription_id)?;
@@ -404,7 +429,9 @@ impl RecordChecker {
                 return Err(BadRecord::new(
                     line,
                     BadReason::FieldTooLong,
-                    format!("{name} is longer than the {MAX_TEXT} characters a workbook cell holds"),
+                    format!(
+                        "{name} is longer than the {MAX_TEXT} characters a workbook cell holds"
+                    ),
                 ));
             }
         }
@@ -454,6 +481,7 @@ impl RecordChecker {
         })?;
         Ok(VendorRecord {
             line,
+            element: raw.element,
             subscription_id: self.names.shared(&subscription_id),
             item: self.names.shared(&item),
             quantity,

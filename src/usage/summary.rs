@@ -154,16 +154,18 @@ impl Summary {
     }
 }
 
-/// Writes `bad-records-<period>.csv` (line, reason, detail) into `dir` and returns its path.
+/// Writes `bad-records-<period>.csv` (line, JSON array index, reason, detail) into `dir` and
+/// returns its path.
 pub async fn write_bad_records(
     dir: &Path,
     summary: &Summary,
 ) -> std::io::Result<std::path::PathBuf> {
     let path = dir.join(format!("bad-records-{}.csv", summary.period));
-    let mut text = String::from("line,reason,detail\n");
+    let mut text = String::from("line,index,reason,detail\n");
     for bad in &summary.bad {
         let detail = bad.detail.replace('"', "\"\"");
-        let _ = writeln!(text, "{},{},\"{detail}\"", bad.line, bad.reason);
+        let index = bad.element.map(|i| i.to_string()).unwrap_or_default();
+        let _ = writeln!(text, "{},{index},{},\"{detail}\"", bad.line, bad.reason);
     }
     tokio::fs::write(&path, text).await?;
     Ok(path)

@@ -11,8 +11,10 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 use super::{broken, RecordStream, SourceError, MAX_RECORD_BYTES};
 use crate::usage::record::{BadReason, BadRecord, RawRecord, FIELDS};
 
-fn to_record(line: u64, bytes: &[u8]) -> Result<RawRecord, BadRecord> {
-    let unreadable = |detail: String| BadRecord::new(line, BadReason::UnparsableField, detail);
+fn to_record(line: u64, element: Option<u64>, bytes: &[u8]) -> Result<RawRecord, BadRecord> {
+    let unreadable = |detail: String| {
+        BadRecord::new(line, BadReason::UnparsableField, detail).in_element(element)
+    };
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| unreadable(format!("the record is not valid JSON: {e}")))?;
     let Value::Object(object) = value else {
@@ -20,6 +22,7 @@ fn to_record(line: u64, bytes: &[u8]) -> Result<RawRecord, BadRecord> {
     };
     let mut record = RawRecord {
         line,
+        element,
         ..Default::default()
     };
     for name in FIELDS {
@@ -89,7 +92,7 @@ pub(super) fn line_records(
                     "the line is larger than 1 MiB",
                 )),
                 Ok(Some(false)) if buffer.iter().all(u8::is_ascii_whitespace) => continue,
-                Ok(Some(false)) => to_record(number, &buffer),
+                Ok(Some(false)) => to_record(number, None, &buffer),
             };
             return Some((Ok(item), Some((reader, buffer, number, source_name))));
         }
@@ -108,11 +111,20 @@ struct ArraySplitter {
     oversized: bool,
     line: u64,
     element_line: u64,
+    /// Elements finished so far: the next one's 0-based index.
+    elements: u64,
 }
 
 enum Piece {
-    Element { line: u64, bytes: Vec<u8> },
-    Oversized { line: u64 },
+    Element {
+        line: u64,
+        index: u64,
+        bytes: Vec<u8>,
+    },
+    Oversized {
+        line: u64,
+        index: u64,
+    },
 }
 
 impl ArraySplitter {
@@ -127,20 +139,24 @@ impl ArraySplitter {
             oversized: false,
             line: 1,
             element_line: 1,
+            elements: 0,
         }
     }
 
     fn finish_element(&mut self, pieces: &mut Vec<Piece>) {
+        let (line, index) = (self.element_line, self.elements);
         if self.oversized {
-            pieces.push(Piece::Oversized {
-                line: self.element_line,
-            });
+            pieces.push(Piece::Oversized { line, index });
         } else if !self.element.is_empty() {
             pieces.push(Piece::Element {
-                line: self.element_line,
+                line,
+                index,
                 bytes: std::mem::take(&mut self.element),
             });
+        } else {
+            return;
         }
+        self.elements += 1;
         self.element.clear();
         self.oversized = false;
     }
@@ -252,12 +268,15 @@ pub(super) fn array_records(
                     .into_iter()
                     .map(|piece| {
                         Ok(match piece {
-                            Piece::Element { line, bytes } => to_record(line, &bytes),
-                            Piece::Oversized { line } => Err(BadRecord::new(
+                            Piece::Element { line, index, bytes } => {
+                                to_record(line, Some(index), &bytes)
+                            }
+                            Piece::Oversized { line, index } => Err(BadRecord::new(
                                 line,
                                 BadReason::UnparsableField,
                                 "the record is larger than 1 MiB",
-                            )),
+                            )
+                            .in_element(Some(index))),
                         })
                     })
                     .collect()
@@ -308,6 +327,40 @@ mod tests {
         assert_eq!(
             rows[2].as_ref().unwrap().subscription_id.as_deref(),
             Some("AS-3")
+        );
+    }
+
+    #[tokio::test]
+    async fn elements_of_a_one_line_array_are_named_by_their_index() {
+        let huge = format!("{{\"record_note\": \"{}\"}}", "x".repeat(MAX_RECORD_BYTES));
+        let text = format!("[{{\"subscription_id\": \"AS-0\"}}, 42, {{}}, {huge}, [1]]");
+        let data: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
+        let rows = collect(array_records(Box::new(data), "t.json".into()))
+            .await
+            .unwrap();
+        let first = rows[0].as_ref().unwrap();
+        assert_eq!((first.line, first.element), (1, Some(0)));
+        let third = rows[2].as_ref().unwrap();
+        assert_eq!((third.line, third.element), (1, Some(2)));
+        for (row, index) in [(&rows[1], 1), (&rows[3], 3), (&rows[4], 4)] {
+            let bad = row.as_ref().unwrap_err();
+            assert_eq!((bad.line, bad.element), (1, Some(index)));
+            assert!(
+                bad.to_string()
+                    .starts_with(&format!("line 1, index {index}: ")),
+                "{bad}"
+            );
+        }
+        // A record that fails its checks later keeps its index.
+        let mut checker = crate::usage::record::RecordChecker::new(
+            crate::usage::period::Period::parse("2024-01").unwrap(),
+        );
+        let bad = checker.check(third.clone()).unwrap_err();
+        assert_eq!(bad.element, Some(2));
+        assert!(
+            bad.to_string()
+                .starts_with("line 1, index 2: missing_field"),
+            "{bad}"
         );
     }
 
