@@ -4,8 +4,17 @@
 
 mod common;
 
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
 use common::{default_world, World};
+use connect_payg::config::Secret;
+use connect_payg::usage::period::Period;
 use connect_payg::usage::record::BadReason;
+use connect_payg::usage::source::{SourceError, UsageSource};
+use futures::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 /// An in-scope asset and one of its product's PAYG items, as a CSV row's first two fields.
 fn asset_and_item(world: &World) -> (String, String) {
@@ -103,4 +112,227 @@ async fn a_quantity_with_too_many_digits_is_a_bad_record_not_rounded() {
     assert_eq!(refused.len(), 1, "{}", summary.headline());
     assert_eq!(refused[0].line, line);
     world.assert_filed_exactly("pending").await;
+}
+
+const HEADER: &str = "subscription_id,item_mpn,quantity,start_time_utc,end_time_utc\r\n";
+
+/// What a raw HTTP server on loopback answers to each connection.
+type Respond = Arc<dyn Fn(&str) -> Vec<Response> + Send + Sync>;
+
+/// One piece of a response: bytes to write, or a pause before the next piece.
+enum Response {
+    Bytes(Vec<u8>),
+    Pause(Duration),
+}
+
+fn bytes(text: impl Into<String>) -> Response {
+    Response::Bytes(text.into().into_bytes())
+}
+
+/// A server on 127.0.0.1 that reads each request's head, records it, writes what `respond`
+/// gives for it and closes the connection. Returns its origin and the requests seen.
+async fn serve(respond: Respond) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let requests = Arc::new(Mutex::new(Vec::new()));
+    let seen = requests.clone();
+    tokio::spawn(async move {
+        while let Ok((mut socket, _)) = listener.accept().await {
+            let respond = respond.clone();
+            let seen = seen.clone();
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut byte = [0u8; 1];
+                while !head.ends_with(b"\r\n\r\n") {
+                    if socket.read(&mut byte).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    head.push(byte[0]);
+                }
+                let head = String::from_utf8_lossy(&head).into_owned();
+                seen.lock().unwrap().push(head.clone());
+                for piece in respond(&head) {
+                    match piece {
+                        Response::Bytes(bytes) => {
+                            if socket.write_all(&bytes).await.is_err() {
+                                return;
+                            }
+                        }
+                        Response::Pause(pause) => tokio::time::sleep(pause).await,
+                    }
+                }
+                let _ = socket.shutdown().await;
+            });
+        }
+    });
+    (origin, requests)
+}
+
+/// A 200 response of `content_type` without a length: the body ends when the connection does.
+fn close_delimited(content_type: &str, body: &str) -> Vec<Response> {
+    vec![bytes(format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nConnection: close\r\n\r\n{body}"
+    ))]
+}
+
+fn jan() -> Period {
+    Period::parse("2024-01").unwrap()
+}
+
+/// Reads a source to its end: the records and bad records, then the error that ended it.
+async fn drain(source: &UsageSource) -> (usize, Option<SourceError>) {
+    let mut stream = match source.open(jan()).await {
+        Ok(stream) => stream,
+        Err(error) => return (0, Some(error)),
+    };
+    let mut items = 0;
+    while let Some(item) = stream.next().await {
+        match item {
+            Ok(_) => items += 1,
+            Err(error) => return (items, Some(error)),
+        }
+    }
+    (items, None)
+}
+
+#[tokio::test]
+async fn a_body_cut_short_is_a_source_error_not_a_shorter_file() {
+    let csv = format!("{HEADER}AS-1,M,1,a,b\r\nAS-2,M,46");
+    let jsonl = "{\"subscription_id\": \"AS-1\"}\n{\"subscription_id\": \"AS-2\", \"quantity\": 46";
+    let json = "[{\"subscription_id\": \"AS-1\"}, {\"subscription_id\": \"AS-2\"}";
+    for (content_type, body, reason) in [
+        ("text/csv", csv.as_str(), "cut short"),
+        ("application/x-ndjson", jsonl, "cut short"),
+        ("application/json", json, "not closed"),
+    ] {
+        let body = body.to_string();
+        let (origin, _) = serve(Arc::new(move |_: &str| {
+            close_delimited(content_type, &body)
+        }))
+        .await;
+        let source = UsageSource::new(format!("{origin}/usage/{{period}}?token=abc"), None);
+        let (_, error) = drain(&source).await;
+        let error = error.map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains(reason), "{content_type}: {error:?}");
+        assert!(
+            error.contains(&format!("{origin}/usage/2024-01")),
+            "{error}"
+        );
+        assert!(!error.contains("abc"), "{error}");
+    }
+    // The same bytes complete with their final line break are read whole.
+    let body = format!("{HEADER}AS-1,M,1,a,b\r\nAS-2,M,4652\r\n");
+    let (origin, _) = serve(Arc::new(move |_: &str| close_delimited("text/csv", &body))).await;
+    let source = UsageSource::new(format!("{origin}/usage.csv"), None);
+    let (items, error) = drain(&source).await;
+    assert_eq!((items, error.map(|e| e.to_string())), (2, None));
+}
+
+#[tokio::test]
+async fn a_body_shorter_than_its_content_length_is_refused() {
+    // Complete rows, but fewer bytes than announced.
+    let body = format!("{HEADER}AS-1,M,1,a,b\r\n");
+    let (origin, _) = serve(Arc::new(move |_: &str| {
+        vec![bytes(format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len() + 100
+        ))]
+    }))
+    .await;
+    let source = UsageSource::new(format!("{origin}/usage.csv"), None);
+    let (_, error) = drain(&source).await;
+    let error = error.expect("a short body is an error").to_string();
+    assert!(error.contains(&origin), "{error}");
+}
+
+#[tokio::test]
+async fn redirects_are_followed_only_within_the_origin_without_referer() {
+    let (elsewhere, elsewhere_requests) =
+        serve(Arc::new(|_: &str| close_delimited("text/csv", HEADER))).await;
+    let target = elsewhere.clone();
+    let (origin, requests) = serve(Arc::new(move |head: &str| {
+        let location = if head.starts_with("GET /start ") {
+            "/moved".to_string()
+        } else if head.starts_with("GET /moved ") {
+            format!("{target}/stolen")
+        } else {
+            return close_delimited("text/csv", &format!("{HEADER}AS-1,M,1,a,b\r\n"));
+        };
+        vec![bytes(format!(
+            "HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+        ))]
+    }))
+    .await;
+    let auth = Some(Secret::new("Bearer vendor-token"));
+
+    // Within the origin: followed, without Referer, with the auth header (loopback).
+    let same = UsageSource::new(format!("{origin}/same"), auth.clone());
+    assert_eq!(drain(&same).await.0, 1);
+
+    // /start → /moved (same origin, followed) → another origin: refused, never asked.
+    let source = UsageSource::new(format!("{origin}/start"), auth);
+    let (_, error) = drain(&source).await;
+    let error = error
+        .expect("a cross-origin redirect is refused")
+        .to_string();
+    assert!(
+        error.contains("redirect") && error.contains("refused"),
+        "{error}"
+    );
+    assert!(!error.contains("vendor-token"), "{error}");
+    assert!(elsewhere_requests.lock().unwrap().is_empty());
+    let requests = requests.lock().unwrap();
+    let paths: Vec<&str> = requests
+        .iter()
+        .map(|head| head.split(' ').nth(1).unwrap_or_default())
+        .collect();
+    assert_eq!(paths, ["/same", "/start", "/moved"]);
+    for head in requests.iter() {
+        let lower = head.to_ascii_lowercase();
+        assert!(!lower.contains("\r\nreferer:"), "{head}");
+        assert!(
+            lower.contains("\r\nauthorization: bearer vendor-token"),
+            "{head}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn the_auth_header_is_never_sent_in_clear_beyond_loopback() {
+    let source = UsageSource::new(
+        "http://vendor.invalid/usage/{period}",
+        Some(Secret::new("Bearer vendor-token")),
+    );
+    let error = source.open(jan()).await.err().expect("refused").to_string();
+    assert!(error.contains("USAGE_SOURCE_AUTH"), "{error}");
+    assert!(error.contains("https"), "{error}");
+    assert!(!error.contains("vendor-token"), "{error}");
+}
+
+#[tokio::test]
+async fn a_body_that_never_ends_stops_at_the_total_deadline() {
+    // A steady trickle: never idle long enough for the idle timeout to end it.
+    let (origin, _) = serve(Arc::new(|_: &str| {
+        let mut pieces = vec![bytes(format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/csv\r\nConnection: close\r\n\r\n{HEADER}"
+        ))];
+        for _ in 0..10_000 {
+            pieces.push(bytes("AS-1,M,1,a,b\r\n"));
+            pieces.push(Response::Pause(Duration::from_millis(20)));
+        }
+        pieces
+    }))
+    .await;
+    let source = UsageSource::new(format!("{origin}/usage.csv"), None)
+        .with_timeout(Duration::from_millis(700));
+    let started = Instant::now();
+    let (items, error) = drain(&source).await;
+    let error = error.expect("the deadline ends the read").to_string();
+    assert!(error.contains("USAGE_SOURCE_TIMEOUT"), "{error}");
+    assert!(items > 0, "rows arrived before the deadline");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
 }

@@ -8,7 +8,7 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use super::{broken, RecordStream, SourceError, MAX_RECORD_BYTES};
+use super::{broken, cut_short, LastLine, RecordStream, SourceError, MAX_RECORD_BYTES};
 use crate::usage::record::{BadReason, BadRecord, RawRecord, FIELDS};
 
 fn to_record(line: u64, element: Option<u64>, bytes: &[u8]) -> Result<RawRecord, BadRecord> {
@@ -41,18 +41,29 @@ fn to_record(line: u64, element: Option<u64>, bytes: &[u8]) -> Result<RawRecord,
     Ok(record)
 }
 
+/// What [`read_bounded_line`] read.
+struct LineRead {
+    /// Longer than [`MAX_RECORD_BYTES`]: consumed, not kept.
+    oversized: bool,
+    /// Ended by a line break (not by the end of the source).
+    terminated: bool,
+}
+
 /// Reads one line of at most [`MAX_RECORD_BYTES`]; a longer one is consumed and reported.
 async fn read_bounded_line(
     reader: &mut (impl AsyncBufReadExt + Unpin),
     line: &mut Vec<u8>,
-) -> std::io::Result<Option<bool>> {
+) -> std::io::Result<Option<LineRead>> {
     line.clear();
     let mut oversized = false;
     let mut read_any = false;
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
-            return Ok(read_any.then_some(oversized));
+            return Ok(read_any.then_some(LineRead {
+                oversized,
+                terminated: false,
+            }));
         }
         read_any = true;
         let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
@@ -68,7 +79,10 @@ async fn read_bounded_line(
         let consumed = done.unwrap_or(available.len());
         reader.consume(consumed);
         if done.is_some() {
-            return Ok(Some(oversized));
+            return Ok(Some(LineRead {
+                oversized,
+                terminated: true,
+            }));
         }
     }
 }
@@ -76,9 +90,10 @@ async fn read_bounded_line(
 pub(super) fn line_records(
     reader: Box<dyn AsyncRead + Send + Unpin>,
     source_name: String,
+    last_line: LastLine,
 ) -> RecordStream {
     let state = Some((BufReader::new(reader), Vec::new(), 0u64, source_name));
-    futures::stream::unfold(state, |state| async move {
+    futures::stream::unfold(state, move |state| async move {
         let (mut reader, mut buffer, mut number, source_name) = state?;
         loop {
             number += 1;
@@ -86,13 +101,20 @@ pub(super) fn line_records(
                 // After an I/O failure the stream ends: the rest of the source is unknown.
                 Err(error) => return Some((Err(broken(&source_name, error)), None)),
                 Ok(None) => return None,
-                Ok(Some(true)) => Err(BadRecord::new(
+                Ok(Some(read))
+                    if !read.terminated
+                        && last_line == LastLine::NeedsBreak
+                        && (read.oversized || !buffer.iter().all(u8::is_ascii_whitespace)) =>
+                {
+                    return Some((Err(broken(&source_name, cut_short(number))), None))
+                }
+                Ok(Some(read)) if read.oversized => Err(BadRecord::new(
                     number,
                     BadReason::UnparsableField,
                     "the line is larger than 1 MiB",
                 )),
-                Ok(Some(false)) if buffer.iter().all(u8::is_ascii_whitespace) => continue,
-                Ok(Some(false)) => to_record(number, None, &buffer),
+                Ok(Some(_)) if buffer.iter().all(u8::is_ascii_whitespace) => continue,
+                Ok(Some(_)) => to_record(number, None, &buffer),
             };
             return Some((Ok(item), Some((reader, buffer, number, source_name))));
         }
@@ -376,13 +398,46 @@ mod tests {
     #[tokio::test]
     async fn json_lines_skip_blank_lines_and_report_bad_ones() {
         let text = "{\"subscription_id\": \"AS-1\"}\n\nnot json\n{\"subscription_id\": \"AS-4\"}";
-        let rows = collect(line_records(Box::new(text.as_bytes()), "t.jsonl".into()))
-            .await
-            .unwrap();
+        let rows = collect(line_records(
+            Box::new(text.as_bytes()),
+            "t.jsonl".into(),
+            LastLine::MayLackBreak,
+        ))
+        .await
+        .unwrap();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].as_ref().unwrap().line, 1);
         assert_eq!(rows[1].as_ref().unwrap_err().line, 3);
         assert_eq!(rows[2].as_ref().unwrap().line, 4);
+    }
+
+    #[tokio::test]
+    async fn a_last_json_line_without_its_break_is_cut_short_only_when_a_break_is_needed() {
+        let text = "{\"subscription_id\": \"AS-1\"}\n{\"subscription_id\": \"AS-2\"}";
+        let lines =
+            |last_line| line_records(Box::new(text.as_bytes()), "t.jsonl".into(), last_line);
+        assert_eq!(
+            collect(lines(LastLine::MayLackBreak)).await.unwrap().len(),
+            2
+        );
+        let error = collect(lines(LastLine::NeedsBreak))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("t.jsonl"), "{error}");
+        assert!(
+            error.contains("line 2") && error.contains("cut short"),
+            "{error}"
+        );
+        let whole = format!("{text}\n\n");
+        let rows = collect(line_records(
+            Box::new(std::io::Cursor::new(whole.into_bytes())),
+            "t.jsonl".into(),
+            LastLine::NeedsBreak,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 2);
     }
 
     #[tokio::test]
@@ -392,9 +447,13 @@ mod tests {
             "x".repeat(MAX_RECORD_BYTES + 10)
         );
         let data: &'static [u8] = Box::leak(huge.clone().into_bytes().into_boxed_slice());
-        let rows = collect(line_records(Box::new(data), "t.jsonl".into()))
-            .await
-            .unwrap();
+        let rows = collect(line_records(
+            Box::new(data),
+            "t.jsonl".into(),
+            LastLine::MayLackBreak,
+        ))
+        .await
+        .unwrap();
         assert_eq!(rows.len(), 2);
         assert!(rows[0].is_err());
         assert!(rows[1].is_ok());
