@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 use common::{default_world, World};
 use connect_payg::config::Secret;
 use connect_payg::usage::period::Period;
-use connect_payg::usage::record::BadReason;
+use connect_payg::usage::record::{BadReason, MAX_HELD_BAD_RECORDS};
 use connect_payg::usage::source::{SourceError, UsageSource};
+use connect_payg::usage::summary::write_bad_records;
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -334,5 +335,52 @@ async fn a_body_that_never_ends_stops_at_the_total_deadline() {
         started.elapsed() < Duration::from_secs(30),
         "{:?}",
         started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn every_bad_record_reaches_the_csv_while_only_the_first_are_held() {
+    let world = default_world().await;
+    let (asset, mpn) = asset_and_item(&world);
+    let extra = MAX_HELD_BAD_RECORDS * 3;
+    let rows: Vec<String> = (0..extra)
+        .map(|n| {
+            format!(
+                "{asset},{mpn},not-a-number-{n},2024-02-01 00:00:00,2024-02-29 23:59:59,R-BAD-{n},"
+            )
+        })
+        .collect();
+    let first_line = append_rows(&world, &rows);
+    let summary = world.reporter(&[]).run(&world.job(), None).await.unwrap();
+    assert_eq!(summary.failed(), 0, "{}", summary.headline());
+    let total = world.usage.expected.bad.len() + extra;
+    assert_eq!(summary.bad.len(), total);
+    assert_eq!(summary.bad.iter().count(), MAX_HELD_BAD_RECORDS);
+    assert_eq!(summary.bad_by_reason().values().sum::<u64>(), total as u64);
+    assert!(
+        summary.headline().contains(&format!("bad records {total}")),
+        "{}",
+        summary.headline()
+    );
+    world.assert_filed_exactly("pending").await;
+
+    let csv = std::fs::read_to_string(write_bad_records(world.dir.path(), &summary).await.unwrap())
+        .unwrap();
+    let lines: Vec<&str> = csv.lines().collect();
+    assert_eq!(lines[0], "line,index,reason,detail");
+    assert_eq!(lines.len(), total + 1);
+    let numbers: Vec<u64> = lines[1..]
+        .iter()
+        .map(|row| row.split(',').next().unwrap().parse().unwrap())
+        .collect();
+    assert!(
+        numbers.windows(2).all(|pair| pair[0] <= pair[1]),
+        "in source order"
+    );
+    assert_eq!(numbers[numbers.len() - extra], first_line);
+    assert!(
+        lines.last().unwrap().contains("not-a-number-"),
+        "{}",
+        lines.last().unwrap()
     );
 }

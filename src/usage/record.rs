@@ -5,8 +5,10 @@
 //! [`crate::usage::resolve`]; both produce the same [`BadRecord`] so every rejection is reported
 //! the same way, with the record's line and reason.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::io::{BufRead, BufWriter, Write};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::NaiveDateTime;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -199,7 +201,9 @@ impl RecordId {
 }
 
 /// Why a record is bad: never uploaded, reported with its line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum BadReason {
     MissingField,
     UnparsableField,
@@ -257,7 +261,7 @@ impl fmt::Display for BadReason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BadRecord {
     pub line: u64,
     /// The record's 0-based index in a JSON array source.
@@ -267,12 +271,19 @@ pub struct BadRecord {
 }
 
 impl BadRecord {
+    /// A detail longer than [`MAX_DETAIL`] characters (it quotes what the source sent) is
+    /// shortened, marked with `…`.
     pub fn new(line: u64, reason: BadReason, detail: impl Into<String>) -> Self {
+        let mut detail = detail.into();
+        if let Some((cut, _)) = detail.char_indices().nth(MAX_DETAIL) {
+            detail.truncate(cut);
+            detail.push('…');
+        }
         BadRecord {
             line,
             element: None,
             reason,
-            detail: detail.into(),
+            detail,
         }
     }
 
@@ -293,6 +304,131 @@ impl BadRecord {
 impl fmt::Display for BadRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}: {}: {}", self.position(), self.reason, self.detail)
+    }
+}
+
+/// Characters of a bad record's detail kept: it may quote a field of up to a megabyte.
+pub const MAX_DETAIL: usize = 500;
+
+/// Bad records held in memory, for alerts and the task output; all of them are counted and
+/// spilled to disk.
+pub const MAX_HELD_BAD_RECORDS: usize = 1_000;
+
+/// A run's bad records: the first [`MAX_HELD_BAD_RECORDS`] (in source order) held, every one
+/// counted by reason and streamed to a spill file as it is found, so a source of endless bad
+/// rows costs disk, not memory. The bad-records CSV copies the spill ([`BadRecords::spilled`]).
+#[derive(Debug, Clone, Default)]
+pub struct BadRecords {
+    held: Vec<BadRecord>,
+    total: u64,
+    by_reason: BTreeMap<BadReason, u64>,
+    /// Created with the first bad record; shared by clones (only the collector writes).
+    spill: Option<Arc<Mutex<Spill>>>,
+}
+
+/// Every bad record as a JSON line in a temporary file (removed with the last clone), or why
+/// that failed.
+#[derive(Debug)]
+struct Spill {
+    file: Result<BufWriter<tempfile::NamedTempFile>, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the bad records could not be kept on disk: {0}")]
+pub struct SpillError(String);
+
+impl BadRecords {
+    pub fn push(&mut self, bad: BadRecord) {
+        self.total += 1;
+        *self.by_reason.entry(bad.reason).or_default() += 1;
+        let spill = self.spill.get_or_insert_with(|| {
+            let file = tempfile::NamedTempFile::new()
+                .map(BufWriter::new)
+                .map_err(|error| error.to_string());
+            Arc::new(Mutex::new(Spill { file }))
+        });
+        let mut spill = spill.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Ok(file) = &mut spill.file {
+            let written = serde_json::to_writer(&mut *file, &bad)
+                .map_err(std::io::Error::from)
+                .and_then(|()| file.write_all(b"\n"));
+            if let Err(error) = written {
+                tracing::warn!(%error, "cannot spill bad records to disk; the CSV will say so");
+                spill.file = Err(error.to_string());
+            }
+        }
+        if self.held.len() < MAX_HELD_BAD_RECORDS {
+            self.held.push(bad);
+        }
+    }
+
+    /// How many bad records there are in all (not only the held ones).
+    pub fn len(&self) -> usize {
+        usize::try_from(self.total).unwrap_or(usize::MAX)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The held bad records: the first [`MAX_HELD_BAD_RECORDS`] in source order.
+    pub fn iter(&self) -> std::slice::Iter<'_, BadRecord> {
+        self.held.iter()
+    }
+
+    /// Counts of all bad records by reason.
+    pub fn by_reason(&self) -> BTreeMap<BadReason, u64> {
+        self.by_reason.clone()
+    }
+
+    /// Calls `each` with every bad record, in the order found, read back from the spill file
+    /// (blocking file reads).
+    pub fn spilled(
+        &self,
+        mut each: impl FnMut(BadRecord) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let Some(spill) = &self.spill else {
+            return Ok(());
+        };
+        let path = {
+            let mut spill = spill.lock().unwrap_or_else(PoisonError::into_inner);
+            let file = spill
+                .file
+                .as_mut()
+                .map_err(|error| std::io::Error::other(SpillError(error.clone())))?;
+            file.flush()?;
+            file.get_ref().path().to_path_buf()
+        };
+        let mut count = 0u64;
+        for line in std::io::BufReader::new(std::fs::File::open(path)?).lines() {
+            let bad = serde_json::from_str(&line?).map_err(std::io::Error::other)?;
+            each(bad)?;
+            count += 1;
+        }
+        if count != self.total {
+            return Err(std::io::Error::other(SpillError(format!(
+                "{count} of {} bad records read back",
+                self.total
+            ))));
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Index<usize> for BadRecords {
+    type Output = BadRecord;
+
+    fn index(&self, index: usize) -> &BadRecord {
+        &self.held[index]
+    }
+}
+
+impl<'a> IntoIterator for &'a BadRecords {
+    type Item = &'a BadRecord;
+    type IntoIter = std::slice::Iter<'a, BadRecord>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
     }
 }
 
@@ -657,6 +793,55 @@ mod tests {
                 assert!(bad.detail.starts_with(FIELDS[index]), "{bad}");
             }
         }
+    }
+
+    #[test]
+    fn bad_records_beyond_the_first_thousand_are_counted_and_spilled_not_held() {
+        let mut bad = BadRecords::default();
+        let total = MAX_HELD_BAD_RECORDS as u64 * 2 + 500;
+        for line in 1..=total {
+            let reason = match line % 2 {
+                0 => BadReason::MissingField,
+                _ => BadReason::UnparsableField,
+            };
+            bad.push(BadRecord::new(line, reason, format!("row {line}")).in_element(Some(line)));
+        }
+        assert_eq!(bad.len() as u64, total);
+        assert_eq!(bad.iter().count(), MAX_HELD_BAD_RECORDS);
+        assert_eq!(
+            bad[MAX_HELD_BAD_RECORDS - 1].line,
+            MAX_HELD_BAD_RECORDS as u64
+        );
+        assert_eq!(
+            bad.by_reason(),
+            BTreeMap::from([
+                (BadReason::MissingField, total / 2),
+                (BadReason::UnparsableField, total - total / 2),
+            ])
+        );
+        let mut lines = Vec::new();
+        bad.clone()
+            .spilled(|record| {
+                assert_eq!(record.element, Some(record.line));
+                assert_eq!(record.detail, format!("row {}", record.line));
+                lines.push(record.line);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(lines, (1..=total).collect::<Vec<_>>());
+        let none = BadRecords::default();
+        assert!(none.is_empty());
+        none.spilled(|_| panic!("nothing spilled")).unwrap();
+    }
+
+    #[test]
+    fn a_long_detail_is_shortened_visibly() {
+        let long = "é".repeat(MAX_DETAIL * 3);
+        let bad = BadRecord::new(1, BadReason::UnparsableField, long);
+        assert_eq!(bad.detail.chars().count(), MAX_DETAIL + 1);
+        assert!(bad.detail.ends_with('…'));
+        let short = BadRecord::new(1, BadReason::UnparsableField, "x".repeat(MAX_DETAIL));
+        assert_eq!(short.detail, "x".repeat(MAX_DETAIL));
     }
 
     #[test]

@@ -2,18 +2,20 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 
 use crate::usage::filing::{FilingResult, GroupOutcome};
 use crate::usage::period::Period;
-use crate::usage::record::{BadReason, BadRecord, OutOfScope};
+use crate::usage::record::{BadReason, BadRecords, OutOfScope};
 
 #[derive(Debug, Clone)]
 pub struct Summary {
     pub period: Period,
     pub records_read: u64,
     pub groups: Vec<GroupOutcome>,
-    pub bad: Vec<BadRecord>,
+    /// All bad records counted; the first ones held, every one in the bad-records CSV.
+    pub bad: BadRecords,
     pub out_of_scope: BTreeMap<OutOfScope, u64>,
 }
 
@@ -62,11 +64,7 @@ impl Summary {
     }
 
     pub fn bad_by_reason(&self) -> BTreeMap<BadReason, u64> {
-        let mut counts = BTreeMap::new();
-        for bad in &self.bad {
-            *counts.entry(bad.reason).or_default() += 1;
-        }
-        counts
+        self.bad.by_reason()
     }
 
     /// The compact account used as the scheduled task's output and in logs.
@@ -155,18 +153,25 @@ impl Summary {
 }
 
 /// Writes `bad-records-<period>.csv` (line, JSON array index, reason, detail) into `dir` and
-/// returns its path.
+/// returns its path: every bad record, copied from the run's spill as it is read back.
 pub async fn write_bad_records(
     dir: &Path,
     summary: &Summary,
 ) -> std::io::Result<std::path::PathBuf> {
     let path = dir.join(format!("bad-records-{}.csv", summary.period));
-    let mut text = String::from("line,index,reason,detail\n");
-    for bad in &summary.bad {
-        let detail = bad.detail.replace('"', "\"\"");
-        let index = bad.element.map(|i| i.to_string()).unwrap_or_default();
-        let _ = writeln!(text, "{},{index},{},\"{detail}\"", bad.line, bad.reason);
-    }
-    tokio::fs::write(&path, text).await?;
+    let bad = summary.bad.clone();
+    let target = path.clone();
+    tokio::task::spawn_blocking(move || {
+        let mut out = std::io::BufWriter::new(std::fs::File::create(&target)?);
+        out.write_all(b"line,index,reason,detail\n")?;
+        bad.spilled(|bad| {
+            let detail = bad.detail.replace('"', "\"\"");
+            let index = bad.element.map(|i| i.to_string()).unwrap_or_default();
+            writeln!(out, "{},{index},{},\"{detail}\"", bad.line, bad.reason)
+        })?;
+        out.flush()
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     Ok(path)
 }
