@@ -178,6 +178,8 @@ impl ConnectionSettings {
 pub struct ReportSettings {
     pub usage_source: Option<String>,
     pub usage_source_auth: Option<Secret>,
+    /// `USAGE_SOURCE_TIMEOUT`: how long reading an HTTP source may take in all.
+    pub usage_source_timeout: Duration,
     pub asset_search_criteria: AssetCriteria,
     pub item_search_criteria: ItemCriteria,
     pub report_period: Option<Period>,
@@ -460,6 +462,11 @@ impl Settings {
         let report = ReportSettings {
             usage_source,
             usage_source_auth: get("usage_source_auth").map(Secret::new),
+            usage_source_timeout: seconds(
+                "USAGE_SOURCE_TIMEOUT",
+                get("usage_source_timeout"),
+                crate::usage::source::DEFAULT_TIMEOUT.as_secs(),
+            )?,
             asset_search_criteria,
             item_search_criteria,
             report_period,
@@ -542,6 +549,10 @@ mod tests {
         );
         assert_eq!(settings.report.api_concurrency, 8);
         assert_eq!(settings.report.max_resubmissions, 2);
+        assert_eq!(
+            settings.report.usage_source_timeout,
+            Duration::from_secs(30 * 60)
+        );
         assert_eq!(settings.report.asset_search_criteria, AssetCriteria::Id);
         assert_eq!(settings.report.item_search_criteria, ItemCriteria::Mpn);
         assert!(settings.connection.api_key.is_none());
@@ -592,6 +603,7 @@ mod tests {
             ("CONNECT_UNSECURE", "maybe"),
             ("ALERT_WEBHOOK_URL", "not a url"),
             ("USAGE_SOURCE", "ftp://x"),
+            ("USAGE_SOURCE_TIMEOUT", "0"),
             ("SERVER_ADDRESS", "https://host/path"),
             ("ENVIRONMENT_ID", "123"),
         ] {

@@ -2,7 +2,9 @@
 //! against Connect, scope, item precision, and grouping by (contract, product).
 //!
 //! Every record ends in exactly one place: a group's rows, the bad list (with line and reason),
-//! or an out-of-scope count. Nothing is aggregated and nothing is dropped silently.
+//! or an out-of-scope count. Nothing is aggregated and nothing is dropped silently. Bad records
+//! are filed chunk by chunk in source order into [`BadRecords`], which holds only the first
+//! ones in memory, so a source of endless bad rows cannot exhaust memory.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -16,7 +18,7 @@ use crate::usage::period::Period;
 use chrono::NaiveDateTime;
 
 use crate::usage::record::{
-    BadReason, BadRecord, OutOfScope, Quantity, RecordChecker, RecordId, VendorRecord,
+    BadReason, BadRecord, BadRecords, OutOfScope, Quantity, RecordChecker, RecordId, VendorRecord,
 };
 use crate::usage::resolve::{AssetMatch, Catalog, ResolvedAsset, ResolvedItem, ResolvedProduct};
 use crate::usage::source::{RecordStream, SourceError};
@@ -85,18 +87,14 @@ pub struct Group {
 #[derive(Debug, Default)]
 pub struct Collection {
     pub groups: BTreeMap<GroupKey, Group>,
-    pub bad: Vec<BadRecord>,
+    pub bad: BadRecords,
     pub out_of_scope: BTreeMap<OutOfScope, u64>,
     pub records_read: u64,
 }
 
 impl Collection {
     pub fn bad_by_reason(&self) -> BTreeMap<BadReason, u64> {
-        let mut counts = BTreeMap::new();
-        for bad in &self.bad {
-            *counts.entry(bad.reason).or_default() += 1;
-        }
-        counts
+        self.bad.by_reason()
     }
 }
 
@@ -115,7 +113,8 @@ pub enum CollectError {
 /// as rows) and each lookup asks for many objects at once.
 const CHUNK: usize = 2_000;
 
-/// Records read and checked, handed from the reader to the sorter.
+/// Records read and checked, handed from the reader to the sorter: at most [`CHUNK`] good
+/// ones and [`CHUNK`] bad ones.
 #[derive(Default)]
 struct Chunk {
     records: Vec<VendorRecord>,
@@ -143,8 +142,8 @@ pub async fn collect(
     while let Some(chunk) = incoming.recv().await {
         let chunk = chunk?;
         sorter.collection.records_read += chunk.read;
-        sorter.collection.bad.extend(chunk.bad);
         sorter.sort(chunk.records).await?;
+        sorter.file_bad(chunk.bad);
     }
     // The channel also closes when the reader dies: only a reader that finished read it all.
     reader
@@ -178,7 +177,8 @@ async fn read_chunks(
                 return;
             }
         }
-        let full = chunk.records.len() == CHUNK;
+        // Bad records count too: a source of nothing but bad rows must not pile them up here.
+        let full = chunk.records.len() == CHUNK || chunk.bad.len() == CHUNK;
         if full
             && chunks
                 .send(Ok(std::mem::replace(&mut chunk, fresh())))
@@ -207,6 +207,8 @@ struct Sorter<'c> {
     in_scope_contracts: HashSet<String>,
     products: HashMap<String, Arc<ResolvedProduct>>,
     rows: BTreeMap<GroupKey, Vec<ReportRow>>,
+    /// Records of the current chunk found bad while placing them.
+    placed_bad: Vec<BadRecord>,
     collection: Collection,
 }
 
@@ -219,6 +221,7 @@ impl<'c> Sorter<'c> {
             in_scope_contracts: HashSet::new(),
             products: HashMap::new(),
             rows: BTreeMap::new(),
+            placed_bad: Vec::new(),
             collection: Collection::default(),
         }
     }
@@ -272,6 +275,16 @@ impl<'c> Sorter<'c> {
         Ok(())
     }
 
+    /// Files a chunk's bad records (found reading it, and placing it) in source order: chunks
+    /// follow each other through the source, so the whole list ends up in source order.
+    fn file_bad(&mut self, mut bad: Vec<BadRecord>) {
+        bad.append(&mut self.placed_bad);
+        bad.sort_by_key(|bad| (bad.line, bad.element));
+        for bad in bad {
+            self.collection.bad.push(bad);
+        }
+    }
+
     /// Resolves what `records` name that earlier chunks did not.
     async fn look_up(&mut self, records: &[VendorRecord]) -> Result<(), ConnectError> {
         let new_subscriptions: HashSet<String> = records
@@ -319,26 +332,32 @@ impl<'c> Sorter<'c> {
         let asset = match &self.assets[&*record.subscription_id] {
             AssetMatch::Found(asset) => asset.clone(),
             AssetMatch::Unknown => {
-                collection.bad.push(BadRecord::new(
-                    line,
-                    BadReason::UnknownSubscription,
-                    format!(
-                        "no asset matches subscription_id {:?}",
-                        record.subscription_id
-                    ),
-                ));
+                self.placed_bad.push(
+                    BadRecord::new(
+                        line,
+                        BadReason::UnknownSubscription,
+                        format!(
+                            "no asset matches subscription_id {:?}",
+                            record.subscription_id
+                        ),
+                    )
+                    .in_element(record.element),
+                );
                 return None;
             }
             AssetMatch::Ambiguous(ids) => {
-                collection.bad.push(BadRecord::new(
-                    line,
-                    BadReason::UnknownSubscription,
-                    format!(
-                        "subscription_id {:?} matches several assets: {}",
-                        record.subscription_id,
-                        ids.join(", ")
-                    ),
-                ));
+                self.placed_bad.push(
+                    BadRecord::new(
+                        line,
+                        BadReason::UnknownSubscription,
+                        format!(
+                            "subscription_id {:?} matches several assets: {}",
+                            record.subscription_id,
+                            ids.join(", ")
+                        ),
+                    )
+                    .in_element(record.element),
+                );
                 return None;
             }
         };
@@ -358,25 +377,31 @@ impl<'c> Sorter<'c> {
             return None;
         }
         let Some(item) = product.items.get(&*record.item) else {
-            collection.bad.push(BadRecord::new(
-                line,
-                BadReason::UnknownItem,
-                format!(
-                    "item {:?} is not a PAYG item of product {}",
-                    record.item, product.id
-                ),
-            ));
+            self.placed_bad.push(
+                BadRecord::new(
+                    line,
+                    BadReason::UnknownItem,
+                    format!(
+                        "item {:?} is not a PAYG item of product {}",
+                        record.item, product.id
+                    ),
+                )
+                .in_element(record.element),
+            );
             return None;
         };
         if let Err(reason) = record.quantity.fits(item.precision) {
-            collection.bad.push(BadRecord::new(
-                line,
-                reason,
-                format!(
-                    "quantity {} does not fit the item's precision {:?}",
-                    record.quantity, item.precision
-                ),
-            ));
+            self.placed_bad.push(
+                BadRecord::new(
+                    line,
+                    reason,
+                    format!(
+                        "quantity {} does not fit the item's precision {:?}",
+                        record.quantity, item.precision
+                    ),
+                )
+                .in_element(record.element),
+            );
             return None;
         }
         Some(Placed {
@@ -389,7 +414,7 @@ impl<'c> Sorter<'c> {
         })
     }
 
-    /// The groups with their currencies, and every bad record in source order.
+    /// The groups with their currencies.
     async fn finish(self) -> Result<Collection, ConnectError> {
         let Sorter {
             catalog,
@@ -427,7 +452,6 @@ impl<'c> Sorter<'c> {
                 },
             );
         }
-        collection.bad.sort_by_key(|bad| bad.line);
         Ok(collection)
     }
 }
@@ -435,6 +459,28 @@ impl<'c> Sorter<'c> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_source_of_only_bad_rows_is_handed_on_in_bounded_chunks() {
+        let total = CHUNK * 3 + 7;
+        let items = (1..=total as u64)
+            .map(|line| Ok(Err(BadRecord::new(line, BadReason::UnparsableField, "bad"))));
+        let records: RecordStream = futures::stream::iter(items).boxed();
+        let (chunks, mut incoming) = tokio::sync::mpsc::channel(1);
+        let reader = tokio::spawn(read_chunks(
+            records,
+            RecordChecker::new(Period::parse("2024-01").unwrap()),
+            chunks,
+        ));
+        let mut sizes = Vec::new();
+        while let Some(chunk) = incoming.recv().await {
+            let chunk = chunk.unwrap();
+            assert_eq!(chunk.read, chunk.bad.len() as u64);
+            sizes.push(chunk.bad.len());
+        }
+        reader.await.unwrap();
+        assert_eq!(sizes, [CHUNK, CHUNK, CHUNK, 7]);
+    }
 
     #[test]
     fn external_ids_round_trip_and_foreign_ones_are_refused() {

@@ -5,8 +5,10 @@
 //! [`crate::usage::resolve`]; both produce the same [`BadRecord`] so every rejection is reported
 //! the same way, with the record's line and reason.
 
+use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::io::{BufRead, BufWriter, Write};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::NaiveDateTime;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
@@ -15,6 +17,7 @@ use sha2::{Digest, Sha256};
 use crate::usage::interner::Interner;
 use crate::usage::period::{parse_time, Period};
 use crate::usage::template::Precision;
+use crate::usage::workbook::{too_long, MAX_TEXT};
 
 /// The record's fields, in header order.
 pub const FIELDS: [&str; 7] = [
@@ -33,6 +36,8 @@ pub struct RawRecord {
     /// 1-based line of the record (CSV, JSON lines) or of the start of its element (JSON
     /// array), for error reports.
     pub line: u64,
+    /// 0-based index of the element in a JSON array: a compact array is all on line 1.
+    pub element: Option<u64>,
     pub subscription_id: Option<String>,
     pub item_mpn: Option<String>,
     pub quantity: Option<String>,
@@ -69,8 +74,13 @@ pub struct Quantity {
     fraction_digits: u8,
 }
 
+/// Significant digits a workbook number (an IEEE double) carries exactly: any decimal with at
+/// most this many converts to a double and back unchanged.
+pub const MAX_SIGNIFICANT_DIGITS: usize = 15;
+
 impl Quantity {
-    /// Accepts plain decimals (`12`, `12.50`, `-3`, `.5`); no exponents, no separators.
+    /// Accepts plain decimals (`12`, `12.50`, `-3`, `.5`); no exponents, no separators. More
+    /// than [`MAX_SIGNIFICANT_DIGITS`] significant digits are refused, never rounded.
     pub fn parse(text: &str) -> Result<Quantity, QuantityError> {
         let text = text.trim();
         let (negative, digits) = match text.strip_prefix('-') {
@@ -82,7 +92,6 @@ impl Quantity {
         if (whole.is_empty() && fraction.is_empty())
             || !all_digits(whole)
             || !all_digits(fraction)
-            || whole.len() > 15
             || fraction.len() > 30
         {
             return Err(QuantityError::Unparsable);
@@ -91,6 +100,14 @@ impl Quantity {
         let whole = whole.trim_start_matches('0');
         if negative && !(whole.is_empty() && fraction.is_empty()) {
             return Err(QuantityError::Negative);
+        }
+        // Digits from the first non-zero one to the last one that is not a trailing zero.
+        let significant = match whole.len() {
+            0 => fraction.trim_start_matches('0').len(),
+            whole => whole + fraction.len(),
+        };
+        if significant > MAX_SIGNIFICANT_DIGITS {
+            return Err(QuantityError::TooManyDigits(significant));
         }
         let value: f64 = format!("0{whole}.{fraction}0")
             .parse()
@@ -127,6 +144,8 @@ impl fmt::Display for Quantity {
 pub enum QuantityError {
     Unparsable,
     Negative,
+    /// More significant digits (this many) than a workbook number holds exactly.
+    TooManyDigits(usize),
 }
 
 /// A record that passed every check that needs only itself and the month. Kept compact: a
@@ -135,6 +154,7 @@ pub enum QuantityError {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VendorRecord {
     pub line: u64,
+    pub element: Option<u64>,
     pub subscription_id: Arc<str>,
     pub item: Arc<str>,
     pub quantity: Quantity,
@@ -148,7 +168,7 @@ pub struct VendorRecord {
 /// A record's id: the vendor's, or derived from the record's content (see [`RecordChecker`]).
 /// A derived id is kept as its parts and spelled out only when written: a month holds one per
 /// row, and the parts take a third of the text's room.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RecordId {
     Vendor(Box<str>),
     Derived { digest: [u8; 12], occurrence: u32 },
@@ -181,13 +201,19 @@ impl RecordId {
 }
 
 /// Why a record is bad: never uploaded, reported with its line.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub enum BadReason {
     MissingField,
     UnparsableField,
     NegativeQuantity,
     FractionalQuantity,
     ExcessPrecision,
+    /// More significant digits than a workbook number holds exactly.
+    TooManyDigits,
+    /// A text longer than a workbook cell holds.
+    FieldTooLong,
     EndBeforeStart,
     OutsidePeriod,
     UnknownSubscription,
@@ -196,12 +222,14 @@ pub enum BadReason {
 }
 
 impl BadReason {
-    pub const ALL: [BadReason; 10] = [
+    pub const ALL: [BadReason; 12] = [
         BadReason::MissingField,
         BadReason::UnparsableField,
         BadReason::NegativeQuantity,
         BadReason::FractionalQuantity,
         BadReason::ExcessPrecision,
+        BadReason::TooManyDigits,
+        BadReason::FieldTooLong,
         BadReason::EndBeforeStart,
         BadReason::OutsidePeriod,
         BadReason::UnknownSubscription,
@@ -216,6 +244,8 @@ impl BadReason {
             BadReason::NegativeQuantity => "negative_quantity",
             BadReason::FractionalQuantity => "fractional_quantity",
             BadReason::ExcessPrecision => "excess_precision",
+            BadReason::TooManyDigits => "too_many_digits",
+            BadReason::FieldTooLong => "field_too_long",
             BadReason::EndBeforeStart => "end_before_start",
             BadReason::OutsidePeriod => "outside_period",
             BadReason::UnknownSubscription => "unknown_subscription",
@@ -231,9 +261,11 @@ impl fmt::Display for BadReason {
     }
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BadRecord {
     pub line: u64,
+    /// The record's 0-based index in a JSON array source.
+    pub element: Option<u64>,
     pub reason: BadReason,
     pub detail: String,
     /// The id the record has or would have been given; none when the row could not be read.
@@ -241,19 +273,165 @@ pub struct BadRecord {
 }
 
 impl BadRecord {
+    /// A detail longer than [`MAX_DETAIL`] characters (it quotes what the source sent) is
+    /// shortened, marked with `…`.
     pub fn new(line: u64, reason: BadReason, detail: impl Into<String>) -> Self {
+        let mut detail = detail.into();
+        if let Some((cut, _)) = detail.char_indices().nth(MAX_DETAIL) {
+            detail.truncate(cut);
+            detail.push('…');
+        }
         BadRecord {
             line,
+            element: None,
             reason,
-            detail: detail.into(),
+            detail,
             record_id: None,
+        }
+    }
+
+    /// The same, naming the JSON array element it came from.
+    pub fn in_element(self, element: Option<u64>) -> Self {
+        BadRecord { element, ..self }
+    }
+
+    /// Where the record is: `line 3`, or `line 1, index 17` for a JSON array element.
+    pub fn position(&self) -> String {
+        match self.element {
+            Some(index) => format!("line {}, index {index}", self.line),
+            None => format!("line {}", self.line),
         }
     }
 }
 
 impl fmt::Display for BadRecord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "line {}: {}: {}", self.line, self.reason, self.detail)
+        write!(f, "{}: {}: {}", self.position(), self.reason, self.detail)
+    }
+}
+
+/// Characters of a bad record's detail kept: it may quote a field of up to a megabyte.
+pub const MAX_DETAIL: usize = 500;
+
+/// Bad records held in memory, for alerts and the task output; all of them are counted and
+/// spilled to disk.
+pub const MAX_HELD_BAD_RECORDS: usize = 1_000;
+
+/// A run's bad records: the first [`MAX_HELD_BAD_RECORDS`] (in source order) held, every one
+/// counted by reason and streamed to a spill file as it is found, so a source of endless bad
+/// rows costs disk, not memory. The bad-records CSV copies the spill ([`BadRecords::spilled`]).
+#[derive(Debug, Clone, Default)]
+pub struct BadRecords {
+    held: Vec<BadRecord>,
+    total: u64,
+    by_reason: BTreeMap<BadReason, u64>,
+    /// Created with the first bad record; shared by clones (only the collector writes).
+    spill: Option<Arc<Mutex<Spill>>>,
+}
+
+/// Every bad record as a JSON line in a temporary file (removed with the last clone), or why
+/// that failed.
+#[derive(Debug)]
+struct Spill {
+    file: Result<BufWriter<tempfile::NamedTempFile>, String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("the bad records could not be kept on disk: {0}")]
+pub struct SpillError(String);
+
+impl BadRecords {
+    pub fn push(&mut self, bad: BadRecord) {
+        self.total += 1;
+        *self.by_reason.entry(bad.reason).or_default() += 1;
+        let spill = self.spill.get_or_insert_with(|| {
+            let file = tempfile::NamedTempFile::new()
+                .map(BufWriter::new)
+                .map_err(|error| error.to_string());
+            Arc::new(Mutex::new(Spill { file }))
+        });
+        let mut spill = spill.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Ok(file) = &mut spill.file {
+            let written = serde_json::to_writer(&mut *file, &bad)
+                .map_err(std::io::Error::from)
+                .and_then(|()| file.write_all(b"\n"));
+            if let Err(error) = written {
+                tracing::warn!(%error, "cannot spill bad records to disk; the CSV will say so");
+                spill.file = Err(error.to_string());
+            }
+        }
+        if self.held.len() < MAX_HELD_BAD_RECORDS {
+            self.held.push(bad);
+        }
+    }
+
+    /// How many bad records there are in all (not only the held ones).
+    pub fn len(&self) -> usize {
+        usize::try_from(self.total).unwrap_or(usize::MAX)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.total == 0
+    }
+
+    /// The held bad records: the first [`MAX_HELD_BAD_RECORDS`] in source order.
+    pub fn iter(&self) -> std::slice::Iter<'_, BadRecord> {
+        self.held.iter()
+    }
+
+    /// Counts of all bad records by reason.
+    pub fn by_reason(&self) -> BTreeMap<BadReason, u64> {
+        self.by_reason.clone()
+    }
+
+    /// Calls `each` with every bad record, in the order found, read back from the spill file
+    /// (blocking file reads).
+    pub fn spilled(
+        &self,
+        mut each: impl FnMut(BadRecord) -> std::io::Result<()>,
+    ) -> std::io::Result<()> {
+        let Some(spill) = &self.spill else {
+            return Ok(());
+        };
+        let path = {
+            let mut spill = spill.lock().unwrap_or_else(PoisonError::into_inner);
+            let file = spill
+                .file
+                .as_mut()
+                .map_err(|error| std::io::Error::other(SpillError(error.clone())))?;
+            file.flush()?;
+            file.get_ref().path().to_path_buf()
+        };
+        let mut count = 0u64;
+        for line in std::io::BufReader::new(std::fs::File::open(path)?).lines() {
+            let bad = serde_json::from_str(&line?).map_err(std::io::Error::other)?;
+            each(bad)?;
+            count += 1;
+        }
+        if count != self.total {
+            return Err(std::io::Error::other(SpillError(format!(
+                "{count} of {} bad records read back",
+                self.total
+            ))));
+        }
+        Ok(())
+    }
+}
+
+impl std::ops::Index<usize> for BadRecords {
+    type Output = BadRecord;
+
+    fn index(&self, index: usize) -> &BadRecord {
+        &self.held[index]
+    }
+}
+
+impl<'a> IntoIterator for &'a BadRecords {
+    type Item = &'a BadRecord;
+    type IntoIter = std::slice::Iter<'a, BadRecord>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.iter()
     }
 }
 
@@ -371,7 +549,7 @@ impl RecordChecker {
             if bad.record_id.is_none() {
                 bad.record_id = Some(self.id_of_bad(&raw));
             }
-            bad
+            bad.in_element(raw.element)
         })
     }
 
@@ -412,6 +590,23 @@ impl RecordChecker {
         let quantity_text = required(line, "quantity", &raw.quantity)?;
         let start = time(line, "start_time_utc", &raw.start_time_utc)?;
         let end = time(line, "end_time_utc", &raw.end_time_utc)?;
+        // Texts that become workbook cells: one too long for a cell spoils only its record.
+        for (name, text) in [
+            ("subscription_id", Some(&subscription_id)),
+            ("item_mpn", Some(&item)),
+            ("record_id", raw.record_id.as_ref()),
+            ("record_note", raw.record_note.as_ref()),
+        ] {
+            if text.is_some_and(|text| too_long(text)) {
+                return Err(BadRecord::new(
+                    line,
+                    BadReason::FieldTooLong,
+                    format!(
+                        "{name} is longer than the {MAX_TEXT} characters a workbook cell holds"
+                    ),
+                ));
+            }
+        }
         let quantity = Quantity::parse(&quantity_text).map_err(|error| match error {
             QuantityError::Unparsable => BadRecord::new(
                 line,
@@ -422,6 +617,13 @@ impl RecordChecker {
                 line,
                 BadReason::NegativeQuantity,
                 format!("quantity {quantity_text} is negative"),
+            ),
+            QuantityError::TooManyDigits(digits) => BadRecord::new(
+                line,
+                BadReason::TooManyDigits,
+                format!(
+                    "quantity {quantity_text} has {digits} significant digits; a workbook number holds {MAX_SIGNIFICANT_DIGITS} exactly"
+                ),
             ),
         })?;
         if end < start {
@@ -451,6 +653,7 @@ impl RecordChecker {
         })?;
         Ok(VendorRecord {
             line,
+            element: raw.element,
             subscription_id: self.names.shared(&subscription_id),
             item: self.names.shared(&item),
             quantity,
@@ -604,5 +807,106 @@ mod tests {
         assert_eq!(Quantity::parse("1,5"), Err(QuantityError::Unparsable));
         assert_eq!(Quantity::parse("NaN"), Err(QuantityError::Unparsable));
         assert_eq!(Quantity::parse("-2.5"), Err(QuantityError::Negative));
+    }
+
+    #[test]
+    fn a_text_too_long_for_a_cell_makes_its_record_bad() {
+        let check = |index: usize, text: &str| {
+            let mut record = raw(good());
+            record.set(FIELDS[index], Some(text.to_string()));
+            RecordChecker::new(jan()).check(record)
+        };
+        // 32,767 UTF-16 units fit; one more, or the same count of two-unit characters, do not.
+        let fits = "x".repeat(MAX_TEXT);
+        let over = "x".repeat(MAX_TEXT + 1);
+        let wide = "\u{1F600}".repeat(MAX_TEXT / 2 + 1);
+        for index in [0, 1, 5, 6] {
+            assert!(check(index, &fits).is_ok(), "{}", FIELDS[index]);
+            for text in [&over, &wide, &"n".repeat(40_000)] {
+                let bad = check(index, text).unwrap_err();
+                assert_eq!(bad.reason, BadReason::FieldTooLong, "{}", FIELDS[index]);
+                assert_eq!(bad.line, 7);
+                assert!(bad.detail.starts_with(FIELDS[index]), "{bad}");
+            }
+        }
+    }
+
+    #[test]
+    fn bad_records_beyond_the_first_thousand_are_counted_and_spilled_not_held() {
+        let mut bad = BadRecords::default();
+        let total = MAX_HELD_BAD_RECORDS as u64 * 2 + 500;
+        for line in 1..=total {
+            let reason = match line % 2 {
+                0 => BadReason::MissingField,
+                _ => BadReason::UnparsableField,
+            };
+            bad.push(BadRecord::new(line, reason, format!("row {line}")).in_element(Some(line)));
+        }
+        assert_eq!(bad.len() as u64, total);
+        assert_eq!(bad.iter().count(), MAX_HELD_BAD_RECORDS);
+        assert_eq!(
+            bad[MAX_HELD_BAD_RECORDS - 1].line,
+            MAX_HELD_BAD_RECORDS as u64
+        );
+        assert_eq!(
+            bad.by_reason(),
+            BTreeMap::from([
+                (BadReason::MissingField, total / 2),
+                (BadReason::UnparsableField, total - total / 2),
+            ])
+        );
+        let mut lines = Vec::new();
+        bad.clone()
+            .spilled(|record| {
+                assert_eq!(record.element, Some(record.line));
+                assert_eq!(record.detail, format!("row {}", record.line));
+                lines.push(record.line);
+                Ok(())
+            })
+            .unwrap();
+        assert_eq!(lines, (1..=total).collect::<Vec<_>>());
+        let none = BadRecords::default();
+        assert!(none.is_empty());
+        none.spilled(|_| panic!("nothing spilled")).unwrap();
+    }
+
+    #[test]
+    fn a_long_detail_is_shortened_visibly() {
+        let long = "é".repeat(MAX_DETAIL * 3);
+        let bad = BadRecord::new(1, BadReason::UnparsableField, long);
+        assert_eq!(bad.detail.chars().count(), MAX_DETAIL + 1);
+        assert!(bad.detail.ends_with('…'));
+        let short = BadRecord::new(1, BadReason::UnparsableField, "x".repeat(MAX_DETAIL));
+        assert_eq!(short.detail, "x".repeat(MAX_DETAIL));
+    }
+
+    #[test]
+    fn quantities_keep_every_digit_or_are_refused() {
+        for (text, kept) in [
+            ("123456789012345", "123456789012345"),
+            ("12345678901234.5", "12345678901234.5"),
+            ("1234567.12345678", "1234567.12345678"),
+            ("0.000000123456789012345", "0.000000123456789012345"),
+            ("000000000000000012.5000000", "12.5"),
+        ] {
+            assert_eq!(Quantity::parse(text).unwrap().to_string(), kept, "{text}");
+        }
+        for (text, digits) in [
+            ("123456789012345.12345678", 23),
+            ("1234567890123456", 16),
+            ("0.1234567890123456", 16),
+            ("99999999999999999999", 20),
+        ] {
+            assert_eq!(
+                Quantity::parse(text),
+                Err(QuantityError::TooManyDigits(digits)),
+                "{text}"
+            );
+        }
+        let mut fields = good();
+        fields[2] = "123456789012345.12345678";
+        let bad = RecordChecker::new(jan()).check(raw(fields)).unwrap_err();
+        assert_eq!(bad.reason, BadReason::TooManyDigits);
+        assert!(bad.detail.contains("23 significant digits"), "{bad}");
     }
 }

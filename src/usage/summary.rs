@@ -7,11 +7,12 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::Path;
 
 use crate::usage::filing::{FilingResult, GroupOutcome};
 use crate::usage::period::Period;
-use crate::usage::record::{BadReason, BadRecord, OutOfScope};
+use crate::usage::record::{BadReason, BadRecord, BadRecords, OutOfScope};
 
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -20,7 +21,8 @@ pub struct Summary {
     pub groups: Vec<GroupOutcome>,
     /// `--contract`/`--product` filters that selected no group, each said in a sentence.
     pub unmatched: Vec<String>,
-    pub bad: Vec<BadRecord>,
+    /// All bad records counted; the first ones held, every one in the bad-records CSV.
+    pub bad: BadRecords,
     pub out_of_scope: BTreeMap<OutOfScope, u64>,
 }
 
@@ -85,11 +87,7 @@ impl Summary {
     }
 
     pub fn bad_by_reason(&self) -> BTreeMap<BadReason, u64> {
-        let mut counts = BTreeMap::new();
-        for bad in &self.bad {
-            *counts.entry(bad.reason).or_default() += 1;
-        }
-        counts
+        self.bad.by_reason()
     }
 
     /// The compact account used as the scheduled task's output and in logs.
@@ -188,37 +186,52 @@ impl Summary {
     }
 }
 
-/// Writes `bad-records-<period>.csv` (line, record_id, reason, detail) into `dir` and returns
-/// its path.
+/// Writes `bad-records-<period>.csv` (line, JSON array index, record_id, reason, detail) into
+/// `dir` and returns its path: every bad record, copied from the run's spill as it is read back.
 pub async fn write_bad_records(
     dir: &Path,
     summary: &Summary,
 ) -> std::io::Result<std::path::PathBuf> {
     let path = dir.join(format!("bad-records-{}.csv", summary.period));
-    tokio::fs::write(&path, bad_records_csv(summary)).await?;
+    let bad = summary.bad.clone();
+    let period = summary.period;
+    let target = path.clone();
+    // Streamed from the spill into a private file that replaces any earlier one whole.
+    tokio::task::spawn_blocking(move || {
+        crate::output::replace_with(
+            &target,
+            |mut out| {
+                out.write_all(BAD_RECORDS_HEADER.as_bytes())?;
+                bad.spilled(|bad| out.write_all(bad_record_row(bad, period).as_bytes()))?;
+                Ok(out)
+            },
+            |failed| failed.source,
+        )
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     Ok(path)
 }
 
-/// The bad-records CSV: one row per bad record; `record_id` is empty for a row that could not
-/// be read at all.
-fn bad_records_csv(summary: &Summary) -> String {
+/// The bad-records CSV's columns.
+const BAD_RECORDS_HEADER: &str = "line,index,record_id,reason,detail\n";
+
+/// One bad record as a CSV row: `index` is the JSON array element (empty for other sources),
+/// `record_id` is empty for a row that could not be read at all.
+fn bad_record_row(bad: &BadRecord, period: Period) -> String {
     let quoted = |text: &str| format!("\"{}\"", text.replace('"', "\"\""));
-    let mut text = String::from("line,record_id,reason,detail\n");
-    for bad in &summary.bad {
-        let record_id = bad
-            .record_id
-            .as_ref()
-            .map(|id| quoted(&id.spelled(summary.period)))
-            .unwrap_or_default();
-        let _ = writeln!(
-            text,
-            "{},{record_id},{},{}",
-            bad.line,
-            bad.reason,
-            quoted(&bad.detail)
-        );
-    }
-    text
+    let index = bad.element.map(|i| i.to_string()).unwrap_or_default();
+    let record_id = bad
+        .record_id
+        .as_ref()
+        .map(|id| quoted(&id.spelled(period)))
+        .unwrap_or_default();
+    format!(
+        "{},{index},{record_id},{},{}\n",
+        bad.line,
+        bad.reason,
+        quoted(&bad.detail)
+    )
 }
 
 #[cfg(test)]
@@ -250,7 +263,7 @@ mod tests {
             records_read: 10,
             groups,
             unmatched: Vec::new(),
-            bad: Vec::new(),
+            bad: BadRecords::default(),
             out_of_scope: BTreeMap::new(),
         }
     }
@@ -351,19 +364,20 @@ mod tests {
             .check(raw(None, "-1"))
             .unwrap_err();
         assert_eq!(again.record_id, derived.record_id);
-        let unreadable = BadRecord::new(9, BadReason::UnparsableField, "not \"JSON\"");
-        let mut all = summary(Vec::new());
-        all.bad = vec![vendor, derived.clone(), unreadable];
-        let csv = bad_records_csv(&all);
+        let unreadable = BadRecord::new(9, BadReason::UnparsableField, "not \"JSON\"")
+            .in_element(Some(17));
+        let csv: String = [&vendor, &derived, &unreadable]
+            .into_iter()
+            .map(|bad| bad_record_row(bad, period))
+            .collect();
         let derived_id = derived.record_id.unwrap().spelled(period);
         assert!(derived_id.starts_with("PAYG-202402-"));
         assert_eq!(
             csv,
             format!(
-                "line,record_id,reason,detail\n\
-                 2,\"r-1\",negative_quantity,\"quantity -1 is negative\"\n\
-                 2,\"{derived_id}\",negative_quantity,\"quantity -1 is negative\"\n\
-                 9,,unparsable_field,\"not \"\"JSON\"\"\"\n"
+                "2,,\"r-1\",negative_quantity,\"quantity -1 is negative\"\n\
+                 2,,\"{derived_id}\",negative_quantity,\"quantity -1 is negative\"\n\
+                 9,17,,unparsable_field,\"not \"\"JSON\"\"\"\n"
             )
         );
     }

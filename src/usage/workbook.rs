@@ -310,7 +310,8 @@ impl<'a, W: Write> WorkbookWriter<'a, W> {
     }
 }
 
-fn too_long(text: &str) -> bool {
+/// Whether `text` is more than a cell holds ([`MAX_TEXT`] UTF-16 units).
+pub fn too_long(text: &str) -> bool {
     // A UTF-16 unit takes at least one byte of UTF-8: only long texts need counting.
     text.len() > MAX_TEXT && text.encode_utf16().count() > MAX_TEXT
 }

@@ -5,6 +5,9 @@
 //! in ([`RowLimit`]): a row larger than [`MAX_RECORD_BYTES`] ends the source instead of being
 //! buffered. It is almost always an unclosed quote, after which no row boundary can be trusted:
 //! reading on would silently swallow the rest of the file.
+//!
+//! The same scanner sees where the source ends: an HTTP body whose last row has no line break
+//! was cut short ([`LastLine::NeedsBreak`]), and the rows read so far must not be filed as all.
 
 use std::io;
 use std::pin::Pin;
@@ -13,7 +16,7 @@ use std::task::{Context, Poll};
 use futures::StreamExt;
 use tokio::io::{AsyncRead, ReadBuf};
 
-use super::{broken, RecordStream, SourceError, MAX_RECORD_BYTES};
+use super::{broken, cut_short, LastLine, RecordStream, SourceError, MAX_RECORD_BYTES};
 use crate::usage::record::{BadReason, BadRecord, RawRecord, FIELDS};
 
 /// Fields a header must name; `record_id` and `record_note` are optional.
@@ -28,12 +31,13 @@ const REQUIRED: [&str; 5] = [
 pub(super) fn records(
     reader: Box<dyn AsyncRead + Send + Unpin>,
     source_name: String,
+    last_line: LastLine,
 ) -> RecordStream {
     let stream = futures::stream::once(async move {
         let mut reader = csv_async::AsyncReaderBuilder::new()
             .flexible(true)
             .trim(csv_async::Trim::All)
-            .create_reader(RowLimit::new(reader));
+            .create_reader(RowLimit::new(reader, last_line));
         let headers = reader
             .headers()
             .await
@@ -106,6 +110,7 @@ enum RowState {
 /// Passes the source through, failing it once a row grows beyond [`MAX_RECORD_BYTES`].
 struct RowLimit<R> {
     inner: R,
+    last_line: LastLine,
     state: RowState,
     row_bytes: usize,
     /// Line breaks seen so far, for naming the row that is too large.
@@ -114,9 +119,10 @@ struct RowLimit<R> {
 }
 
 impl<R> RowLimit<R> {
-    fn new(inner: R) -> Self {
+    fn new(inner: R, last_line: LastLine) -> Self {
         RowLimit {
             inner,
+            last_line,
             state: RowState::FieldStart,
             row_bytes: 0,
             lines: 0,
@@ -180,7 +186,16 @@ impl<R: AsyncRead + Unpin> AsyncRead for RowLimit<R> {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let before = buf.filled().len();
+        let room = buf.remaining() > 0;
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
+            Poll::Ready(Ok(())) if room && buf.filled().len() == before => {
+                // The end: inside a row (its bytes or an open quote) means no final line break.
+                let inside_row = this.row_bytes > 0 || this.state != RowState::FieldStart;
+                if inside_row && this.last_line == LastLine::NeedsBreak {
+                    return Poll::Ready(Err(cut_short(this.row_line)));
+                }
+                Poll::Ready(Ok(()))
+            }
             Poll::Ready(Ok(())) => Poll::Ready(this.scan(&buf.filled()[before..])),
             other => other,
         }
@@ -193,9 +208,13 @@ mod tests {
     use futures::TryStreamExt;
 
     async fn read(text: &'static str) -> Result<Vec<Result<RawRecord, BadRecord>>, SourceError> {
-        records(Box::new(text.as_bytes()), "test.csv".into())
-            .try_collect()
-            .await
+        records(
+            Box::new(text.as_bytes()),
+            "test.csv".into(),
+            LastLine::MayLackBreak,
+        )
+        .try_collect()
+        .await
     }
 
     #[tokio::test]
@@ -247,7 +266,7 @@ mod tests {
             "AS-3,M,1,a,b\n".repeat(MAX_RECORD_BYTES / 10)
         );
         let data: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
-        let mut rows = records(Box::new(data), "t.csv".into());
+        let mut rows = records(Box::new(data), "t.csv".into(), LastLine::MayLackBreak);
         assert!(rows.next().await.unwrap().unwrap().is_ok());
         let error = rows.next().await.unwrap().unwrap_err().to_string();
         assert!(error.contains("t.csv"), "{error}");
@@ -255,9 +274,48 @@ mod tests {
         assert!(rows.next().await.is_none());
     }
 
+    #[tokio::test]
+    async fn a_last_row_without_its_break_is_cut_short_only_when_a_break_is_needed() {
+        const HEADER: &str = "subscription_id,item_mpn,quantity,start_time_utc,end_time_utc\n";
+        let read_as = |text: String, last_line| async move {
+            let data: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
+            let rows: Vec<_> = records(Box::new(data), "t.csv".into(), last_line)
+                .collect()
+                .await;
+            rows
+        };
+        // A body cut inside a value: `4652` would be read as `46`.
+        let cut = format!("{HEADER}AS-1,M,1,a,b\nAS-2,M,46");
+        let rows = read_as(cut.clone(), LastLine::MayLackBreak).await;
+        assert_eq!(rows.len(), 2);
+        let last = rows[1].as_ref().unwrap().as_ref().unwrap();
+        assert_eq!(last.quantity.as_deref(), Some("46"));
+        let rows = read_as(cut, LastLine::NeedsBreak).await;
+        assert_eq!(rows.len(), 2, "the complete row, then the error");
+        assert!(rows[0].as_ref().unwrap().is_ok());
+        let error = rows[1].as_ref().unwrap_err().to_string();
+        assert!(error.contains("t.csv"), "{error}");
+        assert!(
+            error.contains("line 3") && error.contains("cut short"),
+            "{error}"
+        );
+        // Cut inside a quoted value, even right after a line break within it.
+        let rows = read_as(format!("{HEADER}AS-1,M,1,a,\"b\n"), LastLine::NeedsBreak).await;
+        assert!(rows.last().unwrap().is_err(), "{rows:?}");
+        // Complete bodies, with either line break, are read whole.
+        for text in [
+            format!("{HEADER}AS-1,M,1,a,b\n"),
+            format!("{HEADER}AS-1,M,1,a,\"b\nc\"\r\n"),
+        ] {
+            let rows = read_as(text, LastLine::NeedsBreak).await;
+            assert_eq!(rows.len(), 1);
+            assert!(rows[0].as_ref().unwrap().is_ok());
+        }
+    }
+
     #[test]
     fn line_breaks_and_quotes_inside_quoted_fields_do_not_count_as_rows() {
-        let mut scanner = RowLimit::new(());
+        let mut scanner = RowLimit::new((), LastLine::MayLackBreak);
         let row = "a,\"x\"\"\n\",b\"c\n";
         scanner.scan(row.as_bytes()).unwrap();
         assert_eq!(
@@ -272,7 +330,7 @@ mod tests {
         let data: &'static [u8] =
             b"subscription_id,item_mpn,quantity,start_time_utc,end_time_utc\n\
             AS-\xff,M,1,a,b\nAS-2,M,1,a,b\n";
-        let rows: Vec<_> = records(Box::new(data), "t.csv".into())
+        let rows: Vec<_> = records(Box::new(data), "t.csv".into(), LastLine::MayLackBreak)
             .try_collect()
             .await
             .unwrap();

@@ -8,11 +8,13 @@ use futures::StreamExt;
 use serde_json::Value;
 use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
 
-use super::{broken, RecordStream, SourceError, MAX_RECORD_BYTES};
+use super::{broken, cut_short, LastLine, RecordStream, SourceError, MAX_RECORD_BYTES};
 use crate::usage::record::{BadReason, BadRecord, RawRecord, FIELDS};
 
-fn to_record(line: u64, bytes: &[u8]) -> Result<RawRecord, BadRecord> {
-    let unreadable = |detail: String| BadRecord::new(line, BadReason::UnparsableField, detail);
+fn to_record(line: u64, element: Option<u64>, bytes: &[u8]) -> Result<RawRecord, BadRecord> {
+    let unreadable = |detail: String| {
+        BadRecord::new(line, BadReason::UnparsableField, detail).in_element(element)
+    };
     let value: Value = serde_json::from_slice(bytes)
         .map_err(|e| unreadable(format!("the record is not valid JSON: {e}")))?;
     let Value::Object(object) = value else {
@@ -20,6 +22,7 @@ fn to_record(line: u64, bytes: &[u8]) -> Result<RawRecord, BadRecord> {
     };
     let mut record = RawRecord {
         line,
+        element,
         ..Default::default()
     };
     for name in FIELDS {
@@ -38,18 +41,29 @@ fn to_record(line: u64, bytes: &[u8]) -> Result<RawRecord, BadRecord> {
     Ok(record)
 }
 
+/// What [`read_bounded_line`] read.
+struct LineRead {
+    /// Longer than [`MAX_RECORD_BYTES`]: consumed, not kept.
+    oversized: bool,
+    /// Ended by a line break (not by the end of the source).
+    terminated: bool,
+}
+
 /// Reads one line of at most [`MAX_RECORD_BYTES`]; a longer one is consumed and reported.
 async fn read_bounded_line(
     reader: &mut (impl AsyncBufReadExt + Unpin),
     line: &mut Vec<u8>,
-) -> std::io::Result<Option<bool>> {
+) -> std::io::Result<Option<LineRead>> {
     line.clear();
     let mut oversized = false;
     let mut read_any = false;
     loop {
         let available = reader.fill_buf().await?;
         if available.is_empty() {
-            return Ok(read_any.then_some(oversized));
+            return Ok(read_any.then_some(LineRead {
+                oversized,
+                terminated: false,
+            }));
         }
         read_any = true;
         let (chunk, done) = match available.iter().position(|b| *b == b'\n') {
@@ -65,7 +79,10 @@ async fn read_bounded_line(
         let consumed = done.unwrap_or(available.len());
         reader.consume(consumed);
         if done.is_some() {
-            return Ok(Some(oversized));
+            return Ok(Some(LineRead {
+                oversized,
+                terminated: true,
+            }));
         }
     }
 }
@@ -73,9 +90,10 @@ async fn read_bounded_line(
 pub(super) fn line_records(
     reader: Box<dyn AsyncRead + Send + Unpin>,
     source_name: String,
+    last_line: LastLine,
 ) -> RecordStream {
     let state = Some((BufReader::new(reader), Vec::new(), 0u64, source_name));
-    futures::stream::unfold(state, |state| async move {
+    futures::stream::unfold(state, move |state| async move {
         let (mut reader, mut buffer, mut number, source_name) = state?;
         loop {
             number += 1;
@@ -83,13 +101,20 @@ pub(super) fn line_records(
                 // After an I/O failure the stream ends: the rest of the source is unknown.
                 Err(error) => return Some((Err(broken(&source_name, error)), None)),
                 Ok(None) => return None,
-                Ok(Some(true)) => Err(BadRecord::new(
+                Ok(Some(read))
+                    if !read.terminated
+                        && last_line == LastLine::NeedsBreak
+                        && (read.oversized || !buffer.iter().all(u8::is_ascii_whitespace)) =>
+                {
+                    return Some((Err(broken(&source_name, cut_short(number))), None))
+                }
+                Ok(Some(read)) if read.oversized => Err(BadRecord::new(
                     number,
                     BadReason::UnparsableField,
                     "the line is larger than 1 MiB",
                 )),
-                Ok(Some(false)) if buffer.iter().all(u8::is_ascii_whitespace) => continue,
-                Ok(Some(false)) => to_record(number, &buffer),
+                Ok(Some(_)) if buffer.iter().all(u8::is_ascii_whitespace) => continue,
+                Ok(Some(_)) => to_record(number, None, &buffer),
             };
             return Some((Ok(item), Some((reader, buffer, number, source_name))));
         }
@@ -108,11 +133,20 @@ struct ArraySplitter {
     oversized: bool,
     line: u64,
     element_line: u64,
+    /// Elements finished so far: the next one's 0-based index.
+    elements: u64,
 }
 
 enum Piece {
-    Element { line: u64, bytes: Vec<u8> },
-    Oversized { line: u64 },
+    Element {
+        line: u64,
+        index: u64,
+        bytes: Vec<u8>,
+    },
+    Oversized {
+        line: u64,
+        index: u64,
+    },
 }
 
 impl ArraySplitter {
@@ -127,20 +161,24 @@ impl ArraySplitter {
             oversized: false,
             line: 1,
             element_line: 1,
+            elements: 0,
         }
     }
 
     fn finish_element(&mut self, pieces: &mut Vec<Piece>) {
+        let (line, index) = (self.element_line, self.elements);
         if self.oversized {
-            pieces.push(Piece::Oversized {
-                line: self.element_line,
-            });
+            pieces.push(Piece::Oversized { line, index });
         } else if !self.element.is_empty() {
             pieces.push(Piece::Element {
-                line: self.element_line,
+                line,
+                index,
                 bytes: std::mem::take(&mut self.element),
             });
+        } else {
+            return;
         }
+        self.elements += 1;
         self.element.clear();
         self.oversized = false;
     }
@@ -252,12 +290,15 @@ pub(super) fn array_records(
                     .into_iter()
                     .map(|piece| {
                         Ok(match piece {
-                            Piece::Element { line, bytes } => to_record(line, &bytes),
-                            Piece::Oversized { line } => Err(BadRecord::new(
+                            Piece::Element { line, index, bytes } => {
+                                to_record(line, Some(index), &bytes)
+                            }
+                            Piece::Oversized { line, index } => Err(BadRecord::new(
                                 line,
                                 BadReason::UnparsableField,
                                 "the record is larger than 1 MiB",
-                            )),
+                            )
+                            .in_element(Some(index))),
                         })
                     })
                     .collect()
@@ -312,6 +353,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn elements_of_a_one_line_array_are_named_by_their_index() {
+        let huge = format!("{{\"record_note\": \"{}\"}}", "x".repeat(MAX_RECORD_BYTES));
+        let text = format!("[{{\"subscription_id\": \"AS-0\"}}, 42, {{}}, {huge}, [1]]");
+        let data: &'static [u8] = Box::leak(text.into_bytes().into_boxed_slice());
+        let rows = collect(array_records(Box::new(data), "t.json".into()))
+            .await
+            .unwrap();
+        let first = rows[0].as_ref().unwrap();
+        assert_eq!((first.line, first.element), (1, Some(0)));
+        let third = rows[2].as_ref().unwrap();
+        assert_eq!((third.line, third.element), (1, Some(2)));
+        for (row, index) in [(&rows[1], 1), (&rows[3], 3), (&rows[4], 4)] {
+            let bad = row.as_ref().unwrap_err();
+            assert_eq!((bad.line, bad.element), (1, Some(index)));
+            assert!(
+                bad.to_string()
+                    .starts_with(&format!("line 1, index {index}: ")),
+                "{bad}"
+            );
+        }
+        // A record that fails its checks later keeps its index.
+        let mut checker = crate::usage::record::RecordChecker::new(
+            crate::usage::period::Period::parse("2024-01").unwrap(),
+        );
+        let bad = checker.check(third.clone()).unwrap_err();
+        assert_eq!(bad.element, Some(2));
+        assert!(
+            bad.to_string()
+                .starts_with("line 1, index 2: missing_field"),
+            "{bad}"
+        );
+    }
+
+    #[tokio::test]
     async fn structural_problems_are_source_errors() {
         for text in ["{\"a\": 1}", "[{\"a\": 1}", "", "[] x"] {
             let result = collect(array_records(Box::new(text.as_bytes()), "t.json".into())).await;
@@ -323,13 +398,46 @@ mod tests {
     #[tokio::test]
     async fn json_lines_skip_blank_lines_and_report_bad_ones() {
         let text = "{\"subscription_id\": \"AS-1\"}\n\nnot json\n{\"subscription_id\": \"AS-4\"}";
-        let rows = collect(line_records(Box::new(text.as_bytes()), "t.jsonl".into()))
-            .await
-            .unwrap();
+        let rows = collect(line_records(
+            Box::new(text.as_bytes()),
+            "t.jsonl".into(),
+            LastLine::MayLackBreak,
+        ))
+        .await
+        .unwrap();
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[0].as_ref().unwrap().line, 1);
         assert_eq!(rows[1].as_ref().unwrap_err().line, 3);
         assert_eq!(rows[2].as_ref().unwrap().line, 4);
+    }
+
+    #[tokio::test]
+    async fn a_last_json_line_without_its_break_is_cut_short_only_when_a_break_is_needed() {
+        let text = "{\"subscription_id\": \"AS-1\"}\n{\"subscription_id\": \"AS-2\"}";
+        let lines =
+            |last_line| line_records(Box::new(text.as_bytes()), "t.jsonl".into(), last_line);
+        assert_eq!(
+            collect(lines(LastLine::MayLackBreak)).await.unwrap().len(),
+            2
+        );
+        let error = collect(lines(LastLine::NeedsBreak))
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("t.jsonl"), "{error}");
+        assert!(
+            error.contains("line 2") && error.contains("cut short"),
+            "{error}"
+        );
+        let whole = format!("{text}\n\n");
+        let rows = collect(line_records(
+            Box::new(std::io::Cursor::new(whole.into_bytes())),
+            "t.jsonl".into(),
+            LastLine::NeedsBreak,
+        ))
+        .await
+        .unwrap();
+        assert_eq!(rows.len(), 2);
     }
 
     #[tokio::test]
@@ -339,9 +447,13 @@ mod tests {
             "x".repeat(MAX_RECORD_BYTES + 10)
         );
         let data: &'static [u8] = Box::leak(huge.clone().into_bytes().into_boxed_slice());
-        let rows = collect(line_records(Box::new(data), "t.jsonl".into()))
-            .await
-            .unwrap();
+        let rows = collect(line_records(
+            Box::new(data),
+            "t.jsonl".into(),
+            LastLine::MayLackBreak,
+        ))
+        .await
+        .unwrap();
         assert_eq!(rows.len(), 2);
         assert!(rows[0].is_err());
         assert!(rows[1].is_ok());

@@ -6,15 +6,26 @@
 //! stream (reported, the run goes on); a source that cannot be opened or breaks mid-way is a
 //! [`SourceError`] (the run stops and is retried), because silently losing the rest of a file
 //! would under-report usage. Errors name the source without credentials or query string.
+//!
+//! An HTTP body may be cut short without any error (a close-delimited body ends when the
+//! connection does), so an HTTP body must end with a line break after its last CSV row or JSON
+//! line; a local file's last line may lack one (common in files written by hand). The HTTP
+//! client follows only same-origin redirects, sends no `Referer`, sends `USAGE_SOURCE_AUTH` only
+//! over https or to a loopback host, and gives up once `USAGE_SOURCE_TIMEOUT` has passed.
 
 mod csv;
 mod json;
 
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures::stream::BoxStream;
 use futures::TryStreamExt;
-use tokio::io::AsyncRead;
+use tokio::io::{AsyncRead, ReadBuf};
+use tokio::time::{Instant, Sleep};
 
 use crate::config::Secret;
 use crate::usage::period::Period;
@@ -28,6 +39,12 @@ pub const MAX_RECORD_BYTES: usize = 1 << 20;
 
 /// How much of a local source file one read takes.
 const FILE_READ_SIZE: usize = 256 << 10;
+
+/// How long an HTTP source may take as a whole unless `USAGE_SOURCE_TIMEOUT` says otherwise.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30 * 60);
+
+/// Redirects an HTTP source may take (all within its origin).
+const MAX_REDIRECTS: usize = 10;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -87,6 +104,8 @@ impl Format {
 pub struct UsageSource {
     template: String,
     auth: Option<Secret>,
+    /// The whole of an HTTP read, from the first request to the body's last byte.
+    timeout: Duration,
 }
 
 impl UsageSource {
@@ -94,7 +113,13 @@ impl UsageSource {
         UsageSource {
             template: template.into(),
             auth,
+            timeout: DEFAULT_TIMEOUT,
         }
+    }
+
+    /// The same source with `USAGE_SOURCE_TIMEOUT`: the deadline of a whole HTTP read.
+    pub fn with_timeout(self, timeout: Duration) -> Self {
+        UsageSource { timeout, ..self }
     }
 
     /// The location for a month: `{period}` → `YYYY-MM`, `{from}`/`{to}` → first/last day.
@@ -134,7 +159,12 @@ impl UsageSource {
             // tokio reads a file on its blocking pool, one hand-off per read: big reads keep
             // the record reader from waiting on hundreds of small ones.
             let file = tokio::io::BufReader::with_capacity(FILE_READ_SIZE, file);
-            Ok(decode(format, Box::new(file), source_name))
+            Ok(decode(
+                format,
+                Box::new(file),
+                source_name,
+                LastLine::MayLackBreak,
+            ))
         } else if location.starts_with("http://") || location.starts_with("https://") {
             self.open_http(&location, source_name).await
         } else {
@@ -154,29 +184,49 @@ impl UsageSource {
             source_name: source_name.clone(),
             reason,
         };
+        let url = url::Url::parse(location).map_err(|e| SourceError::Format {
+            source_name: source_name.clone(),
+            reason: format!("not a valid URL: {e}"),
+        })?;
+        if self.auth.is_some() && !auth_may_go_to(&url) {
+            return Err(SourceError::Format {
+                source_name,
+                reason: "USAGE_SOURCE_AUTH is sent only over https:// or to a loopback host".into(),
+            });
+        }
         let client = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(30))
             .read_timeout(Duration::from_secs(300))
             .user_agent(concat!("connect-payg/", env!("CARGO_PKG_VERSION")))
+            .referer(false)
+            .redirect(reqwest::redirect::Policy::custom(same_origin_redirects))
             .build()
             .map_err(|e| unreadable(e.without_url().to_string()))?;
+        let deadline = Instant::now() + self.timeout;
+        let timed_out = || unreadable(format!("{}", TimedOut(self.timeout)));
         let mut attempt = 0;
-        let response = loop {
-            attempt += 1;
-            let mut request = client.get(location);
-            if let Some(auth) = &self.auth {
-                request = request.header(reqwest::header::AUTHORIZATION, auth.expose());
-            }
-            match request.send().await {
-                Ok(response) if response.status().is_server_error() && attempt < 3 => {}
-                Ok(response) => break response,
-                Err(error) if attempt >= 3 => {
-                    return Err(unreadable(error.without_url().to_string()))
+        let request = async {
+            loop {
+                attempt += 1;
+                let mut request = client.get(url.clone());
+                if let Some(auth) = &self.auth {
+                    request = request.header(reqwest::header::AUTHORIZATION, auth.expose());
                 }
-                Err(_) => {}
+                match request.send().await {
+                    Ok(response) if response.status().is_server_error() && attempt < 3 => {}
+                    Ok(response) => break Ok(response),
+                    // A refused redirect is not retried: it would be refused again.
+                    Err(error) if attempt >= 3 || error.is_redirect() => {
+                        break Err(unreadable(error_chain(&error.without_url())))
+                    }
+                    Err(_) => {}
+                }
+                tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
             }
-            tokio::time::sleep(Duration::from_millis(200 * attempt)).await;
         };
+        let response = tokio::time::timeout_at(deadline, request)
+            .await
+            .map_err(|_| timed_out())??;
         let status = response.status();
         if !status.is_success() {
             return Err(SourceError::Http {
@@ -190,11 +240,8 @@ impl UsageSource {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
-        let path = url::Url::parse(location)
-            .map(|u| u.path().to_string())
-            .unwrap_or_default();
         let format = Format::from_content_type(&content_type)
-            .or_else(|| Format::from_path(&path))
+            .or_else(|| Format::from_path(url.path()))
             .ok_or_else(|| SourceError::Format {
                 source_name: source_name.clone(),
                 reason: format!(
@@ -204,20 +251,126 @@ impl UsageSource {
         let body = response
             .bytes_stream()
             .map_err(|e| std::io::Error::other(e.without_url()));
-        let reader = tokio_util::io::StreamReader::new(body);
-        Ok(decode(format, Box::new(reader), source_name))
+        let reader = Deadline {
+            inner: tokio_util::io::StreamReader::new(body),
+            deadline: Box::pin(tokio::time::sleep_until(deadline)),
+            timeout: self.timeout,
+        };
+        Ok(decode(
+            format,
+            Box::new(reader),
+            source_name,
+            LastLine::NeedsBreak,
+        ))
     }
+}
+
+/// Whether a source's last CSV row or JSON line must end with a line break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LastLine {
+    /// A local file: a missing final line break is common and harmless.
+    MayLackBreak,
+    /// An HTTP body: without its final line break it was cut short.
+    NeedsBreak,
 }
 
 fn decode(
     format: Format,
     reader: Box<dyn AsyncRead + Send + Unpin>,
     source_name: String,
+    last_line: LastLine,
 ) -> RecordStream {
     match format {
-        Format::Csv => csv::records(reader, source_name),
+        Format::Csv => csv::records(reader, source_name, last_line),
         Format::JsonArray => json::array_records(reader, source_name),
-        Format::JsonLines => json::line_records(reader, source_name),
+        Format::JsonLines => json::line_records(reader, source_name, last_line),
+    }
+}
+
+/// The error a body cut short gives: the line the last row or JSON line started on.
+fn cut_short(line: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::UnexpectedEof,
+        format!("the body ends inside line {line}, before its line break: it was cut short"),
+    )
+}
+
+/// Whether `USAGE_SOURCE_AUTH` may be sent to `url`: encrypted, or never leaving the machine.
+fn auth_may_go_to(url: &url::Url) -> bool {
+    url.scheme() == "https"
+        || match url.host() {
+            Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+            Some(url::Host::Domain(name)) => name.eq_ignore_ascii_case("localhost"),
+            None => false,
+        }
+}
+
+/// Follows a redirect only within the source's origin (scheme, host and port: so never from
+/// https to http), and at most [`MAX_REDIRECTS`] of them.
+fn same_origin_redirects(attempt: reqwest::redirect::Attempt<'_>) -> reqwest::redirect::Action {
+    let first = attempt.previous().first();
+    if attempt.previous().len() > MAX_REDIRECTS {
+        attempt.error(format!("more than {MAX_REDIRECTS} redirects"))
+    } else if first.is_some_and(|first| redirect_allowed(first, attempt.url())) {
+        attempt.follow()
+    } else {
+        let to = attempt.url().origin().ascii_serialization();
+        attempt.error(format!(
+            "redirect to {to} refused: a usage source is followed only within its own origin"
+        ))
+    }
+}
+
+/// Whether a source at `from` may be redirected to `to`: the same origin only.
+fn redirect_allowed(from: &url::Url, to: &url::Url) -> bool {
+    from.origin() == to.origin()
+}
+
+/// An error and its causes, one after another (reqwest's own message is often generic).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        text.push_str(": ");
+        text.push_str(&error.to_string());
+        cause = error.source();
+    }
+    text
+}
+
+/// The message of a read that ran past `USAGE_SOURCE_TIMEOUT`.
+struct TimedOut(Duration);
+
+impl std::fmt::Display for TimedOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "not read completely within USAGE_SOURCE_TIMEOUT ({} s)",
+            self.0.as_secs_f64()
+        )
+    }
+}
+
+/// A body that fails once its deadline has passed, however steadily it trickles in.
+struct Deadline<R> {
+    inner: R,
+    deadline: Pin<Box<Sleep>>,
+    timeout: Duration,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Deadline<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.deadline.as_mut().poll(cx).is_ready() {
+            let message = TimedOut(this.timeout).to_string();
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::TimedOut, message)));
+        }
+        Pin::new(&mut this.inner).poll_read(cx, buf)
     }
 }
 
@@ -277,6 +430,33 @@ mod tests {
             Some(Format::JsonLines)
         );
         assert_eq!(Format::from_content_type("text/html"), None);
+    }
+
+    #[test]
+    fn redirects_stay_within_the_origin_and_auth_goes_only_where_it_is_safe() {
+        let url = |text: &str| url::Url::parse(text).unwrap();
+        let from = url("https://vendor.example/usage/2024-01");
+        for (to, allowed) in [
+            ("https://vendor.example/elsewhere?x=1", true),
+            ("https://vendor.example:443/x", true),
+            ("http://vendor.example/usage/2024-01", false),
+            ("https://vendor.example:8443/x", false),
+            ("https://cdn.vendor.example/x", false),
+            ("https://attacker.example/x", false),
+        ] {
+            assert_eq!(redirect_allowed(&from, &url(to)), allowed, "{to}");
+        }
+        for (to, allowed) in [
+            ("https://vendor.example/x", true),
+            ("http://127.0.0.1:8080/x", true),
+            ("http://[::1]/x", true),
+            ("http://localhost/x", true),
+            ("http://vendor.example/x", false),
+            ("http://10.0.0.1/x", false),
+            ("http://localhost.vendor.example/x", false),
+        ] {
+            assert_eq!(auth_may_go_to(&url(to)), allowed, "{to}");
+        }
     }
 
     #[tokio::test]
