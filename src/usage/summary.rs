@@ -165,6 +165,10 @@ pub async fn write_bad_records(
         let detail = bad.detail.replace('"', "\"\"");
         let _ = writeln!(text, "{},{},\"{detail}\"", bad.line, bad.reason);
     }
-    tokio::fs::write(&path, text).await?;
+    let target = path.clone();
+    tokio::task::spawn_blocking(move || crate::output::write_bytes(&target, text.as_bytes()))
+        .await
+        .map_err(|join| std::io::Error::other(join.to_string()))?
+        .map_err(|failed| failed.source)?;
     Ok(path)
 }
