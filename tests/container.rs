@@ -34,8 +34,7 @@ fn the_image_runs_any_subcommand_as_a_non_root_user_in_a_writable_directory() {
     let find = |prefix: &str| {
         stage
             .iter()
-            .filter(|l| l.starts_with(prefix))
-            .next_back()
+            .rfind(|l| l.starts_with(prefix))
             .unwrap_or_else(|| panic!("no {prefix} in the runtime stage: {stage:#?}"))
             .clone()
     };
