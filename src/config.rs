@@ -1,9 +1,12 @@
-//! Settings, layered as spec §3 says: built-in defaults < `connect-payg.toml` (or `--config`)
-//! < environment variables < extension variables pushed by Connect in `setup_response`.
+//! Settings, layered: built-in defaults < a configuration file (only the one named by
+//! `--config`) < environment variables < extension variables pushed by Connect in
+//! `setup_response`.
 //!
-//! Everything is parsed and checked here, once, so the rest of the program works with typed
-//! values; a bad setting fails with a message naming the setting (by its environment name).
-//! Secrets are wrapped in [`Secret`], whose `Debug` and `Display` never show the value.
+//! Everything is parsed and checked here, once, at start, so the rest of the program works with
+//! typed values; a bad setting fails with a message naming the setting (by its environment
+//! name) and never quoting a value that may hold a credential. [`SETTINGS`] lists every setting
+//! (the `--help` text and the file's known keys come from it). Secrets are wrapped in
+//! [`Secret`], whose `Debug` and `Display` never show the value.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -14,8 +17,165 @@ use crate::usage::period::Period;
 
 /// Default REST and websocket host of Connect.
 pub const DEFAULT_SERVER_ADDRESS: &str = "api.connect.cloudblue.com";
-/// Config file read from the working directory when `--config` is not given.
-pub const DEFAULT_CONFIG_FILE: &str = "connect-payg.toml";
+/// Longest duration setting given in seconds (a week): more is a typo, and would overflow
+/// the runner's deadline arithmetic.
+pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
+/// Longest duration setting given in milliseconds (an hour).
+pub const MAX_MILLIS: u64 = 3600 * 1000;
+
+/// One setting as a person sees it: its environment name and what it does.
+#[derive(Debug, Clone, Copy)]
+pub struct Setting {
+    pub name: &'static str,
+    pub meaning: &'static str,
+    /// Whether a configuration file may set it (the proxy variables are environment only).
+    pub in_file: bool,
+}
+
+const fn setting(name: &'static str, meaning: &'static str) -> Setting {
+    Setting {
+        name,
+        meaning,
+        in_file: true,
+    }
+}
+
+/// Every setting this program reads, in the order `--help` lists them.
+pub const SETTINGS: &[Setting] = &[
+    setting(
+        "API_KEY",
+        "Connect API key, sent as Authorization (ApiKey SU-...:...); secret",
+    ),
+    setting(
+        "ENVIRONMENT_ID",
+        "ENV-... of the extension's environment (run)",
+    ),
+    setting("INSTANCE_ID", "this replica's id (default: a fresh UUID)"),
+    setting(
+        "SERVER_ADDRESS",
+        "host[:port] of Connect (default api.connect.cloudblue.com)",
+    ),
+    setting(
+        "API_ADDRESS",
+        "host[:port] of the REST API when it differs from SERVER_ADDRESS",
+    ),
+    setting(
+        "CONNECT_UNSECURE",
+        "true: ws:// and http:// instead of TLS, loopback hosts only",
+    ),
+    setting(
+        "CONNECT_UNSECURE_ANY_HOST",
+        "true: allow CONNECT_UNSECURE for a non-loopback host",
+    ),
+    setting(
+        "SSL_CERT_FILE",
+        "extra CA bundle (PEM) for the websocket and REST",
+    ),
+    Setting {
+        name: "HTTPS_PROXY",
+        meaning: "http:// proxy for the websocket over TLS (environment only)",
+        in_file: false,
+    },
+    Setting {
+        name: "HTTP_PROXY",
+        meaning: "http:// proxy for the websocket with CONNECT_UNSECURE (environment only)",
+        in_file: false,
+    },
+    Setting {
+        name: "NO_PROXY",
+        meaning: "hosts reached without the proxy (environment only)",
+        in_file: false,
+    },
+    setting(
+        "LOG_FORMAT",
+        "text or json (default: text on a terminal, else json)",
+    ),
+    Setting {
+        name: "RUST_LOG",
+        meaning: "log filter (default info; environment only)",
+        in_file: false,
+    },
+    setting(
+        "API_RETRY_BASE_MS",
+        "first wait between REST retries, ms (default 1000)",
+    ),
+    setting(
+        "API_RETRY_MAX_MS",
+        "longest wait between REST retries, ms (default 60000)",
+    ),
+    setting(
+        "BACKGROUND_TASK_MAX_EXECUTION_TIME",
+        "seconds an event handler may run (300)",
+    ),
+    setting(
+        "INTERACTIVE_TASK_MAX_EXECUTION_TIME",
+        "seconds an interactive task may run (120)",
+    ),
+    setting(
+        "SCHEDULED_TASK_MAX_EXECUTION_TIME",
+        "seconds the monthly report may run (43200)",
+    ),
+    setting(
+        "WORKBOOK_DIR",
+        "keep workbooks and bad-records CSVs here (environment or file)",
+    ),
+    setting(
+        "USAGE_SOURCE",
+        "file:///path/usage-{period}.csv or https://host/...?from={from}&to={to}",
+    ),
+    setting(
+        "USAGE_SOURCE_AUTH",
+        "Authorization header for an https USAGE_SOURCE; secret",
+    ),
+    setting(
+        "ASSET_SEARCH_CRITERIA",
+        "asset.id, asset.external_id, asset.external_uid or parameter.<name>",
+    ),
+    setting("ITEM_SEARCH_CRITERIA", "item.mpn, item.local_id or item.id"),
+    setting(
+        "REPORT_PERIOD",
+        "a fixed YYYY-MM to report (default: the previous UTC month)",
+    ),
+    setting(
+        "MAX_RESUBMISSIONS",
+        "automatic rebuilds after rejections (default 2)",
+    ),
+    setting(
+        "ALERT_WEBHOOK_URL",
+        "alerts are POSTed here as JSON; secret",
+    ),
+    setting(
+        "API_CONCURRENCY",
+        "REST requests in flight at once (default 8)",
+    ),
+    setting(
+        "READY_TIMEOUT",
+        "seconds the report command waits for a file to be processed (900)",
+    ),
+    setting(
+        "READY_POLL_INTERVAL_MS",
+        "first pause between the report command's polls (2000)",
+    ),
+];
+
+/// The environment variables for `--help`: every setting, in two groups.
+pub fn settings_help() -> String {
+    let width = SETTINGS.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    let mut text = String::from(
+        "Environment variables (a --config TOML file takes the same names in lower case).\n\nConnection (environment or file only):\n",
+    );
+    let connection = |s: &&Setting| {
+        CONNECTION_KEYS.contains(&s.name.to_ascii_lowercase().as_str()) || !s.in_file
+    };
+    for s in SETTINGS.iter().filter(connection) {
+        text.push_str(&format!("  {:<width$}  {}\n", s.name, s.meaning));
+    }
+    text.push_str("\nReporting (also extension variables set in the Connect UI):\n");
+    for s in SETTINGS.iter().filter(|s| !connection(s)) {
+        text.push_str(&format!("  {:<width$}  {}\n", s.name, s.meaning));
+    }
+    text
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -224,7 +384,7 @@ pub struct Settings {
 /// Connect pushes new extension variables.
 #[derive(Debug, Clone, Default)]
 pub struct SettingsSources {
-    /// A config file; when `None`, `connect-payg.toml` is read if it exists.
+    /// A config file (`--config`); no file is read unless one is named.
     pub file: Option<PathBuf>,
     /// Environment variables; `None` means the process environment. Tests pass a map.
     pub env: Option<HashMap<String, String>>,
@@ -247,60 +407,278 @@ const CONNECTION_KEYS: &[&str] = &[
     "log_format",
     "api_retry_base_ms",
     "api_retry_max_ms",
+    // Where workbooks are written is the host's business, not the platform's.
+    "workbook_dir",
+    "connect_unsecure_any_host",
+    "background_task_max_execution_time",
+    "interactive_task_max_execution_time",
+    "scheduled_task_max_execution_time",
 ];
 
 impl SettingsSources {
     pub fn load(&self) -> Result<Settings, ConfigError> {
-        let merged = self.build()?;
-        let get = |key: &str| -> Option<String> {
-            merged
-                .get_string(key)
-                .ok()
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
-        Settings::from_lookup(&get, self.unsecure_flag)
+        let layers = self.layers()?;
+        layers.check_file_keys(self.file.as_deref())?;
+        layers.check_not_blank()?;
+        let get = |key: &str| layers.value(key).map(|(_, v)| v.to_string());
+        let settings = Settings::from_lookup(&get, self.unsecure_flag)?;
+        layers.check_source_auth()?;
+        Ok(settings)
     }
 
-    fn build(&self) -> Result<config::Config, ConfigError> {
-        let mut builder = config::Config::builder();
-        let (path, required) = match &self.file {
-            Some(path) => (path.clone(), true),
-            None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+    fn layers(&self) -> Result<Layers, ConfigError> {
+        let file = match &self.file {
+            Some(path) => read_file(path)?,
+            None => BTreeMap::new(),
         };
-        builder = builder.add_source(
-            config::File::from(path.as_path())
-                .format(config::FileFormat::Toml)
-                .required(required),
-        );
-        let environment = config::Environment::default().try_parsing(false);
         let environment = match &self.env {
-            Some(map) => environment.source(Some(
-                map.iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect::<config::Map<String, String>>(),
-            )),
-            None => environment,
+            Some(map) => map
+                .iter()
+                .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+                .collect(),
+            // Variables that are not UTF-8 cannot be settings; they are left alone.
+            None => std::env::vars_os()
+                .filter_map(|(k, v)| {
+                    Some((
+                        k.into_string().ok()?.to_ascii_lowercase(),
+                        v.into_string().ok()?,
+                    ))
+                })
+                .collect(),
         };
-        builder = builder.add_source(environment);
+        let mut extension = BTreeMap::new();
         for (name, value) in &self.extension {
-            let key = name.to_ascii_lowercase();
-            if CONNECTION_KEYS.contains(&key.as_str()) {
+            // One odd name from the platform must not stop the others from applying.
+            if name.is_empty() || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+                tracing::warn!(variable = ?name, "extension variable skipped: its name is not letters, digits and _");
                 continue;
             }
-            builder = builder
-                .set_override(key, value.clone())
-                .map_err(|e| file_error(&path, e))?;
+            let key = name.to_ascii_lowercase();
+            if CONNECTION_KEYS.contains(&key.as_str()) {
+                tracing::warn!(variable = %name, "extension variable ignored: this setting is read from the environment or the configuration file only");
+                continue;
+            }
+            extension.insert(key, value.clone());
         }
-        builder.build().map_err(|e| file_error(&path, e))
+        Ok(Layers {
+            file,
+            environment,
+            extension,
+        })
     }
 }
 
-fn file_error(path: &Path, error: config::ConfigError) -> ConfigError {
-    ConfigError::File {
-        path: path.to_path_buf(),
-        reason: error.to_string(),
+/// Where a value came from, lowest precedence first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Layer {
+    File,
+    Environment,
+    Extension,
+}
+
+impl Layer {
+    fn describe(self) -> &'static str {
+        match self {
+            Layer::File => "the configuration file",
+            Layer::Environment => "the environment",
+            Layer::Extension => "the extension variables",
+        }
     }
+}
+
+/// The raw values of each layer, by lower-case key.
+struct Layers {
+    file: BTreeMap<String, String>,
+    environment: BTreeMap<String, String>,
+    extension: BTreeMap<String, String>,
+}
+
+impl Layers {
+    fn layer(&self, layer: Layer) -> &BTreeMap<String, String> {
+        match layer {
+            Layer::File => &self.file,
+            Layer::Environment => &self.environment,
+            Layer::Extension => &self.extension,
+        }
+    }
+
+    /// The value a layer gives `key`; blank means not set there.
+    fn at(&self, layer: Layer, key: &str) -> Option<&str> {
+        Some(self.layer(layer).get(key)?.trim()).filter(|v| !v.is_empty())
+    }
+
+    /// The effective value of `key` and the layer it comes from.
+    fn value(&self, key: &str) -> Option<(Layer, &str)> {
+        [Layer::Extension, Layer::Environment, Layer::File]
+            .into_iter()
+            .find_map(|layer| Some((layer, self.at(layer, key)?)))
+    }
+
+    /// A file key no setting has is a typo: named with the closest known key.
+    fn check_file_keys(&self, path: Option<&Path>) -> Result<(), ConfigError> {
+        let known: Vec<String> = SETTINGS
+            .iter()
+            .filter(|s| s.in_file)
+            .map(|s| s.name.to_ascii_lowercase())
+            .collect();
+        let Some(unknown) = self.file.keys().find(|k| !known.contains(k)) else {
+            return Ok(());
+        };
+        let closest = known
+            .iter()
+            .min_by_key(|k| edit_distance(unknown, k))
+            .map(String::as_str)
+            .unwrap_or_default();
+        Err(ConfigError::File {
+            path: path.map(Path::to_path_buf).unwrap_or_default(),
+            reason: format!("unknown key {unknown:?}; the closest known key is {closest:?}"),
+        })
+    }
+
+    /// Settings whose empty value would otherwise silently mean "the default".
+    fn check_not_blank(&self) -> Result<(), ConfigError> {
+        for (key, name) in [
+            ("server_address", "SERVER_ADDRESS"),
+            ("api_address", "API_ADDRESS"),
+            ("ssl_cert_file", "SSL_CERT_FILE"),
+            ("workbook_dir", "WORKBOOK_DIR"),
+        ] {
+            for layer in [Layer::File, Layer::Environment] {
+                if self.layer(layer).contains_key(key) && self.at(layer, key).is_none() {
+                    return Err(invalid(
+                        name,
+                        format!(
+                            "is set but empty in {}; unset it or give a value",
+                            layer.describe()
+                        ),
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `USAGE_SOURCE_AUTH` goes only over https (or to loopback), and only to an origin that
+    /// its own layer (or a lower one) configures: a platform variable cannot redirect the
+    /// environment's credential to another host.
+    fn check_source_auth(&self) -> Result<(), ConfigError> {
+        let (Some((auth_layer, _)), Some((source_layer, source))) =
+            (self.value("usage_source_auth"), self.value("usage_source"))
+        else {
+            return Ok(());
+        };
+        let Some(origin) = http_origin(source) else {
+            return Ok(());
+        };
+        if !origin.secure_or_loopback {
+            return Err(invalid(
+                "USAGE_SOURCE_AUTH",
+                format!(
+                    "is only sent over https:// (or to a loopback host), but USAGE_SOURCE is {}",
+                    origin.text
+                ),
+            ));
+        }
+        let trusted: Vec<String> = [Layer::File, Layer::Environment, Layer::Extension]
+            .into_iter()
+            .filter(|layer| *layer <= auth_layer)
+            .filter_map(|layer| Some(http_origin(self.at(layer, "usage_source")?)?.text))
+            .collect();
+        if source_layer <= auth_layer || trusted.contains(&origin.text) {
+            return Ok(());
+        }
+        let configured = match trusted.as_slice() {
+            [] => "configures no USAGE_SOURCE".to_string(),
+            origins => format!("configures USAGE_SOURCE for {}", origins.join(", ")),
+        };
+        Err(invalid(
+            "USAGE_SOURCE_AUTH",
+            format!(
+                "is not sent to {origin}: USAGE_SOURCE comes from {source_layer} and points there, \
+                 but USAGE_SOURCE_AUTH comes from {auth_layer}, which {configured}; set \
+                 USAGE_SOURCE_AUTH in {source_layer} too, or USAGE_SOURCE in {auth_layer}",
+                origin = origin.text,
+                source_layer = source_layer.describe(),
+                auth_layer = auth_layer.describe(),
+            ),
+        ))
+    }
+}
+
+/// The keys and values of a `--config` TOML file, keys in lower case.
+fn read_file(path: &Path) -> Result<BTreeMap<String, String>, ConfigError> {
+    let error = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let table = config::Source::collect(
+        &config::File::from(path)
+            .format(config::FileFormat::Toml)
+            .required(true),
+    )
+    .map_err(|e| error(e.to_string()))?;
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let text = value
+                .into_string()
+                .map_err(|_| error(format!("key {key:?} must be a string, number or boolean")))?;
+            Ok((key.to_ascii_lowercase(), text))
+        })
+        .collect()
+}
+
+/// Levenshtein distance, for naming the key a typo meant.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (diagonal + usize::from(ca != *cb))
+                .min(above + 1)
+                .min(row[j] + 1);
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+/// The origin of an http(s) `USAGE_SOURCE`, as it may be shown (no credentials, no path).
+struct Origin {
+    text: String,
+    secure_or_loopback: bool,
+}
+
+fn http_origin(source: &str) -> Option<Origin> {
+    let url = url::Url::parse(&sample_location(source)).ok()?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    let secure_or_loopback = url.scheme() == "https" || is_loopback(url.host_str()?);
+    Some(Origin {
+        text: url.origin().ascii_serialization(),
+        secure_or_loopback,
+    })
+}
+
+/// A source location with its month placeholders filled, to check its shape.
+fn sample_location(source: &str) -> String {
+    source
+        .replace("{period}", "2024-01")
+        .replace("{from}", "2024-01-01")
+        .replace("{to}", "2024-01-31")
+}
+
+/// Whether `host` (a name or an IP, IPv6 with or without brackets) is this machine.
+fn is_loopback(host: &str) -> bool {
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    bare.eq_ignore_ascii_case("localhost")
+        || bare
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
 }
 
 fn invalid(name: &'static str, reason: impl Into<String>) -> ConfigError {
@@ -342,16 +720,49 @@ where
     Ok(parsed)
 }
 
+/// [`parse_number`] with an upper bound too.
+fn bounded<T>(
+    name: &'static str,
+    value: Option<String>,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
+where
+    T: std::str::FromStr + PartialOrd + fmt::Display,
+{
+    let too_big = || invalid(name, format!("is above the maximum {max}"));
+    // A number too big for its type is above the maximum, not "not a number".
+    if let Some(v) = &value {
+        if v.parse::<T>().is_err() && !v.is_empty() && v.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(too_big());
+        }
+    }
+    let parsed = parse_number(name, value, default, min)?;
+    if parsed > max {
+        return Err(too_big());
+    }
+    Ok(parsed)
+}
+
 fn seconds(
     name: &'static str,
     value: Option<String>,
     default: u64,
 ) -> Result<Duration, ConfigError> {
-    parse_number(name, value, default, 1).map(Duration::from_secs)
+    bounded(name, value, default, 1, MAX_SECONDS).map(Duration::from_secs)
+}
+
+fn millis(
+    name: &'static str,
+    value: Option<String>,
+    default: u64,
+) -> Result<Duration, ConfigError> {
+    bounded(name, value, default, 1, MAX_MILLIS).map(Duration::from_millis)
 }
 
 impl Settings {
-    /// Reads the process environment and the default config file.
+    /// Reads the process environment (no configuration file).
     pub fn from_env(unsecure_flag: bool) -> Result<Settings, ConfigError> {
         SettingsSources {
             unsecure_flag,
@@ -380,19 +791,34 @@ impl Settings {
             }
         };
         let server_address = get("server_address").unwrap_or_else(|| DEFAULT_SERVER_ADDRESS.into());
-        check_host("SERVER_ADDRESS", &server_address)?;
+        let mut hosts = vec![(
+            "SERVER_ADDRESS",
+            check_host("SERVER_ADDRESS", &server_address)?,
+        )];
         let api_address = get("api_address");
         if let Some(address) = &api_address {
-            check_host("API_ADDRESS", address)?;
+            hosts.push(("API_ADDRESS", check_host("API_ADDRESS", address)?));
+        }
+        let any_host = match get("connect_unsecure_any_host") {
+            Some(v) => parse_bool("CONNECT_UNSECURE_ANY_HOST", &v)?,
+            None => false,
+        };
+        if unsecure && !any_host {
+            // Without TLS the API key crosses the network readable by anyone on the path.
+            if let Some((name, host)) = hosts.iter().find(|(_, host)| !is_loopback(host)) {
+                return Err(invalid(
+                    "CONNECT_UNSECURE",
+                    format!(
+                        "--unsecure (or CONNECT_UNSECURE) would send the API key unencrypted to \
+                         {name} {host}, which is not a loopback host; set \
+                         CONNECT_UNSECURE_ANY_HOST=true as well to allow that"
+                    ),
+                ));
+            }
         }
         let ssl_cert_file = get("ssl_cert_file").map(PathBuf::from);
         if let Some(path) = &ssl_cert_file {
-            if !path.is_file() {
-                return Err(invalid(
-                    "SSL_CERT_FILE",
-                    format!("{} is not a readable file", path.display()),
-                ));
-            }
+            check_ca_bundle(path)?;
         }
         let environment_id = get("environment_id");
         if let Some(id) = &environment_id {
@@ -412,18 +838,8 @@ impl Settings {
             unsecure,
             ssl_cert_file,
             log_format,
-            retry_base_delay: Duration::from_millis(parse_number(
-                "API_RETRY_BASE_MS",
-                get("api_retry_base_ms"),
-                1000,
-                1,
-            )?),
-            retry_max_delay: Duration::from_millis(parse_number(
-                "API_RETRY_MAX_MS",
-                get("api_retry_max_ms"),
-                60_000,
-                1,
-            )?),
+            retry_base_delay: millis("API_RETRY_BASE_MS", get("api_retry_base_ms"), 1000)?,
+            retry_max_delay: millis("API_RETRY_MAX_MS", get("api_retry_max_ms"), 60_000)?,
         };
 
         let report_period = get("report_period")
@@ -449,15 +865,7 @@ impl Settings {
         }
         let usage_source = get("usage_source");
         if let Some(source) = &usage_source {
-            if !["file://", "http://", "https://"]
-                .iter()
-                .any(|scheme| source.starts_with(scheme))
-            {
-                return Err(invalid(
-                    "USAGE_SOURCE",
-                    "must start with file://, http:// or https://",
-                ));
-            }
+            check_usage_source(source)?;
         }
         let report = ReportSettings {
             usage_source,
@@ -470,17 +878,30 @@ impl Settings {
             asset_search_criteria,
             item_search_criteria,
             report_period,
-            max_resubmissions: parse_number("MAX_RESUBMISSIONS", get("max_resubmissions"), 2, 0)?,
+            max_resubmissions: bounded(
+                "MAX_RESUBMISSIONS",
+                get("max_resubmissions"),
+                2,
+                0,
+                MAX_RESUBMISSIONS,
+            )?,
             alert_webhook_url,
-            api_concurrency: parse_number("API_CONCURRENCY", get("api_concurrency"), 8, 1)?,
+            api_concurrency: bounded(
+                "API_CONCURRENCY",
+                get("api_concurrency"),
+                8,
+                1,
+                MAX_CONCURRENCY,
+            )?,
             ready_timeout: seconds("READY_TIMEOUT", get("ready_timeout"), 900)?,
-            workbook_dir: get("workbook_dir").map(PathBuf::from),
-            ready_poll_interval: Duration::from_millis(parse_number(
+            workbook_dir: get("workbook_dir")
+                .map(|dir| writable_dir("WORKBOOK_DIR", PathBuf::from(dir)))
+                .transpose()?,
+            ready_poll_interval: millis(
                 "READY_POLL_INTERVAL_MS",
                 get("ready_poll_interval_ms"),
                 2000,
-                1,
-            )?),
+            )?,
         };
         let runner = RunnerSettings {
             background_time_limit: seconds(
@@ -512,14 +933,110 @@ impl Settings {
     }
 }
 
-fn check_host(name: &'static str, value: &str) -> Result<(), ConfigError> {
+/// Most automatic rebuilds of one file (`MAX_RESUBMISSIONS`).
+const MAX_RESUBMISSIONS: u32 = 100;
+/// Most REST requests in flight (`API_CONCURRENCY`).
+const MAX_CONCURRENCY: usize = 1024;
+
+/// Checks `host[:port]` (IPv6 in brackets) and returns the host.
+fn check_host(name: &'static str, value: &str) -> Result<String, ConfigError> {
     if value.contains("://") || value.contains('/') || value.contains(char::is_whitespace) {
         return Err(invalid(
             name,
             format!("{value:?} must be host[:port], without scheme or path"),
         ));
     }
+    let (host, port) = match value.strip_prefix('[') {
+        Some(rest) => match rest.split_once(']') {
+            Some((host, "")) => (host, None),
+            Some((host, port)) => match port.strip_prefix(':') {
+                Some(port) => (host, Some(port)),
+                None => return Err(invalid(name, format!("{value:?} is not [ipv6]:port"))),
+            },
+            None => return Err(invalid(name, format!("{value:?} lacks the closing ]"))),
+        },
+        None => match value.split_once(':') {
+            Some((_, port)) if port.contains(':') => {
+                return Err(invalid(
+                    name,
+                    format!("{value:?}: write an IPv6 address in brackets, [::1]:port"),
+                ))
+            }
+            Some((host, port)) => (host, Some(port)),
+            None => (value, None),
+        },
+    };
+    if host.is_empty() {
+        return Err(invalid(name, format!("{value:?} names no host")));
+    }
+    if let Some(port) = port {
+        if !port.parse::<u16>().is_ok_and(|p| p > 0) {
+            return Err(invalid(
+                name,
+                format!("port {port:?} is not a number from 1 to 65535"),
+            ));
+        }
+    }
+    Ok(host.to_string())
+}
+
+/// A usage source must parse as a URL once its month placeholders are filled. The value
+/// itself is never quoted: it may carry a password.
+fn check_usage_source(source: &str) -> Result<(), ConfigError> {
+    let bad = |reason: String| invalid("USAGE_SOURCE", reason);
+    if !["file://", "http://", "https://"]
+        .iter()
+        .any(|scheme| source.starts_with(scheme))
+    {
+        return Err(bad("must start with file://, http:// or https://".into()));
+    }
+    let url = url::Url::parse(&sample_location(source)).map_err(|e| {
+        bad(format!(
+            "is not a valid URL ({e}); the value is not shown, it may hold a password"
+        ))
+    })?;
+    match url.scheme() {
+        "file" if url.host_str().is_some_and(|h| !h.is_empty()) => Err(bad(
+            "a file:// source names no host: write file:///absolute/path".into(),
+        )),
+        "file" if url.path().ends_with('/') => Err(bad("a file:// source must name a file".into())),
+        "http" | "https" if url.host_str().is_none_or(str::is_empty) => {
+            Err(bad("names no host".into()))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An extra CA bundle must hold at least one PEM certificate.
+fn check_ca_bundle(path: &Path) -> Result<(), ConfigError> {
+    let bad = |reason: String| invalid("SSL_CERT_FILE", format!("{}: {reason}", path.display()));
+    let file = std::fs::File::open(path).map_err(|e| bad(format!("cannot be read: {e}")))?;
+    let mut certificates = 0;
+    for certificate in rustls_pemfile::certs(&mut std::io::BufReader::new(file)) {
+        certificate.map_err(|e| bad(format!("is not a PEM bundle: {e}")))?;
+        certificates += 1;
+    }
+    if certificates == 0 {
+        return Err(bad("holds no PEM certificate".into()));
+    }
     Ok(())
+}
+
+/// A directory workbooks are kept in: created (0700) if missing, and proven writable now
+/// rather than when the schedule fires.
+fn writable_dir(name: &'static str, dir: PathBuf) -> Result<PathBuf, ConfigError> {
+    let bad = |e: &dyn fmt::Display| {
+        invalid(
+            name,
+            format!("{} is not a writable directory: {e}", dir.display()),
+        )
+    };
+    crate::output::create_dir(&dir).map_err(|e| bad(&e.source))?;
+    tempfile::Builder::new()
+        .prefix(".connect-payg-probe-")
+        .tempfile_in(&dir)
+        .map_err(|e| bad(&e))?;
+    Ok(dir)
 }
 
 #[cfg(test)]
@@ -664,6 +1181,348 @@ mod tests {
         }
         for s in ["item.mpn", "item.local_id", "item.id"] {
             assert_eq!(ItemCriteria::parse(s).unwrap().as_setting(), s);
+        }
+    }
+
+    fn with_extension(env: &[(&str, &str)], extension: &[(&str, &str)]) -> SettingsSources {
+        let mut layered = sources(env);
+        layered.extension = extension
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        layered
+    }
+
+    #[test]
+    fn every_duration_and_count_has_an_upper_bound() {
+        for name in [
+            "BACKGROUND_TASK_MAX_EXECUTION_TIME",
+            "INTERACTIVE_TASK_MAX_EXECUTION_TIME",
+            "SCHEDULED_TASK_MAX_EXECUTION_TIME",
+            "READY_TIMEOUT",
+            "API_RETRY_BASE_MS",
+            "API_RETRY_MAX_MS",
+            "READY_POLL_INTERVAL_MS",
+            "API_CONCURRENCY",
+            "MAX_RESUBMISSIONS",
+        ] {
+            for value in [
+                "18446744073709551615",
+                "99999999999999999999999",
+                "9999999999",
+            ] {
+                let error = sources(&[(name, value)]).load().unwrap_err().to_string();
+                assert!(error.contains(name), "{name}={value}: {error}");
+                assert!(error.contains("maximum"), "{name}={value}: {error}");
+            }
+        }
+        let week = MAX_SECONDS.to_string();
+        let settings = sources(&[("BACKGROUND_TASK_MAX_EXECUTION_TIME", week.as_str())])
+            .load()
+            .unwrap();
+        assert_eq!(
+            settings.runner.background_time_limit,
+            Duration::from_secs(MAX_SECONDS)
+        );
+    }
+
+    #[test]
+    fn an_invalid_extension_variable_name_is_skipped_and_the_rest_applied() {
+        let settings = with_extension(
+            &[],
+            &[
+                ("MY VAR", "x"),
+                ("a.b", "y"),
+                ("", "z"),
+                ("MAX_RESUBMISSIONS", "5"),
+                ("API_CONCURRENCY", "3"),
+            ],
+        )
+        .load()
+        .unwrap();
+        assert_eq!(settings.report.max_resubmissions, 5);
+        assert_eq!(settings.report.api_concurrency, 3);
+    }
+
+    #[test]
+    fn workbook_dir_and_time_limits_are_not_taken_from_extension_variables() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = with_extension(
+            &[],
+            &[
+                ("WORKBOOK_DIR", dir.path().to_str().unwrap()),
+                ("BACKGROUND_TASK_MAX_EXECUTION_TIME", "5"),
+            ],
+        )
+        .load()
+        .unwrap();
+        assert_eq!(settings.report.workbook_dir, None);
+        assert_eq!(
+            settings.runner.background_time_limit,
+            Duration::from_secs(300)
+        );
+    }
+
+    /// Variables of one layer, by name.
+    type Vars<'a> = &'a [(&'a str, &'a str)];
+
+    #[test]
+    fn the_source_auth_goes_only_to_an_origin_its_layer_configures() {
+        const AUTH: &str = "Bearer do-not-show";
+        let file_dir = tempfile::tempdir().unwrap();
+        let file = file_dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "usage_source_auth = \"Bearer do-not-show\"\nusage_source = \"https://vendor.example/u\"\n",
+        )
+        .unwrap();
+        let accepted: &[(Vars, Vars)] = &[
+            (
+                &[
+                    ("USAGE_SOURCE_AUTH", AUTH),
+                    ("USAGE_SOURCE", "https://vendor.example/u"),
+                ],
+                &[],
+            ),
+            (
+                &[
+                    ("USAGE_SOURCE_AUTH", AUTH),
+                    ("USAGE_SOURCE", "https://vendor.example/u"),
+                ],
+                &[("USAGE_SOURCE", "https://vendor.example/other?from={from}")],
+            ),
+            (
+                &[],
+                &[
+                    ("USAGE_SOURCE_AUTH", AUTH),
+                    ("USAGE_SOURCE", "https://x.example/u"),
+                ],
+            ),
+            (
+                &[("USAGE_SOURCE_AUTH", AUTH)],
+                &[("USAGE_SOURCE", "file:///data/u.csv")],
+            ),
+            (
+                &[
+                    ("USAGE_SOURCE_AUTH", AUTH),
+                    ("USAGE_SOURCE", "http://127.0.0.1:8080/u"),
+                ],
+                &[],
+            ),
+            (
+                &[
+                    ("USAGE_SOURCE_AUTH", AUTH),
+                    ("USAGE_SOURCE", "http://[::1]:8080/u"),
+                ],
+                &[],
+            ),
+        ];
+        for (env, extension) in accepted {
+            let settings = with_extension(env, extension).load();
+            assert!(
+                settings.is_ok(),
+                "{env:?} {extension:?}: {:?}",
+                settings.err()
+            );
+        }
+        let refused: &[(Vars, Vars)] = &[
+            (
+                &[
+                    ("USAGE_SOURCE_AUTH", AUTH),
+                    ("USAGE_SOURCE", "https://vendor.example/u"),
+                ],
+                &[("USAGE_SOURCE", "https://evil.example/u")],
+            ),
+            (
+                &[("USAGE_SOURCE_AUTH", AUTH)],
+                &[("USAGE_SOURCE", "https://evil.example/u")],
+            ),
+            (
+                &[
+                    ("USAGE_SOURCE_AUTH", AUTH),
+                    ("USAGE_SOURCE", "https://vendor.example/u"),
+                ],
+                &[("USAGE_SOURCE", "https://vendor.example:8443/u")],
+            ),
+            (
+                &[
+                    ("USAGE_SOURCE_AUTH", AUTH),
+                    ("USAGE_SOURCE", "http://vendor.example/u"),
+                ],
+                &[],
+            ),
+        ];
+        for (env, extension) in refused {
+            let error = with_extension(env, extension)
+                .load()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("USAGE_SOURCE_AUTH"), "{error}");
+            assert!(
+                error.contains("USAGE_SOURCE "),
+                "names both settings: {error}"
+            );
+            assert!(!error.contains("do-not-show"), "{error}");
+        }
+        // The file's auth does not follow an environment source to another origin.
+        let mut layered = sources(&[("USAGE_SOURCE", "https://evil.example/u")]);
+        layered.file = Some(file);
+        let error = layered.load().unwrap_err().to_string();
+        assert!(error.contains("the configuration file"), "{error}");
+        assert!(error.contains("https://evil.example"), "{error}");
+    }
+
+    #[test]
+    fn a_usage_source_that_does_not_parse_is_refused_without_echo() {
+        for value in [
+            "https://user:hunter2@ho st/u.csv",
+            "https://user:hunter2@[bad/u.csv",
+            "http://:hunter2@/u",
+            "file://hunter2.example/u.csv",
+            "file:///data/hunter2/",
+        ] {
+            let error = sources(&[("USAGE_SOURCE", value)])
+                .load()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("USAGE_SOURCE"), "{value}: {error}");
+            assert!(!error.contains("hunter2"), "{value}: {error}");
+        }
+        for value in [
+            "file:///data/usage-{period}.csv",
+            "https://user:pw@vendor.example/usage/{period}?from={from}&to={to}&token=abc",
+        ] {
+            assert!(
+                sources(&[("USAGE_SOURCE", value)]).load().is_ok(),
+                "{value}"
+            );
+        }
+    }
+
+    #[test]
+    fn unsecure_is_refused_for_a_host_that_is_not_loopback() {
+        for (address, allowed) in [
+            ("127.0.0.1:9000", true),
+            ("localhost:9000", true),
+            ("[::1]:9000", true),
+            ("api.connect.cloudblue.com", false),
+            ("10.0.0.1:80", false),
+        ] {
+            let mut layered = sources(&[("SERVER_ADDRESS", address)]);
+            layered.unsecure_flag = true;
+            match layered.load() {
+                Ok(_) => assert!(allowed, "{address} accepted"),
+                Err(error) => {
+                    assert!(!allowed, "{address}: {error}");
+                    let error = error.to_string();
+                    assert!(error.contains("CONNECT_UNSECURE_ANY_HOST"), "{error}");
+                    assert!(error.contains("not a loopback host"), "{error}");
+                }
+            }
+        }
+        let refused = sources(&[
+            ("SERVER_ADDRESS", "127.0.0.1:9000"),
+            ("API_ADDRESS", "api.example.com"),
+            ("CONNECT_UNSECURE", "true"),
+        ]);
+        assert!(refused
+            .load()
+            .unwrap_err()
+            .to_string()
+            .contains("API_ADDRESS"));
+        let mut allowed = sources(&[
+            ("SERVER_ADDRESS", "connect.test:80"),
+            ("CONNECT_UNSECURE_ANY_HOST", "true"),
+        ]);
+        allowed.unsecure_flag = true;
+        assert!(allowed.load().is_ok());
+    }
+
+    #[test]
+    fn settings_that_would_fail_later_fail_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let empty_pem = dir.path().join("empty.pem");
+        std::fs::write(&empty_pem, "").unwrap();
+        let not_a_dir = dir.path().join("file");
+        std::fs::write(&not_a_dir, "").unwrap();
+        let under_a_file = not_a_dir.join("workbooks");
+        for (name, value) in [
+            ("SERVER_ADDRESS", ""),
+            ("SERVER_ADDRESS", "  "),
+            ("SERVER_ADDRESS", "host:abc"),
+            ("SERVER_ADDRESS", "host:0"),
+            ("SERVER_ADDRESS", "host:70000"),
+            ("SERVER_ADDRESS", "host:"),
+            ("SERVER_ADDRESS", ":443"),
+            ("SERVER_ADDRESS", "::1:443"),
+            ("SERVER_ADDRESS", "[::1"),
+            ("API_ADDRESS", "api:x"),
+            ("SSL_CERT_FILE", ""),
+            ("SSL_CERT_FILE", empty_pem.to_str().unwrap()),
+            ("SSL_CERT_FILE", "/nonexistent.pem"),
+            ("WORKBOOK_DIR", ""),
+            ("WORKBOOK_DIR", under_a_file.to_str().unwrap()),
+        ] {
+            let error = sources(&[(name, value)]).load().unwrap_err().to_string();
+            assert!(error.contains(name), "{name}={value:?}: {error}");
+        }
+        let workbooks = dir.path().join("new/workbooks");
+        let settings = sources(&[
+            ("SERVER_ADDRESS", "[::1]:9000"),
+            ("API_ADDRESS", "api.example.com:443"),
+            ("WORKBOOK_DIR", workbooks.to_str().unwrap()),
+        ])
+        .load()
+        .unwrap();
+        assert_eq!(settings.report.workbook_dir, Some(workbooks.clone()));
+        assert_eq!(
+            std::fs::read_dir(&workbooks).unwrap().count(),
+            0,
+            "no probe left"
+        );
+    }
+
+    #[test]
+    fn unknown_file_keys_name_the_closest_known_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, "usage_sorce = \"file:///x.csv\"\n").unwrap();
+        let mut layered = sources(&[]);
+        layered.file = Some(path.clone());
+        let error = layered.load().unwrap_err().to_string();
+        assert!(error.contains("\"usage_sorce\""), "{error}");
+        assert!(error.contains("\"usage_source\""), "{error}");
+        std::fs::write(&path, "[usage]\nsource = \"x\"\n").unwrap();
+        let error = layered.load().unwrap_err().to_string();
+        assert!(error.contains("usage"), "{error}");
+        std::fs::write(&path, "https_proxy = \"http://p:3128\"\n").unwrap();
+        assert!(layered.load().is_err(), "proxies are environment only");
+    }
+
+    #[test]
+    fn every_setting_read_is_listed_for_help_and_files() {
+        let asked = std::cell::RefCell::new(Vec::<String>::new());
+        let get = |key: &str| {
+            asked.borrow_mut().push(key.to_string());
+            None
+        };
+        Settings::from_lookup(&get, false).unwrap();
+        let listed: Vec<String> = SETTINGS
+            .iter()
+            .map(|s| s.name.to_ascii_lowercase())
+            .collect();
+        for key in asked.borrow().iter().chain(
+            CONNECTION_KEYS
+                .iter()
+                .map(|k| k.to_string())
+                .collect::<Vec<_>>()
+                .iter(),
+        ) {
+            assert!(listed.contains(key), "{key} is missing from SETTINGS");
+        }
+        let help = settings_help();
+        for setting in SETTINGS {
+            assert!(help.contains(setting.name), "{}", setting.name);
         }
     }
 }

@@ -16,6 +16,7 @@
 //! * [`allocator`] — the memory allocator and its tuning.
 //! * [`sim`] — a Connect simulator (REST, usage-file life cycle, DevOps websocket, faults) used
 //!   by the tests and by `connect-payg sandbox`.
+//! * [`output`] — files left for a person: checked names, private modes, atomic replacement.
 //! * [`sandbox`] — the whole product against the simulator in one command.
 //! * [`cli`] — the command line: `run`, `report`, `validate`, `sandbox`.
 
@@ -27,6 +28,7 @@ pub mod connect;
 pub mod devops;
 pub mod handlers;
 pub mod logging;
+pub mod output;
 pub mod sandbox;
 pub mod sim;
 pub mod usage;

@@ -26,6 +26,12 @@ use crate::usage::period::Period;
 const SCHEDULE: &str = crate::handlers::MONTHLY_REPORT_METHOD;
 /// How long any one stage may take before the sandbox gives up and says where it stopped.
 const STAGE_LIMIT: Duration = Duration::from_secs(120);
+/// Fewest subscriptions the story needs (two contracts, a rejected file, accepted ones).
+pub const MIN_SUBSCRIPTIONS: usize = 10;
+/// Most subscriptions, whatever the memory: beyond this the sandbox shows nothing new.
+pub const MAX_SUBSCRIPTIONS: usize = 1_000_000;
+/// Memory one subscription costs at the peak of a sandbox run (measured ~2.4 KB, with margin).
+const BYTES_PER_SUBSCRIPTION: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
@@ -54,10 +60,46 @@ fn stage(stage: &'static str, reason: impl Into<String>) -> SandboxError {
 }
 
 fn write(path: &Path, text: &str) -> Result<(), SandboxError> {
-    std::fs::write(path, text).map_err(|source| SandboxError::Write {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::output::write_bytes(path, text.as_bytes())
+        .map(drop)
+        .map_err(|failed| SandboxError::Write {
+            path: failed.path,
+            source: failed.source,
+        })
+}
+
+/// Refuses a `--subscriptions` the story cannot use or the machine cannot hold, naming the
+/// limit; `available` is the memory free for it in bytes, when known.
+pub fn check_subscriptions(subscriptions: usize, available: Option<u64>) -> Result<(), String> {
+    if subscriptions < MIN_SUBSCRIPTIONS {
+        return Err(format!(
+            "--subscriptions {subscriptions}: the sandbox needs at least {MIN_SUBSCRIPTIONS}"
+        ));
+    }
+    if subscriptions > MAX_SUBSCRIPTIONS {
+        return Err(format!(
+            "--subscriptions {subscriptions}: the sandbox takes at most {MAX_SUBSCRIPTIONS}"
+        ));
+    }
+    if let Some(available) = available {
+        let fits = usize::try_from(available / BYTES_PER_SUBSCRIPTION).unwrap_or(usize::MAX);
+        if subscriptions > fits {
+            return Err(format!(
+                "--subscriptions {subscriptions}: this machine has {} MiB of memory available, \
+                 enough for at most {fits} subscriptions (about {BYTES_PER_SUBSCRIPTION} bytes each)",
+                available / (1024 * 1024)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// `MemAvailable` of `/proc/meminfo`, in bytes; `None` where there is no such file.
+pub fn memory_available() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }
 
 /// A seeded simulator and the month's vendor export on disk.
@@ -76,11 +118,21 @@ impl Playground {
                 path: options.out_dir.clone(),
                 source,
             })?;
-        std::fs::create_dir_all(out_dir.join("workbooks")).map_err(|source| {
-            SandboxError::Write {
-                path: out_dir.clone(),
-                source,
+        // Each run starts with an empty workbook folder: an earlier run's workbooks would be
+        // mistaken for this one's.
+        let workbooks = out_dir.join("workbooks");
+        match std::fs::remove_dir_all(&workbooks) {
+            Err(source) if source.kind() != std::io::ErrorKind::NotFound => {
+                return Err(SandboxError::Write {
+                    path: workbooks,
+                    source,
+                })
             }
+            _ => {}
+        }
+        crate::output::create_dir(&workbooks).map_err(|failed| SandboxError::Write {
+            path: failed.path,
+            source: failed.source,
         })?;
         let sim = Simulator::start(SimConfig {
             processing_delay: Duration::from_millis(30),
@@ -88,7 +140,7 @@ impl Playground {
         })
         .await
         .map_err(SandboxError::Simulator)?;
-        let subscriptions = options.subscriptions.max(10);
+        let subscriptions = options.subscriptions;
         sim.state().seed(&SeedSpec {
             seed: 2024,
             contracts: (subscriptions / 60).clamp(2, 40),
@@ -495,4 +547,34 @@ pub async fn serve(options: SandboxOptions) -> Result<(), SandboxError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subscriptions_are_bounded_by_the_story_and_the_memory() {
+        const GIB: u64 = 1024 * 1024 * 1024;
+        for (subscriptions, available, limit) in [
+            (0, None, Some("at least 10")),
+            (9, Some(GIB), Some("at least 10")),
+            (10, None, None),
+            (300, Some(GIB), None),
+            (10_000_000, None, Some("at most 1000000")),
+            (10_000_000, Some(64 * GIB), Some("at most 1000000")),
+            (500_000, Some(GIB), Some("at most 262144 subscriptions")),
+            (262_144, Some(GIB), None),
+        ] {
+            let checked = check_subscriptions(subscriptions, available);
+            match limit {
+                None => assert!(checked.is_ok(), "{subscriptions}: {checked:?}"),
+                Some(limit) => {
+                    let error = checked.unwrap_err();
+                    assert!(error.contains(limit), "{subscriptions}: {error}");
+                    assert!(error.contains("--subscriptions"), "{error}");
+                }
+            }
+        }
+    }
 }

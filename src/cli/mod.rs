@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::config::{ConfigError, SettingsSources};
 use crate::connect::ConnectError;
@@ -20,7 +20,7 @@ mod validate;
     about = "CloudBlue Connect Pay-As-You-Go usage reporting"
 )]
 pub struct Cli {
-    /// Configuration file (TOML); defaults to ./connect-payg.toml when present.
+    /// Configuration file (TOML); none is read unless named here.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
     #[command(subcommand)]
@@ -68,7 +68,8 @@ pub enum Command {
     },
     /// Run the whole product against the built-in Connect simulator.
     Sandbox {
-        /// How many subscriptions to generate.
+        /// How many subscriptions to generate (at least 10; at most what this machine's
+        /// memory holds, and never more than 1000000).
         #[arg(long, default_value_t = 300)]
         subscriptions: usize,
         /// Keep the simulator running and print how to reach it.
@@ -96,7 +97,13 @@ pub enum CliError {
 }
 
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command()
+        .after_help(crate::config::settings_help())
+        .get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -157,6 +164,8 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             subscriptions,
             serve,
         } => {
+            crate::sandbox::check_subscriptions(subscriptions, crate::sandbox::memory_available())
+                .map_err(CliError::Usage)?;
             crate::logging::init_with_default(Some(crate::config::LogFormat::Text), "error");
             let options = crate::sandbox::SandboxOptions {
                 subscriptions,

@@ -18,6 +18,9 @@ pub async fn run(sources: SettingsSources) -> Result<Outcome, CliError> {
         .await
         .map_err(|error| match error {
             crate::devops::RunnerError::Config(error) => CliError::Config(error),
+            // Settings the runner checks as it starts are bad configuration too (exit 2).
+            error @ (crate::devops::RunnerError::Proxy(_)
+            | crate::devops::RunnerError::ApiKeyNotAHeader) => CliError::Usage(error.to_string()),
             other => CliError::Other(anyhow::Error::new(other)),
         })?;
     Ok(Outcome::Success)

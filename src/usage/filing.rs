@@ -120,6 +120,8 @@ pub enum FilingError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(transparent)]
+    UnsafeName(#[from] crate::output::UnsafeName),
     #[error("usage file {file_id} was still {status} after {waited:?}")]
     StillProcessing {
         file_id: String,
@@ -187,9 +189,12 @@ fn preferred(files: &[UsageFile]) -> Option<&UsageFile> {
 }
 
 impl Filer {
-    fn workbook_path(&self, key: &GroupKey) -> PathBuf {
+    /// Ids come from the platform: a name that could leave the work directory is refused.
+    fn workbook_path(&self, key: &GroupKey) -> Result<PathBuf, crate::output::UnsafeName> {
         let name = key.external_id(self.period).replace(':', "_");
-        self.workdir.join(format!("{name}.xlsx"))
+        Ok(self
+            .workdir
+            .join(crate::output::file_name(format!("{name}.xlsx"))?))
     }
 
     /// Live (not deleted) files for the group's key.
@@ -293,7 +298,7 @@ impl Filer {
     ) -> Result<FilingResult, FilingError> {
         let currency = group.currency.clone().map_err(FilingError::Group)?;
         if self.dry_run {
-            let path = self.workbook_path(&group.key);
+            let path = self.workbook_path(&group.key)?;
             build::write_group(
                 group.clone(),
                 self.period,
@@ -492,14 +497,23 @@ impl Filer {
     ) -> Result<Vec<u8>, FilingError> {
         let bytes = build::build_group(group.clone(), self.period, self.package.clone()).await?;
         if self.keep_workbooks {
-            let path = self.workbook_path(&group.key);
-            tokio::fs::write(&path, &bytes)
-                .await
-                .map_err(|source| FilingError::Io {
-                    path: path.clone(),
-                    source,
-                })?;
+            let path = self.workbook_path(&group.key)?;
+            let target = path.clone();
+            let (bytes, saved) = tokio::task::spawn_blocking(move || {
+                let saved = crate::output::write_bytes(&target, &bytes);
+                (bytes, saved)
+            })
+            .await
+            .map_err(|join| FilingError::Io {
+                path: path.clone(),
+                source: std::io::Error::other(join.to_string()),
+            })?;
+            saved.map_err(|failed| FilingError::Io {
+                path: failed.path,
+                source: failed.source,
+            })?;
             outcome.workbook = Some(path);
+            return Ok(bytes);
         }
         Ok(bytes)
     }

@@ -380,10 +380,8 @@ impl Reporter {
 }
 
 async fn prepare_workdir(job: &ReportJob) -> Result<(), ReportError> {
-    tokio::fs::create_dir_all(&job.workdir)
-        .await
-        .map_err(|source| ReportError::Workdir {
-            path: job.workdir.clone(),
-            source,
-        })
+    crate::output::create_dir(&job.workdir).map_err(|failed| ReportError::Workdir {
+        path: failed.path,
+        source: failed.source,
+    })
 }

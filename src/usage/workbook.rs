@@ -105,30 +105,19 @@ pub fn workbook_bytes(rows: impl IntoIterator<Item = UsageRow>) -> Result<Vec<u8
     writer.finish()
 }
 
-/// Saves what `write` writes as `path`: written under a temporary name beside it, renamed once
-/// complete, removed if anything fails. Returns the file's size.
+/// Saves what `write` writes as `path`: a new private file beside it, renamed over it once
+/// complete, removed if anything fails (see [`crate::output::replace_with`]). Returns the size.
 pub fn save_as<E: From<WorkbookError>>(
     path: &Path,
     write: impl FnOnce(BufWriter<File>) -> Result<BufWriter<File>, E>,
 ) -> Result<u64, E> {
-    let io_error = |source| WorkbookError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut partial = path.as_os_str().to_owned();
-    partial.push(".partial");
-    let partial = PathBuf::from(partial);
-    let saved = (|| {
-        let file = File::create(&partial).map_err(io_error)?;
-        let written = write(BufWriter::new(file))?;
-        drop(written.into_inner().map_err(|e| io_error(e.into_error()))?);
-        std::fs::rename(&partial, path).map_err(io_error)?;
-        Ok(std::fs::metadata(path).map_err(io_error)?.len())
-    })();
-    if saved.is_err() {
-        let _ = std::fs::remove_file(&partial);
-    }
-    saved
+    crate::output::replace_with(path, write, |failed| {
+        WorkbookError::Io {
+            path: failed.path,
+            source: failed.source,
+        }
+        .into()
+    })
 }
 
 /// The parts of a usage workbook around its rows, rendered by rust_xlsxwriter.
