@@ -145,7 +145,10 @@ impl FilingError {
                     || error.status() == Some(429)
             }
             FilingError::StillProcessing { .. } | FilingError::Io { .. } => true,
-            FilingError::Build(_) | FilingError::Invalid { .. } | FilingError::Group(_) => false,
+            FilingError::Build(_)
+            | FilingError::Invalid { .. }
+            | FilingError::Group(_)
+            | FilingError::UnsafeName(_) => false,
         }
     }
 }

@@ -231,10 +231,10 @@ impl<'c> Sorter<'c> {
         let placed: Vec<(VendorRecord, Option<Placed>)> = records
             .into_iter()
             .map(|record| {
-                let bad_before = self.collection.bad.len();
+                let bad_before = self.placed_bad.len();
                 let placed = self.place(&record);
                 // A record found bad here carries the id it was given.
-                for bad in &mut self.collection.bad[bad_before..] {
+                for bad in &mut self.placed_bad[bad_before..] {
                     bad.record_id = Some(record.record_id.clone());
                 }
                 (record, placed)

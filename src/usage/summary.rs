@@ -202,7 +202,7 @@ pub async fn write_bad_records(
             &target,
             |mut out| {
                 out.write_all(BAD_RECORDS_HEADER.as_bytes())?;
-                bad.spilled(|bad| out.write_all(bad_record_row(bad, period).as_bytes()))?;
+                bad.spilled(|bad| out.write_all(bad_record_row(&bad, period).as_bytes()))?;
                 Ok(out)
             },
             |failed| failed.source,
