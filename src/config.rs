@@ -116,6 +116,10 @@ pub const SETTINGS: &[Setting] = &[
         "seconds the monthly report may run (43200)",
     ),
     setting(
+        "AUTH_FAILURE_EXIT_AFTER",
+        "run exits after this many seconds of refused connections (900)",
+    ),
+    setting(
         "WORKBOOK_DIR",
         "keep workbooks and bad-records CSVs here (environment or file)",
     ),
@@ -126,6 +130,10 @@ pub const SETTINGS: &[Setting] = &[
     setting(
         "USAGE_SOURCE_AUTH",
         "Authorization header for an https USAGE_SOURCE; secret",
+    ),
+    setting(
+        "USAGE_SOURCE_TIMEOUT",
+        "seconds reading an HTTP source may take in all (1800)",
     ),
     setting(
         "ASSET_SEARCH_CRITERIA",
@@ -150,7 +158,7 @@ pub const SETTINGS: &[Setting] = &[
     ),
     setting(
         "READY_TIMEOUT",
-        "seconds the report command waits for a file to be processed (900)",
+        "seconds to wait for an uploaded file to be processed and submitted (900)",
     ),
     setting(
         "READY_POLL_INTERVAL_MS",

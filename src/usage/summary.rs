@@ -364,8 +364,8 @@ mod tests {
             .check(raw(None, "-1"))
             .unwrap_err();
         assert_eq!(again.record_id, derived.record_id);
-        let unreadable = BadRecord::new(9, BadReason::UnparsableField, "not \"JSON\"")
-            .in_element(Some(17));
+        let unreadable =
+            BadRecord::new(9, BadReason::UnparsableField, "not \"JSON\"").in_element(Some(17));
         let csv: String = [&vendor, &derived, &unreadable]
             .into_iter()
             .map(|bad| bad_record_row(bad, period))
