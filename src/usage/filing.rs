@@ -573,6 +573,9 @@ impl Filer {
                     .unwrap_or_else(|| "no detail given".into()),
             }),
             status if DONE.contains(&status) => Ok(FilingResult::Created),
+            // Another replica's file won the group and withdrew this one while it was being
+            // processed: the group is that replica's to finish.
+            DELETED => Ok(lost()),
             other => Err(FilingError::Group(format!(
                 "usage file {file_id} went to {other:?} after upload"
             ))),
