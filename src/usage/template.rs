@@ -768,6 +768,9 @@ struct SheetRows<'p, F> {
     on_row: F,
     pending: Option<PendingRow>,
     header_seen: bool,
+    /// The template column of each sheet column: the identity, unless the header names the
+    /// template's columns in another order (then rows are still checked, by column name).
+    order: [usize; 17],
     /// 0-based index of the last non-empty row handed on.
     last_index: u32,
     records: u64,
@@ -791,6 +794,7 @@ impl<'p, F: FnMut(DataRow, &mut Vec<Problem>)> SheetRows<'p, F> {
             on_row,
             pending: None,
             header_seen: false,
+            order: std::array::from_fn(|c| c),
             last_index: 0,
             records: 0,
         }
@@ -822,13 +826,15 @@ impl<'p, F: FnMut(DataRow, &mut Vec<Problem>)> SheetRows<'p, F> {
         }
         pending.has_values = true;
         let sheet_row = index.saturating_add(1);
+        let order = self.order;
         match usize::try_from(column).ok().filter(|c| *c < COLUMNS.len()) {
             None => {
                 pending.beyond.get_or_insert(column);
             }
-            Some(c) => match typed(value, c) {
-                Ok(cell) => pending.cells[c] = cell,
+            Some(c) => match typed(value, order[c]).map(|cell| (order[c], cell)) {
+                Ok((c, cell)) => pending.cells[c] = cell,
                 Err(message) => {
+                    let c = order[c];
                     pending.unreadable |= 1 << c;
                     pending
                         .problems
@@ -859,7 +865,14 @@ impl<'p, F: FnMut(DataRow, &mut Vec<Problem>)> SheetRows<'p, F> {
         };
         if !self.header_seen {
             self.header_seen = true;
-            return check_header(&row, self.problems);
+            return match check_header(&row, self.problems) {
+                Header::Matches => true,
+                Header::Reordered(order) => {
+                    self.order = order;
+                    true
+                }
+                Header::Unusable => false,
+            };
         }
         if row.index > self.last_index + 1 {
             let (first, last) = (self.last_index + 2, row.index);
@@ -891,15 +904,42 @@ impl<'p, F: FnMut(DataRow, &mut Vec<Problem>)> SheetRows<'p, F> {
     }
 }
 
-/// Reports the first way the header differs from [`COLUMNS`]; true when it matches.
-fn check_header(row: &PendingRow, problems: &mut Vec<Problem>) -> bool {
+/// What the header allows: checking the rows as they stand, by column name, or not at all.
+#[derive(Debug, PartialEq)]
+enum Header {
+    Matches,
+    /// Every template column is named once, in another order: the sheet column `c` holds
+    /// template column `order[c]`.
+    Reordered([usize; 17]),
+    Unusable,
+}
+
+/// The template column each header cell names, when the header names every template column
+/// exactly once.
+fn order_by_name(row: &PendingRow) -> Option<[usize; 17]> {
+    let mut order = [usize::MAX; 17];
+    let mut seen = [false; 17];
+    for (c, cell) in row.cells.iter().enumerate() {
+        let Cell::Text(text) = cell else { return None };
+        let template = COLUMNS.iter().position(|name| name == text)?;
+        if std::mem::replace(&mut seen[template], true) {
+            return None;
+        }
+        order[c] = template;
+    }
+    Some(order)
+}
+
+/// Reports the first way the header differs from [`COLUMNS`] (it is still a problem: the
+/// platform requires the template's order); says whether the rows can be checked anyway.
+fn check_header(row: &PendingRow, problems: &mut Vec<Problem>) -> Header {
     if row.index != 0 {
         let message = format!(
             "row 1 must be the header, but the sheet starts at row {}",
             row.index.saturating_add(1)
         );
         problems.push(Problem::sheet(message));
-        return false;
+        return Header::Unusable;
     }
     let mismatch = COLUMNS.iter().enumerate().find_map(|(c, expected)| {
         let found = match &row.cells[c] {
@@ -916,9 +956,15 @@ fn check_header(row: &PendingRow, problems: &mut Vec<Problem>) -> bool {
             format!("header cell {letter}1 is {found}, expected {expected:?}"),
         ))
     });
-    if let Some(problem) = mismatch {
+    let order = order_by_name(row).filter(|_| row.beyond.is_none());
+    if let Some(mut problem) = mismatch {
+        if order.is_some() {
+            problem
+                .message
+                .push_str("; the columns are in another order, rows are checked by column name");
+        }
         problems.push(problem);
-        return false;
+        return order.map_or(Header::Unusable, Header::Reordered);
     }
     if let Some(column) = row.beyond {
         let message = format!(
@@ -927,9 +973,9 @@ fn check_header(row: &PendingRow, problems: &mut Vec<Problem>) -> bool {
             COLUMNS.len()
         );
         problems.push(Problem::row(1, message));
-        return false;
+        return Header::Unusable;
     }
-    true
+    Header::Matches
 }
 
 /// The template cell for a reader value in column `column` (0-based), or what is wrong with it.
@@ -1427,11 +1473,6 @@ mod tests {
             h[0] = Raw::Text("usage_record_id");
             h
         };
-        let swapped = {
-            let mut h = header();
-            h.swap(6, 7);
-            h
-        };
         let short = {
             let mut h = header();
             h.pop();
@@ -1454,12 +1495,6 @@ mod tests {
                 Some("record_id"),
                 "A1 is \"usage_record_id\", expected \"record_id\"",
             ),
-            (
-                swapped,
-                Some(1),
-                Some("start_time_utc"),
-                "G1 is \"end_time_utc\"",
-            ),
             (short, Some(1), Some("tier"), "Q1 is empty"),
             (extra, Some(1), None, "extra column R"),
             (boolean, Some(1), Some("quantity"), "F1 is not text"),
@@ -1472,6 +1507,49 @@ mod tests {
         assert!(late.message.contains("row 1 must be the header"), "{late}");
         let empty = only_problem(&raw_workbook(SHEET, &[]));
         assert!(empty.message.contains("expected the header row"), "{empty}");
+    }
+
+    #[test]
+    fn rows_are_still_checked_by_name_under_a_reordered_header() {
+        let mut swapped = header();
+        swapped.swap(6, 7);
+        // The row written as its header says: column G holds the end, H the start.
+        let row = |quantity: Raw| {
+            let mut cells = raw_row(Some((5, quantity)));
+            cells.swap(6, 7);
+            cells
+        };
+        let fine = validate_workbook(
+            &raw_workbook(SHEET, &[(0, swapped), (1, row(Raw::Number(3.0)))]),
+            &platform_rules(),
+        );
+        assert_eq!(fine.len(), 1, "{fine:?}");
+        assert_eq!(
+            (fine[0].row, fine[0].column),
+            (Some(1), Some("start_time_utc"))
+        );
+        assert!(
+            fine[0].message.contains("G1 is \"end_time_utc\"")
+                && fine[0].message.contains("checked by column name"),
+            "{}",
+            fine[0]
+        );
+        let mut swapped = header();
+        swapped.swap(6, 7);
+        let bad = validate_workbook(
+            &raw_workbook(SHEET, &[(0, swapped), (1, row(Raw::Number(-3.0)))]),
+            &platform_rules(),
+        );
+        assert_eq!(bad.len(), 2, "{bad:?}");
+        assert_eq!((bad[1].row, bad[1].column), (Some(2), Some("quantity")));
+        // A renamed column cannot be matched: the rows are not read.
+        let mut renamed = header();
+        renamed[0] = Raw::Text("usage_record_id");
+        let stopped = validate_workbook(
+            &raw_workbook(SHEET, &[(0, renamed), (1, row(Raw::Number(-3.0)))]),
+            &platform_rules(),
+        );
+        assert_eq!(stopped.len(), 1, "{stopped:?}");
     }
 
     #[test]
