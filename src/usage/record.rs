@@ -446,7 +446,7 @@ impl RecordChecker {
                 &quantity.to_string(),
                 raw.start_time_utc.as_deref().unwrap_or_default(),
                 raw.end_time_utc.as_deref().unwrap_or_default(),
-                note.as_deref().unwrap_or_default(),
+                note.unwrap_or_default(),
             ])
         })?;
         Ok(VendorRecord {
