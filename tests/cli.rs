@@ -128,6 +128,40 @@ fn validate_accepts_a_good_workbook_and_lists_every_problem_of_a_bad_one() {
 }
 
 #[test]
+fn validate_checks_every_file_it_is_given() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("good.xlsx");
+    write_workbook(&good, [row("r-1", 1.0)].into_iter()).unwrap();
+    let bad = dir.path().join("bad.xlsx");
+    write_workbook(&bad, [row("r-1", -2.0)].into_iter()).unwrap();
+    let output = binary()
+        .args(["validate", "--period", "2024-01"])
+        .args([&good, &bad])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("good.xlsx") && stdout.contains("bad.xlsx"),
+        "{stdout}"
+    );
+    assert!(stdout.contains("quantity"), "{stdout}");
+    // A directory among them is said, and the others are still checked.
+    let output = binary()
+        .args(["validate", "--period", "2024-01"])
+        .args([dir.path(), &bad])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "{stdout}");
+    assert!(stdout.contains("not a file"), "{stdout}");
+    assert!(
+        stdout.contains("bad.xlsx") && stdout.contains("quantity"),
+        "{stdout}"
+    );
+}
+
+#[test]
 fn bad_arguments_and_settings_exit_2_naming_the_culprit() {
     let output = binary()
         .args(["validate", "/nonexistent.xlsx"])

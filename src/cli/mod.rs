@@ -59,9 +59,11 @@ pub enum Command {
         #[arg(long, short = 'u')]
         unsecure: bool,
     },
-    /// Check a usage workbook offline with the platform's template rules.
+    /// Check usage workbooks offline with the platform's template rules.
     Validate {
-        file: PathBuf,
+        /// One or more workbooks; each is checked whatever the others hold.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
         /// The month the records must fall in, YYYY-MM.
         #[arg(long)]
         period: Option<String>,
@@ -159,7 +161,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             )
             .await
         }
-        Command::Validate { file, period } => validate::validate(file, period).await,
+        Command::Validate { files, period } => validate::validate(files, period).await,
         Command::Sandbox {
             subscriptions,
             serve,
