@@ -17,19 +17,7 @@ const SCHEDULE: &str = "generate_monthly_usage_reports";
 
 /// Runs the schedule through the runner and waits until every group's file is pending.
 async fn file_the_month(world: &World) {
-    let task = world.sim.devops().fire_schedule(SCHEDULE);
-    let result = world
-        .sim
-        .devops()
-        .wait_for_result(&task, Duration::from_secs(30))
-        .await
-        .expect("the schedule answered");
-    assert_eq!(
-        result.output.result,
-        ResultCode::Success,
-        "{:?}",
-        result.output.message
-    );
+    world.run_schedule().await;
     world.wait_until_all_pending().await;
 }
 

@@ -28,17 +28,7 @@ async fn files_whose_ready_events_were_lost_are_submitted_by_the_run() {
     world.set_extension_variables(&[]);
     let extension = world.start_extension().await;
 
-    let task = hub.fire_schedule(SCHEDULE);
-    let result = hub
-        .wait_for_result(&task, Duration::from_secs(60))
-        .await
-        .expect("the schedule answered");
-    assert_eq!(
-        result.output.result,
-        ResultCode::Success,
-        "{:?}",
-        result.output.message
-    );
+    world.run_schedule().await;
     // The run answers only once every file it uploaded is submitted.
     assert!(
         world.all_pending(),

@@ -11,9 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::default_world;
-use connect_payg::devops::protocol::ResultCode;
 
-const SCHEDULE: &str = "generate_monthly_usage_reports";
 const AUTH: &str = "Bearer environment-only-token";
 
 /// A loopback listener that keeps whatever is sent to it.
@@ -56,19 +54,7 @@ async fn an_extension_variable_cannot_send_the_environments_auth_elsewhere() {
         ])
         .await;
 
-    let task = world.sim.devops().fire_schedule(SCHEDULE);
-    let result = world
-        .sim
-        .devops()
-        .wait_for_result(&task, Duration::from_secs(30))
-        .await
-        .expect("the schedule answered");
-    assert_eq!(
-        result.output.result,
-        ResultCode::Success,
-        "{:?}",
-        result.output.message
-    );
+    world.run_schedule().await;
     world.wait_until_all_pending().await;
     running.stop.cancel();
     let _ = running.task.await;

@@ -12,6 +12,8 @@ use std::time::Duration;
 
 use connect_payg::config::{Settings, SettingsSources};
 use connect_payg::connect::{ClientOptions, ConnectClient};
+use connect_payg::devops::protocol::ResultCode;
+use connect_payg::sim::devops::TaskResult;
 use connect_payg::sim::{
     BadRowSpec, ExpectedGroup, FileSummary, SeedSpec, SimConfig, Simulator, VendorUsage,
 };
@@ -343,6 +345,24 @@ impl World {
     }
 
     /// Waits until [`World::all_pending`].
+    /// Fires the monthly schedule through the runner and returns its answer, which must be
+    /// `success`.
+    pub async fn run_schedule(&self) -> TaskResult {
+        let devops = self.sim.devops();
+        let task = devops.fire_schedule("generate_monthly_usage_reports");
+        let result = devops
+            .wait_for_result(&task, Duration::from_secs(60))
+            .await
+            .expect("the schedule answered");
+        assert_eq!(
+            result.output.result,
+            ResultCode::Success,
+            "{:?}",
+            result.output.message
+        );
+        result
+    }
+
     pub async fn wait_until_all_pending(&self) {
         self.wait_until("every file is pending", World::all_pending)
             .await;
