@@ -23,147 +23,272 @@ pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
 /// Longest duration setting given in milliseconds (an hour).
 pub const MAX_MILLIS: u64 = 3600 * 1000;
 
-/// One setting as a person sees it: its environment name and what it does.
+/// Which layers may set a setting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// The process environment only (proxies, the log filter: read before any file is).
+    Environment,
+    /// The environment or the configuration file: a variable pushed by the platform must not
+    /// redirect where this program connects, which key it uses or where it writes.
+    Host,
+    /// Also extension variables set in the Connect UI: what and how to report.
+    Anywhere,
+}
+
+/// One setting: its environment name (a `--config` file uses it in lower case), which layers
+/// may set it, its default as a person writes it, whether it is a secret, and what it does.
+/// Loading, `--help`, the README's tables and `extension.json` are checked against this table.
 #[derive(Debug, Clone, Copy)]
 pub struct Setting {
     pub name: &'static str,
+    pub reach: Reach,
+    pub default: Option<&'static str>,
+    pub secret: bool,
     pub meaning: &'static str,
-    /// Whether a configuration file may set it (the proxy variables are environment only).
-    pub in_file: bool,
 }
 
-const fn setting(name: &'static str, meaning: &'static str) -> Setting {
-    Setting {
-        name,
-        meaning,
-        in_file: true,
+impl Setting {
+    /// The entry for `name` (any case), if this program reads such a setting.
+    pub fn named(name: &str) -> Option<&'static Setting> {
+        SETTINGS.iter().find(|s| s.name.eq_ignore_ascii_case(name))
+    }
+
+    /// The line `--help` shows.
+    fn help_line(&self, width: usize) -> String {
+        let mut text = format!("  {:<width$}  {}", self.name, self.meaning);
+        if let Some(default) = self.default {
+            text.push_str(&format!(" (default {default})"));
+        }
+        if self.secret {
+            text.push_str("; secret");
+        }
+        if self.reach == Reach::Environment {
+            text.push_str(" [environment only]");
+        }
+        text.push('\n');
+        text
     }
 }
 
 /// Every setting this program reads, in the order `--help` lists them.
 pub const SETTINGS: &[Setting] = &[
-    setting(
-        "API_KEY",
-        "Connect API key, sent as Authorization (ApiKey SU-...:...); secret",
-    ),
-    setting(
-        "ENVIRONMENT_ID",
-        "ENV-... of the extension's environment (run)",
-    ),
-    setting("INSTANCE_ID", "this replica's id (default: a fresh UUID)"),
-    setting(
-        "SERVER_ADDRESS",
-        "host[:port] of Connect (default api.connect.cloudblue.com)",
-    ),
-    setting(
-        "API_ADDRESS",
-        "host[:port] of the REST API when it differs from SERVER_ADDRESS",
-    ),
-    setting(
-        "CONNECT_UNSECURE",
-        "true: ws:// and http:// instead of TLS, loopback hosts only",
-    ),
-    setting(
-        "CONNECT_UNSECURE_ANY_HOST",
-        "true: allow CONNECT_UNSECURE for a non-loopback host",
-    ),
-    setting(
-        "SSL_CERT_FILE",
-        "extra CA bundle (PEM) for the websocket and REST",
-    ),
+    Setting {
+        name: "API_KEY",
+        reach: Reach::Host,
+        default: None,
+        secret: true,
+        meaning: "Connect API key, sent as Authorization (ApiKey SU-...:...)",
+    },
+    Setting {
+        name: "ENVIRONMENT_ID",
+        reach: Reach::Host,
+        default: None,
+        secret: false,
+        meaning: "ENV-... of the extension's environment (run)",
+    },
+    Setting {
+        name: "INSTANCE_ID",
+        reach: Reach::Host,
+        default: None,
+        secret: false,
+        meaning: "this replica's id (default: a fresh UUID)",
+    },
+    Setting {
+        name: "SERVER_ADDRESS",
+        reach: Reach::Host,
+        default: Some("api.connect.cloudblue.com"),
+        secret: false,
+        meaning: "host[:port] of Connect",
+    },
+    Setting {
+        name: "API_ADDRESS",
+        reach: Reach::Host,
+        default: None,
+        secret: false,
+        meaning: "host[:port] of the REST API when it differs from SERVER_ADDRESS",
+    },
+    Setting {
+        name: "CONNECT_UNSECURE",
+        reach: Reach::Host,
+        default: Some("false"),
+        secret: false,
+        meaning: "true: ws:// and http:// instead of TLS, loopback hosts only",
+    },
+    Setting {
+        name: "CONNECT_UNSECURE_ANY_HOST",
+        reach: Reach::Host,
+        default: Some("false"),
+        secret: false,
+        meaning: "true: allow CONNECT_UNSECURE for a non-loopback host",
+    },
+    Setting {
+        name: "SSL_CERT_FILE",
+        reach: Reach::Host,
+        default: None,
+        secret: false,
+        meaning: "extra CA bundle (PEM) for the websocket and REST",
+    },
     Setting {
         name: "HTTPS_PROXY",
-        meaning: "http:// proxy for the websocket over TLS (environment only)",
-        in_file: false,
+        reach: Reach::Environment,
+        default: None,
+        secret: false,
+        meaning: "http:// proxy for the websocket over TLS",
     },
     Setting {
         name: "HTTP_PROXY",
-        meaning: "http:// proxy for the websocket with CONNECT_UNSECURE (environment only)",
-        in_file: false,
+        reach: Reach::Environment,
+        default: None,
+        secret: false,
+        meaning: "http:// proxy for the websocket with CONNECT_UNSECURE",
     },
     Setting {
         name: "NO_PROXY",
-        meaning: "hosts reached without the proxy (environment only)",
-        in_file: false,
+        reach: Reach::Environment,
+        default: None,
+        secret: false,
+        meaning: "hosts reached without the proxy",
     },
-    setting(
-        "LOG_FORMAT",
-        "text or json (default: text on a terminal, else json)",
-    ),
+    Setting {
+        name: "LOG_FORMAT",
+        reach: Reach::Host,
+        default: None,
+        secret: false,
+        meaning: "text or json (default: text on a terminal, else json)",
+    },
     Setting {
         name: "RUST_LOG",
-        meaning: "log filter (default info; environment only)",
-        in_file: false,
+        reach: Reach::Environment,
+        default: Some("info"),
+        secret: false,
+        meaning: "log filter",
     },
-    setting(
-        "API_RETRY_BASE_MS",
-        "first wait between REST retries, ms (default 1000)",
-    ),
-    setting(
-        "API_RETRY_MAX_MS",
-        "longest wait between REST retries, ms (default 60000)",
-    ),
-    setting(
-        "BACKGROUND_TASK_MAX_EXECUTION_TIME",
-        "seconds an event handler may run (300)",
-    ),
-    setting(
-        "INTERACTIVE_TASK_MAX_EXECUTION_TIME",
-        "seconds an interactive task may run (120)",
-    ),
-    setting(
-        "SCHEDULED_TASK_MAX_EXECUTION_TIME",
-        "seconds the monthly report may run (43200)",
-    ),
-    setting(
-        "AUTH_FAILURE_EXIT_AFTER",
-        "run exits after this many seconds of refused connections (900)",
-    ),
-    setting(
-        "WORKBOOK_DIR",
-        "keep workbooks and bad-records CSVs here (environment or file)",
-    ),
-    setting(
-        "USAGE_SOURCE",
-        "file:///path/usage-{period}.csv or https://host/...?from={from}&to={to}",
-    ),
-    setting(
-        "USAGE_SOURCE_AUTH",
-        "Authorization header for an https USAGE_SOURCE; secret",
-    ),
-    setting(
-        "USAGE_SOURCE_TIMEOUT",
-        "seconds reading an HTTP source may take in all (1800)",
-    ),
-    setting(
-        "ASSET_SEARCH_CRITERIA",
-        "asset.id, asset.external_id, asset.external_uid or parameter.<name>",
-    ),
-    setting("ITEM_SEARCH_CRITERIA", "item.mpn, item.local_id or item.id"),
-    setting(
-        "REPORT_PERIOD",
-        "a fixed YYYY-MM to report (default: the previous UTC month)",
-    ),
-    setting(
-        "MAX_RESUBMISSIONS",
-        "automatic rebuilds after rejections (default 2)",
-    ),
-    setting(
-        "ALERT_WEBHOOK_URL",
-        "alerts are POSTed here as JSON; secret",
-    ),
-    setting(
-        "API_CONCURRENCY",
-        "REST requests in flight at once (default 8)",
-    ),
-    setting(
-        "READY_TIMEOUT",
-        "seconds to wait for an uploaded file to be processed and submitted (900)",
-    ),
-    setting(
-        "READY_POLL_INTERVAL_MS",
-        "first pause between the report command's polls (2000)",
-    ),
+    Setting {
+        name: "API_RETRY_BASE_MS",
+        reach: Reach::Host,
+        default: Some("1000"),
+        secret: false,
+        meaning: "first wait between REST retries, ms",
+    },
+    Setting {
+        name: "API_RETRY_MAX_MS",
+        reach: Reach::Host,
+        default: Some("60000"),
+        secret: false,
+        meaning: "longest wait between REST retries, ms",
+    },
+    Setting {
+        name: "BACKGROUND_TASK_MAX_EXECUTION_TIME",
+        reach: Reach::Host,
+        default: Some("300"),
+        secret: false,
+        meaning: "seconds an event handler may run",
+    },
+    Setting {
+        name: "INTERACTIVE_TASK_MAX_EXECUTION_TIME",
+        reach: Reach::Host,
+        default: Some("120"),
+        secret: false,
+        meaning: "seconds an interactive task may run",
+    },
+    Setting {
+        name: "SCHEDULED_TASK_MAX_EXECUTION_TIME",
+        reach: Reach::Host,
+        default: Some("43200"),
+        secret: false,
+        meaning: "seconds the monthly report may run",
+    },
+    Setting {
+        name: "AUTH_FAILURE_EXIT_AFTER",
+        reach: Reach::Host,
+        default: Some("900"),
+        secret: false,
+        meaning: "run exits after this many seconds of refused connections",
+    },
+    Setting {
+        name: "WORKBOOK_DIR",
+        reach: Reach::Host,
+        default: None,
+        secret: false,
+        meaning: "keep workbooks and bad-records CSVs here",
+    },
+    Setting {
+        name: "USAGE_SOURCE",
+        reach: Reach::Anywhere,
+        default: None,
+        secret: false,
+        meaning: "file:///path/usage-{period}.csv or https://host/...?from={from}&to={to}",
+    },
+    Setting {
+        name: "USAGE_SOURCE_AUTH",
+        reach: Reach::Anywhere,
+        default: None,
+        secret: true,
+        meaning: "Authorization header for an https USAGE_SOURCE",
+    },
+    Setting {
+        name: "USAGE_SOURCE_TIMEOUT",
+        reach: Reach::Anywhere,
+        default: Some("1800"),
+        secret: false,
+        meaning: "seconds reading an HTTP source may take in all",
+    },
+    Setting {
+        name: "ASSET_SEARCH_CRITERIA",
+        reach: Reach::Anywhere,
+        default: Some("asset.id"),
+        secret: false,
+        meaning: "asset.id, asset.external_id, asset.external_uid or parameter.<name>",
+    },
+    Setting {
+        name: "ITEM_SEARCH_CRITERIA",
+        reach: Reach::Anywhere,
+        default: Some("item.mpn"),
+        secret: false,
+        meaning: "item.mpn, item.local_id or item.id",
+    },
+    Setting {
+        name: "REPORT_PERIOD",
+        reach: Reach::Anywhere,
+        default: None,
+        secret: false,
+        meaning: "a fixed YYYY-MM that has ended (default: the previous UTC month)",
+    },
+    Setting {
+        name: "MAX_RESUBMISSIONS",
+        reach: Reach::Anywhere,
+        default: Some("2"),
+        secret: false,
+        meaning: "automatic rebuilds after rejections",
+    },
+    Setting {
+        name: "ALERT_WEBHOOK_URL",
+        reach: Reach::Anywhere,
+        default: None,
+        secret: true,
+        meaning: "alerts are POSTed here as JSON",
+    },
+    Setting {
+        name: "API_CONCURRENCY",
+        reach: Reach::Anywhere,
+        default: Some("8"),
+        secret: false,
+        meaning: "REST requests in flight at once",
+    },
+    Setting {
+        name: "READY_TIMEOUT",
+        reach: Reach::Anywhere,
+        default: Some("900"),
+        secret: false,
+        meaning: "seconds to wait for an uploaded file to be processed and submitted",
+    },
+    Setting {
+        name: "READY_POLL_INTERVAL_MS",
+        reach: Reach::Anywhere,
+        default: Some("2000"),
+        secret: false,
+        meaning: "first pause between status polls after an upload, ms",
+    },
 ];
 
 /// The environment variables for `--help`: every setting, in two groups.
@@ -172,15 +297,12 @@ pub fn settings_help() -> String {
     let mut text = String::from(
         "Environment variables (a --config TOML file takes the same names in lower case).\n\nConnection (environment or file only):\n",
     );
-    let connection = |s: &&Setting| {
-        CONNECTION_KEYS.contains(&s.name.to_ascii_lowercase().as_str()) || !s.in_file
-    };
-    for s in SETTINGS.iter().filter(connection) {
-        text.push_str(&format!("  {:<width$}  {}\n", s.name, s.meaning));
+    for s in SETTINGS.iter().filter(|s| s.reach != Reach::Anywhere) {
+        text.push_str(&s.help_line(width));
     }
     text.push_str("\nReporting (also extension variables set in the Connect UI):\n");
-    for s in SETTINGS.iter().filter(|s| !connection(s)) {
-        text.push_str(&format!("  {:<width$}  {}\n", s.name, s.meaning));
+    for s in SETTINGS.iter().filter(|s| s.reach == Reach::Anywhere) {
+        text.push_str(&s.help_line(width));
     }
     text
 }
@@ -402,27 +524,6 @@ pub struct SettingsSources {
     pub unsecure_flag: bool,
 }
 
-/// Settings that only the environment (or the file) may set: a platform-pushed variable must
-/// not redirect where this program connects to or which key it uses.
-const CONNECTION_KEYS: &[&str] = &[
-    "api_key",
-    "environment_id",
-    "instance_id",
-    "server_address",
-    "api_address",
-    "connect_unsecure",
-    "ssl_cert_file",
-    "log_format",
-    "api_retry_base_ms",
-    "api_retry_max_ms",
-    // Where workbooks are written is the host's business, not the platform's.
-    "workbook_dir",
-    "connect_unsecure_any_host",
-    "background_task_max_execution_time",
-    "interactive_task_max_execution_time",
-    "scheduled_task_max_execution_time",
-];
-
 impl SettingsSources {
     pub fn load(&self) -> Result<Settings, ConfigError> {
         let layers = self.layers()?;
@@ -462,7 +563,7 @@ impl SettingsSources {
                 continue;
             }
             let key = name.to_ascii_lowercase();
-            if CONNECTION_KEYS.contains(&key.as_str()) {
+            if Setting::named(&key).is_some_and(|s| s.reach != Reach::Anywhere) {
                 tracing::warn!(variable = %name, "extension variable ignored: this setting is read from the environment or the configuration file only");
                 continue;
             }
@@ -526,7 +627,7 @@ impl Layers {
     fn check_file_keys(&self, path: Option<&Path>) -> Result<(), ConfigError> {
         let known: Vec<String> = SETTINGS
             .iter()
-            .filter(|s| s.in_file)
+            .filter(|s| s.reach != Reach::Environment)
             .map(|s| s.name.to_ascii_lowercase())
             .collect();
         let Some(unknown) = self.file.keys().find(|k| !known.contains(k)) else {
@@ -1519,18 +1620,90 @@ mod tests {
             .iter()
             .map(|s| s.name.to_ascii_lowercase())
             .collect();
-        for key in asked.borrow().iter().chain(
-            CONNECTION_KEYS
-                .iter()
-                .map(|k| k.to_string())
-                .collect::<Vec<_>>()
-                .iter(),
-        ) {
+        for key in asked.borrow().iter() {
             assert!(listed.contains(key), "{key} is missing from SETTINGS");
         }
         let help = settings_help();
         for setting in SETTINGS {
             assert!(help.contains(setting.name), "{}", setting.name);
+        }
+    }
+
+    /// The README's configuration tables: rows of `| `NAME` / `NAME` | `default` | meaning |`
+    /// between "## Configuration" and the next "## ", as (names, default cell).
+    fn readme_rows() -> Vec<(Vec<String>, String)> {
+        let readme = include_str!("../README.md");
+        let start = readme
+            .find("## Configuration")
+            .expect("a Configuration section");
+        let end = readme[start + 3..]
+            .find("\n## ")
+            .map_or(readme.len(), |at| start + 3 + at);
+        readme[start..end]
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let first = cells.get(1)?;
+                if !first.starts_with('`') || cells.len() < 4 {
+                    return None;
+                }
+                let names = first
+                    .split('/')
+                    .map(|name| name.trim().trim_matches('`').to_string())
+                    .filter(|name| name.chars().all(|c| c.is_ascii_uppercase() || c == '_'))
+                    .collect();
+                Some((names, cells[2].to_string()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_readme_tables_name_every_setting_with_its_default() {
+        let rows = readme_rows();
+        assert!(rows.len() > 20, "{rows:?}");
+        for (names, default) in &rows {
+            for name in names {
+                let setting = Setting::named(name)
+                    .unwrap_or_else(|| panic!("README names {name}, which is not in SETTINGS"));
+                if let (Some(value), true) = (setting.default, names.len() == 1) {
+                    assert!(
+                        default.contains(&format!("`{value}`")),
+                        "README gives {name} the default {default:?}, SETTINGS {value:?}"
+                    );
+                }
+            }
+        }
+        for setting in SETTINGS.iter().filter(|s| s.name != "RUST_LOG") {
+            assert!(
+                rows.iter()
+                    .any(|(names, _)| names.iter().any(|n| n == setting.name)),
+                "{} has no row in the README's configuration tables",
+                setting.name
+            );
+        }
+    }
+
+    #[test]
+    fn extension_json_declares_only_platform_settings_with_their_defaults() {
+        let descriptor: serde_json::Value =
+            serde_json::from_str(include_str!("../extension.json")).unwrap();
+        let variables = descriptor["variables"].as_array().unwrap();
+        assert!(!variables.is_empty());
+        for variable in variables {
+            let name = variable["name"].as_str().unwrap();
+            let setting = Setting::named(name)
+                .unwrap_or_else(|| panic!("extension.json declares {name}, not in SETTINGS"));
+            assert_eq!(
+                setting.reach,
+                Reach::Anywhere,
+                "{name}: the platform may not set it"
+            );
+            assert_eq!(
+                variable["initial_value"].as_str().unwrap(),
+                setting.default.unwrap_or_default(),
+                "{name}"
+            );
+            assert_eq!(variable["secure"].as_bool(), Some(setting.secret), "{name}");
         }
     }
 }
