@@ -19,6 +19,9 @@
 //! * [`output`] — files left for a person: checked names, private modes, atomic replacement.
 //! * [`sandbox`] — the whole product against the simulator in one command.
 //! * [`cli`] — the command line: `run`, `report`, `validate`, `sandbox`.
+//!
+//! The picture (runner → registry → handlers, the data path from source to Connect, where the
+//! simulator sits) is in `docs/architecture.md`; running the product is in `docs/operations.md`.
 
 pub mod alert;
 pub mod allocator;

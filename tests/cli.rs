@@ -1,4 +1,5 @@
-//! The binary as a person uses it: `sandbox`, `validate`, and the exit codes of spec §2.
+//! The binary as a person uses it: `sandbox`, `validate`, and the exit codes (0 success, 1 the
+//! work failed, 2 bad configuration or arguments).
 
 use std::io::Read;
 use std::process::{Command, Output, Stdio};

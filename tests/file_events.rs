@@ -1,4 +1,4 @@
-//! Usage-file events end to end (spec §6): the real runner and handlers against the simulator's
+//! Usage-file events end to end: the real runner and handlers against the simulator's
 //! websocket, which emits `usage_file_request_processing` tasks as files change status.
 
 mod common;

@@ -1,4 +1,4 @@
-//! The monthly report end to end against the simulator (spec §4–§5): every group filed once
+//! The monthly report end to end against the simulator: every group filed once
 //! with exactly its rows, nothing bad uploaded, idempotent re-runs, recovery after interrupted
 //! runs, January, every bad-record kind, and every source format from file and HTTP.
 

@@ -1,4 +1,4 @@
-//! The command line (spec §2): parses arguments, loads settings, and maps outcomes to exit codes
+//! The command line: parses arguments, loads settings, and maps outcomes to exit codes
 //! (0 success, 1 the work ran but something failed, 2 bad configuration or arguments).
 
 use std::path::PathBuf;

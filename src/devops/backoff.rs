@@ -1,6 +1,7 @@
-//! Reconnect delays after failed connection attempts (protocol doc §10.2): exponential backoff
-//! with full jitter, capped, with a separate time budget per failure class after which a new
-//! cycle starts (the official 43.1 behaviour: never give up while not shutting down).
+//! Reconnect delays after failed connection attempts: exponential backoff with full jitter
+//! (1, 2, 4 … s nominal, capped at 300 s), with a separate time budget per failure class
+//! (3 hours for maintenance, 15 minutes otherwise) after which a new cycle starts (the
+//! official 43.1 behaviour: never give up while not shutting down).
 
 use std::time::{Duration, Instant};
 

@@ -1,6 +1,7 @@
-//! One of the two connections an instance keeps (protocol doc §3.4), as state that outlives
-//! its sockets: which `runner_type` it announces, the tasks it is running and the results it
-//! still has to send.
+//! One of the two connections an instance keeps (like the official runner, one announcing
+//! `runner_type=background` and one `interactive`, each accepting every task category), as
+//! state that outlives its sockets: which `runner_type` it announces, the tasks it is running
+//! and the results it still has to send.
 
 use std::fmt;
 

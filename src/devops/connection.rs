@@ -1,4 +1,4 @@
-//! Opening one connection (protocol doc §3, §5 steps 1–2): the URL with this instance's
+//! Opening one connection, up to a finished handshake: the URL with this instance's
 //! running counts, the upgrade with the `Authorization` header, the liveness ping, and the
 //! `setup_request` / `setup_response` handshake, each step bounded in time.
 //!

@@ -1,4 +1,4 @@
-//! Running one task (protocol doc §7.1): count it, wait for a slot of its category, resolve its
+//! Running one task: count it, wait for a slot of its category, resolve its
 //! argument and handler, run the handler under the category's time limit, and queue the result
 //! on the connection the task came from.
 //!

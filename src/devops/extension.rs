@@ -1,4 +1,5 @@
-//! `extension.json`: the descriptor of this extension (protocol doc §12.2, spec §8), embedded in
+//! `extension.json`: the descriptor of this extension (name, version, README and changelog
+//! URLs, subscriptions, schedulables, variables with defaults), embedded in
 //! the binary so that what `run` declares in `setup_request` is exactly what the file says.
 //!
 //! The descriptor uses the SDK-v1 form (subscriptions, schedulables and variables in the file)
@@ -55,7 +56,7 @@ impl ExtensionDescriptor {
 
     fn check(&self) -> Result<(), DescriptorError> {
         let invalid = |reason: String| Err(DescriptorError::Invalid(reason));
-        // The official runner cannot even start without both URLs (protocol doc §6.1).
+        // `setup_request` always carries both URLs: the official runner cannot start without.
         for (field, url) in [
             ("readme_url", &self.readme_url),
             ("changelog_url", &self.changelog_url),
@@ -98,7 +99,7 @@ impl ExtensionDescriptor {
         SetupRequest {
             event_subscriptions: self.capabilities.clone(),
             // Icons and UI modules belong to the web-application channel; the events channel
-            // sends null (protocol doc §6.1).
+            // sends null.
             ui_modules: None,
             icon: None,
             variables: self.variables.clone(),

@@ -1,5 +1,5 @@
 //! The DevOps events runner: `connect-payg run` as a drop-in for the official Python runner as
-//! far as the platform can tell (protocol doc `connect-devops-protocol.md`, spec §7).
+//! far as the platform can tell (see docs/architecture.md, The runner).
 //!
 //! How the pieces fit:
 //!
@@ -57,7 +57,7 @@ use channel::Channel;
 use platform::Platform;
 use shared::{Limits, Shared, Stop};
 
-/// Grace added to the background time limit for the default drain limit (protocol doc §11).
+/// Grace added to the background time limit for the default drain limit (the official 90 s).
 const DRAIN_GRACE: Duration = Duration::from_secs(90);
 
 #[derive(Debug, thiserror::Error)]

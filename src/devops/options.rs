@@ -8,7 +8,7 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 pub struct RunnerOptions {
-    /// Pause before reconnecting after an established connection dropped (protocol doc §10.3).
+    /// Pause before reconnecting after an established connection dropped (official: 5 s).
     pub reconnect_delay: Duration,
     /// First nominal backoff delay after a failed connection attempt (doubles each time).
     pub backoff_base: Duration,
@@ -26,7 +26,7 @@ pub struct RunnerOptions {
     /// How long to wait for the server's answer to our close frame.
     pub close_timeout: Duration,
     /// How long a stopping runner waits for running tasks and unsent results; `None` means the
-    /// official limit, background time limit + 90 s (protocol doc §11).
+    /// official limit, background time limit + 90 s.
     pub drain_limit: Option<Duration>,
     /// Largest inbound frame or message; bigger ones drop the connection unread.
     pub max_message_size: usize,

@@ -1,4 +1,4 @@
-//! The result queue of one connection (protocol doc §7.7): one FIFO that outlives reconnects.
+//! The result queue of one connection: one FIFO and one sender that outlive reconnects.
 //!
 //! A result leaves the queue only after it was written to an established, handshaken
 //! connection, so results produced while disconnected wait for the next connection and none is

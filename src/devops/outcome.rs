@@ -1,4 +1,4 @@
-//! Turning what happened to a task into its `output` (protocol doc §6.4, §7.6, §8): the result
+//! Turning what happened to a task into its `output`: the result
 //! code each category may answer, the countdown floor, the interactive `data` object, the
 //! message length limit.
 
@@ -27,7 +27,7 @@ pub(crate) fn from_handler(
 ) -> TaskOutput {
     let output = match (category, outcome) {
         (TaskCategory::Interactive, HandlerOutcome::Success(message)) => {
-            // Validation handlers answer with the request itself (protocol doc §8).
+            // Validation handlers answer with the (possibly modified) request as the body.
             let body = if input.event_type.ends_with("_validation") {
                 input.data.clone()
             } else {

@@ -1,4 +1,4 @@
-//! What the platform told this runner: the merged `setup_response`s (protocol doc §6.2) and the
+//! What the platform told this runner: the merged `setup_response`s and the
 //! live settings and REST client derived from the extension variables in them.
 //!
 //! Both connections feed the same state, because the official runner merges per process: the

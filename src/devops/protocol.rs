@@ -1,4 +1,4 @@
-//! The DevOps events-channel wire format (protocol doc §4, §6): the version-2 envelope and its
+//! The DevOps events-channel wire format: the version-2 envelope and its
 //! four messages, as serde types shared by the runner and the simulator.
 //!
 //! The serialisation follows the official runner byte for byte where it matters: `version` is
@@ -6,7 +6,8 @@
 //! (with `null` when empty). Reading is lenient the same way the official runner is: unknown
 //! fields are ignored, a missing `model_type` is accepted, and `shutdown` may come without a
 //! `version` (legacy version 1) or without `data`. Unknown message types are reported as
-//! [`ServerMessage::Ignored`] rather than as errors, because the doc says to ignore them.
+//! [`ServerMessage::Ignored`] rather than as errors: a runner must ignore a type it does not
+//! know.
 //!
 //! Values that are secrets on the wire (`options.api_key`, secure variable values, the logging
 //! token) are redacted in every `Debug` implementation here.
@@ -21,7 +22,7 @@ use serde_json::{json, Map, Value};
 pub const PROTOCOL_VERSION: u64 = 2;
 
 /// `runner_version` sent in `setup_request`: the official runner's current version, which is
-/// the safest value while nobody knows whether the server checks it (protocol doc §6.1).
+/// the safest value while nobody knows whether the server checks it.
 pub const RUNNER_VERSION: &str = "43.1";
 
 const REDACTED: &str = "***";
@@ -348,7 +349,7 @@ impl Envelope {
     fn parse(text: &str) -> Result<Envelope, DecodeError> {
         let value: Value = serde_json::from_str(text).map_err(DecodeError::NotJson)?;
         let raw: RawEnvelope = serde_json::from_value(value).map_err(DecodeError::NotEnvelope)?;
-        // A missing version means the legacy shapes of version 1 (protocol doc §4).
+        // A missing version means the legacy shapes of version 1 (before 2022).
         let version = raw.version.unwrap_or(1);
         if version != 1 && version != PROTOCOL_VERSION {
             return Err(DecodeError::Version {
@@ -481,7 +482,7 @@ fn encode_shutdown() -> String {
 mod tests {
     use super::*;
 
-    /// The examples of protocol doc §6, verbatim.
+    /// The platform's published example messages, verbatim.
     const SETUP_REQUEST: &str = r#"{
       "version": 2, "message_type": "setup_request",
       "data": {

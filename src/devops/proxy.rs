@@ -1,4 +1,4 @@
-//! Tunnelling the websocket through an HTTP proxy (protocol doc §3.2): `HTTPS_PROXY` for
+//! Tunnelling the websocket through an HTTP proxy: `HTTPS_PROXY` for
 //! `wss://`, `HTTP_PROXY` for `ws://` (lower-case spellings too), unless the server's host is
 //! listed in `NO_PROXY`. The tunnel is an HTTP `CONNECT` to the server's host and port; TLS
 //! then runs over it with the server's name, exactly as without a proxy.

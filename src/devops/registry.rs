@@ -19,7 +19,7 @@ use super::protocol::{SetupRequest, TaskCategory};
 use crate::config::Settings;
 use crate::connect::ConnectClient;
 
-/// What a handler made of its task; the runner turns it into the result (protocol doc §8).
+/// What a handler made of its task; the runner turns it into the task's result code.
 #[derive(Debug, Clone, PartialEq)]
 pub enum HandlerOutcome {
     /// Done. The message is reported for scheduled and interactive tasks (for background tasks

@@ -1,4 +1,4 @@
-//! What a task's handler receives, and which handler that is (protocol doc §7.2–§7.4):
+//! What a task's handler receives, and which handler that is:
 //! background tasks re-check the object's status and fetch its current state, scheduled tasks
 //! fetch their schedule and dispatch by its `method`, interactive tasks carry their payload.
 //!

@@ -1,4 +1,4 @@
-//! One handshaken connection in steady state (protocol doc §5 step 3, §10.3, §10.4, §11):
+//! One handshaken connection in steady state:
 //! reads server messages, sends queued results, keeps the connection alive with pings and
 //! declares it dead when a ping goes unanswered, and closes it cleanly once a stopping runner
 //! has nothing left to deliver on it.

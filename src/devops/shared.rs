@@ -55,7 +55,7 @@ impl Shared {
     }
 }
 
-/// The stages of stopping (protocol doc §11).
+/// The stages of stopping: tell the platform, take no new tasks, drain, close with 1000.
 #[derive(Default)]
 pub(crate) struct Stop {
     /// SIGTERM/SIGINT (the caller's token): tell the platform with a `shutdown` message.

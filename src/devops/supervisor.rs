@@ -1,4 +1,4 @@
-//! Keeps one connection up for the life of the runner (protocol doc §10): reconnects after a
+//! Keeps one connection up for the life of the runner: reconnects after a
 //! lost connection (after a pause) or a failed attempt (with backoff), logs each change of
 //! state once rather than once per attempt, and ends when the runner stops and this connection
 //! has nothing left to deliver.

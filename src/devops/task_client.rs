@@ -1,4 +1,4 @@
-//! The REST client a handler gets for one task (protocol doc §7.5): the runner's client plus
+//! The REST client a handler gets for one task: the runner's client plus
 //! the headers the official runner adds, so the platform can attribute the calls to the
 //! extension and the task, and the installation's API key when the task carries one.
 

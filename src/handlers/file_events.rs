@@ -1,5 +1,5 @@
-//! `usage_file_request_processing` (spec §6): what to do when one of our usage files changes
-//! status.
+//! `usage_file_request_processing`: what to do when one of our usage files changes status
+//! (see docs/architecture.md, Events).
 //!
 //! The handler acts on the file's *current* status (the runner fetches it fresh), not on the
 //! status that triggered the event, so a late or repeated delivery does the right thing: a file

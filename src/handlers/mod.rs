@@ -17,9 +17,9 @@ pub use file_events::rebuild_count;
 use file_events::FileEvents;
 use schedule::MonthlyReport;
 
-/// The schedulable method of spec §5.
+/// The schedulable method that runs the monthly report, as `extension.json` declares it.
 pub const MONTHLY_REPORT_METHOD: &str = "generate_monthly_usage_reports";
-/// The event type of spec §6.
+/// The event type the platform sends when one of our usage files changes status.
 pub const USAGE_FILE_EVENT: &str = "usage_file_request_processing";
 
 /// The registry `connect-payg run` serves.

@@ -1,4 +1,5 @@
-//! The schedulable `generate_monthly_usage_reports`: the monthly report of spec §5 as a task.
+//! The schedulable `generate_monthly_usage_reports`: the monthly report as a task (see
+//! docs/architecture.md, The monthly report).
 //!
 //! Failures a later attempt can fix (the source or Connect unreachable, a group that could not
 //! be filed) answer `retry`: re-running is safe because filing is idempotent. A configuration

@@ -3,7 +3,7 @@
 //!
 //! Tests build or tweak a [`Catalogue`] and install it in the simulator; the REST side serves the
 //! JSON renderings, computed once per install so list requests stay cheap. The renderings
-//! follow connect-usage-api.md §5 — including what is *not* there: contracts carry no
+//! follow Connect's published models — including what is *not* there: contracts carry no
 //! `marketplace`, so clients must take the currency from the assets' marketplace.
 
 use std::collections::HashMap;
@@ -164,7 +164,7 @@ impl Catalogue {
         self.assets.iter().find(|asset| asset.id == id)
     }
 
-    /// Spec §4: an asset's records are reported when its contract is an active distribution
+    /// An asset's records are reported when its contract is an active distribution
     /// contract and its product reports with the QT schema (terminated assets included).
     pub fn in_scope(&self, asset: &Asset) -> bool {
         let contract_ok = self

@@ -1,5 +1,5 @@
 //! The simulator's DevOps side: the events websocket a runner connects to, the schedule
-//! resource it reads, and the controls tests use to play the platform (protocol doc).
+//! resource it reads, and the controls tests use to play the platform.
 //!
 //! The hub answers `setup_request` with a `setup_response` (configurable variables, the
 //! usage-file event definitions, the extension id), hands out tasks — scheduled ones on

@@ -1,5 +1,5 @@
 //! Connect's error answer: an HTTP status with the JSON body
-//! `{"error_code": "...", "errors": ["..."]}` (connect-usage-api.md §4.1).
+//! `{"error_code": "...", "errors": ["..."]}`, field-prefixed for validation errors.
 //!
 //! Every refusal of the simulator goes through [`ApiError`], so clients are tested against the
 //! body shape they will meet in production, never against a framework's default text.

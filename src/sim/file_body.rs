@@ -1,5 +1,5 @@
 //! Checks the JSON bodies of `POST /usage/files` and `PUT /usage/files/{id}` the way Connect's
-//! serializers do (connect-usage-api.md §6.2): lengths, date shapes, existing references. Every
+//! serializers do: lengths, date shapes (`YYYY-MM-DD`), existing references. Every
 //! problem is collected, field-prefixed, into one 400 `VAL_001`.
 
 use chrono::NaiveDate;

@@ -1,4 +1,4 @@
-//! The usage-file life cycle (connect-usage-api.md §7): which action is allowed from which
+//! The usage-file life cycle: which action is allowed from which
 //! status, and where it leads.
 //!
 //! Kept as one table so the simulator refuses exactly the transitions Connect refuses; every

@@ -14,7 +14,7 @@ use super::usage_file::{Upload, UsageFile};
 use crate::usage::period::Period;
 use crate::usage::template::{self, Precision, Problem, Rules};
 
-/// `error_detail` is at most this long (connect-usage-api.md §6.5).
+/// `error_detail` is at most this long: Connect's is a short explanation of ≤ 200 characters.
 const ERROR_DETAIL_MAX: usize = 200;
 /// Sheet row of the first record (the header is row 1).
 const FIRST_DATA_ROW: u32 = 2;

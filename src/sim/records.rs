@@ -1,4 +1,4 @@
-//! Usage records (`GET /usage/records`, connect-usage-api.md §8.1): the rows of each file's last
+//! Usage records (`GET /usage/records`, filtered by `usagefile.id`): the rows of each file's last
 //! processed upload, resolved against the catalogue the way Connect stores them.
 
 use serde_json::{json, Value};

@@ -255,7 +255,7 @@ impl Generator {
         }
     }
 
-    /// The first assets cover every out-of-scope case the spec allows; the rest are mostly in
+    /// The first assets cover every out-of-scope case `spec` allows; the rest are mostly in
     /// scope, with an occasional random (contract, product) pair.
     fn assets(&mut self, catalogue: &Catalogue, spec: &SeedSpec) -> Vec<Asset> {
         let active: Vec<&Contract> = catalogue

@@ -1,4 +1,4 @@
-//! The usage-file endpoints of `/public/v1` (connect-usage-api.md §6): request parsing as strict
+//! The usage-file endpoints of `/public/v1` (`/usage/files`): request parsing as strict
 //! as Connect's — JSON bodies must say `application/json`, uploads must be multipart with
 //! exactly one file field named `usage_file` — in front of the state operations in `files.rs`.
 

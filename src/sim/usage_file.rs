@@ -1,5 +1,4 @@
-//! One simulated usage file: its fields, status history, last upload and how Connect renders it
-//! (connect-usage-api.md §6).
+//! One simulated usage file: its fields, status history, last upload and how Connect renders it.
 //!
 //! Three renderings exist because Connect has three: the flat object `POST /usage/files`
 //! answers with, the list entry (no download links) and the detail with short-lived links.

@@ -3,8 +3,8 @@
 //!
 //! Records are drawn from an installed [`Catalogue`]: good rows for in-scope assets, rows that
 //! are out of scope (inactive or non-distribution contract, product not QT), and bad rows of
-//! every kind spec §4 names, shuffled so that grouping cannot lean on input order. The same
-//! catalogue, period and [`BadRowSpec`] always give byte-identical output.
+//! every kind the product refuses ([`BadKind`]), shuffled so that grouping cannot lean on
+//! input order. The same catalogue, period and [`BadRowSpec`] always give byte-identical output.
 
 use std::collections::BTreeMap;
 
@@ -19,7 +19,7 @@ use super::catalogue::{Asset, Catalogue, Item, Product};
 use crate::config::{AssetCriteria, ItemCriteria};
 use crate::usage::period::{format_time, Period};
 
-/// The vendor CSV header (spec §4).
+/// The vendor CSV header: the record fields in the order the README's "Vendor records" lists.
 pub const HEADER: [&str; 7] = [
     "subscription_id",
     "item_mpn",
@@ -30,7 +30,7 @@ pub const HEADER: [&str; 7] = [
     "record_note",
 ];
 
-/// Why a record is bad (spec §4).
+/// Why a generated record is bad: one kind per reason the product must report a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum BadKind {

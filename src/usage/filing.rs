@@ -1,5 +1,5 @@
-//! Filing one group as exactly one live usage file (spec §5.3), safe to repeat after any crash
-//! and with other replicas doing the same at the same time.
+//! Filing one group as exactly one live usage file (see docs/architecture.md, Filing), safe to
+//! repeat after any crash and with other replicas doing the same at the same time.
 //!
 //! The platform is the only state: every run looks the group's `external_id` up first and acts
 //! on what it finds — `pending`/`accepted`/`closed` are done, `ready` is submitted, a `draft`

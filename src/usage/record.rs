@@ -1,5 +1,6 @@
-//! Vendor usage records (spec §4): the raw fields a source yields, the checks that need nothing
-//! but the record itself and the month, and the reasons a record is bad or out of scope.
+//! Vendor usage records (the README's "Vendor records"): the raw fields a source yields, the
+//! checks that need nothing but the record itself and the month, and the reasons a record is
+//! bad or out of scope.
 //!
 //! Checks that need Connect (does the subscription exist, what precision has the item) happen in
 //! [`crate::usage::resolve`]; both produce the same [`BadRecord`] so every rejection is reported

@@ -17,7 +17,7 @@ use crate::connect::{ConnectClient, ConnectError, Query, Rql};
 use crate::usage::interner::Interner;
 use crate::usage::template::Precision;
 
-/// Values per `in()` list: short enough for any URL length limit (api doc §2.2).
+/// Values per `in()` list: Connect advises about 100 per request to stay clear of URL limits.
 pub const BATCH: usize = 100;
 
 /// An asset as the workbook needs it. Held for every subscription of the month, so the ids
@@ -133,7 +133,7 @@ impl Catalog {
     }
 
     /// What the workbook names the asset by. `asset.external_id`/`external_uid` are not
-    /// confirmed spreadsheet criteria (api doc §9.2), so those configurations write `asset.id`.
+    /// confirmed spreadsheet criteria on the platform, so those configurations write `asset.id`.
     fn workbook_search(&self, asset: &Asset) -> (String, String) {
         match &self.asset_criteria {
             AssetCriteria::Parameter(name) => match asset.params.iter().find(|p| &p.id == name) {
@@ -232,7 +232,7 @@ impl Catalog {
     }
 
     /// The workbook names items by MPN, or by local id when so configured; `item.id` is not a
-    /// confirmed spreadsheet criteria (api doc §9.2), so it is written as the MPN.
+    /// confirmed spreadsheet criteria on the platform, so it is written as the MPN.
     fn item_search(&self, item: &Item) -> Option<(String, String)> {
         match self.item_criteria {
             ItemCriteria::LocalId => item

@@ -1,4 +1,4 @@
-//! Strict checks of what a runner sends, message by message (protocol doc §4, §6): stricter
+//! Strict checks of what a runner sends, message by message: stricter
 //! than any real server is known to be, so that a test against the simulator fails when the
 //! runner deviates from the official runner's wire format in any detail.
 
