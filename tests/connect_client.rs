@@ -422,13 +422,13 @@ async fn a_usage_file_walks_its_whole_life_cycle() {
     let closed = client.close_usage_file(&created.id).await.unwrap();
     assert!(closed.status == FileStatus::Closed);
     let history = sim.state().status_history(&created.id).unwrap();
-    assert_eq!(history.first().map(String::as_str), Some("draft"));
+    assert_eq!(history.first(), Some(&FileStatus::Draft));
     assert!(
         history.ends_with(&[
-            "ready".into(),
-            "pending".into(),
-            "accepted".into(),
-            "closed".into()
+            FileStatus::Ready,
+            FileStatus::Pending,
+            FileStatus::Accepted,
+            FileStatus::Closed
         ]),
         "{history:?}"
     );
@@ -644,7 +644,10 @@ async fn faults_are_survived_without_duplicates() {
         assert_eq!(made.len(), 1, "seed {seed}: exactly one file: {made:?}");
         let history = &made[0].history;
         assert_eq!(
-            history.iter().filter(|s| *s == "pending").count(),
+            history
+                .iter()
+                .filter(|s| **s == FileStatus::Pending)
+                .count(),
             1,
             "seed {seed}: submitted once: {history:?}"
         );
@@ -832,7 +835,10 @@ async fn lost_answers_to_writes_are_resolved_by_rereading() {
         assert!(deleted.status == FileStatus::Deleted, "{loss:?}");
         let history = sim.state().status_history(&file.id).unwrap();
         assert_eq!(
-            history.iter().filter(|s| *s == "pending").count(),
+            history
+                .iter()
+                .filter(|s| **s == FileStatus::Pending)
+                .count(),
             1,
             "{loss:?}: {history:?}"
         );

@@ -356,7 +356,10 @@ async fn writes_are_never_repeated_blindly() {
         }
         let history = sim.state().status_history(&file.id).unwrap();
         assert_eq!(
-            history.iter().filter(|s| *s == "pending").count(),
+            history
+                .iter()
+                .filter(|s| **s == FileStatus::Pending)
+                .count(),
             1,
             "{trouble:?}: {history:?}"
         );
