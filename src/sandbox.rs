@@ -18,6 +18,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::SettingsSources;
+use crate::connect::FileStatus;
 use crate::devops::protocol::{ResultCode, Variable};
 use crate::sim::{BadRowSpec, FileSummary, SeedSpec, SimConfig, Simulator, VendorUsage};
 use crate::usage::period::Period;
@@ -207,7 +208,7 @@ impl Playground {
             .state()
             .files()
             .into_iter()
-            .filter(|f| f.status != "deleted")
+            .filter(|f| f.status != FileStatus::Deleted)
             .collect()
     }
 
@@ -314,7 +315,7 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
     let groups = playground.usage.expected.groups.len();
     playground
         .wait_until("filing the month", &progress, |files| {
-            files.len() == groups && files.iter().all(|f| f.status == "pending")
+            files.len() == groups && files.iter().all(|f| f.status == FileStatus::Pending)
         })
         .await?;
     let result = sim
@@ -375,8 +376,8 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
         .wait_until("rebuilding the rejected file", &progress, |files| {
             files.iter().any(|f| {
                 f.id == rejected.id
-                    && f.status == "pending"
-                    && f.history.iter().any(|s| s == "rejected")
+                    && f.status == FileStatus::Pending
+                    && f.history.contains(&FileStatus::Rejected)
             })
         })
         .await?;
@@ -385,7 +386,7 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
         .map_err(|e| stage("accepting the resubmission", e.to_string()))?;
     playground
         .wait_until("finishing", &progress, |files| {
-            files.iter().all(|f| f.status == "accepted")
+            files.iter().all(|f| f.status == FileStatus::Accepted)
         })
         .await?;
     // Let the last `accepted` events reach the runner and be answered before stopping it.
@@ -447,7 +448,11 @@ fn summary(
             file.product_id,
             file.id,
             file.records,
-            file.history.join(" → ")
+            file.history
+                .iter()
+                .map(FileStatus::as_str)
+                .collect::<Vec<_>>()
+                .join(" → ")
         );
     }
     let _ = writeln!(text);

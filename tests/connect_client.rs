@@ -13,7 +13,7 @@ use futures::TryStreamExt;
 
 use connect_payg::config::Secret;
 use connect_payg::connect::models::{
-    file_status, Asset, NewUsageFile, Reference, UsageFile, UsagePeriod,
+    Asset, FileStatus, NewUsageFile, Reference, UsageFile, UsagePeriod,
 };
 use connect_payg::connect::{ClientOptions, ConnectClient, ConnectError, Query, Rql};
 use connect_payg::sim::catalogue::Product;
@@ -102,7 +102,7 @@ fn workbook(
 async fn processed(client: &ConnectClient, id: &str) -> UsageFile {
     for _ in 0..500 {
         let file = client.usage_file(id).await.unwrap();
-        if file.status_is(file_status::READY) || file.status_is(file_status::INVALID) {
+        if file.status == FileStatus::Ready || file.status == FileStatus::Invalid {
             return file;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -381,7 +381,7 @@ async fn a_usage_file_walks_its_whole_life_cycle() {
         .usage_file(&client.create_usage_file(&new).await.unwrap())
         .await
         .unwrap();
-    assert!(created.status_is(file_status::DRAFT));
+    assert!(created.status == FileStatus::Draft);
     assert_eq!(
         created.external_id.as_deref(),
         Some(new.external_id.as_str())
@@ -400,42 +400,35 @@ async fn a_usage_file_walks_its_whole_life_cycle() {
         .await
         .unwrap();
     assert!(
-        [
-            file_status::UPLOADING,
-            file_status::UPLOADED,
-            file_status::PROCESSING,
-            file_status::READY
-        ]
-        .iter()
-        .any(|s| uploading.status_is(s)),
+        uploading.status.is_processing() || uploading.status == FileStatus::Ready,
         "{}",
         uploading.status
     );
     let ready = processed(&client, &created.id).await;
-    assert!(ready.status_is(file_status::READY), "{ready:?}");
+    assert!(ready.status == FileStatus::Ready, "{ready:?}");
     assert_eq!(
         sim.state().uploaded_rows(&created.id).unwrap().len(),
         product.ppu_items().count()
     );
 
     let pending = client.submit_usage_file(&created.id).await.unwrap();
-    assert!(pending.status_is(file_status::PENDING));
+    assert!(pending.status == FileStatus::Pending);
     let accepted = client
         .accept_usage_file(&created.id, "looks right")
         .await
         .unwrap();
-    assert!(accepted.status_is(file_status::ACCEPTED));
+    assert!(accepted.status == FileStatus::Accepted);
     assert_eq!(accepted.acceptance_note.as_deref(), Some("looks right"));
     let closed = client.close_usage_file(&created.id).await.unwrap();
-    assert!(closed.status_is(file_status::CLOSED));
+    assert!(closed.status == FileStatus::Closed);
     let history = sim.state().status_history(&created.id).unwrap();
-    assert_eq!(history.first().map(String::as_str), Some("draft"));
+    assert_eq!(history.first(), Some(&FileStatus::Draft));
     assert!(
         history.ends_with(&[
-            "ready".into(),
-            "pending".into(),
-            "accepted".into(),
-            "closed".into()
+            FileStatus::Ready,
+            FileStatus::Pending,
+            FileStatus::Accepted,
+            FileStatus::Closed
         ]),
         "{history:?}"
     );
@@ -460,15 +453,13 @@ async fn rejected_invalid_and_deleted_files() {
         .upload_usage_file(&file.id, workbook(&asset, &product, 1000.0))
         .await
         .unwrap();
-    assert!(processed(&client, &file.id)
-        .await
-        .status_is(file_status::READY));
+    assert!(processed(&client, &file.id).await.status == FileStatus::Ready);
     client.submit_usage_file(&file.id).await.unwrap();
     let rejected = client
         .reject_usage_file(&file.id, "Quantity looks too high")
         .await
         .unwrap();
-    assert!(rejected.status_is(file_status::REJECTED));
+    assert!(rejected.status == FileStatus::Rejected);
     assert_eq!(
         rejected.rejection_note.as_deref(),
         Some("Quantity looks too high")
@@ -477,14 +468,8 @@ async fn rejected_invalid_and_deleted_files() {
         .upload_usage_file(&file.id, workbook(&asset, &product, 10.0))
         .await
         .unwrap();
-    assert!(processed(&client, &file.id)
-        .await
-        .status_is(file_status::READY));
-    assert!(client
-        .submit_usage_file(&file.id)
-        .await
-        .unwrap()
-        .status_is(file_status::PENDING));
+    assert!(processed(&client, &file.id).await.status == FileStatus::Ready);
+    assert!(client.submit_usage_file(&file.id).await.unwrap().status == FileStatus::Pending);
 
     // An invalid workbook (fractional quantity on an integer item), then a fixed one.
     let file = client
@@ -501,7 +486,7 @@ async fn rejected_invalid_and_deleted_files() {
         .await
         .unwrap();
     let invalid = processed(&client, &file.id).await;
-    assert!(invalid.status_is(file_status::INVALID), "{invalid:?}");
+    assert!(invalid.status == FileStatus::Invalid, "{invalid:?}");
     let detail = invalid.error_detail.unwrap_or_default();
     assert!(
         detail.contains("quantity"),
@@ -511,11 +496,9 @@ async fn rejected_invalid_and_deleted_files() {
         .upload_usage_file(&file.id, workbook(&asset, &product, 2.0))
         .await
         .unwrap();
-    assert!(processed(&client, &file.id)
-        .await
-        .status_is(file_status::READY));
+    assert!(processed(&client, &file.id).await.status == FileStatus::Ready);
     let deleted = client.delete_usage_file(&file.id).await.unwrap();
-    assert!(deleted.status_is(file_status::DELETED));
+    assert!(deleted.status == FileStatus::Deleted);
 
     // A draft can be deleted straight away.
     let draft = client
@@ -527,11 +510,7 @@ async fn rejected_invalid_and_deleted_files() {
         )
         .await
         .unwrap();
-    assert!(client
-        .delete_usage_file(&draft.id)
-        .await
-        .unwrap()
-        .status_is(file_status::DELETED));
+    assert!(client.delete_usage_file(&draft.id).await.unwrap().status == FileStatus::Deleted);
 }
 
 #[tokio::test]
@@ -649,12 +628,10 @@ async fn faults_are_survived_without_duplicates() {
             .upload_usage_file(&file.id, workbook(&asset, &product, 4.0))
             .await
             .unwrap();
-        assert!(processed(&client, &file.id)
-            .await
-            .status_is(file_status::READY));
+        assert!(processed(&client, &file.id).await.status == FileStatus::Ready);
         let pending = client.submit_usage_file(&file.id).await.unwrap();
         assert!(
-            pending.status_is(file_status::PENDING),
+            pending.status == FileStatus::Pending,
             "seed {seed}: {pending:?}"
         );
 
@@ -667,7 +644,10 @@ async fn faults_are_survived_without_duplicates() {
         assert_eq!(made.len(), 1, "seed {seed}: exactly one file: {made:?}");
         let history = &made[0].history;
         assert_eq!(
-            history.iter().filter(|s| *s == "pending").count(),
+            history
+                .iter()
+                .filter(|s| **s == FileStatus::Pending)
+                .count(),
             1,
             "seed {seed}: submitted once: {history:?}"
         );
@@ -826,12 +806,10 @@ async fn lost_answers_to_writes_are_resolved_by_rereading() {
             .upload_usage_file(&file.id, workbook(&asset, &product, 5.0))
             .await
             .unwrap();
-        assert!(processed(&client, &file.id)
-            .await
-            .status_is(file_status::READY));
+        assert!(processed(&client, &file.id).await.status == FileStatus::Ready);
 
         let pending = client.submit_usage_file(&file.id).await.unwrap();
-        assert!(pending.status_is(file_status::PENDING), "{loss:?}");
+        assert!(pending.status == FileStatus::Pending, "{loss:?}");
         assert_eq!(
             sim.state()
                 .request_count("POST", "/usage/files/{id}/submit"),
@@ -840,9 +818,9 @@ async fn lost_answers_to_writes_are_resolved_by_rereading() {
         );
 
         let accepted = client.accept_usage_file(&file.id, "ok").await.unwrap();
-        assert!(accepted.status_is(file_status::ACCEPTED), "{loss:?}");
+        assert!(accepted.status == FileStatus::Accepted, "{loss:?}");
         let closed = client.close_usage_file(&file.id).await.unwrap();
-        assert!(closed.status_is(file_status::CLOSED), "{loss:?}");
+        assert!(closed.status == FileStatus::Closed, "{loss:?}");
 
         let draft = client
             .usage_file(
@@ -854,10 +832,13 @@ async fn lost_answers_to_writes_are_resolved_by_rereading() {
             .await
             .unwrap();
         let deleted = client.delete_usage_file(&draft.id).await.unwrap();
-        assert!(deleted.status_is(file_status::DELETED), "{loss:?}");
+        assert!(deleted.status == FileStatus::Deleted, "{loss:?}");
         let history = sim.state().status_history(&file.id).unwrap();
         assert_eq!(
-            history.iter().filter(|s| *s == "pending").count(),
+            history
+                .iter()
+                .filter(|s| **s == FileStatus::Pending)
+                .count(),
             1,
             "{loss:?}: {history:?}"
         );

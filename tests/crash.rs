@@ -17,6 +17,7 @@ use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{period, world, World};
+use connect_payg::connect::FileStatus;
 use connect_payg::sim::{BadRowSpec, Faults, SeedSpec, SimState};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -37,11 +38,11 @@ enum KillPoint {
     After(Duration),
 }
 
-fn files_that_reached(state: &SimState, status: &str) -> usize {
+fn files_that_reached(state: &SimState, status: FileStatus) -> usize {
     state
         .files()
         .iter()
-        .filter(|f| f.history.iter().any(|s| s == status))
+        .filter(|f| f.history.contains(&status))
         .count()
 }
 
@@ -50,8 +51,8 @@ impl KillPoint {
         match *self {
             KillPoint::AfterCreate(n) => state.files().len() >= n,
             KillPoint::MidUpload(n) => state.request_count("POST", "/usage/files/{id}/upload") >= n,
-            KillPoint::AfterUpload(n) => files_that_reached(state, "processing") >= n,
-            KillPoint::BeforeSubmit(n) => files_that_reached(state, "ready") >= n,
+            KillPoint::AfterUpload(n) => files_that_reached(state, FileStatus::Processing) >= n,
+            KillPoint::BeforeSubmit(n) => files_that_reached(state, FileStatus::Ready) >= n,
             KillPoint::After(pause) => since.elapsed() >= pause,
         }
     }
@@ -131,7 +132,7 @@ fn report(world: &World, out: &Path) -> Child {
 }
 
 /// Every file's status, in creation order.
-fn statuses(world: &World) -> Vec<String> {
+fn statuses(world: &World) -> Vec<FileStatus> {
     world
         .sim
         .state()
@@ -143,7 +144,7 @@ fn statuses(world: &World) -> Vec<String> {
 
 /// Starts a run and SIGKILLs it at `point`; returns the files' statuses at the kill, or
 /// `None` when the run finished first.
-async fn run_and_kill(world: &World, point: KillPoint) -> Option<Vec<String>> {
+async fn run_and_kill(world: &World, point: KillPoint) -> Option<Vec<FileStatus>> {
     let out = world.dir.path().join("out");
     let mut child = report(world, &out);
     let since = Instant::now();
@@ -195,7 +196,7 @@ async fn assert_recovered(world: &World, what: &str) {
 /// The month is filed exactly, and the files a killed run left behind (empty, uploaded or
 /// ready) were completed, never replaced: no group ever got a second file.
 async fn assert_completed_not_replaced(world: &World, what: &str) {
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
     assert_eq!(
         world.sim.state().files().len(),
         world.usage.expected.groups.len(),

@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::{period, task_ledger, world};
+use connect_payg::connect::FileStatus;
 use connect_payg::devops::protocol::{ResultCode, TaskCategory};
 use connect_payg::sim::devops::{DevopsHub, TaskResult};
 use connect_payg::sim::{BadRowSpec, Faults, SeedSpec};
@@ -226,7 +227,7 @@ async fn soak(soak: Soak) {
     world.sim.state().clear_faults();
     extension.stop().await;
 
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
     assert!(
         hub.protocol_errors().is_empty(),
         "{soak:?}: {:#?}",
@@ -242,9 +243,9 @@ async fn soak(soak: Soak) {
     // Files given up on along the way (left over by a failed attempt, then deleted) never
     // reached the provider.
     for file in world.sim.state().files() {
-        if file.status == "deleted" {
+        if file.status == FileStatus::Deleted {
             assert!(
-                !file.history.iter().any(|s| s == "pending"),
+                !file.history.contains(&FileStatus::Pending),
                 "{soak:?}: {file:?}"
             );
         }

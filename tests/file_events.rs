@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use common::{default_world, expected_rows, uploaded, World};
+use connect_payg::connect::FileStatus;
 use connect_payg::devops::protocol::ResultCode;
 use connect_payg::sim::devops::USAGE_FILE_EVENT;
 use connect_payg::sim::ExpectedGroup;
@@ -87,7 +88,7 @@ async fn a_rejected_file_is_rebuilt_from_the_corrected_source_and_resubmitted() 
     world.set_extension_variables(&[]);
     let extension = world.start_extension().await;
     file_the_month(&world).await;
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
 
     let (file_id, corrected) = correct_the_source(&world);
     assert_ne!(uploaded(&world.sim, &file_id), corrected);
@@ -99,8 +100,7 @@ async fn a_rejected_file_is_rebuilt_from_the_corrected_source_and_resubmitted() 
     world
         .wait_until("the rejected file is pending again", |w| {
             let history = w.sim.state().status_history(&file_id).unwrap();
-            history.last().map(String::as_str) == Some("pending")
-                && history.iter().any(|s| s == "rejected")
+            history.last() == Some(&FileStatus::Pending) && history.contains(&FileStatus::Rejected)
         })
         .await;
     assert_eq!(
@@ -134,8 +134,7 @@ async fn rejections_past_the_limit_are_left_for_a_person() {
     world
         .wait_until("rebuilt once", |w| {
             let history = w.sim.state().status_history(&file_id).unwrap();
-            history.last().map(String::as_str) == Some("pending")
-                && history.contains(&"rejected".into())
+            history.last() == Some(&FileStatus::Pending) && history.contains(&FileStatus::Rejected)
         })
         .await;
     world.sim.state().reject(&file_id, "second").unwrap();
@@ -146,13 +145,12 @@ async fn rejections_past_the_limit_are_left_for_a_person() {
         .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let history = world.sim.state().status_history(&file_id).unwrap();
+    assert_eq!(history.last(), Some(&FileStatus::Rejected), "{history:?}");
     assert_eq!(
-        history.last().map(String::as_str),
-        Some("rejected"),
-        "{history:?}"
-    );
-    assert_eq!(
-        history.iter().filter(|s| *s == "rejected").count(),
+        history
+            .iter()
+            .filter(|s| **s == FileStatus::Rejected)
+            .count(),
         2,
         "{history:?}"
     );
@@ -242,7 +240,12 @@ async fn a_foreign_file_is_skipped_and_left_alone() {
         .into_iter()
         .find(|f| f.id == id)
         .unwrap();
-    assert_eq!(file.status, "ready", "never submitted: {:?}", file.history);
+    assert_eq!(
+        file.status,
+        FileStatus::Ready,
+        "never submitted: {:?}",
+        file.history
+    );
     extension.stop().await;
 }
 
@@ -262,8 +265,7 @@ async fn the_same_rejection_delivered_twice_rebuilds_once() {
     world
         .wait_until("pending again", |w| {
             let history = w.sim.state().status_history(&file_id).unwrap();
-            history.last().map(String::as_str) == Some("pending")
-                && history.contains(&"rejected".into())
+            history.last() == Some(&FileStatus::Pending) && history.contains(&FileStatus::Rejected)
         })
         .await;
     world
@@ -287,7 +289,7 @@ async fn the_same_rejection_delivered_twice_rebuilds_once() {
         .into_iter()
         .find(|f| f.id == file_id)
         .unwrap();
-    assert_eq!(file.status, "pending");
+    assert_eq!(file.status, FileStatus::Pending);
     extension.stop().await;
 }
 
@@ -303,8 +305,7 @@ async fn a_failing_webhook_does_not_break_the_task() {
     world
         .wait_until("rebuilt despite the webhook", |w| {
             let history = w.sim.state().status_history(&file_id).unwrap();
-            history.last().map(String::as_str) == Some("pending")
-                && history.contains(&"rejected".into())
+            history.last() == Some(&FileStatus::Pending) && history.contains(&FileStatus::Rejected)
         })
         .await;
     let results = world.sim.devops().results();
@@ -340,17 +341,11 @@ async fn a_ready_duplicate_of_a_filed_group_is_withdrawn_not_submitted() {
     world.sim.state().upload(&id, bytes.into()).unwrap();
     world
         .wait_until("the duplicate was withdrawn", |w| {
-            w.sim
-                .state()
-                .status_history(&id)
-                .unwrap()
-                .last()
-                .map(String::as_str)
-                == Some("deleted")
+            w.sim.state().status_history(&id).unwrap().last() == Some(&FileStatus::Deleted)
         })
         .await;
     let history = world.sim.state().status_history(&id).unwrap();
-    assert!(!history.iter().any(|s| s == "pending"), "{history:?}");
+    assert!(!history.contains(&FileStatus::Pending), "{history:?}");
     // The handler withdraws the file before it answers: wait for the answer.
     world
         .wait_until("the ready event was answered", |w| {
@@ -361,7 +356,7 @@ async fn a_ready_duplicate_of_a_filed_group_is_withdrawn_not_submitted() {
                 .any(|r| r.object_id == id && r.output.result == ResultCode::Success)
         })
         .await;
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
     extension.stop().await;
 }
 
@@ -403,7 +398,7 @@ fn use_source(world: &World, source: &str) {
 
 fn is_pending_after_rejection(world: &World, file_id: &str) -> bool {
     let history = world.sim.state().status_history(file_id).unwrap();
-    history.last().map(String::as_str) == Some("pending") && history.iter().any(|s| s == "rejected")
+    history.last() == Some(&FileStatus::Pending) && history.contains(&FileStatus::Rejected)
 }
 
 /// A rebuild cut off at the task's time limit releases its file: the next delivery rebuilds
@@ -468,7 +463,7 @@ async fn a_rebuild_that_cannot_read_the_source_retries_without_using_a_resubmiss
     assert!(message.contains("missing-2024-02.csv"), "{message}");
     assert_eq!(rebuilds_counted(&world, &file_id).await, 0);
     let history = world.sim.state().status_history(&file_id).unwrap();
-    assert_eq!(history.last().map(String::as_str), Some("rejected"));
+    assert_eq!(history.last(), Some(&FileStatus::Rejected));
     extension.stop().await;
 }
 
@@ -512,7 +507,7 @@ async fn a_rebuild_whose_source_lost_the_group_fails_with_an_alert() {
     assert_eq!(alerts[0]["file_id"], file_id.as_str());
     assert_eq!(rebuilds_counted(&world, &file_id).await, 0);
     let history = world.sim.state().status_history(&file_id).unwrap();
-    assert_eq!(history.last().map(String::as_str), Some("rejected"));
+    assert_eq!(history.last(), Some(&FileStatus::Rejected));
     extension.stop().await;
 }
 

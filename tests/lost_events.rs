@@ -12,6 +12,7 @@ mod common;
 use std::time::Duration;
 
 use common::default_world;
+use connect_payg::connect::FileStatus;
 use connect_payg::devops::protocol::{ResultCode, RunnerMessage};
 use connect_payg::sim::devops::USAGE_FILE_EVENT;
 
@@ -24,7 +25,7 @@ async fn files_whose_ready_events_were_lost_are_submitted_by_the_run() {
     let groups = world.usage.expected.groups.len();
     assert!(groups >= 4, "the default world has {groups} groups");
     let lost = 3;
-    hub.lose_file_events("ready", lost);
+    hub.lose_file_events(FileStatus::Ready, lost);
     world.set_extension_variables(&[]);
     let extension = world.start_extension().await;
 
@@ -47,9 +48,13 @@ async fn files_whose_ready_events_were_lost_are_submitted_by_the_run() {
     );
     extension.stop().await;
 
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
     for file in world.live_files() {
-        let submitted = file.history.iter().filter(|s| *s == "pending").count();
+        let submitted = file
+            .history
+            .iter()
+            .filter(|s| **s == FileStatus::Pending)
+            .count();
         assert_eq!(submitted, 1, "{file:?}");
     }
     assert!(
@@ -116,7 +121,7 @@ async fn a_task_cut_off_with_its_connection_is_handed_out_again() {
     assert_eq!(hub.stats().handed_out_again, 1);
     world.wait_until_all_pending().await;
     extension.stop().await;
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
     assert!(
         hub.protocol_errors().is_empty(),
         "{:#?}",

@@ -17,7 +17,7 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use connect_payg::config::Secret;
-use connect_payg::connect::models::{file_status, NewUsageFile, Reference, UsageFile, UsagePeriod};
+use connect_payg::connect::models::{FileStatus, NewUsageFile, Reference, UsageFile, UsagePeriod};
 use connect_payg::connect::{ClientOptions, ConnectClient};
 use connect_payg::sim::catalogue::{Asset, Product};
 use connect_payg::sim::{SeedSpec, SimConfig, Simulator};
@@ -261,11 +261,11 @@ fn workbook(asset: &Asset, product: &Product) -> Bytes {
     Bytes::from(workbook_bytes(rows).unwrap())
 }
 
-async fn wait_for_status(client: &ConnectClient, id: &str, status: &str) -> UsageFile {
+async fn wait_for_status(client: &ConnectClient, id: &str, status: FileStatus) -> UsageFile {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let file = client.usage_file(id).await.unwrap();
-        if file.status_is(status) || Instant::now() > deadline {
+        if file.status == status || Instant::now() > deadline {
             return file;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -339,15 +339,12 @@ async fn writes_are_never_repeated_blindly() {
         if trouble != Trouble::Throttle {
             assert!(file_reads(&sim) > reads_before, "{trouble:?}: re-read");
         }
-        let ready = wait_for_status(&client, &file.id, file_status::READY).await;
-        assert!(
-            ready.status_is(file_status::READY),
-            "{trouble:?}: {ready:?}"
-        );
+        let ready = wait_for_status(&client, &file.id, FileStatus::Ready).await;
+        assert!(ready.status == FileStatus::Ready, "{trouble:?}: {ready:?}");
 
         let reads_before = file_reads(&sim);
         let pending = client.submit_usage_file(&file.id).await.unwrap();
-        assert!(pending.status_is(file_status::PENDING), "{trouble:?}");
+        assert!(pending.status == FileStatus::Pending, "{trouble:?}");
         assert_eq!(
             sim.state()
                 .request_count("POST", "/usage/files/{id}/submit"),
@@ -359,7 +356,10 @@ async fn writes_are_never_repeated_blindly() {
         }
         let history = sim.state().status_history(&file.id).unwrap();
         assert_eq!(
-            history.iter().filter(|s| *s == "pending").count(),
+            history
+                .iter()
+                .filter(|s| **s == FileStatus::Pending)
+                .count(),
             1,
             "{trouble:?}: {history:?}"
         );

@@ -13,6 +13,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::{period, world, World};
+use connect_payg::connect::FileStatus;
 use connect_payg::devops::protocol::ResultCode;
 use connect_payg::sim::{BadRowSpec, Faults, SeedSpec};
 use connect_payg::usage::filing::FilingResult;
@@ -65,9 +66,9 @@ struct Race {
 /// No file that was given up on (deleted) had ever been submitted.
 fn assert_no_submitted_file_deleted(world: &World, what: &str) {
     for file in world.sim.state().files() {
-        if file.status == "deleted" {
+        if file.status == FileStatus::Deleted {
             assert!(
-                !file.history.iter().any(|s| s == "pending"),
+                !file.history.contains(&FileStatus::Pending),
                 "{what}: a submitted file was deleted: {file:?}"
             );
         }
@@ -115,7 +116,7 @@ async fn race(race: Race) -> Vec<Summary> {
                 .files()
                 .into_iter()
                 .filter(|f| f.contract_id == group.contract_id && f.product_id == group.product_id)
-                .filter(|f| f.history.iter().any(|s| s == "pending"))
+                .filter(|f| f.history.contains(&FileStatus::Pending))
                 .count();
             assert!(
                 submitted <= 1,
@@ -126,7 +127,7 @@ async fn race(race: Race) -> Vec<Summary> {
         let retry = world.reporter(&[]).run(&world.job(), None).await.unwrap();
         assert_eq!(retry.failed(), 0, "{what}: {}", retry.headline());
     }
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
     assert_no_submitted_file_deleted(&world, &what);
     // Between them the replicas filed every group (the loser of a race skips it).
     for group in world.usage.expected.groups.iter().filter(|_| !incomplete) {
@@ -148,7 +149,10 @@ async fn race(race: Race) -> Vec<Summary> {
         "{what}: {} groups, {} files created, {} deleted; failed groups per replica {:?}{}",
         world.usage.expected.groups.len(),
         files.len(),
-        files.iter().filter(|f| f.status == "deleted").count(),
+        files
+            .iter()
+            .filter(|f| f.status == FileStatus::Deleted)
+            .count(),
         summaries.iter().map(Summary::failed).collect::<Vec<_>>(),
         if incomplete {
             " (completed by a retry)"
@@ -246,7 +250,7 @@ async fn two_runners_both_receiving_the_schedule_file_each_group_once() {
         second.stop().await;
         world.sim.state().clear_faults();
         let what = format!("seed {seed}, two runners");
-        world.assert_filed_exactly("pending").await;
+        world.assert_filed_exactly(FileStatus::Pending).await;
         assert_no_submitted_file_deleted(&world, &what);
         assert!(
             hub.protocol_errors().is_empty(),
@@ -268,7 +272,10 @@ async fn two_runners_both_receiving_the_schedule_file_each_group_once() {
             "{what}: {} groups, {} files created, {} deleted, {:.1?}",
             world.usage.expected.groups.len(),
             files.len(),
-            files.iter().filter(|f| f.status == "deleted").count(),
+            files
+                .iter()
+                .filter(|f| f.status == FileStatus::Deleted)
+                .count(),
             started.elapsed()
         );
     }

@@ -9,6 +9,7 @@ use std::collections::BTreeMap;
 use chrono::{TimeZone, Utc};
 use common::{default_world, period, world, World};
 use connect_payg::connect::models::{NewUsageFile, Reference, UsagePeriod};
+use connect_payg::connect::FileStatus;
 use connect_payg::sim::{BadKind, BadRowSpec, SeedSpec, UsageFormat};
 use connect_payg::usage::build;
 use connect_payg::usage::filing::FilingResult;
@@ -44,7 +45,7 @@ async fn every_group_is_filed_once_with_exactly_its_rows() {
     let summary = world.reporter(&[]).run(&world.job(), None).await.unwrap();
     assert_eq!(summary.failed(), 0, "{}", summary.headline());
     assert_eq!(summary.created(), world.usage.expected.groups.len());
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
 
     // Every record is accounted for: bad ones by reason and line, out-of-scope ones counted.
     assert_eq!(summary.bad_by_reason(), expected_bad(&world));
@@ -64,7 +65,7 @@ async fn every_group_is_filed_once_with_exactly_its_rows() {
     assert!(world
         .live_files()
         .iter()
-        .all(|f| !f.history.contains(&"invalid".to_string())));
+        .all(|f| !f.history.contains(&FileStatus::Invalid)));
 }
 
 #[tokio::test]
@@ -201,7 +202,7 @@ async fn an_interrupted_run_completes_on_the_next_one() {
 
     let summary = reporter.run(&world.job(), None).await.unwrap();
     assert_eq!(summary.failed(), 0, "{}", summary.headline());
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
     let result_of = |i: usize| {
         let key = key_of(&world, i);
         summary
@@ -245,7 +246,7 @@ async fn january_reports_december_of_the_previous_year() {
     assert_eq!(job.period, period("2024-12"));
     let summary = reporter.run(&job, None).await.unwrap();
     assert_eq!(summary.failed(), 0, "{}", summary.headline());
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
     let files = world.live_files();
     assert!(files
         .iter()
@@ -282,7 +283,7 @@ async fn every_bad_record_kind_is_caught_and_never_uploaded() {
     }
     let summary = world.reporter(&[]).run(&world.job(), None).await.unwrap();
     assert_eq!(summary.bad_by_reason(), expected);
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
 }
 
 #[tokio::test]
@@ -451,7 +452,10 @@ async fn subscriptions_found_by_parameter_and_external_id() {
             world.usage.expected.groups.len(),
             "{criteria}"
         );
-        assert!(world.live_files().iter().all(|f| f.status == "pending"));
+        assert!(world
+            .live_files()
+            .iter()
+            .all(|f| f.status == FileStatus::Pending));
     }
 }
 
@@ -493,7 +497,7 @@ async fn a_month_larger_than_a_lookup_chunk_is_sorted_exactly() {
     assert!(records > 10_000, "several chunks: {records} records");
     let summary = world.reporter(&[]).run(&world.job(), None).await.unwrap();
     assert_eq!(summary.failed(), 0, "{}", summary.headline());
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
     assert_eq!(summary.bad_by_reason(), expected_bad(&world));
     assert_eq!(
         summary.out_of_scope.values().sum::<u64>(),
@@ -550,7 +554,7 @@ async fn a_month_that_has_not_ended_is_refused_and_nothing_is_filed() {
     reporter.now = || Utc.with_ymd_and_hms(2024, 3, 1, 0, 0, 0).unwrap();
     let summary = reporter.run(&world.job(), None).await.unwrap();
     assert_eq!(summary.failed(), 0, "{}", summary.headline());
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
 }
 
 /// `report` names the month and when it ends, exit 2, whichever way the month was named.

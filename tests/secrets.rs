@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use tokio::process::Command;
 
+use connect_payg::connect::FileStatus;
 use connect_payg::devops::protocol::{ResultCode, Variable};
 use connect_payg::sim::vendor_usage::UsageFormat;
 use connect_payg::sim::{BadRowSpec, SeedSpec, SimConfig, Simulator};
@@ -373,7 +374,7 @@ async fn the_extension_at_trace_level_leaks_nothing() {
         .state()
         .files()
         .iter()
-        .all(|file| file.status == "pending" || file.status == "deleted")
+        .all(|file| file.status == FileStatus::Pending || file.status == FileStatus::Deleted)
     {
         assert!(Instant::now() < deadline, "{:#?}", sim.state().files());
         tokio::time::sleep(Duration::from_millis(20)).await;

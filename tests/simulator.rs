@@ -6,6 +6,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use connect_payg::config::AssetCriteria;
+use connect_payg::connect::FileStatus;
 use connect_payg::sim::catalogue::{Asset, Item};
 use connect_payg::sim::{
     BadKind, BadRowSpec, Catalogue, Faults, SeedSpec, SimConfig, Simulator, UsageFormat,
@@ -458,12 +459,12 @@ async fn a_file_walks_the_whole_life_cycle_and_refuses_illegal_steps() {
     assert_eq!(closed["status"], "closed");
 
     let history = [
-        "draft",
-        "processing",
-        "ready",
-        "pending",
-        "accepted",
-        "closed",
+        FileStatus::Draft,
+        FileStatus::Processing,
+        FileStatus::Ready,
+        FileStatus::Pending,
+        FileStatus::Accepted,
+        FileStatus::Closed,
     ];
     assert_eq!(h.sim.state().status_history(&id).unwrap(), history);
     let mut published = Vec::new();
@@ -541,13 +542,13 @@ async fn rejected_files_take_a_corrected_upload_and_drafts_can_be_deleted() {
     assert_eq!(
         h.sim.state().status_history(id).unwrap(),
         [
-            "draft",
-            "processing",
-            "ready",
-            "pending",
-            "rejected",
-            "processing",
-            "ready"
+            FileStatus::Draft,
+            FileStatus::Processing,
+            FileStatus::Ready,
+            FileStatus::Pending,
+            FileStatus::Rejected,
+            FileStatus::Processing,
+            FileStatus::Ready
         ]
     );
 
@@ -712,7 +713,7 @@ async fn uploads_must_be_one_usage_file_part() {
             .state()
             .status_history(file["id"].as_str().unwrap())
             .unwrap(),
-        ["draft"]
+        [FileStatus::Draft]
     );
 }
 

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::{default_world, World};
 use connect_payg::config::Secret;
+use connect_payg::connect::FileStatus;
 use connect_payg::usage::period::Period;
 use connect_payg::usage::record::{BadReason, MAX_HELD_BAD_RECORDS};
 use connect_payg::usage::source::{SourceError, UsageSource};
@@ -71,7 +72,7 @@ async fn a_note_too_long_for_a_cell_is_a_bad_record_and_its_group_is_filed() {
         "{}",
         too_long[0]
     );
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
 }
 
 /// An in-scope asset and a decimal PAYG item of its product, with the item's decimal places.
@@ -112,7 +113,7 @@ async fn a_quantity_with_too_many_digits_is_a_bad_record_not_rounded() {
         .collect();
     assert_eq!(refused.len(), 1, "{}", summary.headline());
     assert_eq!(refused[0].line, line);
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
 }
 
 const HEADER: &str = "subscription_id,item_mpn,quantity,start_time_utc,end_time_utc\r\n";
@@ -362,7 +363,7 @@ async fn every_bad_record_reaches_the_csv_while_only_the_first_are_held() {
         "{}",
         summary.headline()
     );
-    world.assert_filed_exactly("pending").await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
 
     let csv = std::fs::read_to_string(write_bad_records(world.dir.path(), &summary).await.unwrap())
         .unwrap();

@@ -1,15 +1,16 @@
 //! The Connect objects this program reads and writes, limited to the fields it uses.
 //!
 //! Decoding is deliberately lenient (see [`super::lenient`]): unknown fields are ignored,
-//! `null` reads as "absent", quantities may be strings, and statuses stay plain strings so a
-//! status the platform adds later never breaks a report — callers compare against
-//! [`file_status`] constants and treat anything else as "unknown, keep watching".
+//! `null` reads as "absent", quantities may be strings, and a usage-file status the platform
+//! adds later never breaks a report: it reads as [`FileStatus::Other`], "unknown, keep
+//! watching". Other objects' statuses stay plain strings.
 
 use std::collections::BTreeMap;
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
+pub use super::file_status::FileStatus;
 pub use super::lenient::Reference;
 use super::lenient::{count, number, or_default, text};
 
@@ -222,21 +223,6 @@ pub struct Marketplace {
     pub currency: Option<String>,
 }
 
-/// Usage-file statuses as the platform spells them (see the life cycle in the API reference).
-pub mod file_status {
-    pub const DRAFT: &str = "draft";
-    pub const UPLOADING: &str = "uploading";
-    pub const UPLOADED: &str = "uploaded";
-    pub const PROCESSING: &str = "processing";
-    pub const INVALID: &str = "invalid";
-    pub const READY: &str = "ready";
-    pub const PENDING: &str = "pending";
-    pub const REJECTED: &str = "rejected";
-    pub const ACCEPTED: &str = "accepted";
-    pub const CLOSED: &str = "closed";
-    pub const DELETED: &str = "deleted";
-}
-
 /// A usage file (`GET /usage/files/{id}`; list results lack the `*_uri` fields).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]
 #[serde(default)]
@@ -248,9 +234,9 @@ pub struct UsageFile {
     pub external_id: Option<String>,
     pub description: Option<String>,
     pub note: Option<String>,
-    /// A [`file_status`] value — or one this program does not know yet.
+    /// Kept as [`FileStatus::Other`] when this program does not know it yet.
     #[serde(deserialize_with = "or_default")]
-    pub status: String,
+    pub status: FileStatus,
     pub sub_status: Option<String>,
     /// `qt`, `tr`, `pr`, `cr`.
     pub schema: Option<String>,
@@ -294,10 +280,6 @@ impl UsageFile {
             .as_ref()
             .map(|r| r.id.as_str())
             .or(self.distribution_contract.as_deref())
-    }
-
-    pub fn status_is(&self, status: &str) -> bool {
-        self.status.eq_ignore_ascii_case(status)
     }
 }
 
@@ -406,7 +388,11 @@ mod tests {
         assert_eq!(file.product_id(), Some("PRD-276-377-545"));
         assert_eq!(file.contract_id(), Some("CRD-25852-19745-24928"));
         assert_eq!(file.marketplace, Some(Reference::id("MP-41136")));
-        assert_eq!(file.status, "", "a create response may carry no status");
+        assert_eq!(
+            file.status,
+            FileStatus::default(),
+            "a create response may carry no status"
+        );
     }
 
     #[test]
@@ -446,7 +432,7 @@ mod tests {
             }"#,
         )
         .unwrap();
-        assert!(file.status_is(file_status::REJECTED));
+        assert!(file.status == FileStatus::Rejected);
         assert_eq!(file.product_id(), Some("PRD-276-377-545"));
         assert_eq!(file.contract_id(), Some("CRD-25852-19745-24928"));
         assert_eq!(
@@ -477,7 +463,7 @@ mod tests {
                 "stats": null, "events": null, "brand_new_field": {"x": 1}}"#,
         )
         .unwrap();
-        assert_eq!(file.status, "quarantined");
+        assert_eq!(file.status, FileStatus::Other("quarantined".into()));
         assert_eq!(file.error_detail.as_deref(), Some("row 3: bad quantity"));
         assert!(file.events.is_empty());
         let file: UsageFile =

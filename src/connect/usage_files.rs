@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use super::client::{segment, Body, ConnectClient, Repeat, Reply, Request};
 use super::error::ConnectError;
-use super::models::file_status::*;
+use super::file_status::FileStatus::{self, *};
 use super::models::{NewUsageFile, UsageFile};
 use super::rql::{Query, Rql};
 
@@ -37,44 +37,40 @@ const FILES: &str = "usage/files";
 /// after an ambiguous failure, whether it took effect.
 struct Action {
     name: &'static str,
-    done: &'static [&'static str],
-    repeatable_from: &'static [&'static str],
+    done: fn(&FileStatus) -> bool,
+    repeatable_from: fn(&FileStatus) -> bool,
 }
 
 const UPLOAD: Action = Action {
     name: "upload",
-    done: &[UPLOADING, UPLOADED, PROCESSING],
-    repeatable_from: &[DRAFT, INVALID, READY, REJECTED],
+    done: FileStatus::is_processing,
+    repeatable_from: FileStatus::accepts_upload,
 };
 const SUBMIT: Action = Action {
     name: "submit",
-    done: &[PENDING, ACCEPTED, CLOSED],
-    repeatable_from: &[READY],
+    done: FileStatus::is_done,
+    repeatable_from: |status| *status == Ready,
 };
 const DELETE: Action = Action {
     name: "delete",
-    done: &[DELETED],
-    repeatable_from: &[DRAFT, INVALID, READY],
+    done: |status| *status == Deleted,
+    repeatable_from: FileStatus::is_deletable,
 };
 const ACCEPT: Action = Action {
     name: "accept",
-    done: &[ACCEPTED, CLOSED],
-    repeatable_from: &[PENDING],
+    done: |status| matches!(status, Accepted | Closed),
+    repeatable_from: |status| *status == Pending,
 };
 const REJECT: Action = Action {
     name: "reject",
-    done: &[REJECTED],
-    repeatable_from: &[PENDING],
+    done: |status| *status == Rejected,
+    repeatable_from: |status| *status == Pending,
 };
 const CLOSE: Action = Action {
     name: "close",
-    done: &[CLOSED],
-    repeatable_from: &[ACCEPTED],
+    done: |status| *status == Closed,
+    repeatable_from: |status| *status == Accepted,
 };
-
-fn is_one_of(file: &UsageFile, statuses: &[&str]) -> bool {
-    statuses.iter().any(|status| file.status_is(status))
-}
 
 impl ConnectClient {
     pub async fn usage_file(&self, id: &str) -> Result<UsageFile, ConnectError> {
@@ -196,7 +192,7 @@ impl ConnectClient {
                 // handler) may have done it already, which is success, not an error.
                 Err(error) if error.status() == Some(400) => {
                     return match self.usage_file(id).await {
-                        Ok(file) if is_one_of(&file, action.done) => Ok(file),
+                        Ok(file) if (action.done)(&file.status) => Ok(file),
                         _ => Err(error),
                     };
                 }
@@ -213,12 +209,12 @@ impl ConnectClient {
                     return Err(error);
                 }
             };
-            if is_one_of(&file, action.done) {
+            if (action.done)(&file.status) {
                 tracing::info!(file = id, action = action.name, status = %file.status, %error,
                     "action took effect despite the failed answer");
                 return Ok(file);
             }
-            if !is_one_of(&file, action.repeatable_from) {
+            if !(action.repeatable_from)(&file.status) {
                 return Err(error);
             }
             tracing::info!(file = id, action = action.name, status = %file.status, %error,
@@ -245,7 +241,7 @@ impl ConnectClient {
             Rql::eq("external_id", &new.external_id),
             Rql::eq("product.id", &new.product.id),
             Rql::eq("contract.id", &new.contract.id),
-            Rql::ne("status", DELETED),
+            Rql::ne("status", Deleted),
         ]);
         Ok(self
             .usage_files(filter)

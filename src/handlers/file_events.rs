@@ -26,7 +26,7 @@ use serde_json::Value;
 
 use super::Workdir;
 use crate::alert::{Alert, AlertKind, Severity};
-use crate::connect::models::UsageFile;
+use crate::connect::models::{FileStatus, UsageFile};
 use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
 use crate::usage::filing::FilingResult;
 use crate::usage::group::GroupKey;
@@ -142,7 +142,7 @@ async fn handle(
         alert.file_id = Some(file.id.clone());
         alert
     };
-    if matches!(file.status.as_str(), "ready" | "rejected") {
+    if matches!(file.status, FileStatus::Ready | FileStatus::Rejected) {
         if let Err(not_ended) = period.check_ended((reporter.now)()) {
             return HandlerOutcome::Fail(format!(
                 "usage file {} is left as it is: {not_ended}",
@@ -150,8 +150,8 @@ async fn handle(
             ));
         }
     }
-    match file.status.as_str() {
-        "ready" => match reporter.submit_ready(&key, period, &file.id).await {
+    match &file.status {
+        FileStatus::Ready => match reporter.submit_ready(&key, period, &file.id).await {
             Ok(true) => {
                 tracing::info!(file_id = %file.id, "submitted ready usage file");
                 HandlerOutcome::Success(None)
@@ -162,7 +162,7 @@ async fn handle(
             ))),
             Err(error) => HandlerOutcome::Retry(format!("submitting {} failed: {error}", file.id)),
         },
-        "invalid" => {
+        FileStatus::Invalid => {
             let detail = file
                 .error_detail
                 .clone()
@@ -180,7 +180,7 @@ async fn handle(
                 .await;
             HandlerOutcome::Success(None)
         }
-        "accepted" => {
+        FileStatus::Accepted => {
             let records = file.records.unwrap_or_default();
             let stats = file.stats.unwrap_or_default();
             tracing::info!(
@@ -195,7 +195,7 @@ async fn handle(
             );
             HandlerOutcome::Success(None)
         }
-        "rejected" => {
+        FileStatus::Rejected => {
             let Some(_claim) = Rebuilding::claim(&rebuilding, &file.id) else {
                 return HandlerOutcome::Skip(format!(
                     "usage file {} is already being rebuilt",

@@ -23,6 +23,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::state::SimState;
 use super::SimConfig;
+use crate::connect::FileStatus;
 use crate::devops::protocol::{
     EventDefinition, LoggingMeta, LoggingSettings, ResultCode, RunnerMessage, ServerMessage,
     SetupRequest, SetupResponse, Task, TaskCategory, TaskInput, TaskOptions, TaskOutput, Variable,
@@ -132,7 +133,7 @@ struct Hub {
     /// How long an unanswered task whose connection closed waits before it is handed out again.
     handout_timeout: Duration,
     /// Usage-file events still to swallow, by status.
-    lose_events: HashMap<String, usize>,
+    lose_events: HashMap<FileStatus, usize>,
     /// `setup_request`s still to leave unanswered.
     withhold_setup: usize,
     queries: Vec<ConnectQuery>,
@@ -316,8 +317,8 @@ impl DevopsHub {
 
     /// Swallows the next `count` usage-file events into `status`: no task is ever sent for
     /// them, as if the platform had lost them for good.
-    pub fn lose_file_events(&self, status: &str, count: usize) {
-        self.lock().lose_events.insert(status.to_string(), count);
+    pub fn lose_file_events(&self, status: FileStatus, count: usize) {
+        self.lock().lose_events.insert(status, count);
     }
 
     /// Every task id handed out so far, in the order they were made.
@@ -600,19 +601,19 @@ impl DevopsHub {
 
     /// A usage file changed status: a task, if the runner subscribed to that status and no
     /// task for the file is still waiting to be delivered.
-    fn on_file_event(&self, file_id: &str, status: &str) {
+    fn on_file_event(&self, file_id: &str, status: &FileStatus) {
         let subscribed = {
             let mut hub = self.lock();
             if let Some(left) = hub.lose_events.get_mut(status).filter(|n| **n > 0) {
                 *left -= 1;
                 hub.stats.events_lost += 1;
-                tracing::info!(file_id, status, "usage-file event lost on purpose");
+                tracing::info!(file_id, %status, "usage-file event lost on purpose");
                 return;
             }
             let wanted = hub
                 .subscriptions
                 .get(USAGE_FILE_EVENT)
-                .is_some_and(|statuses| statuses.iter().any(|s| s == status));
+                .is_some_and(|statuses| statuses.iter().any(|s| s == status.as_str()));
             let waiting = hub
                 .pending
                 .iter()

@@ -13,11 +13,12 @@ use serde_json::Value;
 
 use super::error::ApiError;
 use super::file_body;
-use super::lifecycle::{Action, Status};
+use super::lifecycle::Action;
 use super::processing::{self, Processed};
 use super::rql::Query;
 use super::state::{FileEvent, FileSummary, Inner, SimState, World};
 use super::usage_file::{Actor, Upload, UsageFile};
+use crate::connect::FileStatus;
 use crate::usage::template::UsageRow;
 
 const NOTE_MAX: usize = 200;
@@ -35,7 +36,7 @@ impl SimState {
         inner.files.insert(id.clone(), file);
         self.publish(FileEvent {
             file_id: id,
-            status: Status::Draft.as_str().into(),
+            status: FileStatus::Draft,
         });
         Ok(created)
     }
@@ -43,7 +44,7 @@ impl SimState {
     /// `PUT /usage/files/{id}`.
     pub fn update_file(&self, id: &str, body: &Value) -> Result<Value, ApiError> {
         self.with_file(id, |file, world| {
-            Action::Update.check(&file.id, file.status)?;
+            Action::Update.check(&file.id, &file.status)?;
             file.fields = file_body::update(&file.fields, body)?;
             Ok(file.detail_json(&world.catalogue, self.origin()))
         })
@@ -53,7 +54,7 @@ impl SimState {
     /// configured delay, `ready` or `invalid`. Must be called inside a tokio runtime.
     pub fn upload(self: &Arc<Self>, id: &str, bytes: Bytes) -> Result<Value, ApiError> {
         let (detail, generation, rules) = self.with_file(id, |file, world| {
-            Action::Upload.check(&file.id, file.status)?;
+            Action::Upload.check(&file.id, &file.status)?;
             file.generation += 1;
             file.upload = Some(Upload {
                 bytes: bytes.clone(),
@@ -61,7 +62,7 @@ impl SimState {
             });
             file.error_detail = None;
             file.stamp("uploaded", Actor::Vendor);
-            self.move_to(file, Status::Processing);
+            self.move_to(file, FileStatus::Processing);
             let rules = processing::rules_for(world, file);
             Ok((
                 file.detail_json(&world.catalogue, self.origin()),
@@ -84,22 +85,22 @@ impl SimState {
         // The file may have been re-uploaded or the world reseeded meanwhile: then this result
         // is stale and dropped.
         let _ = self.with_file(id, |file, _| {
-            if file.generation != generation || file.status != Status::Processing {
+            if file.generation != generation || file.status != FileStatus::Processing {
                 return Ok(());
             }
             match outcome {
                 Some(Processed { upload, problems }) => {
                     file.upload = Some(upload);
                     if problems.is_empty() {
-                        self.move_to(file, Status::Ready);
+                        self.move_to(file, FileStatus::Ready);
                     } else {
                         file.error_detail = Some(processing::error_detail(&problems));
-                        self.move_to(file, Status::Invalid);
+                        self.move_to(file, FileStatus::Invalid);
                     }
                 }
                 None => {
                     file.error_detail = Some("the workbook could not be processed".into());
-                    self.move_to(file, Status::Invalid);
+                    self.move_to(file, FileStatus::Invalid);
                 }
             }
             Ok(())
@@ -198,11 +199,11 @@ impl SimState {
     }
 
     /// How many files are in `status` now (cheap enough to poll).
-    pub fn files_in(&self, status: &str) -> usize {
+    pub fn files_in(&self, status: &FileStatus) -> usize {
         self.lock()
             .files
             .values()
-            .filter(|file| file.status.as_str() == status)
+            .filter(|file| file.status == *status)
             .count()
     }
 
@@ -215,8 +216,8 @@ impl SimState {
                 external_id: file.fields.external_id.clone(),
                 contract_id: file.contract_id.clone(),
                 product_id: file.product_id.clone(),
-                status: file.status.as_str().into(),
-                history: file.history.iter().map(|s| s.as_str().into()).collect(),
+                status: file.status.clone(),
+                history: file.history.clone(),
                 records: file.upload.as_ref().map_or(0, |u| u.records),
                 error_detail: file.error_detail.clone(),
                 rejection_note: file.rejection_note.clone(),
@@ -226,10 +227,9 @@ impl SimState {
     }
 
     /// The statuses a file went through, in order.
-    pub fn status_history(&self, id: &str) -> Option<Vec<String>> {
+    pub fn status_history(&self, id: &str) -> Option<Vec<FileStatus>> {
         let inner = self.lock();
-        let file = inner.files.get(id)?;
-        Some(file.history.iter().map(|s| s.as_str().into()).collect())
+        Some(inner.files.get(id)?.history.clone())
     }
 
     /// The rows of the file's last processed upload.
@@ -269,7 +269,7 @@ impl SimState {
         apply: impl FnOnce(&mut UsageFile),
     ) -> Result<Value, ApiError> {
         self.with_file(id, |file, world| {
-            action.check(&file.id, file.status)?;
+            action.check(&file.id, &file.status)?;
             apply(file);
             if let Some(event) = action.event() {
                 let actor = match action.by_provider() {
@@ -286,12 +286,12 @@ impl SimState {
     }
 
     /// Changes the status, records it and tells subscribers (called under the lock).
-    fn move_to(&self, file: &mut UsageFile, status: Status) {
-        file.status = status;
-        file.history.push(status);
+    fn move_to(&self, file: &mut UsageFile, status: FileStatus) {
+        file.status = status.clone();
+        file.history.push(status.clone());
         self.publish(FileEvent {
             file_id: file.id.clone(),
-            status: status.as_str().into(),
+            status,
         });
     }
 }

@@ -4,44 +4,8 @@
 //! Kept as one table so the simulator refuses exactly the transitions Connect refuses; every
 //! refusal is a 400 with Connect's error body.
 
-use std::fmt;
-
 use super::error::ApiError;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Status {
-    Draft,
-    Processing,
-    Invalid,
-    Ready,
-    Pending,
-    Accepted,
-    Rejected,
-    Closed,
-    Deleted,
-}
-
-impl Status {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Draft => "draft",
-            Status::Processing => "processing",
-            Status::Invalid => "invalid",
-            Status::Ready => "ready",
-            Status::Pending => "pending",
-            Status::Accepted => "accepted",
-            Status::Rejected => "rejected",
-            Status::Closed => "closed",
-            Status::Deleted => "deleted",
-        }
-    }
-}
-
-impl fmt::Display for Status {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+use crate::connect::FileStatus;
 
 /// What a vendor or provider asks of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,27 +32,27 @@ impl Action {
         }
     }
 
-    fn allowed_from(self) -> &'static [Status] {
-        use Status::*;
+    /// Whether the action is allowed on a file in `status`.
+    fn allowed_from(self, status: &FileStatus) -> bool {
         match self {
-            Action::Update | Action::Upload => &[Draft, Invalid, Ready, Rejected],
-            Action::Submit => &[Ready],
-            Action::Delete => &[Draft, Invalid, Ready],
-            Action::Accept | Action::Reject => &[Pending],
-            Action::Close => &[Accepted],
+            Action::Update | Action::Upload => status.accepts_upload(),
+            Action::Submit => *status == FileStatus::Ready,
+            Action::Delete => status.is_deletable(),
+            Action::Accept | Action::Reject => *status == FileStatus::Pending,
+            Action::Close => *status == FileStatus::Accepted,
         }
     }
 
     /// The status the action leads to (`None`: the status does not change).
-    pub fn target(self) -> Option<Status> {
+    pub fn target(self) -> Option<FileStatus> {
         match self {
             Action::Update => None,
-            Action::Upload => Some(Status::Processing),
-            Action::Submit => Some(Status::Pending),
-            Action::Delete => Some(Status::Deleted),
-            Action::Accept => Some(Status::Accepted),
-            Action::Reject => Some(Status::Rejected),
-            Action::Close => Some(Status::Closed),
+            Action::Upload => Some(FileStatus::Processing),
+            Action::Submit => Some(FileStatus::Pending),
+            Action::Delete => Some(FileStatus::Deleted),
+            Action::Accept => Some(FileStatus::Accepted),
+            Action::Reject => Some(FileStatus::Rejected),
+            Action::Close => Some(FileStatus::Closed),
         }
     }
 
@@ -111,8 +75,8 @@ impl Action {
     }
 
     /// Refuses the action when the file's status does not allow it.
-    pub fn check(self, file_id: &str, current: Status) -> Result<(), ApiError> {
-        if self.allowed_from().contains(&current) {
+    pub fn check(self, file_id: &str, current: &FileStatus) -> Result<(), ApiError> {
+        if self.allowed_from(current) {
             Ok(())
         } else {
             Err(ApiError::transition(file_id, self.verb(), current.as_str()))
@@ -126,13 +90,12 @@ mod tests {
 
     #[test]
     fn only_the_documented_transitions_are_allowed() {
-        use Status::*;
-        let all = [
-            Draft, Processing, Invalid, Ready, Pending, Accepted, Rejected, Closed, Deleted,
-        ];
-        let allowed = |action: Action| -> Vec<Status> {
-            all.into_iter()
-                .filter(|s| action.check("UF-1", *s).is_ok())
+        use FileStatus::*;
+        let allowed = |action: Action| -> Vec<FileStatus> {
+            FileStatus::KNOWN
+                .into_iter()
+                .chain([Other("archived".into())])
+                .filter(|s| action.check("UF-1", s).is_ok())
                 .collect()
         };
         assert_eq!(allowed(Action::Upload), [Draft, Invalid, Ready, Rejected]);
@@ -141,8 +104,8 @@ mod tests {
         assert_eq!(allowed(Action::Accept), [Pending]);
         assert_eq!(allowed(Action::Reject), [Pending]);
         assert_eq!(allowed(Action::Close), [Accepted]);
-        let refused = Action::Submit.check("UF-1", Draft).unwrap_err();
+        let refused = Action::Submit.check("UF-1", &Draft).unwrap_err();
         assert_eq!(refused.status.as_u16(), 400);
-        assert!(refused.errors[0].contains("draft"));
+        assert!(refused.errors[0].contains(Draft.as_str()));
     }
 }

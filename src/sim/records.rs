@@ -4,9 +4,9 @@
 use serde_json::{json, Value};
 
 use super::catalogue::{Asset, Catalogue};
-use super::lifecycle::Status;
 use super::state::{SimState, World};
 use super::usage_file::UsageFile;
+use crate::connect::FileStatus;
 use crate::usage::template::{Cell, UsageRow};
 
 impl SimState {
@@ -36,9 +36,9 @@ fn file_records(file: &UsageFile, world: &World) -> Vec<Value> {
         .map(|(index, row)| {
             let sheet_row = index as u32 + 2;
             let status = match file.status {
-                Status::Accepted => "approved",
-                Status::Rejected => "rejected",
-                Status::Closed => "closed",
+                FileStatus::Accepted => "approved",
+                FileStatus::Rejected => "rejected",
+                FileStatus::Closed => "closed",
                 _ if upload.invalid_rows.contains(&sheet_row) => "invalid",
                 _ => "valid",
             };

@@ -18,13 +18,14 @@ use super::seed::{SeedSpec, SeedSummary};
 use super::usage_file::UsageFile;
 use super::vendor_usage::{BadRowSpec, UsageFormat, VendorUsage, VendorUsageError};
 use super::SimConfig;
+use crate::connect::FileStatus;
 use crate::usage::period::Period;
 
 /// Sent on every usage-file status change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FileEvent {
     pub file_id: String,
-    pub status: String,
+    pub status: FileStatus,
 }
 
 /// Requests served on `/public/v1`, by (method, route template) such as
@@ -67,9 +68,9 @@ pub struct FileSummary {
     pub external_id: Option<String>,
     pub contract_id: String,
     pub product_id: String,
-    pub status: String,
+    pub status: FileStatus,
     /// Every status the file went through, in order.
-    pub history: Vec<String>,
+    pub history: Vec<FileStatus>,
     pub records: u64,
     pub error_detail: Option<String>,
     pub rejection_note: Option<String>,

@@ -11,7 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
 
 use super::catalogue::Catalogue;
-use super::lifecycle::Status;
+use crate::connect::FileStatus;
 use crate::usage::template::UsageRow;
 
 /// The editable fields (create body, `PUT`).
@@ -63,8 +63,8 @@ pub(crate) struct UsageFile {
     pub contract_id: String,
     pub marketplace_id: String,
     pub schema: String,
-    pub status: Status,
-    pub history: Vec<Status>,
+    pub status: FileStatus,
+    pub history: Vec<FileStatus>,
     pub error_detail: Option<String>,
     pub acceptance_note: Option<String>,
     pub rejection_note: Option<String>,
@@ -85,8 +85,8 @@ impl UsageFile {
             contract_id: placement.contract_id,
             marketplace_id: placement.marketplace_id,
             schema: placement.schema,
-            status: Status::Draft,
-            history: vec![Status::Draft],
+            status: FileStatus::Draft,
+            history: vec![FileStatus::Draft],
             error_detail: None,
             acceptance_note: None,
             rejection_note: None,
@@ -117,7 +117,7 @@ impl UsageFile {
             "note": self.fields.note,
             "schema": self.schema,
             "currency": self.fields.currency,
-            "status": self.status.as_str(),
+            "status": self.status,
             "start_datetime_utc": format!("{}T00:00:00+00:00", self.fields.period_from),
             "end_datetime_utc": format!("{}T00:00:00+00:00", self.fields.period_to),
         })
@@ -148,9 +148,9 @@ impl UsageFile {
             "external_id": self.fields.external_id,
             "description": self.fields.description,
             "note": self.fields.note,
-            "status": self.status.as_str(),
+            "status": self.status,
             "sub_status": match self.status {
-                Status::Processing => Value::from("processing"),
+                FileStatus::Processing => Value::from("processing"),
                 _ if processed => Value::from("processed"),
                 _ => Value::Null,
             },
@@ -172,14 +172,14 @@ impl UsageFile {
             "stats": {
                 "uploaded": records,
                 "validated": if processed { records.saturating_sub(invalid) } else { 0 },
-                "pending": count_if(self.status == Status::Pending),
-                "accepted": count_if(matches!(self.status, Status::Accepted | Status::Closed)),
-                "closed": count_if(self.status == Status::Closed),
+                "pending": count_if(self.status == FileStatus::Pending),
+                "accepted": count_if(matches!(self.status, FileStatus::Accepted | FileStatus::Closed)),
+                "closed": count_if(self.status == FileStatus::Closed),
                 "billed": 0,
             },
             "records": {"valid": if processed { records.saturating_sub(invalid) } else { 0 },
                         "invalid": invalid,
-                        "closed": count_if(self.status == Status::Closed)},
+                        "closed": count_if(self.status == FileStatus::Closed)},
             "events": self.events_json(catalogue),
         });
         if let (Some(origin), Value::Object(map)) = (origin, &mut object) {

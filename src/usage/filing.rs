@@ -32,21 +32,12 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::connect::models::{NewUsageFile, Reference, UsageFile, UsagePeriod};
+use crate::connect::models::{FileStatus, NewUsageFile, Reference, UsageFile, UsagePeriod};
 use crate::connect::{ConnectClient, ConnectError, Rql};
 use crate::usage::build::{self, BuildError};
 use crate::usage::group::{Group, GroupKey};
 use crate::usage::period::Period;
 use crate::usage::workbook::RunPackage;
-
-/// Statuses after which the vendor has nothing more to do for the month.
-const DONE: [&str; 3] = ["pending", "accepted", "closed"];
-/// Statuses in which the platform is still working on an upload.
-const PROCESSING: [&str; 3] = ["uploading", "uploaded", "processing"];
-/// A file withdrawn for good.
-const DELETED: &str = "deleted";
-/// Statuses from which a file may be deleted.
-const DELETABLE: [&str; 3] = ["draft", "invalid", "ready"];
 
 /// Who submits an upload once the platform has processed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,7 +116,7 @@ pub enum FilingError {
     #[error("usage file {file_id} was still {status} after {waited:?}")]
     StillProcessing {
         file_id: String,
-        status: String,
+        status: FileStatus,
         waited: Duration,
     },
     #[error("usage file {file_id} is invalid: {detail}")]
@@ -177,7 +168,7 @@ fn created_at(file: &UsageFile) -> Option<&str> {
 }
 
 fn status_rank(file: &UsageFile) -> u8 {
-    if DONE.contains(&file.status.as_str()) {
+    if file.status.is_done() {
         0
     } else {
         1
@@ -206,7 +197,7 @@ impl Filer {
             Rql::eq("external_id", key.external_id(self.period)),
             Rql::eq("product.id", key.product_id.clone()),
             Rql::eq("contract.id", key.contract_id.clone()),
-            Rql::ne("status", DELETED),
+            Rql::ne("status", FileStatus::Deleted),
         ]);
         self.client.usage_files(filter).await
     }
@@ -231,7 +222,7 @@ impl Filer {
         for batch in ids.chunks(crate::usage::resolve::BATCH) {
             let filter = Rql::all([
                 Rql::one_of("external_id", batch.iter().copied()),
-                Rql::ne("status", DELETED),
+                Rql::ne("status", FileStatus::Deleted),
             ]);
             for file in self.client.usage_files(filter).await? {
                 let Some(key) = file.external_id.as_ref().and_then(|id| wanted.get(id)) else {
@@ -322,16 +313,16 @@ impl Filer {
                 return self.create_and_upload(group, &currency, outcome).await;
             };
             outcome.file_id = Some(file.id.clone());
-            match file.status.as_str() {
-                status if DONE.contains(&status) => {
+            match &file.status {
+                status if status.is_done() => {
                     return Ok(FilingResult::Skipped(format!("already {status}")))
                 }
-                "rejected" => {
+                FileStatus::Rejected => {
                     return Ok(FilingResult::Skipped(
                         "rejected; the rejection handler rebuilds it".into(),
                     ))
                 }
-                "ready" => {
+                FileStatus::Ready => {
                     return Ok(
                         match self.submit_if_still_preferred(&group.key, &file.id).await? {
                             true => FilingResult::Submitted,
@@ -339,7 +330,7 @@ impl Filer {
                         },
                     )
                 }
-                status if PROCESSING.contains(&status) => {
+                status if status.is_processing() => {
                     if self.submission == Submission::OnReadyEvent {
                         outcome.awaiting_ready = true;
                         return Ok(FilingResult::Skipped(format!(
@@ -348,18 +339,19 @@ impl Filer {
                     }
                     self.wait_until_processed(&file.id).await?;
                 }
-                "draft" => {
+                FileStatus::Draft => {
                     tracing::info!(file_id = %file.id, key = %group.key, "filling an existing empty usage file");
                     return self.fill(group, &file.id, outcome).await;
                 }
-                "invalid" => {
+                FileStatus::Invalid => {
                     tracing::info!(file_id = %file.id, key = %group.key, "deleting an invalid file to rebuild it");
                     self.client.delete_usage_file(&file.id).await?;
                 }
                 other => {
                     return Err(FilingError::Group(format!(
-                        "usage file {} is in an unexpected status {other:?}",
-                        file.id
+                        "usage file {} is in an unexpected status {:?}",
+                        file.id,
+                        other.as_str()
                     )))
                 }
             }
@@ -379,7 +371,7 @@ impl Filer {
             return Ok(None);
         };
         for file in live.iter().filter(|f| f.id != winner.id) {
-            if DELETABLE.contains(&file.status.as_str()) {
+            if file.status.is_deletable() {
                 self.withdraw_loser(&file.id, &winner.id).await?;
             } else {
                 tracing::warn!(file_id = %file.id, status = %file.status, winner = %winner.id, "a duplicate usage file cannot be deleted in its status");
@@ -402,11 +394,10 @@ impl Filer {
             self.client.delete_usage_file(file_id).await?;
         }
         for file in live.iter().filter(|f| f.id != winner) {
-            let status = file.status.as_str();
             let withdraw = if file.id == file_id {
-                DELETABLE.contains(&status)
+                file.status.is_deletable()
             } else {
-                status == "draft"
+                file.status == FileStatus::Draft
             };
             if withdraw {
                 self.withdraw_loser(&file.id, &winner).await?;
@@ -483,9 +474,9 @@ impl Filer {
         // the workbook (from the same source: the same rows). Uploading again would only send
         // the file back to processing under that replica's submit, so carry on with it as is.
         let current = self.client.usage_file(file_id).await?;
-        if uploaded_by_someone(&current.status) {
+        if current.status.holds_upload() {
             tracing::info!(file_id, status = %current.status, "another instance uploaded this file first");
-        } else if current.status == DELETED || !self.upload(file_id, bytes).await? {
+        } else if current.status == FileStatus::Deleted || !self.upload(file_id, bytes).await? {
             return Ok(lost());
         }
         self.after_upload(&group.key, file_id).await
@@ -537,14 +528,14 @@ impl Filer {
         else {
             return Err(error.into());
         };
-        if status == DELETED {
+        if status == FileStatus::Deleted {
             tracing::info!(
                 file_id,
                 "another instance's file won this group; this one was withdrawn"
             );
             return Ok(false);
         }
-        if !uploaded_by_someone(&status) {
+        if !status.holds_upload() {
             return Err(error.into());
         }
         tracing::info!(file_id, %error, "another instance uploaded this file first");
@@ -561,23 +552,24 @@ impl Filer {
             return Ok(FilingResult::Uploaded);
         }
         let file = self.wait_until_processed(file_id).await?;
-        match file.status.as_str() {
-            "ready" => Ok(match self.submit_if_still_preferred(key, file_id).await? {
+        match &file.status {
+            FileStatus::Ready => Ok(match self.submit_if_still_preferred(key, file_id).await? {
                 true => FilingResult::Created,
                 false => lost(),
             }),
-            "invalid" => Err(FilingError::Invalid {
+            FileStatus::Invalid => Err(FilingError::Invalid {
                 file_id: file_id.to_string(),
                 detail: file
                     .error_detail
                     .unwrap_or_else(|| "no detail given".into()),
             }),
-            status if DONE.contains(&status) => Ok(FilingResult::Created),
+            status if status.is_done() => Ok(FilingResult::Created),
             // Another replica's file won the group and withdrew this one while it was being
             // processed: the group is that replica's to finish.
-            DELETED => Ok(lost()),
+            FileStatus::Deleted => Ok(lost()),
             other => Err(FilingError::Group(format!(
-                "usage file {file_id} went to {other:?} after upload"
+                "usage file {file_id} went to {:?} after upload",
+                other.as_str()
             ))),
         }
     }
@@ -599,9 +591,9 @@ impl Filer {
                 return Ok(true);
             };
             let file = self.wait_until_processed(file_id).await?;
-            match file.status.as_str() {
-                "ready" => tracing::info!(file_id, %error, "submitting again"),
-                status if DONE.contains(&status) => return Ok(true),
+            match &file.status {
+                FileStatus::Ready => tracing::info!(file_id, %error, "submitting again"),
+                status if status.is_done() => return Ok(true),
                 _ => return Err(error.into()),
             }
         }
@@ -616,7 +608,7 @@ impl Filer {
         let mut interval = self.poll_interval;
         loop {
             let file = self.client.usage_file(file_id).await?;
-            if !PROCESSING.contains(&file.status.as_str()) {
+            if !file.status.is_processing() {
                 return Ok(file);
             }
             if started.elapsed() >= self.ready_timeout {
@@ -635,9 +627,4 @@ impl Filer {
 /// The outcome for a group whose file lost to another instance's file.
 fn lost() -> FilingResult {
     FilingResult::Skipped("another instance is filing this group".into())
-}
-
-/// The file holds an upload already: in processing, ready or submitted.
-fn uploaded_by_someone(status: &str) -> bool {
-    status == "ready" || PROCESSING.contains(&status) || DONE.contains(&status)
 }

@@ -21,8 +21,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::connect::models::file_status::*;
-use crate::connect::models::UsageFile;
+use crate::connect::models::{FileStatus, UsageFile};
 use crate::connect::Rql;
 use crate::usage::filing::{Filer, FilingResult, GroupOutcome, Submission};
 
@@ -50,14 +49,14 @@ pub enum Step {
 /// The step for a file in `status`, first seen `ready` `ready_for` ago (None when it was not
 /// `ready` at an earlier look).
 pub fn decide(file: &UsageFile, ready_for: Option<Duration>) -> Step {
-    let status = file.status.to_ascii_lowercase();
-    match status.as_str() {
-        READY => match ready_for {
+    match &file.status {
+        FileStatus::Ready => match ready_for {
             Some(waited) if waited >= EVENT_GRACE => Step::Submit,
             _ => Step::Wait,
         },
-        DRAFT | UPLOADING | UPLOADED | PROCESSING => Step::Wait,
-        INVALID => Step::Invalid(
+        FileStatus::Draft => Step::Wait,
+        status if status.is_processing() => Step::Wait,
+        FileStatus::Invalid => Step::Invalid(
             file.error_detail
                 .clone()
                 .unwrap_or_else(|| "no detail given".into()),
@@ -125,7 +124,7 @@ pub async fn sweep(filer: &Filer, outcomes: &mut [GroupOutcome]) {
                 continue;
             };
             let seen_ready = ready_since.get(&file.id).map(|at| now - *at);
-            if file.status_is(READY) && seen_ready.is_none() {
+            if file.status == FileStatus::Ready && seen_ready.is_none() {
                 ready_since.insert(file.id.clone(), now);
             }
             let outcome = &mut outcomes[index];
@@ -190,41 +189,39 @@ pub async fn sweep(filer: &Filer, outcomes: &mut [GroupOutcome]) {
 mod tests {
     use super::*;
 
-    fn file(status: &str) -> UsageFile {
+    fn file(status: FileStatus) -> UsageFile {
         UsageFile {
             id: "UF-1".into(),
-            status: status.into(),
-            error_detail: (status == "invalid").then(|| "bad row 3".into()),
+            error_detail: (status == FileStatus::Invalid).then(|| "bad row 3".into()),
+            status,
             ..UsageFile::default()
         }
     }
 
     #[test]
     fn every_status_has_its_step() {
+        use FileStatus::*;
         let just = Some(Duration::from_millis(10));
         let long = Some(EVENT_GRACE);
-        let table: [(&str, Option<Duration>, Step); 14] = [
-            ("draft", None, Step::Wait),
-            ("uploading", None, Step::Wait),
-            ("uploaded", None, Step::Wait),
-            ("processing", long, Step::Wait),
-            ("ready", None, Step::Wait),
-            ("ready", just, Step::Wait),
-            ("ready", long, Step::Submit),
-            ("READY", long, Step::Submit),
-            ("invalid", None, Step::Invalid("bad row 3".into())),
-            ("pending", None, Step::Done),
-            ("accepted", None, Step::Done),
-            ("rejected", None, Step::Done),
-            ("deleted", long, Step::Done),
-            ("a-status-of-the-future", None, Step::Done),
+        let table: [(FileStatus, Option<Duration>, Step); 14] = [
+            (Draft, None, Step::Wait),
+            (Uploading, None, Step::Wait),
+            (Uploaded, None, Step::Wait),
+            (Processing, long, Step::Wait),
+            (Ready, None, Step::Wait),
+            (Ready, just, Step::Wait),
+            (Ready, long, Step::Submit),
+            (FileStatus::parse("READY"), long, Step::Submit),
+            (Invalid, None, Step::Invalid("bad row 3".into())),
+            (Pending, None, Step::Done),
+            (Accepted, None, Step::Done),
+            (Rejected, None, Step::Done),
+            (Deleted, long, Step::Done),
+            (Other("a-status-of-the-future".into()), None, Step::Done),
         ];
         for (status, ready_for, step) in table {
-            assert_eq!(
-                decide(&file(status), ready_for),
-                step,
-                "{status} {ready_for:?}"
-            );
+            let label = format!("{status} {ready_for:?}");
+            assert_eq!(decide(&file(status), ready_for), step, "{label}");
         }
     }
 }

@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use connect_payg::config::{Settings, SettingsSources};
-use connect_payg::connect::{ClientOptions, ConnectClient};
+use connect_payg::connect::{ClientOptions, ConnectClient, FileStatus};
 use connect_payg::devops::protocol::ResultCode;
 use connect_payg::sim::devops::TaskResult;
 use connect_payg::sim::{
@@ -123,13 +123,13 @@ impl World {
             .state()
             .files()
             .into_iter()
-            .filter(|f| f.status != "deleted")
+            .filter(|f| f.status != FileStatus::Deleted)
             .collect()
     }
 
     /// Asserts the promise: one live file per expected group, in `status`, with exactly the
     /// expected rows (as multisets), the group's currency and the month as period.
-    pub async fn assert_filed_exactly(&self, status: &str) {
+    pub async fn assert_filed_exactly(&self, status: FileStatus) {
         let client = self.client(&self.settings(&[]));
         let live = self.live_files();
         let expected = &self.usage.expected.groups;
@@ -341,7 +341,8 @@ impl World {
     /// Every expected group has exactly one live file, and all of them are `pending`.
     pub fn all_pending(&self) -> bool {
         let live = self.live_files();
-        live.len() == self.usage.expected.groups.len() && live.iter().all(|f| f.status == "pending")
+        live.len() == self.usage.expected.groups.len()
+            && live.iter().all(|f| f.status == FileStatus::Pending)
     }
 
     /// Waits until [`World::all_pending`].

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use connect_payg::config::SettingsSources;
-use connect_payg::connect::{ClientOptions, ConnectClient};
+use connect_payg::connect::{ClientOptions, ConnectClient, FileStatus};
 use connect_payg::devops::protocol::ResultCode;
 use connect_payg::handlers::USAGE_FILE_EVENT;
 use connect_payg::sim::SeedSpec;
@@ -140,7 +140,7 @@ async fn accepted_files(world: &World, dir: &Path) -> Result<Vec<String>, String
     let state = world.sim.state();
     let mut accepted = Vec::new();
     for file in state.files() {
-        if file.status == "pending" {
+        if file.status == FileStatus::Pending {
             state
                 .accept(&file.id, Some("accepted by the bench"))
                 .map_err(|e| format!("{e:?}"))?;

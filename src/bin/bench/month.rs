@@ -7,6 +7,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
+use connect_payg::connect::FileStatus;
 use connect_payg::devops::protocol::ResultCode;
 use connect_payg::handlers::MONTHLY_REPORT_METHOD;
 use connect_payg::sim::{Faults, RequestCounts, SeedSpec, SimState};
@@ -108,7 +109,7 @@ pub async fn run_one(
 /// Seconds from `started` until `groups` files are pending (polled every millisecond).
 async fn every_file_submitted(state: &SimState, groups: usize, started: Instant) -> f64 {
     loop {
-        let pending = state.files_in("pending");
+        let pending = state.files_in(&FileStatus::Pending);
         if pending >= groups || started.elapsed() > TASK_WAIT {
             return started.elapsed().as_secs_f64();
         }
