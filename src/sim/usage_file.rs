@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::catalogue::Catalogue;
 use super::lifecycle::Status;
-use crate::usage::template::UsageRow;
+use crate::usage::workbook::UsageRow;
 
 /// The editable fields (create body, `PUT`).
 #[derive(Debug, Clone, PartialEq)]

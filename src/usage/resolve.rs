@@ -15,7 +15,7 @@ use crate::config::{AssetCriteria, ItemCriteria};
 use crate::connect::models::{Asset, Item};
 use crate::connect::{ConnectClient, ConnectError, Query, Rql};
 use crate::usage::interner::Interner;
-use crate::usage::template::Precision;
+use crate::usage::workbook::Precision;
 
 /// Values per `in()` list: short enough for any URL length limit (api doc §2.2).
 pub const BATCH: usize = 100;

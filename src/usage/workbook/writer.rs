@@ -26,7 +26,7 @@ use zip::result::ZipError;
 use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
-use crate::usage::template::{Cell, UsageRow, COLUMNS, SHEET};
+use super::reader::{Cell, UsageRow, COLUMNS, SHEET};
 
 /// Data rows a worksheet can hold: Excel's 1,048,576 rows minus the header.
 pub const MAX_RECORDS: u32 = 1_048_575;
@@ -394,8 +394,8 @@ fn is_escape_sequence(text: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reader::{read_workbook, validate_workbook, Rules};
     use super::*;
-    use crate::usage::template::{read_workbook, validate_workbook, Rules};
 
     fn row(n: u32) -> UsageRow {
         UsageRow {
@@ -625,7 +625,7 @@ mod tests {
     }
 
     /// Scale checks, run one at a time to measure each (time, peak RSS with /usr/bin/time -v):
-    /// `cargo test --release --lib usage::workbook::tests::a_million -- --ignored --exact …`.
+    /// `cargo test --release --lib usage::workbook::writer::tests::a_million -- --ignored --exact …`.
     fn write_a_million(dir: &Path) -> PathBuf {
         let path = dir.join("million.xlsx");
         let started = std::time::Instant::now();
@@ -647,7 +647,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::File::open(write_a_million(dir.path())).unwrap();
         let started = std::time::Instant::now();
-        let inspection = crate::usage::template::inspect_workbook_reader(
+        let inspection = super::super::reader::inspect_workbook_reader(
             std::io::BufReader::new(file),
             &Rules::offline(None),
         );

@@ -1,4 +1,5 @@
-//! The usage workbook template (connect-usage-api.md §9) and the one validator of it.
+//! The usage workbook template (the sheet, its columns, the platform's rules) and the one
+//! validator of it.
 //!
 //! The simulator refuses uploads with it, the pipeline checks every workbook with it before
 //! uploading, and `connect-payg validate` prints what it finds: one implementation, so the three
@@ -6,7 +7,7 @@
 //!
 //! Reading streams the `usage_records` sheet cell by cell (calamine's cell reader), so validating
 //! a million-row workbook holds one row at a time; only [`read_workbook`] collects rows. What
-//! the reader would hold whole is bounded first (`unpacked`): zip bombs are refused unread.
+//! the reader would hold whole is bounded first ([`super::guard`]): zip bombs are refused unread.
 
 use std::collections::hash_map::{Entry, RandomState};
 use std::collections::{HashMap, HashSet};
@@ -19,8 +20,8 @@ use std::str::FromStr;
 use calamine::{DataRef, Reader, Xlsx};
 use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet};
 
+use super::guard;
 use crate::usage::period::{format_time, parse_time, Period};
-use crate::usage::unpacked;
 
 /// The sheet the platform reads records from.
 pub const SHEET: &str = "usage_records";
@@ -46,7 +47,8 @@ pub const COLUMNS: [&str; 17] = [
     "tier",
 ];
 
-/// Item criteria the spreadsheet accepts (§9.2: `item.id` is not confirmed there).
+/// Item criteria the spreadsheet accepts; `item.id` is not among them (the platform does not
+/// confirm it for spreadsheet uploads).
 pub const ITEM_CRITERIA: [&str; 2] = ["item.mpn", "item.local_id"];
 
 /// How many fractional digits an item's quantity may have.
@@ -704,7 +706,7 @@ fn scan<R: Read + Seek>(
     problems: &mut Vec<Problem>,
     on_row: impl FnMut(DataRow, &mut Vec<Problem>),
 ) {
-    if let Err(message) = unpacked::check(&mut workbook) {
+    if let Err(message) = guard::check(&mut workbook) {
         return problems.push(Problem::workbook(message));
     }
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
@@ -1014,8 +1016,8 @@ fn column_letter(column: u32) -> String {
 
 #[cfg(test)]
 mod tests {
+    use super::super::writer::workbook_bytes;
     use super::*;
-    use crate::usage::workbook::workbook_bytes;
     use rust_xlsxwriter::{ExcelDateTime, Format, Workbook};
 
     fn good_row(n: u32) -> UsageRow {
