@@ -11,7 +11,8 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::reader::{Cell, Problem, RowValidator, Rules, UsageRow};
+use super::row::{Cell, UsageRow};
+use super::rules::{Problem, RowValidator, Rules};
 use super::writer::{save_as, Package, RunPackage, WorkbookError, WorkbookStats, WorkbookWriter};
 use crate::usage::group::{Group, ReportRow};
 use crate::usage::period::{format_time, Period};

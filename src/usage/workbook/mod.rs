@@ -18,14 +18,17 @@
 mod builder;
 mod guard;
 mod reader;
+mod row;
+mod rules;
 mod writer;
 
 pub use builder::{build_group, usage_row, write_group, BuildError};
 pub use reader::{
     inspect_workbook, inspect_workbook_reader, inspect_workbook_rows, read_workbook,
-    validate_workbook, Cell, Inspection, Precision, Problem, Rules, UnknownPrecision, UsageRow,
-    COLUMNS, SHEET,
+    validate_workbook, Inspection,
 };
+pub use row::{Cell, Precision, UnknownPrecision, UsageRow, COLUMNS, SHEET};
+pub use rules::{Problem, Rules};
 pub use writer::{
     too_long, workbook_bytes, write_workbook, RunPackage, WorkbookError, WorkbookStats, MAX_TEXT,
 };

@@ -26,7 +26,7 @@ use zip::result::ZipError;
 use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
-use super::reader::{Cell, UsageRow, COLUMNS, SHEET};
+use super::row::{Cell, UsageRow, COLUMNS, SHEET};
 
 /// Data rows a worksheet can hold: Excel's 1,048,576 rows minus the header.
 pub const MAX_RECORDS: u32 = 1_048_575;
@@ -394,7 +394,8 @@ fn is_escape_sequence(text: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::super::reader::{read_workbook, validate_workbook, Rules};
+    use super::super::reader::{read_workbook, validate_workbook};
+    use super::super::rules::Rules;
     use super::*;
 
     fn row(n: u32) -> UsageRow {
