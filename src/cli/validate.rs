@@ -17,6 +17,7 @@ use super::{CliError, Outcome};
 use crate::usage::period::Period;
 use crate::usage::workbook::{inspect_workbook_reader, Problem, Rules};
 
+/// Checks each file in turn, printing its report; the outcome is as the module says.
 pub async fn validate(files: Vec<PathBuf>, period: Option<String>) -> Result<Outcome, CliError> {
     let period = period
         .as_deref()

@@ -195,8 +195,9 @@ fn header_only() -> Result<(Workbook, Worksheet), XlsxError> {
     Ok((workbook, sheet))
 }
 
-/// One run's [`Package`], rendered when its first workbook is written (runs that write none,
-/// such as submitting, never render it) so that its date is the run's.
+/// One run's package (the workbook's parts around its rows), rendered when its first workbook
+/// is written (runs that write none, such as submitting, never render it) so that its date is
+/// the run's.
 #[derive(Debug, Clone, Default)]
 pub struct RunPackage(Arc<Mutex<Option<Arc<Package>>>>);
 
