@@ -405,9 +405,9 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
 
     let rebuilt_rows = sim.state().uploaded_rows(&rejected.id).unwrap_or_default();
     let quantity_fixed = rebuilt_rows.iter().any(|row| {
-        row.asset_search_value == crate::usage::template::Cell::Text(correction.asset_id.clone())
+        row.asset_search_value == crate::usage::workbook::Cell::Text(correction.asset_id.clone())
             && row.quantity
-                == crate::usage::template::Cell::Number(
+                == crate::usage::workbook::Cell::Number(
                     correction.new_quantity.parse().unwrap_or_default(),
                 )
     });

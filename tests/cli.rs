@@ -5,8 +5,7 @@ use std::io::Read;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use connect_payg::usage::template::{Cell, UsageRow, COLUMNS};
-use connect_payg::usage::workbook::write_workbook;
+use connect_payg::usage::workbook::{write_workbook, Cell, UsageRow, COLUMNS};
 
 fn binary() -> Command {
     Command::new(env!("CARGO_BIN_EXE_connect-payg"))

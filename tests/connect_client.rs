@@ -19,8 +19,7 @@ use connect_payg::connect::{ClientOptions, ConnectClient, ConnectError, Query, R
 use connect_payg::sim::catalogue::Product;
 use connect_payg::sim::{Faults, SeedSpec, SimConfig, Simulator};
 use connect_payg::usage::period::{format_time, Period};
-use connect_payg::usage::template::{Cell, UsageRow};
-use connect_payg::usage::workbook::workbook_bytes;
+use connect_payg::usage::workbook::{workbook_bytes, Cell, UsageRow};
 
 /// Test worlds report January 2024.
 fn period() -> Period {

@@ -10,8 +10,7 @@ use connect_payg::connect::FileStatus;
 use connect_payg::devops::protocol::ResultCode;
 use connect_payg::sim::devops::USAGE_FILE_EVENT;
 use connect_payg::sim::ExpectedGroup;
-use connect_payg::usage::template::Cell;
-use connect_payg::usage::workbook::workbook_bytes;
+use connect_payg::usage::workbook::{workbook_bytes, Cell};
 use serde_json::json;
 
 const SCHEDULE: &str = "generate_monthly_usage_reports";
@@ -171,7 +170,7 @@ async fn an_invalid_file_raises_an_alert_with_the_platform_detail() {
         group.contract_id, group.product_id, world.period
     );
     let id = create_file(&world, group, "broken", &external_id);
-    let mut row = connect_payg::usage::template::UsageRow::from_cells(Default::default());
+    let mut row = connect_payg::usage::workbook::UsageRow::from_cells(Default::default());
     row.record_id = Cell::Text("r-1".into());
     world
         .sim
@@ -216,7 +215,7 @@ async fn a_foreign_file_is_skipped_and_left_alone() {
     let rows = collection.groups.values().next().unwrap().rows.clone();
     let bytes = workbook_bytes(
         rows.iter()
-            .map(|row| connect_payg::usage::build::usage_row(row, world.period)),
+            .map(|row| connect_payg::usage::workbook::usage_row(row, world.period)),
     )
     .unwrap();
     world.sim.state().upload(&id, bytes.into()).unwrap();

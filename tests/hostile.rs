@@ -25,10 +25,9 @@ use connect_payg::devops::protocol::{
 use connect_payg::usage::period::Period;
 use connect_payg::usage::record::{RawRecord, FIELDS};
 use connect_payg::usage::source::{UsageSource, MAX_RECORD_BYTES};
-use connect_payg::usage::template::{
-    inspect_workbook, read_workbook, validate_workbook, Cell, Rules, UsageRow,
+use connect_payg::usage::workbook::{
+    inspect_workbook, read_workbook, validate_workbook, workbook_bytes, Cell, Rules, UsageRow,
 };
-use connect_payg::usage::workbook::workbook_bytes;
 
 // ----- memory accounting -----
 
@@ -984,7 +983,7 @@ const SHEET_TAIL: &str = "</sheetData></worksheet>";
 fn workbook_bombs_cost_bounded_memory() {
     let sheet = "xl/worksheets/sheet1.xml";
     let header: String = {
-        let cells: String = connect_payg::usage::template::COLUMNS
+        let cells: String = connect_payg::usage::workbook::COLUMNS
             .iter()
             .enumerate()
             .map(|(i, name)| {

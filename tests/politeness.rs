@@ -22,8 +22,7 @@ use connect_payg::connect::{ClientOptions, ConnectClient};
 use connect_payg::sim::catalogue::{Asset, Product};
 use connect_payg::sim::{SeedSpec, SimConfig, Simulator};
 use connect_payg::usage::period::{format_time, Period};
-use connect_payg::usage::template::{Cell, UsageRow};
-use connect_payg::usage::workbook::workbook_bytes;
+use connect_payg::usage::workbook::{workbook_bytes, Cell, UsageRow};
 
 /// Client options with millisecond backoff, so any long wait can only come from the server.
 fn options(base_url: String, api_key: &str) -> ClientOptions {

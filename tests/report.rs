@@ -11,11 +11,10 @@ use common::{default_world, period, world, World};
 use connect_payg::connect::models::{NewUsageFile, Reference, UsagePeriod};
 use connect_payg::connect::FileStatus;
 use connect_payg::sim::{BadKind, BadRowSpec, SeedSpec, UsageFormat};
-use connect_payg::usage::build;
 use connect_payg::usage::filing::FilingResult;
 use connect_payg::usage::group::GroupKey;
 use connect_payg::usage::record::BadReason;
-use connect_payg::usage::workbook::workbook_bytes;
+use connect_payg::usage::workbook::{usage_row, workbook_bytes};
 
 fn reason_of(kind: BadKind) -> BadReason {
     match kind {
@@ -160,13 +159,7 @@ async fn an_interrupted_run_completes_on_the_next_one() {
         let group = &collection.groups[&key];
         let workbook = match stage {
             Stage::BrokenUpload => workbook_bytes(std::iter::empty()).unwrap(),
-            _ => workbook_bytes(
-                group
-                    .rows
-                    .iter()
-                    .map(|row| build::usage_row(row, world.period)),
-            )
-            .unwrap(),
+            _ => workbook_bytes(group.rows.iter().map(|row| usage_row(row, world.period))).unwrap(),
         };
         let client = client.clone();
         let new = new_file(&world, &key, &currency);
@@ -471,7 +464,7 @@ async fn dry_run_writes_workbooks_and_changes_nothing() {
     for group in &summary.groups {
         let path = group.workbook.as_ref().unwrap();
         let bytes = std::fs::read(path).unwrap();
-        let rows = connect_payg::usage::template::read_workbook(&bytes).unwrap();
+        let rows = connect_payg::usage::workbook::read_workbook(&bytes).unwrap();
         assert_eq!(rows.len() as u64, group.rows);
     }
 }

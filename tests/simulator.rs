@@ -12,8 +12,7 @@ use connect_payg::sim::{
     BadKind, BadRowSpec, Catalogue, Faults, SeedSpec, SimConfig, Simulator, UsageFormat,
 };
 use connect_payg::usage::period::{format_time, Period};
-use connect_payg::usage::template::{Cell, UsageRow, COLUMNS};
-use connect_payg::usage::workbook::workbook_bytes;
+use connect_payg::usage::workbook::{workbook_bytes, Cell, UsageRow, COLUMNS};
 use reqwest::{multipart, Client, Response, StatusCode};
 use serde_json::{json, Value};
 

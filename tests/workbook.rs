@@ -8,11 +8,10 @@ use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use connect_payg::usage::period::Period;
-use connect_payg::usage::template::{
-    inspect_workbook_reader, read_workbook, validate_workbook, Cell, Inspection, Precision, Rules,
-    UsageRow,
+use connect_payg::usage::workbook::{
+    inspect_workbook_reader, read_workbook, validate_workbook, write_workbook, Cell, Inspection,
+    Precision, Rules, UsageRow,
 };
-use connect_payg::usage::workbook::write_workbook;
 
 fn record(n: u32) -> UsageRow {
     UsageRow {

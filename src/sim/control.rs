@@ -25,7 +25,7 @@ use super::seed::SeedSpec;
 use super::state::SimState;
 use super::vendor_usage::UsageFormat;
 use crate::usage::period::Period;
-use crate::usage::template::COLUMNS;
+use crate::usage::workbook::COLUMNS;
 
 const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 

@@ -19,7 +19,7 @@ use super::rql::Query;
 use super::state::{FileEvent, FileSummary, Inner, SimState, World};
 use super::usage_file::{Actor, Upload, UsageFile};
 use crate::connect::FileStatus;
-use crate::usage::template::UsageRow;
+use crate::usage::workbook::UsageRow;
 
 const NOTE_MAX: usize = 200;
 

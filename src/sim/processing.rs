@@ -1,6 +1,6 @@
 //! What the platform does with an uploaded spreadsheet: validate it against the file's period,
 //! the product's PPU items and the assets on the file's contract and product, with the one
-//! shared template validator (`crate::usage::template`), and summarise the outcome.
+//! shared template validator (`crate::usage::workbook`), and summarise the outcome.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Cursor;
@@ -12,7 +12,7 @@ use chrono::Datelike;
 use super::state::World;
 use super::usage_file::{Upload, UsageFile};
 use crate::usage::period::Period;
-use crate::usage::template::{self, Precision, Problem, Rules};
+use crate::usage::workbook::{self, Precision, Problem, Rules};
 
 /// `error_detail` is at most this long: Connect's is a short explanation of ≤ 200 characters.
 const ERROR_DETAIL_MAX: usize = 200;
@@ -67,7 +67,7 @@ pub(crate) struct Processed {
 pub(crate) fn process(bytes: Bytes, rules: &Rules) -> Processed {
     let mut rows = Vec::new();
     let inspection =
-        template::inspect_workbook_rows(Cursor::new(&bytes[..]), rules, |row| rows.push(row));
+        workbook::inspect_workbook_rows(Cursor::new(&bytes[..]), rules, |row| rows.push(row));
     // A problem of the workbook, sheet or header row (row 1) spoils every data row.
     let structural = inspection
         .problems
@@ -121,7 +121,7 @@ mod tests {
 
     fn problem(row: u32, message: &str) -> Problem {
         Problem {
-            sheet: template::SHEET.into(),
+            sheet: workbook::SHEET.into(),
             row: Some(row),
             column: Some("quantity"),
             message: message.into(),

@@ -7,7 +7,7 @@ use super::catalogue::{Asset, Catalogue};
 use super::state::{SimState, World};
 use super::usage_file::UsageFile;
 use crate::connect::FileStatus;
-use crate::usage::template::{Cell, UsageRow};
+use crate::usage::workbook::{Cell, UsageRow};
 
 impl SimState {
     /// Every stored record of every file, as the list endpoint renders them.

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::catalogue::Catalogue;
 use crate::connect::FileStatus;
-use crate::usage::template::UsageRow;
+use crate::usage::workbook::UsageRow;
 
 /// The editable fields (create body, `PUT`).
 #[derive(Debug, Clone, PartialEq)]

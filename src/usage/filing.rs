@@ -34,10 +34,9 @@ use std::time::{Duration, Instant};
 
 use crate::connect::models::{FileStatus, NewUsageFile, Reference, UsageFile, UsagePeriod};
 use crate::connect::{ConnectClient, ConnectError, Rql};
-use crate::usage::build::{self, BuildError};
 use crate::usage::group::{Group, GroupKey};
 use crate::usage::period::Period;
-use crate::usage::workbook::RunPackage;
+use crate::usage::workbook::{self, BuildError, RunPackage};
 
 /// Who submits an upload once the platform has processed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,7 +292,7 @@ impl Filer {
         let currency = group.currency.clone().map_err(FilingError::Group)?;
         if self.dry_run {
             let path = self.workbook_path(&group.key)?;
-            build::write_group(
+            workbook::write_group(
                 group.clone(),
                 self.period,
                 self.package.clone(),
@@ -489,7 +488,7 @@ impl Filer {
         group: &Arc<Group>,
         outcome: &mut GroupOutcome,
     ) -> Result<Vec<u8>, FilingError> {
-        let bytes = build::build_group(group.clone(), self.period, self.package.clone()).await?;
+        let bytes = workbook::build_group(group.clone(), self.period, self.package.clone()).await?;
         if self.keep_workbooks {
             let path = self.workbook_path(&group.key)?;
             let target = path.clone();

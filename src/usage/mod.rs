@@ -1,7 +1,6 @@
 //! The pipeline from vendor records to usage workbooks: sources, validation, resolution against
-//! Connect, grouping, workbook writing, the shared template validator, and idempotent filing.
+//! Connect, grouping, workbooks (made, read and validated in `workbook/`), and idempotent filing.
 
-pub mod build;
 pub mod filing;
 pub mod group;
 mod interner;
@@ -12,7 +11,4 @@ pub mod resolve;
 pub mod source;
 pub mod summary;
 pub mod sweep;
-pub mod template;
-mod unpacked;
-pub mod validate_command;
 pub mod workbook;

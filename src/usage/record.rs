@@ -17,8 +17,7 @@ use sha2::{Digest, Sha256};
 
 use crate::usage::interner::Interner;
 use crate::usage::period::{parse_time, Period};
-use crate::usage::template::Precision;
-use crate::usage::workbook::{too_long, MAX_TEXT};
+use crate::usage::workbook::{too_long, Precision, MAX_TEXT};
 
 /// The record's fields, in header order.
 pub const FIELDS: [&str; 7] = [

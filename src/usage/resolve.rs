@@ -15,7 +15,7 @@ use crate::config::{AssetCriteria, ItemCriteria};
 use crate::connect::models::{Asset, Item};
 use crate::connect::{ConnectClient, ConnectError, Query, Rql};
 use crate::usage::interner::Interner;
-use crate::usage::template::Precision;
+use crate::usage::workbook::Precision;
 
 /// Values per `in()` list: Connect advises about 100 per request to stay clear of URL limits.
 pub const BATCH: usize = 100;

@@ -20,7 +20,7 @@ use connect_payg::sim::{
 use connect_payg::usage::filing::Submission;
 use connect_payg::usage::period::Period;
 use connect_payg::usage::report::{ReportJob, Reporter};
-use connect_payg::usage::template::{Cell, UsageRow};
+use connect_payg::usage::workbook::{Cell, UsageRow};
 
 pub struct World {
     pub sim: Simulator,

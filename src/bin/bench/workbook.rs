@@ -6,8 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Instant;
 
-use connect_payg::usage::template::{Cell, UsageRow};
-use connect_payg::usage::workbook::write_workbook;
+use connect_payg::usage::workbook::{write_workbook, Cell, UsageRow};
 
 use crate::measure::{self, ChildReport};
 

@@ -11,12 +11,11 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use super::row::{Cell, UsageRow};
+use super::rules::{Problem, RowValidator, Rules};
+use super::writer::{save_as, Package, RunPackage, WorkbookError, WorkbookStats, WorkbookWriter};
 use crate::usage::group::{Group, ReportRow};
 use crate::usage::period::{format_time, Period};
-use crate::usage::template::{Cell, Problem, RowValidator, Rules, UsageRow};
-use crate::usage::workbook::{
-    save_as, Package, RunPackage, WorkbookError, WorkbookStats, WorkbookWriter,
-};
 
 /// Category every record is filed under (the template's recommended default).
 pub const CATEGORY: &str = "generic_category";
@@ -64,7 +63,7 @@ pub fn usage_row(row: &ReportRow, period: Period) -> UsageRow {
 
 /// The rules the platform will apply to this group's file: its month, its product's PAYG items
 /// and the assets on its contract and product.
-pub fn rules(group: &Group, period: Period) -> Rules {
+fn group_rules(group: &Group, period: Period) -> Rules {
     let items: HashMap<(String, String), _> = group
         .product
         .items
@@ -153,7 +152,7 @@ fn write_checked<W: Write>(
     package: &Package,
     output: W,
 ) -> Result<W, BuildError> {
-    let rules = rules(group, period);
+    let rules = group_rules(group, period);
     let mut validator = RowValidator::new(&rules);
     let mut writer = WorkbookWriter::new(package, output, group.rows.len())?;
     let mut problems = Vec::new();

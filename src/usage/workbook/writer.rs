@@ -26,7 +26,7 @@ use zip::result::ZipError;
 use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
-use crate::usage::template::{Cell, UsageRow, COLUMNS, SHEET};
+use super::row::{Cell, UsageRow, COLUMNS, SHEET};
 
 /// Data rows a worksheet can hold: Excel's 1,048,576 rows minus the header.
 pub const MAX_RECORDS: u32 = 1_048_575;
@@ -195,8 +195,9 @@ fn header_only() -> Result<(Workbook, Worksheet), XlsxError> {
     Ok((workbook, sheet))
 }
 
-/// One run's [`Package`], rendered when its first workbook is written (runs that write none,
-/// such as submitting, never render it) so that its date is the run's.
+/// One run's package (the workbook's parts around its rows), rendered when its first workbook
+/// is written (runs that write none, such as submitting, never render it) so that its date is
+/// the run's.
 #[derive(Debug, Clone, Default)]
 pub struct RunPackage(Arc<Mutex<Option<Arc<Package>>>>);
 
@@ -394,8 +395,9 @@ fn is_escape_sequence(text: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use super::super::reader::{read_workbook, validate_workbook};
+    use super::super::rules::Rules;
     use super::*;
-    use crate::usage::template::{read_workbook, validate_workbook, Rules};
 
     fn row(n: u32) -> UsageRow {
         UsageRow {
@@ -625,7 +627,7 @@ mod tests {
     }
 
     /// Scale checks, run one at a time to measure each (time, peak RSS with /usr/bin/time -v):
-    /// `cargo test --release --lib usage::workbook::tests::a_million -- --ignored --exact …`.
+    /// `cargo test --release --lib usage::workbook::writer::tests::a_million -- --ignored --exact …`.
     fn write_a_million(dir: &Path) -> PathBuf {
         let path = dir.join("million.xlsx");
         let started = std::time::Instant::now();
@@ -647,7 +649,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::File::open(write_a_million(dir.path())).unwrap();
         let started = std::time::Instant::now();
-        let inspection = crate::usage::template::inspect_workbook_reader(
+        let inspection = super::super::reader::inspect_workbook_reader(
             std::io::BufReader::new(file),
             &Rules::offline(None),
         );
