@@ -25,6 +25,10 @@ pub const PROTOCOL_VERSION: u64 = 2;
 /// the safest value while nobody knows whether the server checks it.
 pub const RUNNER_VERSION: &str = "43.1";
 
+/// The event type the platform sends when a usage file changes status; the runner subscribes
+/// to it by name, and the platform (or the simulator) names it in every such task.
+pub const USAGE_FILE_EVENT: &str = "usage_file_request_processing";
+
 const REDACTED: &str = "***";
 
 #[derive(Debug, thiserror::Error)]

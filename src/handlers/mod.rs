@@ -19,8 +19,7 @@ use schedule::MonthlyReport;
 
 /// The schedulable method that runs the monthly report, as `extension.json` declares it.
 pub const MONTHLY_REPORT_METHOD: &str = "generate_monthly_usage_reports";
-/// The event type the platform sends when one of our usage files changes status.
-pub const USAGE_FILE_EVENT: &str = "usage_file_request_processing";
+pub use crate::devops::protocol::USAGE_FILE_EVENT;
 
 /// The registry `connect-payg run` serves.
 pub fn registry() -> Result<Registry, RegistryError> {

@@ -29,8 +29,7 @@ use crate::devops::protocol::{
     SetupRequest, SetupResponse, Task, TaskCategory, TaskInput, TaskOptions, TaskOutput, Variable,
 };
 
-/// Event type of usage-file status changes.
-pub const USAGE_FILE_EVENT: &str = "usage_file_request_processing";
+pub use crate::devops::protocol::USAGE_FILE_EVENT;
 
 /// A result a runner sent for one task.
 #[derive(Debug, Clone, PartialEq)]
