@@ -146,8 +146,12 @@ impl std::fmt::Debug for Alerter {
 impl Alerter {
     pub fn new(webhook_url: Option<&str>) -> Self {
         let webhook = webhook_url.map(|url| {
+            // The URL is a secret (chat webhooks carry their token in the path): a redirect
+            // would hand it to another host in `Referer`, so none is followed or sent.
             let client = reqwest::Client::builder()
                 .timeout(Duration::from_secs(5))
+                .redirect(reqwest::redirect::Policy::none())
+                .referer(false)
                 .build()
                 .expect("a plain HTTP client always builds");
             (client, url.to_string())

@@ -150,8 +150,10 @@ impl ConnectClient {
             (Some(host), None) => host.to_string(),
             (None, _) => base_url.clone(),
         };
+        // No `Referer` on redirects: request paths name the vendor's objects.
         let mut builder = reqwest::Client::builder()
             .use_rustls_tls()
+            .referer(false)
             .user_agent(user_agent())
             .timeout(options.timeout)
             .connect_timeout(options.timeout.min(MAX_CONNECT_TIMEOUT));
