@@ -29,7 +29,13 @@ async fn files_whose_ready_events_were_lost_are_submitted_by_the_run() {
     world.set_extension_variables(&[]);
     let extension = world.start_extension().await;
 
-    world.run_schedule().await;
+    let result = world.run_schedule().await;
+    // Every file it uploaded ended submitted (by its event or by the run), and it says so.
+    let headline = result.output.message.unwrap_or_default();
+    assert!(
+        headline.contains(&format!("files created {groups}, submitted {groups},")),
+        "{headline}"
+    );
     // The run answers only once every file it uploaded is submitted.
     assert!(
         world.all_pending(),

@@ -624,6 +624,6 @@ impl Filer {
 }
 
 /// The outcome for a group whose file lost to another instance's file.
-fn lost() -> FilingResult {
+pub(crate) fn lost() -> FilingResult {
     FilingResult::Skipped("another instance is filing this group".into())
 }

@@ -7,8 +7,10 @@
 //! scheduled task answers, it follows the files it uploaded (and those it found still being
 //! processed) with batched status listings until each has left processing:
 //!
-//! * `pending`, `accepted`, `closed`, `rejected`, `deleted`: done — the event (or another
-//!   replica) took care of it, or the provider has it now;
+//! * `pending`, `accepted`, `closed`, `rejected`: submitted — by the event (or another
+//!   replica, or a person), and maybe in the provider's hands already; a file this run
+//!   uploaded then counts as created and submitted;
+//! * `deleted`: withdrawn, another replica's file won the group;
 //! * `ready`: the event should be submitting it. Only a file still `ready` at a look at least
 //!   [`EVENT_GRACE`] after it was first seen `ready` is submitted here, with the same replica
 //!   rule as the event handler; if the event gets there at the same moment, the second submit
@@ -23,7 +25,7 @@ use std::time::{Duration, Instant};
 
 use crate::connect::models::{FileStatus, UsageFile};
 use crate::connect::Rql;
-use crate::usage::filing::{Filer, FilingResult, GroupOutcome, Submission};
+use crate::usage::filing::{lost, Filer, FilingResult, GroupOutcome, Submission};
 
 /// How long a file may sit `ready` before the run stops waiting for its event and submits it
 /// itself. The runner answers a `ready` event within milliseconds of the platform sending it,
@@ -40,8 +42,13 @@ pub enum Step {
     Wait,
     /// Its event had its chance: submit it here.
     Submit,
-    /// Nothing more to do for this run.
-    Done,
+    /// Submitted (by its event, another replica or a person) and maybe in the provider's
+    /// hands already: the file's group is filed.
+    Submitted,
+    /// Withdrawn: another replica's file won the group.
+    Withdrawn,
+    /// A status this code does not know: not ours to act on.
+    Unknown,
     /// The platform refused the upload; the detail says why.
     Invalid(String),
 }
@@ -61,10 +68,9 @@ pub fn decide(file: &UsageFile, ready_for: Option<Duration>) -> Step {
                 .clone()
                 .unwrap_or_else(|| "no detail given".into()),
         ),
-        // Submitted (by the event, another replica or a person), withdrawn, or in the
-        // provider's hands: the schedule has nothing left to do. An unknown status is not
-        // ours to act on either.
-        _ => Step::Done,
+        status if status.is_done() || *status == FileStatus::Rejected => Step::Submitted,
+        FileStatus::Deleted => Step::Withdrawn,
+        _ => Step::Unknown,
     }
 }
 
@@ -130,7 +136,15 @@ pub async fn sweep(filer: &Filer, outcomes: &mut [GroupOutcome]) {
             let outcome = &mut outcomes[index];
             match decide(&file, seen_ready) {
                 Step::Wait => continue,
-                Step::Done => {}
+                // Uploaded here and submitted by its event: created and submitted, as the
+                // `report` command would say of it.
+                Step::Submitted if outcome.result == FilingResult::Uploaded => {
+                    outcome.result = FilingResult::Created;
+                }
+                Step::Withdrawn if outcome.result == FilingResult::Uploaded => {
+                    outcome.result = lost();
+                }
+                Step::Submitted | Step::Withdrawn | Step::Unknown => {}
                 Step::Invalid(detail) => {
                     outcome.result = FilingResult::Failed(format!(
                         "usage file {} is invalid: {detail}",
@@ -213,11 +227,11 @@ mod tests {
             (Ready, long, Step::Submit),
             (FileStatus::parse("READY"), long, Step::Submit),
             (Invalid, None, Step::Invalid("bad row 3".into())),
-            (Pending, None, Step::Done),
-            (Accepted, None, Step::Done),
-            (Rejected, None, Step::Done),
-            (Deleted, long, Step::Done),
-            (Other("a-status-of-the-future".into()), None, Step::Done),
+            (Pending, None, Step::Submitted),
+            (Accepted, None, Step::Submitted),
+            (Rejected, None, Step::Submitted),
+            (Deleted, long, Step::Withdrawn),
+            (Other("a-status-of-the-future".into()), None, Step::Unknown),
         ];
         for (status, ready_for, step) in table {
             let label = format!("{status} {ready_for:?}");
