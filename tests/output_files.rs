@@ -5,37 +5,28 @@ mod common;
 
 use std::os::unix::fs::MetadataExt;
 
-use common::{period, World};
-use connect_payg::sim::{BadRowSpec, SeedSpec, SimConfig, Simulator};
+use common::{period, world_with, World};
+use connect_payg::sim::{BadRowSpec, SeedSpec};
 use connect_payg::usage::filing::FilingResult;
 use connect_payg::usage::summary::write_bad_records;
 
 /// A world whose first contract carries `contract_id`, as a hostile platform could send it.
 async fn world_with_contract_id(contract_id: &str) -> World {
-    let sim = Simulator::start(SimConfig::default()).await.unwrap();
-    sim.state().seed(&SeedSpec::default());
-    let mut catalogue = sim.state().catalogue();
-    let old = catalogue.contracts[0].id.clone();
-    catalogue.contracts[0].id = contract_id.to_string();
-    for asset in &mut catalogue.assets {
-        if asset.contract_id == old {
-            asset.contract_id = contract_id.to_string();
-        }
-    }
-    sim.state().install(catalogue);
-    let period = period("2024-02");
-    let usage = sim
-        .state()
-        .vendor_usage(period, &BadRowSpec::default())
-        .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(format!("usage-{period}.csv")), &usage.csv).unwrap();
-    World {
-        sim,
-        dir,
-        usage,
-        period,
-    }
+    let contract_id = contract_id.to_string();
+    world_with(
+        SeedSpec::default(),
+        BadRowSpec::default(),
+        period("2024-02"),
+        |catalogue| {
+            let old = std::mem::replace(&mut catalogue.contracts[0].id, contract_id.clone());
+            for asset in &mut catalogue.assets {
+                if asset.contract_id == old {
+                    asset.contract_id = contract_id.clone();
+                }
+            }
+        },
+    )
+    .await
 }
 
 #[tokio::test]

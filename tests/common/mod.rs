@@ -15,7 +15,7 @@ use connect_payg::connect::{ClientOptions, ConnectClient, FileStatus};
 use connect_payg::devops::protocol::ResultCode;
 use connect_payg::sim::devops::TaskResult;
 use connect_payg::sim::{
-    BadRowSpec, ExpectedGroup, FileSummary, SeedSpec, SimConfig, Simulator, VendorUsage,
+    BadRowSpec, Catalogue, ExpectedGroup, FileSummary, SeedSpec, SimConfig, Simulator, VendorUsage,
 };
 use connect_payg::usage::filing::Submission;
 use connect_payg::usage::period::Period;
@@ -34,6 +34,16 @@ pub fn period(text: &str) -> Period {
 }
 
 pub async fn world(seed: SeedSpec, bad: BadRowSpec, period: Period) -> World {
+    world_with(seed, bad, period, |_| {}).await
+}
+
+/// [`world`] with the seeded catalogue changed by `edit` before the month's usage is made.
+pub async fn world_with(
+    seed: SeedSpec,
+    bad: BadRowSpec,
+    period: Period,
+    edit: impl FnOnce(&mut Catalogue),
+) -> World {
     let sim = Simulator::start(SimConfig {
         processing_delay: Duration::from_millis(5),
         ..SimConfig::default()
@@ -41,6 +51,9 @@ pub async fn world(seed: SeedSpec, bad: BadRowSpec, period: Period) -> World {
     .await
     .unwrap();
     sim.state().seed(&seed);
+    let mut catalogue = sim.state().catalogue();
+    edit(&mut catalogue);
+    sim.state().install(catalogue);
     let usage = sim.state().vendor_usage(period, &bad).unwrap();
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(format!("usage-{period}.csv")), &usage.csv).unwrap();
