@@ -37,16 +37,6 @@ fn create_file(world: &World, group: &ExpectedGroup, name: &str, external_id: &s
     created["id"].as_str().unwrap().to_string()
 }
 
-fn webhooks_of_kind(world: &World, kind: &str) -> Vec<serde_json::Value> {
-    world
-        .sim
-        .state()
-        .webhooks()
-        .into_iter()
-        .filter(|w| w["kind"] == kind)
-        .collect()
-}
-
 /// The vendor corrects one record of the first group and re-exports the month in another
 /// format and place; the platform pushes the new USAGE_SOURCE to the running extension.
 /// Returns (the group's file id, the rows the rebuilt file must hold).
@@ -112,7 +102,7 @@ async fn a_rejected_file_is_rebuilt_from_the_corrected_source_and_resubmitted() 
         world.usage.expected.groups.len(),
         "no new file"
     );
-    let alerts = webhooks_of_kind(&world, "rejected_file");
+    let alerts = world.webhooks_of_kind("rejected_file");
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     assert_eq!(alerts[0]["file_id"], file_id.as_str());
     assert_eq!(alerts[0]["details"], "quantity looks too high");
@@ -139,7 +129,7 @@ async fn rejections_past_the_limit_are_left_for_a_person() {
     world.sim.state().reject(&file_id, "second").unwrap();
     world
         .wait_until("the limit alert went out", |w| {
-            !webhooks_of_kind(w, "resubmission_limit").is_empty()
+            !w.webhooks_of_kind("resubmission_limit").is_empty()
         })
         .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
@@ -153,7 +143,7 @@ async fn rejections_past_the_limit_are_left_for_a_person() {
         2,
         "{history:?}"
     );
-    let alert = &webhooks_of_kind(&world, "resubmission_limit")[0];
+    let alert = &world.webhooks_of_kind("resubmission_limit")[0];
     assert_eq!(alert["details"], "second");
     assert_eq!(alert["severity"], "error");
     extension.stop().await;
@@ -179,10 +169,10 @@ async fn an_invalid_file_raises_an_alert_with_the_platform_detail() {
         .unwrap();
     world
         .wait_until("the invalid alert went out", |w| {
-            !webhooks_of_kind(w, "invalid_file").is_empty()
+            !w.webhooks_of_kind("invalid_file").is_empty()
         })
         .await;
-    let alert = &webhooks_of_kind(&world, "invalid_file")[0];
+    let alert = &world.webhooks_of_kind("invalid_file")[0];
     let detail = world
         .sim
         .state()
@@ -280,7 +270,7 @@ async fn the_same_rejection_delivered_twice_rebuilds_once() {
         1,
         "one rebuild"
     );
-    assert_eq!(webhooks_of_kind(&world, "rejected_file").len(), 1);
+    assert_eq!(world.webhooks_of_kind("rejected_file").len(), 1);
     let file = world
         .sim
         .state()
@@ -500,7 +490,7 @@ async fn a_rebuild_whose_source_lost_the_group_fails_with_an_alert() {
     world.sim.state().reject(&file_id, "too high").unwrap();
     let message = answer_for(&world, &file_id, ResultCode::Fail).await;
     assert!(message.contains("no records"), "{message}");
-    let alerts = webhooks_of_kind(&world, "filing_failed");
+    let alerts = world.webhooks_of_kind("filing_failed");
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     assert_eq!(alerts[0]["severity"], "error");
     assert_eq!(alerts[0]["file_id"], file_id.as_str());
@@ -549,7 +539,7 @@ async fn a_scheduled_run_refuses_an_unfinished_month_and_an_empty_source() {
         message.contains("the usage source has no records for 2024-02"),
         "{message}"
     );
-    let alerts = webhooks_of_kind(&world, "empty_source");
+    let alerts = world.webhooks_of_kind("empty_source");
     assert_eq!(alerts.len(), 1, "{alerts:#?}");
     assert_eq!(alerts[0]["severity"], "error");
     assert!(world.sim.state().files().is_empty());

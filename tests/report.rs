@@ -515,16 +515,6 @@ fn webhook(world: &World) -> String {
     format!("http://{}/_sim/webhook", world.sim.server_address())
 }
 
-fn alerts_of_kind(world: &World, kind: &str) -> Vec<serde_json::Value> {
-    world
-        .sim
-        .state()
-        .webhooks()
-        .into_iter()
-        .filter(|w| w["kind"] == kind)
-        .collect()
-}
-
 /// A running or future month is refused before anything is read or filed.
 #[tokio::test]
 async fn a_month_that_has_not_ended_is_refused_and_nothing_is_filed() {
@@ -598,7 +588,7 @@ async fn an_empty_source_raises_an_alert() {
         std::fs::write(world.dir.path().join(name), body).unwrap();
         let source = format!("file://{}/{}", world.dir.path().display(), name);
         let reporter = world.reporter(&[("USAGE_SOURCE", &source), ("ALERT_WEBHOOK_URL", &hook)]);
-        let before = alerts_of_kind(&world, "empty_source").len();
+        let before = world.webhooks_of_kind("empty_source").len();
         let summary = reporter.run(&world.job(), None).await.unwrap();
         assert!(summary.empty_source(), "{name}");
         assert!(
@@ -608,7 +598,7 @@ async fn an_empty_source_raises_an_alert() {
             "{}",
             summary.headline()
         );
-        let alerts = alerts_of_kind(&world, "empty_source");
+        let alerts = world.webhooks_of_kind("empty_source");
         assert_eq!(alerts.len(), before + 1, "{name}");
         assert_eq!(alerts[before]["severity"], "error");
         assert_eq!(alerts[before]["period"], "2024-02");
@@ -616,7 +606,7 @@ async fn an_empty_source_raises_an_alert() {
         let mut job = world.job();
         job.allow_empty = true;
         reporter.run(&job, None).await.unwrap();
-        assert_eq!(alerts_of_kind(&world, "empty_source").len(), before + 1);
+        assert_eq!(world.webhooks_of_kind("empty_source").len(), before + 1);
     }
     assert!(world.sim.state().files().is_empty());
 }
@@ -644,7 +634,7 @@ async fn counters_agree_with_the_table_and_bad_records_are_alerted_once() {
         .headline()
         .contains(&format!("rows {table_rows} (written this run 0)")));
     assert!(!world.usage.expected.bad.is_empty());
-    assert_eq!(alerts_of_kind(&world, "bad_records").len(), 1);
+    assert_eq!(world.webhooks_of_kind("bad_records").len(), 1);
 
     // Every bad record carries the id it has or would have been given.
     let path = connect_payg::usage::summary::write_bad_records(world.dir.path(), &again)

@@ -11,9 +11,9 @@ use common::{default_world, World};
 use connect_payg::config::Secret;
 use connect_payg::connect::FileStatus;
 use connect_payg::usage::period::Period;
-use connect_payg::usage::record::{BadReason, MAX_HELD_BAD_RECORDS};
+use connect_payg::usage::record::{BadReason, BadRecord, MAX_HELD_BAD_RECORDS};
 use connect_payg::usage::source::{SourceError, UsageSource};
-use connect_payg::usage::summary::write_bad_records;
+use connect_payg::usage::summary::{write_bad_records, Summary};
 use futures::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -60,11 +60,7 @@ async fn a_note_too_long_for_a_cell_is_a_bad_record_and_its_group_is_filed() {
     // The world's CSV names record_id and record_note in this order after the required five.
     let summary = world.reporter(&[]).run(&world.job(), None).await.unwrap();
     assert_eq!(summary.failed(), 0, "{}", summary.headline());
-    let too_long: Vec<_> = summary
-        .bad
-        .iter()
-        .filter(|bad| bad.reason == BadReason::FieldTooLong)
-        .collect();
+    let too_long = bad_for(&summary, BadReason::FieldTooLong);
     assert_eq!(too_long.len(), 1, "{}", summary.headline());
     assert_eq!(too_long[0].line, line);
     assert!(
@@ -106,11 +102,7 @@ async fn a_quantity_with_too_many_digits_is_a_bad_record_not_rounded() {
     );
     let summary = world.reporter(&[]).run(&world.job(), None).await.unwrap();
     assert_eq!(summary.failed(), 0, "{}", summary.headline());
-    let refused: Vec<_> = summary
-        .bad
-        .iter()
-        .filter(|bad| bad.reason == BadReason::TooManyDigits)
-        .collect();
+    let refused = bad_for(&summary, BadReason::TooManyDigits);
     assert_eq!(refused.len(), 1, "{}", summary.headline());
     assert_eq!(refused[0].line, line);
     world.assert_filed_exactly(FileStatus::Pending).await;
@@ -384,4 +376,13 @@ async fn every_bad_record_reaches_the_csv_while_only_the_first_are_held() {
         "{}",
         lines.last().unwrap()
     );
+}
+
+/// The held bad records of `reason`.
+fn bad_for(summary: &Summary, reason: BadReason) -> Vec<&BadRecord> {
+    summary
+        .bad
+        .iter()
+        .filter(|bad| bad.reason == reason)
+        .collect()
 }

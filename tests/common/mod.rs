@@ -377,6 +377,16 @@ impl World {
         result
     }
 
+    /// Alerts of `kind` the simulator's webhook received.
+    pub fn webhooks_of_kind(&self, kind: &str) -> Vec<serde_json::Value> {
+        self.sim
+            .state()
+            .webhooks()
+            .into_iter()
+            .filter(|w| w["kind"] == kind)
+            .collect()
+    }
+
     pub async fn wait_until_all_pending(&self) {
         self.wait_until("every file is pending", World::all_pending)
             .await;
