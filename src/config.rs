@@ -8,6 +8,7 @@
 //! (the `--help` text and the file's known keys come from it). Secrets are wrapped in
 //! [`Secret`], whose `Debug` and `Display` never show the value.
 
+pub use payg_shared::record::{AssetCriteria, ItemCriteria};
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -347,70 +348,6 @@ impl fmt::Display for Secret {
 pub enum LogFormat {
     Text,
     Json,
-}
-
-/// How a vendor record's `subscription_id` finds its asset (`ASSET_SEARCH_CRITERIA`).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum AssetCriteria {
-    Id,
-    ExternalId,
-    ExternalUid,
-    Parameter(String),
-}
-
-impl AssetCriteria {
-    pub fn parse(value: &str) -> Result<Self, String> {
-        match value {
-            "asset.id" => Ok(AssetCriteria::Id),
-            "asset.external_id" => Ok(AssetCriteria::ExternalId),
-            "asset.external_uid" => Ok(AssetCriteria::ExternalUid),
-            other => match other.strip_prefix("parameter.") {
-                Some(name) if !name.is_empty() => Ok(AssetCriteria::Parameter(name.to_string())),
-                _ => Err(format!(
-                    "{other:?} is not one of asset.id, asset.external_id, asset.external_uid, parameter.<name>"
-                )),
-            },
-        }
-    }
-
-    /// The spelling used in configuration and in the workbook's `asset_search_criteria`.
-    pub fn as_setting(&self) -> String {
-        match self {
-            AssetCriteria::Id => "asset.id".into(),
-            AssetCriteria::ExternalId => "asset.external_id".into(),
-            AssetCriteria::ExternalUid => "asset.external_uid".into(),
-            AssetCriteria::Parameter(name) => format!("parameter.{name}"),
-        }
-    }
-}
-
-/// How a vendor record's `item_mpn` finds the PAYG item (`ITEM_SEARCH_CRITERIA`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ItemCriteria {
-    Mpn,
-    LocalId,
-    Id,
-}
-
-impl ItemCriteria {
-    pub fn parse(value: &str) -> Result<Self, String> {
-        match value {
-            "item.mpn" => Ok(ItemCriteria::Mpn),
-            "item.local_id" => Ok(ItemCriteria::LocalId),
-            "item.id" => Ok(ItemCriteria::Id),
-            other => Err(format!(
-                "{other:?} is not one of item.mpn, item.local_id, item.id"
-            )),
-        }
-    }
-
-    pub fn as_setting(&self) -> &'static str {
-        match self {
-            ItemCriteria::Mpn => "item.mpn",
-            ItemCriteria::LocalId => "item.local_id",
-            ItemCriteria::Id => "item.id",
-        }
-    }
 }
 
 /// Where and how to reach Connect. Environment (or file) only: never from extension variables.

@@ -33,5 +33,5 @@ pub mod handlers;
 pub mod logging;
 pub mod output;
 pub mod sandbox;
-pub mod sim;
+
 pub mod usage;

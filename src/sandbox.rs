@@ -20,7 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::SettingsSources;
 use crate::connect::FileStatus;
 use crate::devops::protocol::{ResultCode, Variable};
-use crate::sim::{BadRowSpec, FileSummary, SeedSpec, SimConfig, Simulator, VendorUsage};
+use connect_sim::{BadRowSpec, FileSummary, SeedSpec, SimConfig, Simulator, VendorUsage};
 use crate::usage::period::Period;
 
 /// The schedulable the sandbox fires.

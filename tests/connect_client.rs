@@ -16,8 +16,8 @@ use connect_payg::connect::models::{
     Asset, FileStatus, NewUsageFile, Reference, UsageFile, UsagePeriod,
 };
 use connect_payg::connect::{ClientOptions, ConnectClient, ConnectError, Query, Rql};
-use connect_payg::sim::catalogue::Product;
-use connect_payg::sim::{Faults, SeedSpec, SimConfig, Simulator};
+use connect_sim::catalogue::Product;
+use connect_sim::{Faults, SeedSpec, SimConfig, Simulator};
 use connect_payg::usage::period::{format_time, Period};
 use connect_payg::usage::workbook::{workbook_bytes, Cell, UsageRow};
 
@@ -49,7 +49,7 @@ async fn simulator(page_cap: usize) -> (Simulator, ConnectClient) {
 }
 
 /// An in-scope asset and its product, as the simulator knows them.
-fn reportable(sim: &Simulator) -> (connect_payg::sim::catalogue::Asset, Product) {
+fn reportable(sim: &Simulator) -> (connect_sim::catalogue::Asset, Product) {
     let catalogue = sim.state().catalogue();
     let asset = catalogue
         .assets
@@ -78,7 +78,7 @@ fn new_file(contract_id: &str, product_id: &str, tag: &str) -> NewUsageFile {
 /// A workbook with one record per PPU item of `product` for `asset`; `quantity` is written as
 /// given, so a fractional one makes integer items invalid.
 fn workbook(
-    asset: &connect_payg::sim::catalogue::Asset,
+    asset: &connect_sim::catalogue::Asset,
     product: &Product,
     quantity: f64,
 ) -> Bytes {

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{period, world, World};
 use connect_payg::connect::FileStatus;
-use connect_payg::sim::{BadRowSpec, Faults, SeedSpec, SimState};
+use connect_sim::{BadRowSpec, Faults, SeedSpec, SimState};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::process::{Child, Command};

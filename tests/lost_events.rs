@@ -14,7 +14,7 @@ use std::time::Duration;
 use common::default_world;
 use connect_payg::connect::FileStatus;
 use connect_payg::devops::protocol::{ResultCode, RunnerMessage};
-use connect_payg::sim::devops::USAGE_FILE_EVENT;
+use connect_sim::devops::USAGE_FILE_EVENT;
 
 const SCHEDULE: &str = "generate_monthly_usage_reports";
 

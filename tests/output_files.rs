@@ -6,7 +6,7 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 
 use common::{period, world_with, World};
-use connect_payg::sim::{BadRowSpec, SeedSpec};
+use connect_sim::{BadRowSpec, SeedSpec};
 use connect_payg::usage::filing::FilingResult;
 use connect_payg::usage::summary::write_bad_records;
 

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::{period, world, World};
 use connect_payg::connect::FileStatus;
 use connect_payg::devops::protocol::ResultCode;
-use connect_payg::sim::{BadRowSpec, Faults, SeedSpec};
+use connect_sim::{BadRowSpec, Faults, SeedSpec};
 use connect_payg::usage::filing::FilingResult;
 use connect_payg::usage::summary::Summary;
 use futures::future::join_all;

@@ -10,7 +10,7 @@ use chrono::{TimeZone, Utc};
 use common::{default_world, period, world, World};
 use connect_payg::connect::models::{NewUsageFile, Reference, UsagePeriod};
 use connect_payg::connect::FileStatus;
-use connect_payg::sim::{BadKind, BadRowSpec, SeedSpec, UsageFormat};
+use connect_sim::{BadKind, BadRowSpec, SeedSpec, UsageFormat};
 use connect_payg::usage::filing::FilingResult;
 use connect_payg::usage::group::GroupKey;
 use connect_payg::usage::record::BadReason;

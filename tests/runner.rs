@@ -22,8 +22,8 @@ use connect_payg::devops::protocol::{ResultCode, TaskCategory, Variable};
 use connect_payg::devops::{
     run_with, Handler, HandlerOutcome, Registry, RunnerError, RunnerOptions, TaskContext,
 };
-use connect_payg::sim::devops::{DevopsStats, Malformed, TaskResult, USAGE_FILE_EVENT};
-use connect_payg::sim::{SeedSpec, SimConfig, Simulator};
+use connect_sim::devops::{DevopsStats, Malformed, TaskResult, USAGE_FILE_EVENT};
+use connect_sim::{SeedSpec, SimConfig, Simulator};
 
 const SCHEDULE: &str = "generate_monthly_usage_reports";
 const INSTANCE: &str = "test-instance-1";
@@ -144,7 +144,7 @@ impl Harness {
         }
     }
 
-    fn devops(&self) -> &Arc<connect_payg::sim::devops::DevopsHub> {
+    fn devops(&self) -> &Arc<connect_sim::devops::DevopsHub> {
         self.sim.devops()
     }
 

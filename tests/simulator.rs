@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use connect_payg::config::AssetCriteria;
 use connect_payg::connect::FileStatus;
-use connect_payg::sim::catalogue::{Asset, Item};
-use connect_payg::sim::{
+use connect_sim::catalogue::{Asset, Item};
+use connect_sim::{
     BadKind, BadRowSpec, Catalogue, Faults, SeedSpec, SimConfig, Simulator, UsageFormat,
 };
 use connect_payg::usage::period::{format_time, Period};

@@ -19,7 +19,6 @@
 
 mod client;
 mod error;
-mod file_status;
 mod lenient;
 pub mod models;
 mod options;
@@ -32,7 +31,7 @@ mod usage_files;
 pub use client::ConnectClient;
 pub(crate) use error::network_error_text;
 pub use error::{ConnectError, TransportKind};
-pub use file_status::FileStatus;
+pub use payg_shared::FileStatus;
 pub use options::ClientOptions;
 pub use paging::{ContentRange, Page};
 pub use rql::{encode_value, Query, Rql};

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-pub use super::file_status::FileStatus;
+pub use payg_shared::FileStatus;
 pub use super::lenient::Reference;
 use super::lenient::{count, number, or_default, text};
 

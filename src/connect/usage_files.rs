@@ -27,7 +27,7 @@ use bytes::Bytes;
 
 use super::client::{segment, Body, ConnectClient, Repeat, Reply, Request};
 use super::error::ConnectError;
-use super::file_status::FileStatus::{self, *};
+use payg_shared::FileStatus::{self, *};
 use super::models::{NewUsageFile, UsageFile};
 use super::rql::{Query, Rql};
 

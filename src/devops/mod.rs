@@ -24,7 +24,7 @@ mod options;
 mod outbox;
 mod outcome;
 mod platform;
-pub mod protocol;
+pub use payg_shared::protocol;
 mod proxy;
 mod refusals;
 pub mod registry;

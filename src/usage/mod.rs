@@ -4,7 +4,7 @@
 pub mod filing;
 pub mod group;
 mod interner;
-pub mod period;
+pub use payg_shared::period;
 pub mod record;
 pub mod report;
 pub mod resolve;

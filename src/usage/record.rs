@@ -15,55 +15,11 @@ use chrono::NaiveDateTime;
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use sha2::{Digest, Sha256};
 
+pub use payg_shared::record::{RawRecord, FIELDS};
+
 use crate::usage::interner::Interner;
 use crate::usage::period::{parse_time, Period};
 use crate::usage::workbook::{too_long, Precision, MAX_TEXT};
-
-/// The record's fields, in header order.
-pub const FIELDS: [&str; 7] = [
-    "subscription_id",
-    "item_mpn",
-    "quantity",
-    "start_time_utc",
-    "end_time_utc",
-    "record_id",
-    "record_note",
-];
-
-/// One record as the source delivered it: every field as text, absent when missing or empty.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RawRecord {
-    /// 1-based line of the record (CSV, JSON lines) or of the start of its element (JSON
-    /// array), for error reports.
-    pub line: u64,
-    /// 0-based index of the element in a JSON array: a compact array is all on line 1.
-    pub element: Option<u64>,
-    pub subscription_id: Option<String>,
-    pub item_mpn: Option<String>,
-    pub quantity: Option<String>,
-    pub start_time_utc: Option<String>,
-    pub end_time_utc: Option<String>,
-    pub record_id: Option<String>,
-    pub record_note: Option<String>,
-}
-
-impl RawRecord {
-    /// Sets a field by its header name; unknown names are ignored (sources may carry extras).
-    pub fn set(&mut self, name: &str, value: Option<String>) {
-        let value = value.filter(|v| !v.trim().is_empty());
-        let slot = match name {
-            "subscription_id" => &mut self.subscription_id,
-            "item_mpn" => &mut self.item_mpn,
-            "quantity" => &mut self.quantity,
-            "start_time_utc" => &mut self.start_time_utc,
-            "end_time_utc" => &mut self.end_time_utc,
-            "record_id" => &mut self.record_id,
-            "record_note" => &mut self.record_note,
-            _ => return,
-        };
-        *slot = value;
-    }
-}
 
 /// A non-negative decimal quantity. The workbook cell is a number, so the value is kept as
 /// one; the number of fractional digits the vendor wrote is kept to check the item's precision

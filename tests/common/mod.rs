@@ -13,8 +13,8 @@ use std::time::Duration;
 use connect_payg::config::{Settings, SettingsSources};
 use connect_payg::connect::{ClientOptions, ConnectClient, FileStatus};
 use connect_payg::devops::protocol::ResultCode;
-use connect_payg::sim::devops::TaskResult;
-use connect_payg::sim::{
+use connect_sim::devops::TaskResult;
+use connect_sim::{
     BadRowSpec, Catalogue, ExpectedGroup, FileSummary, SeedSpec, SimConfig, Simulator, VendorUsage,
 };
 use connect_payg::usage::filing::Submission;

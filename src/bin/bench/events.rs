@@ -14,7 +14,7 @@ use connect_payg::config::SettingsSources;
 use connect_payg::connect::{ClientOptions, ConnectClient, FileStatus};
 use connect_payg::devops::protocol::ResultCode;
 use connect_payg::handlers::USAGE_FILE_EVENT;
-use connect_payg::sim::SeedSpec;
+use connect_sim::SeedSpec;
 use connect_payg::usage::filing::Submission;
 use connect_payg::usage::period::Period;
 use connect_payg::usage::report::{ReportJob, Reporter};

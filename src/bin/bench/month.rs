@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use connect_payg::connect::FileStatus;
 use connect_payg::devops::protocol::ResultCode;
 use connect_payg::handlers::MONTHLY_REPORT_METHOD;
-use connect_payg::sim::{Faults, RequestCounts, SeedSpec, SimState};
+use connect_sim::{Faults, RequestCounts, SeedSpec, SimState};
 
 use crate::measure::{self, ChildReport};
 use crate::world::World;

@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use connect_payg::sim::devops::TaskResult;
-use connect_payg::sim::{BadRowSpec, SeedSpec, SimConfig, Simulator, VendorUsage};
+use connect_sim::devops::TaskResult;
+use connect_sim::{BadRowSpec, SeedSpec, SimConfig, Simulator, VendorUsage};
 use connect_payg::usage::period::Period;
 
 use crate::measure::{self, ChildReport};

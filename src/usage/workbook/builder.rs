@@ -11,9 +11,10 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::row::{Cell, UsageRow};
-use super::rules::{Problem, RowValidator, Rules};
-use super::writer::{save_as, Package, RunPackage, WorkbookError, WorkbookStats, WorkbookWriter};
+use super::{
+    save_as, Cell, Package, Problem, RowValidator, Rules, RunPackage, UsageRow, WorkbookError,
+    WorkbookStats, WorkbookWriter,
+};
 use crate::usage::group::{Group, ReportRow};
 use crate::usage::period::{format_time, Period};
 

@@ -24,8 +24,8 @@ use super::records::cell_json;
 use super::seed::SeedSpec;
 use super::state::SimState;
 use super::vendor_usage::UsageFormat;
-use crate::usage::period::Period;
-use crate::usage::workbook::COLUMNS;
+use payg_shared::period::Period;
+use payg_shared::workbook::COLUMNS;
 
 const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";
 

@@ -5,7 +5,7 @@
 //! refusal is a 400 with Connect's error body.
 
 use super::error::ApiError;
-use crate::connect::FileStatus;
+use payg_shared::FileStatus;
 
 /// What a vendor or provider asks of a file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -11,8 +11,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
 
 use super::catalogue::Catalogue;
-use crate::connect::FileStatus;
-use crate::usage::workbook::UsageRow;
+use payg_shared::FileStatus;
+use payg_shared::workbook::UsageRow;
 
 /// The editable fields (create body, `PUT`).
 #[derive(Debug, Clone, PartialEq)]

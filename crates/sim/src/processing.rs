@@ -1,6 +1,6 @@
 //! What the platform does with an uploaded spreadsheet: validate it against the file's period,
 //! the product's PPU items and the assets on the file's contract and product, with the one
-//! shared template validator (`crate::usage::workbook`), and summarise the outcome.
+//! shared template validator (`payg_shared::workbook`), and summarise the outcome.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Cursor;
@@ -11,8 +11,8 @@ use chrono::Datelike;
 
 use super::state::World;
 use super::usage_file::{Upload, UsageFile};
-use crate::usage::period::Period;
-use crate::usage::workbook::{self, Precision, Problem, Rules};
+use payg_shared::period::Period;
+use payg_shared::workbook::{self, Precision, Problem, Rules};
 
 /// `error_detail` is at most this long: Connect's is a short explanation of ≤ 200 characters.
 const ERROR_DETAIL_MAX: usize = 200;

@@ -23,13 +23,13 @@ use tokio::sync::{mpsc, watch};
 
 use super::state::SimState;
 use super::SimConfig;
-use crate::connect::FileStatus;
-use crate::devops::protocol::{
+use payg_shared::FileStatus;
+use payg_shared::protocol::{
     EventDefinition, LoggingMeta, LoggingSettings, ResultCode, RunnerMessage, ServerMessage,
     SetupRequest, SetupResponse, Task, TaskCategory, TaskInput, TaskOptions, TaskOutput, Variable,
 };
 
-pub use crate::devops::protocol::USAGE_FILE_EVENT;
+pub use payg_shared::protocol::USAGE_FILE_EVENT;
 
 /// A result a runner sent for one task.
 #[derive(Debug, Clone, PartialEq)]

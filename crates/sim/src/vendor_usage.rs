@@ -16,8 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::catalogue::{Asset, Catalogue, Item, Product};
-use crate::config::{AssetCriteria, ItemCriteria};
-use crate::usage::period::{format_time, Period};
+use payg_shared::record::{AssetCriteria, ItemCriteria};
+use payg_shared::period::{format_time, Period};
 
 /// The vendor CSV header: the record fields in the order the README's "Vendor records" lists.
 pub const HEADER: [&str; 7] = [
@@ -915,7 +915,7 @@ fn csv_cell(text: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::sim::seed::SeedSpec;
+    use crate::seed::SeedSpec;
 
     fn usage(spec: &BadRowSpec) -> VendorUsage {
         let catalogue = Catalogue::generate(&SeedSpec::default());

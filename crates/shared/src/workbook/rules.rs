@@ -15,7 +15,7 @@ use std::hash::BuildHasher;
 use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet};
 
 use super::row::{fraction_digits, Cell, Precision, UsageRow, SHEET};
-use crate::usage::period::{format_time, parse_time, Period};
+use crate::period::{format_time, parse_time, Period};
 
 /// Item criteria the spreadsheet accepts; `item.id` is not among them (the platform does not
 /// confirm it for spreadsheet uploads).

@@ -4,7 +4,7 @@
 
 use serde_json::Value;
 
-use crate::devops::protocol::{RunnerMessage, PROTOCOL_VERSION};
+use payg_shared::protocol::{RunnerMessage, PROTOCOL_VERSION};
 
 const SETUP_REQUEST_FIELDS: [&str; 12] = [
     "event_subscriptions",
@@ -146,7 +146,7 @@ fn result(data: &Value, problems: &mut Vec<String>) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::devops::protocol::{
+    use payg_shared::protocol::{
         ResultCode, Task, TaskCategory, TaskInput, TaskOptions, TaskOutput,
     };
 

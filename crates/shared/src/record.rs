@@ -1,0 +1,117 @@
+//! The vendor record as the sources deliver it and the simulator writes it: its seven fields
+//! by name ([`FIELDS`], the header of a vendor CSV), [`RawRecord`] holding them as text, and
+//! how its `subscription_id` and `item_mpn` name an asset and an item ([`AssetCriteria`],
+//! [`ItemCriteria`]). The product reads records with these names and the simulator generates
+//! them with the same ones, so the two cannot drift apart.
+
+/// The record's fields, in header order.
+pub const FIELDS: [&str; 7] = [
+    "subscription_id",
+    "item_mpn",
+    "quantity",
+    "start_time_utc",
+    "end_time_utc",
+    "record_id",
+    "record_note",
+];
+
+/// One record as written: every field as text, absent when missing or empty, and where it
+/// stands in its source (a record the simulator generates has no place yet: line 0).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct RawRecord {
+    /// 1-based line of the record (CSV, JSON lines) or of the start of its element (JSON
+    /// array), for error reports.
+    pub line: u64,
+    /// 0-based index of the element in a JSON array: a compact array is all on line 1.
+    pub element: Option<u64>,
+    pub subscription_id: Option<String>,
+    pub item_mpn: Option<String>,
+    pub quantity: Option<String>,
+    pub start_time_utc: Option<String>,
+    pub end_time_utc: Option<String>,
+    pub record_id: Option<String>,
+    pub record_note: Option<String>,
+}
+
+impl RawRecord {
+    /// Sets a field by its header name; unknown names are ignored (sources may carry extras).
+    pub fn set(&mut self, name: &str, value: Option<String>) {
+        let value = value.filter(|v| !v.trim().is_empty());
+        let slot = match name {
+            "subscription_id" => &mut self.subscription_id,
+            "item_mpn" => &mut self.item_mpn,
+            "quantity" => &mut self.quantity,
+            "start_time_utc" => &mut self.start_time_utc,
+            "end_time_utc" => &mut self.end_time_utc,
+            "record_id" => &mut self.record_id,
+            "record_note" => &mut self.record_note,
+            _ => return,
+        };
+        *slot = value;
+    }
+}
+
+/// How a vendor record's `subscription_id` finds its asset (`ASSET_SEARCH_CRITERIA`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum AssetCriteria {
+    Id,
+    ExternalId,
+    ExternalUid,
+    Parameter(String),
+}
+
+impl AssetCriteria {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "asset.id" => Ok(AssetCriteria::Id),
+            "asset.external_id" => Ok(AssetCriteria::ExternalId),
+            "asset.external_uid" => Ok(AssetCriteria::ExternalUid),
+            other => match other.strip_prefix("parameter.") {
+                Some(name) if !name.is_empty() => Ok(AssetCriteria::Parameter(name.to_string())),
+                _ => Err(format!(
+                    "{other:?} is not one of asset.id, asset.external_id, asset.external_uid, parameter.<name>"
+                )),
+            },
+        }
+    }
+
+    /// The spelling used in configuration and in the workbook's `asset_search_criteria`.
+    pub fn as_setting(&self) -> String {
+        match self {
+            AssetCriteria::Id => "asset.id".into(),
+            AssetCriteria::ExternalId => "asset.external_id".into(),
+            AssetCriteria::ExternalUid => "asset.external_uid".into(),
+            AssetCriteria::Parameter(name) => format!("parameter.{name}"),
+        }
+    }
+}
+
+/// How a vendor record's `item_mpn` finds the PAYG item (`ITEM_SEARCH_CRITERIA`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ItemCriteria {
+    Mpn,
+    LocalId,
+    Id,
+}
+
+impl ItemCriteria {
+    pub fn parse(value: &str) -> Result<Self, String> {
+        match value {
+            "item.mpn" => Ok(ItemCriteria::Mpn),
+            "item.local_id" => Ok(ItemCriteria::LocalId),
+            "item.id" => Ok(ItemCriteria::Id),
+            other => Err(format!(
+                "{other:?} is not one of item.mpn, item.local_id, item.id"
+            )),
+        }
+    }
+
+    pub fn as_setting(&self) -> &'static str {
+        match self {
+            ItemCriteria::Mpn => "item.mpn",
+            ItemCriteria::LocalId => "item.local_id",
+            ItemCriteria::Id => "item.id",
+        }
+    }
+}
+
