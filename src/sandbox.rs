@@ -19,9 +19,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::SettingsSources;
 use crate::connect::FileStatus;
-use crate::devops::protocol::{ResultCode, Variable};
-use connect_sim::{BadRowSpec, FileSummary, SeedSpec, SimConfig, Simulator, VendorUsage};
+use crate::devops::protocol::ResultCode;
 use crate::usage::period::Period;
+use connect_sim::{FileSummary, SeedSpec, WorldSpec};
 
 /// The schedulable the sandbox fires.
 const SCHEDULE: &str = crate::handlers::MONTHLY_REPORT_METHOD;
@@ -36,8 +36,8 @@ const BYTES_PER_SUBSCRIPTION: u64 = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("cannot start the simulator: {0}")]
-    Simulator(std::io::Error),
+    #[error("{0}")]
+    World(connect_sim::WorldError),
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -103,13 +103,16 @@ pub fn memory_available() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// A seeded simulator and the month's vendor export on disk.
-pub struct Playground {
-    pub sim: Simulator,
-    pub period: Period,
-    pub usage: VendorUsage,
-    pub out_dir: PathBuf,
-    pub usage_source: String,
+/// The simulator crate's world (a seeded simulator and the month's vendor export) in the
+/// sandbox's output folder.
+pub struct Playground(connect_sim::World);
+
+impl std::ops::Deref for Playground {
+    type Target = connect_sim::World;
+
+    fn deref(&self) -> &connect_sim::World {
+        &self.0
+    }
 }
 
 impl Playground {
@@ -135,81 +138,44 @@ impl Playground {
             path: failed.path,
             source: failed.source,
         })?;
-        let sim = Simulator::start(SimConfig {
-            processing_delay: Duration::from_millis(30),
-            ..SimConfig::default()
-        })
-        .await
-        .map_err(SandboxError::Simulator)?;
         let subscriptions = options.subscriptions;
-        sim.state().seed(&SeedSpec {
+        let seed = SeedSpec {
             seed: 2024,
             contracts: (subscriptions / 60).clamp(2, 40),
             products: 3,
             subscriptions,
             ..SeedSpec::default()
-        });
-        let period = Period::previous_to(Utc::now());
-        let usage = sim
-            .state()
-            .vendor_usage(period, &BadRowSpec::default())
-            .map_err(|e| stage("generating vendor usage", e.to_string()))?;
-        write(&out_dir.join(format!("usage-{period}.csv")), &usage.csv)?;
-        let usage_source = format!("file://{}/usage-{{period}}.csv", out_dir.display());
-        Ok(Playground {
-            sim,
-            period,
-            usage,
-            out_dir,
-            usage_source,
-        })
+        };
+        let spec = WorldSpec {
+            processing_delay: Duration::from_millis(30),
+            dir: Some(out_dir),
+            ..WorldSpec::new(seed, Period::previous_to(Utc::now()))
+        };
+        let world = connect_sim::World::start(spec)
+            .await
+            .map_err(SandboxError::World)?;
+        Ok(Playground(world))
+    }
+
+    /// The sandbox's output folder: the vendor export, workbooks, bad-records CSV.
+    pub fn out_dir(&self) -> &Path {
+        self.dir.path()
     }
 
     /// The extension variables the platform holds for this environment.
     fn set_variables(&self, usage_source: &str) {
-        let webhook = format!("http://{}/_sim/webhook", self.sim.server_address());
-        let variables = [
-            ("USAGE_SOURCE", usage_source),
-            ("ALERT_WEBHOOK_URL", webhook.as_str()),
-            ("MAX_RESUBMISSIONS", "2"),
-        ];
-        self.sim.devops().set_variables(
-            variables
-                .into_iter()
-                .map(|(name, value)| Variable {
-                    name: name.to_string(),
-                    value: Some(value.to_string()),
-                    secure: false,
-                })
-                .collect(),
-        );
+        self.set_extension_variables(&[("USAGE_SOURCE", usage_source), ("MAX_RESUBMISSIONS", "2")]);
     }
 
     /// The environment a runner (ours in-process, or `connect-payg run` by hand) needs.
     pub fn runner_env(&self) -> Vec<(String, String)> {
-        [
-            ("API_KEY", self.sim.api_key().to_string()),
-            ("ENVIRONMENT_ID", self.sim.environment_id().to_string()),
-            ("SERVER_ADDRESS", self.sim.server_address()),
-            ("CONNECT_UNSECURE", "true".to_string()),
-            ("READY_POLL_INTERVAL_MS", "50".to_string()),
-            (
-                "WORKBOOK_DIR",
-                self.out_dir.join("workbooks").display().to_string(),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
-    }
-
-    fn live_files(&self) -> Vec<FileSummary> {
-        self.sim
-            .state()
-            .files()
-            .into_iter()
-            .filter(|f| f.status != FileStatus::Deleted)
-            .collect()
+        let mut env = self.connection_env();
+        env.insert("READY_POLL_INTERVAL_MS".into(), "50".into());
+        env.insert(
+            "WORKBOOK_DIR".into(),
+            self.out_dir().join("workbooks").display().to_string(),
+        );
+        env.into_iter().collect()
     }
 
     async fn wait_until(
@@ -285,11 +251,11 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
         options.subscriptions,
         playground.period,
         playground
-            .out_dir
+            .out_dir()
             .join(format!("usage-{}.csv", playground.period))
             .display()
     ));
-    playground.set_variables(&playground.usage_source);
+    playground.set_variables(&playground.usage_source());
 
     let stop = CancellationToken::new();
     let sources = SettingsSources {
@@ -352,12 +318,12 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
             .map_err(|e| stage("accepting files", e.to_string()))?;
     }
     let corrected_path = playground
-        .out_dir
+        .out_dir()
         .join(format!("usage-{}-corrected.csv", playground.period));
     write(&corrected_path, &corrected.csv)?;
     playground.set_variables(&format!(
         "file://{}/usage-{{period}}-corrected.csv",
-        playground.out_dir.display()
+        playground.out_dir().display()
     ));
     sim.devops().push_setup_response();
     let note = format!(
@@ -482,12 +448,12 @@ fn summary(
         "Runner: {} handshakes, {} tasks answered, {} protocol errors",
         stats.handshakes, stats.results, stats.protocol_errors
     );
-    let workbooks = playground.out_dir.join("workbooks");
+    let workbooks = playground.out_dir().join("workbooks");
     let _ = writeln!(
         text,
         "Vendor export: {}",
         playground
-            .out_dir
+            .out_dir()
             .join(format!("usage-{}.csv", playground.period))
             .display()
     );
@@ -506,7 +472,7 @@ fn summary(
 /// Each time a runner connects, the platform side fires the monthly schedule for it.
 pub async fn serve(options: SandboxOptions) -> Result<(), SandboxError> {
     let playground = Playground::start(&options).await?;
-    playground.set_variables(&playground.usage_source);
+    playground.set_variables(&playground.usage_source());
     let sim = &playground.sim;
     let env: Vec<String> = playground
         .runner_env()
@@ -519,7 +485,7 @@ pub async fn serve(options: SandboxOptions) -> Result<(), SandboxError> {
     );
     println!("  environment id: {}", sim.environment_id());
     println!("  API key:        {}", sim.api_key());
-    println!("  usage source:   {}", playground.usage_source);
+    println!("  usage source:   {}", playground.usage_source());
     println!("  period:         {}", playground.period);
     println!();
     println!("Run the extension against it (the schedule fires when it connects):");
@@ -528,7 +494,7 @@ pub async fn serve(options: SandboxOptions) -> Result<(), SandboxError> {
     println!(
         "  env {} USAGE_SOURCE='{}' connect-payg report --unsecure --period {} --out ./report-out",
         env.join(" "),
-        playground.usage_source,
+        playground.usage_source(),
         playground.period
     );
     println!(

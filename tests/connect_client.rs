@@ -16,10 +16,10 @@ use connect_payg::connect::models::{
     Asset, FileStatus, NewUsageFile, Reference, UsageFile, UsagePeriod,
 };
 use connect_payg::connect::{ClientOptions, ConnectClient, ConnectError, Query, Rql};
-use connect_sim::catalogue::Product;
-use connect_sim::{Faults, SeedSpec, SimConfig, Simulator};
 use connect_payg::usage::period::{format_time, Period};
 use connect_payg::usage::workbook::{workbook_bytes, Cell, UsageRow};
+use connect_sim::catalogue::Product;
+use connect_sim::{Faults, SeedSpec, SimConfig, Simulator};
 
 /// Test worlds report January 2024.
 fn period() -> Period {
@@ -77,11 +77,7 @@ fn new_file(contract_id: &str, product_id: &str, tag: &str) -> NewUsageFile {
 
 /// A workbook with one record per PPU item of `product` for `asset`; `quantity` is written as
 /// given, so a fractional one makes integer items invalid.
-fn workbook(
-    asset: &connect_sim::catalogue::Asset,
-    product: &Product,
-    quantity: f64,
-) -> Bytes {
+fn workbook(asset: &connect_sim::catalogue::Asset, product: &Product, quantity: f64) -> Bytes {
     let period = period();
     let rows = product.ppu_items().map(|item| UsageRow {
         record_id: Cell::text(format!("{}-{}-{}", asset.id, item.mpn, period.compact())),

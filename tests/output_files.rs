@@ -6,9 +6,9 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 
 use common::{period, world_with, World};
-use connect_sim::{BadRowSpec, SeedSpec};
 use connect_payg::usage::filing::FilingResult;
 use connect_payg::usage::summary::write_bad_records;
+use connect_sim::{BadRowSpec, SeedSpec};
 
 /// A world whose first contract carries `contract_id`, as a hostile platform could send it.
 async fn world_with_contract_id(contract_id: &str) -> World {

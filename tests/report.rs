@@ -10,11 +10,11 @@ use chrono::{TimeZone, Utc};
 use common::{default_world, period, world, World};
 use connect_payg::connect::models::{NewUsageFile, Reference, UsagePeriod};
 use connect_payg::connect::FileStatus;
-use connect_sim::{BadKind, BadRowSpec, SeedSpec, UsageFormat};
 use connect_payg::usage::filing::FilingResult;
 use connect_payg::usage::group::GroupKey;
 use connect_payg::usage::record::BadReason;
 use connect_payg::usage::workbook::{usage_row, workbook_bytes};
+use connect_sim::{BadKind, BadRowSpec, SeedSpec, UsageFormat};
 
 fn reason_of(kind: BadKind) -> BadReason {
     match kind {

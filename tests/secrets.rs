@@ -13,9 +13,9 @@ use tokio::process::Command;
 
 use connect_payg::connect::FileStatus;
 use connect_payg::devops::protocol::{ResultCode, Variable};
+use connect_payg::usage::period::Period;
 use connect_sim::vendor_usage::UsageFormat;
 use connect_sim::{BadRowSpec, SeedSpec, SimConfig, Simulator};
-use connect_payg::usage::period::Period;
 
 /// Fresh random text, so a secret cannot turn up by coincidence.
 fn random() -> String {

@@ -31,7 +31,7 @@ mod usage_files;
 pub use client::ConnectClient;
 pub(crate) use error::network_error_text;
 pub use error::{ConnectError, TransportKind};
-pub use payg_shared::FileStatus;
 pub use options::ClientOptions;
 pub use paging::{ContentRange, Page};
+pub use payg_shared::FileStatus;
 pub use rql::{encode_value, Query, Rql};

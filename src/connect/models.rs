@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
 
-pub use payg_shared::FileStatus;
 pub use super::lenient::Reference;
 use super::lenient::{count, number, or_default, text};
+pub use payg_shared::FileStatus;
 
 /// A contract (`GET /contracts`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize)]

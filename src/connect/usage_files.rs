@@ -27,9 +27,9 @@ use bytes::Bytes;
 
 use super::client::{segment, Body, ConnectClient, Repeat, Reply, Request};
 use super::error::ConnectError;
-use payg_shared::FileStatus::{self, *};
 use super::models::{NewUsageFile, UsageFile};
 use super::rql::{Query, Rql};
+use payg_shared::FileStatus::{self, *};
 
 const FILES: &str = "usage/files";
 

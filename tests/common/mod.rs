@@ -6,27 +6,31 @@
 
 pub mod task_ledger;
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
 use connect_payg::config::{Settings, SettingsSources};
 use connect_payg::connect::{ClientOptions, ConnectClient, FileStatus};
 use connect_payg::devops::protocol::ResultCode;
-use connect_sim::devops::TaskResult;
-use connect_sim::{
-    BadRowSpec, Catalogue, ExpectedGroup, FileSummary, SeedSpec, SimConfig, Simulator, VendorUsage,
-};
 use connect_payg::usage::filing::Submission;
 use connect_payg::usage::period::Period;
 use connect_payg::usage::report::{ReportJob, Reporter};
 use connect_payg::usage::workbook::{Cell, UsageRow};
+use connect_sim::devops::TaskResult;
+use connect_sim::{
+    BadRowSpec, Catalogue, ExpectedGroup, FileSummary, SeedSpec, Simulator, WorldSpec,
+};
 
-pub struct World {
-    pub sim: Simulator,
-    pub dir: tempfile::TempDir,
-    pub usage: VendorUsage,
-    pub period: Period,
+/// The simulator crate's world, with what the product's tests do in it: settings, a client,
+/// a reporter, a runner, and the filing promise every test ends on.
+pub struct World(pub connect_sim::World);
+
+impl std::ops::Deref for World {
+    type Target = connect_sim::World;
+
+    fn deref(&self) -> &connect_sim::World {
+        &self.0
+    }
 }
 
 pub fn period(text: &str) -> Period {
@@ -44,25 +48,11 @@ pub async fn world_with(
     period: Period,
     edit: impl FnOnce(&mut Catalogue),
 ) -> World {
-    let sim = Simulator::start(SimConfig {
-        processing_delay: Duration::from_millis(5),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    sim.state().seed(&seed);
-    let mut catalogue = sim.state().catalogue();
-    edit(&mut catalogue);
-    sim.state().install(catalogue);
-    let usage = sim.state().vendor_usage(period, &bad).unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join(format!("usage-{period}.csv")), &usage.csv).unwrap();
-    World {
-        sim,
-        dir,
-        usage,
-        period,
-    }
+    let spec = WorldSpec {
+        bad,
+        ..WorldSpec::new(seed, period)
+    };
+    World(connect_sim::World::start_with(spec, edit).await.unwrap())
 }
 
 pub async fn default_world() -> World {
@@ -75,24 +65,17 @@ pub async fn default_world() -> World {
 }
 
 impl World {
-    pub fn usage_source(&self) -> String {
-        format!("file://{}/usage-{{period}}.csv", self.dir.path().display())
-    }
-
     pub fn settings(&self, extra: &[(&str, &str)]) -> Settings {
-        let mut env: BTreeMap<String, String> = [
-            ("API_KEY", self.sim.api_key().to_string()),
-            ("ENVIRONMENT_ID", self.sim.environment_id().to_string()),
-            ("SERVER_ADDRESS", self.sim.server_address()),
-            ("CONNECT_UNSECURE", "true".to_string()),
-            ("USAGE_SOURCE", self.usage_source()),
-            ("REPORT_PERIOD", self.period.to_string()),
-            ("READY_POLL_INTERVAL_MS", "5".to_string()),
-            ("READY_TIMEOUT", "30".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
+        let mut env = self.connection_env();
+        env.extend(
+            [
+                ("USAGE_SOURCE", self.usage_source()),
+                ("REPORT_PERIOD", self.period.to_string()),
+                ("READY_POLL_INTERVAL_MS", "5".to_string()),
+                ("READY_TIMEOUT", "30".to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
         for (k, v) in extra {
             env.insert(k.to_string(), v.to_string());
         }
@@ -128,16 +111,6 @@ impl World {
             submission: Submission::Poll,
             allow_empty: false,
         }
-    }
-
-    /// Files that are not deleted.
-    pub fn live_files(&self) -> Vec<FileSummary> {
-        self.sim
-            .state()
-            .files()
-            .into_iter()
-            .filter(|f| f.status != FileStatus::Deleted)
-            .collect()
     }
 
     /// Asserts the promise: one live file per expected group, in `status`, with exactly the
@@ -256,47 +229,20 @@ pub struct RunningExtension {
 impl World {
     /// Connection settings for a runner; report settings are pushed as extension variables.
     pub fn runner_env(&self) -> std::collections::HashMap<String, String> {
-        [
-            ("API_KEY", self.sim.api_key().to_string()),
-            ("ENVIRONMENT_ID", self.sim.environment_id().to_string()),
-            ("SERVER_ADDRESS", self.sim.server_address()),
-            ("CONNECT_UNSECURE", "true".to_string()),
-            ("READY_POLL_INTERVAL_MS", "5".to_string()),
-            ("READY_TIMEOUT", "30".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        let mut env: std::collections::HashMap<String, String> =
+            self.connection_env().into_iter().collect();
+        env.insert("READY_POLL_INTERVAL_MS".into(), "5".into());
+        env.insert("READY_TIMEOUT".into(), "30".into());
+        env
     }
 
     /// Sets the extension variables the platform will send (`USAGE_SOURCE`, `REPORT_PERIOD`,
     /// the webhook of the simulator, and `extra`).
     pub fn set_extension_variables(&self, extra: &[(&str, &str)]) {
-        use connect_payg::devops::protocol::Variable;
-        let mut variables: BTreeMap<String, String> = [
-            ("USAGE_SOURCE", self.usage_source()),
-            ("REPORT_PERIOD", self.period.to_string()),
-            (
-                "ALERT_WEBHOOK_URL",
-                format!("http://{}/_sim/webhook", self.sim.server_address()),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect();
-        for (k, v) in extra {
-            variables.insert(k.to_string(), v.to_string());
-        }
-        self.sim.devops().set_variables(
-            variables
-                .into_iter()
-                .map(|(name, value)| Variable {
-                    secure: name.ends_with("_AUTH"),
-                    name,
-                    value: Some(value),
-                })
-                .collect(),
-        );
+        let period = self.period.to_string();
+        let mut variables = vec![("REPORT_PERIOD", period.as_str())];
+        variables.extend_from_slice(extra);
+        self.0.set_extension_variables(&variables);
     }
 
     pub async fn start_extension(&self) -> RunningExtension {
@@ -375,16 +321,6 @@ impl World {
             result.output.message
         );
         result
-    }
-
-    /// Alerts of `kind` the simulator's webhook received.
-    pub fn webhooks_of_kind(&self, kind: &str) -> Vec<serde_json::Value> {
-        self.sim
-            .state()
-            .webhooks()
-            .into_iter()
-            .filter(|w| w["kind"] == kind)
-            .collect()
     }
 
     pub async fn wait_until_all_pending(&self) {

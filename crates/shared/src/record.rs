@@ -17,7 +17,7 @@ pub const FIELDS: [&str; 7] = [
 
 /// One record as written: every field as text, absent when missing or empty, and where it
 /// stands in its source (a record the simulator generates has no place yet: line 0).
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RawRecord {
     /// 1-based line of the record (CSV, JSON lines) or of the start of its element (JSON
     /// array), for error reports.
@@ -34,6 +34,19 @@ pub struct RawRecord {
 }
 
 impl RawRecord {
+    /// The seven fields by name, in [`FIELDS`] order.
+    pub fn fields(&self) -> [(&'static str, &Option<String>); 7] {
+        [
+            (FIELDS[0], &self.subscription_id),
+            (FIELDS[1], &self.item_mpn),
+            (FIELDS[2], &self.quantity),
+            (FIELDS[3], &self.start_time_utc),
+            (FIELDS[4], &self.end_time_utc),
+            (FIELDS[5], &self.record_id),
+            (FIELDS[6], &self.record_note),
+        ]
+    }
+
     /// Sets a field by its header name; unknown names are ignored (sources may carry extras).
     pub fn set(&mut self, name: &str, value: Option<String>) {
         let value = value.filter(|v| !v.trim().is_empty());
@@ -114,4 +127,3 @@ impl ItemCriteria {
         }
     }
 }
-

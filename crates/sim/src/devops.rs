@@ -23,11 +23,11 @@ use tokio::sync::{mpsc, watch};
 
 use super::state::SimState;
 use super::SimConfig;
-use payg_shared::FileStatus;
 use payg_shared::protocol::{
     EventDefinition, LoggingMeta, LoggingSettings, ResultCode, RunnerMessage, ServerMessage,
     SetupRequest, SetupResponse, Task, TaskCategory, TaskInput, TaskOptions, TaskOutput, Variable,
 };
+use payg_shared::FileStatus;
 
 pub use payg_shared::protocol::USAGE_FILE_EVENT;
 

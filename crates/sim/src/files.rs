@@ -18,8 +18,8 @@ use super::processing::{self, Processed};
 use super::rql::Query;
 use super::state::{FileEvent, FileSummary, Inner, SimState, World};
 use super::usage_file::{Actor, Upload, UsageFile};
-use payg_shared::FileStatus;
 use payg_shared::workbook::UsageRow;
+use payg_shared::FileStatus;
 
 const NOTE_MAX: usize = 200;
 

@@ -30,6 +30,7 @@ pub mod state;
 mod usage_api;
 mod usage_file;
 pub mod vendor_usage;
+pub mod world;
 
 use std::fmt;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -47,8 +48,9 @@ pub use seed::{SeedSpec, SeedSummary};
 pub use state::{FileEvent, FileSummary, RequestCounts, SimState};
 pub use vendor_usage::{
     BadKind, BadRow, BadRowSpec, Correction, Expected, ExpectedGroup, ExpectedRow, OutOfScopeKind,
-    UsageFormat, VendorRecord, VendorUsage, VendorUsageError,
+    UsageFormat, VendorUsage, VendorUsageError,
 };
+pub use world::{World, WorldDir, WorldError, WorldSpec};
 
 /// How long `shutdown` waits for open connections before cutting them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);

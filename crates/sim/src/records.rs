@@ -6,8 +6,8 @@ use serde_json::{json, Value};
 use super::catalogue::{Asset, Catalogue};
 use super::state::{SimState, World};
 use super::usage_file::UsageFile;
-use payg_shared::FileStatus;
 use payg_shared::workbook::{Cell, UsageRow};
+use payg_shared::FileStatus;
 
 impl SimState {
     /// Every stored record of every file, as the list endpoint renders them.

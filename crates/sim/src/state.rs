@@ -18,8 +18,8 @@ use super::seed::{SeedSpec, SeedSummary};
 use super::usage_file::UsageFile;
 use super::vendor_usage::{BadRowSpec, UsageFormat, VendorUsage, VendorUsageError};
 use super::SimConfig;
-use payg_shared::FileStatus;
 use payg_shared::period::Period;
+use payg_shared::FileStatus;
 
 /// Sent on every usage-file status change.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

@@ -11,8 +11,8 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
 
 use super::catalogue::Catalogue;
-use payg_shared::FileStatus;
 use payg_shared::workbook::UsageRow;
+use payg_shared::FileStatus;
 
 /// The editable fields (create body, `PUT`).
 #[derive(Debug, Clone, PartialEq)]

@@ -16,19 +16,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::catalogue::{Asset, Catalogue, Item, Product};
-use payg_shared::record::{AssetCriteria, ItemCriteria};
 use payg_shared::period::{format_time, Period};
-
-/// The vendor CSV header: the record fields in the order the README's "Vendor records" lists.
-pub const HEADER: [&str; 7] = [
-    "subscription_id",
-    "item_mpn",
-    "quantity",
-    "start_time_utc",
-    "end_time_utc",
-    "record_id",
-    "record_note",
-];
+use payg_shared::record::{AssetCriteria, ItemCriteria, RawRecord, FIELDS};
 
 /// Why a generated record is bad: one kind per reason the product must report a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -107,46 +96,21 @@ pub enum VendorUsageError {
     UnknownParameter { asset: String, parameter: String },
 }
 
-/// One vendor record as written; `None` is an empty cell (or an absent JSON key).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct VendorRecord {
-    pub subscription_id: Option<String>,
-    pub item_mpn: Option<String>,
-    pub quantity: Option<String>,
-    pub start_time_utc: Option<String>,
-    pub end_time_utc: Option<String>,
-    pub record_id: Option<String>,
-    pub record_note: Option<String>,
-}
-
-impl VendorRecord {
-    fn fields(&self) -> [(&'static str, &Option<String>); 7] {
-        [
-            (HEADER[0], &self.subscription_id),
-            (HEADER[1], &self.item_mpn),
-            (HEADER[2], &self.quantity),
-            (HEADER[3], &self.start_time_utc),
-            (HEADER[4], &self.end_time_utc),
-            (HEADER[5], &self.record_id),
-            (HEADER[6], &self.record_note),
-        ]
+/// The JSON object form of a record: absent keys for empty fields, numbers for numeric
+/// quantities.
+pub fn record_json(record: &RawRecord) -> Value {
+    let mut object = Map::new();
+    for (name, value) in record.fields() {
+        let Some(text) = value else { continue };
+        let rendered = match name {
+            "quantity" => serde_json::from_str::<serde_json::Number>(text)
+                .map(Value::Number)
+                .unwrap_or_else(|_| Value::String(text.clone())),
+            _ => Value::String(text.clone()),
+        };
+        object.insert(name.into(), rendered);
     }
-
-    /// The JSON object form: absent keys for empty fields, numbers for numeric quantities.
-    pub fn to_json(&self) -> Value {
-        let mut object = Map::new();
-        for (name, value) in self.fields() {
-            let Some(text) = value else { continue };
-            let rendered = match name {
-                "quantity" => serde_json::from_str::<serde_json::Number>(text)
-                    .map(Value::Number)
-                    .unwrap_or_else(|_| Value::String(text.clone())),
-                _ => Value::String(text.clone()),
-            };
-            object.insert(name.into(), rendered);
-        }
-        Value::Object(object)
-    }
+    Value::Object(object)
 }
 
 /// A row the report must upload: the asset and item it resolves to and the values it carries.
@@ -246,7 +210,7 @@ pub struct Correction {
 /// A month of vendor usage and what a correct report makes of it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct VendorUsage {
-    pub records: Vec<VendorRecord>,
+    pub records: Vec<RawRecord>,
     pub csv: String,
     pub expected: Expected,
 }
@@ -254,7 +218,7 @@ pub struct VendorUsage {
 impl VendorUsage {
     /// The records as one JSON array.
     pub fn json_array(&self) -> String {
-        let array: Vec<Value> = self.records.iter().map(VendorRecord::to_json).collect();
+        let array: Vec<Value> = self.records.iter().map(record_json).collect();
         serde_json::to_string_pretty(&array).expect("JSON values serialise")
     }
 
@@ -262,7 +226,7 @@ impl VendorUsage {
     pub fn json_lines(&self) -> String {
         self.records
             .iter()
-            .map(|record| format!("{}\n", record.to_json()))
+            .map(|record| format!("{}\n", record_json(record)))
             .collect()
     }
 
@@ -368,7 +332,7 @@ enum Outcome {
 #[derive(Debug, Clone)]
 struct Generated {
     serial: usize,
-    record: VendorRecord,
+    record: RawRecord,
     outcome: Outcome,
 }
 
@@ -499,13 +463,13 @@ impl<'a> UsageGenerator<'a> {
         quantity: &str,
         start: NaiveDateTime,
         end: NaiveDateTime,
-    ) -> Result<VendorRecord, VendorUsageError> {
+    ) -> Result<RawRecord, VendorUsageError> {
         let record_id = self.rng.random_ratio(7, 10).then(|| self.fresh_record_id());
         let record_note = self
             .rng
             .random_ratio(1, 2)
             .then(|| NOTES.choose(&mut self.rng).expect("not empty").to_string());
-        Ok(VendorRecord {
+        Ok(RawRecord {
             subscription_id: Some(self.subscription_value(asset)?),
             item_mpn: Some(self.item_value(item)),
             quantity: Some(quantity.into()),
@@ -513,6 +477,7 @@ impl<'a> UsageGenerator<'a> {
             end_time_utc: Some(format_time(end)),
             record_id,
             record_note,
+            ..RawRecord::default()
         })
     }
 
@@ -728,7 +693,7 @@ impl<'a> UsageGenerator<'a> {
     /// Gives a well-formed record the one defect `kind`; `variant` rotates between spellings.
     fn break_record(
         &mut self,
-        record: &mut VendorRecord,
+        record: &mut RawRecord,
         kind: BadKind,
         product: &Product,
         n: usize,
@@ -836,7 +801,7 @@ impl<'a> UsageGenerator<'a> {
                 }
             })
             .collect();
-        let records: Vec<VendorRecord> = records.into_iter().map(|g| g.record).collect();
+        let records: Vec<RawRecord> = records.into_iter().map(|g| g.record).collect();
         VendorUsage {
             csv: render_csv(&records),
             expected: Expected {
@@ -889,8 +854,8 @@ fn canonical(whole: u32, fraction: u64, digits: u8) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-fn render_csv(records: &[VendorRecord]) -> String {
-    let mut csv = HEADER.join(",");
+fn render_csv(records: &[RawRecord]) -> String {
+    let mut csv = FIELDS.join(",");
     csv.push('\n');
     for record in records {
         let cells: Vec<String> = record

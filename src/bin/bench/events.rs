@@ -14,10 +14,10 @@ use connect_payg::config::SettingsSources;
 use connect_payg::connect::{ClientOptions, ConnectClient, FileStatus};
 use connect_payg::devops::protocol::ResultCode;
 use connect_payg::handlers::USAGE_FILE_EVENT;
-use connect_sim::SeedSpec;
 use connect_payg::usage::filing::Submission;
 use connect_payg::usage::period::Period;
 use connect_payg::usage::report::{ReportJob, Reporter};
+use connect_sim::SeedSpec;
 
 use crate::measure::{self, ChildReport};
 use crate::world::{World, PERIOD, PROCESSING_DELAY};

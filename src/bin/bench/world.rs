@@ -1,15 +1,15 @@
-//! The parent side of the end-to-end benches: a seeded simulator with the month's vendor
-//! usage on disk, and the real runner in a child process connected to it over loopback, so
+//! The parent side of the end-to-end benches: the simulator crate's world (a seeded simulator
+//! with the month's vendor usage on disk), and the real runner in a child process connected to it over loopback, so
 //! the child's peak RSS is the extension's alone.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use connect_sim::devops::TaskResult;
-use connect_sim::{BadRowSpec, SeedSpec, SimConfig, Simulator, VendorUsage};
 use connect_payg::usage::period::Period;
+use connect_sim::devops::TaskResult;
+use connect_sim::{SeedSpec, WorldSpec};
 
 use crate::measure::{self, ChildReport};
 
@@ -18,10 +18,16 @@ pub const PERIOD: &str = "2024-02";
 pub const PROCESSING_DELAY: Duration = Duration::from_millis(5);
 const HANDSHAKE_WAIT: Duration = Duration::from_secs(30);
 
-pub struct World {
-    pub sim: Simulator,
-    pub usage: VendorUsage,
-    pub source_dir: PathBuf,
+/// The simulator crate's world (seeded simulator, the month's export in `dir`), with the
+/// bench's runner child.
+pub struct World(connect_sim::World);
+
+impl std::ops::Deref for World {
+    type Target = connect_sim::World;
+
+    fn deref(&self) -> &connect_sim::World {
+        &self.0
+    }
 }
 
 impl World {
@@ -32,58 +38,37 @@ impl World {
         dir: &Path,
         processing_delay: Duration,
     ) -> Result<World, String> {
-        let sim = Simulator::start(SimConfig {
-            processing_delay,
-            ..SimConfig::default()
-        })
-        .await
-        .map_err(|e| e.to_string())?;
-        sim.state().seed(seed);
         let period = Period::parse(PERIOD).expect("a valid period");
-        let usage = sim
-            .state()
-            .vendor_usage(period, &BadRowSpec::default())
-            .map_err(|e| e.to_string())?;
-        let source_dir = dir.to_path_buf();
-        std::fs::write(source_dir.join(format!("usage-{PERIOD}.csv")), &usage.csv)
-            .map_err(|e| e.to_string())?;
-        Ok(World {
-            sim,
-            usage,
-            source_dir,
-        })
+        let spec = WorldSpec {
+            processing_delay,
+            dir: Some(dir.to_path_buf()),
+            ..WorldSpec::new(seed.clone(), period)
+        };
+        connect_sim::World::start(spec)
+            .await
+            .map(World)
+            .map_err(|e| e.to_string())
     }
 
-    /// Stops the simulator and frees the world here and now: left to the runtime, a
-    /// 100k-subscription world was still being freed inside the next measurement's window.
+    /// Stops the simulator and frees the world here and now.
     pub async fn close(self) {
-        self.sim.shutdown().await;
-    }
-
-    /// Records in the vendor file (header excluded).
-    pub fn records(&self) -> usize {
-        self.usage.csv.lines().count().saturating_sub(1)
+        self.0.close().await;
     }
 
     /// The settings the extension gets, as environment variables.
     pub fn env(&self) -> BTreeMap<String, String> {
-        [
-            ("API_KEY", self.sim.api_key().to_string()),
-            ("ENVIRONMENT_ID", self.sim.environment_id().to_string()),
-            ("SERVER_ADDRESS", self.sim.server_address()),
-            ("INSTANCE_ID", "bench-instance".to_string()),
-            ("CONNECT_UNSECURE", "true".to_string()),
-            (
-                "USAGE_SOURCE",
-                format!("file://{}/usage-{{period}}.csv", self.source_dir.display()),
-            ),
-            ("REPORT_PERIOD", PERIOD.to_string()),
-            ("READY_POLL_INTERVAL_MS", "5".to_string()),
-            ("READY_TIMEOUT", "600".to_string()),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
+        let mut env = self.connection_env();
+        env.extend(
+            [
+                ("INSTANCE_ID", "bench-instance".to_string()),
+                ("USAGE_SOURCE", self.usage_source()),
+                ("REPORT_PERIOD", PERIOD.to_string()),
+                ("READY_POLL_INTERVAL_MS", "5".to_string()),
+                ("READY_TIMEOUT", "600".to_string()),
+            ]
+            .map(|(k, v)| (k.to_string(), v)),
+        );
+        env
     }
 
     /// Starts the runner child and waits for both of its connections to be handshaken.

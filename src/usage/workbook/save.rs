@@ -127,10 +127,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = std::fs::File::open(write_a_million(dir.path())).unwrap();
         let started = std::time::Instant::now();
-        let inspection = inspect_workbook_reader(
-            std::io::BufReader::new(file),
-            &Rules::offline(None),
-        );
+        let inspection =
+            inspect_workbook_reader(std::io::BufReader::new(file), &Rules::offline(None));
         println!(
             "validate: {} records, {} problems in {:?}",
             inspection.records,

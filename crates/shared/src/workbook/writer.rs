@@ -551,5 +551,4 @@ mod tests {
             assert_eq!(error.to_string(), message);
         }
     }
-
 }
