@@ -14,10 +14,9 @@
 //!   status events.
 //! * [`alert`] — operator alerts: a structured log line, and a webhook when configured.
 //! * [`allocator`] — the memory allocator and its tuning.
-//! * [`sim`] — a Connect simulator (REST, usage-file life cycle, DevOps websocket, faults) used
-//!   by the tests and by `connect-payg sandbox`.
-//! * [`output`] — files left for a person: checked names, private modes, atomic replacement.
-//! * [`sandbox`] — the whole product against the simulator in one command.
+//! * `output` — files left for a person: checked names, private modes, atomic replacement.
+//! * `sandbox` — the whole product against the simulator (the `connect-sim` crate) in one
+//!   command.
 //! * [`cli`] — the command line: `run`, `report`, `validate`, `sandbox`.
 //!
 //! The picture (runner → registry → handlers, the data path from source to Connect, where the
@@ -31,7 +30,7 @@ pub mod connect;
 pub mod devops;
 pub mod handlers;
 pub mod logging;
-pub mod output;
-pub mod sandbox;
+pub(crate) mod output;
+pub(crate) mod sandbox;
 
 pub mod usage;

@@ -12,14 +12,12 @@ use bytes::Bytes;
 use futures::TryStreamExt;
 
 use connect_payg::config::Secret;
-use connect_payg::connect::models::{
-    Asset, FileStatus, NewUsageFile, Reference, UsageFile, UsagePeriod,
-};
+use connect_payg::connect::{Asset, FileStatus, NewUsageFile, Reference, UsageFile, UsagePeriod};
 use connect_payg::connect::{ClientOptions, ConnectClient, ConnectError, Query, Rql};
-use connect_payg::usage::period::{format_time, Period};
 use connect_payg::usage::workbook::{workbook_bytes, Cell, UsageRow};
 use connect_sim::catalogue::Product;
 use connect_sim::{Faults, SeedSpec, SimConfig, Simulator};
+use payg_shared::period::{format_time, Period};
 
 /// Test worlds report January 2024.
 fn period() -> Period {

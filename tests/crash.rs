@@ -320,7 +320,7 @@ async fn a_runner_killed_mid_schedule_completes_when_the_schedule_comes_again() 
             .unwrap_or_else(|| panic!("{what}: the schedule was answered"));
         assert_eq!(
             result.output.result,
-            connect_payg::devops::protocol::ResultCode::Success,
+            payg_shared::protocol::ResultCode::Success,
             "{what}: {:?}",
             result.output.message
         );

@@ -24,9 +24,9 @@ use std::time::{Duration, Instant};
 
 use common::{period, task_ledger, world};
 use connect_payg::connect::FileStatus;
-use connect_payg::devops::protocol::{ResultCode, TaskCategory};
 use connect_sim::devops::{DevopsHub, TaskResult};
 use connect_sim::{BadRowSpec, Faults, SeedSpec};
+use payg_shared::protocol::{ResultCode, TaskCategory};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio_util::sync::CancellationToken;

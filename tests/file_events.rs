@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use common::{default_world, expected_rows, uploaded, World};
 use connect_payg::connect::FileStatus;
-use connect_payg::devops::protocol::ResultCode;
 use connect_payg::usage::workbook::{workbook_bytes, Cell};
 use connect_sim::devops::USAGE_FILE_EVENT;
 use connect_sim::ExpectedGroup;
+use payg_shared::protocol::ResultCode;
 use serde_json::json;
 
 const SCHEDULE: &str = "generate_monthly_usage_reports";

@@ -18,16 +18,16 @@ use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
 use serde_json::{json, Value};
 
-use connect_payg::devops::protocol::{
-    LoggingSettings, RunnerMessage, ServerMessage, SetupResponse, Task, TaskCategory, TaskInput,
-    TaskOptions, Variable,
-};
-use connect_payg::usage::period::Period;
-use connect_payg::usage::record::{RawRecord, FIELDS};
-use connect_payg::usage::source::{UsageSource, MAX_RECORD_BYTES};
 use connect_payg::usage::workbook::{
     inspect_workbook, read_workbook, validate_workbook, workbook_bytes, Cell, Rules, UsageRow,
 };
+use connect_payg::usage::{UsageSource, MAX_RECORD_BYTES};
+use payg_shared::period::Period;
+use payg_shared::protocol::{
+    LoggingSettings, RunnerMessage, ServerMessage, SetupResponse, Task, TaskCategory, TaskInput,
+    TaskOptions, Variable,
+};
+use payg_shared::record::{RawRecord, FIELDS};
 
 // ----- memory accounting -----
 

@@ -13,8 +13,8 @@ use std::time::Duration;
 
 use common::default_world;
 use connect_payg::connect::FileStatus;
-use connect_payg::devops::protocol::{ResultCode, RunnerMessage};
 use connect_sim::devops::USAGE_FILE_EVENT;
+use payg_shared::protocol::{ResultCode, RunnerMessage};
 
 const SCHEDULE: &str = "generate_monthly_usage_reports";
 

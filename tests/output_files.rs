@@ -6,8 +6,8 @@ mod common;
 use std::os::unix::fs::MetadataExt;
 
 use common::{period, world_with, World};
-use connect_payg::usage::filing::FilingResult;
-use connect_payg::usage::summary::write_bad_records;
+use connect_payg::usage::write_bad_records;
+use connect_payg::usage::FilingResult;
 use connect_sim::{BadRowSpec, SeedSpec};
 
 /// A world whose first contract carries `contract_id`, as a hostile platform could send it.

@@ -17,12 +17,12 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use connect_payg::config::Secret;
-use connect_payg::connect::models::{FileStatus, NewUsageFile, Reference, UsageFile, UsagePeriod};
 use connect_payg::connect::{ClientOptions, ConnectClient};
-use connect_payg::usage::period::{format_time, Period};
+use connect_payg::connect::{FileStatus, NewUsageFile, Reference, UsageFile, UsagePeriod};
 use connect_payg::usage::workbook::{workbook_bytes, Cell, UsageRow};
 use connect_sim::catalogue::{Asset, Product};
 use connect_sim::{SeedSpec, SimConfig, Simulator};
+use payg_shared::period::{format_time, Period};
 
 /// Client options with millisecond backoff, so any long wait can only come from the server.
 fn options(base_url: String, api_key: &str) -> ClientOptions {

@@ -14,11 +14,11 @@ use std::time::{Duration, Instant};
 
 use common::{period, world, World};
 use connect_payg::connect::FileStatus;
-use connect_payg::devops::protocol::ResultCode;
-use connect_payg::usage::filing::FilingResult;
-use connect_payg::usage::summary::Summary;
+use connect_payg::usage::FilingResult;
+use connect_payg::usage::Summary;
 use connect_sim::{BadRowSpec, Faults, SeedSpec};
 use futures::future::join_all;
+use payg_shared::protocol::ResultCode;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 

@@ -8,12 +8,12 @@ use std::collections::BTreeMap;
 
 use chrono::{TimeZone, Utc};
 use common::{default_world, period, world, World};
-use connect_payg::connect::models::{NewUsageFile, Reference, UsagePeriod};
 use connect_payg::connect::FileStatus;
-use connect_payg::usage::filing::FilingResult;
-use connect_payg::usage::group::GroupKey;
-use connect_payg::usage::record::BadReason;
+use connect_payg::connect::{NewUsageFile, Reference, UsagePeriod};
 use connect_payg::usage::workbook::{usage_row, workbook_bytes};
+use connect_payg::usage::BadReason;
+use connect_payg::usage::FilingResult;
+use connect_payg::usage::GroupKey;
 use connect_sim::{BadKind, BadRowSpec, SeedSpec, UsageFormat};
 
 fn reason_of(kind: BadKind) -> BadReason {
@@ -330,14 +330,13 @@ async fn sources_in_every_format_from_file_and_http() {
             )
         })
         .collect();
-    let groups_of =
-        |collection: &connect_payg::usage::group::Collection| -> Vec<(GroupKey, usize)> {
-            collection
-                .groups
-                .values()
-                .map(|g| (g.key.clone(), g.rows.len()))
-                .collect()
-        };
+    let groups_of = |collection: &connect_payg::usage::Collection| -> Vec<(GroupKey, usize)> {
+        collection
+            .groups
+            .values()
+            .map(|g| (g.key.clone(), g.rows.len()))
+            .collect()
+    };
     world
         .sim
         .state()
@@ -637,7 +636,7 @@ async fn counters_agree_with_the_table_and_bad_records_are_alerted_once() {
     assert_eq!(world.webhooks_of_kind("bad_records").len(), 1);
 
     // Every bad record carries the id it has or would have been given.
-    let path = connect_payg::usage::summary::write_bad_records(world.dir.path(), &again)
+    let path = connect_payg::usage::write_bad_records(world.dir.path(), &again)
         .await
         .unwrap();
     let csv = std::fs::read_to_string(path).unwrap();

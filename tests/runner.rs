@@ -18,12 +18,12 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use connect_payg::config::SettingsSources;
-use connect_payg::devops::protocol::{ResultCode, TaskCategory, Variable};
 use connect_payg::devops::{
     run_with, Handler, HandlerOutcome, Registry, RunnerError, RunnerOptions, TaskContext,
 };
 use connect_sim::devops::{DevopsStats, Malformed, TaskResult, USAGE_FILE_EVENT};
 use connect_sim::{SeedSpec, SimConfig, Simulator};
+use payg_shared::protocol::{ResultCode, TaskCategory, Variable};
 
 const SCHEDULE: &str = "generate_monthly_usage_reports";
 const INSTANCE: &str = "test-instance-1";

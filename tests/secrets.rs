@@ -12,10 +12,10 @@ use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 use tokio::process::Command;
 
 use connect_payg::connect::FileStatus;
-use connect_payg::devops::protocol::{ResultCode, Variable};
-use connect_payg::usage::period::Period;
 use connect_sim::vendor_usage::UsageFormat;
 use connect_sim::{BadRowSpec, SeedSpec, SimConfig, Simulator};
+use payg_shared::period::Period;
+use payg_shared::protocol::{ResultCode, Variable};
 
 /// Fresh random text, so a secret cannot turn up by coincidence.
 fn random() -> String {

@@ -7,12 +7,12 @@ use std::time::Duration;
 
 use connect_payg::config::AssetCriteria;
 use connect_payg::connect::FileStatus;
-use connect_payg::usage::period::{format_time, Period};
 use connect_payg::usage::workbook::{workbook_bytes, Cell, UsageRow, COLUMNS};
 use connect_sim::catalogue::{Asset, Item};
 use connect_sim::{
     BadKind, BadRowSpec, Catalogue, Faults, SeedSpec, SimConfig, Simulator, UsageFormat,
 };
+use payg_shared::period::{format_time, Period};
 use reqwest::{multipart, Client, Response, StatusCode};
 use serde_json::{json, Value};
 

@@ -10,11 +10,11 @@ use std::time::{Duration, Instant};
 use common::{default_world, World};
 use connect_payg::config::Secret;
 use connect_payg::connect::FileStatus;
-use connect_payg::usage::period::Period;
-use connect_payg::usage::record::{BadReason, BadRecord, MAX_HELD_BAD_RECORDS};
-use connect_payg::usage::source::{SourceError, UsageSource};
-use connect_payg::usage::summary::{write_bad_records, Summary};
+use connect_payg::usage::{write_bad_records, Summary};
+use connect_payg::usage::{BadReason, BadRecord, MAX_HELD_BAD_RECORDS};
+use connect_payg::usage::{SourceError, UsageSource};
 use futures::StreamExt;
+use payg_shared::period::Period;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 

@@ -7,11 +7,11 @@ use std::fs::File;
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use connect_payg::usage::period::Period;
 use connect_payg::usage::workbook::{
     inspect_workbook_reader, read_workbook, validate_workbook, write_workbook, Cell, Inspection,
     Precision, Rules, UsageRow,
 };
+use payg_shared::period::Period;
 
 fn record(n: u32) -> UsageRow {
     UsageRow {

@@ -20,7 +20,7 @@
 mod client;
 mod error;
 mod lenient;
-pub mod models;
+pub(crate) mod models;
 mod options;
 mod paging;
 mod resources;
@@ -31,6 +31,7 @@ mod usage_files;
 pub use client::ConnectClient;
 pub(crate) use error::network_error_text;
 pub use error::{ConnectError, TransportKind};
+pub use models::{Asset, NewUsageFile, Reference, UsageFile, UsagePeriod};
 pub use options::ClientOptions;
 pub use paging::{ContentRange, Page};
 pub use payg_shared::FileStatus;

@@ -20,7 +20,7 @@ use chrono::NaiveDateTime;
 use crate::usage::record::{
     BadReason, BadRecord, BadRecords, OutOfScope, Quantity, RecordChecker, RecordId, VendorRecord,
 };
-use crate::usage::resolve::{AssetMatch, Catalog, ResolvedAsset, ResolvedItem, ResolvedProduct};
+use crate::usage::resolve::{AssetMatch, Resolver, ResolvedAsset, ResolvedItem, ResolvedProduct};
 use crate::usage::source::{RecordStream, SourceError};
 
 /// One usage file's worth of records: a contract and a product in the reported month.
@@ -130,7 +130,7 @@ struct Chunk {
 pub async fn collect(
     records: RecordStream,
     period: Period,
-    catalog: &Catalog,
+    resolver: &Resolver,
 ) -> Result<Collection, CollectError> {
     let (chunks, mut incoming) = tokio::sync::mpsc::channel(1);
     let reader = AbortOnDropHandle::new(tokio::spawn(read_chunks(
@@ -138,7 +138,7 @@ pub async fn collect(
         RecordChecker::new(period),
         chunks,
     )));
-    let mut sorter = Sorter::new(catalog);
+    let mut sorter = Sorter::new(resolver);
     while let Some(chunk) = incoming.recv().await {
         let chunk = chunk?;
         sorter.collection.records_read += chunk.read;
@@ -201,7 +201,7 @@ struct Placed {
 /// What the records so far came to, and what Connect said about their objects (each asked
 /// for once: a chunk looks up only the subscriptions, contracts and products not seen yet).
 struct Sorter<'c> {
-    catalog: &'c Catalog,
+    resolver: &'c Resolver,
     assets: HashMap<String, AssetMatch>,
     contracts_checked: HashSet<String>,
     in_scope_contracts: HashSet<String>,
@@ -213,9 +213,9 @@ struct Sorter<'c> {
 }
 
 impl<'c> Sorter<'c> {
-    fn new(catalog: &'c Catalog) -> Self {
+    fn new(resolver: &'c Resolver) -> Self {
         Sorter {
-            catalog,
+            resolver,
             assets: HashMap::new(),
             contracts_checked: HashSet::new(),
             in_scope_contracts: HashSet::new(),
@@ -293,7 +293,7 @@ impl<'c> Sorter<'c> {
             .filter(|id| !self.assets.contains_key(*id))
             .map(str::to_string)
             .collect();
-        let found = self.catalog.assets(new_subscriptions).await?;
+        let found = self.resolver.assets(new_subscriptions).await?;
         self.assets.extend(found);
         let found_assets = || {
             records
@@ -308,7 +308,7 @@ impl<'c> Sorter<'c> {
             .filter(|id| !self.contracts_checked.contains(id))
             .collect();
         let in_scope = self
-            .catalog
+            .resolver
             .active_distribution_contracts(new_contracts.iter().cloned())
             .await?;
         self.contracts_checked.extend(new_contracts);
@@ -318,7 +318,7 @@ impl<'c> Sorter<'c> {
             .map(|asset| asset.product_id.to_string())
             .filter(|id| !self.products.contains_key(id))
             .collect();
-        let products = self.catalog.products(new_products).await?;
+        let products = self.resolver.products(new_products).await?;
         self.products
             .extend(products.into_iter().map(|(id, p)| (id, Arc::new(p))));
         Ok(())
@@ -417,7 +417,7 @@ impl<'c> Sorter<'c> {
     /// The groups with their currencies.
     async fn finish(self) -> Result<Collection, ConnectError> {
         let Sorter {
-            catalog,
+            resolver,
             products,
             rows,
             mut collection,
@@ -428,7 +428,7 @@ impl<'c> Sorter<'c> {
             .flatten()
             .map(|row| row.asset.marketplace_id.to_string())
             .collect();
-        let currencies = catalog.currencies(marketplaces).await?;
+        let currencies = resolver.currencies(marketplaces).await?;
         for (key, rows) in rows {
             let found: BTreeSet<&String> = rows
                 .iter()

@@ -1,14 +1,21 @@
 //! The pipeline from vendor records to usage workbooks: sources, validation, resolution against
 //! Connect, grouping, workbooks (made, read and validated in `workbook/`), and idempotent filing.
 
-pub mod filing;
-pub mod group;
+pub(crate) mod filing;
+pub(crate) mod group;
 mod interner;
-pub use payg_shared::period;
-pub mod record;
-pub mod report;
-pub mod resolve;
-pub mod source;
-pub mod summary;
-pub mod sweep;
+pub(crate) use payg_shared::period;
+pub(crate) mod record;
+pub(crate) mod report;
+pub(crate) mod resolve;
+pub(crate) mod source;
+pub(crate) mod summary;
+pub(crate) mod sweep;
 pub mod workbook;
+
+pub use filing::{FilingResult, Submission};
+pub use group::{Collection, GroupKey};
+pub use record::{BadReason, BadRecord, MAX_HELD_BAD_RECORDS};
+pub use report::{ReportJob, Reporter};
+pub use source::{SourceError, UsageSource, MAX_RECORD_BYTES};
+pub use summary::{write_bad_records, Summary};

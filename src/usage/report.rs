@@ -25,7 +25,7 @@ use crate::connect::ConnectClient;
 use crate::usage::filing::{Filer, FilingError, FilingResult, GroupOutcome, Submission};
 use crate::usage::group::{self, CollectError, Collection, Group, GroupKey};
 use crate::usage::period::{NotEnded, Period};
-use crate::usage::resolve::Catalog;
+use crate::usage::resolve::Resolver;
 use crate::usage::source::UsageSource;
 use crate::usage::summary::Summary;
 use crate::usage::sweep;
@@ -119,8 +119,8 @@ impl Reporter {
         }
     }
 
-    fn catalog(&self) -> Catalog {
-        Catalog::new(
+    fn resolver(&self) -> Resolver {
+        Resolver::new(
             self.client.clone(),
             self.settings.asset_search_criteria.clone(),
             self.settings.item_search_criteria,
@@ -137,7 +137,7 @@ impl Reporter {
         .with_timeout(self.settings.usage_source_timeout);
         tracing::info!(source = %source.display_name(period), %period, "reading usage records");
         let records = source.open(period).await.map_err(CollectError::from)?;
-        Ok(group::collect(records, period, &self.catalog()).await?)
+        Ok(group::collect(records, period, &self.resolver()).await?)
     }
 
     /// The job's filters that select no group of the month, each said in a sentence.
@@ -153,7 +153,7 @@ impl Reporter {
         let mut unmatched = Vec::new();
         if !absent_contracts.is_empty() {
             let active = self
-                .catalog()
+                .resolver()
                 .active_distribution_contracts(absent_contracts.iter().cloned())
                 .await;
             for contract in &absent_contracts {

@@ -61,7 +61,7 @@ pub enum AssetMatch {
 
 /// Looks objects up in Connect for one run.
 #[derive(Clone)]
-pub struct Catalog {
+pub struct Resolver {
     client: ConnectClient,
     asset_criteria: AssetCriteria,
     item_criteria: ItemCriteria,
@@ -74,14 +74,14 @@ fn batches(ids: impl IntoIterator<Item = String>) -> Vec<Vec<String>> {
     ids.chunks(BATCH).map(<[String]>::to_vec).collect()
 }
 
-impl Catalog {
+impl Resolver {
     pub fn new(
         client: ConnectClient,
         asset_criteria: AssetCriteria,
         item_criteria: ItemCriteria,
         concurrency: usize,
     ) -> Self {
-        Catalog {
+        Resolver {
             client,
             asset_criteria,
             item_criteria,

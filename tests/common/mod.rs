@@ -11,15 +11,15 @@ use std::time::Duration;
 
 use connect_payg::config::{Settings, SettingsSources};
 use connect_payg::connect::{ClientOptions, ConnectClient, FileStatus};
-use connect_payg::devops::protocol::ResultCode;
-use connect_payg::usage::filing::Submission;
-use connect_payg::usage::period::Period;
-use connect_payg::usage::report::{ReportJob, Reporter};
 use connect_payg::usage::workbook::{Cell, UsageRow};
+use connect_payg::usage::Submission;
+use connect_payg::usage::{ReportJob, Reporter};
 use connect_sim::devops::TaskResult;
 use connect_sim::{
     BadRowSpec, Catalogue, ExpectedGroup, FileSummary, SeedSpec, Simulator, WorldSpec,
 };
+use payg_shared::period::Period;
+use payg_shared::protocol::ResultCode;
 
 /// The simulator crate's world, with what the product's tests do in it: settings, a client,
 /// a reporter, a runner, and the filing promise every test ends on.

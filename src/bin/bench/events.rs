@@ -12,12 +12,12 @@ use std::time::{Duration, Instant};
 
 use connect_payg::config::SettingsSources;
 use connect_payg::connect::{ClientOptions, ConnectClient, FileStatus};
-use connect_payg::devops::protocol::ResultCode;
 use connect_payg::handlers::USAGE_FILE_EVENT;
-use connect_payg::usage::filing::Submission;
-use connect_payg::usage::period::Period;
-use connect_payg::usage::report::{ReportJob, Reporter};
+use connect_payg::usage::Submission;
+use connect_payg::usage::{ReportJob, Reporter};
 use connect_sim::SeedSpec;
+use payg_shared::period::Period;
+use payg_shared::protocol::ResultCode;
 
 use crate::measure::{self, ChildReport};
 use crate::world::{World, PERIOD, PROCESSING_DELAY};

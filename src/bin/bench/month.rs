@@ -8,9 +8,9 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use connect_payg::connect::FileStatus;
-use connect_payg::devops::protocol::ResultCode;
 use connect_payg::handlers::MONTHLY_REPORT_METHOD;
 use connect_sim::{Faults, RequestCounts, SeedSpec, SimState};
+use payg_shared::protocol::ResultCode;
 
 use crate::measure::{self, ChildReport};
 use crate::world::World;

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use connect_payg::usage::period::Period;
 use connect_sim::devops::TaskResult;
 use connect_sim::{SeedSpec, WorldSpec};
+use payg_shared::period::Period;
 
 use crate::measure::{self, ChildReport};
 
