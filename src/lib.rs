@@ -1,6 +1,10 @@
 //! connect-payg: a CloudBlue Connect DevOps extension that reports Pay-As-You-Go (QT) usage.
 //!
-//! Read this file top-down to see how the pieces fit:
+//! This is the product crate of a workspace of three: what it shares byte for byte with the
+//! Connect simulator (periods, record fields, the usage workbook template, file statuses, the
+//! DevOps protocol) is the `payg-shared` crate, and the simulator is `connect-sim`, which never
+//! depends on this one. Each component below exports its API from its root; the rest is
+//! private to the crate. Read this file top-down to see how the pieces fit:
 //!
 //! * [`config`] — layered settings (defaults < file < environment < extension variables) and the
 //!   [`config::Secret`] wrapper that keeps API keys out of logs.
@@ -8,12 +12,13 @@
 //! * [`usage`] — where usage comes from and what we make of it: sources (file / HTTP; CSV,
 //!   JSON, JSON lines), record validation, resolution against Connect, grouping, workbooks, the
 //!   shared template validator and idempotent filing.
-//! * [`devops`] — the DevOps events websocket: protocol types, the handler registry and the
+//! * [`devops`] — the DevOps events websocket: the handler registry and the
 //!   connection loop that turns tasks into handler calls and results.
 //! * [`handlers`] — what this extension does with tasks: the monthly schedule and usage-file
 //!   status events.
 //! * [`alert`] — operator alerts: a structured log line, and a webhook when configured.
 //! * [`allocator`] — the memory allocator and its tuning.
+//! * [`logging`] — the log subscriber: text or JSON lines, levels from `RUST_LOG`.
 //! * `output` — files left for a person: checked names, private modes, atomic replacement.
 //! * `sandbox` — the whole product against the simulator (the `connect-sim` crate) in one
 //!   command.
@@ -32,5 +37,4 @@ pub mod handlers;
 pub mod logging;
 pub(crate) mod output;
 pub(crate) mod sandbox;
-
 pub mod usage;

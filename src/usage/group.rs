@@ -20,7 +20,7 @@ use chrono::NaiveDateTime;
 use crate::usage::record::{
     BadReason, BadRecord, BadRecords, OutOfScope, Quantity, RecordChecker, RecordId, VendorRecord,
 };
-use crate::usage::resolve::{AssetMatch, Resolver, ResolvedAsset, ResolvedItem, ResolvedProduct};
+use crate::usage::resolve::{AssetMatch, ResolvedAsset, ResolvedItem, ResolvedProduct, Resolver};
 use crate::usage::source::{RecordStream, SourceError};
 
 /// One usage file's worth of records: a contract and a product in the reported month.

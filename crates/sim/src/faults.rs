@@ -4,19 +4,12 @@
 //! Half the injected 500s strike *after* the request took effect (the answer is lost on the
 //! way back), because that is the case a client must survive without creating duplicates.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderValue, StatusCode};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
-
-use super::error::ApiError;
-use super::state::SimState;
 
 /// What to inject on `/public/v1` requests.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,7 +52,7 @@ mod millis {
 
 /// What happens to one request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Injection {
+pub(crate) enum Injection {
     Pass,
     Throttle,
     FailBefore,
@@ -87,7 +80,7 @@ impl FaultInjector {
         self.inner.lock().expect("fault lock").0.clone()
     }
 
-    fn draw(&self) -> (Duration, u64, Injection) {
+    pub(crate) fn draw(&self) -> (Duration, u64, Injection) {
         let mut guard = self.inner.lock().expect("fault lock");
         let (faults, rng) = &mut *guard;
         let rate = faults.error_rate.clamp(0.0, 1.0);
@@ -102,45 +95,4 @@ impl FaultInjector {
         };
         (faults.latency, faults.retry_after_secs, injection)
     }
-}
-
-/// Middleware on the REST routes.
-pub(crate) async fn inject(
-    State(state): State<Arc<SimState>>,
-    request: Request,
-    next: Next,
-) -> Response {
-    let (latency, retry_after, injection) = state.fault_injector().draw();
-    if !latency.is_zero() {
-        tokio::time::sleep(latency).await;
-    }
-    match injection {
-        Injection::Pass => next.run(request).await,
-        Injection::Throttle => {
-            let mut response = ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "SYS_429",
-                vec!["Too many requests (injected by the simulator).".into()],
-            )
-            .into_response();
-            response
-                .headers_mut()
-                .insert("retry-after", HeaderValue::from(retry_after));
-            response
-        }
-        Injection::FailBefore => server_error(),
-        Injection::FailAfter => {
-            drop(next.run(request).await);
-            server_error()
-        }
-    }
-}
-
-fn server_error() -> Response {
-    ApiError::new(
-        StatusCode::INTERNAL_SERVER_ERROR,
-        "SYS_001",
-        vec!["Internal server error (injected by the simulator).".into()],
-    )
-    .into_response()
 }

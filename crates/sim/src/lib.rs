@@ -1,4 +1,4 @@
-//! A Connect simulator: an in-process axum server on loopback that impersonates CloudBlue
+//! connect-sim, a Connect simulator: an in-process axum server on loopback that impersonates CloudBlue
 //! Connect well enough that the real client and the runner cannot tell the difference — REST
 //! with RQL and paging, the usage-file life cycle with platform-side workbook validation,
 //! provider actions, the DevOps websocket (`devops`), fault injection — plus a control API
@@ -7,10 +7,18 @@
 //! It refuses what Connect refuses (bad keys, bad RQL, illegal transitions, malformed bodies,
 //! invalid workbooks), with Connect's error body: a lax simulator makes tests lie.
 //!
+//! It depends only on the `payg-shared` crate (periods, record fields, the workbook template
+//! and reader, file statuses, the DevOps protocol), never on the product, so it judges the
+//! product's requests as an independent platform would. [`World`] is the one set-up the
+//! product's tests, `connect-payg sandbox` and the bench start: a seeded simulator with the
+//! month's vendor export on disk.
+//!
 //! ```text
-//! rest / usage_api ──┐                 ┌── files (life cycle ops) ── processing (template)
+//! rest ── usage_api ─┐ (both answer lists through `listing`)
 //! control (/_sim) ───┼── state (SimState) ── catalogue (+ seed, vendor_usage)
-//! devops (websocket) ┘                 └── faults, request counts, events
+//! devops (websocket) ┘       │        └── files (life cycle ops) ── processing (template)
+//!                            └── faults, request counts, events
+//! world: Simulator + SeedSpec + the month's export
 //! ```
 
 pub mod catalogue;
@@ -21,6 +29,7 @@ pub mod faults;
 mod file_body;
 mod files;
 mod lifecycle;
+mod listing;
 mod processing;
 mod records;
 mod rest;

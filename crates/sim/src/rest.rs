@@ -5,16 +5,16 @@
 use std::sync::Arc;
 
 use axum::extract::{MatchedPath, Path, RawQuery, Request, State};
-use axum::http::header::{AUTHORIZATION, CONTENT_RANGE};
+use axum::http::header::AUTHORIZATION;
 use axum::http::{HeaderValue, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
-use axum::{Json, Router};
+use axum::Router;
 
 use super::error::ApiError;
-use super::faults;
-use super::rql::{Listed, Query};
+use super::faults::Injection;
+use super::listing::{detail, list};
 use super::state::SimState;
 use super::usage_api;
 
@@ -47,10 +47,7 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
         .fallback(unknown_path)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(state.clone(), authorize))
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            faults::inject,
-        ))
+        .layer(middleware::from_fn_with_state(state.clone(), inject_faults))
         .layer(middleware::from_fn_with_state(state.clone(), count))
         .layer(middleware::map_response(connect_version));
     Router::new().nest(PREFIX, api).with_state(state)
@@ -111,45 +108,6 @@ async fn method_not_allowed() -> ApiError {
         "GEN_405",
         vec!["Method not allowed.".into()],
     )
-}
-
-/// A list answer: `candidates` (all the objects the parsed query can match) filtered,
-/// ordered, paged (at most the page cap) with `Content-Range`.
-pub(crate) fn list<'a, O: Listed<'a>, I: IntoIterator<Item = O>>(
-    state: &SimState,
-    raw_query: Option<String>,
-    candidates: impl FnOnce(&Query) -> I,
-) -> Result<Response, ApiError> {
-    let query = parse(raw_query)?;
-    Ok(page(state, &query, candidates(&query)))
-}
-
-/// One page of `query` over `candidates`, with `Content-Range`.
-pub(crate) fn page<'a, O: Listed<'a>>(
-    state: &SimState,
-    query: &Query,
-    candidates: impl IntoIterator<Item = O>,
-) -> Response {
-    let page = query.apply(candidates, state.config().page_cap);
-    let range = page.content_range();
-    ([(CONTENT_RANGE, range)], Json(page.items)).into_response()
-}
-
-pub(crate) fn parse(raw_query: Option<String>) -> Result<Query, ApiError> {
-    Query::parse(raw_query.as_deref().unwrap_or("")).map_err(ApiError::rql)
-}
-
-/// A detail answer: the object found for `id` (404 when none), `select(-…)` applied.
-pub(crate) fn detail<'a>(
-    found: Option<impl Listed<'a>>,
-    kind: &str,
-    id: &str,
-    raw_query: Option<String>,
-) -> Result<Response, ApiError> {
-    let query = parse(raw_query)?;
-    found
-        .map(|object| Json(query.project(object)).into_response())
-        .ok_or_else(|| ApiError::not_found(kind, id))
 }
 
 async fn accounts(
@@ -250,6 +208,47 @@ async fn asset(
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     detail(state.world().rendered.assets.get(&id), "Asset", &id, q)
+}
+
+/// The injected faults, drawn per request (see `faults`).
+async fn inject_faults(
+    State(state): State<Arc<SimState>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    let (latency, retry_after, injection) = state.fault_injector().draw();
+    if !latency.is_zero() {
+        tokio::time::sleep(latency).await;
+    }
+    match injection {
+        Injection::Pass => next.run(request).await,
+        Injection::Throttle => {
+            let mut response = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "SYS_429",
+                vec!["Too many requests (injected by the simulator).".into()],
+            )
+            .into_response();
+            response
+                .headers_mut()
+                .insert("retry-after", HeaderValue::from(retry_after));
+            response
+        }
+        Injection::FailBefore => server_error(),
+        Injection::FailAfter => {
+            drop(next.run(request).await);
+            server_error()
+        }
+    }
+}
+
+fn server_error() -> Response {
+    ApiError::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "SYS_001",
+        vec!["Internal server error (injected by the simulator).".into()],
+    )
+    .into_response()
 }
 
 #[cfg(test)]

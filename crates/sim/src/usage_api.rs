@@ -15,7 +15,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value};
 
 use super::error::ApiError;
-use super::rest::{self, detail, list};
+use super::listing::{self, detail, list};
 use super::state::SimState;
 
 /// Spreadsheets can be large; Connect documents no limit.
@@ -66,8 +66,8 @@ async fn list_files(
     State(state): State<Arc<SimState>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    let query = rest::parse(q)?;
-    Ok(state.with_file_list(&query, |files| rest::page(&state, &query, files)))
+    let query = listing::parse(q)?;
+    Ok(state.with_file_list(&query, |files| listing::page(&state, &query, files)))
 }
 
 async fn file(
