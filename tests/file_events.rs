@@ -521,7 +521,9 @@ async fn a_scheduled_run_refuses_an_unfinished_month_and_an_empty_source() {
     assert_eq!(output.result, ResultCode::Fail, "{:?}", output.message);
     let message = output.message.unwrap_or_default();
     assert!(
-        message.contains("period 2999-01 has not ended yet: it ends at 2999-02-01 00:00 UTC"),
+        message.contains(
+            "period 2999-01 is not reportable yet: it becomes reportable at 2999-02-01 00:00 UTC"
+        ),
         "{message}"
     );
 

@@ -526,7 +526,7 @@ async fn a_month_that_has_not_ended_is_refused_and_nothing_is_filed() {
         job.period = period(month);
         let error = reporter.run(&job, None).await.err().unwrap().to_string();
         assert!(
-            error.contains(&format!("period {month} has not ended")),
+            error.contains(&format!("period {month} is not reportable yet")),
             "{error}"
         );
     }
@@ -564,7 +564,7 @@ fn report_refuses_an_unfinished_month_with_exit_2() {
         assert_eq!(output.status.code(), Some(2), "{stderr}");
         assert!(
             stderr.contains(&format!(
-                "{named}: period 2999-01 has not ended yet: it ends at 2999-02-01 00:00 UTC"
+                "{named}: period 2999-01 is not reportable yet: it becomes reportable at 2999-02-01 00:00 UTC"
             )),
             "{stderr}"
         );

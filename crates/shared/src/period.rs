@@ -1,73 +1,193 @@
-//! The reporting month. All date math lives here so January (→ December of the previous year)
-//! and leap years are handled in one tested place, in UTC.
+//! The reporting period: a calendar month or a single day, in UTC. All date math lives here so
+//! January (→ December of the previous year), leap years and month ends are handled in one
+//! tested place.
 //!
-//! A month is reported only after it has ended: a file filed for a running or future month
-//! would be submitted with part of its usage missing, and re-runs skip filed groups, so it
-//! could never be corrected. [`Period::check_ended`] is that rule, a pure function of the month
-//! and the time given.
+//! A period is reported only after it has ended, plus the vendor's `REPORT_DELAY_HOURS`: a
+//! file filed for a running or future period would be submitted with part of its usage
+//! missing, and re-runs skip filed groups, so it could never be corrected.
+//! [`Period::check_reportable`] is that rule and [`Cadence::window`] the catch-up window built
+//! on it, both pure functions of the time given.
 
 use std::fmt;
+use std::str::FromStr;
 
-use chrono::{DateTime, Datelike, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc};
+use chrono::{
+    DateTime, Datelike, Duration, Months, NaiveDate, NaiveDateTime, NaiveTime, Timelike, Utc,
+};
 
-/// A month that has not ended yet was asked to be reported.
+/// How often usage is reported: one file per group and month, or per group and day.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub enum Cadence {
+    #[default]
+    Monthly,
+    Daily,
+}
+
+impl Cadence {
+    /// `monthly` or `daily`.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Cadence::Monthly => "monthly",
+            Cadence::Daily => "daily",
+        }
+    }
+
+    /// How many recent periods a scheduled run covers unless told otherwise: a quarter of
+    /// months, a week of days.
+    pub fn default_catch_up(&self) -> u32 {
+        match self {
+            Cadence::Monthly => 3,
+            Cadence::Daily => 7,
+        }
+    }
+
+    /// The period of this cadence that `time` falls in.
+    pub fn period_of(&self, time: NaiveDateTime) -> Period {
+        let date = time.date();
+        match self {
+            Cadence::Monthly => Period {
+                cadence: Cadence::Monthly,
+                first: date.with_day(1).expect("day 1 exists"),
+            },
+            Cadence::Daily => Period {
+                cadence: Cadence::Daily,
+                first: date,
+            },
+        }
+    }
+
+    /// The most recent period reportable at `now` with `delay` after its end.
+    pub fn last_reportable(&self, now: DateTime<Utc>, delay: Duration) -> Period {
+        self.period_of(now.naive_utc() - delay).previous()
+    }
+
+    /// The `count` most recent periods reportable at `now` (with `delay`), oldest first.
+    pub fn window(&self, now: DateTime<Utc>, delay: Duration, count: u32) -> Vec<Period> {
+        let mut periods = Vec::with_capacity(count as usize);
+        let mut period = self.last_reportable(now, delay);
+        for _ in 0..count {
+            periods.push(period);
+            period = period.previous();
+        }
+        periods.reverse();
+        periods
+    }
+}
+
+impl FromStr for Cadence {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Cadence, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "monthly" => Ok(Cadence::Monthly),
+            "daily" => Ok(Cadence::Daily),
+            _ => Err(format!("{text:?} is not monthly or daily")),
+        }
+    }
+}
+
+impl fmt::Display for Cadence {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A period that is not reportable yet was asked to be reported.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "period {period} has not ended yet: it ends at {} UTC, and a month can be reported only after it has ended",
-    .period.next().start().format("%Y-%m-%d %H:%M")
+    "period {period} is not reportable yet: it becomes reportable at {} UTC ({}), and a period can be reported only after it has ended",
+    .reportable_at.format("%Y-%m-%d %H:%M"),
+    match .delay_hours { 0 => "when it ends".to_string(), hours => format!("{hours} h after it ends, REPORT_DELAY_HOURS") }
 )]
 pub struct NotEnded {
     pub period: Period,
+    pub reportable_at: NaiveDateTime,
+    pub delay_hours: i64,
 }
 
+/// A month (`YYYY-MM`) or a day (`YYYY-MM-DD`). Periods order by cadence, then time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Period {
-    year: i32,
-    month: u32,
+    cadence: Cadence,
+    /// The period's first day (day 1 for a month).
+    first: NaiveDate,
 }
 
+/// The years a period may fall in: a usage report before 2000 or after 9999 is a typo.
+const YEARS: std::ops::RangeInclusive<i32> = 2000..=9999;
+
 impl Period {
+    /// The month `year-month`.
     pub fn new(year: i32, month: u32) -> Result<Self, String> {
         if !(1..=12).contains(&month) {
             return Err(format!("month {month} is not between 1 and 12"));
         }
-        if !(2000..=9999).contains(&year) {
+        if !YEARS.contains(&year) {
             return Err(format!("year {year} is out of range"));
         }
-        Ok(Period { year, month })
+        Ok(Period {
+            cadence: Cadence::Monthly,
+            first: NaiveDate::from_ymd_opt(year, month, 1).expect("validated month"),
+        })
     }
 
-    /// Parses `YYYY-MM`.
-    pub fn parse(text: &str) -> Result<Self, String> {
-        let bad = || format!("{text:?} is not a YYYY-MM month");
-        let (year, month) = text.split_once('-').ok_or_else(bad)?;
-        if year.len() != 4 || month.len() != 2 {
-            return Err(bad());
+    /// The day `date`.
+    pub fn day(date: NaiveDate) -> Result<Self, String> {
+        if !YEARS.contains(&date.year()) {
+            return Err(format!("year {} is out of range", date.year()));
         }
-        let year: i32 = year.parse().map_err(|_| bad())?;
-        let month: u32 = month.parse().map_err(|_| bad())?;
-        Period::new(year, month).map_err(|reason| format!("{text:?}: {reason}"))
+        Ok(Period {
+            cadence: Cadence::Daily,
+            first: date,
+        })
+    }
+
+    /// Parses `YYYY-MM` (a month) or `YYYY-MM-DD` (a day).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let bad = || format!("{text:?} is not a YYYY-MM month or a YYYY-MM-DD day");
+        let parts: Vec<&str> = text.split('-').collect();
+        let digits =
+            |part: &str, len: usize| part.len() == len && part.bytes().all(|b| b.is_ascii_digit());
+        match parts[..] {
+            [year, month] if digits(year, 4) && digits(month, 2) => {
+                let year: i32 = year.parse().map_err(|_| bad())?;
+                let month: u32 = month.parse().map_err(|_| bad())?;
+                Period::new(year, month).map_err(|reason| format!("{text:?}: {reason}"))
+            }
+            [year, month, day] if digits(year, 4) && digits(month, 2) && digits(day, 2) => {
+                let date = NaiveDate::from_ymd_opt(
+                    year.parse().map_err(|_| bad())?,
+                    month.parse().map_err(|_| bad())?,
+                    day.parse().map_err(|_| bad())?,
+                )
+                .ok_or_else(|| format!("{text:?} is not a day of the calendar"))?;
+                Period::day(date).map_err(|reason| format!("{text:?}: {reason}"))
+            }
+            _ => Err(bad()),
+        }
+    }
+
+    /// The period a usage file covers, from its first to its last day: a whole month or a
+    /// single day; `None` for any other span.
+    pub fn covering(from: NaiveDate, to: NaiveDate) -> Option<Period> {
+        if from == to {
+            return Period::day(from).ok();
+        }
+        let month = Period::new(from.year(), from.month()).ok()?;
+        (month.first_day() == from && month.last_day() == to).then_some(month)
     }
 
     /// The calendar month before the one `now` falls in (UTC).
     pub fn previous_to(now: DateTime<Utc>) -> Self {
-        let (year, month) = match now.month() {
-            1 => (now.year() - 1, 12),
-            m => (now.year(), m - 1),
-        };
-        Period { year, month }
+        Cadence::Monthly.last_reportable(now, Duration::zero())
     }
 
-    pub fn year(&self) -> i32 {
-        self.year
-    }
-
-    pub fn month(&self) -> u32 {
-        self.month
+    pub fn cadence(&self) -> Cadence {
+        self.cadence
     }
 
     pub fn first_day(&self) -> NaiveDate {
-        NaiveDate::from_ymd_opt(self.year, self.month, 1).expect("validated month")
+        self.first
     }
 
     pub fn last_day(&self) -> NaiveDate {
@@ -78,57 +198,98 @@ impl Period {
     }
 
     pub fn next(&self) -> Period {
-        match self.month {
-            12 => Period {
-                year: self.year + 1,
-                month: 1,
-            },
-            m => Period {
-                year: self.year,
-                month: m + 1,
-            },
+        let first = match self.cadence {
+            Cadence::Monthly => self.first + Months::new(1),
+            Cadence::Daily => self.first.succ_opt().expect("a representable day"),
+        };
+        Period {
+            cadence: self.cadence,
+            first,
         }
     }
 
-    /// The month may be reported at `now`: its last second has passed (the next month has
-    /// begun, in UTC).
-    pub fn check_ended(&self, now: DateTime<Utc>) -> Result<(), NotEnded> {
-        if now.naive_utc() >= self.next().start() {
+    pub fn previous(&self) -> Period {
+        let first = match self.cadence {
+            Cadence::Monthly => self.first - Months::new(1),
+            Cadence::Daily => self.first.pred_opt().expect("a representable day"),
+        };
+        Period {
+            cadence: self.cadence,
+            first,
+        }
+    }
+
+    /// When the period may be reported: its end plus `delay`.
+    pub fn reportable_at(&self, delay: Duration) -> NaiveDateTime {
+        self.next().start() + delay
+    }
+
+    /// The period may be reported at `now` with `delay` after its end (`REPORT_DELAY_HOURS`).
+    pub fn check_reportable(&self, now: DateTime<Utc>, delay: Duration) -> Result<(), NotEnded> {
+        let reportable_at = self.reportable_at(delay);
+        if now.naive_utc() >= reportable_at {
             Ok(())
         } else {
-            Err(NotEnded { period: *self })
+            Err(NotEnded {
+                period: *self,
+                reportable_at,
+                delay_hours: delay.num_hours(),
+            })
         }
     }
 
-    /// First second of the month.
+    /// The period may be reported at `now`: its last second has passed (the next period has
+    /// begun, in UTC).
+    pub fn check_ended(&self, now: DateTime<Utc>) -> Result<(), NotEnded> {
+        self.check_reportable(now, Duration::zero())
+    }
+
+    /// First second of the period.
     pub fn start(&self) -> NaiveDateTime {
         self.first_day().and_time(NaiveTime::MIN)
     }
 
-    /// Last second of the month (`23:59:59` of the last day), as the template expects.
+    /// Last second of the period (`23:59:59` of its last day), as the template expects.
     pub fn end(&self) -> NaiveDateTime {
         self.last_day().and_hms_opt(23, 59, 59).expect("valid time")
     }
 
-    /// True when `[start, end]` lies inside the month.
+    /// True when `[start, end]` lies inside the period.
     pub fn contains(&self, start: NaiveDateTime, end: NaiveDateTime) -> bool {
         start >= self.start() && end <= self.end() && start <= end
     }
 
-    /// `YYYYMM`, for compact identifiers.
+    /// `YYYYMM` or `YYYYMMDD`, for compact identifiers.
     pub fn compact(&self) -> String {
-        format!("{:04}{:02}", self.year, self.month)
+        match self.cadence {
+            Cadence::Monthly => self.first.format("%Y%m").to_string(),
+            Cadence::Daily => self.first.format("%Y%m%d").to_string(),
+        }
     }
 
-    /// "January 2024".
+    /// "January 2024" or "5 January 2024".
     pub fn human(&self) -> String {
-        self.first_day().format("%B %Y").to_string()
+        match self.cadence {
+            Cadence::Monthly => self.first.format("%B %Y").to_string(),
+            Cadence::Daily => self.first.format("%-d %B %Y").to_string(),
+        }
     }
 }
 
 impl fmt::Display for Period {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:04}-{:02}", self.year, self.month)
+        match self.cadence {
+            Cadence::Monthly => write!(f, "{}", self.first.format("%Y-%m")),
+            Cadence::Daily => write!(f, "{}", self.first.format("%Y-%m-%d")),
+        }
+    }
+}
+
+impl FromStr for Period {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Period, String> {
+        Period::parse(text)
     }
 }
 
@@ -237,7 +398,7 @@ mod tests {
             .to_string();
         assert_eq!(
             error,
-            "period 2026-12 has not ended yet: it ends at 2027-01-01 00:00 UTC, and a month can be reported only after it has ended"
+            "period 2026-12 is not reportable yet: it becomes reportable at 2027-01-01 00:00 UTC (when it ends), and a period can be reported only after it has ended"
         );
     }
 
@@ -255,12 +416,199 @@ mod tests {
     }
 
     #[test]
-    fn parse_rejects_malformed_months() {
+    fn parse_rejects_malformed_months_and_days() {
         for bad in [
-            "2024-13", "2024-00", "24-01", "2024-1", "2024/01", "", "abcd-ef",
+            "2024-13",
+            "2024-00",
+            "24-01",
+            "2024-1",
+            "2024/01",
+            "",
+            "abcd-ef",
+            "2024-02-30",
+            "2023-02-29",
+            "2024-01-1",
+            "2024-01-01-01",
+            "+024-01",
+            "1999-12-31",
+            "2024-01-01 ",
         ] {
             assert!(Period::parse(bad).is_err(), "{bad}");
         }
+        assert_eq!(
+            Period::parse("2024-02-30").unwrap_err(),
+            "\"2024-02-30\" is not a day of the calendar"
+        );
+    }
+
+    #[test]
+    fn days_and_months_print_parse_and_step() {
+        for (text, cadence, first, last, next, previous, compact, human) in [
+            (
+                "2024-02",
+                Cadence::Monthly,
+                "2024-02-01",
+                "2024-02-29",
+                "2024-03",
+                "2024-01",
+                "202402",
+                "February 2024",
+            ),
+            (
+                "2024-12",
+                Cadence::Monthly,
+                "2024-12-01",
+                "2024-12-31",
+                "2025-01",
+                "2024-11",
+                "202412",
+                "December 2024",
+            ),
+            (
+                "2025-01",
+                Cadence::Monthly,
+                "2025-01-01",
+                "2025-01-31",
+                "2025-02",
+                "2024-12",
+                "202501",
+                "January 2025",
+            ),
+            (
+                "2024-02-29",
+                Cadence::Daily,
+                "2024-02-29",
+                "2024-02-29",
+                "2024-03-01",
+                "2024-02-28",
+                "20240229",
+                "29 February 2024",
+            ),
+            (
+                "2025-01-01",
+                Cadence::Daily,
+                "2025-01-01",
+                "2025-01-01",
+                "2025-01-02",
+                "2024-12-31",
+                "20250101",
+                "1 January 2025",
+            ),
+            (
+                "2024-12-31",
+                Cadence::Daily,
+                "2024-12-31",
+                "2024-12-31",
+                "2025-01-01",
+                "2024-12-30",
+                "20241231",
+                "31 December 2024",
+            ),
+        ] {
+            let period: Period = text.parse().unwrap();
+            assert_eq!(period.to_string(), text);
+            assert_eq!(period.cadence(), cadence, "{text}");
+            assert_eq!(period.first_day().to_string(), first, "{text}");
+            assert_eq!(period.last_day().to_string(), last, "{text}");
+            assert_eq!(period.next().to_string(), next, "{text}");
+            assert_eq!(period.previous().to_string(), previous, "{text}");
+            assert_eq!(period.compact(), compact, "{text}");
+            assert_eq!(period.human(), human, "{text}");
+            assert_eq!(
+                Period::covering(period.first_day(), period.last_day()),
+                Some(period)
+            );
+        }
+        let day = |s: &str| NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap();
+        assert_eq!(Period::covering(day("2024-01-02"), day("2024-01-31")), None);
+        assert_eq!(Period::covering(day("2024-01-01"), day("2024-02-29")), None);
+    }
+
+    #[test]
+    fn the_window_holds_the_most_recent_reportable_periods_oldest_first() {
+        let at = |y, m, d, h| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap();
+        let hours = Duration::hours;
+        for (cadence, now, delay, count, expected) in [
+            (
+                Cadence::Monthly,
+                at(2025, 1, 1, 0),
+                hours(0),
+                3,
+                "2024-10 2024-11 2024-12",
+            ),
+            (
+                Cadence::Monthly,
+                at(2025, 1, 1, 5),
+                hours(6),
+                3,
+                "2024-09 2024-10 2024-11",
+            ),
+            (Cadence::Monthly, at(2025, 1, 1, 6), hours(6), 1, "2024-12"),
+            (
+                Cadence::Monthly,
+                at(2024, 3, 15, 0),
+                hours(0),
+                2,
+                "2024-01 2024-02",
+            ),
+            (
+                Cadence::Daily,
+                at(2024, 3, 2, 0),
+                hours(0),
+                3,
+                "2024-02-28 2024-02-29 2024-03-01",
+            ),
+            (
+                Cadence::Daily,
+                at(2025, 1, 1, 1),
+                hours(2),
+                2,
+                "2024-12-29 2024-12-30",
+            ),
+            (Cadence::Daily, at(2025, 1, 1, 2), hours(2), 1, "2024-12-31"),
+            (Cadence::Daily, at(2025, 1, 1, 2), hours(0), 0, ""),
+        ] {
+            let window: Vec<String> = cadence
+                .window(now, delay, count)
+                .iter()
+                .map(Period::to_string)
+                .collect();
+            assert_eq!(
+                window.join(" "),
+                expected,
+                "{cadence} at {now} delay {delay}"
+            );
+            for period in cadence.window(now, delay, count) {
+                assert!(period.check_reportable(now, delay).is_ok(), "{period}");
+            }
+            assert!(cadence
+                .last_reportable(now, delay)
+                .next()
+                .check_reportable(now, delay)
+                .is_err());
+        }
+    }
+
+    #[test]
+    fn a_delay_moves_when_a_period_becomes_reportable_and_says_so() {
+        let at = |y, m, d, h| Utc.with_ymd_and_hms(y, m, d, h, 0, 0).unwrap();
+        let day = Period::parse("2024-03-01").unwrap();
+        let delay = Duration::hours(6);
+        assert!(day.check_reportable(at(2024, 3, 2, 5), delay).is_err());
+        assert!(day.check_reportable(at(2024, 3, 2, 6), delay).is_ok());
+        assert_eq!(
+            day.check_reportable(at(2024, 3, 2, 5), delay).unwrap_err().to_string(),
+            "period 2024-03-01 is not reportable yet: it becomes reportable at 2024-03-02 06:00 UTC (6 h after it ends, REPORT_DELAY_HOURS), and a period can be reported only after it has ended"
+        );
+    }
+
+    #[test]
+    fn cadences_parse_by_name() {
+        assert_eq!("daily".parse(), Ok(Cadence::Daily));
+        assert_eq!(" Monthly".parse(), Ok(Cadence::Monthly));
+        assert!("weekly".parse::<Cadence>().is_err());
+        assert_eq!(Cadence::Daily.default_catch_up(), 7);
+        assert_eq!(Cadence::Monthly.default_catch_up(), 3);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use chrono::{Datelike, NaiveDate};
+use chrono::NaiveDate;
 use serde::Deserialize;
 use serde_json::{Map, Value};
 
@@ -244,13 +244,11 @@ async fn usage(
             })
     };
     let (from, to) = (date("from")?, date("to")?);
-    if to < from || (from.year(), from.month()) != (to.year(), to.month()) {
-        return Err(ApiError::validation(vec![
-            "to: must not be before from, and both must lie in one month".into(),
-        ]));
-    }
-    let period = Period::new(from.year(), from.month())
-        .map_err(|reason| ApiError::validation(vec![format!("from: {reason}")]))?;
+    let period = Period::covering(from, to).ok_or_else(|| {
+        ApiError::validation(vec![
+            "to: from and to must span one whole month or be one day".into(),
+        ])
+    })?;
     let served = state
         .served_usage(period)
         .ok_or_else(|| ApiError::not_found("Vendor usage for", &period.to_string()))?;

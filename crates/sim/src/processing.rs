@@ -22,8 +22,9 @@ const FIRST_DATA_ROW: u32 = 2;
 /// Everything Connect knows about the file the workbook was uploaded to.
 pub(crate) fn rules_for(world: &World, file: &UsageFile) -> Rules {
     let catalogue = &world.catalogue;
-    let from = file.fields.period_from;
-    let period = Period::new(from.year(), from.month()).ok();
+    let (from, to) = (file.fields.period_from, file.fields.period_to);
+    // A month or a day; any other span is judged against the month it starts in.
+    let period = Period::covering(from, to).or_else(|| Period::new(from.year(), from.month()).ok());
     let items: HashMap<(String, String), Precision> = catalogue
         .product(&file.product_id)
         .into_iter()

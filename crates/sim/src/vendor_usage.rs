@@ -701,7 +701,7 @@ impl<'a> UsageGenerator<'a> {
     ) {
         let period = self.period;
         let day = |d: u32| {
-            NaiveDate::from_ymd_opt(period.year(), period.month(), d)
+            NaiveDate::from_ymd_opt(period.first_day().year(), period.first_day().month(), d)
                 .expect("every month has 28 days")
                 .and_hms_opt(12, 0, 0)
                 .expect("valid time")
@@ -726,7 +726,7 @@ impl<'a> UsageGenerator<'a> {
                 let text = match variant % 3 {
                     0 => start.format("%Y-%m-%dT%H:%M:%S").to_string(),
                     1 => start.format("%d/%m/%Y %H:%M:%S").to_string(),
-                    _ => format!("{:04}-{:02}-32 00:00:00", period.year(), period.month()),
+                    _ => period.first_day().format("%Y-%m-32 00:00:00").to_string(),
                 };
                 if variant.is_multiple_of(2) {
                     record.start_time_utc = Some(text);

@@ -551,4 +551,36 @@ mod tests {
             assert_eq!(error.to_string(), message);
         }
     }
+
+    /// A scale check, run alone to measure it (time, peak RSS with /usr/bin/time -v):
+    /// `cargo test --release -p payg-shared a_million_rows_validate -- --ignored`.
+    #[test]
+    #[ignore]
+    fn a_million_rows_validate() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("million.xlsx");
+        let package = Package::new().unwrap();
+        let file = std::io::BufWriter::new(std::fs::File::create(&path).unwrap());
+        let mut writer = WorkbookWriter::new(&package, file, 1_000_000).unwrap();
+        for n in 0..1_000_000 {
+            writer.push(&row(n)).unwrap();
+        }
+        writer.finish().unwrap();
+        let file = std::fs::File::open(&path).unwrap();
+        let started = std::time::Instant::now();
+        let inspection = super::super::reader::inspect_workbook_reader(
+            std::io::BufReader::new(file),
+            &Rules::offline(None),
+        );
+        println!(
+            "validate: {} records, {} problems in {:?}",
+            inspection.records,
+            inspection.problems.len(),
+            started.elapsed()
+        );
+        assert_eq!(
+            (inspection.records, inspection.problems.len()),
+            (1_000_000, 0)
+        );
+    }
 }
