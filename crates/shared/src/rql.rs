@@ -572,7 +572,9 @@ impl Query {
     /// Parses a raw (still percent-encoded) query string such as
     /// `and(eq(status,active),in(id,(A,B)))&ordering(-id)`; paging or search is refused.
     pub fn parse(raw_query: &str) -> Result<Query, RqlError> {
-        parse_terms(raw_query, |term, _| Err(RqlError::RequestParam(term.into())))
+        parse_terms(raw_query, |term, _| {
+            Err(RqlError::RequestParam(term.into()))
+        })
     }
 
     /// Parses a list request's raw query string, such as
@@ -787,8 +789,8 @@ impl Expr {
                 })
             }
             "like" | "ilike" => {
-                let [field, Syntax::Atom(pattern)] = <[Syntax; 2]>::try_from(args)
-                    .map_err(|_| wrong("a field and a pattern"))?
+                let [field, Syntax::Atom(pattern)] =
+                    <[Syntax; 2]>::try_from(args).map_err(|_| wrong("a field and a pattern"))?
                 else {
                     return Err(wrong("a field and a pattern"));
                 };
@@ -1210,7 +1212,10 @@ mod tests {
             ),
             ("ne(note,null())", Rql::not_null("note")),
             ("eq(tags,empty())", Rql::empty("tags")),
-            ("gt(n,null())", Rql::from(compare(CompareOp::Gt, "n", Operand::Null))),
+            (
+                "gt(n,null())",
+                Rql::from(compare(CompareOp::Gt, "n", Operand::Null)),
+            ),
             ("out(id,())", Rql::out("id", Vec::<String>::new())),
             ("ilike(name,*CLOUD*)", Rql::ilike("name", "*CLOUD*")),
             (
@@ -1257,7 +1262,10 @@ mod tests {
             ]
         );
         assert_eq!(parsed("a*b%2Ac**").text(), "a*b*c**");
-        assert_eq!(pieces(&parsed("%22*%20%22")), [Piece::Wildcard, Piece::Text(" ")]);
+        assert_eq!(
+            pieces(&parsed("%22*%20%22")),
+            [Piece::Wildcard, Piece::Text(" ")]
+        );
         assert_eq!(Value::literal("2*3").to_string(), "\"2%2A3\"");
         assert_eq!(Value::pattern("2*3").to_string(), "2*3");
         assert_eq!(
@@ -1297,55 +1305,145 @@ mod tests {
             "\"limit=10\" is a request parameter (paging or search), not part of a query"
         );
         assert!("search=x".parse::<Query>().is_err());
-        assert_eq!("ordering(id)".parse(), Ok(Query::default().ordering(["id"])));
+        assert_eq!(
+            "ordering(id)".parse(),
+            Ok(Query::default().ordering(["id"]))
+        );
     }
 
     #[test]
     fn malformed_queries_are_refused_with_their_reason() {
         let cases = [
-            ("eq(status,active", "unexpected end of RQL expression in \"eq(status,active\""),
+            (
+                "eq(status,active",
+                "unexpected end of RQL expression in \"eq(status,active\"",
+            ),
             ("eq(status)", "RQL operator eq expects a field and a value"),
-            ("in(id,AS-1)", "RQL operator in expects a field and a parenthesised list of values"),
+            (
+                "in(id,AS-1)",
+                "RQL operator in expects a field and a parenthesised list of values",
+            ),
             ("frobnicate(id,1)", "unknown RQL operator \"frobnicate\""),
             ("and()", "RQL operator and expects at least one expression"),
-            ("eq(status,active))", "unexpected \")\" in RQL expression \"eq(status,active))\""),
-            ("limit=ten", "limit must be a non-negative integer, not \"ten\""),
-            ("offset=-1", "offset must be a non-negative integer, not \"-1\""),
-            ("eq(a,b)c", "unexpected \"c\" in RQL expression \"eq(a,b)c\""),
-            ("eq(name,\"open", "unexpected end of RQL expression in \"eq(name,\\\"open\""),
+            (
+                "eq(status,active))",
+                "unexpected \")\" in RQL expression \"eq(status,active))\"",
+            ),
+            (
+                "limit=ten",
+                "limit must be a non-negative integer, not \"ten\"",
+            ),
+            (
+                "offset=-1",
+                "offset must be a non-negative integer, not \"-1\"",
+            ),
+            (
+                "eq(a,b)c",
+                "unexpected \"c\" in RQL expression \"eq(a,b)c\"",
+            ),
+            (
+                "eq(name,\"open",
+                "unexpected end of RQL expression in \"eq(name,\\\"open\"",
+            ),
             ("eq(name,%FF)", "invalid percent-encoding in \"%FF\""),
-            ("not(eq(a,1),eq(b,2))", "RQL operator not expects exactly one expression"),
+            (
+                "not(eq(a,1),eq(b,2))",
+                "RQL operator not expects exactly one expression",
+            ),
             ("=x", "unexpected \"=\" in RQL expression \"=x\""),
-            ("abc", "RQL operator query expects an operator call at the top level"),
-            ("(a,b)", "RQL operator query expects an operator call at the top level"),
-            ("and(a)", "RQL operator and/or/not expects operator calls as arguments"),
-            ("and(eq(a,1),x)", "RQL operator and/or/not expects operator calls as arguments"),
+            (
+                "abc",
+                "RQL operator query expects an operator call at the top level",
+            ),
+            (
+                "(a,b)",
+                "RQL operator query expects an operator call at the top level",
+            ),
+            (
+                "and(a)",
+                "RQL operator and/or/not expects operator calls as arguments",
+            ),
+            (
+                "and(eq(a,1),x)",
+                "RQL operator and/or/not expects operator calls as arguments",
+            ),
             ("eq(a,b,c)", "RQL operator eq expects a field and a value"),
-            ("eq((a),b)", "RQL operator eq expects plain values as arguments"),
-            ("eq(a,(b))", "RQL operator eq expects a value, null() or empty()"),
-            ("eq(a,foo())", "RQL operator eq expects a value, null() or empty()"),
-            ("eq(a,null(1))", "RQL operator eq expects a value, null() or empty()"),
-            ("like(a,(b))", "RQL operator like expects a field and a pattern"),
+            (
+                "eq((a),b)",
+                "RQL operator eq expects plain values as arguments",
+            ),
+            (
+                "eq(a,(b))",
+                "RQL operator eq expects a value, null() or empty()",
+            ),
+            (
+                "eq(a,foo())",
+                "RQL operator eq expects a value, null() or empty()",
+            ),
+            (
+                "eq(a,null(1))",
+                "RQL operator eq expects a value, null() or empty()",
+            ),
+            (
+                "like(a,(b))",
+                "RQL operator like expects a field and a pattern",
+            ),
             ("like(a)", "RQL operator like expects a field and a pattern"),
-            ("in(a,(b,c()))", "RQL operator in expects plain values as arguments"),
-            ("in((a),(b))", "RQL operator in expects plain values as arguments"),
-            ("select(a,(b))", "RQL operator select expects plain values as arguments"),
-            ("ordering(x())", "RQL operator ordering expects plain values as arguments"),
-            ("limit(1,2,3)", "RQL operator limit expects limit(count) or limit(count,offset)"),
-            ("limit(a)", "limit must be a non-negative integer, not \"a\""),
-            ("limit(1,b)", "offset must be a non-negative integer, not \"b\""),
-            ("limit()", "RQL operator limit expects limit(count) or limit(count,offset)"),
+            (
+                "in(a,(b,c()))",
+                "RQL operator in expects plain values as arguments",
+            ),
+            (
+                "in((a),(b))",
+                "RQL operator in expects plain values as arguments",
+            ),
+            (
+                "select(a,(b))",
+                "RQL operator select expects plain values as arguments",
+            ),
+            (
+                "ordering(x())",
+                "RQL operator ordering expects plain values as arguments",
+            ),
+            (
+                "limit(1,2,3)",
+                "RQL operator limit expects limit(count) or limit(count,offset)",
+            ),
+            (
+                "limit(a)",
+                "limit must be a non-negative integer, not \"a\"",
+            ),
+            (
+                "limit(1,b)",
+                "offset must be a non-negative integer, not \"b\"",
+            ),
+            (
+                "limit()",
+                "RQL operator limit expects limit(count) or limit(count,offset)",
+            ),
             ("%FF=1", "invalid percent-encoding in \"%FF\""),
             ("eq(%FF,1)", "invalid percent-encoding in \"%FF\""),
             ("and(select(a))", "unknown RQL operator \"select\""),
-            ("limit=1(", "limit must be a non-negative integer, not \"1(\""),
+            (
+                "limit=1(",
+                "limit must be a non-negative integer, not \"1(\"",
+            ),
             ("eq(a,b)&)", "unexpected \")\" in RQL expression \")\""),
             ("not()", "RQL operator not expects exactly one expression"),
-            ("out(a)", "RQL operator out expects a field and a parenthesised list of values"),
-            ("ilike(a,b,c)", "RQL operator ilike expects a field and a pattern"),
+            (
+                "out(a)",
+                "RQL operator out expects a field and a parenthesised list of values",
+            ),
+            (
+                "ilike(a,b,c)",
+                "RQL operator ilike expects a field and a pattern",
+            ),
             ("gt(a)", "RQL operator gt expects a field and a value"),
             ("null()", "unknown RQL operator \"null\""),
-            ("eq(\"a\",b)x", "unexpected \"x\" in RQL expression \"eq(\\\"a\\\",b)x\""),
+            (
+                "eq(\"a\",b)x",
+                "unexpected \"x\" in RQL expression \"eq(\\\"a\\\",b)x\"",
+            ),
             ("search=%FF", "invalid percent-encoding in \"%FF\""),
             (",", "unexpected \",\" in RQL expression \",\""),
             (")", "unexpected \")\" in RQL expression \")\""),
@@ -1397,7 +1495,11 @@ mod tests {
             Just(Operand::Empty),
         ];
         prop_oneof![
-            (prop::sample::select(CompareOp::ALL.to_vec()), field(), operand)
+            (
+                prop::sample::select(CompareOp::ALL.to_vec()),
+                field(),
+                operand
+            )
                 .prop_map(|(op, field, operand)| Expr::Compare { op, field, operand }),
             (
                 prop::sample::select(vec![MemberOp::In, MemberOp::Out]),
