@@ -14,8 +14,10 @@
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
-use payg_shared::rql::{CompareOp, Expr, LikeOp, MemberOp, Operand, Piece, Query, RequestParam};
-use payg_shared::rql::{RqlError, Value as RqlValue};
+use payg_shared::rql::{
+    CompareOp, Expr, LikeOp, MemberOp, Operand, Piece, Query, RequestParam, RqlError,
+    Value as RqlValue,
+};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue as JsonText;
 use serde_json::Value;
