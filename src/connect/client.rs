@@ -26,7 +26,7 @@ use super::error::ConnectError;
 use super::options::ClientOptions;
 use super::paging::{ContentRange, Page};
 use super::retry::{classify, parse_retry_after, Backoff, RetryPolicy, Verdict};
-use super::rql::Query;
+use super::Query;
 
 const JSON: &str = "application/json";
 const XLSX: &str = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet";

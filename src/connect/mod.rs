@@ -5,7 +5,7 @@
 //!   `SSL_CERT_FILE`), a concurrency limit (`API_CONCURRENCY`), retries with exponential
 //!   backoff and full jitter, and typed errors. Built from [`ClientOptions`].
 //! * [`Rql`] / [`Query`] — filters, projection and ordering, rendered as the official builder
-//!   renders them.
+//!   renders them (the shared crate's RQL tree, the one the simulator parses).
 //! * [`Page`] — limit/offset paging driven by `Content-Range`; `list_all` and `list_stream`
 //!   walk every page.
 //! * [`models`] — the objects read and written, decoded leniently.
@@ -25,7 +25,6 @@ mod options;
 mod paging;
 mod resources;
 mod retry;
-mod rql;
 mod usage_files;
 
 pub use client::ConnectClient;
@@ -34,5 +33,5 @@ pub use error::{ConnectError, TransportKind};
 pub use models::{Asset, NewUsageFile, Reference, UsageFile, UsagePeriod};
 pub use options::ClientOptions;
 pub use paging::{ContentRange, Page};
+pub use payg_shared::rql::{Query, Rql};
 pub use payg_shared::FileStatus;
-pub use rql::{encode_value, Query, Rql};

@@ -4,7 +4,7 @@
 use super::client::{segment, ConnectClient};
 use super::error::ConnectError;
 use super::models::{Asset, Contract, Item, Marketplace, Product};
-use super::rql::{Query, Rql};
+use super::{Query, Rql};
 
 impl ConnectClient {
     /// Contracts matching `filter`, in id order (stable while paging).

@@ -28,7 +28,7 @@ use bytes::Bytes;
 use super::client::{segment, Body, ConnectClient, Repeat, Reply, Request};
 use super::error::ConnectError;
 use super::models::{NewUsageFile, UsageFile};
-use super::rql::{Query, Rql};
+use super::{Query, Rql};
 use payg_shared::FileStatus::{self, *};
 
 const FILES: &str = "usage/files";

@@ -14,11 +14,14 @@
 //! * [`file_status`] — a usage file's status and what each one means.
 //! * [`protocol`] — the DevOps events-channel messages (the websocket between runner and
 //!   platform).
+//! * [`rql`] — RQL, the filter language of Connect's list endpoints: the syntax tree the client
+//!   builds and renders and the simulator parses and evaluates.
 
 pub mod file_status;
 pub mod period;
 pub mod protocol;
 pub mod record;
+pub mod rql;
 pub mod workbook;
 
 pub use file_status::FileStatus;

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-use super::rql::{Query, Stored};
+use super::rql::{ListRequest, Stored};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Account {
@@ -211,7 +211,7 @@ impl Collection {
     }
 
     /// The objects `query` can match, in collection order: the ones it pins by id, or all.
-    pub fn candidates(&self, query: &Query) -> Vec<&Stored> {
+    pub fn candidates(&self, query: &ListRequest) -> Vec<&Stored> {
         match query.pinned("id") {
             Some(ids) => {
                 let mut at: Vec<usize> = ids

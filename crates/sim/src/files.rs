@@ -15,7 +15,7 @@ use super::error::ApiError;
 use super::file_body;
 use super::lifecycle::Action;
 use super::processing::{self, Processed};
-use super::rql::Query;
+use super::rql::ListRequest;
 use super::state::{FileEvent, FileSummary, Inner, SimState, World};
 use super::usage_file::{Actor, Upload, UsageFile};
 use payg_shared::workbook::UsageRow;
@@ -157,7 +157,7 @@ impl SimState {
     /// since the last listing are rendered again.
     pub(crate) fn with_file_list<R>(
         &self,
-        query: &Query,
+        query: &ListRequest,
         answer: impl FnOnce(Vec<&Value>) -> R,
     ) -> R {
         let mut inner = self.lock();

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::ApiError;
-use super::rql::{Listed, Query};
+use super::rql::{ListRequest, Listed};
 use super::state::SimState;
 
 /// A list answer: `candidates` (all the objects the parsed query can match) filtered,
@@ -16,7 +16,7 @@ use super::state::SimState;
 pub(crate) fn list<'a, O: Listed<'a>, I: IntoIterator<Item = O>>(
     state: &SimState,
     raw_query: Option<String>,
-    candidates: impl FnOnce(&Query) -> I,
+    candidates: impl FnOnce(&ListRequest) -> I,
 ) -> Result<Response, ApiError> {
     let query = parse(raw_query)?;
     Ok(page(state, &query, candidates(&query)))
@@ -25,7 +25,7 @@ pub(crate) fn list<'a, O: Listed<'a>, I: IntoIterator<Item = O>>(
 /// One page of `query` over `candidates`, with `Content-Range`.
 pub(crate) fn page<'a, O: Listed<'a>>(
     state: &SimState,
-    query: &Query,
+    query: &ListRequest,
     candidates: impl IntoIterator<Item = O>,
 ) -> Response {
     let page = query.apply(candidates, state.config().page_cap);
@@ -33,8 +33,8 @@ pub(crate) fn page<'a, O: Listed<'a>>(
     ([(CONTENT_RANGE, range)], Json(page.items)).into_response()
 }
 
-pub(crate) fn parse(raw_query: Option<String>) -> Result<Query, ApiError> {
-    Query::parse(raw_query.as_deref().unwrap_or("")).map_err(ApiError::rql)
+pub(crate) fn parse(raw_query: Option<String>) -> Result<ListRequest, ApiError> {
+    ListRequest::parse(raw_query.as_deref().unwrap_or("")).map_err(ApiError::rql)
 }
 
 /// A detail answer: the object found for `id` (404 when none), `select(-…)` applied.

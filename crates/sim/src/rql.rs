@@ -1,51 +1,42 @@
-//! RQL as Connect's list endpoints speak it, parsed from the raw query string and evaluated over
-//! JSON objects.
+//! RQL evaluated as Connect's list endpoints evaluate it: a list request's query — the shared
+//! [`payg_shared::rql`] tree, parsed from the raw query string exactly as the client renders it —
+//! compiled to a filter over JSON objects, then ordered, paged and projected.
 //!
 //! The simulator answers list requests with the same filtering, ordering, projection and paging
 //! rules as Connect, so that a client which builds wrong RQL (unbalanced parentheses, an `in`
 //! without a list, an unknown operator) fails here exactly as it would in production instead of
-//! silently getting everything back.
+//! silently getting everything back. Parsing (and every refusal) lives in the shared crate, next
+//! to the rendering it must invert; what the platform does with a query lives here.
 //!
-//! Values are percent-decoded after tokenising, so encoded commas and parentheses stay inside
-//! their value; a raw `*` is the wildcard of `like`/`ilike` while an encoded one (`%2A`) is a
-//! literal asterisk. Values may be wrapped in double quotes (raw or encoded).
+//! A raw `*` in a `like`/`ilike` pattern is a wildcard while an encoded one (`%2A`) is a literal
+//! asterisk; everywhere else a value is compared as plain text.
 
 use std::cmp::Ordering;
 use std::collections::HashSet;
 
-use percent_encoding::percent_decode_str;
+use payg_shared::rql::{
+    CompareOp, Expr, LikeOp, MemberOp, Operand, Piece, Query, RequestParam, RqlError,
+    Value as RqlValue,
+};
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::value::RawValue as JsonText;
 use serde_json::Value;
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum RqlError {
-    #[error("unexpected end of RQL expression in {0:?}")]
-    UnexpectedEnd(String),
-    #[error("unexpected {found:?} in RQL expression {term:?}")]
-    Unexpected { found: String, term: String },
-    #[error("unknown RQL operator {0:?}")]
-    UnknownOperator(String),
-    #[error("RQL operator {operator} expects {expected}")]
-    Arguments {
-        operator: String,
-        expected: &'static str,
-    },
-    #[error("{name} must be a non-negative integer, not {value:?}")]
-    Paging { name: &'static str, value: String },
-    #[error("invalid percent-encoding in {0:?}")]
-    Encoding(String),
-}
-
-/// A parsed list query: filter, projection, ordering and paging.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct Query {
-    filters: Vec<Filter>,
-    removed_fields: Vec<Vec<String>>,
-    ordering: Vec<SortKey>,
+/// A parsed list request: its query (filter, projection, ordering), compiled for evaluation,
+/// and the request's own paging and free-text search.
+#[derive(Debug, Clone, Default)]
+pub struct ListRequest {
+    /// The query as the client wrote it.
+    query: Query,
     limit: Option<usize>,
     offset: usize,
     search: Option<String>,
+    /// The query's filter, compiled (`None`: every object matches).
+    filter: Option<Filter>,
+    /// The query's `select(-…)` paths.
+    removed_fields: Vec<Vec<String>>,
+    /// The query's `ordering(…)`.
+    ordering: Vec<SortKey>,
 }
 
 /// One page of a list answer and where it sits in the whole result. Its objects are the
@@ -181,6 +172,7 @@ impl Serialize for Projected<'_, '_> {
     }
 }
 
+/// A filter compiled for evaluation: dotted fields split into paths, lists made sets.
 #[derive(Debug, Clone, PartialEq)]
 enum Filter {
     And(Vec<Filter>),
@@ -202,26 +194,9 @@ enum Filter {
     },
     Like {
         field: Vec<String>,
-        pattern: Vec<PatternPiece>,
+        pattern: RqlValue,
         case_insensitive: bool,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum CompareOp {
-    Eq,
-    Ne,
-    Gt,
-    Ge,
-    Lt,
-    Le,
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Operand {
-    Text(String),
-    Null,
-    Empty,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -230,36 +205,41 @@ struct SortKey {
     descending: bool,
 }
 
-/// A decoded value, remembering which asterisks were raw wildcards.
-#[derive(Debug, Clone, PartialEq)]
-enum PatternPiece {
-    Text(String),
-    Wildcard,
-}
-
-impl Query {
+impl ListRequest {
     /// Parses a raw (still percent-encoded) query string such as
     /// `and(eq(status,active),in(id,(A,B)))&ordering(-id)&limit=10&offset=0`.
-    pub fn parse(raw_query: &str) -> Result<Query, RqlError> {
-        let mut query = Query::default();
-        for term in split_top_level(raw_query) {
-            if term.is_empty() {
-                continue;
-            }
-            match plain_pair(term) {
-                Some((key, value)) => query.add_pair(term, key, value)?,
-                None => {
-                    let node = Parser::new(term)?.parse_whole()?;
-                    query.add_call(node)?;
-                }
+    pub fn parse(raw_query: &str) -> Result<ListRequest, RqlError> {
+        let (query, params) = Query::parse_request(raw_query)?;
+        let mut request = ListRequest {
+            filter: query.filter.expr().map(Filter::compile),
+            // Positive `select(field)` entries ask Connect for optional sub-objects; every
+            // field is already present here.
+            removed_fields: query
+                .select
+                .iter()
+                .filter_map(|field| field.strip_prefix('-'))
+                .map(field_path)
+                .collect(),
+            ordering: query.ordering.iter().map(|key| SortKey::new(key)).collect(),
+            query,
+            ..ListRequest::default()
+        };
+        // Written later wins, as query strings go.
+        for param in params {
+            match param {
+                RequestParam::Limit(limit) => request.limit = Some(limit),
+                RequestParam::Offset(offset) => request.offset = offset,
+                RequestParam::Search(term) => request.search = Some(term),
             }
         }
-        Ok(query)
+        Ok(request)
     }
 
-    /// True when the object passes every filter of the query.
+    /// True when the object passes the query's filter and the search.
     pub fn matches(&self, object: &Value) -> bool {
-        self.filters.iter().all(|filter| filter.matches(object))
+        self.filter
+            .as_ref()
+            .is_none_or(|filter| filter.matches(object))
             && self
                 .search
                 .as_deref()
@@ -298,28 +278,26 @@ impl Query {
     /// in its top conjunction), if it does: a collection indexed by that field then matches
     /// only those objects instead of every one it holds.
     pub fn pinned(&self, field: &str) -> Option<Vec<&str>> {
-        fn pinned<'q>(filter: &'q Filter, wanted: &str) -> Option<Vec<&'q str>> {
-            match filter {
-                Filter::And(parts) => parts.iter().find_map(|part| pinned(part, wanted)),
-                Filter::Compare {
+        fn pinned<'q>(expr: &'q Expr, wanted: &str) -> Option<Vec<&'q str>> {
+            match expr {
+                Expr::And(parts) => parts.iter().find_map(|part| pinned(part, wanted)),
+                Expr::Compare {
                     op: CompareOp::Eq,
                     field,
-                    operand: Operand::Text(text),
-                } if field == &[wanted] => Some(vec![text.as_str()]),
-                Filter::Member {
+                    operand: Operand::Value(value),
+                } if field == wanted => Some(vec![value.text()]),
+                Expr::Member {
+                    op: MemberOp::In,
                     field,
                     values,
-                    negated: false,
-                    ..
-                } if field == &[wanted] => Some(values.iter().map(String::as_str).collect()),
+                } if field == wanted => Some(values.iter().map(RqlValue::text).collect()),
                 _ => None,
             }
         }
-        self.filters.iter().find_map(|filter| pinned(filter, field))
+        pinned(self.query.filter.expr()?, field)
     }
 
-    /// The object without the `select(-field)` paths. Positive `select(field)` entries ask
-    /// Connect for optional sub-objects; every field is already present here.
+    /// The object without the `select(-field)` paths.
     pub fn project<'q, 'v>(&'q self, object: impl Listed<'v>) -> Projected<'q, 'v> {
         Projected {
             object: object.object(),
@@ -345,397 +323,54 @@ impl Query {
         }
         Ordering::Equal
     }
-
-    fn add_pair(&mut self, term: &str, key: &str, value: &str) -> Result<(), RqlError> {
-        let key = decode(key)?;
-        let value = decode_value(value)?;
-        match key.as_str() {
-            "limit" => self.limit = Some(parse_count("limit", &value.text())?),
-            "offset" => self.offset = parse_count("offset", &value.text())?,
-            "search" => self.search = Some(value.text()),
-            "" => {
-                return Err(RqlError::Unexpected {
-                    found: "=".into(),
-                    term: term.into(),
-                })
-            }
-            _ => self.filters.push(Filter::Compare {
-                op: CompareOp::Eq,
-                field: field_path(&key),
-                operand: Operand::Text(value.text()),
-            }),
-        }
-        Ok(())
-    }
-
-    fn add_call(&mut self, node: Node) -> Result<(), RqlError> {
-        let Node::Call { name, args } = node else {
-            return Err(RqlError::Arguments {
-                operator: "query".into(),
-                expected: "an operator call at the top level",
-            });
-        };
-        match name.as_str() {
-            "select" => {
-                for arg in args {
-                    let field = atom_text(&name, &arg)?;
-                    if let Some(removed) = field.strip_prefix('-') {
-                        self.removed_fields.push(field_path(removed));
-                    }
-                }
-            }
-            "ordering" | "sort" => {
-                for arg in args {
-                    let field = atom_text(&name, &arg)?;
-                    let (descending, field) = match field.strip_prefix('-') {
-                        Some(rest) => (true, rest),
-                        None => (false, field.strip_prefix('+').unwrap_or(&field)),
-                    };
-                    self.ordering.push(SortKey {
-                        field: field_path(field),
-                        descending,
-                    });
-                }
-            }
-            "limit" => {
-                let expected = "limit(count) or limit(count,offset)";
-                match args.as_slice() {
-                    [count] => self.limit = Some(parse_count("limit", &atom_text(&name, count)?)?),
-                    [count, offset] => {
-                        self.limit = Some(parse_count("limit", &atom_text(&name, count)?)?);
-                        self.offset = parse_count("offset", &atom_text(&name, offset)?)?;
-                    }
-                    _ => {
-                        return Err(RqlError::Arguments {
-                            operator: name,
-                            expected,
-                        })
-                    }
-                }
-            }
-            _ => self
-                .filters
-                .push(Filter::compile(Node::Call { name, args })?),
-        }
-        Ok(())
-    }
 }
 
-fn parse_count(name: &'static str, text: &str) -> Result<usize, RqlError> {
-    text.parse().map_err(|_| RqlError::Paging {
-        name,
-        value: text.into(),
-    })
+impl SortKey {
+    /// `-field` sorts descending, `field` or `+field` ascending.
+    fn new(key: &str) -> SortKey {
+        let (descending, field) = match key.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, key.strip_prefix('+').unwrap_or(key)),
+        };
+        SortKey {
+            field: field_path(field),
+            descending,
+        }
+    }
 }
 
 fn field_path(text: &str) -> Vec<String> {
     text.split('.').map(str::to_string).collect()
 }
 
-/// Splits on `&` outside parentheses and raw double quotes.
-fn split_top_level(raw: &str) -> Vec<&str> {
-    let mut terms = Vec::new();
-    let (mut depth, mut quoted, mut start) = (0i32, false, 0);
-    for (at, byte) in raw.bytes().enumerate() {
-        match byte {
-            b'"' => quoted = !quoted,
-            b'(' if !quoted => depth += 1,
-            b')' if !quoted => depth -= 1,
-            b'&' if !quoted && depth <= 0 => {
-                terms.push(&raw[start..at]);
-                start = at + 1;
-            }
-            _ => {}
-        }
-    }
-    terms.push(&raw[start..]);
-    terms
-}
-
-/// `key=value` when the `=` comes before any parenthesis.
-fn plain_pair(term: &str) -> Option<(&str, &str)> {
-    let equals = term.find('=')?;
-    match term.find('(') {
-        Some(paren) if paren < equals => None,
-        _ => Some((&term[..equals], &term[equals + 1..])),
-    }
-}
-
-fn decode(raw: &str) -> Result<String, RqlError> {
-    percent_decode_str(raw)
-        .decode_utf8()
-        .map(|text| text.into_owned())
-        .map_err(|_| RqlError::Encoding(raw.into()))
-}
-
-/// A value as written: pieces of decoded text between raw wildcards.
-#[derive(Debug, Clone, PartialEq)]
-struct RawValue(Vec<PatternPiece>);
-
-impl RawValue {
-    /// The value as plain text (a raw `*` is just an asterisk outside patterns).
-    fn text(&self) -> String {
-        self.0
-            .iter()
-            .map(|piece| match piece {
-                PatternPiece::Text(text) => text.as_str(),
-                PatternPiece::Wildcard => "*",
-            })
-            .collect()
-    }
-}
-
-fn decode_value(raw: &str) -> Result<RawValue, RqlError> {
-    let mut pieces = Vec::new();
-    for (index, part) in raw.split('*').enumerate() {
-        if index > 0 {
-            pieces.push(PatternPiece::Wildcard);
-        }
-        if !part.is_empty() {
-            pieces.push(PatternPiece::Text(decode(part)?));
-        }
-    }
-    strip_quotes(&mut pieces);
-    Ok(RawValue(pieces))
-}
-
-/// Removes one pair of surrounding double quotes (they may have been percent-encoded).
-fn strip_quotes(pieces: &mut Vec<PatternPiece>) {
-    let opens = matches!(pieces.first(), Some(PatternPiece::Text(t)) if t.starts_with('"'));
-    let closes = matches!(pieces.last(), Some(PatternPiece::Text(t)) if t.ends_with('"'));
-    let single_quote_char = matches!(pieces.as_slice(), [PatternPiece::Text(t)] if t == "\"");
-    if !(opens && closes) || single_quote_char {
-        return;
-    }
-    if let Some(PatternPiece::Text(first)) = pieces.first_mut() {
-        first.remove(0);
-    }
-    if let Some(PatternPiece::Text(last)) = pieces.last_mut() {
-        last.pop();
-    }
-    pieces.retain(|piece| !matches!(piece, PatternPiece::Text(t) if t.is_empty()));
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Token {
-    Open,
-    Close,
-    Comma,
-    Word(String),
-}
-
-#[derive(Debug, Clone, PartialEq)]
-enum Node {
-    Call { name: String, args: Vec<Node> },
-    List(Vec<Node>),
-    Atom(RawValue),
-}
-
-struct Parser<'a> {
-    term: &'a str,
-    tokens: Vec<Token>,
-    position: usize,
-}
-
-impl<'a> Parser<'a> {
-    fn new(term: &'a str) -> Result<Self, RqlError> {
-        Ok(Parser {
-            term,
-            tokens: tokenize(term)?,
-            position: 0,
-        })
-    }
-
-    fn parse_whole(mut self) -> Result<Node, RqlError> {
-        let node = self.parse_node()?;
-        match self.tokens.get(self.position) {
-            None => Ok(node),
-            Some(token) => Err(self.unexpected(token)),
-        }
-    }
-
-    fn parse_node(&mut self) -> Result<Node, RqlError> {
-        match self.next()? {
-            Token::Open => Ok(Node::List(self.parse_arguments()?)),
-            Token::Word(word) => {
-                if self.tokens.get(self.position) == Some(&Token::Open) {
-                    self.position += 1;
-                    let name = decode(&word)?;
-                    Ok(Node::Call {
-                        name,
-                        args: self.parse_arguments()?,
-                    })
-                } else {
-                    Ok(Node::Atom(decode_value(&word)?))
-                }
-            }
-            token => Err(self.unexpected(&token)),
-        }
-    }
-
-    /// Comma-separated nodes up to the closing parenthesis (already past the opening one).
-    fn parse_arguments(&mut self) -> Result<Vec<Node>, RqlError> {
-        let mut args = Vec::new();
-        if self.tokens.get(self.position) == Some(&Token::Close) {
-            self.position += 1;
-            return Ok(args);
-        }
-        loop {
-            args.push(self.parse_node()?);
-            match self.next()? {
-                Token::Comma => continue,
-                Token::Close => return Ok(args),
-                token => return Err(self.unexpected(&token)),
-            }
-        }
-    }
-
-    fn next(&mut self) -> Result<Token, RqlError> {
-        let token = self
-            .tokens
-            .get(self.position)
-            .cloned()
-            .ok_or_else(|| RqlError::UnexpectedEnd(self.term.into()))?;
-        self.position += 1;
-        Ok(token)
-    }
-
-    fn unexpected(&self, token: &Token) -> RqlError {
-        let found = match token {
-            Token::Open => "(".into(),
-            Token::Close => ")".into(),
-            Token::Comma => ",".into(),
-            Token::Word(word) => word.clone(),
-        };
-        RqlError::Unexpected {
-            found,
-            term: self.term.into(),
-        }
-    }
-}
-
-fn tokenize(term: &str) -> Result<Vec<Token>, RqlError> {
-    let mut tokens = Vec::new();
-    let mut chars = term.char_indices().peekable();
-    while let Some((start, c)) = chars.next() {
-        match c {
-            '(' => tokens.push(Token::Open),
-            ')' => tokens.push(Token::Close),
-            ',' => tokens.push(Token::Comma),
-            '"' => {
-                let end = chars
-                    .by_ref()
-                    .find(|&(_, c)| c == '"')
-                    .map(|(at, _)| at)
-                    .ok_or_else(|| RqlError::UnexpectedEnd(term.into()))?;
-                tokens.push(Token::Word(term[start..=end].to_string()));
-            }
-            _ => {
-                let mut end = start + c.len_utf8();
-                while let Some(&(at, next)) = chars.peek() {
-                    if matches!(next, '(' | ')' | ',' | '"') {
-                        break;
-                    }
-                    end = at + next.len_utf8();
-                    chars.next();
-                }
-                tokens.push(Token::Word(term[start..end].to_string()));
-            }
-        }
-    }
-    Ok(tokens)
-}
-
-fn atom_text(operator: &str, node: &Node) -> Result<String, RqlError> {
-    match node {
-        Node::Atom(value) => Ok(value.text()),
-        _ => Err(RqlError::Arguments {
-            operator: operator.into(),
-            expected: "plain values as arguments",
-        }),
-    }
-}
-
 impl Filter {
-    fn compile(node: Node) -> Result<Filter, RqlError> {
-        let Node::Call { name, args } = node else {
-            return Err(RqlError::Arguments {
-                operator: "and/or/not".into(),
-                expected: "operator calls as arguments",
-            });
-        };
-        let wrong = |expected: &'static str| RqlError::Arguments {
-            operator: name.clone(),
-            expected,
-        };
-        let compare_op = match name.as_str() {
-            "eq" => Some(CompareOp::Eq),
-            "ne" => Some(CompareOp::Ne),
-            "gt" => Some(CompareOp::Gt),
-            "ge" => Some(CompareOp::Ge),
-            "lt" => Some(CompareOp::Lt),
-            "le" => Some(CompareOp::Le),
-            _ => None,
-        };
-        if let Some(op) = compare_op {
-            let [field, operand] =
-                <[Node; 2]>::try_from(args).map_err(|_| wrong("a field and a value"))?;
-            return Ok(Filter::Compare {
-                op,
-                field: field_path(&atom_text(&name, &field)?),
-                operand: Operand::compile(&name, operand)?,
-            });
-        }
-        match name.as_str() {
-            "and" | "or" => {
-                if args.is_empty() {
-                    return Err(wrong("at least one expression"));
-                }
-                let parts = args
-                    .into_iter()
-                    .map(Filter::compile)
-                    .collect::<Result<Vec<_>, _>>()?;
-                Ok(if name == "and" {
-                    Filter::And(parts)
-                } else {
-                    Filter::Or(parts)
-                })
-            }
-            "not" => {
-                let [inner] =
-                    <[Node; 1]>::try_from(args).map_err(|_| wrong("exactly one expression"))?;
-                Ok(Filter::Not(Box::new(Filter::compile(inner)?)))
-            }
-            "in" | "out" => {
-                let [field, Node::List(values)] = <[Node; 2]>::try_from(args)
-                    .map_err(|_| wrong("a field and a parenthesised list of values"))?
-                else {
-                    return Err(wrong("a field and a parenthesised list of values"));
-                };
+    fn compile(expr: &Expr) -> Filter {
+        match expr {
+            Expr::And(parts) => Filter::And(parts.iter().map(Filter::compile).collect()),
+            Expr::Or(parts) => Filter::Or(parts.iter().map(Filter::compile).collect()),
+            Expr::Not(inner) => Filter::Not(Box::new(Filter::compile(inner))),
+            Expr::Compare { op, field, operand } => Filter::Compare {
+                op: *op,
+                field: field_path(field),
+                operand: operand.clone(),
+            },
+            Expr::Member { op, field, values } => {
                 let values: Vec<String> = values
                     .iter()
-                    .map(|value| atom_text(&name, value))
-                    .collect::<Result<_, _>>()?;
-                Ok(Filter::Member {
-                    field: field_path(&atom_text(&name, &field)?),
+                    .map(|value| value.text().to_string())
+                    .collect();
+                Filter::Member {
+                    field: field_path(field),
                     texts: values.iter().cloned().collect(),
                     values,
-                    negated: name == "out",
-                })
+                    negated: *op == MemberOp::Out,
+                }
             }
-            "like" | "ilike" => {
-                let [field, Node::Atom(pattern)] =
-                    <[Node; 2]>::try_from(args).map_err(|_| wrong("a field and a pattern"))?
-                else {
-                    return Err(wrong("a field and a pattern"));
-                };
-                Ok(Filter::Like {
-                    field: field_path(&atom_text(&name, &field)?),
-                    pattern: pattern.0,
-                    case_insensitive: name == "ilike",
-                })
-            }
-            _ => Err(RqlError::UnknownOperator(name)),
+            Expr::Like { op, field, pattern } => Filter::Like {
+                field: field_path(field),
+                pattern: pattern.clone(),
+                case_insensitive: *op == LikeOp::Ilike,
+            },
         }
     }
 
@@ -747,14 +382,15 @@ impl Filter {
             Filter::Compare { op, field, operand } => {
                 let found = lookup(object, field);
                 match op {
-                    CompareOp::Eq => operand.equals_any(&found),
-                    CompareOp::Ne => !operand.equals_any(&found),
+                    CompareOp::Eq => equals_any(operand, &found),
+                    CompareOp::Ne => !equals_any(operand, &found),
                     _ => {
-                        let Operand::Text(text) = operand else {
+                        let Operand::Value(wanted) = operand else {
                             return false;
                         };
                         scalars(&found).any(|value| {
-                            compare_with_text(value, text).is_some_and(|ordering| match op {
+                            compare_with_text(value, wanted.text()).is_some_and(|ordering| match op
+                            {
                                 CompareOp::Gt => ordering == Ordering::Greater,
                                 CompareOp::Ge => ordering != Ordering::Less,
                                 CompareOp::Lt => ordering == Ordering::Less,
@@ -789,29 +425,16 @@ impl Filter {
     }
 }
 
-impl Operand {
-    fn compile(operator: &str, node: Node) -> Result<Operand, RqlError> {
-        match node {
-            Node::Atom(value) => Ok(Operand::Text(value.text())),
-            Node::Call { name, args } if args.is_empty() && name == "null" => Ok(Operand::Null),
-            Node::Call { name, args } if args.is_empty() && name == "empty" => Ok(Operand::Empty),
-            _ => Err(RqlError::Arguments {
-                operator: operator.into(),
-                expected: "a value, null() or empty()",
-            }),
-        }
-    }
-
-    fn equals_any(&self, found: &[&Value]) -> bool {
-        match self {
-            Operand::Null => found.is_empty() || found.iter().any(|value| value.is_null()),
-            Operand::Empty => found.iter().any(|value| match value {
-                Value::String(text) => text.is_empty(),
-                Value::Array(items) => items.is_empty(),
-                _ => false,
-            }),
-            Operand::Text(text) => scalars(found).any(|value| equals_text(value, text)),
-        }
+/// Whether `operand` holds for the values found at a comparison's field.
+fn equals_any(operand: &Operand, found: &[&Value]) -> bool {
+    match operand {
+        Operand::Null => found.is_empty() || found.iter().any(|value| value.is_null()),
+        Operand::Empty => found.iter().any(|value| match value {
+            Value::String(text) => text.is_empty(),
+            Value::Array(items) => items.is_empty(),
+            _ => false,
+        }),
+        Operand::Value(text) => scalars(found).any(|value| equals_text(value, text.text())),
     }
 }
 
@@ -897,7 +520,7 @@ fn compare_sort_values(a: Option<&Value>, b: Option<&Value>) -> Ordering {
 }
 
 /// Whole-string glob match where only raw asterisks are wildcards.
-fn like_matches(text: &str, pattern: &[PatternPiece], case_insensitive: bool) -> bool {
+fn like_matches(text: &str, pattern: &RqlValue, case_insensitive: bool) -> bool {
     let fold = |s: &str| {
         if case_insensitive {
             s.to_lowercase()
@@ -908,11 +531,11 @@ fn like_matches(text: &str, pattern: &[PatternPiece], case_insensitive: bool) ->
     let text = fold(text);
     let mut rest = text.as_str();
     let mut after_wildcard = false;
-    let mut pieces = pattern.iter().peekable();
+    let mut pieces = pattern.pieces().peekable();
     while let Some(piece) = pieces.next() {
         match piece {
-            PatternPiece::Wildcard => after_wildcard = true,
-            PatternPiece::Text(literal) => {
+            Piece::Wildcard => after_wildcard = true,
+            Piece::Text(literal) => {
                 let literal = fold(literal);
                 let is_last = pieces.peek().is_none();
                 let found = if !after_wildcard {
@@ -967,7 +590,7 @@ mod tests {
 
     fn ids(raw: &str) -> Vec<String> {
         let data = assets();
-        Query::parse(raw)
+        ListRequest::parse(raw)
             .unwrap_or_else(|error| panic!("{raw}: {error}"))
             .apply(&data, 100)
             .items
@@ -1025,8 +648,8 @@ mod tests {
     #[test]
     fn ordering_paging_and_select() {
         let data = assets();
-        let query =
-            Query::parse("ordering(-n)&select(-params,-product.id)&limit=2&offset=1").unwrap();
+        let query = ListRequest::parse("ordering(-n)&select(-params,-product.id)&limit=2&offset=1")
+            .unwrap();
         let page = query.apply(&data, 100);
         assert_eq!(page.total, 3);
         assert_eq!(page.content_range(), "items 1-2/3");
@@ -1034,14 +657,14 @@ mod tests {
         assert_eq!(first["id"], "AS-3");
         assert!(first.get("params").is_none());
         assert_eq!(first["product"], json!({}));
-        let query = Query::parse("select(-params.value)&eq(id,AS-2)").unwrap();
+        let query = ListRequest::parse("select(-params.value)&eq(id,AS-2)").unwrap();
         let page = query.apply(&data, 100);
         assert_eq!(
             json(&page.items[0])["params"],
             json!([{"id": "tenant_id"}]),
             "a path through an array applies to each element"
         );
-        let query = Query::parse("limit=0").unwrap();
+        let query = ListRequest::parse("limit=0").unwrap();
         let counted = query.apply(&data, 100);
         assert!(counted.items.is_empty());
         assert_eq!(counted.content_range(), "items 0-0/3");
@@ -1057,7 +680,7 @@ mod tests {
             "select(-product.id,-tags)",
             "select(-params.value)&ordering(-n)&limit=2&offset=1",
         ] {
-            let query = Query::parse(raw).unwrap();
+            let query = ListRequest::parse(raw).unwrap();
             let text = |page: Page<'_, '_>| serde_json::to_string(&page.items).unwrap();
             assert_eq!(
                 text(query.apply(&stored, 100)),
@@ -1075,11 +698,11 @@ mod tests {
     #[test]
     fn the_page_cap_wins_over_a_larger_limit() {
         let data = assets();
-        let query = Query::parse("limit=1000").unwrap();
+        let query = ListRequest::parse("limit=1000").unwrap();
         let page = query.apply(&data, 2);
         assert_eq!(page.items.len(), 2);
         assert_eq!(page.content_range(), "items 0-1/3");
-        let query = Query::parse("limit(1,2)").unwrap();
+        let query = ListRequest::parse("limit(1,2)").unwrap();
         let page = query.apply(&data, 2);
         assert_eq!(page.content_range(), "items 2-2/3");
     }
@@ -1100,7 +723,7 @@ mod tests {
             "eq(name,%FF)",
             "not(eq(a,1),eq(b,2))",
         ] {
-            assert!(Query::parse(bad).is_err(), "{bad} should be refused");
+            assert!(ListRequest::parse(bad).is_err(), "{bad} should be refused");
         }
     }
 
