@@ -2,10 +2,15 @@
 //! repeat after any crash and with other replicas doing the same at the same time.
 //!
 //! The platform is the only state: every run looks the group's `external_id` up first and acts
-//! on what it finds — `pending`/`accepted`/`closed` are done, `ready` is submitted, a `draft`
-//! is filled (uploaded to and submitted), an `invalid` file is a broken upload and is deleted
-//! and rebuilt, files still `processing` are waited for, `rejected` belongs to the event
-//! handler.
+//! on what it finds. What to do at each status is decided in one place, [`decide`] (a pure
+//! function, with a table of every case); `execute.rs` carries a run's steps out through the
+//! client, the sweep ([`crate::usage::sweep`]) and the event handler (`handlers::file_events`)
+//! carry out theirs. This file holds the run's settings and results, the look-ups, and the
+//! workbook a group uploads.
+//!
+//! In short: `pending`/`accepted`/`closed` are done, `ready` is submitted, a `draft` is filled
+//! (uploaded to and submitted), an `invalid` file is a broken upload and is deleted and
+//! rebuilt, files still `processing` are waited for, `rejected` belongs to the event handler.
 //!
 //! A `draft` is either left over by an interrupted run or another replica's file that it is
 //! about to upload to; nothing tells the two apart. The workbook is the same whoever builds it,
@@ -17,15 +22,18 @@
 //! Submission: the `report` command polls each upload until the platform has processed it and
 //! submits it then; under the runner the platform's `ready` event does that, and the scheduled
 //! run, before it answers, follows its uploads and submits any whose event never came
-//! ([`crate::usage::sweep`]) — both apply the same replica rule below before they submit.
+//! ([`crate::usage::sweep`]) — all apply the same replica rule before they submit.
 //!
 //! Replicas: when two instances create a file for the same key, both see both when they look
-//! again right before submitting. The preferred file wins:
-//! one already submitted, else the earliest created, else the lowest id; the loser deletes its
-//! own file and leaves the group to the winner, and every look also deletes losing drafts
-//! nobody will fill (a create whose answer was lost leaves one when the client, looking for
-//! it, finds the other replica's file instead). Because every side applies the same order to
-//! the same platform state, at most one file survives to be submitted.
+//! again right before submitting. The preferred file ([`decide::preferred`]) wins: one already
+//! submitted, else the earliest created, else the lowest id; the loser deletes its own file and
+//! leaves the group to the winner, and every look also deletes losing drafts nobody will fill
+//! (a create whose answer was lost leaves one when the client, looking for it, finds the other
+//! replica's file instead). Because every side applies the same order to the same platform
+//! state, at most one file survives to be submitted.
+
+pub mod decide;
+mod execute;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -160,27 +168,6 @@ pub struct Filer {
     pub submission: Submission,
 }
 
-fn created_at(file: &UsageFile) -> Option<&str> {
-    file.events
-        .get("created")
-        .and_then(|event| event.at.as_deref())
-}
-
-fn status_rank(file: &UsageFile) -> u8 {
-    if file.status.is_done() {
-        0
-    } else {
-        1
-    }
-}
-
-/// The file every replica agrees to keep among several live ones for a key.
-fn preferred(files: &[UsageFile]) -> Option<&UsageFile> {
-    files.iter().min_by(|a, b| {
-        (status_rank(a), created_at(a), &a.id).cmp(&(status_rank(b), created_at(b), &b.id))
-    })
-}
-
 impl Filer {
     /// Ids come from the platform: a name that could leave the work directory is refused.
     fn workbook_path(&self, key: &GroupKey) -> Result<PathBuf, crate::output::UnsafeName> {
@@ -201,7 +188,6 @@ impl Filer {
         self.client.usage_files(filter).await
     }
 
-    /// Files the group, never returning an error: failures become a `Failed` outcome.
     /// Live files of many groups at once, in `in()` batches of external ids: a month's filing
     /// starts without one lookup per group. Only a head start — every group still looks again
     /// right after creating and right before submitting, which is what keeps replicas apart.
@@ -283,146 +269,6 @@ impl Filer {
         outcome
     }
 
-    async fn file_group_inner(
-        &self,
-        group: &Arc<Group>,
-        mut known: Option<Vec<UsageFile>>,
-        outcome: &mut GroupOutcome,
-    ) -> Result<FilingResult, FilingError> {
-        let currency = group.currency.clone().map_err(FilingError::Group)?;
-        if self.dry_run {
-            let path = self.workbook_path(&group.key)?;
-            workbook::write_group(
-                group.clone(),
-                self.period,
-                self.package.clone(),
-                path.clone(),
-            )
-            .await?;
-            outcome.workbook = Some(path);
-            return Ok(FilingResult::DryRun);
-        }
-        // A few rounds at most: each round either finishes or removes a leftover file.
-        for _ in 0..4 {
-            let live = match known.take() {
-                Some(files) => files,
-                None => self.live_files(&group.key).await?,
-            };
-            let Some(file) = self.settle_duplicates(live).await? else {
-                return self.create_and_upload(group, &currency, outcome).await;
-            };
-            outcome.file_id = Some(file.id.clone());
-            match &file.status {
-                status if status.is_done() => {
-                    return Ok(FilingResult::Skipped(format!("already {status}")))
-                }
-                FileStatus::Rejected => {
-                    return Ok(FilingResult::Skipped(
-                        "rejected; the rejection handler rebuilds it".into(),
-                    ))
-                }
-                FileStatus::Ready => {
-                    return Ok(
-                        match self.submit_if_still_preferred(&group.key, &file.id).await? {
-                            true => FilingResult::Submitted,
-                            false => lost(),
-                        },
-                    )
-                }
-                status if status.is_processing() => {
-                    if self.submission == Submission::OnReadyEvent {
-                        outcome.awaiting_ready = true;
-                        return Ok(FilingResult::Skipped(format!(
-                            "{status}; its ready event submits it"
-                        )));
-                    }
-                    self.wait_until_processed(&file.id).await?;
-                }
-                FileStatus::Draft => {
-                    tracing::info!(file_id = %file.id, key = %group.key, "filling an existing empty usage file");
-                    return self.fill(group, &file.id, outcome).await;
-                }
-                FileStatus::Invalid => {
-                    tracing::info!(file_id = %file.id, key = %group.key, "deleting an invalid file to rebuild it");
-                    self.client.delete_usage_file(&file.id).await?;
-                }
-                other => {
-                    return Err(FilingError::Group(format!(
-                        "usage file {} is in an unexpected status {:?}",
-                        file.id,
-                        other.as_str()
-                    )))
-                }
-            }
-        }
-        Err(FilingError::Group(
-            "the group's usage file kept changing; a later run will retry".into(),
-        ))
-    }
-
-    /// Deletes the live files that lose to the preferred one (where the platform allows) and
-    /// returns the preferred one.
-    async fn settle_duplicates(
-        &self,
-        live: Vec<UsageFile>,
-    ) -> Result<Option<UsageFile>, ConnectError> {
-        let Some(winner) = preferred(&live).cloned() else {
-            return Ok(None);
-        };
-        for file in live.iter().filter(|f| f.id != winner.id) {
-            if file.status.is_deletable() {
-                self.withdraw_loser(&file.id, &winner.id).await?;
-            } else {
-                tracing::warn!(file_id = %file.id, status = %file.status, winner = %winner.id, "a duplicate usage file cannot be deleted in its status");
-            }
-        }
-        Ok(Some(winner))
-    }
-
-    /// True when `file_id` is (still) the preferred live file of the group; otherwise withdraws
-    /// it. Also deletes losing drafts, such as the file of a create whose answer was lost while
-    /// the client, looking for it, found another replica's file instead: nobody else would.
-    /// Another replica's uploaded loser is left to it (it withdraws it at its own look before
-    /// submitting). A listing that does not show the file yet cannot prove another one won.
-    async fn still_preferred(&self, key: &GroupKey, file_id: &str) -> Result<bool, ConnectError> {
-        let live = self.live_files(key).await?;
-        let Some(winner) = preferred(&live).map(|f| f.id.clone()) else {
-            return Ok(true);
-        };
-        if winner != file_id && !live.iter().any(|f| f.id == file_id) {
-            self.client.delete_usage_file(file_id).await?;
-        }
-        for file in live.iter().filter(|f| f.id != winner) {
-            let withdraw = if file.id == file_id {
-                file.status.is_deletable()
-            } else {
-                file.status == FileStatus::Draft
-            };
-            if withdraw {
-                self.withdraw_loser(&file.id, &winner).await?;
-            }
-        }
-        Ok(winner == file_id)
-    }
-
-    /// Deletes a file that lost its group to `winner`. The platform refusing (400: its owner
-    /// uploaded or submitted it since the listing) leaves it to the owner, who withdraws its own
-    /// losing upload at its look before submitting.
-    async fn withdraw_loser(&self, file_id: &str, winner: &str) -> Result<(), ConnectError> {
-        tracing::warn!(
-            file_id,
-            winner,
-            "another file won this group; deleting a losing one"
-        );
-        match self.client.delete_usage_file(file_id).await {
-            Err(error) if error.status() == Some(400) => {
-                tracing::info!(file_id, %error, "the losing file moved on; its owner withdraws it");
-                Ok(())
-            }
-            other => other.map(drop),
-        }
-    }
-
     fn new_file(&self, key: &GroupKey, currency: &str) -> NewUsageFile {
         NewUsageFile {
             name: format!("{} {} {}", key.product_id, key.contract_id, self.period),
@@ -437,48 +283,6 @@ impl Filer {
             contract: Reference::id(&key.contract_id),
             external_id: key.external_id(self.period),
         }
-    }
-
-    /// Creates the group's file and uploads its workbook. Nobody else can be uploading to a
-    /// file this run has only just created, so the upload goes straight out; a replica that
-    /// created its own file for the key meets this one at the look before submitting.
-    async fn create_and_upload(
-        &self,
-        group: &Arc<Group>,
-        currency: &str,
-        outcome: &mut GroupOutcome,
-    ) -> Result<FilingResult, FilingError> {
-        let file_id = self
-            .client
-            .create_usage_file(&self.new_file(&group.key, currency))
-            .await?;
-        outcome.file_id = Some(file_id.clone());
-        let bytes = self.write_workbook(group, outcome).await?;
-        if !self.upload(&file_id, bytes).await? {
-            return Ok(lost());
-        }
-        self.after_upload(&group.key, &file_id).await
-    }
-
-    /// Uploads the group's workbook into an existing file — an empty draft found for the key,
-    /// or a rejected file being rebuilt — and submits it once processed (see [`Submission`]).
-    async fn fill(
-        &self,
-        group: &Arc<Group>,
-        file_id: &str,
-        outcome: &mut GroupOutcome,
-    ) -> Result<FilingResult, FilingError> {
-        let bytes = self.write_workbook(group, outcome).await?;
-        // Another replica filling the same file may have got its upload in while this one built
-        // the workbook (from the same source: the same rows). Uploading again would only send
-        // the file back to processing under that replica's submit, so carry on with it as is.
-        let current = self.client.usage_file(file_id).await?;
-        if current.status.holds_upload() {
-            tracing::info!(file_id, status = %current.status, "another instance uploaded this file first");
-        } else if current.status == FileStatus::Deleted || !self.upload(file_id, bytes).await? {
-            return Ok(lost());
-        }
-        self.after_upload(&group.key, file_id).await
     }
 
     /// The group's workbook for upload; also saved under the work directory when workbooks
@@ -509,96 +313,6 @@ impl Filer {
             return Ok(bytes);
         }
         Ok(bytes)
-    }
-
-    /// Uploads; false when the file was deleted meanwhile (another instance's file won the
-    /// group and withdrew this one). An upload refused because the file already holds one
-    /// (another instance got there first with the same rows) is carried on with.
-    async fn upload(&self, file_id: &str, bytes: Vec<u8>) -> Result<bool, FilingError> {
-        tracing::info!(file_id, bytes = bytes.len(), "uploading usage workbook");
-        let Err(error) = self.client.upload_usage_file(file_id, bytes.into()).await else {
-            return Ok(true);
-        };
-        let Ok(status) = self
-            .client
-            .usage_file(file_id)
-            .await
-            .map(|file| file.status)
-        else {
-            return Err(error.into());
-        };
-        if status == FileStatus::Deleted {
-            tracing::info!(
-                file_id,
-                "another instance's file won this group; this one was withdrawn"
-            );
-            return Ok(false);
-        }
-        if !status.holds_upload() {
-            return Err(error.into());
-        }
-        tracing::info!(file_id, %error, "another instance uploaded this file first");
-        Ok(true)
-    }
-
-    /// Polls the upload until processed and submits it, or leaves that to its `ready` event.
-    async fn after_upload(
-        &self,
-        key: &GroupKey,
-        file_id: &str,
-    ) -> Result<FilingResult, FilingError> {
-        if self.submission == Submission::OnReadyEvent {
-            return Ok(FilingResult::Uploaded);
-        }
-        let file = self.wait_until_processed(file_id).await?;
-        match &file.status {
-            FileStatus::Ready => Ok(match self.submit_if_still_preferred(key, file_id).await? {
-                true => FilingResult::Created,
-                false => lost(),
-            }),
-            FileStatus::Invalid => Err(FilingError::Invalid {
-                file_id: file_id.to_string(),
-                detail: file
-                    .error_detail
-                    .unwrap_or_else(|| "no detail given".into()),
-            }),
-            status if status.is_done() => Ok(FilingResult::Created),
-            // Another replica's file won the group and withdrew this one while it was being
-            // processed: the group is that replica's to finish.
-            FileStatus::Deleted => Ok(lost()),
-            other => Err(FilingError::Group(format!(
-                "usage file {file_id} went to {:?} after upload",
-                other.as_str()
-            ))),
-        }
-    }
-
-    /// Submits the ready `file_id` unless another file won the group (the `ready` handler
-    /// calls this too); false when it lost and was withdrawn. A replica filling the same file
-    /// may upload it again in between (back to processing): then it is waited for and
-    /// submitted once ready again.
-    pub async fn submit_if_still_preferred(
-        &self,
-        key: &GroupKey,
-        file_id: &str,
-    ) -> Result<bool, FilingError> {
-        for _ in 0..3 {
-            if !self.still_preferred(key, file_id).await? {
-                return Ok(false);
-            }
-            let Err(error) = self.client.submit_usage_file(file_id).await else {
-                return Ok(true);
-            };
-            let file = self.wait_until_processed(file_id).await?;
-            match &file.status {
-                FileStatus::Ready => tracing::info!(file_id, %error, "submitting again"),
-                status if status.is_done() => return Ok(true),
-                _ => return Err(error.into()),
-            }
-        }
-        Err(FilingError::Group(format!(
-            "usage file {file_id} could not be submitted; a later run will retry"
-        )))
     }
 
     /// Polls the file with growing intervals until the platform has processed the upload.
