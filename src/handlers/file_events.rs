@@ -188,8 +188,8 @@ async fn handle(
                     .await
             }
             Step::LogAccepted => {
-                let records = file.records.clone().unwrap_or_default();
-                let stats = file.stats.clone().unwrap_or_default();
+                let records = file.records.unwrap_or_default();
+                let stats = file.stats.unwrap_or_default();
                 tracing::info!(
                     file_id = %file.id,
                     contract = %key.contract_id,
