@@ -101,7 +101,8 @@ pub enum Step {
     Submit(String),
     /// The platform's refusal stands: its error is the answer.
     Refused,
-    /// The group's result.
+    /// The group's result (after a refused submit: the file is submitted already, which is
+    /// success).
     Conclude(FilingResult),
     /// Another instance's file won the key: this one is (being) withdrawn, the group is theirs.
     Lost,
@@ -446,13 +447,13 @@ mod tests {
         }
     }
 
-    /// A file created at `at` (only the order of these stamps matters).
-    fn made(id: &str, status: FileStatus, at: &str) -> UsageFile {
+    /// A file created `second` seconds into a day (only the order of creation matters).
+    fn made(id: &str, status: FileStatus, second: u32) -> UsageFile {
         let mut file = file(id, status);
         file.events.insert(
             "created".into(),
             UsageFileEvent {
-                at: Some(at.into()),
+                at: Some(format!("2024-06-01T00:00:{second:02}")),
                 by: None,
             },
         );
@@ -607,7 +608,7 @@ mod tests {
 
     /// A run's look at one file alone, by its status and who submits uploads.
     #[test]
-    fn a_run_acts_on_every_status_of_the_key_s_one_file() {
+    fn a_run_acts_on_a_lone_file_in_every_status() {
         let one = |status: FileStatus| vec![file("UF-1", status)];
         let mut rows = vec![
             row("nothing filed yet", run(POLL), vec![], vec![Step::Create]),
@@ -713,51 +714,82 @@ mod tests {
     fn a_run_settles_replica_races_the_same_way_on_every_side() {
         check(vec![
             row(
-                "two replicas created a file each, neither uploaded yet: the earlier is filled, the later withdrawn",
+                "two replicas' drafts, neither uploaded yet: the earlier is filled",
                 run(EVENT),
-                vec![made("UF-2", Draft, "2024-06-01T00:00:01"), made("UF-1", Draft, "2024-06-01T00:00:00")],
-                vec![withdraw("UF-2", "UF-1"), adopt("UF-1"), Step::Fill(s("UF-1"))],
+                vec![made("UF-2", Draft, 1), made("UF-1", Draft, 0)],
+                vec![
+                    withdraw("UF-2", "UF-1"),
+                    adopt("UF-1"),
+                    Step::Fill(s("UF-1")),
+                ],
             ),
             row(
                 "both uploaded and ready: the earlier is submitted, the later withdrawn",
                 run(POLL),
-                vec![made("UF-1", Ready, "2024-06-01T00:00:00"), made("UF-2", Ready, "2024-06-01T00:00:01")],
-                vec![withdraw("UF-2", "UF-1"), adopt("UF-1"), submit_if("UF-1"), submitted()],
+                vec![made("UF-1", Ready, 0), made("UF-2", Ready, 1)],
+                vec![
+                    withdraw("UF-2", "UF-1"),
+                    adopt("UF-1"),
+                    submit_if("UF-1"),
+                    submitted(),
+                ],
             ),
             row(
                 "a submitted file wins over an earlier one",
                 run(EVENT),
-                vec![made("UF-1", Ready, "2024-06-01T00:00:00"), made("UF-2", Pending, "2024-06-01T00:00:01")],
-                vec![withdraw("UF-1", "UF-2"), adopt("UF-2"), skip("already pending")],
+                vec![made("UF-1", Ready, 0), made("UF-2", Pending, 1)],
+                vec![
+                    withdraw("UF-1", "UF-2"),
+                    adopt("UF-2"),
+                    skip("already pending"),
+                ],
             ),
             row(
                 "created at the same moment: the lowest id wins",
                 run(EVENT),
-                vec![made("UF-2", Draft, "2024-06-01T00:00:00"), made("UF-1", Draft, "2024-06-01T00:00:00")],
-                vec![withdraw("UF-2", "UF-1"), adopt("UF-1"), Step::Fill(s("UF-1"))],
+                vec![made("UF-2", Draft, 0), made("UF-1", Draft, 0)],
+                vec![
+                    withdraw("UF-2", "UF-1"),
+                    adopt("UF-1"),
+                    Step::Fill(s("UF-1")),
+                ],
             ),
             row(
                 "a loser being processed cannot be deleted: left, said in the log",
                 run(EVENT),
-                vec![made("UF-1", Pending, "2024-06-01T00:00:00"), made("UF-2", Processing, "2024-06-01T00:00:01")],
-                vec![keep("UF-2", Processing, "UF-1"), adopt("UF-1"), skip("already pending")],
+                vec![made("UF-1", Pending, 0), made("UF-2", Processing, 1)],
+                vec![
+                    keep("UF-2", Processing, "UF-1"),
+                    adopt("UF-1"),
+                    skip("already pending"),
+                ],
             ),
             row(
                 "a rejected loser cannot be deleted either",
                 run(EVENT),
-                vec![made("UF-1", Ready, "2024-06-01T00:00:00"), made("UF-2", Rejected, "2024-06-01T00:00:01")],
-                vec![keep("UF-2", Rejected, "UF-1"), adopt("UF-1"), submit_if("UF-1"), submitted()],
+                vec![made("UF-1", Ready, 0), made("UF-2", Rejected, 1)],
+                vec![
+                    keep("UF-2", Rejected, "UF-1"),
+                    adopt("UF-1"),
+                    submit_if("UF-1"),
+                    submitted(),
+                ],
             ),
             row(
-                "an invalid winner: losers withdrawn, then it is deleted and the key looked at again",
+                "an invalid winner: losers withdrawn, it deleted, the key looked at again",
                 run(POLL),
-                vec![made("UF-1", Invalid, "2024-06-01T00:00:00"), made("UF-2", Draft, "2024-06-01T00:00:01")],
-                vec![withdraw("UF-2", "UF-1"), adopt("UF-1"), delete_invalid("UF-1"), Step::LookAgain],
+                vec![made("UF-1", Invalid, 0), made("UF-2", Draft, 1)],
+                vec![
+                    withdraw("UF-2", "UF-1"),
+                    adopt("UF-1"),
+                    delete_invalid("UF-1"),
+                    Step::LookAgain,
+                ],
             ),
             row(
                 "a crash between create and upload on one replica, the other's upload processing",
                 run(EVENT),
-                vec![made("UF-1", Processing, "2024-06-01T00:00:00"), made("UF-2", Draft, "2024-06-01T00:00:01")],
+                vec![made("UF-1", Processing, 0), made("UF-2", Draft, 1)],
                 vec![
                     withdraw("UF-2", "UF-1"),
                     adopt("UF-1"),
@@ -775,7 +807,7 @@ mod tests {
             row(
                 "alone: submitted",
                 submit(),
-                vec![made("UF-1", Ready, "2024-06-01T00:00:00")],
+                vec![made("UF-1", Ready, 0)],
                 vec![Step::Submit(s("UF-1"))],
             ),
             row(
@@ -787,43 +819,31 @@ mod tests {
             row(
                 "the earlier of two: submitted; the other replica's uploaded loser is left to it",
                 submit(),
-                vec![
-                    made("UF-1", Ready, "2024-06-01T00:00:00"),
-                    made("UF-2", Ready, "2024-06-01T00:00:01"),
-                ],
+                vec![made("UF-1", Ready, 0), made("UF-2", Ready, 1)],
                 vec![Step::Submit(s("UF-1"))],
             ),
             row(
                 "the earlier of two: a losing draft nobody will fill is withdrawn",
                 submit(),
-                vec![
-                    made("UF-1", Ready, "2024-06-01T00:00:00"),
-                    made("UF-2", Draft, "2024-06-01T00:00:01"),
-                ],
+                vec![made("UF-1", Ready, 0), made("UF-2", Draft, 1)],
                 vec![withdraw("UF-2", "UF-1"), Step::Submit(s("UF-1"))],
             ),
             row(
                 "the later of two: it withdraws itself and leaves the group to the winner",
                 submit(),
-                vec![
-                    made("UF-0", Ready, "2024-06-01T00:00:00"),
-                    made("UF-1", Ready, "2024-06-01T00:00:01"),
-                ],
+                vec![made("UF-0", Ready, 0), made("UF-1", Ready, 1)],
                 vec![withdraw("UF-1", "UF-0"), Step::Lost],
             ),
             row(
                 "a ready duplicate of a submitted group is withdrawn, never submitted",
                 submit(),
-                vec![
-                    made("UF-1", Ready, "2024-06-01T00:00:00"),
-                    made("UF-2", Pending, "2024-06-01T00:00:01"),
-                ],
+                vec![made("UF-1", Ready, 0), made("UF-2", Pending, 1)],
                 vec![withdraw("UF-1", "UF-2"), Step::Lost],
             ),
             row(
                 "another won and the listing does not show this one yet: it is deleted",
                 submit(),
-                vec![made("UF-0", Ready, "2024-06-01T00:00:00")],
+                vec![made("UF-0", Ready, 0)],
                 vec![
                     Step::Delete {
                         file_id: s("UF-1"),
@@ -835,19 +855,16 @@ mod tests {
             row(
                 "lost while a replica uploads into it again: not deletable now, left",
                 submit(),
-                vec![
-                    made("UF-0", Pending, "2024-06-01T00:00:00"),
-                    made("UF-1", Processing, "2024-06-01T00:00:01"),
-                ],
+                vec![made("UF-0", Pending, 0), made("UF-1", Processing, 1)],
                 vec![Step::Lost],
             ),
             row(
                 "lost, with a third replica's draft: both withdrawn",
                 submit(),
                 vec![
-                    made("UF-0", Ready, "2024-06-01T00:00:00"),
-                    made("UF-1", Ready, "2024-06-01T00:00:01"),
-                    made("UF-2", Draft, "2024-06-01T00:00:02"),
+                    made("UF-0", Ready, 0),
+                    made("UF-1", Ready, 1),
+                    made("UF-2", Draft, 2),
                 ],
                 vec![
                     withdraw("UF-1", "UF-0"),
@@ -975,7 +992,12 @@ mod tests {
                     one(Processing),
                     vec![Step::LookAgain],
                 ),
-                row("ready for the first time", here(), one(Ready), vec![Step::LookAgain]),
+                row(
+                    "ready for the first time",
+                    here(),
+                    one(Ready),
+                    vec![Step::LookAgain],
+                ),
                 row(
                     "ready, its event still has time",
                     follow(just, uploaded_here),
@@ -1006,8 +1028,18 @@ mod tests {
                         },
                     ],
                 ),
-                row("invalid", here(), one(Invalid), vec![is_invalid("bad row 3")]),
-                row("submitted by its event", here(), one(Pending), done("pending")),
+                row(
+                    "invalid",
+                    here(),
+                    one(Invalid),
+                    vec![is_invalid("bad row 3")],
+                ),
+                row(
+                    "submitted by its event",
+                    here(),
+                    one(Pending),
+                    done("pending"),
+                ),
                 row("accepted", here(), one(Accepted), done("accepted")),
                 row("closed", here(), one(Closed), done("closed")),
                 row(
@@ -1022,18 +1054,17 @@ mod tests {
                     one(Deleted),
                     match uploaded_here {
                         true => vec![Step::Lost],
-                        false => vec![skip(
-                            "withdrawn: another instance's file won the group",
-                        )],
+                        false => vec![skip("withdrawn: another instance's file won the group")],
                     },
                 ),
                 row(
                     "a status of a future Connect: not ours to act on",
                     here(),
                     one(Other(s("quarantined"))),
-                    vec![skip(
-                        "in a status this program does not know (\"quarantined\"): not ours to act on",
-                    )],
+                    vec![skip(concat!(
+                        "in a status this program does not know (\"quarantined\"): ",
+                        "not ours to act on"
+                    ))],
                 ),
                 row("not in this listing", here(), vec![], vec![Step::LookAgain]),
             ]);
@@ -1061,7 +1092,10 @@ mod tests {
                     Step::Alert {
                         kind: AlertKind::RejectedFile,
                         severity: Severity::Warning,
-                        message: s("the provider rejected the usage file; rebuilding it from the source (rebuild 1 of 3)"),
+                        message: s(concat!(
+                            "the provider rejected the usage file; ",
+                            "rebuilding it from the source (rebuild 1 of 3)"
+                        )),
                         details: s("no note given"),
                     },
                     Step::Rebuild {
@@ -1078,9 +1112,10 @@ mod tests {
                 steps,
             ));
         }
-        let not_ended = Step::Fail(s(
-            "usage file UF-1 is left as it is: period 2024-05 has not ended yet: it ends at 2024-06-01 00:00 UTC, and a month can be reported only after it has ended",
-        ));
+        let not_ended = Step::Fail(s(concat!(
+            "usage file UF-1 is left as it is: period 2024-05 has not ended yet: ",
+            "it ends at 2024-06-01 00:00 UTC, and a month can be reported only after it has ended"
+        )));
         rows.extend([
             row(
                 "ready before its month ended: not submitted",
@@ -1114,7 +1149,10 @@ mod tests {
                     Step::Alert {
                         kind: AlertKind::RejectedFile,
                         severity: Severity::Warning,
-                        message: s("the provider rejected the usage file; rebuilding it from the source (rebuild 3 of 3)"),
+                        message: s(concat!(
+                            "the provider rejected the usage file; ",
+                            "rebuilding it from the source (rebuild 3 of 3)"
+                        )),
                         details: s("quantity looks too high"),
                     },
                     Step::Rebuild {
@@ -1132,7 +1170,10 @@ mod tests {
                     Step::Alert {
                         kind: AlertKind::ResubmissionLimit,
                         severity: Severity::Error,
-                        message: s("the provider rejected the usage file again after 3 rebuilds; it is left for a person (MAX_RESUBMISSIONS = 3)"),
+                        message: s(concat!(
+                            "the provider rejected the usage file again after 3 rebuilds; ",
+                            "it is left for a person (MAX_RESUBMISSIONS = 3)"
+                        )),
                         details: s("still too high"),
                     },
                 ],
@@ -1198,10 +1239,10 @@ mod tests {
     #[test]
     fn the_preferred_file_is_the_same_whatever_the_listing_order() {
         let files = vec![
-            made("UF-3", Ready, "2024-06-01T00:00:00"),
-            made("UF-2", Draft, "2024-06-01T00:00:00"),
-            made("UF-4", Pending, "2024-06-01T00:00:09"),
-            made("UF-1", Processing, "2024-06-01T00:00:01"),
+            made("UF-3", Ready, 0),
+            made("UF-2", Draft, 0),
+            made("UF-4", Pending, 9),
+            made("UF-1", Processing, 1),
         ];
         let mut reversed = files.clone();
         reversed.reverse();
