@@ -975,7 +975,7 @@ mod tests {
         let one = |status: FileStatus| vec![with_detail(file("UF-1", status), "bad row 3")];
         let mut rows = Vec::new();
         for uploaded_here in [true, false] {
-            let done = |status: &str| match uploaded_here {
+            let done = |status: FileStatus| match uploaded_here {
                 true => vec![created()],
                 false => vec![skip(&format!(
                     "{status}: submitted by its event, another instance or a person"
@@ -1038,15 +1038,15 @@ mod tests {
                     "submitted by its event",
                     here(),
                     one(Pending),
-                    done("pending"),
+                    done(Pending),
                 ),
-                row("accepted", here(), one(Accepted), done("accepted")),
-                row("closed", here(), one(Closed), done("closed")),
+                row("accepted", here(), one(Accepted), done(Accepted)),
+                row("closed", here(), one(Closed), done(Closed)),
                 row(
                     "rejected: submitted, then the provider's answer",
                     here(),
                     one(Rejected),
-                    done("rejected"),
+                    done(Rejected),
                 ),
                 row(
                     "withdrawn by a winning replica",
