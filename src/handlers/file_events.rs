@@ -6,6 +6,12 @@
 //! that was rejected and has since been rebuilt is `ready` (submit) or `pending` (skipped by the
 //! runner's status re-check), never rebuilt twice.
 //!
+//! What to do at each status is decided with the rest of filing's rules
+//! ([`crate::usage::filing::decide`], `Trigger::Event`): `ready` is submitted after the replica
+//! rule, `invalid` alerted, `accepted` logged, `rejected` rebuilt below the resubmission limit
+//! and left for a person at it. This handler carries the steps out: the alerts, the submit, the
+//! rebuild.
+//!
 //! Rebuilds after rejections are counted on the platform, in the file's `note`
 //! (`… [connect-payg rebuilds: N]`): a restart does not reset the count. The count is written
 //! right before the upload and put back when the upload did not happen, so only a rebuild whose
@@ -26,8 +32,9 @@ use serde_json::Value;
 
 use super::Workdir;
 use crate::alert::{Alert, AlertKind, Severity};
-use crate::connect::models::{FileStatus, UsageFile};
+use crate::connect::models::UsageFile;
 use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
+use crate::usage::filing::decide::{decide, unexpected, Step, Trigger};
 use crate::usage::filing::FilingResult;
 use crate::usage::group::GroupKey;
 use crate::usage::period::Period;
@@ -142,116 +149,92 @@ async fn handle(
         alert.file_id = Some(file.id.clone());
         alert
     };
-    if matches!(file.status, FileStatus::Ready | FileStatus::Rejected) {
-        if let Err(not_ended) = period.check_ended((reporter.now)()) {
-            return HandlerOutcome::Fail(format!(
-                "usage file {} is left as it is: {not_ended}",
-                file.id
-            ));
-        }
-    }
-    match &file.status {
-        FileStatus::Ready => match reporter.submit_ready(&key, period, &file.id).await {
-            Ok(true) => {
-                tracing::info!(file_id = %file.id, "submitted ready usage file");
-                HandlerOutcome::Success(None)
+    let look = Trigger::Event {
+        file_id: file.id.clone(),
+        ended: period.check_ended((reporter.now)()),
+        rebuilds: rebuild_count(file.note.as_deref()),
+        limit: ctx.settings.report.max_resubmissions,
+    };
+    // Held until the handler ends, however it ends.
+    let mut _claim = None;
+    let steps = decide(&look, std::slice::from_ref(&file));
+    for step in steps {
+        match step {
+            Step::Fail(reason) => return HandlerOutcome::Fail(reason),
+            Step::LeaveAlone(reason) => return HandlerOutcome::Skip(reason),
+            Step::SubmitIfPreferred(file_id) => {
+                return match reporter.submit_ready(&key, period, &file_id).await {
+                    Ok(true) => {
+                        tracing::info!(%file_id, "submitted ready usage file");
+                        HandlerOutcome::Success(None)
+                    }
+                    Ok(false) => HandlerOutcome::Success(Some(format!(
+                        "usage file {file_id} lost to another file of its group and was withdrawn"
+                    ))),
+                    Err(error) => {
+                        HandlerOutcome::Retry(format!("submitting {file_id} failed: {error}"))
+                    }
+                }
             }
-            Ok(false) => HandlerOutcome::Success(Some(format!(
-                "usage file {} lost to another file of its group and was withdrawn",
-                file.id
-            ))),
-            Err(error) => HandlerOutcome::Retry(format!("submitting {} failed: {error}", file.id)),
-        },
-        FileStatus::Invalid => {
-            let detail = file
-                .error_detail
-                .clone()
-                .unwrap_or_else(|| "the platform gave no detail".into());
-            reporter
-                .alerter
-                .send(
-                    alert(
-                        AlertKind::InvalidFile,
-                        Severity::Error,
-                        "the platform marked the usage file invalid".into(),
-                    )
-                    .details(detail),
-                )
-                .await;
-            HandlerOutcome::Success(None)
+            Step::Alert {
+                kind,
+                severity,
+                message,
+                details,
+            } => {
+                reporter
+                    .alerter
+                    .send(alert(kind, severity, message).details(details))
+                    .await
+            }
+            Step::LogAccepted => {
+                let records = file.records.unwrap_or_default();
+                let stats = file.stats.unwrap_or_default();
+                tracing::info!(
+                    file_id = %file.id,
+                    contract = %key.contract_id,
+                    product = %key.product_id,
+                    %period,
+                    valid_records = records.valid,
+                    accepted = stats.accepted,
+                    note = file.acceptance_note.as_deref().unwrap_or(""),
+                    "usage file accepted by the provider"
+                );
+            }
+            Step::Claim(file_id) => match Rebuilding::claim(&rebuilding, &file_id) {
+                Some(claim) => _claim = Some(claim),
+                None => {
+                    return HandlerOutcome::Skip(format!(
+                        "usage file {file_id} is already being rebuilt"
+                    ))
+                }
+            },
+            Step::Rebuild { count, .. } => {
+                return rebuild(&ctx, &reporter, &file, &key, period, count, alert).await
+            }
+            other => {
+                return HandlerOutcome::Fail(format!(
+                    "usage file {}: {}",
+                    file.id,
+                    unexpected(&[other])
+                ))
+            }
         }
-        FileStatus::Accepted => {
-            let records = file.records.unwrap_or_default();
-            let stats = file.stats.unwrap_or_default();
-            tracing::info!(
-                file_id = %file.id,
-                contract = %key.contract_id,
-                product = %key.product_id,
-                %period,
-                valid_records = records.valid,
-                accepted = stats.accepted,
-                note = file.acceptance_note.as_deref().unwrap_or(""),
-                "usage file accepted by the provider"
-            );
-            HandlerOutcome::Success(None)
-        }
-        FileStatus::Rejected => {
-            let Some(_claim) = Rebuilding::claim(&rebuilding, &file.id) else {
-                return HandlerOutcome::Skip(format!(
-                    "usage file {} is already being rebuilt",
-                    file.id
-                ));
-            };
-            rejected(&ctx, &reporter, &file, &key, period, alert).await
-        }
-        other => HandlerOutcome::Skip(format!("usage file {} is {other}; nothing to do", file.id)),
     }
+    HandlerOutcome::Success(None)
 }
 
-async fn rejected(
+/// Rebuilds the rejected `file` from the (corrected) source into the same file, as rebuild
+/// number `count`, and uploads it; its own `ready` event submits it.
+async fn rebuild(
     ctx: &TaskContext,
     reporter: &Reporter,
     file: &UsageFile,
     key: &GroupKey,
     period: Period,
+    count: u32,
     alert: impl Fn(AlertKind, Severity, String) -> Alert,
 ) -> HandlerOutcome {
-    let note = file
-        .rejection_note
-        .clone()
-        .unwrap_or_else(|| "no note given".into());
-    let rebuilds = rebuild_count(file.note.as_deref());
-    let limit = ctx.settings.report.max_resubmissions;
-    if rebuilds >= limit {
-        reporter
-            .alerter
-            .send(
-                alert(
-                    AlertKind::ResubmissionLimit,
-                    Severity::Error,
-                    format!(
-                        "the provider rejected the usage file again after {rebuilds} rebuilds; it is left for a person (MAX_RESUBMISSIONS = {limit})"
-                    ),
-                )
-                .details(note),
-            )
-            .await;
-        return HandlerOutcome::Success(None);
-    }
-    reporter
-        .alerter
-        .send(
-            alert(
-                AlertKind::RejectedFile,
-                Severity::Warning,
-                format!(
-                    "the provider rejected the usage file; rebuilding it from the source (rebuild {} of {limit})",
-                    rebuilds + 1
-                ),
-            )
-            .details(note),
-        )
-        .await;
     let group = match reporter.regroup(key, period).await {
         Ok(Some(group)) => group,
         Ok(None) => {
@@ -280,7 +263,7 @@ async fn rejected(
         }
     };
     // Counted before the upload (a crash after it must still count), uncounted if it failed.
-    let counted = rebuild_note(file.note.as_deref(), rebuilds + 1);
+    let counted = rebuild_note(file.note.as_deref(), count);
     if let Err(error) = ctx.client.update_usage_file_note(&file.id, &counted).await {
         return HandlerOutcome::Retry(format!(
             "recording the rebuild on {} failed: {error}",

@@ -18,61 +18,21 @@
 //! * `invalid`: the group failed with the platform's detail (the run alerts it);
 //! * still processing when `READY_TIMEOUT` runs out: the group failed (a later run retries).
 //!
-//! The decision per look is [`decide`], a pure function; [`sweep`] carries it out.
+//! What to do at each look is decided with the rest of filing's rules
+//! ([`decide`], [`Trigger::Follow`]); this file carries the steps out and keeps the time.
+//!
+//! [`EVENT_GRACE`]: crate::usage::filing::decide::EVENT_GRACE
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::connect::models::{FileStatus, UsageFile};
+use crate::connect::models::FileStatus;
 use crate::connect::Rql;
-use crate::usage::filing::{lost, Filer, FilingResult, GroupOutcome, Submission};
-
-/// How long a file may sit `ready` before the run stops waiting for its event and submits it
-/// itself. The runner answers a `ready` event within milliseconds of the platform sending it,
-/// so a file still `ready` after this long has lost its event.
-pub const EVENT_GRACE: Duration = Duration::from_secs(2);
+use crate::usage::filing::decide::{decide, unexpected, Step, Trigger};
+use crate::usage::filing::{lost, Filer, FilingError, FilingResult, GroupOutcome, Submission};
 
 /// Longest pause between two looks.
 const MAX_POLL: Duration = Duration::from_secs(30);
-
-/// What to do about one followed file at one look.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Step {
-    /// Look again later.
-    Wait,
-    /// Its event had its chance: submit it here.
-    Submit,
-    /// Submitted (by its event, another replica or a person) and maybe in the provider's
-    /// hands already: the file's group is filed.
-    Submitted,
-    /// Withdrawn: another replica's file won the group.
-    Withdrawn,
-    /// A status this code does not know: not ours to act on.
-    Unknown,
-    /// The platform refused the upload; the detail says why.
-    Invalid(String),
-}
-
-/// The step for a file in `status`, first seen `ready` `ready_for` ago (None when it was not
-/// `ready` at an earlier look).
-pub fn decide(file: &UsageFile, ready_for: Option<Duration>) -> Step {
-    match &file.status {
-        FileStatus::Ready => match ready_for {
-            Some(waited) if waited >= EVENT_GRACE => Step::Submit,
-            _ => Step::Wait,
-        },
-        FileStatus::Draft => Step::Wait,
-        status if status.is_processing() => Step::Wait,
-        FileStatus::Invalid => Step::Invalid(
-            file.error_detail
-                .clone()
-                .unwrap_or_else(|| "no detail given".into()),
-        ),
-        status if status.is_done() || *status == FileStatus::Rejected => Step::Submitted,
-        FileStatus::Deleted => Step::Withdrawn,
-        _ => Step::Unknown,
-    }
-}
 
 /// Whether the run must follow this group's file after filing: it uploaded it, or found it
 /// still being processed and left it to its event.
@@ -134,45 +94,14 @@ pub async fn sweep(filer: &Filer, outcomes: &mut [GroupOutcome]) {
                 ready_since.insert(file.id.clone(), now);
             }
             let outcome = &mut outcomes[index];
-            match decide(&file, seen_ready) {
-                Step::Wait => continue,
-                // Uploaded here and submitted by its event: created and submitted, as the
-                // `report` command would say of it.
-                Step::Submitted if outcome.result == FilingResult::Uploaded => {
-                    outcome.result = FilingResult::Created;
-                }
-                Step::Withdrawn if outcome.result == FilingResult::Uploaded => {
-                    outcome.result = lost();
-                }
-                Step::Submitted | Step::Withdrawn | Step::Unknown => {}
-                Step::Invalid(detail) => {
-                    outcome.result = FilingResult::Failed(format!(
-                        "usage file {} is invalid: {detail}",
-                        file.id
-                    ));
-                    outcome.error_detail = Some(detail);
-                }
-                Step::Submit => {
-                    tracing::warn!(file_id = %file.id, "usage file still ready; its ready event was lost, submitting it here");
-                    match filer
-                        .submit_if_still_preferred(&outcome.key, &file.id)
-                        .await
-                    {
-                        Ok(true) => {
-                            submitted_here += 1;
-                            if outcome.result == FilingResult::Uploaded {
-                                outcome.result = FilingResult::Created;
-                            } else {
-                                outcome.result = FilingResult::Submitted;
-                            }
-                        }
-                        Ok(false) => {}
-                        Err(error) => {
-                            tracing::warn!(file_id = %file.id, %error, "submitting failed; looking again");
-                            continue;
-                        }
-                    }
-                }
+            let look = Trigger::Follow {
+                file_id: file.id.clone(),
+                ready_for: seen_ready,
+                uploaded_here: outcome.result == FilingResult::Uploaded,
+            };
+            let steps = decide(&look, std::slice::from_ref(&file));
+            if follow_up(filer, steps, outcome, &mut submitted_here).await == Followed::Open {
+                continue;
             }
             open.remove(&file.id);
         }
@@ -199,43 +128,63 @@ pub async fn sweep(filer: &Filer, outcomes: &mut [GroupOutcome]) {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
+/// Whether the sweep keeps following a file after a look.
+#[derive(Debug, PartialEq, Eq)]
+enum Followed {
+    Open,
+    Closed,
+}
 
-    fn file(status: FileStatus) -> UsageFile {
-        UsageFile {
-            id: "UF-1".into(),
-            error_detail: (status == FileStatus::Invalid).then(|| "bad row 3".into()),
-            status,
-            ..UsageFile::default()
+/// Carries out the steps of one look at a followed file, updating its group's outcome.
+async fn follow_up(
+    filer: &Filer,
+    steps: Vec<Step>,
+    outcome: &mut GroupOutcome,
+    submitted_here: &mut usize,
+) -> Followed {
+    for step in steps {
+        match step {
+            Step::LookAgain => return Followed::Open,
+            Step::LeaveAlone(_) => return Followed::Closed,
+            Step::Conclude(result) => {
+                outcome.result = result;
+                return Followed::Closed;
+            }
+            Step::Lost => {
+                outcome.result = lost();
+                return Followed::Closed;
+            }
+            Step::Invalid { file_id, detail } => {
+                outcome.result = FilingResult::Failed(
+                    FilingError::Invalid {
+                        file_id,
+                        detail: detail.clone(),
+                    }
+                    .to_string(),
+                );
+                outcome.error_detail = Some(detail);
+                return Followed::Closed;
+            }
+            Step::SubmitIfPreferred(file_id) => {
+                tracing::warn!(%file_id, "usage file still ready; its ready event was lost, submitting it here");
+                match filer
+                    .submit_if_still_preferred(&outcome.key, &file_id)
+                    .await
+                {
+                    Ok(true) => *submitted_here += 1,
+                    // Lost and withdrawn: the group is the winner's; this outcome stays.
+                    Ok(false) => return Followed::Closed,
+                    Err(error) => {
+                        tracing::warn!(%file_id, %error, "submitting failed; looking again");
+                        return Followed::Open;
+                    }
+                }
+            }
+            other => {
+                outcome.result = FilingResult::Failed(unexpected(&[other]));
+                return Followed::Closed;
+            }
         }
     }
-
-    #[test]
-    fn every_status_has_its_step() {
-        use FileStatus::*;
-        let just = Some(Duration::from_millis(10));
-        let long = Some(EVENT_GRACE);
-        let table: [(FileStatus, Option<Duration>, Step); 14] = [
-            (Draft, None, Step::Wait),
-            (Uploading, None, Step::Wait),
-            (Uploaded, None, Step::Wait),
-            (Processing, long, Step::Wait),
-            (Ready, None, Step::Wait),
-            (Ready, just, Step::Wait),
-            (Ready, long, Step::Submit),
-            (FileStatus::parse("READY"), long, Step::Submit),
-            (Invalid, None, Step::Invalid("bad row 3".into())),
-            (Pending, None, Step::Submitted),
-            (Accepted, None, Step::Submitted),
-            (Rejected, None, Step::Submitted),
-            (Deleted, long, Step::Withdrawn),
-            (Other("a-status-of-the-future".into()), None, Step::Unknown),
-        ];
-        for (status, ready_for, step) in table {
-            let label = format!("{status} {ready_for:?}");
-            assert_eq!(decide(&file(status), ready_for), step, "{label}");
-        }
-    }
+    Followed::Closed
 }
