@@ -511,7 +511,11 @@ mod tests {
             ended: if ended {
                 Ok(())
             } else {
-                Err(NotEnded { period })
+                Err(NotEnded {
+                    period,
+                    reportable_at: period.next().start(),
+                    delay_hours: 0,
+                })
             },
             rebuilds,
             limit: LIMIT,
