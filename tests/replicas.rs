@@ -1,7 +1,7 @@
 //! Two instances at once (issue 8, part 3): the platform may run several replicas of an
 //! extension and hand the monthly schedule to each. However their runs interleave, the end
 //! state is one live file per group with exactly its rows, submitted — the filing's tie-break
-//! (src/usage/filing.rs) must make every replica agree on which file survives.
+//! (src/usage/filing/decide.rs) must make every replica agree on which file survives.
 //!
 //! In-process reporters race each other from the same start and from staggered starts (so one
 //! meets the other's files in every state), with and without REST faults; then two real
