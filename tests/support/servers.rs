@@ -127,12 +127,7 @@ fn run(mut command: Command, what: &str) {
 
 /// Starts `command` with its output in `log`, waits until the log says `ready`. `None` when it
 /// exited because its port was taken (the caller tries another); panics on any other failure.
-fn start(
-    mut command: Command,
-    log: &Path,
-    ready: &str,
-    what: &str,
-) -> Option<Child> {
+fn start(mut command: Command, log: &Path, ready: &str, what: &str) -> Option<Child> {
     let file = File::create(log).expect("a log file");
     let mut child = command
         .stdin(Stdio::null())
@@ -195,7 +190,14 @@ pub fn postgres() -> Server {
     initdb
         .arg("-D")
         .arg(&data)
-        .args(["-U", "payg", "--auth=scram-sha-256", "-E", "UTF8", "--locale=C"])
+        .args([
+            "-U",
+            "payg",
+            "--auth=scram-sha-256",
+            "-E",
+            "UTF8",
+            "--locale=C",
+        ])
         .args(["--no-sync", "--no-instructions"])
         .arg(format!("--pwfile={}", password_file.display()));
     run(initdb, "initdb");
@@ -262,7 +264,7 @@ pub fn mariadb() -> Server {
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
-        .args(["--skip-name-resolve", "--skip-auth-anonymous-user"]);
+        .arg("--skip-name-resolve");
     run(initialise, "mariadb-install-db");
     let log = dir.path().join("server.log");
     let socket = dir.path().join("mysqld.sock");
@@ -273,7 +275,10 @@ pub fn mariadb() -> Server {
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", socket.display()))
-            .arg(format!("--pid-file={}", dir.path().join("mysqld.pid").display()))
+            .arg(format!(
+                "--pid-file={}",
+                dir.path().join("mysqld.pid").display()
+            ))
             .args([&format!("--port={port}"), "--bind-address=127.0.0.1"])
             .args(["--skip-name-resolve", "--innodb-buffer-pool-size=16M"])
             .args(["--innodb-flush-log-at-trx-commit=0", "--skip-log-bin"]);
@@ -284,7 +289,7 @@ pub fn mariadb() -> Server {
                 .arg(format!("--socket={}", socket.display()))
                 .args(["-u", "root", "-e"])
                 .arg(format!(
-                    "CREATE DATABASE payg; CREATE USER 'payg'@'%' IDENTIFIED BY '{PASSWORD}'; \
+                    "DROP USER IF EXISTS ''@'localhost'; CREATE DATABASE payg; CREATE USER 'payg'@'%' IDENTIFIED BY '{PASSWORD}'; \
                      GRANT ALL ON payg.* TO 'payg'@'%';"
                 ));
             run(setup, "mariadb (creating the test user)");

@@ -42,6 +42,10 @@ use crate::usage::record::{BadReason, BadRecord, RawRecord, FIELDS};
 /// memory flat.
 const CHANNEL_RECORDS: usize = 512;
 
+/// How long after `USAGE_SOURCE_TIMEOUT` the client gives up on a statement the server should
+/// have stopped (the server's own timeout speaks first, with its reason).
+const CLIENT_GRACE: Duration = Duration::from_secs(5);
+
 /// Fields the query must return; `record_id` and `record_note` are optional.
 const REQUIRED: [&str; 5] = [
     "subscription_id",
@@ -69,11 +73,14 @@ impl Engine {
         }
     }
 
-    /// The `n`th (1-based) bound parameter as the engine writes it.
-    fn parameter(self, n: usize) -> String {
-        match self {
-            Engine::Postgres => format!("${n}"),
-            Engine::MySql => "?".to_string(),
+    /// The `n`th (1-based) bound parameter as the engine writes it. PostgreSQL's carries its
+    /// type: the statement is described before it is bound, and a parameter whose type the
+    /// server had to guess (`{from} < {to}`: text) would not take the date it is given.
+    fn parameter(self, n: usize, placeholder: Placeholder) -> String {
+        match (self, placeholder) {
+            (Engine::Postgres, Placeholder::From | Placeholder::To) => format!("${n}::date"),
+            (Engine::Postgres, Placeholder::Period) => format!("${n}::text"),
+            (Engine::MySql, _) => "?".to_string(),
         }
     }
 }
@@ -142,7 +149,7 @@ fn bind_placeholders(query: &str, engine: Engine) -> Result<(String, Vec<Placeho
                 ));
             }
             order.push(*placeholder);
-            text.push_str(&engine.parameter(order.len()));
+            text.push_str(&engine.parameter(order.len(), *placeholder));
             at += name.len();
             continue;
         }
@@ -468,8 +475,9 @@ fn mysql_value(row: &MySqlRow, column: &PlannedColumn) -> Result<Option<String>,
             .try_get::<u64, _>(column.index)
             .map(|v| v.to_string())
             .map_err(|e| e.to_string())?,
+        // DATETIME and TIMESTAMP share their encoding (the type was checked by name above).
         Kind::Timestamp | Kind::TimestampUtc => row
-            .try_get::<NaiveDateTime, _>(column.index)
+            .try_get_unchecked::<NaiveDateTime, _>(column.index)
             .map(timestamp_text)
             .map_err(|e| e.to_string())?,
         Kind::Uuid => return Err("UUID columns are PostgreSQL's".into()),
@@ -751,7 +759,8 @@ impl Run {
     ) -> Result<(), SourceError> {
         let mut line = 0u64;
         loop {
-            let row = match tokio::time::timeout_at(self.deadline, rows.next()).await {
+            let row = match tokio::time::timeout_at(self.deadline + CLIENT_GRACE, rows.next()).await
+            {
                 Err(_) => return Err(self.timed_out()),
                 Ok(None) => return Ok(()),
                 Ok(Some(Err(error))) => {
@@ -910,7 +919,7 @@ mod tests {
             (
                 Engine::Postgres,
                 "SELECT * FROM u WHERE t >= {from} AND t <= {to} AND m = {period}",
-                "SELECT * FROM u WHERE t >= $1 AND t <= $2 AND m = $3",
+                "SELECT * FROM u WHERE t >= $1::date AND t <= $2::date AND m = $3::text",
                 vec![Placeholder::From, Placeholder::To, Placeholder::Period],
             ),
             (
@@ -927,7 +936,7 @@ mod tests {
             (
                 Engine::Postgres,
                 "SELECT 'it''s', \"col\" FROM u -- note\nWHERE m = {period} /* c */",
-                "SELECT 'it''s', \"col\" FROM u -- note\nWHERE m = $1 /* c */",
+                "SELECT 'it''s', \"col\" FROM u -- note\nWHERE m = $1::text /* c */",
                 vec![Placeholder::Period],
             ),
             (
