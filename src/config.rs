@@ -225,14 +225,14 @@ pub const SETTINGS: &[Setting] = &[
         reach: Reach::Anywhere,
         default: None,
         secret: true,
-        meaning: "Authorization header for an https USAGE_SOURCE",
+        meaning: "Authorization header for an https USAGE_SOURCE; a database's password",
     },
     Setting {
         name: "USAGE_SOURCE_TIMEOUT",
         reach: Reach::Anywhere,
         default: Some("1800"),
         secret: false,
-        meaning: "seconds reading an HTTP source may take in all",
+        meaning: "seconds reading an HTTP or database source may take in all",
     },
     Setting {
         name: "USAGE_QUERY",

@@ -673,7 +673,10 @@ impl SqlSource {
                     }),
                 (None, false) => None,
             };
-        if (self.auth.is_some() || in_url) && !options.protects_password() {
+        // PostgreSQL's client also takes a password from PGPASSWORD, as libpq does.
+        let from_environment =
+            self.engine == Engine::Postgres && std::env::var_os("PGPASSWORD").is_some();
+        if (self.auth.is_some() || in_url || from_environment) && !options.protects_password() {
             return Err(self.format_error(
                 "a password is sent only over TLS that cannot be skipped (sslmode=require, \
                  verify-ca or verify-full; for MySQL ssl-mode=REQUIRED, VERIFY_CA or \
