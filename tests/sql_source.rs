@@ -645,7 +645,7 @@ async fn guards(db: Db) {
     let slow = format!("SELECT {COLUMNS} FROM ids, (SELECT 1 AS one FROM ids) AS n WHERE {sleep}");
     let started = Instant::now();
     let error = drain(
-        &source(&url, Some(PASSWORD), &slow, Duration::from_secs(1)),
+        &source(&url, Some(PASSWORD), &slow, Duration::from_secs(3)),
         &feb(),
     )
     .await

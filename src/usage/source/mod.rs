@@ -1,6 +1,6 @@
 //! Where usage comes from (`USAGE_SOURCE`): a local file or an HTTP(S) endpoint, holding CSV,
-//! a JSON array or JSON lines. Every source is read as a stream of [`RawRecord`]s so memory does
-//! not grow with the file.
+//! a JSON array or JSON lines, or a database query ([`sql`]). Every source is read as a stream
+//! of [`RawRecord`]s so memory does not grow with the file.
 //!
 //! Errors are split by consequence: a record that cannot be decoded is a [`BadRecord`] in the
 //! stream (reported, the run goes on); a source that cannot be opened or breaks mid-way is a
