@@ -1419,6 +1419,81 @@ mod tests {
     type Vars<'a> = &'a [(&'a str, &'a str)];
 
     #[test]
+    fn a_database_source_needs_its_query_and_keeps_its_password_to_its_origin() {
+        const QUERY: &str = "SELECT * FROM usage WHERE month = {period}";
+        const DB: &str = "postgres://payg@db.example/billing?sslmode=verify-full";
+        let accepted: &[(Vars, Vars)] = &[
+            (&[("USAGE_SOURCE", DB), ("USAGE_QUERY", QUERY)], &[]),
+            (
+                &[("USAGE_SOURCE_AUTH", "pw"), ("USAGE_SOURCE", DB)],
+                &[("USAGE_QUERY", QUERY)],
+            ),
+            (
+                &[("USAGE_SOURCE_AUTH", "pw"), ("USAGE_SOURCE", DB)],
+                &[
+                    (
+                        "USAGE_SOURCE",
+                        "postgres://payg@db.example/other?sslmode=require",
+                    ),
+                    ("USAGE_QUERY", QUERY),
+                ],
+            ),
+            (
+                &[
+                    ("USAGE_SOURCE_AUTH", "pw"),
+                    ("USAGE_SOURCE", "mysql://payg@127.0.0.1:3306/billing"),
+                    ("USAGE_QUERY", QUERY),
+                ],
+                &[],
+            ),
+        ];
+        for (env, extension) in accepted {
+            let settings = with_extension(env, extension).load();
+            assert!(
+                settings.is_ok(),
+                "{env:?} {extension:?}: {:?}",
+                settings.err()
+            );
+        }
+        let refused: &[(Vars, Vars, &str)] = &[
+            (&[("USAGE_SOURCE", DB)], &[], "USAGE_QUERY"),
+            (
+                &[("USAGE_SOURCE", "file:///u.csv"), ("USAGE_QUERY", QUERY)],
+                &[],
+                "USAGE_QUERY",
+            ),
+            (
+                &[
+                    ("USAGE_SOURCE_AUTH", "pw"),
+                    ("USAGE_SOURCE", "postgres://payg@db.example/billing"),
+                    ("USAGE_QUERY", QUERY),
+                ],
+                &[],
+                "USAGE_SOURCE_AUTH",
+            ),
+            (
+                &[("USAGE_SOURCE_AUTH", "pw"), ("USAGE_SOURCE", DB)],
+                &[
+                    (
+                        "USAGE_SOURCE",
+                        "postgres://payg@evil.example/x?sslmode=require",
+                    ),
+                    ("USAGE_QUERY", QUERY),
+                ],
+                "USAGE_SOURCE_AUTH",
+            ),
+        ];
+        for (env, extension, name) in refused {
+            let error = with_extension(env, extension)
+                .load()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(name), "{env:?} {extension:?}: {error}");
+            assert!(!error.contains("pw"), "{error}");
+        }
+    }
+
+    #[test]
     fn the_source_auth_goes_only_to_an_origin_its_layer_configures() {
         const AUTH: &str = "Bearer do-not-show";
         let file_dir = tempfile::tempdir().unwrap();

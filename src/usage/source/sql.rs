@@ -591,6 +591,27 @@ impl ConnectOptions {
     }
 }
 
+/// The password as `USAGE_SOURCE_AUTH` gives it and as the URL does (its user part and a
+/// `password` parameter, as written and decoded): what an error text must never hold.
+fn passwords(location: &str, auth: Option<&Secret>) -> Vec<String> {
+    let mut secrets: Vec<String> = auth.map(|a| a.expose().to_string()).into_iter().collect();
+    if let Ok(url) = url::Url::parse(location) {
+        if let Some(written) = url.password() {
+            secrets.push(written.to_string());
+            if let Ok(decoded) = percent_encoding::percent_decode_str(written).decode_utf8() {
+                secrets.push(decoded.into_owned());
+            }
+        }
+        secrets.extend(
+            url.query_pairs()
+                .filter(|(key, _)| key == "password")
+                .map(|(_, value)| value.into_owned()),
+        );
+    }
+    secrets.retain(|s| !s.is_empty());
+    secrets
+}
+
 /// Whether the URL carries a password (in its user part or as a `password` parameter).
 fn url_has_password(location: &str) -> bool {
     url::Url::parse(location).is_ok_and(|url| {
@@ -652,27 +673,16 @@ impl SqlSource {
         let mut options =
             ConnectOptions::parse(self.engine, &self.location).map_err(|r| self.format_error(r))?;
         let in_url = url_has_password(&self.location);
-        let password =
-            match (&self.auth, in_url) {
-                (Some(_), true) => return Err(self.format_error(
-                    "the password is given twice, in USAGE_SOURCE_AUTH and in the URL; keep one \
-                     (USAGE_SOURCE_AUTH, a secret variable, is the place)",
-                )),
-                (Some(auth), false) => {
-                    options = options.with_password(auth.expose());
-                    Some(auth.expose().to_string())
-                }
-                (None, true) => url::Url::parse(&self.location)
-                    .ok()
-                    .and_then(|u| u.password().map(str::to_string))
-                    .and_then(|p| {
-                        percent_encoding::percent_decode_str(&p)
-                            .decode_utf8()
-                            .ok()
-                            .map(|p| p.into_owned())
-                    }),
-                (None, false) => None,
-            };
+        if self.auth.is_some() && in_url {
+            return Err(self.format_error(
+                "the password is given twice, in USAGE_SOURCE_AUTH and in the URL; keep one \
+                 (USAGE_SOURCE_AUTH, a secret variable, is the place)",
+            ));
+        }
+        if let Some(auth) = &self.auth {
+            options = options.with_password(auth.expose());
+        }
+        let secrets = passwords(&self.location, self.auth.as_ref());
         // PostgreSQL's client also takes a password from PGPASSWORD, as libpq does.
         let from_environment =
             self.engine == Engine::Postgres && std::env::var_os("PGPASSWORD").is_some();
@@ -685,7 +695,7 @@ impl SqlSource {
         }
         let run = Run {
             source_name: self.source_name.clone(),
-            password: password.filter(|p| !p.is_empty()),
+            secrets,
             statement,
             order,
             values: values.clone(),
@@ -717,8 +727,9 @@ type Item = Result<Result<RawRecord, BadRecord>, SourceError>;
 /// One read of a query: the task that owns the connection.
 struct Run {
     source_name: String,
-    /// Scrubbed from every error text, whatever the driver puts there.
-    password: Option<String>,
+    /// The password in every form it was given: scrubbed from every error text, whatever the
+    /// driver puts there.
+    secrets: Vec<String>,
     statement: String,
     order: Vec<Placeholder>,
     values: QueryValues,
@@ -730,8 +741,8 @@ impl Run {
     /// An error as it may be shown: the password never, whatever the driver wrote.
     fn describe(&self, what: &str, error: &dyn std::fmt::Display) -> SourceError {
         let mut reason = format!("{what}: {error}");
-        if let Some(password) = &self.password {
-            reason = reason.replace(password.as_str(), "***");
+        for secret in &self.secrets {
+            reason = reason.replace(secret.as_str(), "***");
         }
         SourceError::Unreadable {
             source_name: self.source_name.clone(),
@@ -1171,6 +1182,16 @@ mod tests {
         ] {
             assert_eq!(kind_of(Engine::MySql, type_name), kind, "{type_name}");
         }
+    }
+
+    #[test]
+    fn every_form_of_the_password_is_known() {
+        let auth = Secret::new("from-auth");
+        assert_eq!(
+            passwords("postgres://u:p%40ss@h/db?password=q&x=1", Some(&auth)),
+            ["from-auth", "p%40ss", "p@ss", "q"]
+        );
+        assert!(passwords("mysql://u@h/db", None).is_empty());
     }
 
     #[test]
