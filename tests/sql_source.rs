@@ -83,42 +83,29 @@ impl Database {
     /// of values each; `$n` for PostgreSQL).
     async fn load(&self, statements: &[&str], insert: Option<(&str, Vec<Vec<Option<String>>>)>) {
         let url = self.url_with(PASSWORD, "payg");
+        // The same steps over either engine's connection type.
+        macro_rules! load_over {
+            ($connection:ty) => {{
+                let mut connection = <$connection>::connect(&url).await.unwrap();
+                for statement in statements {
+                    connection.execute(*statement).await.unwrap();
+                }
+                if let Some((insert, rows)) = insert {
+                    let mut transaction = connection.begin().await.unwrap();
+                    for row in rows {
+                        let mut query = sqlx::query(insert);
+                        for value in row {
+                            query = query.bind(value);
+                        }
+                        query.execute(&mut *transaction).await.unwrap();
+                    }
+                    transaction.commit().await.unwrap();
+                }
+            }};
+        }
         match self.db {
-            Db::Postgres => {
-                let mut connection = sqlx::PgConnection::connect(&url).await.unwrap();
-                connection.execute("SET TIME ZONE 'UTC'").await.unwrap();
-                for statement in statements {
-                    connection.execute(*statement).await.unwrap();
-                }
-                if let Some((insert, rows)) = insert {
-                    let mut transaction = connection.begin().await.unwrap();
-                    for row in rows {
-                        let mut query = sqlx::query(insert);
-                        for value in row {
-                            query = query.bind(value);
-                        }
-                        query.execute(&mut *transaction).await.unwrap();
-                    }
-                    transaction.commit().await.unwrap();
-                }
-            }
-            Db::MariaDb => {
-                let mut connection = sqlx::MySqlConnection::connect(&url).await.unwrap();
-                for statement in statements {
-                    connection.execute(*statement).await.unwrap();
-                }
-                if let Some((insert, rows)) = insert {
-                    let mut transaction = connection.begin().await.unwrap();
-                    for row in rows {
-                        let mut query = sqlx::query(insert);
-                        for value in row {
-                            query = query.bind(value);
-                        }
-                        query.execute(&mut *transaction).await.unwrap();
-                    }
-                    transaction.commit().await.unwrap();
-                }
-            }
+            Db::Postgres => load_over!(sqlx::PgConnection),
+            Db::MariaDb => load_over!(sqlx::MySqlConnection),
         }
     }
 

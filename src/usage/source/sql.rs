@@ -33,6 +33,7 @@ use sqlx::{Column, Connection, Executor, Row, TypeInfo};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::csv::REQUIRED;
 use super::{RecordStream, SourceError, TimedOut};
 use crate::config::Secret;
 use crate::usage::period::{format_time, Period};
@@ -45,15 +46,6 @@ const CHANNEL_RECORDS: usize = 512;
 /// How long after `USAGE_SOURCE_TIMEOUT` the client gives up on a statement the server should
 /// have stopped (the server's own timeout speaks first, with its reason).
 const CLIENT_GRACE: Duration = Duration::from_secs(5);
-
-/// Fields the query must return; `record_id` and `record_note` are optional.
-const REQUIRED: [&str; 5] = [
-    "subscription_id",
-    "item_mpn",
-    "quantity",
-    "start_time_utc",
-    "end_time_utc",
-];
 
 /// The database engines a `USAGE_SOURCE` may name.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -708,10 +700,24 @@ impl SqlSource {
         let (ready, opened) = tokio::sync::oneshot::channel();
         match options {
             ConnectOptions::Postgres(options) => {
-                tokio::spawn(run.postgres(options, ready, sender));
+                tokio::spawn(run.serve::<sqlx::Postgres, _>(
+                    Engine::Postgres,
+                    options,
+                    PreparePostgres,
+                    pg_value,
+                    ready,
+                    sender,
+                ));
             }
             ConnectOptions::MySql(options) => {
-                tokio::spawn(run.mysql(options, ready, sender));
+                tokio::spawn(run.serve::<sqlx::MySql, _>(
+                    Engine::MySql,
+                    options,
+                    PrepareMySql,
+                    mysql_value,
+                    ready,
+                    sender,
+                ));
             }
         }
         match opened.await {
@@ -723,6 +729,39 @@ impl SqlSource {
 }
 
 type Item = Result<Result<RawRecord, BadRecord>, SourceError>;
+
+/// An engine's session set-up, as [`Run::serve`] calls it.
+trait AsyncPrepare<'a, DB: sqlx::Database> {
+    fn call(
+        &self,
+        run: &'a Run,
+        connection: &'a mut DB::Connection,
+    ) -> futures::future::BoxFuture<'a, Result<(), sqlx::Error>>;
+}
+
+struct PreparePostgres;
+
+impl<'a> AsyncPrepare<'a, sqlx::Postgres> for PreparePostgres {
+    fn call(
+        &self,
+        run: &'a Run,
+        connection: &'a mut PgConnection,
+    ) -> futures::future::BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(run.prepare_postgres(connection))
+    }
+}
+
+struct PrepareMySql;
+
+impl<'a> AsyncPrepare<'a, sqlx::MySql> for PrepareMySql {
+    fn call(
+        &self,
+        run: &'a Run,
+        connection: &'a mut MySqlConnection,
+    ) -> futures::future::BoxFuture<'a, Result<(), sqlx::Error>> {
+        Box::pin(run.prepare_mysql(connection))
+    }
+}
 
 /// One read of a query: the task that owns the connection.
 struct Run {
@@ -793,95 +832,67 @@ impl Run {
         }
     }
 
-    async fn postgres(
-        self,
-        options: PgConnectOptions,
-        ready: tokio::sync::oneshot::Sender<Result<(), SourceError>>,
-        sender: mpsc::Sender<Item>,
-    ) {
-        let deadline = self.deadline;
-        let connected = tokio::time::timeout_at(deadline, async {
-            let mut connection = PgConnection::connect_with(&options)
-                .await
-                .map_err(|e| self.describe("cannot connect", &e))?;
-            let setup = format!(
-                "SET statement_timeout = {}; SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
-                self.statement_millis()
-            );
-            connection
-                .execute(sqlx::raw_sql(&setup))
-                .await
-                .map_err(|e| self.describe("cannot prepare the session", &e))?;
-            let described = connection
-                .describe(&self.statement)
-                .await
-                .map_err(|e| self.describe("USAGE_QUERY is refused", &e))?;
-            let plan = self.plan(Engine::Postgres, described.columns())?;
-            Ok::<_, SourceError>((connection, plan))
-        })
-        .await
-        .unwrap_or_else(|_| Err(self.timed_out()));
-        let (mut connection, plan) = match connected {
-            Ok(connected) => connected,
-            Err(error) => {
-                let _ = ready.send(Err(error));
-                return;
-            }
-        };
-        let _ = ready.send(Ok(()));
-        let mut query = sqlx::query(&self.statement);
-        for placeholder in &self.order {
-            query = match placeholder {
-                Placeholder::From => query.bind(self.values.from),
-                Placeholder::To => query.bind(self.values.to),
-                Placeholder::Period => query.bind(self.values.period.clone()),
-            };
-        }
-        let result = self
-            .pump(connection.fetch(query), &plan, pg_value, &sender)
-            .await;
-        if let Err(error) = result {
-            let _ = sender.send(Err(error)).await;
-        }
-        let _ = tokio::time::timeout(Duration::from_secs(5), connection.close()).await;
+    /// The session settings for PostgreSQL: the statement's timeout, read-only.
+    async fn prepare_postgres(&self, connection: &mut PgConnection) -> Result<(), sqlx::Error> {
+        let setup = format!(
+            "SET statement_timeout = {}; SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+            self.statement_millis()
+        );
+        connection.execute(sqlx::raw_sql(&setup)).await.map(drop)
     }
 
-    async fn mysql(
+    /// The session settings for MySQL and MariaDB: the statement's timeout (MariaDB names it
+    /// differently, in seconds), read-only.
+    async fn prepare_mysql(&self, connection: &mut MySqlConnection) -> Result<(), sqlx::Error> {
+        let version: String = sqlx::query_scalar("SELECT VERSION()")
+            .fetch_one(&mut *connection)
+            .await?;
+        let millis = self.statement_millis();
+        let limit = if version.to_ascii_lowercase().contains("mariadb") {
+            format!(
+                "SET SESSION max_statement_time = {}",
+                millis as f64 / 1000.0
+            )
+        } else {
+            format!("SET SESSION max_execution_time = {millis}")
+        };
+        for setup in [limit.as_str(), "SET SESSION TRANSACTION READ ONLY"] {
+            connection.execute(sqlx::raw_sql(setup)).await?;
+        }
+        Ok(())
+    }
+
+    /// Connects, prepares the session, checks the columns (telling `ready` how that went), then
+    /// streams the rows into `sender` and closes the connection.
+    async fn serve<DB, P>(
         self,
-        options: MySqlConnectOptions,
+        engine: Engine,
+        options: <DB::Connection as Connection>::Options,
+        prepare: P,
+        read: fn(&DB::Row, &PlannedColumn) -> Result<Option<String>, String>,
         ready: tokio::sync::oneshot::Sender<Result<(), SourceError>>,
         sender: mpsc::Sender<Item>,
-    ) {
-        let deadline = self.deadline;
-        let connected = tokio::time::timeout_at(deadline, async {
-            let mut connection = MySqlConnection::connect_with(&options)
+    ) where
+        DB: sqlx::Database,
+        for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
+        for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
+        for<'q> NaiveDate: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
+        P: for<'a> AsyncPrepare<'a, DB>,
+    {
+        let connected = tokio::time::timeout_at(self.deadline, async {
+            let mut connection = DB::Connection::connect_with(&options)
                 .await
                 .map_err(|e| self.describe("cannot connect", &e))?;
-            let version: String = sqlx::query_scalar("SELECT VERSION()")
-                .fetch_one(&mut connection)
+            prepare
+                .call(&self, &mut connection)
                 .await
                 .map_err(|e| self.describe("cannot prepare the session", &e))?;
-            let millis = self.statement_millis();
-            // MariaDB names the statement limit differently, in seconds.
-            let limit = if version.to_ascii_lowercase().contains("mariadb") {
-                format!(
-                    "SET SESSION max_statement_time = {}",
-                    millis as f64 / 1000.0
-                )
-            } else {
-                format!("SET SESSION max_execution_time = {millis}")
-            };
-            for setup in [limit.as_str(), "SET SESSION TRANSACTION READ ONLY"] {
-                connection
-                    .execute(sqlx::raw_sql(setup))
-                    .await
-                    .map_err(|e| self.describe("cannot prepare the session", &e))?;
-            }
-            let described = connection
+            let described = (&mut connection)
                 .describe(&self.statement)
                 .await
                 .map_err(|e| self.describe("USAGE_QUERY is refused", &e))?;
-            let plan = self.plan(Engine::MySql, described.columns())?;
+            let plan = self.plan(engine, described.columns())?;
             Ok::<_, SourceError>((connection, plan))
         })
         .await
@@ -894,7 +905,7 @@ impl Run {
             }
         };
         let _ = ready.send(Ok(()));
-        let mut query = sqlx::query(&self.statement);
+        let mut query = sqlx::query::<DB>(&self.statement);
         for placeholder in &self.order {
             query = match placeholder {
                 Placeholder::From => query.bind(self.values.from),
@@ -903,7 +914,7 @@ impl Run {
             };
         }
         let result = self
-            .pump(connection.fetch(query), &plan, mysql_value, &sender)
+            .pump((&mut connection).fetch(query), &plan, read, &sender)
             .await;
         if let Err(error) = result {
             let _ = sender.send(Err(error)).await;
