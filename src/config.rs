@@ -15,6 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::usage::period::Period;
+use crate::usage::source::sql;
 
 /// Default REST and websocket host of Connect.
 pub const DEFAULT_SERVER_ADDRESS: &str = "api.connect.cloudblue.com";
@@ -225,14 +226,21 @@ pub const SETTINGS: &[Setting] = &[
         reach: Reach::Anywhere,
         default: None,
         secret: true,
-        meaning: "Authorization header for an https USAGE_SOURCE",
+        meaning: "Authorization header for an https USAGE_SOURCE; a database's password",
     },
     Setting {
         name: "USAGE_SOURCE_TIMEOUT",
         reach: Reach::Anywhere,
         default: Some("1800"),
         secret: false,
-        meaning: "seconds reading an HTTP source may take in all",
+        meaning: "seconds reading an HTTP or database source may take in all",
+    },
+    Setting {
+        name: "USAGE_QUERY",
+        reach: Reach::Anywhere,
+        default: None,
+        secret: false,
+        meaning: "SQL returning the records, for a postgres:// or mysql:// USAGE_SOURCE",
     },
     Setting {
         name: "ASSET_SEARCH_CRITERIA",
@@ -407,6 +415,8 @@ pub struct ReportSettings {
     pub usage_source_auth: Option<Secret>,
     /// `USAGE_SOURCE_TIMEOUT`: how long reading an HTTP source may take in all.
     pub usage_source_timeout: Duration,
+    /// `USAGE_QUERY`: what a database source runs.
+    pub usage_query: Option<String>,
     pub asset_search_criteria: AssetCriteria,
     pub item_search_criteria: ItemCriteria,
     pub report_period: Option<Period>,
@@ -620,7 +630,8 @@ impl Layers {
             return Err(invalid(
                 "USAGE_SOURCE_AUTH",
                 format!(
-                    "is only sent over https:// (or to a loopback host), but USAGE_SOURCE is {}",
+                    "is only sent over https:// or a database's required TLS (sslmode=require or \
+                     stricter), or to a loopback host, but USAGE_SOURCE is {}",
                     origin.text
                 ),
             ));
@@ -699,6 +710,12 @@ struct Origin {
 }
 
 fn http_origin(source: &str) -> Option<Origin> {
+    if let Some((text, secure_or_loopback)) = sql::credential_target(&sample_location(source)) {
+        return Some(Origin {
+            text,
+            secure_or_loopback,
+        });
+    }
     let url = url::Url::parse(&sample_location(source)).ok()?;
     if !matches!(url.scheme(), "http" | "https") {
         return None;
@@ -913,6 +930,8 @@ impl Settings {
         if let Some(source) = &usage_source {
             check_usage_source(source)?;
         }
+        let usage_query = get("usage_query");
+        check_usage_query(usage_source.as_deref(), usage_query.as_deref())?;
         let report = ReportSettings {
             usage_source,
             usage_source_auth: get("usage_source_auth").map(Secret::new),
@@ -921,6 +940,7 @@ impl Settings {
                 get("usage_source_timeout"),
                 crate::usage::source::DEFAULT_TIMEOUT.as_secs(),
             )?,
+            usage_query,
             asset_search_criteria,
             item_search_criteria,
             report_period,
@@ -1030,11 +1050,15 @@ fn check_host(name: &'static str, value: &str) -> Result<String, ConfigError> {
 /// itself is never quoted: it may carry a password.
 fn check_usage_source(source: &str) -> Result<(), ConfigError> {
     let bad = |reason: String| invalid("USAGE_SOURCE", reason);
-    if !["file://", "http://", "https://"]
-        .iter()
-        .any(|scheme| source.starts_with(scheme))
+    let database = sql::Engine::of(source).is_some();
+    if !database
+        && !["file://", "http://", "https://"]
+            .iter()
+            .any(|scheme| source.starts_with(scheme))
     {
-        return Err(bad("must start with file://, http:// or https://".into()));
+        return Err(bad(
+            "must start with file://, http://, https://, postgres:// or mysql://".into(),
+        ));
     }
     let url = url::Url::parse(&sample_location(source)).map_err(|e| {
         bad(format!(
@@ -1049,6 +1073,25 @@ fn check_usage_source(source: &str) -> Result<(), ConfigError> {
         "http" | "https" if url.host_str().is_none_or(str::is_empty) => {
             Err(bad("names no host".into()))
         }
+        _ => Ok(()),
+    }
+}
+
+/// A database source needs its query, and only a database source has one (a query left over
+/// from a database source would silently be ignored).
+fn check_usage_query(source: Option<&str>, query: Option<&str>) -> Result<(), ConfigError> {
+    let Some(source) = source else {
+        return Ok(());
+    };
+    match (sql::Engine::of(source).is_some(), query) {
+        (true, None) => Err(invalid(
+            "USAGE_QUERY",
+            "is required when USAGE_SOURCE is a database (postgres:// or mysql://)",
+        )),
+        (false, Some(_)) => Err(invalid(
+            "USAGE_QUERY",
+            "is set, but USAGE_SOURCE is not a database (postgres:// or mysql://)",
+        )),
         _ => Ok(()),
     }
 }
@@ -1311,6 +1354,81 @@ mod tests {
 
     /// Variables of one layer, by name.
     type Vars<'a> = &'a [(&'a str, &'a str)];
+
+    #[test]
+    fn a_database_source_needs_its_query_and_keeps_its_password_to_its_origin() {
+        const QUERY: &str = "SELECT * FROM usage WHERE month = {period}";
+        const DB: &str = "postgres://payg@db.example/billing?sslmode=verify-full";
+        let accepted: &[(Vars, Vars)] = &[
+            (&[("USAGE_SOURCE", DB), ("USAGE_QUERY", QUERY)], &[]),
+            (
+                &[("USAGE_SOURCE_AUTH", "pw"), ("USAGE_SOURCE", DB)],
+                &[("USAGE_QUERY", QUERY)],
+            ),
+            (
+                &[("USAGE_SOURCE_AUTH", "pw"), ("USAGE_SOURCE", DB)],
+                &[
+                    (
+                        "USAGE_SOURCE",
+                        "postgres://payg@db.example/other?sslmode=require",
+                    ),
+                    ("USAGE_QUERY", QUERY),
+                ],
+            ),
+            (
+                &[
+                    ("USAGE_SOURCE_AUTH", "pw"),
+                    ("USAGE_SOURCE", "mysql://payg@127.0.0.1:3306/billing"),
+                    ("USAGE_QUERY", QUERY),
+                ],
+                &[],
+            ),
+        ];
+        for (env, extension) in accepted {
+            let settings = with_extension(env, extension).load();
+            assert!(
+                settings.is_ok(),
+                "{env:?} {extension:?}: {:?}",
+                settings.err()
+            );
+        }
+        let refused: &[(Vars, Vars, &str)] = &[
+            (&[("USAGE_SOURCE", DB)], &[], "USAGE_QUERY"),
+            (
+                &[("USAGE_SOURCE", "file:///u.csv"), ("USAGE_QUERY", QUERY)],
+                &[],
+                "USAGE_QUERY",
+            ),
+            (
+                &[
+                    ("USAGE_SOURCE_AUTH", "pw"),
+                    ("USAGE_SOURCE", "postgres://payg@db.example/billing"),
+                    ("USAGE_QUERY", QUERY),
+                ],
+                &[],
+                "USAGE_SOURCE_AUTH",
+            ),
+            (
+                &[("USAGE_SOURCE_AUTH", "pw"), ("USAGE_SOURCE", DB)],
+                &[
+                    (
+                        "USAGE_SOURCE",
+                        "postgres://payg@evil.example/x?sslmode=require",
+                    ),
+                    ("USAGE_QUERY", QUERY),
+                ],
+                "USAGE_SOURCE_AUTH",
+            ),
+        ];
+        for (env, extension, name) in refused {
+            let error = with_extension(env, extension)
+                .load()
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains(name), "{env:?} {extension:?}: {error}");
+            assert!(!error.contains("pw"), "{error}");
+        }
+    }
 
     #[test]
     fn the_source_auth_goes_only_to_an_origin_its_layer_configures() {

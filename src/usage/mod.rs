@@ -19,5 +19,6 @@ pub use filing::{FilingResult, Submission};
 pub use group::{Collection, GroupKey};
 pub use record::{BadReason, BadRecord, MAX_HELD_BAD_RECORDS};
 pub use report::{ReportJob, Reporter};
+pub use source::sql::{QueryValues, SqlSource};
 pub use source::{SourceError, UsageSource, MAX_RECORD_BYTES};
 pub use summary::{write_bad_records, Summary};

@@ -1,6 +1,6 @@
 //! Where usage comes from (`USAGE_SOURCE`): a local file or an HTTP(S) endpoint, holding CSV,
-//! a JSON array or JSON lines. Every source is read as a stream of [`RawRecord`]s so memory does
-//! not grow with the file.
+//! a JSON array or JSON lines, or a database query ([`sql`]). Every source is read as a stream
+//! of [`RawRecord`]s so memory does not grow with the file.
 //!
 //! Errors are split by consequence: a record that cannot be decoded is a [`BadRecord`] in the
 //! stream (reported, the run goes on); a source that cannot be opened or breaks mid-way is a
@@ -15,6 +15,7 @@
 
 mod csv;
 mod json;
+pub mod sql;
 
 use std::future::Future;
 use std::io;
@@ -106,6 +107,8 @@ pub struct UsageSource {
     auth: Option<Secret>,
     /// The whole of an HTTP read, from the first request to the body's last byte.
     timeout: Duration,
+    /// `USAGE_QUERY`, for a database source.
+    query: Option<String>,
 }
 
 impl UsageSource {
@@ -114,7 +117,13 @@ impl UsageSource {
             template: template.into(),
             auth,
             timeout: DEFAULT_TIMEOUT,
+            query: None,
         }
+    }
+
+    /// The same source with `USAGE_QUERY`: what a database source runs.
+    pub fn with_query(self, query: Option<String>) -> Self {
+        UsageSource { query, ..self }
     }
 
     /// The same source with `USAGE_SOURCE_TIMEOUT`: the deadline of a whole HTTP read.
@@ -139,6 +148,16 @@ impl UsageSource {
     pub async fn open(&self, period: Period) -> Result<RecordStream, SourceError> {
         let location = self.location(period);
         let source_name = redact(&location);
+        let database = sql::SqlSource::new(
+            location.clone(),
+            source_name.clone(),
+            self.auth.clone(),
+            self.query.clone(),
+            self.timeout,
+        );
+        if let Some(database) = database {
+            return database.open(&sql::QueryValues::of(period)).await;
+        }
         if let Some(path) = location.strip_prefix("file://") {
             let format = Format::from_path(path).ok_or_else(|| SourceError::Format {
                 source_name: source_name.clone(),
@@ -170,7 +189,8 @@ impl UsageSource {
         } else {
             Err(SourceError::Format {
                 source_name,
-                reason: "USAGE_SOURCE must start with file://, http:// or https://".into(),
+                reason: "USAGE_SOURCE must start with file://, http://, https://, postgres:// or mysql://"
+                    .into(),
             })
         }
     }
