@@ -14,7 +14,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::usage::period::Period;
+use crate::usage::period::{Cadence, Period};
 use crate::usage::source::sql;
 
 /// Default REST and websocket host of Connect.
@@ -257,11 +257,32 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "item.mpn, item.local_id or item.id",
     },
     Setting {
+        name: "REPORT_CADENCE",
+        reach: Reach::Anywhere,
+        default: Some("monthly"),
+        secret: false,
+        meaning: "monthly or daily: one usage file per group and month, or per group and UTC day",
+    },
+    Setting {
+        name: "REPORT_DELAY_HOURS",
+        reach: Reach::Anywhere,
+        default: Some("0"),
+        secret: false,
+        meaning: "hours after a period ends before it is reported",
+    },
+    Setting {
+        name: "CATCH_UP_PERIODS",
+        reach: Reach::Anywhere,
+        default: None,
+        secret: false,
+        meaning: "how many recent reportable periods each run covers (default 3 monthly, 7 daily)",
+    },
+    Setting {
         name: "REPORT_PERIOD",
         reach: Reach::Anywhere,
         default: None,
         secret: false,
-        meaning: "a fixed YYYY-MM that has ended (default: the previous UTC month)",
+        meaning: "exactly this YYYY-MM or YYYY-MM-DD, once reportable (default: the catch-up window)",
     },
     Setting {
         name: "MAX_RESUBMISSIONS",
@@ -419,6 +440,13 @@ pub struct ReportSettings {
     pub usage_query: Option<String>,
     pub asset_search_criteria: AssetCriteria,
     pub item_search_criteria: ItemCriteria,
+    /// `REPORT_CADENCE`: a file per group and month, or per group and day.
+    pub cadence: Cadence,
+    /// `REPORT_DELAY_HOURS`: how long after its end a period becomes reportable.
+    pub report_delay: chrono::Duration,
+    /// `CATCH_UP_PERIODS` when set; otherwise the cadence's default ([`ReportSettings::catch_up`]).
+    pub catch_up_periods: Option<u32>,
+    /// `REPORT_PERIOD`: exactly this period instead of the catch-up window (of the cadence).
     pub report_period: Option<Period>,
     pub max_resubmissions: u32,
     pub alert_webhook_url: Option<String>,
@@ -437,6 +465,12 @@ impl ReportSettings {
         self.usage_source.as_deref().ok_or(ConfigError::Missing {
             name: "USAGE_SOURCE",
         })
+    }
+
+    /// How many periods a run covers: `CATCH_UP_PERIODS`, else the cadence's default.
+    pub fn catch_up(&self, cadence: Cadence) -> u32 {
+        self.catch_up_periods
+            .unwrap_or_else(|| cadence.default_catch_up())
     }
 }
 
@@ -905,8 +939,44 @@ impl Settings {
             retry_max_delay: millis("API_RETRY_MAX_MS", get("api_retry_max_ms"), 60_000)?,
         };
 
+        let cadence = match get("report_cadence") {
+            Some(text) => text
+                .parse::<Cadence>()
+                .map_err(|reason| invalid("REPORT_CADENCE", reason))?,
+            None => Cadence::default(),
+        };
         let report_period = get("report_period")
             .map(|v| Period::parse(&v).map_err(|reason| invalid("REPORT_PERIOD", reason)))
+            .transpose()?;
+        if let Some(period) = report_period {
+            // A day of a monthly ledger (or a month of a daily one) would file its usage twice.
+            if period.cadence() != cadence {
+                return Err(invalid(
+                    "REPORT_PERIOD",
+                    format!(
+                        "{period} is a {} period, but REPORT_CADENCE is {cadence}",
+                        period.cadence()
+                    ),
+                ));
+            }
+        }
+        let report_delay = chrono::Duration::hours(i64::from(bounded(
+            "REPORT_DELAY_HOURS",
+            get("report_delay_hours"),
+            0u32,
+            0,
+            MAX_DELAY_HOURS,
+        )?));
+        let catch_up_periods = get("catch_up_periods")
+            .map(|value| {
+                bounded(
+                    "CATCH_UP_PERIODS",
+                    Some(value),
+                    1u32,
+                    1,
+                    MAX_CATCH_UP_PERIODS,
+                )
+            })
             .transpose()?;
         let asset_search_criteria = AssetCriteria::parse(
             &get("asset_search_criteria").unwrap_or_else(|| "asset.id".into()),
@@ -943,6 +1013,9 @@ impl Settings {
             usage_query,
             asset_search_criteria,
             item_search_criteria,
+            cadence,
+            report_delay,
+            catch_up_periods,
             report_period,
             max_resubmissions: bounded(
                 "MAX_RESUBMISSIONS",
@@ -1003,6 +1076,11 @@ impl Settings {
 const MAX_RESUBMISSIONS: u32 = 100;
 /// Most REST requests in flight (`API_CONCURRENCY`).
 const MAX_CONCURRENCY: usize = 1024;
+/// Longest `REPORT_DELAY_HOURS`: a month of waiting; more is a typo.
+pub const MAX_DELAY_HOURS: u32 = 31 * 24;
+/// Most periods one run covers (`CATCH_UP_PERIODS`, the `catch_up_periods` schedule parameter,
+/// `report --from/--to`): a year of days.
+pub const MAX_CATCH_UP_PERIODS: u32 = 366;
 
 /// Checks `host[:port]` (IPv6 in brackets) and returns the host.
 fn check_host(name: &'static str, value: &str) -> Result<String, ConfigError> {
@@ -1203,6 +1281,14 @@ mod tests {
             ("API_CONCURRENCY", "many"),
             ("MAX_RESUBMISSIONS", "-1"),
             ("REPORT_PERIOD", "2024-13"),
+            ("REPORT_PERIOD", "2024-03-05"),
+            ("REPORT_CADENCE", "weekly"),
+            ("REPORT_DELAY_HOURS", "-1"),
+            ("REPORT_DELAY_HOURS", "745"),
+            ("REPORT_DELAY_HOURS", "six"),
+            ("CATCH_UP_PERIODS", "0"),
+            ("CATCH_UP_PERIODS", "367"),
+            ("CATCH_UP_PERIODS", "99999999999999999999"),
             ("ASSET_SEARCH_CRITERIA", "asset.name"),
             ("ITEM_SEARCH_CRITERIA", "item.sku"),
             ("LOG_FORMAT", "xml"),
@@ -1216,6 +1302,41 @@ mod tests {
             let error = sources(&[(name, value)]).load().unwrap_err().to_string();
             assert!(error.contains(name), "{name}={value}: {error}");
         }
+    }
+
+    #[test]
+    fn cadence_delay_and_catch_up_take_their_defaults_and_agree() {
+        let defaults = sources(&[]).load().unwrap().report;
+        assert_eq!(defaults.cadence, Cadence::Monthly);
+        assert_eq!(defaults.report_delay, chrono::Duration::zero());
+        assert_eq!(defaults.catch_up_periods, None);
+        assert_eq!(defaults.catch_up(Cadence::Monthly), 3);
+        assert_eq!(defaults.catch_up(Cadence::Daily), 7);
+        let daily = sources(&[
+            ("REPORT_CADENCE", "Daily"),
+            ("REPORT_DELAY_HOURS", "6"),
+            ("CATCH_UP_PERIODS", "30"),
+            ("REPORT_PERIOD", "2024-03-05"),
+        ])
+        .load()
+        .unwrap()
+        .report;
+        assert_eq!(daily.cadence, Cadence::Daily);
+        assert_eq!(daily.report_delay, chrono::Duration::hours(6));
+        assert_eq!(daily.catch_up(Cadence::Daily), 30);
+        assert_eq!(daily.report_period, Some(Period::parse("2024-03-05").unwrap()));
+        // A month named for a daily ledger is refused, naming both settings.
+        let error = sources(&[("REPORT_CADENCE", "daily"), ("REPORT_PERIOD", "2024-03")])
+            .load()
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            error,
+            "setting REPORT_PERIOD is invalid: 2024-03 is a monthly period, but REPORT_CADENCE is daily"
+        );
+        assert!(sources(&[("REPORT_DELAY_HOURS", "744"), ("CATCH_UP_PERIODS", "366")])
+            .load()
+            .is_ok());
     }
 
     #[test]

@@ -162,9 +162,14 @@ impl Playground {
         self.dir.path()
     }
 
-    /// The extension variables the platform holds for this environment.
+    /// The extension variables the platform holds for this environment. The world exports
+    /// last month only, so the schedule's catch-up window is that month alone.
     fn set_variables(&self, usage_source: &str) {
-        self.set_extension_variables(&[("USAGE_SOURCE", usage_source), ("MAX_RESUBMISSIONS", "2")]);
+        self.set_extension_variables(&[
+            ("USAGE_SOURCE", usage_source),
+            ("MAX_RESUBMISSIONS", "2"),
+            ("CATCH_UP_PERIODS", "1"),
+        ]);
     }
 
     /// The environment a runner (ours in-process, or `connect-payg run` by hand) needs.

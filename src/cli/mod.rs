@@ -35,11 +35,21 @@ pub enum Command {
         #[arg(long, short = 'u')]
         unsecure: bool,
     },
-    /// Build and file the monthly usage report once, from a terminal.
+    /// Build and file the usage reports once, from a terminal: the periods named, else
+    /// REPORT_PERIOD, else the catch-up window (as the schedule does).
     Report {
-        /// The month to report, YYYY-MM (default: REPORT_PERIOD or the previous UTC month).
+        /// A period to report, YYYY-MM or YYYY-MM-DD; repeat it for several.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        period: Vec<String>,
+        /// The first of a range of periods to report (with --to).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// The last of a range of periods to report (with --from).
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        /// monthly or daily (default: REPORT_CADENCE, or what --period/--from names).
         #[arg(long)]
-        period: Option<String>,
+        cadence: Option<String>,
         /// Only these contracts.
         #[arg(long)]
         contract: Vec<String>,
@@ -142,6 +152,9 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Report {
             unsecure,
             period,
+            from,
+            to,
+            cadence,
             contract,
             product,
             dry_run,
@@ -151,7 +164,9 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             report::report(
                 sources(unsecure),
                 report::ReportArgs {
-                    period,
+                    periods: period,
+                    range: from.zip(to),
+                    cadence,
                     contracts: contract,
                     products: product,
                     dry_run,

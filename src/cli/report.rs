@@ -1,8 +1,11 @@
-//! `connect-payg report`: the monthly report once, from a terminal, against the REST API.
+//! `connect-payg report`: the usage reports once, from a terminal, against the REST API — the
+//! periods named (`--period`, repeatable, or `--from P --to P`), else `REPORT_PERIOD`, else
+//! the catch-up window, as the schedule chooses them ([`PeriodRequest`]).
 //!
-//! Exit 2 before anything is read when the month named (`--period` or `REPORT_PERIOD`) has not
-//! ended; exit 1 when a group failed, a `--contract`/`--product` selected nothing, or the source
-//! has no record for the month (unless `--allow-empty`).
+//! Exit 2 before anything is read when a period named is not reportable yet, is of another
+//! cadence than the run's, or does not parse; exit 1 when a period could not be reported, a
+//! group failed, a `--contract`/`--product` selected nothing, or the source has no record for
+//! a period (unless `--allow-empty`).
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -14,51 +17,89 @@ use super::{CliError, Outcome};
 use crate::config::SettingsSources;
 use crate::connect::{ClientOptions, ConnectClient};
 use crate::usage::filing::Submission;
-use crate::usage::period::Period;
-use crate::usage::report::{ReportError, ReportJob, Reporter};
-use crate::usage::summary::write_bad_records;
+use crate::usage::period::{Cadence, Period};
+use crate::usage::periods::{self, PeriodRequest};
+use crate::usage::report::{ReportJob, Reporter};
+use crate::usage::summary::{write_bad_records, Ledger};
 
 pub struct ReportArgs {
-    pub period: Option<String>,
+    /// `--period`, as typed, in order.
+    pub periods: Vec<String>,
+    /// `--from` and `--to`, as typed.
+    pub range: Option<(String, String)>,
+    /// `--cadence`, as typed.
+    pub cadence: Option<String>,
     pub contracts: Vec<String>,
     pub products: Vec<String>,
     pub dry_run: bool,
     pub out: PathBuf,
-    /// A source without any record for the month is expected.
+    /// A source without any record for a period is expected.
     pub allow_empty: bool,
+}
+
+/// What the arguments ask of the period choice; a malformed one is an error naming it.
+fn period_request(args: &ReportArgs) -> Result<PeriodRequest, CliError> {
+    let usage = |reason: String| CliError::Usage(reason);
+    let cadence = args
+        .cadence
+        .as_deref()
+        .map(|text| text.parse::<Cadence>())
+        .transpose()
+        .map_err(|reason| usage(format!("--cadence: {reason}")))?;
+    let named: Option<(Vec<Period>, &'static str)> = match &args.range {
+        Some((from, to)) => {
+            let parse = |text: &str, flag: &str| {
+                Period::parse(text).map_err(|reason| usage(format!("{flag}: {reason}")))
+            };
+            let (from, to) = (parse(from, "--from")?, parse(to, "--to")?);
+            let periods = periods::range(from, to)
+                .map_err(|reason| usage(format!("--from/--to: {reason}")))?;
+            Some((periods, "--from/--to"))
+        }
+        None if args.periods.is_empty() => None,
+        None => {
+            let periods = args
+                .periods
+                .iter()
+                .map(|text| Period::parse(text))
+                .collect::<Result<Vec<Period>, String>>()
+                .map_err(|reason| usage(format!("--period: {reason}")))?;
+            Some((periods, "--period"))
+        }
+    };
+    // Without --cadence, the periods named say it; months and days are not mixed in one run.
+    let cadence = match (cadence, &named) {
+        (Some(cadence), _) => Some((cadence, "--cadence")),
+        (None, Some((periods, source))) => {
+            let first = periods[0];
+            if let Some(other) = periods.iter().find(|p| p.cadence() != first.cadence()) {
+                return Err(usage(format!(
+                    "{source}: {first} and {other} mix months and days; report one cadence at a time"
+                )));
+            }
+            Some((first.cadence(), *source))
+        }
+        (None, None) => None,
+    };
+    Ok(PeriodRequest {
+        named,
+        cadence,
+        catch_up: None,
+    })
 }
 
 pub async fn report(sources: SettingsSources, args: ReportArgs) -> Result<Outcome, CliError> {
     let settings = sources.load()?;
     crate::logging::init(settings.connection.log_format);
-    let period = args
-        .period
-        .as_deref()
-        .map(Period::parse)
-        .transpose()
-        .map_err(|reason| CliError::Usage(format!("--period: {reason}")))?;
-    let now = Utc::now();
-    if let Some(period) = period {
-        period
-            .check_ended(now)
-            .map_err(|not_ended| CliError::Usage(format!("--period: {not_ended}")))?;
-    }
+    let periods = period_request(&args)?
+        .choose(&settings.report, Utc::now())
+        .map_err(|error| CliError::Usage(error.to_string()))?;
     settings.report.require_usage_source()?;
     settings.connection.require_api_key()?;
     let client = ConnectClient::new(ClientOptions::from_settings(&settings)?)?;
     let reporter = Reporter::new(client, settings.report.clone());
-    let period = match period {
-        Some(period) => period,
-        None => {
-            let period = reporter.period(now);
-            period
-                .check_ended(now)
-                .map_err(|not_ended| CliError::Usage(format!("REPORT_PERIOD: {not_ended}")))?;
-            period
-        }
-    };
     let job = ReportJob {
-        period,
+        period: periods[0],
         contracts: args.contracts,
         products: args.products,
         dry_run: args.dry_run,
@@ -74,34 +115,108 @@ pub async fn report(sources: SettingsSources, args: ReportArgs) -> Result<Outcom
                 .expect("valid template")
                 .progress_chars("=> "),
         );
-        bar.set_message(format!("reading usage for {}", job.period));
         bar.enable_steady_tick(std::time::Duration::from_millis(120));
         bar
     });
-    let summary = reporter
-        .run(&job, progress.as_ref())
-        .await
-        .map_err(|error| match error {
-            ReportError::NotEnded(not_ended) => CliError::Usage(not_ended.to_string()),
-            error => CliError::Other(error.into()),
-        })?;
+    let ledger = reporter
+        .run_periods(&periods, &job, progress.as_ref())
+        .await;
     if let Some(bar) = progress {
         bar.finish_and_clear();
     }
-    print!("{}", summary.table());
-    let bad_path = write_bad_records(&args.out, &summary)
-        .await
-        .map_err(|e| CliError::Other(anyhow::anyhow!("cannot write the bad-records file: {e}")))?;
-    println!("bad records: {}", bad_path.display());
+    print!("{}", ledger.table());
+    for (period, error) in ledger.errors() {
+        eprintln!("error: period {period}: {error}");
+    }
+    for summary in ledger.summaries() {
+        let bad_path = write_bad_records(&args.out, summary).await.map_err(|e| {
+            CliError::Other(anyhow::anyhow!("cannot write the bad-records file: {e}"))
+        })?;
+        println!("bad records: {}", bad_path.display());
+    }
     if args.dry_run {
         println!("workbooks: {}", args.out.display());
     }
-    let empty = summary.empty_source() && !args.allow_empty;
-    Ok(
-        if summary.failed() > 0 || !summary.unmatched.is_empty() || empty {
-            Outcome::WorkFailed
-        } else {
-            Outcome::Success
-        },
-    )
+    Ok(match work_failed(&ledger, args.allow_empty) {
+        true => Outcome::WorkFailed,
+        false => Outcome::Success,
+    })
+}
+
+/// A period could not be reported, or one reported has a failed group, a filter that selected
+/// nothing, or (unless expected) no record at all.
+fn work_failed(ledger: &Ledger, allow_empty: bool) -> bool {
+    ledger.errors().next().is_some()
+        || ledger.summaries().any(|summary| {
+            summary.failed() > 0
+                || !summary.unmatched.is_empty()
+                || (summary.empty_source() && !allow_empty)
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(periods: &[&str], range: Option<(&str, &str)>, cadence: Option<&str>) -> ReportArgs {
+        ReportArgs {
+            periods: periods.iter().map(|p| p.to_string()).collect(),
+            range: range.map(|(a, b)| (a.to_string(), b.to_string())),
+            cadence: cadence.map(str::to_string),
+            contracts: Vec::new(),
+            products: Vec::new(),
+            dry_run: false,
+            out: PathBuf::new(),
+            allow_empty: false,
+        }
+    }
+
+    fn p(text: &str) -> Period {
+        Period::parse(text).unwrap()
+    }
+
+    #[test]
+    fn arguments_become_a_period_request() {
+        let request = period_request(&args(&["2024-02", "2024-01"], None, None)).unwrap();
+        assert_eq!(
+            request,
+            PeriodRequest {
+                named: Some((vec![p("2024-02"), p("2024-01")], "--period")),
+                cadence: Some((Cadence::Monthly, "--period")),
+                catch_up: None,
+            }
+        );
+        let request =
+            period_request(&args(&[], Some(("2024-02-28", "2024-03-01")), None)).unwrap();
+        assert_eq!(
+            request.named,
+            Some((
+                vec![p("2024-02-28"), p("2024-02-29"), p("2024-03-01")],
+                "--from/--to"
+            ))
+        );
+        assert_eq!(request.cadence, Some((Cadence::Daily, "--from/--to")));
+        let request = period_request(&args(&[], None, Some("daily"))).unwrap();
+        assert_eq!(request.named, None);
+        assert_eq!(request.cadence, Some((Cadence::Daily, "--cadence")));
+        assert_eq!(
+            period_request(&args(&["2024-02"], None, Some("daily")))
+                .unwrap()
+                .cadence,
+            Some((Cadence::Daily, "--cadence"))
+        );
+        for (args, message) in [
+            (args(&["2024-13"], None, None), "--period: \"2024-13\": month 13"),
+            (args(&[], None, Some("weekly")), "--cadence: \"weekly\" is not monthly or daily"),
+            (
+                args(&["2024-02", "2024-02-01"], None, None),
+                "--period: 2024-02 and 2024-02-01 mix months and days",
+            ),
+            (args(&[], Some(("2024-03", "2024-01")), None), "--from/--to: 2024-03 comes after 2024-01"),
+            (args(&[], Some(("x", "2024-01")), None), "--from: \"x\" is not"),
+        ] {
+            let error = period_request(&args).unwrap_err().to_string();
+            assert!(error.starts_with(message), "{error}");
+        }
+    }
 }

@@ -1,9 +1,12 @@
-//! The monthly report, shared by the schedulable, the `report` command and the rejection
-//! handler: read the month's records, group them, file each group, and account for every
-//! record.
+//! The report of a period, shared by the schedulable, the `report` command and the rejection
+//! handler: read the period's records, group them, file each group, and account for every
+//! record. A run over several periods ([`Reporter::run_periods`], the catch-up window) files
+//! them one after another, oldest first, each exactly as a run of that period alone: memory
+//! holds one period at a time, and a period that fails does not stop the others.
 //!
 //! Rules a run applies besides filing:
-//! * only a month that has ended is reported ([`Period::check_ended`]);
+//! * only a period that is reportable is reported ([`Period::check_reportable`]: ended, plus
+//!   `REPORT_DELAY_HOURS`);
 //! * a source without a single record for the month is an `empty_source` alert (error), since
 //!   that is almost always a broken export, unless the job allows it;
 //! * the bad-records alert goes out from the run that files (creates, uploads or submits) at
@@ -27,7 +30,7 @@ use crate::usage::group::{self, CollectError, Collection, Group, GroupKey};
 use crate::usage::period::{NotEnded, Period};
 use crate::usage::resolve::Resolver;
 use crate::usage::source::UsageSource;
-use crate::usage::summary::Summary;
+use crate::usage::summary::{Ledger, PeriodReport, Summary};
 use crate::usage::sweep;
 use crate::usage::workbook::RunPackage;
 
@@ -51,7 +54,18 @@ pub enum ReportError {
     },
 }
 
-/// One run's request: which month, which groups, and whether to touch the platform.
+impl ReportError {
+    /// A later attempt may succeed (the source or Connect unreachable, a directory not
+    /// writable); not a missing setting or a period that is not reportable yet.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ReportError::Config(_) | ReportError::NotEnded(_) => false,
+            ReportError::Collect(_) | ReportError::Workdir { .. } => true,
+        }
+    }
+}
+
+/// One run's request: which period, which groups, and whether to touch the platform.
 #[derive(Debug, Clone)]
 pub struct ReportJob {
     pub period: Period,
@@ -98,11 +112,13 @@ impl Reporter {
         }
     }
 
-    /// `REPORT_PERIOD`, or the calendar month before `now` (UTC).
+    /// `REPORT_PERIOD`, or the most recent period of the cadence reportable at `now`.
     pub fn period(&self, now: DateTime<Utc>) -> Period {
-        self.settings
-            .report_period
-            .unwrap_or_else(|| Period::previous_to(now))
+        self.settings.report_period.unwrap_or_else(|| {
+            self.settings
+                .cadence
+                .last_reportable(now, self.settings.report_delay)
+        })
     }
 
     fn filer(&self, job: &ReportJob) -> Filer {
@@ -195,7 +211,8 @@ impl Reporter {
         job: &ReportJob,
         progress: Option<&ProgressBar>,
     ) -> Result<Summary, ReportError> {
-        job.period.check_ended((self.now)())?;
+        job.period
+            .check_reportable((self.now)(), self.settings.report_delay)?;
         prepare_workdir(job).await?;
         let collection = self.collect(job.period).await?;
         let unmatched = self.unmatched_filters(job, &collection).await;
@@ -207,7 +224,7 @@ impl Reporter {
             .collect();
         if let Some(bar) = progress {
             bar.set_length(groups.len() as u64);
-            bar.set_message("filing usage files");
+            bar.set_message(format!("filing usage files for {}", job.period));
         }
         let filer = self.filer(job);
         let mut known = match job.dry_run {
@@ -254,6 +271,33 @@ impl Reporter {
         }
         tracing::info!("{}", summary.headline());
         Ok(summary)
+    }
+
+    /// [`Reporter::run`] for each of `periods` in turn (`job` with its period replaced),
+    /// whatever became of the ones before.
+    pub async fn run_periods(
+        &self,
+        periods: &[Period],
+        job: &ReportJob,
+        progress: Option<&ProgressBar>,
+    ) -> Ledger {
+        let mut ledger = Ledger::default();
+        for &period in periods {
+            let job = ReportJob {
+                period,
+                ..job.clone()
+            };
+            if let Some(bar) = progress {
+                bar.set_position(0);
+                bar.set_message(format!("reading usage for {period}"));
+            }
+            let result = self.run(&job, progress).await;
+            if let Err(error) = &result {
+                tracing::warn!(%period, %error, "the period could not be reported");
+            }
+            ledger.periods.push(PeriodReport { period, result });
+        }
+        ledger
     }
 
     async fn alert(&self, summary: &Summary, allow_empty: bool) {

@@ -1,9 +1,12 @@
-//! What a report run did, for the task output, the `report` table and the bad-records CSV.
+//! What a report run did, for the task output, the `report` table and the bad-records CSV:
+//! a [`Summary`] per period, and the [`Ledger`] of a run over several periods.
 //!
 //! The headline's counters agree with the table: `submitted` counts every file submitted by
 //! this run (new ones too), `rows` is the rows of the groups the table lists (whatever their
 //! result; `uploaded this run` says how many went out now), and a filter that matched nothing
 //! or a source without a single record is said in words, never shown as an empty success.
+//! A ledger's first line names every period and what became of it, so the task result says
+//! which period failed even when the platform cuts the message short.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,6 +16,7 @@ use std::path::Path;
 use crate::usage::filing::{FilingResult, GroupOutcome};
 use crate::usage::period::Period;
 use crate::usage::record::{BadReason, BadRecord, BadRecords, OutOfScope};
+use crate::usage::report::ReportError;
 
 #[derive(Debug, Clone)]
 pub struct Summary {
@@ -149,12 +153,16 @@ impl Summary {
 
     /// A table per group, for people at a terminal.
     pub fn table(&self) -> String {
+        let mut text = table_header();
+        text.push_str(&self.table_rows());
+        let _ = writeln!(text);
+        let _ = writeln!(text, "{}", self.headline());
+        text
+    }
+
+    /// One line per group, under [`table_header`].
+    fn table_rows(&self) -> String {
         let mut text = String::new();
-        let _ = writeln!(
-            text,
-            "{:<24} {:<17} {:<22} {:>8}  result",
-            "contract", "product", "file", "rows"
-        );
         for group in &self.groups {
             let result = match &group.result {
                 FilingResult::Created => "created and submitted".to_string(),
@@ -173,12 +181,135 @@ impl Summary {
             };
             let _ = writeln!(
                 text,
-                "{:<24} {:<17} {:<22} {:>8}  {result}",
+                "{:<10} {:<24} {:<17} {:<22} {:>8}  {result}",
+                self.period.to_string(),
                 group.key.contract_id,
                 group.key.product_id,
                 group.file_id.as_deref().unwrap_or("-"),
                 group.rows,
             );
+        }
+        text
+    }
+
+    /// What became of the period, in a word or two, for a ledger's first line.
+    fn verdict(&self) -> String {
+        if self.empty_source() {
+            "empty source".into()
+        } else if self.failed() > 0 {
+            format!("{} groups failed", self.failed())
+        } else if self.dry_run() > 0 {
+            "dry run".into()
+        } else if self.filed_any() {
+            "filed".into()
+        } else if self.groups.is_empty() {
+            "no group".into()
+        } else {
+            "unchanged".into()
+        }
+    }
+}
+
+/// The columns of the `report` table.
+fn table_header() -> String {
+    format!(
+        "{:<10} {:<24} {:<17} {:<22} {:>8}  result\n",
+        "period", "contract", "product", "file", "rows"
+    )
+}
+
+/// One period of a run: its summary, or why it could not be reported at all (the source or
+/// Connect unreachable, a setting missing).
+#[derive(Debug)]
+pub struct PeriodReport {
+    pub period: Period,
+    pub result: Result<Summary, ReportError>,
+}
+
+/// A run over several periods, oldest first: each was filed as a run of that period alone.
+#[derive(Debug, Default)]
+pub struct Ledger {
+    pub periods: Vec<PeriodReport>,
+}
+
+impl Ledger {
+    /// The summaries of the periods that were reported.
+    pub fn summaries(&self) -> impl Iterator<Item = &Summary> {
+        self.periods.iter().filter_map(|p| p.result.as_ref().ok())
+    }
+
+    /// The summary of `period`, when it was reported.
+    pub fn summary(&self, period: Period) -> Option<&Summary> {
+        self.summaries().find(|s| s.period == period)
+    }
+
+    /// The periods that could not be reported at all, with why.
+    pub fn errors(&self) -> impl Iterator<Item = (Period, &ReportError)> {
+        self.periods
+            .iter()
+            .filter_map(|p| Some((p.period, p.result.as_ref().err()?)))
+    }
+
+    fn sum(&self, count: fn(&Summary) -> usize) -> usize {
+        self.summaries().map(count).sum()
+    }
+
+    pub fn created(&self) -> usize {
+        self.sum(Summary::created)
+    }
+
+    pub fn submitted(&self) -> usize {
+        self.sum(Summary::submitted)
+    }
+
+    pub fn skipped(&self) -> usize {
+        self.sum(Summary::skipped)
+    }
+
+    /// Groups that failed, in all periods.
+    pub fn failed(&self) -> usize {
+        self.sum(Summary::failed)
+    }
+
+    /// The first line: every period and what became of it.
+    pub fn overview(&self) -> String {
+        let periods: Vec<String> = self
+            .periods
+            .iter()
+            .map(|report| match &report.result {
+                Ok(summary) => format!("{} {}", report.period, summary.verdict()),
+                Err(_) => format!("{} not reported", report.period),
+            })
+            .collect();
+        let noun = match periods.len() {
+            1 => "period",
+            _ => "periods, oldest first",
+        };
+        format!("{} {noun}: {}", periods.len(), periods.join(", "))
+    }
+
+    /// The account used as the scheduled task's output: the overview, then each period's
+    /// headline (or why it was not reported).
+    pub fn headline(&self) -> String {
+        let mut text = self.overview();
+        for report in &self.periods {
+            match &report.result {
+                Ok(summary) => {
+                    let _ = write!(text, "\n{}", summary.headline());
+                }
+                Err(error) => {
+                    let _ = write!(text, "\nperiod {}: not reported: {error}", report.period);
+                }
+            }
+        }
+        text
+    }
+
+    /// One table of every period's groups, for people at a terminal, then the headline.
+    pub fn table(&self) -> String {
+        let mut text = table_header();
+        for summary in self.summaries() {
+            text.push_str(&summary.table_rows());
         }
         let _ = writeln!(text);
         let _ = writeln!(text, "{}", self.headline());

@@ -341,14 +341,24 @@ impl DevopsHub {
 
     // ----- tasks -----
 
-    /// Fires the schedule of `method` (creating it on first use); returns the task id.
+    /// Fires the schedule of `method` without parameters (creating it on first use); returns
+    /// the task id.
     pub fn fire_schedule(&self, method: &str) -> String {
+        self.fire_schedule_with(method, json!({}))
+    }
+
+    /// Fires the schedule of `method` whose `parameter` object is `parameter`, as a vendor
+    /// sets it when creating the schedule in the portal; the first firing creates it, so
+    /// schedules of one method with different parameters are different schedules, as on the
+    /// platform. The runner reads the object back from the schedule resource. Returns the task
+    /// id.
+    pub fn fire_schedule_with(&self, method: &str, parameter: Value) -> String {
         let schedule_id = {
             let mut hub = self.lock();
             let existing = hub
                 .schedules
                 .values()
-                .find(|s| s["method"] == method)
+                .find(|s| s["method"] == method && s["parameter"] == parameter)
                 .and_then(|s| s["id"].as_str().map(String::from));
             match existing {
                 Some(id) => id,
@@ -358,7 +368,7 @@ impl DevopsHub {
                     hub.schedules.insert(
                         id.clone(),
                         json!({"id": id, "name": method, "method": method, "description": "",
-                               "parameter": {}, "status": "enabled"}),
+                               "parameter": parameter, "status": "enabled"}),
                     );
                     id
                 }

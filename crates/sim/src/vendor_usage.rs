@@ -1,5 +1,5 @@
-//! Generated vendor usage for a month — the input of the monthly report — together with the
-//! outcome a correct report must reach ([`Expected`]).
+//! Generated vendor usage for a period — a month or a day, the input of the report — together
+//! with the outcome a correct report must reach ([`Expected`]).
 //!
 //! Records are drawn from an installed [`Catalogue`]: good rows for in-scope assets, rows that
 //! are out of scope (inactive or non-distribution contract, product not QT), and bad rows of
@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use super::catalogue::{Asset, Catalogue, Item, Product};
-use payg_shared::period::{format_time, Period};
+use payg_shared::period::{format_time, Cadence, Period};
 use payg_shared::record::{AssetCriteria, ItemCriteria, RawRecord, FIELDS};
 
 /// Why a generated record is bad: one kind per reason the product must report a record.
@@ -68,7 +68,8 @@ pub struct BadRowSpec {
     pub bad_share: f64,
     /// Out-of-scope records per good record.
     pub out_of_scope_share: f64,
-    /// Each (asset, item) gets 1..=this records, on disjoint intervals of the month.
+    /// Each (asset, item) gets 1..=this records, on disjoint intervals of the period (whole
+    /// days of a month, whole hours of a day).
     pub max_rows_per_item: usize,
     /// What the `subscription_id` column holds (a `Parameter` must name a seeded asset param,
     /// e.g. `tenant_id`).
@@ -429,7 +430,7 @@ impl<'a> UsageGenerator<'a> {
             for item in chosen {
                 let parts = self
                     .rng
-                    .random_range(1..=self.spec.max_rows_per_item.clamp(1, 28));
+                    .random_range(1..=self.spec.max_rows_per_item.clamp(1, max_parts(self.period)));
                 for part in 0..parts {
                     let (start, end) = interval(self.period, part, parts);
                     let quantity = self.quantity(item);
@@ -700,12 +701,7 @@ impl<'a> UsageGenerator<'a> {
         variant: usize,
     ) {
         let period = self.period;
-        let day = |d: u32| {
-            NaiveDate::from_ymd_opt(period.first_day().year(), period.first_day().month(), d)
-                .expect("every month has 28 days")
-                .and_hms_opt(12, 0, 0)
-                .expect("valid time")
-        };
+        let day = |n: u32| moment(period, n);
         match kind {
             BadKind::MissingField => {
                 let field = match variant % 5 {
@@ -825,14 +821,44 @@ impl<'a> UsageGenerator<'a> {
     }
 }
 
-/// `part` of `parts` consecutive whole-day intervals covering the month.
+/// `part` of `parts` consecutive intervals covering the period: whole days of a month, whole
+/// hours of a day.
 fn interval(period: Period, part: usize, parts: usize) -> (NaiveDateTime, NaiveDateTime) {
-    let days = period.last_day().day() as usize;
-    let first = (part * days / parts) as i64;
-    let last = ((part + 1) * days / parts) as i64 - 1;
-    let start = period.start() + Duration::days(first);
-    let end = period.start() + Duration::days(last) + Duration::seconds(86_399);
+    let (units, unit) = match period.cadence() {
+        Cadence::Monthly => (period.last_day().day() as usize, Duration::days(1)),
+        Cadence::Daily => (24, Duration::hours(1)),
+    };
+    debug_assert!((1..=units).contains(&parts) && part < parts);
+    let first = (part * units / parts) as i32;
+    let last = ((part + 1) * units / parts) as i32 - 1;
+    let start = period.start() + unit * first;
+    let end = period.start() + unit * last + unit - Duration::seconds(1);
     (start, end)
+}
+
+/// The most intervals a period is cut into: 28 days of a month (every month has them), 24
+/// hours of a day.
+fn max_parts(period: Period) -> usize {
+    match period.cadence() {
+        Cadence::Monthly => 28,
+        Cadence::Daily => 24,
+    }
+}
+
+/// A moment inside the period, `n` (1 to 28) steps in: noon of day `n` of a month, hour `n`
+/// of a day — for records that must break one rule and no other.
+fn moment(period: Period, n: u32) -> NaiveDateTime {
+    match period.cadence() {
+        Cadence::Monthly => NaiveDate::from_ymd_opt(
+            period.first_day().year(),
+            period.first_day().month(),
+            n,
+        )
+        .expect("every month has 28 days")
+        .and_hms_opt(12, 0, 0)
+        .expect("valid time"),
+        Cadence::Daily => period.start() + Duration::hours(i64::from(n % 24)),
+    }
 }
 
 /// Digits after the point an item precision allows (`integer` → 0, `decimal(n)` → n).
@@ -909,6 +935,61 @@ mod tests {
         assert_eq!(first_start, feb.start());
         assert_eq!(second_start - first_end, Duration::seconds(1));
         assert_eq!(second_end, feb.end());
+    }
+
+    #[test]
+    fn intervals_tile_a_day_by_hours() {
+        let day = Period::parse("2024-02-29").unwrap();
+        assert_eq!(interval(day, 0, 1), (day.start(), day.end()));
+        let parts: Vec<_> = (0..24).map(|part| interval(day, part, 24)).collect();
+        assert_eq!(parts[0].0, day.start());
+        assert_eq!(parts[23].1, day.end());
+        for pair in parts.windows(2) {
+            assert_eq!(pair[1].0 - pair[0].1, Duration::seconds(1));
+        }
+    }
+
+    /// A day's usage: every good row inside the day, every bad kind for its own reason only.
+    #[test]
+    fn a_day_of_usage_stays_inside_the_day() {
+        let catalogue = Catalogue::generate(&SeedSpec::default());
+        let day = Period::parse("2024-03-05").unwrap();
+        let usage = catalogue
+            .vendor_usage(
+                day,
+                &BadRowSpec {
+                    max_rows_per_item: 40,
+                    ..BadRowSpec::default()
+                },
+            )
+            .unwrap();
+        assert!(usage.expected.good_rows() > 0);
+        let time = |text: &str| payg_shared::period::parse_time(text).unwrap();
+        for group in &usage.expected.groups {
+            for row in &group.rows {
+                assert!(day.contains(time(&row.start), time(&row.end)), "{row:?}");
+            }
+        }
+        let kinds = usage.expected.bad_by_kind();
+        for kind in BadKind::ALL {
+            assert!(kinds.contains_key(&kind), "{kind:?} missing");
+        }
+        for bad in &usage.expected.bad {
+            let record = &usage.records[bad.index];
+            let times = (
+                record.start_time_utc.as_deref().and_then(payg_shared::period::parse_time),
+                record.end_time_utc.as_deref().and_then(payg_shared::period::parse_time),
+            );
+            if let (Some(start), Some(end)) = times {
+                match bad.kind {
+                    BadKind::EndBeforeStart => {
+                        assert!(end < start && start <= day.end() && end >= day.start())
+                    }
+                    BadKind::OutsidePeriod => assert!(start <= end && !day.contains(start, end)),
+                    _ => assert!(day.contains(start, end), "{:?}: {record:?}", bad.kind),
+                }
+            }
+        }
     }
 
     #[test]

@@ -127,6 +127,27 @@ impl World {
         })
     }
 
+    /// Generates the vendor usage of one more `period` (the catch-up window's other months or
+    /// days) over the installed catalogue and writes it beside the world's own export, where
+    /// [`World::usage_source`] finds it.
+    pub fn export_period(
+        &self,
+        period: Period,
+        bad: &BadRowSpec,
+    ) -> Result<VendorUsage, WorldError> {
+        let usage = self
+            .sim
+            .state()
+            .vendor_usage(period, bad)
+            .map_err(|e| WorldError::Usage(e.to_string()))?;
+        let export = self.dir.path().join(format!("usage-{period}.csv"));
+        std::fs::write(&export, &usage.csv).map_err(|source| WorldError::Write {
+            path: export,
+            source,
+        })?;
+        Ok(usage)
+    }
+
     /// Stops the simulator and frees the world here and now (left to the runtime, a
     /// 100k-subscription world was still being freed inside the bench's next measurement).
     pub async fn close(self) {
