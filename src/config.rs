@@ -282,7 +282,8 @@ pub const SETTINGS: &[Setting] = &[
         reach: Reach::Anywhere,
         default: None,
         secret: false,
-        meaning: "exactly this YYYY-MM or YYYY-MM-DD, once reportable (default: the catch-up window)",
+        meaning:
+            "exactly this YYYY-MM or YYYY-MM-DD, once reportable (default: the catch-up window)",
     },
     Setting {
         name: "MAX_RESUBMISSIONS",
@@ -1324,7 +1325,10 @@ mod tests {
         assert_eq!(daily.cadence, Cadence::Daily);
         assert_eq!(daily.report_delay, chrono::Duration::hours(6));
         assert_eq!(daily.catch_up(Cadence::Daily), 30);
-        assert_eq!(daily.report_period, Some(Period::parse("2024-03-05").unwrap()));
+        assert_eq!(
+            daily.report_period,
+            Some(Period::parse("2024-03-05").unwrap())
+        );
         // A month named for a daily ledger is refused, naming both settings.
         let error = sources(&[("REPORT_CADENCE", "daily"), ("REPORT_PERIOD", "2024-03")])
             .load()
@@ -1334,9 +1338,11 @@ mod tests {
             error,
             "setting REPORT_PERIOD is invalid: 2024-03 is a monthly period, but REPORT_CADENCE is daily"
         );
-        assert!(sources(&[("REPORT_DELAY_HOURS", "744"), ("CATCH_UP_PERIODS", "366")])
-            .load()
-            .is_ok());
+        assert!(
+            sources(&[("REPORT_DELAY_HOURS", "744"), ("CATCH_UP_PERIODS", "366")])
+                .load()
+                .is_ok()
+        );
     }
 
     #[test]

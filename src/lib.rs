@@ -9,13 +9,14 @@
 //! * [`config`] — layered settings (defaults < file < environment < extension variables) and the
 //!   [`config::Secret`] wrapper that keeps API keys out of logs.
 //! * [`connect`] — the sink: a REST client for Connect (RQL, pagination, retries, usage files).
-//! * [`usage`] — where usage comes from and what we make of it: sources (file / HTTP; CSV,
-//!   JSON, JSON lines), record validation, resolution against Connect, grouping, workbooks, the
-//!   shared template validator and idempotent filing.
+//! * [`usage`] — where usage comes from and what we make of it: which periods a run reports
+//!   (the catch-up window of months or days), sources (file / HTTP / SQL; CSV, JSON, JSON
+//!   lines), record validation, resolution against Connect, grouping, workbooks, the shared
+//!   template validator and idempotent filing, one period after another.
 //! * [`devops`] — the DevOps events websocket: the handler registry and the
 //!   connection loop that turns tasks into handler calls and results.
-//! * [`handlers`] — what this extension does with tasks: the monthly schedule and usage-file
-//!   status events.
+//! * [`handlers`] — what this extension does with tasks: the scheduled report (with the
+//!   schedule's parameters) and usage-file status events.
 //! * [`alert`] — operator alerts: a structured log line, and a webhook when configured.
 //! * [`allocator`] — the memory allocator and its tuning.
 //! * [`logging`] — the log subscriber: text or JSON lines, levels from `RUST_LOG`.

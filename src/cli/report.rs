@@ -186,8 +186,7 @@ mod tests {
                 catch_up: None,
             }
         );
-        let request =
-            period_request(&args(&[], Some(("2024-02-28", "2024-03-01")), None)).unwrap();
+        let request = period_request(&args(&[], Some(("2024-02-28", "2024-03-01")), None)).unwrap();
         assert_eq!(
             request.named,
             Some((
@@ -206,14 +205,26 @@ mod tests {
             Some((Cadence::Daily, "--cadence"))
         );
         for (args, message) in [
-            (args(&["2024-13"], None, None), "--period: \"2024-13\": month 13"),
-            (args(&[], None, Some("weekly")), "--cadence: \"weekly\" is not monthly or daily"),
+            (
+                args(&["2024-13"], None, None),
+                "--period: \"2024-13\": month 13",
+            ),
+            (
+                args(&[], None, Some("weekly")),
+                "--cadence: \"weekly\" is not monthly or daily",
+            ),
             (
                 args(&["2024-02", "2024-02-01"], None, None),
                 "--period: 2024-02 and 2024-02-01 mix months and days",
             ),
-            (args(&[], Some(("2024-03", "2024-01")), None), "--from/--to: 2024-03 comes after 2024-01"),
-            (args(&[], Some(("x", "2024-01")), None), "--from: \"x\" is not"),
+            (
+                args(&[], Some(("2024-03", "2024-01")), None),
+                "--from/--to: 2024-03 comes after 2024-01",
+            ),
+            (
+                args(&[], Some(("x", "2024-01")), None),
+                "--from: \"x\" is not",
+            ),
         ] {
             let error = period_request(&args).unwrap_err().to_string();
             assert!(error.starts_with(message), "{error}");

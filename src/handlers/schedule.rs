@@ -184,9 +184,7 @@ fn catch_up_count(value: &Value) -> Result<u32, String> {
         Some(n) if (1..=u64::from(MAX_CATCH_UP_PERIODS)).contains(&n) => {
             Ok(u32::try_from(n).expect("within the bound"))
         }
-        Some(n) => Err(format!(
-            "{n} is not between 1 and {MAX_CATCH_UP_PERIODS}"
-        )),
+        Some(n) => Err(format!("{n} is not between 1 and {MAX_CATCH_UP_PERIODS}")),
         None => Err(format!(
             "{value} is not a whole number of periods between 1 and {MAX_CATCH_UP_PERIODS}"
         )),
@@ -295,22 +293,33 @@ mod tests {
 
     #[test]
     fn schedule_parameters_are_read_or_refused_naming_the_key() {
-        let read = |parameter: Value| ScheduleParameters::read(&json!({"id": "EFS-1", "method": "m", "parameter": parameter}));
+        let read = |parameter: Value| {
+            ScheduleParameters::read(&json!({"id": "EFS-1", "method": "m", "parameter": parameter}))
+        };
         let ok = |period: Option<&str>, count: Option<u32>, unknown: &[&str]| ScheduleParameters {
             period: period.map(p),
             catch_up_periods: count,
             unknown: unknown.iter().map(|k| k.to_string()).collect(),
         };
-        assert_eq!(ScheduleParameters::read(&json!({"id": "EFS-1"})), Ok(ok(None, None, &[])));
+        assert_eq!(
+            ScheduleParameters::read(&json!({"id": "EFS-1"})),
+            Ok(ok(None, None, &[]))
+        );
         for (parameter, expected) in [
             (json!(null), ok(None, None, &[])),
             (json!({}), ok(None, None, &[])),
             (json!({"period": "2024-02"}), ok(Some("2024-02"), None, &[])),
-            (json!({"period": " 2024-02-29 "}), ok(Some("2024-02-29"), None, &[])),
+            (
+                json!({"period": " 2024-02-29 "}),
+                ok(Some("2024-02-29"), None, &[]),
+            ),
             (json!({"catch_up_periods": 12}), ok(None, Some(12), &[])),
             (json!({"catch_up_periods": "5"}), ok(None, Some(5), &[])),
             (json!({"catch_up_periods": 366}), ok(None, Some(366), &[])),
-            (json!({"period": null, "catch_up_periods": 2}), ok(None, Some(2), &[])),
+            (
+                json!({"period": null, "catch_up_periods": 2}),
+                ok(None, Some(2), &[]),
+            ),
             (
                 json!({"catch_up_periods": 2, "note": "quarterly", "Period": "x"}),
                 ok(None, Some(2), &["Period", "note"]),
@@ -376,12 +385,21 @@ mod tests {
 
     #[test]
     fn the_answer_retries_what_may_pass_and_fails_what_cannot() {
-        let filed = |period| Ok(summary(period, 5, vec![group(FilingResult::Uploaded, false)]));
+        let filed = |period| {
+            Ok(summary(
+                period,
+                5,
+                vec![group(FilingResult::Uploaded, false)],
+            ))
+        };
         let unchanged = |period| {
             Ok(summary(
                 period,
                 5,
-                vec![group(FilingResult::Skipped("already pending".into()), false)],
+                vec![group(
+                    FilingResult::Skipped("already pending".into()),
+                    false,
+                )],
             ))
         };
         let empty = |period| Ok(summary(period, 0, Vec::new()));
@@ -396,17 +414,30 @@ mod tests {
             Ok(summary(
                 period,
                 5,
-                vec![group(FilingResult::Failed("still processing".into()), false)],
+                vec![group(
+                    FilingResult::Failed("still processing".into()),
+                    false,
+                )],
             ))
         };
         let unreachable = || {
-            Err(ReportError::Collect(CollectError::Source(SourceError::Http {
-                source_name: "https://vendor.example/u".into(),
-                status: 503,
-            })))
+            Err(ReportError::Collect(CollectError::Source(
+                SourceError::Http {
+                    source_name: "https://vendor.example/u".into(),
+                    status: 503,
+                },
+            )))
         };
-        let unset = || Err(ReportError::Config(ConfigError::Missing { name: "USAGE_SOURCE" }));
-        type Case = (Vec<(&'static str, Result<Summary, ReportError>)>, &'static str, &'static str);
+        let unset = || {
+            Err(ReportError::Config(ConfigError::Missing {
+                name: "USAGE_SOURCE",
+            }))
+        };
+        type Case = (
+            Vec<(&'static str, Result<Summary, ReportError>)>,
+            &'static str,
+            &'static str,
+        );
         let cases: Vec<Case> = vec![
             (
                 vec![("2024-01", unchanged("2024-01")), ("2024-02", filed("2024-02"))],
@@ -422,7 +453,7 @@ mod tests {
             (
                 vec![("2024-01", empty("2024-01")), ("2024-02", stuck("2024-02")), ("2024-03", invalid("2024-03"))],
                 "retry",
-                "retry: 2024-02 failed for a reason a later attempt may fix\n3 periods, oldest first: 2024-01 empty source, 2024-02 1 groups failed, 2024-03 1 groups failed",
+                "retry: 2024-02 failed for a reason a later attempt may fix\n3 periods, oldest first: 2024-01 empty source, 2024-02 1 group failed, 2024-03 1 group failed",
             ),
             (
                 vec![("2024-01", empty("2024-01")), ("2024-02", filed("2024-02"))],
@@ -432,7 +463,7 @@ mod tests {
             (
                 vec![("2024-01", invalid("2024-01"))],
                 "fail",
-                "2024-01 failed for a reason retrying cannot fix\n1 period: 2024-01 1 groups failed",
+                "2024-01 failed for a reason retrying cannot fix\n1 period: 2024-01 1 group failed",
             ),
             (
                 vec![("2024-01", unset()), ("2024-02", unset())],

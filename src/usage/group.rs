@@ -23,7 +23,7 @@ use crate::usage::record::{
 use crate::usage::resolve::{AssetMatch, ResolvedAsset, ResolvedItem, ResolvedProduct, Resolver};
 use crate::usage::source::{RecordStream, SourceError};
 
-/// One usage file's worth of records: a contract and a product in the reported month.
+/// One usage file's worth of records: a contract and a product in the reported period.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct GroupKey {
     pub contract_id: String,
@@ -31,7 +31,8 @@ pub struct GroupKey {
 }
 
 impl GroupKey {
-    /// The file's dedupe key on the platform: `<contract>:<product>:<YYYY-MM>`.
+    /// The file's dedupe key on the platform: `<contract>:<product>:<period>`, the period
+    /// `YYYY-MM` or (daily cadence) `YYYY-MM-DD`.
     pub fn external_id(&self, period: Period) -> String {
         format!("{}:{}:{}", self.contract_id, self.product_id, period)
     }

@@ -1,5 +1,5 @@
-//! The pipeline from vendor records to usage workbooks: sources, validation, resolution against
-//! Connect, grouping, workbooks (made, read and validated in `workbook/`), and idempotent filing
+//! The pipeline from vendor records to usage workbooks: which periods a run reports
+//! (`periods`), sources, validation, resolution against Connect, grouping, workbooks (made, read and validated in `workbook/`), and idempotent filing
 //! (`filing/`: the rules per usage-file status decided in one pure function, carried out by the
 //! run, the sweep and the event handler).
 
@@ -18,8 +18,8 @@ pub mod workbook;
 
 pub use filing::{FilingResult, Submission};
 pub use group::{Collection, GroupKey};
-pub use record::{BadReason, BadRecord, MAX_HELD_BAD_RECORDS};
 pub use periods::{PeriodRequest, PeriodsError};
+pub use record::{BadReason, BadRecord, MAX_HELD_BAD_RECORDS};
 pub use report::{ReportError, ReportJob, Reporter};
 pub use source::sql::{QueryValues, SqlSource};
 pub use source::{SourceError, UsageSource, MAX_RECORD_BYTES};

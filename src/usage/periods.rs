@@ -179,7 +179,8 @@ mod tests {
     fn the_request_then_the_settings_choose_the_periods() {
         // 2024-03-02 05:00 UTC.
         let now = Utc.with_ymd_and_hms(2024, 3, 2, 5, 0, 0).unwrap();
-        let named = |periods: &[&str], source| Some((periods.iter().map(|t| p(t)).collect(), source));
+        let named =
+            |periods: &[&str], source| Some((periods.iter().map(|t| p(t)).collect(), source));
         let none = PeriodRequest::default();
         type Env<'a> = &'a [(&'a str, &'a str)];
         let cases: Vec<(Env, PeriodRequest, Result<&str, &str>)> = vec![
@@ -319,9 +320,18 @@ mod tests {
             shown(&range(p("2024-02-28"), p("2024-03-01")).unwrap()),
             "2024-02-28 2024-02-29 2024-03-01"
         );
-        assert_eq!(shown(&range(p("2024-02"), p("2024-02")).unwrap()), "2024-02");
-        assert_eq!(range(p("2024-02-01"), p("2024-02")).unwrap_err(), "2024-02-01 is a daily period and 2024-02 a monthly one");
-        assert_eq!(range(p("2024-03"), p("2024-02")).unwrap_err(), "2024-03 comes after 2024-02");
+        assert_eq!(
+            shown(&range(p("2024-02"), p("2024-02")).unwrap()),
+            "2024-02"
+        );
+        assert_eq!(
+            range(p("2024-02-01"), p("2024-02")).unwrap_err(),
+            "2024-02-01 is a daily period and 2024-02 a monthly one"
+        );
+        assert_eq!(
+            range(p("2024-03"), p("2024-02")).unwrap_err(),
+            "2024-03 comes after 2024-02"
+        );
         assert_eq!(range(p("2023-01-01"), p("2024-01-01")).unwrap().len(), 366);
         assert!(range(p("2023-01-01"), p("2024-01-02"))
             .unwrap_err()

@@ -197,7 +197,10 @@ impl Summary {
         if self.empty_source() {
             "empty source".into()
         } else if self.failed() > 0 {
-            format!("{} groups failed", self.failed())
+            match self.failed() {
+                1 => "1 group failed".into(),
+                n => format!("{n} groups failed"),
+            }
         } else if self.dry_run() > 0 {
             "dry run".into()
         } else if self.filed_any() {

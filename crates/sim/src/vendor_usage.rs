@@ -849,14 +849,12 @@ fn max_parts(period: Period) -> usize {
 /// of a day — for records that must break one rule and no other.
 fn moment(period: Period, n: u32) -> NaiveDateTime {
     match period.cadence() {
-        Cadence::Monthly => NaiveDate::from_ymd_opt(
-            period.first_day().year(),
-            period.first_day().month(),
-            n,
-        )
-        .expect("every month has 28 days")
-        .and_hms_opt(12, 0, 0)
-        .expect("valid time"),
+        Cadence::Monthly => {
+            NaiveDate::from_ymd_opt(period.first_day().year(), period.first_day().month(), n)
+                .expect("every month has 28 days")
+                .and_hms_opt(12, 0, 0)
+                .expect("valid time")
+        }
         Cadence::Daily => period.start() + Duration::hours(i64::from(n % 24)),
     }
 }
@@ -977,8 +975,14 @@ mod tests {
         for bad in &usage.expected.bad {
             let record = &usage.records[bad.index];
             let times = (
-                record.start_time_utc.as_deref().and_then(payg_shared::period::parse_time),
-                record.end_time_utc.as_deref().and_then(payg_shared::period::parse_time),
+                record
+                    .start_time_utc
+                    .as_deref()
+                    .and_then(payg_shared::period::parse_time),
+                record
+                    .end_time_utc
+                    .as_deref()
+                    .and_then(payg_shared::period::parse_time),
             );
             if let (Some(start), Some(end)) = times {
                 match bad.kind {
