@@ -119,6 +119,21 @@ async fn assert_period_filed(world: &World, period: Period, expected: &Expected)
     }
 }
 
+/// Waits until the files of `periods` (and no others) are live and all pending — the runner's
+/// `ready` events submit them — and checks each period's promise.
+async fn assert_filed(world: &World, expected: &BTreeMap<Period, Expected>, periods: &[Period]) {
+    let files: usize = periods.iter().map(|p| expected[p].groups.len()).sum();
+    world
+        .wait_until(&format!("{files} files are pending"), |w| {
+            let live = w.live_files();
+            live.len() == files && live.iter().all(|f| f.status == FileStatus::Pending)
+        })
+        .await;
+    for period in periods {
+        assert_period_filed(world, *period, &expected[period]).await;
+    }
+}
+
 /// Requests that change a usage file.
 fn writes(counts: &RequestCounts) -> [(&'static str, u64); 4] {
     [
@@ -196,15 +211,7 @@ async fn a_three_month_catch_up_files_only_the_missing_groups() {
         months[0], months[1], months[2]
     );
     assert!(message.starts_with(&overview), "{message}");
-    world
-        .wait_until("every file of the window is pending", |w| {
-            let live = w.live_files();
-            live.len() == total && live.iter().all(|f| f.status == FileStatus::Pending)
-        })
-        .await;
-    for (period, expected) in &expected {
-        assert_period_filed(&world, *period, expected).await;
-    }
+    assert_filed(&world, &expected, &months).await;
     // No group got a second file, and the filed ones were only read.
     assert_eq!(world.sim.state().files().len(), total);
     let after: BTreeMap<String, FileSummary> = world
@@ -279,15 +286,7 @@ async fn a_period_that_cannot_be_read_does_not_stop_the_others() {
         "{message}"
     );
     assert!(message.contains("file not found"), "{message}");
-    world
-        .wait_until("the readable months are pending", |w| {
-            let live = w.live_files();
-            live.len() == expected[&months[0]].groups.len() + expected[&months[2]].groups.len()
-                && live.iter().all(|f| f.status == FileStatus::Pending)
-        })
-        .await;
-    assert_period_filed(&world, months[0], &expected[&months[0]]).await;
-    assert_period_filed(&world, months[2], &expected[&months[2]]).await;
+    assert_filed(&world, &expected, &[months[0], months[2]]).await;
     assert!(files_of(&world, gap).is_empty());
 
     world.export_period(gap, &BadRowSpec::default()).unwrap();
@@ -300,16 +299,7 @@ async fn a_period_that_cannot_be_read_does_not_stop_the_others() {
         )),
         "{message}"
     );
-    world
-        .wait_until("every file is pending", |w| {
-            let live = w.live_files();
-            live.len() == expected_files(&expected)
-                && live.iter().all(|f| f.status == FileStatus::Pending)
-        })
-        .await;
-    for (period, expected) in &expected {
-        assert_period_filed(&world, *period, expected).await;
-    }
+    assert_filed(&world, &expected, &months).await;
     extension.stop().await;
 }
 
@@ -330,17 +320,8 @@ async fn daily_cadence_files_every_day_of_the_week() {
         message.starts_with(&format!("7 periods, oldest first: {}", overview.join(", "))),
         "{message}"
     );
-    let total = expected_files(&expected);
-    world
-        .wait_until("every day's files are pending", |w| {
-            let live = w.live_files();
-            live.len() == total && live.iter().all(|f| f.status == FileStatus::Pending)
-        })
-        .await;
-    for (day, expected) in &expected {
-        assert_eq!(day.cadence(), Cadence::Daily);
-        assert_period_filed(&world, *day, expected).await;
-    }
+    assert!(days.iter().all(|day| day.cadence() == Cadence::Daily));
+    assert_filed(&world, &expected, &days).await;
 
     world.sim.state().reset_request_counts();
     let (code, message) = fire(&world, json!({})).await;
@@ -428,14 +409,7 @@ async fn schedule_parameters_choose_the_periods() {
         message.starts_with(&format!("1 period: {oldest} filed")),
         "{message}"
     );
-    world
-        .wait_until("the oldest month is pending", |w| {
-            let live = w.live_files();
-            live.len() == expected[&months[0]].groups.len()
-                && live.iter().all(|f| f.status == FileStatus::Pending)
-        })
-        .await;
-    assert_period_filed(&world, months[0], &expected[&months[0]]).await;
+    assert_filed(&world, &expected, &months[..1]).await;
 
     let (code, message) = fire(&world, json!({"catch_up_periods": 2})).await;
     assert_eq!(code, ResultCode::Success, "{message}");
@@ -446,16 +420,7 @@ async fn schedule_parameters_choose_the_periods() {
         )),
         "{message}"
     );
-    world
-        .wait_until("every month is pending", |w| {
-            let live = w.live_files();
-            live.len() == expected_files(&expected)
-                && live.iter().all(|f| f.status == FileStatus::Pending)
-        })
-        .await;
-    for (period, expected) in &expected {
-        assert_period_filed(&world, *period, expected).await;
-    }
+    assert_filed(&world, &expected, &months).await;
 
     let running = months[2].next();
     world.sim.state().reset_request_counts();
@@ -747,18 +712,10 @@ async fn a_catch_up_killed_midway_ends_the_same_after_a_restart() {
         "{:?}",
         result.output.message
     );
-    world
-        .wait_until("every month is pending", |w| {
-            let live = w.live_files();
-            live.len() == total && live.iter().all(|f| f.status == FileStatus::Pending)
-        })
-        .await;
+    world.sim.state().clear_faults();
+    assert_filed(&world, &expected, &months).await;
     child.start_kill().expect("SIGKILL");
     child.wait().await.unwrap();
-    world.sim.state().clear_faults();
-    for (period, expected) in &expected {
-        assert_period_filed(&world, *period, expected).await;
-    }
     assert_eq!(
         world.sim.state().files().len(),
         total,
