@@ -51,25 +51,27 @@ fn small_seed(seed: u64) -> SeedSpec {
     }
 }
 
-/// A world for the newest of `periods`, with the vendor's export of every other one for which
-/// `exported` holds beside it; returns what each period must come to.
-async fn ledger_world(
-    seed: SeedSpec,
-    periods: &[Period],
-    exported: impl Fn(Period) -> bool,
-) -> (World, BTreeMap<Period, Expected>) {
+/// A world for the newest of `periods`, with the vendor's export of every other one beside it;
+/// returns what each period must come to.
+async fn ledger_world(seed: SeedSpec, periods: &[Period]) -> (World, BTreeMap<Period, Expected>) {
     let newest = *periods.last().unwrap();
     let world = world(seed, BadRowSpec::default(), newest).await;
     let mut expected = BTreeMap::new();
     expected.insert(newest, world.usage.expected.clone());
     for &period in periods.iter().filter(|p| **p != newest) {
         let usage = world.export_period(period, &BadRowSpec::default()).unwrap();
-        if !exported(period) {
-            std::fs::remove_file(world.dir.path().join(format!("usage-{period}.csv"))).unwrap();
-        }
         expected.insert(period, usage.expected);
     }
     (world, expected)
+}
+
+/// The three most recent reportable months, once clear of a month boundary, and a world
+/// exporting them.
+async fn three_months(seed: SeedSpec) -> (Vec<Period>, World, BTreeMap<Period, Expected>) {
+    let now = clear_of_the_boundary(Cadence::Monthly).await;
+    let months = Cadence::Monthly.window(now, chrono::Duration::zero(), 3);
+    let (world, expected) = ledger_world(seed, &months).await;
+    (months, world, expected)
 }
 
 /// The live files of `period` (by the external id's last part).
@@ -171,6 +173,28 @@ async fn fire_within(world: &World, parameter: Value, limit: Duration) -> (Resul
     )
 }
 
+/// Fires the schedule with `parameter` and checks the answer: `code`, and a message that
+/// starts with `start`. Returns the message.
+async fn answered(world: &World, parameter: Value, code: ResultCode, start: &str) -> String {
+    let (answer, message) = fire(world, parameter.clone()).await;
+    assert_eq!(answer, code, "{parameter}: {message}");
+    assert!(
+        message.starts_with(start),
+        "{parameter}: {message}\n---\n{start}"
+    );
+    message
+}
+
+/// A run that changed no usage file.
+fn assert_no_writes(counts: &RequestCounts) {
+    assert_eq!(
+        writes(counts),
+        [("create", 0), ("upload", 0), ("submit", 0), ("delete", 0)],
+        "{}",
+        shown(counts)
+    );
+}
+
 fn expected_files(expected: &BTreeMap<Period, Expected>) -> usize {
     expected.values().map(|e| e.groups.len()).sum()
 }
@@ -180,9 +204,7 @@ fn expected_files(expected: &BTreeMap<Period, Expected>) -> usize {
 /// one file listing per period plus reading the source.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_three_month_catch_up_files_only_the_missing_groups() {
-    let now = clear_of_the_boundary(Cadence::Monthly).await;
-    let months = Cadence::Monthly.window(now, chrono::Duration::zero(), 3);
-    let (world, expected) = ledger_world(small_seed(11), &months, |_| true).await;
+    let (months, world, expected) = three_months(small_seed(11)).await;
     let total = expected_files(&expected);
 
     // The middle month partly filed already (one contract's groups), as by an earlier run.
@@ -204,13 +226,11 @@ async fn a_three_month_catch_up_files_only_the_missing_groups() {
     world.set_extension_variables(&[("REPORT_PERIOD", "")]);
     let extension = world.start_extension().await;
     world.sim.state().reset_request_counts();
-    let (code, message) = fire(&world, json!({})).await;
-    assert_eq!(code, ResultCode::Success, "{message}");
     let overview = format!(
         "3 periods, oldest first: {} filed, {} filed, {} filed",
         months[0], months[1], months[2]
     );
-    assert!(message.starts_with(&overview), "{message}");
+    answered(&world, json!({}), ResultCode::Success, &overview).await;
     assert_filed(&world, &expected, &months).await;
     // No group got a second file, and the filed ones were only read.
     assert_eq!(world.sim.state().files().len(), total);
@@ -237,20 +257,13 @@ async fn a_three_month_catch_up_files_only_the_missing_groups() {
 
     // Nothing missing now: the next run reads the source and lists each period's files once.
     world.sim.state().reset_request_counts();
-    let (code, message) = fire(&world, json!({})).await;
-    assert_eq!(code, ResultCode::Success, "{message}");
     let overview = format!(
         "3 periods, oldest first: {} unchanged, {} unchanged, {} unchanged",
         months[0], months[1], months[2]
     );
-    assert!(message.starts_with(&overview), "{message}");
+    answered(&world, json!({}), ResultCode::Success, &overview).await;
     let counts = world.sim.state().request_counts();
-    assert_eq!(
-        writes(&counts),
-        [("create", 0), ("upload", 0), ("submit", 0), ("delete", 0)],
-        "{}",
-        shown(&counts)
-    );
+    assert_no_writes(&counts);
     assert_eq!(
         counts.get("GET", "/usage/files"),
         3,
@@ -265,22 +278,17 @@ async fn a_three_month_catch_up_files_only_the_missing_groups() {
 /// answers `retry` naming it; once the export is there, the next run files it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_period_that_cannot_be_read_does_not_stop_the_others() {
-    let now = clear_of_the_boundary(Cadence::Monthly).await;
-    let months = Cadence::Monthly.window(now, chrono::Duration::zero(), 3);
+    let (months, world, expected) = three_months(small_seed(12)).await;
     let gap = months[1];
-    let (world, expected) = ledger_world(small_seed(12), &months, |p| p != gap).await;
+    std::fs::remove_file(world.dir.path().join(format!("usage-{gap}.csv"))).unwrap();
     world.set_extension_variables(&[("REPORT_PERIOD", "")]);
     let extension = world.start_extension().await;
 
-    let (code, message) = fire(&world, json!({})).await;
-    assert_eq!(code, ResultCode::Retry, "{message}");
-    assert!(
-        message.starts_with(&format!(
-            "retry: {gap} failed for a reason a later attempt may fix\n3 periods, oldest first: {} filed, {gap} not reported, {} filed",
-            months[0], months[2]
-        )),
-        "{message}"
+    let start = format!(
+        "retry: {gap} failed for a reason a later attempt may fix\n3 periods, oldest first: {} filed, {gap} not reported, {} filed",
+        months[0], months[2]
     );
+    let message = answered(&world, json!({}), ResultCode::Retry, &start).await;
     assert!(
         message.contains(&format!("period {gap}: not reported: usage source")),
         "{message}"
@@ -290,15 +298,11 @@ async fn a_period_that_cannot_be_read_does_not_stop_the_others() {
     assert!(files_of(&world, gap).is_empty());
 
     world.export_period(gap, &BadRowSpec::default()).unwrap();
-    let (code, message) = fire(&world, json!({})).await;
-    assert_eq!(code, ResultCode::Success, "{message}");
-    assert!(
-        message.starts_with(&format!(
-            "3 periods, oldest first: {} unchanged, {gap} filed, {} unchanged",
-            months[0], months[2]
-        )),
-        "{message}"
+    let start = format!(
+        "3 periods, oldest first: {} unchanged, {gap} filed, {} unchanged",
+        months[0], months[2]
     );
+    answered(&world, json!({}), ResultCode::Success, &start).await;
     assert_filed(&world, &expected, &months).await;
     extension.stop().await;
 }
@@ -309,30 +313,26 @@ async fn a_period_that_cannot_be_read_does_not_stop_the_others() {
 async fn daily_cadence_files_every_day_of_the_week() {
     let now = clear_of_the_boundary(Cadence::Daily).await;
     let days = Cadence::Daily.window(now, chrono::Duration::zero(), 7);
-    let (world, expected) = ledger_world(small_seed(13), &days, |_| true).await;
+    let (world, expected) = ledger_world(small_seed(13), &days).await;
     world.set_extension_variables(&[("REPORT_PERIOD", ""), ("REPORT_CADENCE", "daily")]);
     let extension = world.start_extension().await;
 
-    let (code, message) = fire(&world, json!({})).await;
-    assert_eq!(code, ResultCode::Success, "{message}");
     let overview: Vec<String> = days.iter().map(|d| format!("{d} filed")).collect();
-    assert!(
-        message.starts_with(&format!("7 periods, oldest first: {}", overview.join(", "))),
-        "{message}"
-    );
+    let start = format!("7 periods, oldest first: {}", overview.join(", "));
+    answered(&world, json!({}), ResultCode::Success, &start).await;
     assert!(days.iter().all(|day| day.cadence() == Cadence::Daily));
     assert_filed(&world, &expected, &days).await;
 
     world.sim.state().reset_request_counts();
-    let (code, message) = fire(&world, json!({})).await;
-    assert_eq!(code, ResultCode::Success, "{message}");
+    answered(
+        &world,
+        json!({}),
+        ResultCode::Success,
+        "7 periods, oldest first: ",
+    )
+    .await;
     let counts = world.sim.state().request_counts();
-    assert_eq!(
-        writes(&counts),
-        [("create", 0), ("upload", 0), ("submit", 0), ("delete", 0)],
-        "{}",
-        shown(&counts)
-    );
+    assert_no_writes(&counts);
     assert_eq!(counts.get("GET", "/usage/files"), 7, "{}", shown(&counts));
     extension.stop().await;
 }
@@ -345,7 +345,7 @@ async fn a_day_reaches_the_source_as_one_day() {
         Period::parse("2024-03-04").unwrap(),
         Period::parse("2024-03-05").unwrap(),
     ];
-    let (world, expected) = ledger_world(small_seed(14), &days, |_| true).await;
+    let (world, expected) = ledger_world(small_seed(14), &days).await;
     for day in days {
         let csv =
             std::fs::read_to_string(world.dir.path().join(format!("usage-{day}.csv"))).unwrap();
@@ -395,31 +395,33 @@ fn job_of(world: &World, period: Period) -> ReportJob {
 /// unknown key is only a warning.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn schedule_parameters_choose_the_periods() {
-    let now = clear_of_the_boundary(Cadence::Monthly).await;
-    let months = Cadence::Monthly.window(now, chrono::Duration::zero(), 3);
-    let (world, expected) = ledger_world(small_seed(15), &months, |_| true).await;
+    let (months, world, expected) = three_months(small_seed(15)).await;
     // The variables name the newest month alone.
     world.set_extension_variables(&[]);
     let extension = world.start_extension().await;
 
     let oldest = months[0].to_string();
-    let (code, message) = fire(&world, json!({"period": oldest})).await;
-    assert_eq!(code, ResultCode::Success, "{message}");
-    assert!(
-        message.starts_with(&format!("1 period: {oldest} filed")),
-        "{message}"
-    );
+    let start = format!("1 period: {oldest} filed");
+    answered(
+        &world,
+        json!({"period": oldest}),
+        ResultCode::Success,
+        &start,
+    )
+    .await;
     assert_filed(&world, &expected, &months[..1]).await;
 
-    let (code, message) = fire(&world, json!({"catch_up_periods": 2})).await;
-    assert_eq!(code, ResultCode::Success, "{message}");
-    assert!(
-        message.starts_with(&format!(
-            "2 periods, oldest first: {} filed, {} filed",
-            months[1], months[2]
-        )),
-        "{message}"
+    let start = format!(
+        "2 periods, oldest first: {} filed, {} filed",
+        months[1], months[2]
     );
+    answered(
+        &world,
+        json!({"catch_up_periods": 2}),
+        ResultCode::Success,
+        &start,
+    )
+    .await;
     assert_filed(&world, &expected, &months).await;
 
     let running = months[2].next();
@@ -446,9 +448,7 @@ async fn schedule_parameters_choose_the_periods() {
             format!("schedule parameter period: names exactly {oldest}, and catch_up_periods asks for 2 periods; give one of the two"),
         ),
     ] {
-        let (code, message) = fire(&world, parameter.clone()).await;
-        assert_eq!(code, ResultCode::Fail, "{parameter}: {message}");
-        assert!(message.starts_with(&answer), "{parameter}: {message}");
+        answered(&world, parameter, ResultCode::Fail, &answer).await;
     }
     assert_eq!(
         world
@@ -461,12 +461,9 @@ async fn schedule_parameters_choose_the_periods() {
     );
 
     // An unknown key is a warning; the rest of the parameters apply.
-    let (code, message) = fire(&world, json!({"period": oldest, "note": "re-run"})).await;
-    assert_eq!(code, ResultCode::Success, "{message}");
-    assert!(
-        message.starts_with(&format!("1 period: {oldest} unchanged")),
-        "{message}"
-    );
+    let parameter = json!({"period": oldest, "note": "re-run"});
+    let start = format!("1 period: {oldest} unchanged");
+    answered(&world, parameter, ResultCode::Success, &start).await;
     assert_eq!(world.sim.state().files().len(), expected_files(&expected));
     extension.stop().await;
 }
@@ -558,14 +555,8 @@ async fn a_period_not_reportable_yet_is_refused() {
         ("REPORT_PERIOD", &today.to_string()),
     ]);
     let extension = world.start_extension().await;
-    let (code, message) = fire(&world, json!({})).await;
-    assert_eq!(code, ResultCode::Fail, "{message}");
-    assert!(
-        message.starts_with(&format!(
-            "REPORT_PERIOD: period {today} is not reportable yet"
-        )),
-        "{message}"
-    );
+    let start = format!("REPORT_PERIOD: period {today} is not reportable yet");
+    answered(&world, json!({}), ResultCode::Fail, &start).await;
     assert!(world.sim.state().files().is_empty());
     extension.stop().await;
 }
@@ -578,7 +569,7 @@ async fn report_files_a_range_of_periods() {
         Period::parse("2024-01").unwrap(),
         Period::parse("2024-02").unwrap(),
     ];
-    let (world, expected) = ledger_world(small_seed(17), &months, |_| true).await;
+    let (world, expected) = ledger_world(small_seed(17), &months).await;
     let out = world.dir.path().join("out");
     let run = || async {
         binary(&world)
@@ -622,13 +613,7 @@ async fn report_files_a_range_of_periods() {
         stdout.contains("2 periods, oldest first: 2024-01 unchanged, 2024-02 unchanged"),
         "{stdout}"
     );
-    let counts = world.sim.state().request_counts();
-    assert_eq!(
-        writes(&counts),
-        [("create", 0), ("upload", 0), ("submit", 0), ("delete", 0)],
-        "{}",
-        shown(&counts)
-    );
+    assert_no_writes(&world.sim.state().request_counts());
 }
 
 /// `connect-payg run`, the extension as deployed.
@@ -656,8 +641,6 @@ async fn start_runner(world: &World) -> tokio::process::Child {
 /// and no group ever got a second file.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catch_up_killed_midway_ends_the_same_after_a_restart() {
-    let now = clear_of_the_boundary(Cadence::Monthly).await;
-    let months = Cadence::Monthly.window(now, chrono::Duration::zero(), 3);
     let seed = SeedSpec {
         seed: 18,
         contracts: 4,
@@ -665,7 +648,7 @@ async fn a_catch_up_killed_midway_ends_the_same_after_a_restart() {
         subscriptions: 300,
         ..SeedSpec::default()
     };
-    let (world, expected) = ledger_world(seed, &months, |_| true).await;
+    let (months, world, expected) = three_months(seed).await;
     let total = expected_files(&expected);
     let first_month = expected[&months[0]].groups.len();
     // Every call takes a little while, so that the kill lands inside the run.
@@ -737,8 +720,6 @@ async fn a_catch_up_killed_midway_ends_the_same_after_a_restart() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "measurement: cargo test --test ledger -- --ignored --nocapture"]
 async fn no_change_catch_up_request_counts_at_10k_subscriptions() {
-    let now = clear_of_the_boundary(Cadence::Monthly).await;
-    let months = Cadence::Monthly.window(now, chrono::Duration::zero(), 3);
     let seed = SeedSpec {
         seed: 19,
         contracts: 40,
@@ -746,7 +727,7 @@ async fn no_change_catch_up_request_counts_at_10k_subscriptions() {
         subscriptions: 10_000,
         ..SeedSpec::default()
     };
-    let (world, expected) = ledger_world(seed, &months, |_| true).await;
+    let (_, world, expected) = three_months(seed).await;
     let total = expected_files(&expected);
     let records: usize = expected.values().map(|e| e.records).sum();
     world.set_extension_variables(&[("REPORT_PERIOD", "")]);
@@ -764,12 +745,7 @@ async fn no_change_catch_up_request_counts_at_10k_subscriptions() {
     let took = started.elapsed();
     assert_eq!(code, ResultCode::Success, "{message}");
     let counts = world.sim.state().request_counts();
-    assert_eq!(
-        writes(&counts),
-        [("create", 0), ("upload", 0), ("submit", 0), ("delete", 0)],
-        "{}",
-        shown(&counts)
-    );
+    assert_no_writes(&counts);
     eprintln!(
         "10k subscriptions, 3 months, {total} files, {records} records: filing took {filing:.1?}; the no-change run took {took:.1?} and made {} requests:\n{}",
         counts.total,
