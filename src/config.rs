@@ -217,7 +217,7 @@ pub const SETTINGS: &[Setting] = &[
         reach: Reach::Anywhere,
         default: None,
         secret: false,
-        meaning: "file:///path/usage-{period}.csv or https://host/...?from={from}&to={to}",
+        meaning: "file:///path/usage-{period}.csv, https://host/...?from={from}&to={to}, s3://bucket/usage/{period}/*.jsonl (gs://, az://)",
     },
     Setting {
         name: "USAGE_SOURCE_AUTH",
@@ -231,7 +231,14 @@ pub const SETTINGS: &[Setting] = &[
         reach: Reach::Anywhere,
         default: Some("1800"),
         secret: false,
-        meaning: "seconds reading an HTTP source may take in all",
+        meaning: "seconds reading an HTTP or object-storage source may take in all",
+    },
+    Setting {
+        name: "USAGE_SOURCE_MAX_INFLATED_BYTES",
+        reach: Reach::Anywhere,
+        default: Some("8589934592"),
+        secret: false,
+        meaning: "bytes one .gz/.zst file, body or object may inflate to",
     },
     Setting {
         name: "ASSET_SEARCH_CRITERIA",
@@ -468,8 +475,14 @@ impl ConnectionSettings {
 pub struct ReportSettings {
     pub usage_source: Option<String>,
     pub usage_source_auth: Option<Secret>,
-    /// `USAGE_SOURCE_TIMEOUT`: how long reading an HTTP source may take in all.
+    /// `USAGE_SOURCE_TIMEOUT`: how long reading an HTTP or object-storage source may take in all.
     pub usage_source_timeout: Duration,
+    /// `USAGE_SOURCE_MAX_INFLATED_BYTES`: what one compressed source may inflate to.
+    pub usage_source_max_inflated: u64,
+    /// The environment's `AWS_*`, `GOOGLE_*` and `AZURE_*` variables (lower-case names), for
+    /// object-storage sources: from the process environment only, never from the file or
+    /// extension variables (an endpoint set there could receive the credentials).
+    pub cloud_env: BTreeMap<String, Secret>,
     pub asset_search_criteria: AssetCriteria,
     pub item_search_criteria: ItemCriteria,
     pub report_period: Option<Period>,
@@ -530,8 +543,9 @@ impl SettingsSources {
         layers.check_file_keys(self.file.as_deref())?;
         layers.check_not_blank()?;
         let get = |key: &str| layers.value(key).map(|(_, v)| v.to_string());
-        let settings = Settings::from_lookup(&get, self.unsecure_flag)?;
+        let mut settings = Settings::from_lookup(&get, self.unsecure_flag)?;
         layers.check_source_auth()?;
+        settings.report.cloud_env = layers.cloud_env();
         Ok(settings)
     }
 
@@ -603,6 +617,19 @@ struct Layers {
 }
 
 impl Layers {
+    /// The cloud variables of the environment, each kept as a secret.
+    fn cloud_env(&self) -> BTreeMap<String, Secret> {
+        self.environment
+            .iter()
+            .filter(|(name, _)| {
+                ["aws_", "google_", "azure_"]
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+            })
+            .map(|(name, value)| (name.clone(), Secret::new(value.clone())))
+            .collect()
+    }
+
     fn layer(&self, layer: Layer) -> &BTreeMap<String, String> {
         match layer {
             Layer::File => &self.file,
@@ -984,6 +1011,14 @@ impl Settings {
                 get("usage_source_timeout"),
                 crate::usage::source::DEFAULT_TIMEOUT.as_secs(),
             )?,
+            usage_source_max_inflated: bounded(
+                "USAGE_SOURCE_MAX_INFLATED_BYTES",
+                get("usage_source_max_inflated_bytes"),
+                crate::usage::source::DEFAULT_MAX_INFLATED_BYTES,
+                1,
+                u64::MAX,
+            )?,
+            cloud_env: BTreeMap::new(),
             asset_search_criteria,
             item_search_criteria,
             report_period,
@@ -1093,11 +1128,16 @@ fn check_host(name: &'static str, value: &str) -> Result<String, ConfigError> {
 /// itself is never quoted: it may carry a password.
 fn check_usage_source(source: &str) -> Result<(), ConfigError> {
     let bad = |reason: String| invalid("USAGE_SOURCE", reason);
+    if let Some(object) = crate::usage::source::ObjectUrl::parse(&sample_location(source)) {
+        return object.map(|_| ()).map_err(bad);
+    }
     if !["file://", "http://", "https://"]
         .iter()
         .any(|scheme| source.starts_with(scheme))
     {
-        return Err(bad("must start with file://, http:// or https://".into()));
+        return Err(bad(
+            "must start with file://, http://, https://, s3://, gs:// or az://".into(),
+        ));
     }
     let url = url::Url::parse(&sample_location(source)).map_err(|e| {
         bad(format!(

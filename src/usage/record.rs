@@ -38,6 +38,8 @@ pub struct RawRecord {
     pub line: u64,
     /// 0-based index of the element in a JSON array: a compact array is all on line 1.
     pub element: Option<u64>,
+    /// The object it came from, when the source is several objects (each with its own lines).
+    pub object: Option<Arc<str>>,
     pub subscription_id: Option<String>,
     pub item_mpn: Option<String>,
     pub quantity: Option<String>,
@@ -155,6 +157,7 @@ pub enum QuantityError {
 pub struct VendorRecord {
     pub line: u64,
     pub element: Option<u64>,
+    pub object: Option<Arc<str>>,
     pub subscription_id: Arc<str>,
     pub item: Arc<str>,
     pub quantity: Quantity,
@@ -266,6 +269,9 @@ pub struct BadRecord {
     pub line: u64,
     /// The record's 0-based index in a JSON array source.
     pub element: Option<u64>,
+    /// The object of a multi-object source the record is in; its line is within the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<Arc<str>>,
     pub reason: BadReason,
     pub detail: String,
     /// The id the record has or would have been given; none when the row could not be read.
@@ -284,6 +290,7 @@ impl BadRecord {
         BadRecord {
             line,
             element: None,
+            object: None,
             reason,
             detail,
             record_id: None,
@@ -295,11 +302,21 @@ impl BadRecord {
         BadRecord { element, ..self }
     }
 
-    /// Where the record is: `line 3`, or `line 1, index 17` for a JSON array element.
+    /// The same, naming the object of a multi-object source it came from.
+    pub fn in_object(self, object: Option<Arc<str>>) -> Self {
+        BadRecord { object, ..self }
+    }
+
+    /// Where the record is: `line 3`, `line 1, index 17` for a JSON array element, and the
+    /// object first when the source is several (`s3://b/usage/part-2.jsonl, line 3`).
     pub fn position(&self) -> String {
-        match self.element {
+        let line = match self.element {
             Some(index) => format!("line {}, index {index}", self.line),
             None => format!("line {}", self.line),
+        };
+        match &self.object {
+            Some(object) => format!("{object}, {line}"),
+            None => line,
         }
     }
 }
@@ -549,7 +566,7 @@ impl RecordChecker {
             if bad.record_id.is_none() {
                 bad.record_id = Some(self.id_of_bad(&raw));
             }
-            bad.in_element(raw.element)
+            bad.in_element(raw.element).in_object(raw.object.clone())
         })
     }
 
@@ -654,6 +671,7 @@ impl RecordChecker {
         Ok(VendorRecord {
             line,
             element: raw.element,
+            object: raw.object.clone(),
             subscription_id: self.names.shared(&subscription_id),
             item: self.names.shared(&item),
             quantity,
