@@ -1269,13 +1269,68 @@ mod tests {
             ("CONNECT_UNSECURE", "maybe"),
             ("ALERT_WEBHOOK_URL", "not a url"),
             ("USAGE_SOURCE", "ftp://x"),
+            ("USAGE_SOURCE", "s3:///usage.csv"),
+            ("USAGE_SOURCE", "gs://bucket/"),
             ("USAGE_SOURCE_TIMEOUT", "0"),
+            ("USAGE_SOURCE_MAX_INFLATED_BYTES", "0"),
+            ("USAGE_SOURCE_MAX_INFLATED_BYTES", "8GiB"),
             ("SERVER_ADDRESS", "https://host/path"),
             ("ENVIRONMENT_ID", "123"),
         ] {
             let error = sources(&[(name, value)]).load().unwrap_err().to_string();
             assert!(error.contains(name), "{name}={value}: {error}");
         }
+    }
+
+    #[test]
+    fn object_sources_read_cloud_variables_from_the_environment_only() {
+        let mut layered = sources(&[
+            ("USAGE_SOURCE", "s3://bucket/usage/{period}/*.jsonl"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-hidden"),
+            ("AWS_REGION", "eu-west-1"),
+            ("GOOGLE_SERVICE_ACCOUNT_KEY", "gcp-hidden"),
+            ("AZURE_STORAGE_ACCOUNT_NAME", "vendor"),
+            ("USAGE_SOURCE_MAX_INFLATED_BYTES", "1048576"),
+            ("HOME", "/root"),
+        ]);
+        layered.extension.insert(
+            "AWS_ENDPOINT_URL".into(),
+            "https://elsewhere.example".into(),
+        );
+        let settings = layered.load().unwrap();
+        let names: Vec<&str> = settings
+            .report
+            .cloud_env
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "aws_region",
+                "aws_secret_access_key",
+                "azure_storage_account_name",
+                "google_service_account_key"
+            ]
+        );
+        assert_eq!(settings.report.usage_source_max_inflated, 1 << 20);
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("aws-hidden") && !debug.contains("gcp-hidden"),
+            "{debug}"
+        );
+        for source in [
+            "gs://b/usage-{period}.parquet",
+            "az://container/u/{period}.csv.gz",
+        ] {
+            assert!(
+                sources(&[("USAGE_SOURCE", source)]).load().is_ok(),
+                "{source}"
+            );
+        }
+        let defaults = sources(&[]).load().unwrap();
+        assert_eq!(defaults.report.usage_source_max_inflated, 8 << 30);
+        assert!(defaults.report.cloud_env.is_empty());
     }
 
     #[test]

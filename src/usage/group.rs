@@ -390,7 +390,7 @@ impl<'c> Sorter<'c> {
                     ),
                 )
                 .in_element(record.element)
-                    .in_object(record.object.clone()),
+                .in_object(record.object.clone()),
             );
             return None;
         };
@@ -405,7 +405,7 @@ impl<'c> Sorter<'c> {
                     ),
                 )
                 .in_element(record.element)
-                    .in_object(record.object.clone()),
+                .in_object(record.object.clone()),
             );
             return None;
         }

@@ -66,7 +66,9 @@ impl S3Server {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if let Some(at) = line.find("server is running at http://") {
-                    let endpoint = line[at + "server is running at ".len()..].trim().to_string();
+                    let endpoint = line[at + "server is running at ".len()..]
+                        .trim()
+                        .to_string();
                     if let Some(found) = found.take() {
                         let _ = found.send(endpoint);
                     }

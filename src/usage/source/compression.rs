@@ -157,7 +157,11 @@ mod tests {
             ("", Ok(None)),
             ("identity, gzip", Ok(Some(Compression::Gzip))),
         ] {
-            assert_eq!(Compression::from_content_encoding(value), expected, "{value}");
+            assert_eq!(
+                Compression::from_content_encoding(value),
+                expected,
+                "{value}"
+            );
         }
         for value in ["br", "deflate", "gzip, gzip", "gzip, br"] {
             let error = Compression::from_content_encoding(value).unwrap_err();
@@ -221,7 +225,9 @@ mod tests {
     async fn truncated_or_corrupt_data_is_an_error() {
         let data = gzip(b"subscription_id\nAS-1\n").await;
         let cut = data[..data.len() - 6].to_vec();
-        assert!(read_all(cut, Some(Compression::Gzip), 1 << 20).await.is_err());
+        assert!(read_all(cut, Some(Compression::Gzip), 1 << 20)
+            .await
+            .is_err());
         let not_gzip = b"subscription_id\n".to_vec();
         assert!(read_all(not_gzip, Some(Compression::Gzip), 1 << 20)
             .await

@@ -194,12 +194,7 @@ impl UsageSource {
             // the record reader from waiting on hundreds of small ones.
             let file = tokio::io::BufReader::with_capacity(FILE_READ_SIZE, file);
             let reader = compression::inflate(Box::new(file), compression, self.max_inflated);
-            Ok(decode(
-                format,
-                reader,
-                source_name,
-                LastLine::MayLackBreak,
-            ))
+            Ok(decode(format, reader, source_name, LastLine::MayLackBreak))
         } else if location.starts_with("http://") || location.starts_with("https://") {
             self.open_http(&location, source_name).await
         } else if let Some(url) = ObjectUrl::parse(&location) {

@@ -27,17 +27,17 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use ::parquet::arrow::async_reader::ParquetObjectReader;
 use futures::stream::{Stream, StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::azure::{AzureConfigKey, MicrosoftAzureBuilder};
 use object_store::gcp::{GoogleCloudStorageBuilder, GoogleConfigKey};
 use object_store::path::Path;
 use object_store::{ClientOptions, ObjectMeta, ObjectStore};
-use ::parquet::arrow::async_reader::ParquetObjectReader;
 use tokio::time::{Instant, Sleep};
 
 use super::compression::Compression;
-use super::{decode, error_chain, parquet, Format, LastLine, RecordStream, SourceError, TimedOut};
+use super::{decode, parquet, Format, LastLine, RecordStream, SourceError, TimedOut};
 use crate::config::Secret;
 use crate::usage::record::RawRecord;
 
@@ -268,8 +268,7 @@ fn store(
 /// Whether an endpoint is `http://` to this machine (plain http anywhere else needs the
 /// cloud's own `allow_http` variable).
 fn plain_http_to_loopback(endpoint: &str) -> bool {
-    url::Url::parse(endpoint)
-        .is_ok_and(|url| url.scheme() == "http" && super::auth_may_go_to(&url))
+    url::Url::parse(endpoint).is_ok_and(|url| url.scheme() == "http" && super::auth_may_go_to(&url))
 }
 
 /// One object to read.
@@ -365,7 +364,9 @@ async fn list(
     };
     let objects: Vec<ObjectMeta> = store
         .list(prefix.as_ref())
-        .try_filter(|object| futures::future::ready(key_matches(&url.key, object.location.as_ref())))
+        .try_filter(|object| {
+            futures::future::ready(key_matches(&url.key, object.location.as_ref()))
+        })
         .try_collect()
         .await
         .map_err(|error| failed(source_name, &error))?;
@@ -384,6 +385,22 @@ async fn list(
         });
     }
     Ok(parts)
+}
+
+/// An error and those of its causes it does not already quote (object_store's messages repeat
+/// their causes', which a plain chain would print twice or thrice).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut cause = error.source();
+    while let Some(error) = cause {
+        let message = error.to_string();
+        if !text.contains(&message) {
+            text.push_str(": ");
+            text.push_str(&message);
+        }
+        cause = error.source();
+    }
+    text
 }
 
 /// The error of an object-store request, naming the object or pattern.
@@ -506,7 +523,10 @@ mod tests {
         );
         let parsed = ObjectUrl::parse("az://container/u.csv").unwrap().unwrap();
         assert_eq!(parsed.cloud, Cloud::Azure);
-        assert_eq!(ObjectUrl::parse("GS://b/u.csv").unwrap().unwrap().cloud, Cloud::Gcs);
+        assert_eq!(
+            ObjectUrl::parse("GS://b/u.csv").unwrap().unwrap().cloud,
+            Cloud::Gcs
+        );
         for not_object in ["file:///x.csv", "https://h/x.csv", "s3:/b/x"] {
             assert!(ObjectUrl::parse(not_object).is_none(), "{not_object}");
         }
@@ -525,14 +545,21 @@ mod tests {
     #[test]
     fn patterns_list_their_fixed_prefix_and_match_segment_by_segment() {
         assert_eq!(pattern_prefix("usage/2024-01/part.csv"), None);
-        assert_eq!(pattern_prefix("usage/2024-01/*.jsonl"), Some("usage/2024-01"));
+        assert_eq!(
+            pattern_prefix("usage/2024-01/*.jsonl"),
+            Some("usage/2024-01")
+        );
         assert_eq!(pattern_prefix("usage/*/part-*.csv"), Some("usage"));
         assert_eq!(pattern_prefix("usage-*.csv"), Some(""));
         for (pattern, key, matches) in [
             ("usage/2024-01/*.jsonl", "usage/2024-01/part-1.jsonl", true),
             ("usage/2024-01/*.jsonl", "usage/2024-01/.jsonl", true),
             ("usage/2024-01/*.jsonl", "usage/2024-01/part-1.csv", false),
-            ("usage/2024-01/*.jsonl", "usage/2024-01/deeper/part.jsonl", false),
+            (
+                "usage/2024-01/*.jsonl",
+                "usage/2024-01/deeper/part.jsonl",
+                false,
+            ),
             ("usage/2024-01/*.jsonl", "usage/2024-01x/part.jsonl", false),
             ("usage/*/part-*.csv.gz", "usage/a/part-7.csv.gz", true),
             ("usage/*/part-*.csv.gz", "usage/a/b/part-7.csv.gz", false),
@@ -570,10 +597,36 @@ mod tests {
         .into_iter()
         .map(|(k, v)| (k.to_string(), Secret::new(v)))
         .collect();
-        let scrubbed = Scrubber::new(&env).text(
-            "signed with s3cr3t-VALUE-and-more and s3cr3t-VALUE in us-east-1".to_string(),
-        );
+        let scrubbed = Scrubber::new(&env)
+            .text("signed with s3cr3t-VALUE-and-more and s3cr3t-VALUE in us-east-1".to_string());
         assert_eq!(scrubbed, "signed with *** and *** in us-east-1");
+    }
+
+    #[test]
+    fn causes_already_quoted_are_not_repeated() {
+        #[derive(Debug)]
+        struct Failure(&'static str, Option<Box<Failure>>);
+        impl std::fmt::Display for Failure {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str(self.0)
+            }
+        }
+        impl std::error::Error for Failure {
+            fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+                self.1.as_deref().map(|e| e as _)
+            }
+        }
+        let error = Failure(
+            "GET failed: 403 Forbidden",
+            Some(Box::new(Failure(
+                "403 Forbidden",
+                Some(Box::new(Failure("connection reset", None))),
+            ))),
+        );
+        assert_eq!(
+            error_chain(&error),
+            "GET failed: 403 Forbidden: connection reset"
+        );
     }
 
     #[test]

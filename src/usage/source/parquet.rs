@@ -15,12 +15,11 @@
 //! Dictionary-encoded columns are read through their dictionary; nulls are missing values. A
 //! record's line is its 1-based row number in the file.
 
-
 use arrow_array::cast::AsArray;
 use arrow_array::types::{
-    Decimal128Type, Decimal256Type, Decimal32Type, Decimal64Type, Int16Type, Int32Type,
-    Int64Type, Int8Type, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
+    Decimal128Type, Decimal256Type, Decimal32Type, Decimal64Type, Int16Type, Int32Type, Int64Type,
+    Int8Type, TimestampMicrosecondType, TimestampMillisecondType, TimestampNanosecondType,
+    TimestampSecondType, UInt16Type, UInt32Type, UInt64Type, UInt8Type,
 };
 use arrow_array::{Array, ArrayRef, RecordBatch};
 use arrow_schema::{DataType, TimeUnit};
@@ -326,7 +325,6 @@ pub(super) async fn file_records(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use arrow_array::builder::{Decimal128Builder, StringBuilder};
     use arrow_array::{
         DictionaryArray, Float64Array, Int64Array, StringArray, TimestampMillisecondArray,
@@ -335,6 +333,7 @@ mod tests {
     use arrow_schema::{Field, Schema};
     use futures::TryStreamExt;
     use parquet::arrow::ArrowWriter;
+    use std::sync::Arc;
 
     #[test]
     fn decimals_are_written_exactly_with_their_scale() {
@@ -353,14 +352,22 @@ mod tests {
                 "123456.789012345678901234567890123456",
             ),
         ] {
-            assert_eq!(decimal_text(unscaled, scale), text, "{unscaled} scale {scale}");
+            assert_eq!(
+                decimal_text(unscaled, scale),
+                text,
+                "{unscaled} scale {scale}"
+            );
         }
     }
 
     #[test]
     fn times_keep_their_fraction_so_the_check_can_refuse_it() {
-        let time = |text: &str| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").unwrap();
-        assert_eq!(time_text(time("2024-01-31 23:59:59")), "2024-01-31 23:59:59");
+        let time =
+            |text: &str| NaiveDateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f").unwrap();
+        assert_eq!(
+            time_text(time("2024-01-31 23:59:59")),
+            "2024-01-31 23:59:59"
+        );
         assert_eq!(
             time_text(time("2024-01-31 23:59:59.250")),
             "2024-01-31 23:59:59.25"
@@ -395,7 +402,10 @@ mod tests {
         }
         for float in [DataType::Float32, DataType::Float64] {
             let reason = column_type_allowed("quantity", &float).unwrap_err();
-            assert!(reason.contains("column quantity is floating point"), "{reason}");
+            assert!(
+                reason.contains("column quantity is floating point"),
+                "{reason}"
+            );
             assert!(reason.contains("cannot be read exactly"), "{reason}");
         }
     }
@@ -434,7 +444,9 @@ mod tests {
 
     #[tokio::test]
     async fn typed_columns_become_the_texts_a_csv_would_hold() {
-        let mut quantity = Decimal128Builder::new().with_precision_and_scale(18, 3).unwrap();
+        let mut quantity = Decimal128Builder::new()
+            .with_precision_and_scale(18, 3)
+            .unwrap();
         for value in [Some(12_500), Some(-3), None] {
             quantity.append_option(value);
         }
@@ -458,7 +470,10 @@ mod tests {
             ("item_mpn", Arc::new(items)),
             ("start_time_utc", Arc::new(start)),
             ("end_time_utc", Arc::new(end)),
-            ("record_id", Arc::new(Int64Array::from(vec![Some(7), None, Some(9)]))),
+            (
+                "record_id",
+                Arc::new(Int64Array::from(vec![Some(7), None, Some(9)])),
+            ),
         ]);
         let rows = read(data).await.unwrap();
         assert_eq!(rows.len(), 3);
@@ -473,7 +488,10 @@ mod tests {
         let second = rows[1].as_ref().unwrap();
         assert_eq!(second.quantity.as_deref(), Some("-0.003"));
         assert_eq!(second.item_mpn.as_deref(), Some("M-2"));
-        assert_eq!(second.end_time_utc.as_deref(), Some("2024-01-31 23:59:59.5"));
+        assert_eq!(
+            second.end_time_utc.as_deref(),
+            Some("2024-01-31 23:59:59.5")
+        );
         assert_eq!(second.record_id, None);
         let third = rows[2].as_ref().unwrap();
         assert_eq!(third.line, 3, "counted across row groups");
@@ -493,7 +511,10 @@ mod tests {
         ]);
         let error = read(data).await.unwrap_err().to_string();
         assert!(error.contains("t.parquet"), "{error}");
-        assert!(error.contains("column quantity is floating point"), "{error}");
+        assert!(
+            error.contains("column quantity is floating point"),
+            "{error}"
+        );
 
         let data = parquet(vec![
             ("subscription_id", text("AS-1")),
