@@ -20,7 +20,7 @@ use super::{broken, cut_short, LastLine, RecordStream, SourceError, MAX_RECORD_B
 use crate::usage::record::{BadReason, BadRecord, RawRecord, FIELDS};
 
 /// Fields a header must name; `record_id` and `record_note` are optional.
-const REQUIRED: [&str; 5] = [
+pub(super) const REQUIRED: [&str; 5] = [
     "subscription_id",
     "item_mpn",
     "quantity",

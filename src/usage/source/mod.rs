@@ -179,17 +179,7 @@ impl UsageSource {
                          (optionally .gz or .zst) or .parquet"
                     .into(),
             })?;
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|error| match error.kind() {
-                    std::io::ErrorKind::NotFound => SourceError::NotFound {
-                        source_name: source_name.clone(),
-                    },
-                    _ => SourceError::Unreadable {
-                        source_name: source_name.clone(),
-                        reason: error.to_string(),
-                    },
-                })?;
+            let file = open_file(path, &source_name).await?;
             // tokio reads a file on its blocking pool, one hand-off per read: big reads keep
             // the record reader from waiting on hundreds of small ones.
             let file = tokio::io::BufReader::with_capacity(FILE_READ_SIZE, file);
@@ -316,6 +306,21 @@ impl UsageSource {
             LastLine::NeedsBreak,
         ))
     }
+}
+
+/// Opens a local source file; a missing one is [`SourceError::NotFound`].
+async fn open_file(path: &str, source_name: &str) -> Result<tokio::fs::File, SourceError> {
+    tokio::fs::File::open(path)
+        .await
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => SourceError::NotFound {
+                source_name: source_name.to_string(),
+            },
+            _ => SourceError::Unreadable {
+                source_name: source_name.to_string(),
+                reason: error.to_string(),
+            },
+        })
 }
 
 /// Whether a source's last CSV row or JSON line must end with a line break.

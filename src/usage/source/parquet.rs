@@ -28,21 +28,13 @@ use futures::StreamExt;
 use parquet::arrow::async_reader::{AsyncFileReader, ParquetRecordBatchStreamBuilder};
 use parquet::arrow::ProjectionMask;
 
-use super::{RecordStream, SourceError};
+use super::csv::REQUIRED;
+use super::{open_file, RecordStream, SourceError};
 use crate::usage::period::format_time;
 use crate::usage::record::{BadReason, BadRecord, RawRecord, FIELDS};
 
 /// Rows converted at a time (one batch of each projected column in memory).
 const BATCH_ROWS: usize = 4096;
-
-/// Fields a file must have as columns; `record_id` and `record_note` are optional.
-const REQUIRED: [&str; 5] = [
-    "subscription_id",
-    "item_mpn",
-    "quantity",
-    "start_time_utc",
-    "end_time_utc",
-];
 
 /// Whether a name is a Parquet file's (after any compression suffix).
 pub fn is_parquet(name: &str) -> bool {
@@ -308,18 +300,7 @@ pub(super) async fn file_records(
     path: &str,
     source_name: String,
 ) -> Result<RecordStream, SourceError> {
-    let file = tokio::fs::File::open(path)
-        .await
-        .map_err(|error| match error.kind() {
-            std::io::ErrorKind::NotFound => SourceError::NotFound {
-                source_name: source_name.clone(),
-            },
-            _ => SourceError::Unreadable {
-                source_name: source_name.clone(),
-                reason: error.to_string(),
-            },
-        })?;
-    records(file, source_name).await
+    records(open_file(path, &source_name).await?, source_name).await
 }
 
 #[cfg(test)]
