@@ -573,6 +573,29 @@ mod tests {
         }
     }
 
+    /// The plain recursive definition of a `*` pattern, to check the linear one against.
+    fn matches_slowly(pattern: &[u8], text: &[u8]) -> bool {
+        match pattern.split_first() {
+            None => text.is_empty(),
+            Some((b'*', rest)) => (0..=text.len()).any(|skip| matches_slowly(rest, &text[skip..])),
+            Some((byte, rest)) => text.first() == Some(byte) && matches_slowly(rest, &text[1..]),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn segment_matching_agrees_with_the_definition(
+            pattern in "[ab*]{0,8}",
+            text in "[ab]{0,10}",
+        ) {
+            proptest::prop_assert_eq!(
+                segment_matches(pattern.as_bytes(), text.as_bytes()),
+                matches_slowly(pattern.as_bytes(), text.as_bytes()),
+                "{} {}", pattern, text
+            );
+        }
+    }
+
     #[test]
     fn secret_variables_are_scrubbed_from_messages() {
         for (name, secret) in [

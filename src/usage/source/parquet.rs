@@ -341,6 +341,28 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// The text is the unscaled digits, the point `scale` digits from the right (zeros
+        /// appended for a negative scale), one leading zero at most: nothing lost, nothing added.
+        #[test]
+        fn decimal_text_is_exact(unscaled in proptest::num::i128::ANY, scale in -5i8..=38) {
+            let text = decimal_text(&unscaled.to_string(), scale);
+            let body = text.strip_prefix('-');
+            proptest::prop_assert_eq!(body.is_some(), unscaled < 0);
+            let body = body.unwrap_or(&text);
+            let (whole, fraction) = body.split_once('.').unwrap_or((body, ""));
+            proptest::prop_assert_eq!(fraction.len(), scale.max(0) as usize);
+            proptest::prop_assert!(whole == "0" || !whole.starts_with('0'), "{}", text);
+            let digits = format!("{whole}{fraction}");
+            let zeros = if unscaled == 0 { 0 } else { (-scale).max(0) as usize };
+            let expected = format!("{}{}", unscaled.unsigned_abs(), "0".repeat(zeros));
+            proptest::prop_assert_eq!(
+                digits.trim_start_matches('0'),
+                expected.trim_start_matches('0')
+            );
+        }
+    }
+
     #[test]
     fn times_keep_their_fraction_so_the_check_can_refuse_it() {
         let time =
