@@ -247,16 +247,17 @@ pub fn run(records: u64, dir: &Path) -> Result<Vec<Outcome>, String> {
 
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::from(
-        "| source | records | time | records/s | CPU | peak RSS | file |\n|---|---:|---:|---:|---:|---:|---:|\n",
+        "| source | records | time | records/s | CPU | records per CPU second | peak RSS | file |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for o in outcomes {
         out.push_str(&format!(
-            "| {} | {} | {:.3} s | **{:.0}** | {:.2} s | {} | {} |\n",
+            "| {} | {} | {:.3} s | **{:.0}** | {:.2} s | {:.0} | {} | {} |\n",
             o.label,
             o.records,
             o.report.seconds,
             o.records as f64 / o.report.seconds,
             o.report.cpu_seconds,
+            o.records as f64 / o.report.cpu_seconds.max(0.01),
             measure::mib(o.report.peak_rss_kb),
             measure::mib(o.report.bytes / 1024),
         ));
