@@ -146,7 +146,8 @@ impl UsageSource {
         UsageSource { cloud_env, ..self }
     }
 
-    /// The same source with `USAGE_SOURCE_TIMEOUT`: the deadline of a whole HTTP read.
+    /// The same source with `USAGE_SOURCE_TIMEOUT`: the deadline of a whole HTTP or
+    /// object-storage read.
     pub fn with_timeout(self, timeout: Duration) -> Self {
         UsageSource { timeout, ..self }
     }
@@ -170,7 +171,10 @@ impl UsageSource {
         let source_name = redact(&location);
         if let Some(path) = location.strip_prefix("file://") {
             let (compression, plain) = Compression::split(path);
-            if parquet::is_parquet(plain) && compression.is_none() {
+            if parquet::is_parquet(plain) {
+                if compression.is_some() {
+                    return Err(parquet::compressed_whole(source_name));
+                }
                 return parquet::file_records(path, source_name).await;
             }
             let format = Format::from_path(plain).ok_or_else(|| SourceError::Format {
@@ -515,6 +519,19 @@ mod tests {
         ] {
             assert_eq!(auth_may_go_to(&url(to)), allowed, "{to}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_parquet_file_compressed_whole_is_refused() {
+        let source = UsageSource::new("file:///data/usage-{period}.parquet.gz", None);
+        let error = source
+            .open(Period::parse("2024-01").unwrap())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("/data/usage-2024-01.parquet.gz"), "{error}");
+        assert!(error.contains("cannot be compressed whole"), "{error}");
     }
 
     #[tokio::test]

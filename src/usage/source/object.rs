@@ -426,12 +426,7 @@ async fn open_part(
     let (compression, plain) = Compression::split(&key);
     if parquet::is_parquet(plain) {
         if compression.is_some() {
-            return Err(SourceError::Format {
-                source_name: part.name,
-                reason: "a Parquet file is read in pieces, so it cannot be compressed whole; \
-                         Parquet compresses its own pages"
-                    .into(),
-            });
+            return Err(parquet::compressed_whole(part.name));
         }
         let size = match part.size {
             Some(size) => size,

@@ -41,6 +41,16 @@ pub fn is_parquet(name: &str) -> bool {
     name.to_ascii_lowercase().ends_with(".parquet")
 }
 
+/// The error for a `.parquet.gz` or `.parquet.zst`.
+pub(super) fn compressed_whole(source_name: String) -> SourceError {
+    SourceError::Format {
+        source_name,
+        reason: "a Parquet file is read in pieces, so it cannot be compressed whole; Parquet \
+                 compresses its own pages"
+            .into(),
+    }
+}
+
 /// The records of the Parquet file `reader` reads.
 pub(super) async fn records<R>(reader: R, source_name: String) -> Result<RecordStream, SourceError>
 where
