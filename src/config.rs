@@ -219,7 +219,7 @@ pub const SETTINGS: &[Setting] = &[
         reach: Reach::Anywhere,
         default: None,
         secret: false,
-        meaning: "file:///path/usage-{period}.csv or https://host/...?from={from}&to={to}",
+        meaning: "file:///path/usage-{period}.csv, https://host/...?from={from}&to={to}, s3://bucket/usage/{period}/*.jsonl (gs://, az://)",
     },
     Setting {
         name: "USAGE_SOURCE_AUTH",
@@ -233,7 +233,7 @@ pub const SETTINGS: &[Setting] = &[
         reach: Reach::Anywhere,
         default: Some("1800"),
         secret: false,
-        meaning: "seconds reading an HTTP or database source may take in all",
+        meaning: "seconds reading an HTTP, database or object-storage source may take in all",
     },
     Setting {
         name: "USAGE_QUERY",
@@ -241,6 +241,13 @@ pub const SETTINGS: &[Setting] = &[
         default: None,
         secret: false,
         meaning: "SQL returning the records, for a postgres:// or mysql:// USAGE_SOURCE",
+    },
+    Setting {
+        name: "USAGE_SOURCE_MAX_INFLATED_BYTES",
+        reach: Reach::Anywhere,
+        default: Some("8589934592"),
+        secret: false,
+        meaning: "bytes one .gz/.zst file, body or object may inflate to",
     },
     Setting {
         name: "ASSET_SEARCH_CRITERIA",
@@ -413,10 +420,16 @@ impl ConnectionSettings {
 pub struct ReportSettings {
     pub usage_source: Option<String>,
     pub usage_source_auth: Option<Secret>,
-    /// `USAGE_SOURCE_TIMEOUT`: how long reading an HTTP source may take in all.
+    /// `USAGE_SOURCE_TIMEOUT`: how long reading an HTTP or object-storage source may take in all.
     pub usage_source_timeout: Duration,
     /// `USAGE_QUERY`: what a database source runs.
     pub usage_query: Option<String>,
+    /// `USAGE_SOURCE_MAX_INFLATED_BYTES`: what one compressed source may inflate to.
+    pub usage_source_max_inflated: u64,
+    /// The environment's `AWS_*`, `GOOGLE_*` and `AZURE_*` variables (lower-case names), for
+    /// object-storage sources: from the process environment only, never from the file or
+    /// extension variables (an endpoint set there could receive the credentials).
+    pub cloud_env: BTreeMap<String, Secret>,
     pub asset_search_criteria: AssetCriteria,
     pub item_search_criteria: ItemCriteria,
     pub report_period: Option<Period>,
@@ -477,8 +490,9 @@ impl SettingsSources {
         layers.check_file_keys(self.file.as_deref())?;
         layers.check_not_blank()?;
         let get = |key: &str| layers.value(key).map(|(_, v)| v.to_string());
-        let settings = Settings::from_lookup(&get, self.unsecure_flag)?;
+        let mut settings = Settings::from_lookup(&get, self.unsecure_flag)?;
         layers.check_source_auth()?;
+        settings.report.cloud_env = layers.cloud_env();
         Ok(settings)
     }
 
@@ -550,6 +564,19 @@ struct Layers {
 }
 
 impl Layers {
+    /// The cloud variables of the environment, each kept as a secret.
+    fn cloud_env(&self) -> BTreeMap<String, Secret> {
+        self.environment
+            .iter()
+            .filter(|(name, _)| {
+                ["aws_", "google_", "azure_"]
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+            })
+            .map(|(name, value)| (name.clone(), Secret::new(value.clone())))
+            .collect()
+    }
+
     fn layer(&self, layer: Layer) -> &BTreeMap<String, String> {
         match layer {
             Layer::File => &self.file,
@@ -941,6 +968,14 @@ impl Settings {
                 crate::usage::source::DEFAULT_TIMEOUT.as_secs(),
             )?,
             usage_query,
+            usage_source_max_inflated: bounded(
+                "USAGE_SOURCE_MAX_INFLATED_BYTES",
+                get("usage_source_max_inflated_bytes"),
+                crate::usage::source::DEFAULT_MAX_INFLATED_BYTES,
+                1,
+                u64::MAX,
+            )?,
+            cloud_env: BTreeMap::new(),
             asset_search_criteria,
             item_search_criteria,
             report_period,
@@ -1050,6 +1085,9 @@ fn check_host(name: &'static str, value: &str) -> Result<String, ConfigError> {
 /// itself is never quoted: it may carry a password.
 fn check_usage_source(source: &str) -> Result<(), ConfigError> {
     let bad = |reason: String| invalid("USAGE_SOURCE", reason);
+    if let Some(object) = crate::usage::source::ObjectUrl::parse(&sample_location(source)) {
+        return object.map(|_| ()).map_err(bad);
+    }
     let database = sql::Engine::of(source).is_some();
     if !database
         && !["file://", "http://", "https://"]
@@ -1057,7 +1095,7 @@ fn check_usage_source(source: &str) -> Result<(), ConfigError> {
             .any(|scheme| source.starts_with(scheme))
     {
         return Err(bad(
-            "must start with file://, http://, https://, postgres:// or mysql://".into(),
+            "must start with file://, http://, https://, s3://, gs://, az://, postgres:// or mysql://".into(),
         ));
     }
     let url = url::Url::parse(&sample_location(source)).map_err(|e| {
@@ -1209,13 +1247,68 @@ mod tests {
             ("CONNECT_UNSECURE", "maybe"),
             ("ALERT_WEBHOOK_URL", "not a url"),
             ("USAGE_SOURCE", "ftp://x"),
+            ("USAGE_SOURCE", "s3:///usage.csv"),
+            ("USAGE_SOURCE", "gs://bucket/"),
             ("USAGE_SOURCE_TIMEOUT", "0"),
+            ("USAGE_SOURCE_MAX_INFLATED_BYTES", "0"),
+            ("USAGE_SOURCE_MAX_INFLATED_BYTES", "8GiB"),
             ("SERVER_ADDRESS", "https://host/path"),
             ("ENVIRONMENT_ID", "123"),
         ] {
             let error = sources(&[(name, value)]).load().unwrap_err().to_string();
             assert!(error.contains(name), "{name}={value}: {error}");
         }
+    }
+
+    #[test]
+    fn object_sources_read_cloud_variables_from_the_environment_only() {
+        let mut layered = sources(&[
+            ("USAGE_SOURCE", "s3://bucket/usage/{period}/*.jsonl"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-hidden"),
+            ("AWS_REGION", "eu-west-1"),
+            ("GOOGLE_SERVICE_ACCOUNT_KEY", "gcp-hidden"),
+            ("AZURE_STORAGE_ACCOUNT_NAME", "vendor"),
+            ("USAGE_SOURCE_MAX_INFLATED_BYTES", "1048576"),
+            ("HOME", "/root"),
+        ]);
+        layered.extension.insert(
+            "AWS_ENDPOINT_URL".into(),
+            "https://elsewhere.example".into(),
+        );
+        let settings = layered.load().unwrap();
+        let names: Vec<&str> = settings
+            .report
+            .cloud_env
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "aws_region",
+                "aws_secret_access_key",
+                "azure_storage_account_name",
+                "google_service_account_key"
+            ]
+        );
+        assert_eq!(settings.report.usage_source_max_inflated, 1 << 20);
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("aws-hidden") && !debug.contains("gcp-hidden"),
+            "{debug}"
+        );
+        for source in [
+            "gs://b/usage-{period}.parquet",
+            "az://container/u/{period}.csv.gz",
+        ] {
+            assert!(
+                sources(&[("USAGE_SOURCE", source)]).load().is_ok(),
+                "{source}"
+            );
+        }
+        let defaults = sources(&[]).load().unwrap();
+        assert_eq!(defaults.report.usage_source_max_inflated, 8 << 30);
+        assert!(defaults.report.cloud_env.is_empty());
     }
 
     #[test]

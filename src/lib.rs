@@ -9,8 +9,8 @@
 //! * [`config`] — layered settings (defaults < file < environment < extension variables) and the
 //!   [`config::Secret`] wrapper that keeps API keys out of logs.
 //! * [`connect`] — the sink: a REST client for Connect (RQL, pagination, retries, usage files).
-//! * [`usage`] — where usage comes from and what we make of it: sources (file / HTTP; CSV,
-//!   JSON, JSON lines), record validation, resolution against Connect, grouping, workbooks, the
+//! * [`usage`] — where usage comes from and what we make of it: sources (file / HTTP / object
+//!   storage; CSV, JSON, JSON lines, Parquet; gzip, zstd), record validation, resolution against Connect, grouping, workbooks, the
 //!   shared template validator and idempotent filing.
 //! * [`devops`] — the DevOps events websocket: the handler registry and the
 //!   connection loop that turns tasks into handler calls and results.

@@ -135,7 +135,9 @@ impl Reporter {
             self.settings.usage_source_auth.clone(),
         )
         .with_timeout(self.settings.usage_source_timeout)
-        .with_query(self.settings.usage_query.clone());
+        .with_query(self.settings.usage_query.clone())
+        .with_max_inflated(self.settings.usage_source_max_inflated)
+        .with_cloud_env(self.settings.cloud_env.clone());
         tracing::info!(source = %source.display_name(period), %period, "reading usage records");
         let records = source.open(period).await.map_err(CollectError::from)?;
         Ok(group::collect(records, period, &self.resolver()).await?)
