@@ -647,6 +647,23 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_source_still_going_at_its_deadline_ends_with_an_error() {
+        // A source that never yields: only the deadline can end it.
+        let timeout = Duration::from_millis(100);
+        let mut within = Within {
+            inner: futures::stream::pending().boxed(),
+            deadline: Box::pin(tokio::time::sleep(timeout)),
+            timeout,
+            source_name: "s3://b/usage/*.csv".into(),
+            done: false,
+        };
+        let error = within.next().await.unwrap().unwrap_err().to_string();
+        assert!(error.contains("s3://b/usage/*.csv"), "{error}");
+        assert!(error.contains("USAGE_SOURCE_TIMEOUT (0.1 s)"), "{error}");
+        assert!(within.next().await.is_none());
+    }
+
     #[test]
     fn plain_http_only_to_this_machine() {
         for (endpoint, allowed) in [
