@@ -100,6 +100,27 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<(), RunnerError> {
     let shared = Arc::new(start(sources, registry, options).await?);
+    // Stopped when dropped, on every way out of the runner.
+    let _endpoint = match shared
+        .platform
+        .snapshot()
+        .settings
+        .connection
+        .metrics_address
+    {
+        Some(address) => Some(
+            crate::metrics::serve(
+                address,
+                shared.metrics.clone(),
+                shared.health.clone(),
+                shared.options.health_grace,
+                &shared.options.metrics_listening,
+            )
+            .await
+            .map_err(RunnerError::Startup)?,
+        ),
+        None => None,
+    };
     let drain_limit = shared.options.drain_limit.unwrap_or_else(|| {
         shared
             .platform
@@ -194,7 +215,14 @@ async fn start(
             host
         });
     let proxy = proxy::select(&lookup, !settings.connection.unsecure, server_host)?;
-    let client = ConnectClient::new(ClientOptions::from_settings(&settings)?)?;
+    let metrics = match settings.connection.metrics_address {
+        Some(_) => crate::metrics::Metrics::new(),
+        None => crate::metrics::Metrics::off(),
+    };
+    let client = ConnectClient::new(ClientOptions {
+        metrics: metrics.clone(),
+        ..ClientOptions::from_settings(&settings)?
+    })?;
     Ok(Shared {
         limits: Limits::new(&options),
         options,
@@ -208,6 +236,8 @@ async fn start(
         stop: Stop::default(),
         in_flight: Mutex::new(HashSet::new()),
         refusals: Mutex::new(refusals::Refusals::default()),
+        metrics,
+        health: crate::metrics::Health::new(),
         platform: Platform::new(sources, settings, client),
     })
 }

@@ -1,0 +1,268 @@
+//! The HTTP endpoint at `METRICS_ADDRESS`: `GET /healthz` (200 or 503 with a short JSON body,
+//! see `health.rs`) and `GET /metrics` (the Prometheus text format, or OpenMetrics when the
+//! scraper's `Accept` asks for it). It serves nothing else, reads no request body and holds no
+//! secret, so it can listen on `0.0.0.0` in a container.
+//!
+//! The probe behind `connect-payg health` is here too: it asks `/healthz` at the configured
+//! address (loopback when that is `0.0.0.0` or `[::]`), without any proxy.
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::{Health, Metrics};
+
+const OPENMETRICS: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+const PROMETHEUS_TEXT: &str = prometheus_client::encoding::prometheus_text::CONTENT_TYPE;
+
+/// Where the endpoint listens once it does (with port 0 in `METRICS_ADDRESS`, the port the
+/// system picked). Clones share the slot: a caller keeps one and passes one to the runner.
+#[derive(Debug, Clone, Default)]
+pub struct Listening(Arc<OnceLock<SocketAddr>>);
+
+impl Listening {
+    pub fn address(&self) -> Option<SocketAddr> {
+        self.0.get().copied()
+    }
+}
+
+/// The running endpoint; stopped when dropped.
+pub(crate) struct Server {
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+#[derive(Clone)]
+struct Served {
+    metrics: Metrics,
+    health: Health,
+    grace: Duration,
+}
+
+/// Listens at `address` and serves until the returned [`Server`] is dropped; the error names
+/// the setting.
+pub(crate) async fn serve(
+    address: SocketAddr,
+    metrics: Metrics,
+    health: Health,
+    grace: Duration,
+    listening: &Listening,
+) -> Result<Server, String> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .map_err(|e| format!("METRICS_ADDRESS {address}: cannot listen: {e}"))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| format!("METRICS_ADDRESS {address}: {e}"))?;
+    let _ = listening.0.set(bound);
+    let app = axum::Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics_text))
+        .with_state(Served {
+            metrics,
+            health,
+            grace,
+        });
+    let task = tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, app).await {
+            tracing::error!(%error, "the health and metrics endpoint stopped");
+        }
+    });
+    tracing::info!(address = %bound, "health and metrics served at /healthz and /metrics");
+    Ok(Server { task })
+}
+
+async fn healthz(State(served): State<Served>) -> Response {
+    let verdict = served.health.verdict(served.grace);
+    let status = if verdict.healthy {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    (
+        status,
+        [(header::CACHE_CONTROL, "no-store")],
+        axum::Json(verdict),
+    )
+        .into_response()
+}
+
+async fn metrics_text(State(served): State<Served>, headers: HeaderMap) -> Response {
+    let openmetrics = headers
+        .get_all(header::ACCEPT)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .any(|v| v.contains("application/openmetrics-text"));
+    match served.metrics.encode(openmetrics) {
+        Some(text) => {
+            let content_type = if openmetrics {
+                OPENMETRICS
+            } else {
+                PROMETHEUS_TEXT
+            };
+            ([(header::CONTENT_TYPE, content_type)], text).into_response()
+        }
+        None => (StatusCode::NOT_FOUND, "metrics are off\n").into_response(),
+    }
+}
+
+/// The address to ask for `address`: loopback in place of the unspecified address.
+pub fn probe_address(address: SocketAddr) -> SocketAddr {
+    let ip = match address.ip() {
+        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        ip => ip,
+    };
+    SocketAddr::new(ip, address.port())
+}
+
+/// What `/healthz` answered.
+#[derive(Debug, Clone)]
+pub struct Probe {
+    pub status: u16,
+    pub body: String,
+}
+
+impl Probe {
+    pub fn healthy(&self) -> bool {
+        self.status == 200
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    #[error("cannot build the HTTP client: {0}")]
+    Client(String),
+    #[error("no answer from http://{address}/healthz: {reason}")]
+    NoAnswer { address: SocketAddr, reason: String },
+}
+
+/// Asks `/healthz` at `address` (as configured; see [`probe_address`]) within `limit`.
+pub async fn probe(address: SocketAddr, limit: Duration) -> Result<Probe, ProbeError> {
+    let address = probe_address(address);
+    // Loopback only: an HTTP_PROXY in the container's environment must not be used.
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(limit)
+        .build()
+        .map_err(|e| ProbeError::Client(e.to_string()))?;
+    let no_answer = |error: reqwest::Error| ProbeError::NoAnswer {
+        address,
+        reason: crate::connect::network_error_text(&error),
+    };
+    let response = client
+        .get(format!("http://{address}/healthz"))
+        .send()
+        .await
+        .map_err(no_answer)?;
+    let status = response.status().as_u16();
+    let body = response.text().await.map_err(no_answer)?;
+    Ok(Probe { status, body })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metrics_address_is_an_ip_and_port() {
+        let parse = |text: &str| crate::config::parse_metrics_address(text).map(|a| a.to_string());
+        assert_eq!(parse("0.0.0.0:9464").unwrap(), "0.0.0.0:9464");
+        assert_eq!(parse(" :9464 ").unwrap(), "0.0.0.0:9464");
+        assert_eq!(parse("[::]:9464").unwrap(), "[::]:9464");
+        assert_eq!(parse("127.0.0.1:0").unwrap(), "127.0.0.1:0");
+        for bad in [
+            "localhost:9464",
+            "9464",
+            "0.0.0.0",
+            ":http",
+            "0.0.0.0:70000",
+        ] {
+            let error = parse(bad).unwrap_err().to_string();
+            assert!(error.contains("METRICS_ADDRESS"), "{bad}: {error}");
+        }
+        // Environment only: a configuration file cannot set it.
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(&file, "metrics_address = \"0.0.0.0:9464\"\n").unwrap();
+        let sources = crate::config::SettingsSources {
+            file: Some(file),
+            env: Some(Default::default()),
+            ..Default::default()
+        };
+        assert!(sources.load().is_err());
+    }
+
+    #[test]
+    fn the_unspecified_address_is_asked_on_loopback() {
+        let probe = |text: &str| probe_address(text.parse().unwrap()).to_string();
+        assert_eq!(probe("0.0.0.0:9464"), "127.0.0.1:9464");
+        assert_eq!(probe("[::]:9464"), "[::1]:9464");
+        assert_eq!(probe("127.0.0.2:80"), "127.0.0.2:80");
+        assert_eq!(probe("[::1]:9464"), "[::1]:9464");
+    }
+
+    #[tokio::test]
+    async fn serves_health_and_both_text_formats() {
+        let metrics = Metrics::new();
+        let health = Health::new();
+        let listening = Listening::default();
+        let server = serve(
+            "127.0.0.1:0".parse().unwrap(),
+            metrics.clone(),
+            health.clone(),
+            Duration::from_secs(60),
+            &listening,
+        )
+        .await
+        .unwrap();
+        let address = listening.address().unwrap();
+        assert_ne!(address.port(), 0);
+        let answer = probe(address, Duration::from_secs(5)).await.unwrap();
+        assert_eq!(answer.status, 503, "{}", answer.body);
+        assert!(answer.body.contains("not connected yet"), "{}", answer.body);
+        health.connected("background");
+        let answer = probe(address, Duration::from_secs(5)).await.unwrap();
+        assert!(answer.healthy(), "{}", answer.body);
+        metrics.log_lines(1, 0);
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let url = format!("http://{address}/metrics");
+        let text = client.get(&url).send().await.unwrap();
+        assert_eq!(text.headers()[header::CONTENT_TYPE], PROMETHEUS_TEXT);
+        assert!(text
+            .text()
+            .await
+            .unwrap()
+            .contains("connect_payg_log_lines_shipped_total 1\n"));
+        let open = client
+            .get(&url)
+            .header(
+                header::ACCEPT,
+                "application/openmetrics-text; version=1.0.0",
+            )
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(open.headers()[header::CONTENT_TYPE], OPENMETRICS);
+        assert!(open.text().await.unwrap().ends_with("# EOF\n"));
+        let missing = client
+            .get(format!("http://{address}/"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(missing.status(), 404);
+        drop(server);
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(probe(address, Duration::from_secs(2)).await.is_err());
+    }
+}
