@@ -19,7 +19,7 @@
 //! tests' own clients) gets [`Metrics::off`], which costs one branch per call and nothing else.
 //!
 //! Label values are closed sets (task categories and results, HTTP methods and statuses, the
-//! REST endpoint *family* with ids replaced by `{id}`, reasons, alert kinds), so the number of
+//! REST endpoint *family* with ids replaced by `:id`, reasons, alert kinds), so the number of
 //! series is bounded; the one open label is the reported `period` of the last-report gauge,
 //! which grows by one per period.
 
@@ -407,14 +407,14 @@ impl Metrics {
 }
 
 /// `path` with each segment that holds a digit (an id: `UF-2024-…`, `PRD-…`, a percent-escape)
-/// replaced by `{id}`, so that a label names the kind of request, never the object.
+/// replaced by `:id`, so that a label names the kind of request, never the object.
 pub fn endpoint_family(path: &str) -> String {
     let segments: Vec<&str> = path
         .trim_matches('/')
         .split('/')
         .map(|segment| {
             if segment.bytes().any(|b| b.is_ascii_digit()) {
-                "{id}"
+                ":id"
             } else {
                 segment
             }
@@ -431,14 +431,14 @@ mod tests {
     fn endpoint_families_name_the_request_not_the_object() {
         for (path, family) in [
             ("usage/files", "usage/files"),
-            ("usage/files/UF-2024-02-1234-5678", "usage/files/{id}"),
+            ("usage/files/UF-2024-02-1234-5678", "usage/files/:id"),
             (
                 "/usage/files/UF-2024-02-1234-5678/upload/",
-                "usage/files/{id}/upload",
+                "usage/files/:id/upload",
             ),
-            ("products/PRD-123-456/items", "products/{id}/items"),
+            ("products/PRD-123-456/items", "products/:id/items"),
             ("subscriptions/assets", "subscriptions/assets"),
-            ("products/..%2Fx", "products/{id}"),
+            ("products/..%2Fx", "products/:id"),
             ("", ""),
         ] {
             assert_eq!(endpoint_family(path), family, "{path}");
@@ -481,9 +481,9 @@ mod tests {
         let text = metrics.encode(false).unwrap();
         for line in [
             "connect_payg_tasks_total{category=\"scheduled\",result=\"success\"} 1",
-            "connect_payg_task_duration_seconds_bucket{le=\"5.0\",category=\"scheduled\"} 1",
+            "connect_payg_task_duration_seconds_bucket{category=\"scheduled\",le=\"5\"} 1",
             "connect_payg_task_duration_seconds_count{category=\"scheduled\"} 1",
-            "connect_payg_rest_requests_total{method=\"GET\",endpoint=\"usage/files/{id}\",status=\"200\"} 1",
+            "connect_payg_rest_requests_total{method=\"GET\",endpoint=\"usage/files/:id\",status=\"200\"} 1",
             "connect_payg_rest_requests_total{method=\"POST\",endpoint=\"usage/files\",status=\"no_answer\"} 1",
             "connect_payg_rest_retries_total{method=\"POST\",endpoint=\"usage/files\"} 1",
             "connect_payg_websocket_handshakes_total{runner_type=\"background\"} 1",
