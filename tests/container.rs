@@ -81,7 +81,10 @@ fn the_image_checks_its_health_with_the_health_command() {
         .find_map(|l| l.strip_prefix("ENV METRICS_ADDRESS="))
         .expect("ENV METRICS_ADDRESS in the runtime stage");
     let address = connect_payg::config::parse_metrics_address(address).unwrap();
-    assert!(address.ip().is_unspecified(), "reachable from outside the container");
+    assert!(
+        address.ip().is_unspecified(),
+        "reachable from outside the container"
+    );
     assert!(
         stage.contains(&format!("EXPOSE {}", address.port())),
         "{stage:#?}"

@@ -7,8 +7,8 @@
 //!   and supervisor (handshakes, reconnects), the REST client's attempt loop (requests,
 //!   retries), filing (files), the report's summary (records), the alerter, the log shipper.
 //! * [`Health`] — the background websocket as the health check sees it (see `health.rs`).
-//! * `server` — `GET /healthz` and `GET /metrics` with axum, and the probe behind
-//!   `connect-payg health`.
+//! * `server` — `GET /healthz` and `GET /metrics` with axum (`connect-payg health` asks the
+//!   former: `cli/health.rs`).
 //!
 //! How the handle reaches the code: it is threaded, not global. The runner holds it (and the
 //! [`Health`]) in its shared state, and puts it in the [`crate::connect::ClientOptions`] of
@@ -40,7 +40,7 @@ use payg_shared::protocol::{ResultCode, TaskCategory};
 
 pub use health::Health;
 pub(crate) use server::serve;
-pub use server::{probe, probe_address, Listening, Probe, ProbeError};
+pub use server::Listening;
 
 /// Upper bounds (seconds) of the task duration buckets: an event handler takes milliseconds
 /// to minutes, the monthly report up to the scheduled time limit (12 h).

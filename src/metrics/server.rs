@@ -3,10 +3,8 @@
 //! scraper's `Accept` asks for it). It serves nothing else, reads no request body and holds no
 //! secret, so it can listen on `0.0.0.0` in a container.
 //!
-//! The probe behind `connect-payg health` is here too: it asks `/healthz` at the configured
-//! address (loopback when that is `0.0.0.0` or `[::]`), without any proxy.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -116,100 +114,20 @@ async fn metrics_text(State(served): State<Served>, headers: HeaderMap) -> Respo
     }
 }
 
-/// The address to ask for `address`: loopback in place of the unspecified address.
-pub fn probe_address(address: SocketAddr) -> SocketAddr {
-    let ip = match address.ip() {
-        IpAddr::V4(ip) if ip.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
-        IpAddr::V6(ip) if ip.is_unspecified() => IpAddr::V6(Ipv6Addr::LOCALHOST),
-        ip => ip,
-    };
-    SocketAddr::new(ip, address.port())
-}
-
-/// What `/healthz` answered.
-#[derive(Debug, Clone)]
-pub struct Probe {
-    pub status: u16,
-    pub body: String,
-}
-
-impl Probe {
-    pub fn healthy(&self) -> bool {
-        self.status == 200
-    }
-}
-
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeError {
-    #[error("cannot build the HTTP client: {0}")]
-    Client(String),
-    #[error("no answer from http://{address}/healthz: {reason}")]
-    NoAnswer { address: SocketAddr, reason: String },
-}
-
-/// Asks `/healthz` at `address` (as configured; see [`probe_address`]) within `limit`.
-pub async fn probe(address: SocketAddr, limit: Duration) -> Result<Probe, ProbeError> {
-    let address = probe_address(address);
-    // Loopback only: an HTTP_PROXY in the container's environment must not be used.
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(limit)
-        .build()
-        .map_err(|e| ProbeError::Client(e.to_string()))?;
-    let no_answer = |error: reqwest::Error| ProbeError::NoAnswer {
-        address,
-        reason: crate::connect::network_error_text(&error),
-    };
-    let response = client
-        .get(format!("http://{address}/healthz"))
-        .send()
-        .await
-        .map_err(no_answer)?;
-    let status = response.status().as_u16();
-    let body = response.text().await.map_err(no_answer)?;
-    Ok(Probe { status, body })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    #[test]
-    fn metrics_address_is_an_ip_and_port() {
-        let parse = |text: &str| crate::config::parse_metrics_address(text).map(|a| a.to_string());
-        assert_eq!(parse("0.0.0.0:9464").unwrap(), "0.0.0.0:9464");
-        assert_eq!(parse(" :9464 ").unwrap(), "0.0.0.0:9464");
-        assert_eq!(parse("[::]:9464").unwrap(), "[::]:9464");
-        assert_eq!(parse("127.0.0.1:0").unwrap(), "127.0.0.1:0");
-        for bad in [
-            "localhost:9464",
-            "9464",
-            "0.0.0.0",
-            ":http",
-            "0.0.0.0:70000",
-        ] {
-            let error = parse(bad).unwrap_err().to_string();
-            assert!(error.contains("METRICS_ADDRESS"), "{bad}: {error}");
-        }
-        // Environment only: a configuration file cannot set it.
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("c.toml");
-        std::fs::write(&file, "metrics_address = \"0.0.0.0:9464\"\n").unwrap();
-        let sources = crate::config::SettingsSources {
-            file: Some(file),
-            env: Some(Default::default()),
-            ..Default::default()
-        };
-        assert!(sources.load().is_err());
-    }
-
-    #[test]
-    fn the_unspecified_address_is_asked_on_loopback() {
-        let probe = |text: &str| probe_address(text.parse().unwrap()).to_string();
-        assert_eq!(probe("0.0.0.0:9464"), "127.0.0.1:9464");
-        assert_eq!(probe("[::]:9464"), "[::1]:9464");
-        assert_eq!(probe("127.0.0.2:80"), "127.0.0.2:80");
-        assert_eq!(probe("[::1]:9464"), "[::1]:9464");
+    /// `GET http://{address}{path}`: status and body, or `None` without an answer.
+    async fn get(address: SocketAddr, path: &str) -> Option<(u16, String)> {
+        let client = reqwest::Client::builder().no_proxy().build().unwrap();
+        let response = client
+            .get(format!("http://{address}{path}"))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .ok()?;
+        Some((response.status().as_u16(), response.text().await.ok()?))
     }
 
     #[tokio::test]
@@ -228,12 +146,12 @@ mod tests {
         .unwrap();
         let address = listening.address().unwrap();
         assert_ne!(address.port(), 0);
-        let answer = probe(address, Duration::from_secs(5)).await.unwrap();
-        assert_eq!(answer.status, 503, "{}", answer.body);
-        assert!(answer.body.contains("not connected yet"), "{}", answer.body);
+        let (status, body) = get(address, "/healthz").await.unwrap();
+        assert_eq!(status, 503, "{body}");
+        assert!(body.contains("not connected yet"), "{body}");
         health.connected("background");
-        let answer = probe(address, Duration::from_secs(5)).await.unwrap();
-        assert!(answer.healthy(), "{}", answer.body);
+        let (status, body) = get(address, "/healthz").await.unwrap();
+        assert_eq!(status, 200, "{body}");
         metrics.log_lines(1, 0);
         let client = reqwest::Client::builder().no_proxy().build().unwrap();
         let url = format!("http://{address}/metrics");
@@ -263,6 +181,6 @@ mod tests {
         assert_eq!(missing.status(), 404);
         drop(server);
         tokio::time::sleep(Duration::from_millis(50)).await;
-        assert!(probe(address, Duration::from_secs(2)).await.is_err());
+        assert!(get(address, "/healthz").await.is_none());
     }
 }
