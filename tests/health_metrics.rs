@@ -118,19 +118,25 @@ fn is_pending_after_rejection(world: &World, file_id: &str) -> bool {
     history.last() == Some(&FileStatus::Pending) && history.contains(&FileStatus::Rejected)
 }
 
-/// `connect-payg health` with `METRICS_ADDRESS=0.0.0.0:<port of address>`, as in the image (it
-/// asks on loopback): its exit code and what it printed.
-async fn health_command(address: SocketAddr) -> (i32, String) {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_connect-payg"))
-        .arg("health")
-        .env("METRICS_ADDRESS", format!("0.0.0.0:{}", address.port()))
-        .output()
-        .await
-        .unwrap();
+/// `connect-payg health` with `METRICS_ADDRESS` set to `address` (unset for `None`): its exit
+/// code, what it printed, and what it said on stderr.
+async fn health_command(address: Option<&str>) -> (i32, String, String) {
+    let mut command = tokio::process::Command::new(env!("CARGO_BIN_EXE_connect-payg"));
+    command.arg("health").env_remove("METRICS_ADDRESS");
+    if let Some(address) = address {
+        command.env("METRICS_ADDRESS", address);
+    }
+    let output = command.output().await.unwrap();
     (
         output.status.code().unwrap(),
         String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
     )
+}
+
+/// `connect-payg health` as in the image, with `0.0.0.0:<port>` (it asks on loopback).
+async fn image_health(address: SocketAddr) -> (i32, String, String) {
+    health_command(Some(&format!("0.0.0.0:{}", address.port()))).await
 }
 
 #[tokio::test]
@@ -150,7 +156,7 @@ async fn metrics_count_the_run_and_health_follows_the_background_connection() {
     let (_, body) = healthz_until(address, "healthy", |status, _| status == 200).await;
     assert_eq!(body["status"], "ok");
     assert_eq!(body["connection"], "connected");
-    assert_eq!(health_command(address).await.0, 0);
+    assert_eq!(image_health(address).await.0, 0);
 
     // A month filed by the schedule, one file rejected and rebuilt by its event.
     let started = chrono::Utc::now().timestamp();
@@ -340,7 +346,7 @@ async fn metrics_count_the_run_and_health_follows_the_background_connection() {
         "{reason}"
     );
     assert!(count >= 1 && count <= devops.stats().refused, "{reason}");
-    let (code, printed) = health_command(address).await;
+    let (code, printed, _) = image_health(address).await;
     assert_eq!(code, 1, "{printed}");
     assert!(
         printed.contains("Connect refused the API key (401)"),
@@ -359,7 +365,7 @@ async fn metrics_count_the_run_and_health_follows_the_background_connection() {
     devops.refuse_upgrades(401, 0);
     let (_, body) = healthz_until(address, "healthy again", |status, _| status == 200).await;
     assert_eq!(body["connection"], "connected");
-    assert_eq!(health_command(address).await.0, 0);
+    assert_eq!(image_health(address).await.0, 0);
     let metrics = scrape(address).await;
     assert_eq!(
         counter(
@@ -373,29 +379,17 @@ async fn metrics_count_the_run_and_health_follows_the_background_connection() {
     extension.stop().await;
     // The endpoint goes with the runner.
     assert!(get(address, "/healthz").await.is_none());
-    let (code, _) = health_command(address).await;
+    let (code, _, _) = image_health(address).await;
     assert_eq!(code, 1);
 }
 
 #[tokio::test]
 async fn health_without_metrics_address_is_unhealthy_not_a_usage_error() {
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_connect-payg"))
-        .arg("health")
-        .env_remove("METRICS_ADDRESS")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let error = String::from_utf8_lossy(&output.stderr);
+    let (code, _, error) = health_command(None).await;
+    assert_eq!(code, 1);
     assert!(error.contains("METRICS_ADDRESS is not set"), "{error}");
-    let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_connect-payg"))
-        .arg("health")
-        .env("METRICS_ADDRESS", "localhost:9464")
-        .output()
-        .await
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let error = String::from_utf8_lossy(&output.stderr);
+    let (code, _, error) = health_command(Some("localhost:9464")).await;
+    assert_eq!(code, 1);
     assert!(
         error.contains("setting METRICS_ADDRESS is invalid"),
         "{error}"

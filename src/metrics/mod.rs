@@ -171,8 +171,8 @@ impl Metrics {
 
     /// A fresh registry with every metric this program exposes, all at zero.
     pub fn new() -> Metrics {
-        let mut registry = Registry::with_prefix("connect_payg");
-        let inner = Inner {
+        let mut inner = Inner {
+            registry: Registry::with_prefix("connect_payg"),
             tasks: Family::default(),
             task_duration: DurationFamily::new_with_constructor(task_histogram),
             rest_requests: Family::default(),
@@ -188,8 +188,8 @@ impl Metrics {
             log_lines_shipped: Counter::default(),
             log_lines_dropped: Counter::default(),
             last_scheduled_report: Family::default(),
-            registry: Registry::default(),
         };
+        let registry = &mut inner.registry;
         registry.register(
             "tasks",
             "Tasks answered to the platform, by category and result",
@@ -268,7 +268,7 @@ impl Metrics {
             Unit::Seconds,
             inner.last_scheduled_report.clone(),
         );
-        Metrics(Some(Arc::new(Inner { registry, ..inner })))
+        Metrics(Some(Arc::new(inner)))
     }
 
     pub fn is_on(&self) -> bool {
