@@ -376,6 +376,15 @@ async fn metrics_count_the_run_and_health_follows_the_background_connection() {
         2.0
     );
     assert_eq!(devops.protocol_errors(), Vec::<String>::new());
+    // Neither endpoint shows a secret: the API key, the webhook URL (its token is in the path).
+    let key = world.sim.api_key().to_string();
+    let secret_part = key.rsplit(':').next().unwrap().to_string();
+    for path in ["/metrics", "/healthz"] {
+        let text = get(address, path).await.unwrap().text().await.unwrap();
+        for secret in [&key, &secret_part, &world.webhook_url()] {
+            assert!(!text.contains(secret.as_str()), "{path} shows {secret}");
+        }
+    }
     extension.stop().await;
     // The endpoint goes with the runner.
     assert!(get(address, "/healthz").await.is_none());
