@@ -74,6 +74,8 @@ pub enum RunnerError {
     Client(#[from] ConnectError),
     #[error("runner start-up failed: {0}")]
     Startup(String),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::ServeError),
     #[error(
         "the platform refused the API key on every connection attempt for {} s \
          (AUTH_FAILURE_EXIT_AFTER): check API_KEY and ENVIRONMENT_ID",
@@ -116,8 +118,7 @@ pub async fn run_with(
                 shared.options.health_grace,
                 &shared.options.metrics_listening,
             )
-            .await
-            .map_err(RunnerError::Startup)?,
+            .await?,
         ),
         None => None,
     };

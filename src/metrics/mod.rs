@@ -40,7 +40,7 @@ use payg_shared::protocol::{ResultCode, TaskCategory};
 
 pub use health::Health;
 pub(crate) use server::serve;
-pub use server::Listening;
+pub use server::{Listening, ServeError};
 
 /// Upper bounds (seconds) of the task duration buckets: an event handler takes milliseconds
 /// to minutes, the monthly report up to the scheduled time limit (12 h).

@@ -2,7 +2,6 @@
 //! see `health.rs`) and `GET /metrics` (the Prometheus text format, or OpenMetrics when the
 //! scraper's `Accept` asks for it). It serves nothing else, reads no request body and holds no
 //! secret, so it can listen on `0.0.0.0` in a container.
-//!
 
 use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
@@ -29,6 +28,14 @@ impl Listening {
     }
 }
 
+/// The endpoint could not start; named by its setting.
+#[derive(Debug, thiserror::Error)]
+#[error("METRICS_ADDRESS {address}: cannot listen: {source}")]
+pub struct ServeError {
+    address: SocketAddr,
+    source: std::io::Error,
+}
+
 /// The running endpoint; stopped when dropped.
 pub(crate) struct Server {
     task: tokio::task::JoinHandle<()>,
@@ -47,21 +54,19 @@ struct Served {
     grace: Duration,
 }
 
-/// Listens at `address` and serves until the returned [`Server`] is dropped; the error names
-/// the setting.
+/// Listens at `address` and serves until the returned [`Server`] is dropped.
 pub(crate) async fn serve(
     address: SocketAddr,
     metrics: Metrics,
     health: Health,
     grace: Duration,
     listening: &Listening,
-) -> Result<Server, String> {
+) -> Result<Server, ServeError> {
+    let failed = |source| ServeError { address, source };
     let listener = tokio::net::TcpListener::bind(address)
         .await
-        .map_err(|e| format!("METRICS_ADDRESS {address}: cannot listen: {e}"))?;
-    let bound = listener
-        .local_addr()
-        .map_err(|e| format!("METRICS_ADDRESS {address}: {e}"))?;
+        .map_err(failed)?;
+    let bound = listener.local_addr().map_err(failed)?;
     let _ = listening.0.set(bound);
     let app = axum::Router::new()
         .route("/healthz", get(healthz))
