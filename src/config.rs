@@ -166,6 +166,13 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "log filter",
     },
     Setting {
+        name: "METRICS_ADDRESS",
+        reach: Reach::Environment,
+        default: None,
+        secret: false,
+        meaning: "ip:port serving /healthz and /metrics, e.g. 0.0.0.0:9464 (run; unset: off)",
+    },
+    Setting {
         name: "API_RETRY_BASE_MS",
         reach: Reach::Host,
         default: Some("1000"),
@@ -380,6 +387,8 @@ pub struct ConnectionSettings {
     pub retry_base_delay: Duration,
     /// Longest single REST retry wait, `Retry-After` included (`API_RETRY_MAX_MS`).
     pub retry_max_delay: Duration,
+    /// Where `run` serves `/healthz` and `/metrics` (`METRICS_ADDRESS`); `None`: not served.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl ConnectionSettings {
@@ -835,6 +844,22 @@ where
     Ok(parsed)
 }
 
+/// `METRICS_ADDRESS`: an IP address and port (`0.0.0.0:9464`, `[::]:9464`, `127.0.0.1:0`), or
+/// `:PORT` for every IPv4 address.
+pub fn parse_metrics_address(value: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    let value = value.trim();
+    let full = match value.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => value.to_string(),
+    };
+    full.parse().map_err(|_| {
+        invalid(
+            "METRICS_ADDRESS",
+            format!("{value:?} is not an IP address and port such as 0.0.0.0:9464"),
+        )
+    })
+}
+
 fn seconds(
     name: &'static str,
     value: Option<String>,
@@ -930,6 +955,9 @@ impl Settings {
             log_format,
             retry_base_delay: millis("API_RETRY_BASE_MS", get("api_retry_base_ms"), 1000)?,
             retry_max_delay: millis("API_RETRY_MAX_MS", get("api_retry_max_ms"), 60_000)?,
+            metrics_address: get("metrics_address")
+                .map(|v| parse_metrics_address(&v))
+                .transpose()?,
         };
 
         let report_period = get("report_period")

@@ -89,7 +89,8 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(client: ConnectClient, settings: ReportSettings) -> Self {
-        let alerter = Alerter::new(settings.alert_webhook_url.as_deref());
+        let alerter = Alerter::new(settings.alert_webhook_url.as_deref())
+            .with_metrics(client.metrics().clone());
         Reporter {
             client,
             settings,
@@ -254,6 +255,11 @@ impl Reporter {
         if !job.dry_run {
             self.alert(&summary, job.allow_empty).await;
         }
+        self.client.metrics().records(
+            summary.records_read,
+            summary.bad_by_reason().iter().map(|(r, n)| (r.code(), *n)),
+            summary.out_of_scope.iter().map(|(r, n)| (r.code(), *n)),
+        );
         tracing::info!("{}", summary.headline());
         Ok(summary)
     }
