@@ -51,6 +51,7 @@ struct Shared {
     max_body_bytes: usize,
     /// `host:port` of `base_url`, named in network errors.
     host: String,
+    metrics: crate::metrics::Metrics,
 }
 
 impl fmt::Debug for ConnectClient {
@@ -178,6 +179,7 @@ impl ConnectClient {
                 page_size: options.page_size.max(1),
                 max_body_bytes: options.max_body_bytes.max(1),
                 host,
+                metrics: options.metrics,
             }),
             api_key: options.api_key,
             headers: HeaderMap::new(),
@@ -210,6 +212,11 @@ impl ConnectClient {
 
     pub fn base_url(&self) -> &str {
         &self.shared.base_url
+    }
+
+    /// The counters of the runner this client belongs to (off for a client of its own).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
     }
 
     /// GETs `path` (e.g. `usage/files/UF-1`) and decodes the JSON answer.
@@ -326,6 +333,9 @@ impl ConnectClient {
             if !retry || !backoff.pause(failure.retry_after).await {
                 return Err(failure.error);
             }
+            self.shared
+                .metrics
+                .rest_retry(request.method.as_str(), request.path);
             tracing::info!(
                 method = %request.method,
                 path = request.path,
@@ -369,11 +379,15 @@ impl ConnectClient {
         let (status, headers, body) = match result {
             Ok(answer) => answer,
             Err(Exchange::Transport(error)) => {
+                self.shared.metrics.rest_request(method, request.path, None);
                 let error = ConnectError::transport(method, request.path, &self.shared.host, error);
                 tracing::debug!(method, path = request.path, attempt, elapsed_ms, error = %error, "Connect request failed");
                 return Err(fail(error));
             }
             Err(Exchange::TooLarge(status)) => {
+                self.shared
+                    .metrics
+                    .rest_request(method, request.path, Some(status.as_u16()));
                 let error = ConnectError::decode(
                     method,
                     request.path,
@@ -395,6 +409,9 @@ impl ConnectClient {
             elapsed_ms,
             "Connect request"
         );
+        self.shared
+            .metrics
+            .rest_request(method, request.path, Some(status.as_u16()));
         if status.is_success() {
             return Ok(Reply {
                 content_range: header_text(&headers, "content-range"),

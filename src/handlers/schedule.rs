@@ -73,6 +73,13 @@ async fn run(ctx: TaskContext, schedule: Value) -> HandlerOutcome {
             }
         }
     }
+    for summary in ledger.summaries() {
+        if state(summary) == PeriodState::Done {
+            ctx.client
+                .metrics()
+                .scheduled_report_succeeded(&summary.period.to_string());
+        }
+    }
     answer(&ledger)
 }
 
