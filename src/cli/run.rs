@@ -7,7 +7,7 @@ use crate::config::SettingsSources;
 
 pub async fn run(sources: SettingsSources) -> Result<Outcome, CliError> {
     let settings = sources.load()?;
-    crate::logging::init(settings.connection.log_format);
+    crate::logging::init(&settings.connection);
     settings.connection.require_api_key()?;
     settings.connection.require_environment_id()?;
     let registry =
