@@ -394,7 +394,7 @@ mod tests {
         assert!(text.contains("runner debug"), "{text}");
         // An empty RUST_LOG is as if unset.
         for rust_log in ["", " "] {
-            let (_, control, _) = subscriber(Some(rust_log));
+            let (_dispatch, control, _) = subscriber(Some(rust_log));
             assert!(matches!(
                 control.set_levels(Some(LogLevel::Debug), None),
                 LevelChange::Applied(_)
