@@ -272,6 +272,11 @@ impl LogControl {
     pub fn shipping(&self) -> ShippingStats {
         self.0.shipper.stats()
     }
+
+    /// Waits (at most `limit`) until the lines waiting are shipped; true when none is left.
+    pub async fn flush(&self, limit: std::time::Duration) -> bool {
+        self.0.shipper.flush(limit).await
+    }
 }
 
 /// Hands events to the shipper; found by [`control`] through the dispatcher.

@@ -45,6 +45,8 @@ pub const LOG_TYPE: &str = "python";
 pub const MAX_BATCH_BYTES: usize = 1_000_000;
 /// A longer line is shipped without its fields and with its message clipped.
 const MAX_LINE_BYTES: usize = 64 * 1024;
+/// How often lost lines are looked at while a request is under way.
+const LOSSES_CHECK: Duration = Duration::from_secs(1);
 /// Secrets shorter than this are not searched for (they would match ordinary text).
 const MIN_SCRUBBED_LEN: usize = 4;
 
@@ -236,6 +238,8 @@ struct Inner {
     /// Wakes the sending task early when a full batch waits.
     wake: Notify,
     control: Mutex<Control>,
+    /// A batch is on its way (taken from the queue, not yet shipped or given up).
+    sending: AtomicBool,
     shipped: AtomicU64,
     dropped: AtomicU64,
 }
@@ -357,6 +361,7 @@ impl Shipper {
                 queue: Mutex::new(Queue::default()),
                 wake: Notify::new(),
                 control: Mutex::new(Control::default()),
+                sending: AtomicBool::new(false),
                 shipped: AtomicU64::new(0),
                 dropped: AtomicU64::new(0),
             }),
@@ -431,6 +436,24 @@ impl Shipper {
             );
         }
         was_on
+    }
+
+    /// Waits until every waiting line is shipped (or given up), at most `limit`; true when
+    /// nothing is left. For a clean exit: lines written just before it are not lost.
+    pub(super) async fn flush(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let idle = self.inner.lock_queue().lines.is_empty()
+                && !self.inner.sending.load(Ordering::Relaxed);
+            if idle || self.inner.current().is_none() {
+                return idle;
+            }
+            if Instant::now() >= deadline {
+                return false;
+            }
+            self.inner.wake.notify_one();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub(super) fn stats(&self) -> ShippingStats {
@@ -525,8 +548,12 @@ impl Inner {
             queue.bytes -= line.len();
             lines.push(line);
         }
+        if lines.is_empty() {
+            return None;
+        }
+        self.sending.store(true, Ordering::Relaxed);
         drop(queue);
-        (!lines.is_empty()).then_some((target, lines))
+        Some((target, lines))
     }
 
     fn lose(&self, count: u64, failure: String) {
@@ -604,12 +631,19 @@ impl Inner {
                     Some(_) => {}
                 }
             }
-            let sent = client
+            let request = client
                 .post(target.endpoint.clone())
                 .header(reqwest::header::CONTENT_TYPE, "text/plain")
                 .body(body.clone())
-                .send()
-                .await;
+                .send();
+            tokio::pin!(request);
+            // Lines keep overflowing while the service is slow: say so without waiting for it.
+            let sent = loop {
+                tokio::select! {
+                    sent = &mut request => break sent,
+                    _ = tokio::time::sleep(LOSSES_CHECK) => self.tell_losses(),
+                }
+            };
             match sent {
                 Ok(response) if response.status().is_success() => {
                     self.shipped.fetch_add(count, Ordering::Relaxed);
@@ -661,6 +695,7 @@ async fn send_loop(inner: Arc<Inner>) {
         inner.tell_losses();
         while let Some((target, lines)) = inner.next_batch() {
             inner.send(&client, target, lines).await;
+            inner.sending.store(false, Ordering::Relaxed);
             inner.tell_losses();
         }
     }
