@@ -18,7 +18,8 @@
 //!   status events.
 //! * [`alert`] — operator alerts: a structured log line, and a webhook when configured.
 //! * [`allocator`] — the memory allocator and its tuning.
-//! * [`logging`] — the log subscriber: text or JSON lines, levels from `RUST_LOG`.
+//! * [`logging`] — the log subscriber: text or JSON lines, levels the portal can change while
+//!   running, and the lines shipped to the portal's log service.
 //! * `output` — files left for a person: checked names, private modes, atomic replacement.
 //! * `sandbox` — the whole product against the simulator (the `connect-sim` crate) in one
 //!   command.
