@@ -18,22 +18,18 @@ mod common;
 #[path = "support/leaks.rs"]
 mod leaks;
 
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use tokio::process::Command;
 
 use common::World;
 use connect_payg::config::{LogFormat, LogLevel};
 use connect_payg::logging::{LogControl, LogOptions, ShipOptions, ShippingState};
 use connect_sim::devops::{ListenerMode, SetupLogging, ShippedBatch, USAGE_FILE_EVENT};
-use connect_sim::vendor_usage::UsageFormat;
-use connect_sim::{BadRowSpec, SeedSpec, SimConfig, Simulator};
-use leaks::{random, Secrets};
-use payg_shared::period::Period;
+use connect_sim::Simulator;
+use leaks::{binary, period, random, simulator, Secrets};
 use payg_shared::protocol::{ResultCode, Variable};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
@@ -360,54 +356,6 @@ async fn a_level_change_applies_from_the_next_task_each_level_to_its_part() {
     stop(extension).await;
 }
 
-fn period() -> Period {
-    Period::parse("2024-01").unwrap()
-}
-
-/// A simulator that knows `secrets.api_key`, with the month's vendor usage served over HTTP
-/// behind `secrets.usage_auth`.
-async fn simulator(secrets: &Secrets) -> Simulator {
-    let sim = Simulator::start(SimConfig {
-        api_key: secrets.api_key.clone(),
-        processing_delay: Duration::from_millis(5),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    sim.state().seed(&SeedSpec::default());
-    let usage = sim
-        .state()
-        .vendor_usage(period(), &BadRowSpec::default())
-        .unwrap();
-    sim.state()
-        .serve_usage(Some(period()), usage.csv, UsageFormat::Csv);
-    sim.state()
-        .require_usage_auth(Some(secrets.usage_auth.clone()));
-    sim
-}
-
-/// `connect-payg run` with nothing from this environment but `env`, its scratch files under
-/// `dir`.
-fn runner(dir: &Path, env: &[(&str, String)]) -> Command {
-    let scratch = dir.join("tmp");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_connect-payg"));
-    command
-        .env_clear()
-        .env("TMPDIR", &scratch)
-        .env("READY_POLL_INTERVAL_MS", "10")
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command.args(["run", "--unsecure"]);
-    command
-}
-
 #[tokio::test]
 async fn the_runner_at_trace_ships_task_ids_and_metadata_and_no_secret() {
     let mut secrets = Secrets::new();
@@ -443,7 +391,7 @@ async fn the_runner_at_trace_ships_task_ids_and_metadata_and_no_secret() {
     ]);
     devops.set_logging(logging(Some(&logging_key), "INFO", "INFO"));
     let dir = tempfile::tempdir().unwrap();
-    let child = runner(
+    let child = binary(
         dir.path(),
         &[
             ("API_KEY", secrets.api_key.clone()),
@@ -451,10 +399,11 @@ async fn the_runner_at_trace_ships_task_ids_and_metadata_and_no_secret() {
             ("INSTANCE_ID", "instance-shipping-1".to_string()),
             ("SERVER_ADDRESS", address.clone()),
             ("LOG_SHIPPING_URL", listener_url(&sim)),
-            ("RUST_LOG", "trace".to_string()),
-            ("LOG_FORMAT", "json".to_string()),
         ],
     )
+    .args(["run", "--unsecure"])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
     .spawn()
     .unwrap();
     // Drained from the start: a full pipe would stall the chatty runner.

@@ -8,18 +8,14 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::process::Command;
-
 use connect_payg::connect::FileStatus;
-use connect_sim::vendor_usage::UsageFormat;
-use connect_sim::{BadRowSpec, SeedSpec, SimConfig, Simulator};
-use payg_shared::period::Period;
+use connect_sim::{SimConfig, Simulator};
 use payg_shared::protocol::{ResultCode, Variable};
 
 #[path = "support/leaks.rs"]
 mod leaks;
 
-use leaks::{base64, random, Secrets};
+use leaks::{base64, binary, period, random, simulator, Secrets};
 
 impl Secrets {
     /// Asserts no secret in the output nor in any file under `dir` (workbooks unpacked).
@@ -73,32 +69,6 @@ fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn period() -> Period {
-    Period::parse("2024-01").unwrap()
-}
-
-/// A simulator that knows `secrets.api_key`, with the month's vendor usage served over HTTP
-/// behind `secrets.usage_auth`.
-async fn simulator(secrets: &Secrets) -> Simulator {
-    let sim = Simulator::start(SimConfig {
-        api_key: secrets.api_key.clone(),
-        processing_delay: Duration::from_millis(5),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    sim.state().seed(&SeedSpec::default());
-    let usage = sim
-        .state()
-        .vendor_usage(period(), &BadRowSpec::default())
-        .unwrap();
-    sim.state()
-        .serve_usage(Some(period()), usage.csv, UsageFormat::Csv);
-    sim.state()
-        .require_usage_auth(Some(secrets.usage_auth.clone()));
-    sim
-}
-
 fn usage_source(sim: &Simulator, secrets: &Secrets) -> String {
     format!(
         "http://{}/_sim/usage?from={{from}}&to={{to}}&token={}",
@@ -113,27 +83,6 @@ fn webhook(sim: &Simulator, secrets: &Secrets) -> String {
         sim.server_address(),
         secrets.webhook_token
     )
-}
-
-/// The binary with nothing from this environment but `env`, logging everything (TRACE) as
-/// JSON, and its scratch files under `dir`.
-fn binary(dir: &Path, env: &[(&str, String)]) -> Command {
-    let scratch = dir.join("tmp");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_connect-payg"));
-    command
-        .env_clear()
-        .env("RUST_LOG", "trace")
-        .env("LOG_FORMAT", "json")
-        .env("TMPDIR", &scratch)
-        .env("READY_POLL_INTERVAL_MS", "10")
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command
 }
 
 /// `connect-payg report` for the month, with `overrides` on top of working settings.

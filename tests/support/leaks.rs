@@ -1,10 +1,19 @@
 //! The leak detector of the secrets tests: fresh random credentials for one run, and every form
 //! in which one of them could leak (in clear, base64 or percent-encoded, whole or just the
 //! secret part), looked for in whatever the product wrote — its output, its files, the log
-//! lines it shipped.
+//! lines it shipped; a simulator that knows those credentials, and the binary at its most talkative.
 
 #![allow(dead_code)]
 
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+
+use tokio::process::Command;
+
+use connect_sim::vendor_usage::UsageFormat;
+use connect_sim::{BadRowSpec, SeedSpec, SimConfig, Simulator};
+use payg_shared::period::Period;
 use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
 
 /// Fresh random text, so a secret cannot turn up by coincidence.
@@ -88,4 +97,51 @@ impl Secrets {
             }
         }
     }
+}
+
+pub fn period() -> Period {
+    Period::parse("2024-01").unwrap()
+}
+
+/// A simulator that knows `secrets.api_key`, with the month's vendor usage served over HTTP
+/// behind `secrets.usage_auth`.
+pub async fn simulator(secrets: &Secrets) -> Simulator {
+    let sim = Simulator::start(SimConfig {
+        api_key: secrets.api_key.clone(),
+        processing_delay: Duration::from_millis(5),
+        ..SimConfig::default()
+    })
+    .await
+    .unwrap();
+    sim.state().seed(&SeedSpec::default());
+    let usage = sim
+        .state()
+        .vendor_usage(period(), &BadRowSpec::default())
+        .unwrap();
+    sim.state()
+        .serve_usage(Some(period()), usage.csv, UsageFormat::Csv);
+    sim.state()
+        .require_usage_auth(Some(secrets.usage_auth.clone()));
+    sim
+}
+
+/// The binary with nothing from this environment but `env`, logging everything (TRACE) as
+/// JSON, and its scratch files under `dir`.
+pub fn binary(dir: &Path, env: &[(&str, String)]) -> Command {
+    let scratch = dir.join("tmp");
+    std::fs::create_dir_all(&scratch).unwrap();
+    let mut command = Command::new(env!("CARGO_BIN_EXE_connect-payg"));
+    command
+        .env_clear()
+        .env("RUST_LOG", "trace")
+        .env("LOG_FORMAT", "json")
+        .env("TMPDIR", &scratch)
+        .env("READY_POLL_INTERVAL_MS", "10")
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command
 }
