@@ -398,10 +398,9 @@ impl Shipper {
             (Some(_), Some(_), true) => ShipChange::Resumed,
             (Some(_), None, true) => ShipChange::Unchanged,
         };
-        if !same {
-            control.generation += 1;
-        }
-        let prepared = Prepared::new(target, control.generation)?;
+        let generation = control.generation + u64::from(!same);
+        let prepared = Prepared::new(target, generation)?;
+        control.generation = generation;
         let host = prepared.endpoint.host_str().unwrap_or_default().to_string();
         control.target = Some(Arc::new(prepared));
         control.refused = None;
@@ -616,8 +615,11 @@ impl Inner {
         let mut failure = String::new();
         for attempt in 0..self.options.tries.max(1) {
             if attempt > 0 {
-                tokio::time::sleep(self.options.retry_base * 2u32.saturating_pow(attempt - 1))
-                    .await;
+                let wait = self
+                    .options
+                    .retry_base
+                    .saturating_mul(2u32.saturating_pow(attempt - 1));
+                tokio::time::sleep(wait).await;
                 self.tell_losses();
                 match self.current() {
                     None => {
@@ -1041,6 +1043,48 @@ mod tests {
         assert!(control.stop_shipping());
         assert_eq!(control.shipping().state, ShippingState::Off);
         assert_eq!(control.shipping().queued, 0);
+    }
+
+    #[tokio::test]
+    async fn keys_start_switch_resume_and_stop() {
+        let shipper = shipper(100, MAX_BATCH_BYTES);
+        let url = "http://127.0.0.1:9/_sim/logs";
+        assert_eq!(
+            shipper.ship(target(url, "k1")).unwrap(),
+            ShipChange::Started
+        );
+        assert_eq!(
+            shipper.ship(target(url, "k1")).unwrap(),
+            ShipChange::Unchanged
+        );
+        let first = shipper.inner.current().unwrap();
+        assert_eq!(
+            shipper.ship(target(url, "k2")).unwrap(),
+            ShipChange::Switched
+        );
+        let second = shipper.inner.current().unwrap();
+        assert_ne!(first.generation, second.generation);
+        // A refusal of the earlier key does not stop the current one.
+        shipper.inner.refuse(&first, 401, 1);
+        assert_eq!(shipper.stats().state, ShippingState::On);
+        shipper.inner.refuse(&second, 401, 1);
+        assert_eq!(shipper.stats().state, ShippingState::Refused(401));
+        assert!(!shipper.inner.active.load(Ordering::Relaxed));
+        assert_eq!(
+            shipper.ship(target(url, "k2")).unwrap(),
+            ShipChange::Resumed
+        );
+        assert_eq!(shipper.stats().state, ShippingState::On);
+        assert!(shipper.ship(target("not a url", "k3")).is_err());
+        assert_eq!(
+            shipper.inner.current().unwrap().generation,
+            second.generation,
+            "a bad target changes nothing"
+        );
+        assert!(shipper.stop());
+        assert!(!shipper.stop());
+        assert_eq!(shipper.stats().state, ShippingState::Off);
+        assert_eq!(shipper.stats().dropped, 2);
     }
 
     #[test]
