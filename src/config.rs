@@ -19,6 +19,8 @@ use crate::usage::source::sql;
 
 /// Default REST and websocket host of Connect.
 pub const DEFAULT_SERVER_ADDRESS: &str = "api.connect.cloudblue.com";
+/// Where Connect's log service (Logz.io) listens for shipped logs.
+pub const DEFAULT_LOG_SHIPPING_URL: &str = "https://listener.logz.io:8071";
 /// Longest duration setting given in seconds (a week): more is a typo, and would overflow
 /// the runner's deadline arithmetic.
 pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
@@ -171,6 +173,20 @@ pub const SETTINGS: &[Setting] = &[
         default: None,
         secret: false,
         meaning: "ip:port serving /healthz and /metrics, e.g. 0.0.0.0:9464 (run; unset: off)",
+    },
+    Setting {
+        name: "LOG_LEVEL",
+        reach: Reach::Environment,
+        default: Some("info"),
+        secret: false,
+        meaning: "starting log level (trace, debug, info, warning, error); the portal's levels replace it, RUST_LOG overrides both",
+    },
+    Setting {
+        name: "LOG_SHIPPING_URL",
+        reach: Reach::Environment,
+        default: Some(DEFAULT_LOG_SHIPPING_URL),
+        secret: false,
+        meaning: "the log service logs are shipped to when the portal gives a logging key",
     },
     Setting {
         name: "API_RETRY_BASE_MS",
@@ -372,6 +388,47 @@ pub enum LogFormat {
     Json,
 }
 
+/// A log level as a person (`LOG_LEVEL`) or the platform (`log_level`, `runner_log_level`)
+/// writes it. Ordered from the quietest to the most talkative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// Any case; the platform's Python names too (`WARNING`; `CRITICAL` and `FATAL` are ERROR).
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        Some(match text.trim().to_ascii_lowercase().as_str() {
+            "trace" => LogLevel::Trace,
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" | "warning" => LogLevel::Warn,
+            "error" | "critical" | "fatal" => LogLevel::Error,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// Where and how to reach Connect. Environment (or file) only: never from extension variables.
 #[derive(Debug, Clone)]
 pub struct ConnectionSettings {
@@ -383,6 +440,10 @@ pub struct ConnectionSettings {
     pub unsecure: bool,
     pub ssl_cert_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    /// `LOG_LEVEL`: the level logging starts at.
+    pub log_level: Option<LogLevel>,
+    /// `LOG_SHIPPING_URL`: the log service; `/?token=…&type=…` is appended.
+    pub log_shipping_url: String,
     /// Backoff scale of REST retries (`API_RETRY_BASE_MS`); tests and soaks shrink it.
     pub retry_base_delay: Duration,
     /// Longest single REST retry wait, `Retry-After` included (`API_RETRY_MAX_MS`).
@@ -905,6 +966,19 @@ impl Settings {
                 ))
             }
         };
+        let log_level = get("log_level")
+            .map(|text| {
+                LogLevel::parse(&text).ok_or_else(|| {
+                    invalid(
+                        "LOG_LEVEL",
+                        format!("{text:?} is not trace, debug, info, warning or error"),
+                    )
+                })
+            })
+            .transpose()?;
+        let log_shipping_url =
+            get("log_shipping_url").unwrap_or_else(|| DEFAULT_LOG_SHIPPING_URL.into());
+        check_log_shipping_url(&log_shipping_url)?;
         let server_address = get("server_address").unwrap_or_else(|| DEFAULT_SERVER_ADDRESS.into());
         let mut hosts = vec![(
             "SERVER_ADDRESS",
@@ -953,6 +1027,8 @@ impl Settings {
             unsecure,
             ssl_cert_file,
             log_format,
+            log_level,
+            log_shipping_url,
             retry_base_delay: millis("API_RETRY_BASE_MS", get("api_retry_base_ms"), 1000)?,
             retry_max_delay: millis("API_RETRY_MAX_MS", get("api_retry_max_ms"), 60_000)?,
             metrics_address: get("metrics_address")
@@ -1068,6 +1144,36 @@ const MAX_RESUBMISSIONS: u32 = 100;
 const MAX_CONCURRENCY: usize = 1024;
 
 /// Checks `host[:port]` (IPv6 in brackets) and returns the host.
+/// The log service gets the logging key in its query string: over TLS, or to this machine.
+fn check_log_shipping_url(value: &str) -> Result<(), ConfigError> {
+    let name = "LOG_SHIPPING_URL";
+    let url = url::Url::parse(value).map_err(|e| invalid(name, format!("{value:?}: {e}")))?;
+    let Some(host) = url.host_str() else {
+        return Err(invalid(name, format!("{value:?} names no host")));
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(host) => {}
+        "http" => {
+            return Err(invalid(
+                name,
+                format!(
+                    "{value:?} would send the logging key unencrypted to {host}, which is not \
+                     a loopback host; use https://"
+                ),
+            ))
+        }
+        _ => return Err(invalid(name, "must be an https:// URL")),
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(invalid(
+            name,
+            "must be scheme://host[:port][/path], without credentials, query or fragment",
+        ));
+    }
+    Ok(())
+}
+
 fn check_host(name: &'static str, value: &str) -> Result<String, ConfigError> {
     if value.contains("://") || value.contains('/') || value.contains(char::is_whitespace) {
         return Err(invalid(
@@ -1282,6 +1388,11 @@ mod tests {
             ("USAGE_SOURCE_MAX_INFLATED_BYTES", "8GiB"),
             ("SERVER_ADDRESS", "https://host/path"),
             ("ENVIRONMENT_ID", "123"),
+            ("LOG_LEVEL", "loud"),
+            ("LOG_SHIPPING_URL", "listener.logz.io:8071"),
+            ("LOG_SHIPPING_URL", "http://listener.logz.io:8070"),
+            ("LOG_SHIPPING_URL", "https://listener.logz.io:8071/?token=x"),
+            ("LOG_SHIPPING_URL", "ftp://listener.logz.io"),
         ] {
             let error = sources(&[(name, value)]).load().unwrap_err().to_string();
             assert!(error.contains(name), "{name}={value}: {error}");
@@ -1337,6 +1448,41 @@ mod tests {
         let defaults = sources(&[]).load().unwrap();
         assert_eq!(defaults.report.usage_source_max_inflated, 8 << 30);
         assert!(defaults.report.cloud_env.is_empty());
+    }
+
+    #[test]
+    fn log_level_and_shipping_url() {
+        let settings = sources(&[]).load().unwrap();
+        assert_eq!(settings.connection.log_level, None);
+        assert_eq!(
+            settings.connection.log_shipping_url,
+            DEFAULT_LOG_SHIPPING_URL
+        );
+        let settings = sources(&[
+            ("LOG_LEVEL", "WARNING"),
+            ("LOG_SHIPPING_URL", "http://127.0.0.1:9/_sim/logs"),
+        ])
+        .load()
+        .unwrap();
+        assert_eq!(settings.connection.log_level, Some(LogLevel::Warn));
+        assert_eq!(
+            settings.connection.log_shipping_url,
+            "http://127.0.0.1:9/_sim/logs"
+        );
+        for (text, level) in [
+            ("trace", Some(LogLevel::Trace)),
+            ("DEBUG", Some(LogLevel::Debug)),
+            (" Info ", Some(LogLevel::Info)),
+            ("warn", Some(LogLevel::Warn)),
+            ("WARNING", Some(LogLevel::Warn)),
+            ("ERROR", Some(LogLevel::Error)),
+            ("CRITICAL", Some(LogLevel::Error)),
+            ("NOTSET", None),
+            ("", None),
+        ] {
+            assert_eq!(LogLevel::parse(text), level, "{text:?}");
+        }
+        assert!(LogLevel::Error < LogLevel::Trace);
     }
 
     #[test]

@@ -30,7 +30,7 @@ pub struct ReportArgs {
 
 pub async fn report(sources: SettingsSources, args: ReportArgs) -> Result<Outcome, CliError> {
     let settings = sources.load()?;
-    crate::logging::init(settings.connection.log_format);
+    crate::logging::init(&settings.connection);
     let period = args
         .period
         .as_deref()
