@@ -1,5 +1,6 @@
 //! Operator alerts: things a person must look at (bad records, an invalid or rejected file, a
-//! group that could not be filed).
+//! group that could not be filed, records that arrived or changed after their file was
+//! submitted).
 //!
 //! Every alert is a structured log line at WARN or ERROR. When `ALERT_WEBHOOK_URL` is set it is
 //! also POSTed there as JSON: a Slack-compatible `text` plus the structured fields. Delivery is
@@ -41,6 +42,12 @@ pub enum AlertKind {
     FilingFailed,
     /// The source had no records at all for the month: almost always a broken export.
     EmptySource,
+    /// Records arrived for a period after its group's usage file was submitted, and were not
+    /// filed (`LATE_RECORDS = alert`).
+    LateRecords,
+    /// Records filed in a submitted usage file have other values in the source now, or left
+    /// it: never filed again automatically.
+    ChangedAfterFiling,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -6,6 +6,12 @@
 //! included) and releases it before any backoff sleep, so `API_CONCURRENCY` bounds requests in
 //! flight, not requests waiting to retry. Each attempt is logged at DEBUG with method, path,
 //! status and elapsed time; the `Authorization` header is marked sensitive and never logged.
+//!
+//! Downloads from the signed links a file's detail carries ([`ConnectClient::fetch_signed`])
+//! go through the same pool, limit and retries, but without the `Authorization` header or any
+//! other header of the client: the link is the credential, and the API key must not travel to
+//! the storage host. Such a link is never logged or put in an error (its query is a secret
+//! for as long as it is valid).
 
 use std::fmt;
 use std::path::Path;
@@ -409,6 +415,96 @@ impl ConnectClient {
                 &body,
                 self.api_key.expose(),
             ),
+            retry_after: header_text(&headers, "retry-after")
+                .as_deref()
+                .and_then(parse_retry_after),
+        })
+    }
+
+    /// GETs a short-lived signed link (a usage file's `usage_file_uri`), retrying transient
+    /// failures; `label` names it in errors and logs instead of the link. Sends no
+    /// `Authorization` and none of the client's extra headers.
+    pub(super) async fn fetch_signed(
+        &self,
+        link: &str,
+        label: &str,
+    ) -> Result<Bytes, ConnectError> {
+        let url = reqwest::Url::parse(link)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
+            .ok_or_else(|| ConnectError::decode("GET", label, "the link is not an http(s) URL"))?;
+        let host = match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (host, _) => host.unwrap_or_default().to_string(),
+        };
+        let mut backoff = self.backoff();
+        loop {
+            let failure = match self.fetch_once(&url, label, &host, backoff.attempt()).await {
+                Ok(body) => return Ok(body),
+                Err(failure) => failure,
+            };
+            let retry = classify(&failure.error) != Verdict::Fatal;
+            if !retry || !backoff.pause(failure.retry_after).await {
+                return Err(failure.error);
+            }
+            tracing::info!(path = label, attempt = backoff.attempt(), error = %failure.error, "retrying a download");
+        }
+    }
+
+    async fn fetch_once(
+        &self,
+        url: &reqwest::Url,
+        label: &str,
+        host: &str,
+        attempt: u32,
+    ) -> Result<Bytes, Failure> {
+        let fail = |error| Failure {
+            error,
+            retry_after: None,
+        };
+        let _permit = self
+            .shared
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| fail(ConnectError::Config("the client was shut down".into())))?;
+        let builder = self
+            .shared
+            .http
+            .get(url.clone())
+            .header(ACCEPT, format!("{XLSX}, {JSON}"));
+        let started = Instant::now();
+        let result = exchange(builder, self.shared.max_body_bytes).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let (status, headers, body) = match result {
+            Ok(answer) => answer,
+            Err(Exchange::Transport(error)) => {
+                return Err(fail(ConnectError::transport("GET", label, host, error)))
+            }
+            Err(Exchange::TooLarge(status)) => {
+                return Err(fail(ConnectError::decode(
+                    "GET",
+                    label,
+                    format!(
+                        "the answer (HTTP {}) is larger than the {} bytes this client reads",
+                        status.as_u16(),
+                        self.shared.max_body_bytes
+                    ),
+                )))
+            }
+        };
+        tracing::debug!(
+            path = label,
+            status = status.as_u16(),
+            attempt,
+            elapsed_ms,
+            "download"
+        );
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(Failure {
+            error: ConnectError::api("GET", label, status.as_u16(), &body, self.api_key.expose()),
             retry_after: header_text(&headers, "retry-after")
                 .as_deref()
                 .and_then(parse_retry_after),

@@ -254,6 +254,8 @@ mod tests {
             error_detail: None,
             awaiting_ready: false,
             transient: false,
+            part: Default::default(),
+            late: None,
         }
     }
 
