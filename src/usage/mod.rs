@@ -15,6 +15,7 @@ pub(crate) mod summary;
 pub(crate) mod sweep;
 pub mod workbook;
 
+pub use filing::late::Part;
 pub use filing::{FilingResult, Submission};
 pub use group::{Collection, GroupKey};
 pub use record::{BadReason, BadRecord, MAX_HELD_BAD_RECORDS};

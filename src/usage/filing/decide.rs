@@ -1168,8 +1168,9 @@ mod tests {
             ));
         }
         let not_ended = Step::Fail(s(concat!(
-            "usage file UF-1 is left as it is: period 2024-05 has not ended yet: ",
-            "it ends at 2024-06-01 00:00 UTC, and a month can be reported only after it has ended"
+            "usage file UF-1 is left as it is: period 2024-05 is not reportable yet: ",
+            "it becomes reportable at 2024-06-01 00:00 UTC (when it ends), ",
+            "and a period can be reported only after it has ended"
         )));
         rows.extend([
             row(
