@@ -373,6 +373,13 @@ async fn changes_after_filing_are_alerted_and_never_filed() {
         .unwrap();
     let late = outcome.late.as_ref().unwrap();
     assert_eq!((late.late, late.changed), (1, 2));
+    assert!(
+        summary
+            .headline()
+            .contains("late records 1, changed after filing 2"),
+        "{}",
+        summary.headline()
+    );
     assert_eq!(outcome.part, Part::Late(1));
     let late_1 = live_with(&world, &external_id(&world, &group, ":late-1"));
     assert_eq!(late_1.len(), 1);
@@ -531,4 +538,43 @@ async fn the_runner_files_late_records_and_rebuilds_a_rejected_supplement() {
     );
     assert_eq!(world.sim.devops().protocol_errors(), Vec::<String>::new());
     extension.stop().await;
+}
+
+/// The simulator serves what was uploaded at the signed link of the file's detail, and only
+/// there: the client downloads it without its API key.
+#[tokio::test]
+async fn the_uploaded_workbook_is_downloaded_from_its_signed_link() {
+    let world = late_world().await;
+    run(&world, &[]).await;
+    let file_id = world.live_files()[0].id.clone();
+    let client = world.client(&world.settings(&[]));
+    let bytes = client.download_usage_workbook(&file_id).await.unwrap();
+    let rows = connect_payg::usage::workbook::read_workbook(&bytes).unwrap();
+    assert_eq!(Some(rows), world.sim.state().uploaded_rows(&file_id));
+
+    let link = client
+        .usage_file(&file_id)
+        .await
+        .unwrap()
+        .usage_file_uri
+        .unwrap();
+    let http = reqwest::Client::new();
+    let status = |request: reqwest::RequestBuilder| async move {
+        request.send().await.unwrap().status().as_u16()
+    };
+    assert_eq!(status(http.get(&link)).await, 200);
+    assert_eq!(
+        status(http.get(&link).header("Authorization", world.sim.api_key())).await,
+        403,
+        "the API key never travels with a signed link"
+    );
+    let (unsigned, _) = link.split_once("&sig=").unwrap();
+    assert_eq!(status(http.get(format!("{unsigned}&sig=0"))).await, 403);
+    assert_eq!(status(http.get(unsigned)).await, 403);
+    let other = world.live_files()[1].id.clone();
+    assert_eq!(
+        status(http.get(link.replace(&file_id, &other))).await,
+        403,
+        "a link names one file"
+    );
 }

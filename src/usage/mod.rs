@@ -1,7 +1,7 @@
 //! The pipeline from vendor records to usage workbooks: sources, validation, resolution against
 //! Connect, grouping, workbooks (made, read and validated in `workbook/`), and idempotent filing
 //! (`filing/`: the rules per usage-file status decided in one pure function, carried out by the
-//! run, the sweep and the event handler).
+//! run, the sweep and the event handler; late records compared and filed in supplemental files).
 
 pub(crate) mod filing;
 pub(crate) mod group;

@@ -8,9 +8,16 @@
 //! carry out theirs. This file holds the run's settings and results, the look-ups, and the
 //! workbook a group uploads.
 //!
-//! In short: `pending`/`accepted`/`closed` are done, `ready` is submitted, a `draft` is filled
-//! (uploaded to and submitted), an `invalid` file is a broken upload and is deleted and
-//! rebuilt, files still `processing` are waited for, `rejected` belongs to the event handler.
+//! In short: `pending`/`accepted`/`closed` are done (and a done main file is compared with the
+//! source for late records and changes after filing: [`late`], carried out in
+//! `supplement.rs`), `ready` is submitted, a `draft` is filled (uploaded to and submitted), an
+//! `invalid` file is a broken upload and is deleted and rebuilt, files still `processing` are
+//! waited for, `rejected` belongs to the event handler.
+//!
+//! A group's records of a period live in its main file and, with `LATE_RECORDS = file`, in
+//! supplemental files of late records ([`late::Part`]); each part is a key of its own
+//! (`…:late-<n>`), filed by the same rules. What the program keeps in a file's note (the
+//! digest of its records, the rebuild count) is in [`note`].
 //!
 //! A `draft` is either left over by an interrupted run or another replica's file that it is
 //! about to upload to; nothing tells the two apart. The workbook is the same whoever builds it,

@@ -103,8 +103,11 @@ impl Filer {
                 LateStep::ListLate => {
                     report.rows = findings.late.iter().map(|at| rows[*at].clone()).collect()
                 }
-                LateStep::Settle(reason) => {
-                    result = Some(Ok(FilingResult::Skipped(format!("{already}; {reason}"))))
+                LateStep::Settle(found) if found.is_empty() => {
+                    result = Some(Ok(FilingResult::Skipped(already.clone())))
+                }
+                LateStep::Settle(found) => {
+                    result = Some(Ok(FilingResult::Skipped(format!("{already}; {found}"))))
                 }
             }
         }
