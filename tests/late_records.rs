@@ -361,6 +361,21 @@ async fn changes_after_filing_are_alerted_and_never_filed() {
     let changed = records[with_ids[0]].record_id.clone().unwrap();
     let old_quantity = records[with_ids[0]].quantity.clone().unwrap();
     records[with_ids[0]].quantity = Some("999".into());
+    // A record without a vendor id is known by its content: changed, it has a new id.
+    let template = records
+        .iter()
+        .position(|r| group_of(&world, r) == group)
+        .unwrap();
+    let derived = (0..records.len())
+        .rev()
+        .find(|&at| {
+            at != template
+                && records[at].record_id.is_none()
+                && group_of(&world, &records[at]) == group
+        })
+        .expect("the group has a record without a vendor id");
+    let derived_quantity = records[derived].quantity.clone().unwrap();
+    records[derived].quantity = Some("123".into());
     let gone = records.remove(with_ids[1]).record_id.unwrap();
     write_source(&world, &records);
     world.sim.state().reset_request_counts();
@@ -372,11 +387,11 @@ async fn changes_after_filing_are_alerted_and_never_filed() {
         .find(|g| (g.key.contract_id.clone(), g.key.product_id.clone()) == group)
         .unwrap();
     let late = outcome.late.as_ref().unwrap();
-    assert_eq!((late.late, late.changed), (1, 2));
+    assert_eq!((late.late, late.changed), (1, 3));
     assert!(
         summary
             .headline()
-            .contains("late records 1, changed after filing 2"),
+            .contains("late records 1, changed after filing 3"),
         "{}",
         summary.headline()
     );
@@ -403,8 +418,15 @@ async fn changes_after_filing_are_alerted_and_never_filed() {
     assert!(alerts[0]["message"]
         .as_str()
         .unwrap()
-        .starts_with("2 usage records of 2024-02 changed after their usage file was submitted (1 with other values, 1 gone from the source)"));
+        .starts_with("3 usage records of 2024-02 changed after their usage file was submitted (2 with other values, 1 gone from the source)"));
     let details = alerts[0]["details"].as_str().unwrap();
+    let derived_old = format!("{}", derived_quantity.parse::<f64>().unwrap());
+    assert!(
+        details.lines().any(|line| line.starts_with("PAYG-202402-")
+            && line.contains(": record_id: PAYG-202402-")
+            && line.ends_with(&format!("quantity: {derived_old} → 123"))),
+        "{details}"
+    );
     let old = format!("{}", old_quantity.parse::<f64>().unwrap());
     assert!(
         details.contains(&format!("{changed} (in {main}): quantity: {old} → 999")),

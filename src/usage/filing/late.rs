@@ -357,8 +357,33 @@ pub fn describe(row: &UsageRow) -> String {
         .join(", ")
 }
 
+/// `column: filed → now` for each content cell of `was` that `now` says otherwise.
+fn differences(was: &UsageRow, now: &UsageRow) -> Vec<String> {
+    CONTENT_COLUMNS
+        .iter()
+        .zip(content(was).into_iter().zip(content(now)))
+        .filter(|(_, (old, new))| canonical(old) != canonical(new))
+        .map(|(column, (old, new))| format!("{column}: {} → {}", text_of(old), text_of(new)))
+        .collect()
+}
+
+/// The usage a row reports, whatever its id: subscription, item and interval.
+fn usage_of(row: &UsageRow) -> [std::borrow::Cow<'_, str>; 4] {
+    [
+        canonical(&row.asset_search_value),
+        canonical(&row.item_search_value),
+        canonical(&row.start_time_utc),
+        canonical(&row.end_time_utc),
+    ]
+}
+
 /// Compares the source's rows of a group with the rows of its submitted files. A record id
 /// filed twice (never by this program) counts where it was filed first.
+///
+/// A record's id may change with it: one without a vendor `record_id` is known by an id derived
+/// from its content. So a source record under a new id that reports the same usage
+/// (subscription, item, interval) as a filed record gone from the source is that record
+/// changed, never a late one: the same usage is not filed twice.
 pub fn classify(source: &[UsageRow], filed: &[Filed]) -> Findings {
     let mut held: HashMap<String, (&UsageRow, &str)> = HashMap::new();
     let mut order: Vec<String> = Vec::new();
@@ -372,18 +397,14 @@ pub fn classify(source: &[UsageRow], filed: &[Filed]) -> Findings {
         }
     }
     let mut findings = Findings::default();
+    let mut unmatched = Vec::new();
     for (at, row) in source.iter().enumerate() {
         let id = canonical(&row.record_id);
         let Some((was, file_id)) = held.remove(id.as_ref()) else {
-            findings.late.push(at);
+            unmatched.push(at);
             continue;
         };
-        let differences: Vec<String> = CONTENT_COLUMNS
-            .iter()
-            .zip(content(was).into_iter().zip(content(row)))
-            .filter(|(_, (old, new))| canonical(old) != canonical(new))
-            .map(|(column, (old, new))| format!("{column}: {} → {}", text_of(old), text_of(new)))
-            .collect();
+        let differences = differences(was, row);
         if !differences.is_empty() {
             findings.changed.push(Change {
                 record_id: id.into_owned(),
@@ -393,15 +414,38 @@ pub fn classify(source: &[UsageRow], filed: &[Filed]) -> Findings {
             });
         }
     }
-    for id in order {
+    // Filed records gone from the source, by the usage they report, in filing order.
+    let mut gone: HashMap<[std::borrow::Cow<'_, str>; 4], Vec<(String, &UsageRow, &str)>> =
+        HashMap::new();
+    for id in order.into_iter().rev() {
         if let Some((was, file_id)) = held.remove(&id) {
-            findings.changed.push(Change {
-                record_id: id,
-                file_id: file_id.to_string(),
-                differences: Vec::new(),
-                filed: describe(was),
-            });
+            gone.entry(usage_of(was))
+                .or_default()
+                .push((id, was, file_id));
         }
+    }
+    for at in unmatched {
+        let row = &source[at];
+        let Some((id, was, file_id)) = gone.get_mut(&usage_of(row)).and_then(Vec::pop) else {
+            findings.late.push(at);
+            continue;
+        };
+        let mut changes = vec![format!("record_id: {id} → {}", canonical(&row.record_id))];
+        changes.extend(differences(was, row));
+        findings.changed.push(Change {
+            record_id: id,
+            file_id: file_id.to_string(),
+            differences: changes,
+            filed: describe(was),
+        });
+    }
+    for (id, was, file_id) in gone.into_values().flatten() {
+        findings.changed.push(Change {
+            record_id: id,
+            file_id: file_id.to_string(),
+            differences: Vec::new(),
+            filed: describe(was),
+        });
     }
     findings
         .changed
@@ -747,15 +791,26 @@ mod tests {
 
     #[test]
     fn records_are_late_changed_or_gone() {
-        let source = vec![row("a", 1.0), row("b", 5.0), row("d", 4.0), row("e", 1.0)];
+        // Each record on a day of its own: records are about different usage.
+        let on = |id: &str, quantity: f64, day: u32| {
+            let mut row = row(id, quantity);
+            row.start_time_utc = Cell::text(format!("2024-02-{day:02} 00:00:00"));
+            row
+        };
+        let source = vec![
+            on("a", 1.0, 1),
+            on("b", 5.0, 2),
+            on("d", 4.0, 4),
+            on("e", 1.0, 5),
+        ];
         let filed = vec![
             Filed {
                 file_id: "UF-1".into(),
-                rows: vec![row("a", 1.0), row("b", 2.0), row("c", 3.0)],
+                rows: vec![on("a", 1.0, 1), on("b", 2.0, 2), on("c", 3.0, 3)],
             },
             Filed {
                 file_id: "UF-2".into(),
-                rows: vec![row("d", 4.0)],
+                rows: vec![on("d", 4.0, 4)],
             },
         ];
         let findings = classify(&source, &filed);
@@ -777,6 +832,30 @@ mod tests {
         );
         assert!(gone.line().contains("quantity 3"), "{}", gone.line());
         assert_eq!(classify(&source[..3], &filed[..1]).late, [2]);
+        // Without a vendor id a record's id follows its content: a changed quantity shows as a
+        // new id for the same usage, which is a change, not a late record.
+        let mut rekeyed = row("PAYG-202402-bbb-1", 7.0);
+        rekeyed.start_time_utc = Cell::text("2024-02-03 00:00:00");
+        let mut was = row("PAYG-202402-aaa-1", 6.0);
+        was.start_time_utc = Cell::text("2024-02-03 00:00:00");
+        let other_usage = row("PAYG-202402-ccc-1", 6.0);
+        let findings = classify(
+            &[rekeyed, other_usage],
+            &[Filed {
+                file_id: "UF-9".into(),
+                rows: vec![was],
+            }],
+        );
+        assert_eq!(findings.late, [1], "another interval is late");
+        assert_eq!(findings.changed.len(), 1);
+        assert_eq!(findings.changed[0].record_id, "PAYG-202402-aaa-1");
+        assert_eq!(
+            findings.changed[0].differences,
+            [
+                "record_id: PAYG-202402-aaa-1 → PAYG-202402-bbb-1",
+                "quantity: 6 → 7"
+            ]
+        );
         assert_eq!(classify(&[], &[]), Findings::default());
     }
 
