@@ -367,8 +367,14 @@ fn differences(was: &UsageRow, now: &UsageRow) -> Vec<String> {
         .collect()
 }
 
-/// The usage a row reports, whatever its id: subscription, item and interval.
-fn usage_of(row: &UsageRow) -> [std::borrow::Cow<'_, str>; 4] {
+/// What a row reports, whatever its id: subscription, item and interval.
+type Usage<'r> = [std::borrow::Cow<'r, str>; 4];
+
+/// A filed record gone from the source: its id, its row, its file.
+type Gone<'r> = (String, &'r UsageRow, &'r str);
+
+/// The usage a row reports, whatever its id.
+fn usage_of(row: &UsageRow) -> Usage<'_> {
     [
         canonical(&row.asset_search_value),
         canonical(&row.item_search_value),
@@ -390,9 +396,9 @@ pub fn classify(source: &[UsageRow], filed: &[Filed]) -> Findings {
     for file in filed {
         for row in &file.rows {
             let id = canonical(&row.record_id).into_owned();
-            if !held.contains_key(&id) {
-                order.push(id.clone());
-                held.insert(id, (row, &file.file_id));
+            if let std::collections::hash_map::Entry::Vacant(slot) = held.entry(id) {
+                order.push(slot.key().clone());
+                slot.insert((row, &file.file_id));
             }
         }
     }
@@ -415,8 +421,7 @@ pub fn classify(source: &[UsageRow], filed: &[Filed]) -> Findings {
         }
     }
     // Filed records gone from the source, by the usage they report, in filing order.
-    let mut gone: HashMap<[std::borrow::Cow<'_, str>; 4], Vec<(String, &UsageRow, &str)>> =
-        HashMap::new();
+    let mut gone: HashMap<Usage<'_>, Vec<Gone<'_>>> = HashMap::new();
     for id in order.into_iter().rev() {
         if let Some((was, file_id)) = held.remove(&id) {
             gone.entry(usage_of(was))
@@ -916,7 +921,15 @@ mod tests {
         };
         let all_lines: Vec<String> = (0..20).map(line).chain([s("… and 5 more")]).collect();
         use LateRecords::{Alert, File};
-        let cases: Vec<(&str, LateRecords, Findings, Vec<UsageFile>, Vec<LateStep>)> = vec![
+        /// (what, mode, findings, the group's files, the plan)
+        type Case = (
+            &'static str,
+            LateRecords,
+            Findings,
+            Vec<UsageFile>,
+            Vec<LateStep>,
+        );
+        let cases: Vec<Case> = vec![
             (
                 "file: the first supplement",
                 File,
