@@ -32,6 +32,25 @@ pub fn truncated(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// An alert's `details` listing the first `limit` of `total` items, one line each cut at
+/// `each` characters, then `… and N more`: a person sees the first ones, the rest are counted.
+pub fn listed(
+    lines: impl IntoIterator<Item = String>,
+    total: usize,
+    limit: usize,
+    each: usize,
+) -> String {
+    let mut details: Vec<String> = lines
+        .into_iter()
+        .take(limit)
+        .map(|line| truncated(&line, each).into_owned())
+        .collect();
+    if total > limit {
+        details.push(format!("… and {} more", total - limit));
+    }
+    details.join("\n")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {

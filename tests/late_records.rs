@@ -16,9 +16,10 @@ use common::{period, world, World};
 use connect_payg::connect::FileStatus;
 use connect_payg::usage::workbook::Cell;
 use connect_payg::usage::{FilingResult, Part, Summary};
+use connect_sim::vendor_usage::render_csv;
 use connect_sim::{BadRowSpec, SeedSpec, STORAGE_ROUTE};
 use payg_shared::protocol::ResultCode;
-use payg_shared::record::{RawRecord, FIELDS};
+use payg_shared::record::RawRecord;
 
 /// A small month whose every record is good and in scope, so each one belongs to a group.
 async fn late_world() -> World {
@@ -78,20 +79,8 @@ fn late_record(template: &RawRecord, id: &str, quantity: &str) -> RawRecord {
 
 /// Writes `records` as the month's export, where the world's `USAGE_SOURCE` reads it.
 fn write_source(world: &World, records: &[RawRecord]) {
-    let quoted = |text: &str| format!("\"{}\"", text.replace('"', "\"\""));
-    let mut csv = FIELDS.join(",");
-    csv.push('\n');
-    for record in records {
-        let cells: Vec<String> = record
-            .fields()
-            .iter()
-            .map(|(_, value)| quoted(value.as_deref().unwrap_or("")))
-            .collect();
-        csv.push_str(&cells.join(","));
-        csv.push('\n');
-    }
     let path = world.dir.path().join(format!("usage-{}.csv", world.period));
-    std::fs::write(path, csv).unwrap();
+    std::fs::write(path, render_csv(records)).unwrap();
 }
 
 /// The source as the world wrote it, plus late copies of the first group's first records.
@@ -171,6 +160,18 @@ async fn run(world: &World, extra: &[(&str, &str)]) -> Summary {
 }
 
 const FILE: [(&str, &str); 1] = [("LATE_RECORDS", "file")];
+
+/// Files the month (`LATE_RECORDS = file`); the first group, its main file and that file's
+/// record ids.
+async fn filed_month(world: &World) -> ((String, String), String, BTreeSet<String>) {
+    run(world, &FILE).await;
+    let group = first_group(world);
+    let main = live_with(world, &external_id(world, &group, ""))[0]
+        .id
+        .clone();
+    let main_ids = uploaded_ids(world, &main);
+    (group, main, main_ids)
+}
 
 #[tokio::test]
 async fn an_unchanged_month_is_compared_by_digest_and_never_downloaded() {
@@ -270,12 +271,7 @@ async fn late_records_are_alerted_and_listed_by_default() {
 #[tokio::test]
 async fn late_records_are_filed_in_supplemental_files_and_nothing_twice() {
     let world = late_world().await;
-    run(&world, &FILE).await;
-    let group = first_group(&world);
-    let main = live_with(&world, &external_id(&world, &group, ""))[0]
-        .id
-        .clone();
-    let main_ids = uploaded_ids(&world, &main);
+    let (group, main, main_ids) = filed_month(&world).await;
     let records = with_late_records(&world, &["late-a", "late-b"]);
     write_source(&world, &records);
 
@@ -349,12 +345,7 @@ async fn late_records_are_filed_in_supplemental_files_and_nothing_twice() {
 #[tokio::test]
 async fn changes_after_filing_are_alerted_and_never_filed() {
     let world = late_world().await;
-    run(&world, &FILE).await;
-    let group = first_group(&world);
-    let main = live_with(&world, &external_id(&world, &group, ""))[0]
-        .id
-        .clone();
-    let main_ids = uploaded_ids(&world, &main);
+    let (group, main, main_ids) = filed_month(&world).await;
     let mut records = with_late_records(&world, &["late-a"]);
     let with_ids = records_with_ids(&world, &records, &group);
     assert!(with_ids.len() >= 3, "the group has records with vendor ids");

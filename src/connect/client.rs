@@ -351,12 +351,7 @@ impl ConnectClient {
         };
         let url = self.url(request).map_err(fail)?;
         let auth = authorization(&self.api_key).map_err(fail)?;
-        let _permit = self
-            .shared
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| fail(ConnectError::Config("the client was shut down".into())))?;
+        let _permit = self.permit().await?;
         let mut builder = self
             .shared
             .http
@@ -369,56 +364,16 @@ impl ConnectClient {
             Body::Json(json) => builder.header(CONTENT_TYPE, JSON).body(json.clone()),
             Body::Workbook(bytes) => builder.multipart(workbook_form(bytes.clone())),
         };
-        let started = Instant::now();
-        let result = exchange(builder, self.shared.max_body_bytes).await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        let (status, headers, body) = match result {
-            Ok(answer) => answer,
-            Err(Exchange::Transport(error)) => {
-                let error = ConnectError::transport(method, request.path, &self.shared.host, error);
-                tracing::debug!(method, path = request.path, attempt, elapsed_ms, error = %error, "Connect request failed");
-                return Err(fail(error));
-            }
-            Err(Exchange::TooLarge(status)) => {
-                let error = ConnectError::decode(
-                    method,
-                    request.path,
-                    format!(
-                        "the answer (HTTP {}) is larger than the {} bytes this client reads",
-                        status.as_u16(),
-                        self.shared.max_body_bytes
-                    ),
-                );
-                tracing::debug!(method, path = request.path, attempt, elapsed_ms, error = %error, "Connect request failed");
-                return Err(fail(error));
-            }
-        };
-        tracing::debug!(
-            method,
-            path = request.path,
-            status = status.as_u16(),
-            attempt,
-            elapsed_ms,
-            "Connect request"
-        );
+        let (status, headers, body) = self
+            .exchange(builder, method, request.path, &self.shared.host, attempt)
+            .await?;
         if status.is_success() {
             return Ok(Reply {
                 content_range: header_text(&headers, "content-range"),
                 body,
             });
         }
-        Err(Failure {
-            error: ConnectError::api(
-                method,
-                request.path,
-                status.as_u16(),
-                &body,
-                self.api_key.expose(),
-            ),
-            retry_after: header_text(&headers, "retry-after")
-                .as_deref()
-                .and_then(parse_retry_after),
-        })
+        Err(self.refused(method, request.path, status, &headers, &body))
     }
 
     /// GETs a short-lived signed link (a usage file's `usage_file_uri`), retrying transient
@@ -451,6 +406,7 @@ impl ConnectClient {
         }
     }
 
+    /// One attempt of [`ConnectClient::fetch_signed`]: no header of the client goes out.
     async fn fetch_once(
         &self,
         url: &reqwest::Url,
@@ -458,57 +414,89 @@ impl ConnectClient {
         host: &str,
         attempt: u32,
     ) -> Result<Bytes, Failure> {
-        let fail = |error| Failure {
-            error,
-            retry_after: None,
-        };
-        let _permit = self
-            .shared
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| fail(ConnectError::Config("the client was shut down".into())))?;
+        let _permit = self.permit().await?;
         let builder = self
             .shared
             .http
             .get(url.clone())
             .header(ACCEPT, format!("{XLSX}, {JSON}"));
-        let started = Instant::now();
-        let result = exchange(builder, self.shared.max_body_bytes).await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        let (status, headers, body) = match result {
-            Ok(answer) => answer,
-            Err(Exchange::Transport(error)) => {
-                return Err(fail(ConnectError::transport("GET", label, host, error)))
-            }
-            Err(Exchange::TooLarge(status)) => {
-                return Err(fail(ConnectError::decode(
-                    "GET",
-                    label,
-                    format!(
-                        "the answer (HTTP {}) is larger than the {} bytes this client reads",
-                        status.as_u16(),
-                        self.shared.max_body_bytes
-                    ),
-                )))
-            }
-        };
-        tracing::debug!(
-            path = label,
-            status = status.as_u16(),
-            attempt,
-            elapsed_ms,
-            "download"
-        );
+        let (status, headers, body) = self.exchange(builder, "GET", label, host, attempt).await?;
         if status.is_success() {
             return Ok(body);
         }
+        Err(self.refused("GET", label, status, &headers, &body))
+    }
+
+    /// Sends one attempt and reads its whole answer, logged at DEBUG (method, path, status or
+    /// error, elapsed time); `host` is named in a network error.
+    async fn exchange(
+        &self,
+        builder: reqwest::RequestBuilder,
+        method: &str,
+        path: &str,
+        host: &str,
+        attempt: u32,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), Failure> {
+        let started = Instant::now();
+        let result = exchange(builder, self.shared.max_body_bytes).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let error = match result {
+            Ok((status, headers, body)) => {
+                tracing::debug!(
+                    method,
+                    path,
+                    status = status.as_u16(),
+                    attempt,
+                    elapsed_ms,
+                    "Connect request"
+                );
+                return Ok((status, headers, body));
+            }
+            Err(Exchange::Transport(error)) => ConnectError::transport(method, path, host, error),
+            Err(Exchange::TooLarge(status)) => self.too_large(method, path, status),
+        };
+        tracing::debug!(method, path, attempt, elapsed_ms, error = %error, "Connect request failed");
         Err(Failure {
-            error: ConnectError::api("GET", label, status.as_u16(), &body, self.api_key.expose()),
-            retry_after: header_text(&headers, "retry-after")
+            error,
+            retry_after: None,
+        })
+    }
+
+    /// An error answer, with the server's `Retry-After` if it sent one.
+    fn refused(
+        &self,
+        method: &str,
+        path: &str,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Failure {
+        Failure {
+            error: ConnectError::api(method, path, status.as_u16(), body, self.api_key.expose()),
+            retry_after: header_text(headers, "retry-after")
                 .as_deref()
                 .and_then(parse_retry_after),
+        }
+    }
+
+    /// A permit of the shared limit on requests in flight.
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
+        self.shared.permits.acquire().await.map_err(|_| Failure {
+            error: ConnectError::Config("the client was shut down".into()),
+            retry_after: None,
         })
+    }
+
+    fn too_large(&self, method: &str, path: &str, status: StatusCode) -> ConnectError {
+        ConnectError::decode(
+            method,
+            path,
+            format!(
+                "the answer (HTTP {}) is larger than the {} bytes this client reads",
+                status.as_u16(),
+                self.shared.max_body_bytes
+            ),
+        )
     }
 
     fn url(&self, request: &Request<'_>) -> Result<reqwest::Url, ConnectError> {

@@ -226,15 +226,7 @@ async fn rebuild(
             Ok(Some(group)) => group,
             Ok(None) => {
                 let message = "every record the corrected source has for this contract and product is in another submitted file of the group; the rejected usage file is left for a person";
-                reporter
-                    .alerter
-                    .send(alert(
-                        AlertKind::FilingFailed,
-                        Severity::Error,
-                        message.into(),
-                    ))
-                    .await;
-                return HandlerOutcome::Fail(format!("usage file {}: {message}", file.id));
+                return left_for_person(reporter, file, message, &alert).await;
             }
             Err(error) if error.is_transient() => {
                 return HandlerOutcome::Retry(format!("rebuilding {} failed: {error}", file.id))
@@ -245,15 +237,7 @@ async fn rebuild(
         },
         Ok(None) => {
             let message = "the corrected source has no records for this contract and product; the rejected usage file is left for a person";
-            reporter
-                .alerter
-                .send(alert(
-                    AlertKind::FilingFailed,
-                    Severity::Error,
-                    message.into(),
-                ))
-                .await;
-            return HandlerOutcome::Fail(format!("usage file {}: {message}", file.id));
+            return left_for_person(reporter, file, message, &alert).await;
         }
         Err(error @ (ReportError::Config(_) | ReportError::NotEnded(_))) => {
             return HandlerOutcome::Fail(format!("rebuilding {} failed: {error}", file.id))
@@ -311,6 +295,24 @@ async fn rebuild(
         )
         .await;
     HandlerOutcome::Fail(format!("rebuilding {} failed: {reason}", file.id))
+}
+
+/// A rebuild that has nothing to upload: `filing_failed` alert, the task fails.
+async fn left_for_person(
+    reporter: &Reporter,
+    file: &UsageFile,
+    message: &str,
+    alert: &impl Fn(AlertKind, Severity, String) -> Alert,
+) -> HandlerOutcome {
+    reporter
+        .alerter
+        .send(alert(
+            AlertKind::FilingFailed,
+            Severity::Error,
+            message.into(),
+        ))
+        .await;
+    HandlerOutcome::Fail(format!("usage file {}: {message}", file.id))
 }
 
 /// Puts the file's note back as it was before this rebuild was counted (its upload did not go

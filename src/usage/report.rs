@@ -74,6 +74,21 @@ pub struct ReportJob {
 }
 
 impl ReportJob {
+    /// A job of `period` that only reads and acts on the platform (submits, compares) and
+    /// writes no workbook.
+    fn on_platform(period: Period) -> ReportJob {
+        ReportJob {
+            period,
+            contracts: Vec::new(),
+            products: Vec::new(),
+            dry_run: false,
+            workdir: PathBuf::new(),
+            keep_workbooks: false,
+            submission: Submission::OnReadyEvent,
+            allow_empty: false,
+        }
+    }
+
     fn wants(&self, key: &GroupKey) -> bool {
         (self.contracts.is_empty() || self.contracts.contains(&key.contract_id))
             && (self.products.is_empty() || self.products.contains(&key.product_id))
@@ -346,18 +361,7 @@ impl Reporter {
         part: Part,
         file_id: &str,
     ) -> Result<bool, FilingError> {
-        let job = ReportJob {
-            period,
-            contracts: Vec::new(),
-            products: Vec::new(),
-            dry_run: false,
-            // Submitting writes no workbook.
-            workdir: PathBuf::new(),
-            keep_workbooks: false,
-            submission: Submission::OnReadyEvent,
-            allow_empty: false,
-        };
-        self.filer(&job)
+        self.filer(&ReportJob::on_platform(period))
             .submit_if_still_preferred(key, part, file_id)
             .await
     }
@@ -383,17 +387,9 @@ impl Reporter {
         period: Period,
         file_id: &str,
     ) -> Result<Option<Group>, FilingError> {
-        let job = ReportJob {
-            period,
-            contracts: Vec::new(),
-            products: Vec::new(),
-            dry_run: false,
-            workdir: PathBuf::new(),
-            keep_workbooks: false,
-            submission: Submission::OnReadyEvent,
-            allow_empty: false,
-        };
-        self.filer(&job).without_filed(group, file_id).await
+        self.filer(&ReportJob::on_platform(period))
+            .without_filed(group, file_id)
+            .await
     }
 
     /// Uploads `group` (from [`Reporter::regroup`]) into its existing file `file_id`, the

@@ -28,12 +28,12 @@ use sha2::{Digest as _, Sha256};
 
 use super::decide::preferred;
 use super::note::digest_in_note;
-use crate::alert::{truncated, AlertKind, Severity};
+use crate::alert::{listed, AlertKind, Severity};
 use crate::config::LateRecords;
 use crate::connect::models::{FileStatus, UsageFile};
 use crate::usage::group::GroupKey;
 use crate::usage::period::Period;
-use crate::usage::workbook::{Cell, UsageRow};
+use crate::usage::workbook::{Cell, UsageRow, COLUMNS};
 
 /// Records named one by one in an alert; the rest are counted.
 pub const RECORDS_IN_ALERT: usize = 20;
@@ -158,34 +158,21 @@ impl Digest {
 }
 
 /// The cells of a row that say what it reports (besides its id): a change in any of them is a
-/// change after filing. Columns the platform or the catalogue fill (category, reconciliation
-/// id, dynamic items, tier) are not among them.
+/// change after filing. They are the template's columns from `record_note` to
+/// `asset_search_value`; columns the platform or the catalogue fill (dynamic items, category,
+/// reconciliation id, tier) are not among them.
 pub fn content(row: &UsageRow) -> [&Cell; 9] {
-    [
-        &row.record_note,
-        &row.item_search_criteria,
-        &row.item_search_value,
-        &row.amount,
-        &row.quantity,
-        &row.start_time_utc,
-        &row.end_time_utc,
-        &row.asset_search_criteria,
-        &row.asset_search_value,
-    ]
+    let cells = row.cells();
+    std::array::from_fn(|at| cells[CONTENT.start + at])
 }
 
+/// Where [`content`]'s cells are in [`COLUMNS`].
+const CONTENT: std::ops::Range<usize> = 1..10;
+
 /// The names of [`content`]'s cells, in the same order.
-const CONTENT_COLUMNS: [&str; 9] = [
-    "record_note",
-    "item_search_criteria",
-    "item_search_value",
-    "amount",
-    "quantity",
-    "start_time_utc",
-    "end_time_utc",
-    "asset_search_criteria",
-    "asset_search_value",
-];
+fn content_columns() -> &'static [&'static str] {
+    &COLUMNS[CONTENT]
+}
 
 /// A cell as text: empty, the text, or the shortest decimal that reads back as the number.
 fn canonical(cell: &Cell) -> std::borrow::Cow<'_, str> {
@@ -348,7 +335,7 @@ fn text_of(cell: &Cell) -> String {
 
 /// The record's content in one line, for a person.
 pub fn describe(row: &UsageRow) -> String {
-    CONTENT_COLUMNS
+    content_columns()
         .iter()
         .zip(content(row))
         .filter(|(_, cell)| !cell.is_empty())
@@ -359,7 +346,7 @@ pub fn describe(row: &UsageRow) -> String {
 
 /// `column: filed → now` for each content cell of `was` that `now` says otherwise.
 fn differences(was: &UsageRow, now: &UsageRow) -> Vec<String> {
-    CONTENT_COLUMNS
+    content_columns()
         .iter()
         .zip(content(was).into_iter().zip(content(now)))
         .filter(|(_, (old, new))| canonical(old) != canonical(new))
@@ -507,26 +494,19 @@ pub fn plan(
             None => Part::Late(last_supplement(files) + 1),
         })),
         (_, LateRecords::Alert, _) => {
-            let mut details: Vec<String> = findings
+            let lines = findings
                 .late
                 .iter()
-                .take(RECORDS_IN_ALERT)
                 .filter_map(|at| source.get(*at))
-                .map(|row| {
-                    let line = format!("{}: {}", text_of(&row.record_id), describe(row));
-                    truncated(&line, RECORD_IN_ALERT).into_owned()
-                })
-                .collect();
-            if late > RECORDS_IN_ALERT {
-                details.push(format!("… and {} more", late - RECORDS_IN_ALERT));
-            }
+                .map(|row| format!("{}: {}", text_of(&row.record_id), describe(row)));
+            let details = listed(lines, late, RECORDS_IN_ALERT, RECORD_IN_ALERT);
             steps.push(LateStep::Alert {
                 kind: AlertKind::LateRecords,
                 severity: Severity::Warning,
                 message: format!(
                     "{late} usage records of {period} arrived after the group's usage file was submitted; they are not reported (LATE_RECORDS = alert)"
                 ),
-                details: details.join("\n"),
+                details,
             });
             steps.push(LateStep::ListLate);
         }
@@ -534,15 +514,8 @@ pub fn plan(
     let changed = findings.changed.len();
     if changed > 0 {
         let gone = findings.changed.iter().filter(|c| c.gone()).count();
-        let mut details: Vec<String> = findings
-            .changed
-            .iter()
-            .take(RECORDS_IN_ALERT)
-            .map(|change| truncated(&change.line(), RECORD_IN_ALERT).into_owned())
-            .collect();
-        if changed > RECORDS_IN_ALERT {
-            details.push(format!("… and {} more", changed - RECORDS_IN_ALERT));
-        }
+        let lines = findings.changed.iter().map(Change::line);
+        let details = listed(lines, changed, RECORDS_IN_ALERT, RECORD_IN_ALERT);
         steps.push(LateStep::Alert {
             kind: AlertKind::ChangedAfterFiling,
             severity: Severity::Error,
@@ -550,7 +523,7 @@ pub fn plan(
                 "{changed} usage records of {period} changed after their usage file was submitted ({} with other values, {gone} gone from the source); they are never filed again automatically",
                 changed - gone
             ),
-            details: details.join("\n"),
+            details,
         });
     }
     if !steps.iter().any(|step| matches!(step, LateStep::File(_))) {
@@ -673,6 +646,16 @@ mod tests {
         ] {
             assert_eq!(parse_external_id(foreign), None, "{foreign}");
         }
+    }
+
+    #[test]
+    fn the_content_is_what_was_used() {
+        let names = content_columns();
+        assert_eq!(names.len(), content(&row("a", 1.0)).len());
+        assert_eq!(names.first(), Some(&"record_note"));
+        assert_eq!(names.last(), Some(&"asset_search_value"));
+        assert!(names.contains(&"quantity") && !names.contains(&"category_id"));
+        assert_eq!(content(&row("a", 2.5))[4], &Cell::Number(2.5), "quantity");
     }
 
     #[test]
