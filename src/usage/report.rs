@@ -261,7 +261,7 @@ impl Reporter {
         outcomes.sort_by(|a, b| a.key.cmp(&b.key));
         sweep::sweep(&filer, &mut outcomes).await;
         if job.keep_workbooks && !job.dry_run {
-            if let Err(error) = write_late_records(&job.workdir, job.period, &outcomes) {
+            if let Err(error) = write_late_records(&job.workdir, job.period, &outcomes).await {
                 tracing::warn!(%error, "cannot write the late-records file");
             }
         }

@@ -15,7 +15,7 @@ use super::late::{self, Filed, Findings, LateStep, Look, Part};
 use super::{Filer, FilingError, FilingResult, GroupOutcome, LateReport};
 use crate::alert::Alert;
 use crate::connect::models::UsageFile;
-use crate::usage::group::{Group, ReportRow};
+use crate::usage::group::{Group, GroupKey, ReportRow};
 use crate::usage::period::Period;
 use crate::usage::workbook::{self, UsageRow};
 
@@ -221,36 +221,39 @@ impl Filer {
 
 /// Writes `late-records-<period>.csv` into `dir` when any group has late records listed
 /// (`LATE_RECORDS = alert`), replacing an earlier one whole; returns its path.
-pub fn write_late_records(
+pub async fn write_late_records(
     dir: &Path,
     period: Period,
     outcomes: &[GroupOutcome],
 ) -> std::io::Result<Option<PathBuf>> {
-    let listed: Vec<&GroupOutcome> = outcomes
+    let listed: Vec<(GroupKey, Vec<UsageRow>)> = outcomes
         .iter()
-        .filter(|outcome| {
-            outcome
-                .late
-                .as_ref()
-                .is_some_and(|late| !late.rows.is_empty())
+        .filter_map(|outcome| {
+            let late = outcome.late.as_ref().filter(|late| !late.rows.is_empty())?;
+            Some((outcome.key.clone(), late.rows.clone()))
         })
         .collect();
     if listed.is_empty() {
         return Ok(None);
     }
     let path = dir.join(format!("late-records-{period}.csv"));
-    crate::output::replace_with(
-        &path,
-        |mut out| {
-            out.write_all(late::CSV_HEADER.as_bytes())?;
-            for outcome in &listed {
-                for row in outcome.late.iter().flat_map(|late| &late.rows) {
-                    out.write_all(late::csv_line(&outcome.key, row).as_bytes())?;
+    let target = path.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::output::replace_with(
+            &target,
+            |mut out| {
+                out.write_all(late::CSV_HEADER.as_bytes())?;
+                for (key, rows) in &listed {
+                    for row in rows {
+                        out.write_all(late::csv_line(key, row).as_bytes())?;
+                    }
                 }
-            }
-            Ok(out)
-        },
-        |failed| failed.source,
-    )?;
+                Ok(out)
+            },
+            |failed| failed.source,
+        )
+    })
+    .await
+    .map_err(std::io::Error::other)??;
     Ok(Some(path))
 }
