@@ -31,6 +31,14 @@ USER 10001
 # Reports, workbooks and bad-records files land here: writable by the non-root user.
 WORKDIR /work
 ENV LOG_FORMAT=json
+# /healthz and /metrics for the health check below and for Prometheus (`run` only; publish the
+# port to scrape it). Setting METRICS_ADDRESS empty turns both off: then run with
+# --no-healthcheck, and one-off commands (`report`, `validate`) likewise.
+ENV METRICS_ADDRESS=0.0.0.0:9464
+EXPOSE 9464
+# Healthy while the background websocket is connected (or was within the last 60 s); no curl
+# needed in the image.
+HEALTHCHECK --interval=30s --timeout=10s --start-period=60s --retries=3 CMD ["connect-payg", "health"]
 # The subcommand is the container's command: `run` by default, any other when given.
 ENTRYPOINT ["connect-payg"]
 CMD ["run"]

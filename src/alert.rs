@@ -159,6 +159,7 @@ pub struct Alerter {
     webhook: Option<(reqwest::Client, String)>,
     attempts: u32,
     retry_delay: Duration,
+    metrics: crate::metrics::Metrics,
 }
 
 impl std::fmt::Debug for Alerter {
@@ -186,7 +187,13 @@ impl Alerter {
             webhook,
             attempts: 3,
             retry_delay: Duration::from_millis(500),
+            metrics: crate::metrics::Metrics::off(),
         }
+    }
+
+    /// The same alerter, counting the alerts it sends and fails to deliver.
+    pub fn with_metrics(self, metrics: crate::metrics::Metrics) -> Self {
+        Alerter { metrics, ..self }
     }
 
     /// Logs the alert and delivers it to the webhook; never fails.
@@ -216,7 +223,10 @@ impl Alerter {
             Severity::Warning => log_alert!(tracing::Level::WARN),
             Severity::Error => log_alert!(tracing::Level::ERROR),
         }
+        let kind = serde_json::to_value(alert.kind).ok();
+        let kind = kind.as_ref().and_then(|k| k.as_str()).unwrap_or("unknown");
         let Some((client, url)) = &self.webhook else {
+            self.metrics.alert(kind, true);
             return;
         };
         let body = WebhookBody {
@@ -226,7 +236,10 @@ impl Alerter {
         for attempt in 1..=self.attempts {
             let outcome = client.post(url).json(&body).send().await;
             match outcome {
-                Ok(response) if response.status().is_success() => return,
+                Ok(response) if response.status().is_success() => {
+                    self.metrics.alert(kind, true);
+                    return;
+                }
                 Ok(response) => tracing::warn!(
                     status = response.status().as_u16(),
                     attempt,
@@ -242,6 +255,7 @@ impl Alerter {
                 tokio::time::sleep(self.retry_delay * attempt).await;
             }
         }
+        self.metrics.alert(kind, false);
         tracing::error!(alert = ?alert.kind, "alert could not be delivered to the webhook; it is in this log only");
     }
 }

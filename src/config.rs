@@ -166,6 +166,13 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "log filter",
     },
     Setting {
+        name: "METRICS_ADDRESS",
+        reach: Reach::Environment,
+        default: None,
+        secret: false,
+        meaning: "ip:port serving /healthz and /metrics, e.g. 0.0.0.0:9464 (run; unset: off)",
+    },
+    Setting {
         name: "API_RETRY_BASE_MS",
         reach: Reach::Host,
         default: Some("1000"),
@@ -219,7 +226,7 @@ pub const SETTINGS: &[Setting] = &[
         reach: Reach::Anywhere,
         default: None,
         secret: false,
-        meaning: "file:///path/usage-{period}.csv or https://host/...?from={from}&to={to}",
+        meaning: "file:///path/usage-{period}.csv, https://host/...?from={from}&to={to}, s3://bucket/usage/{period}/*.jsonl (gs://, az://)",
     },
     Setting {
         name: "USAGE_SOURCE_AUTH",
@@ -233,7 +240,7 @@ pub const SETTINGS: &[Setting] = &[
         reach: Reach::Anywhere,
         default: Some("1800"),
         secret: false,
-        meaning: "seconds reading an HTTP or database source may take in all",
+        meaning: "seconds reading an HTTP, database or object-storage source may take in all",
     },
     Setting {
         name: "USAGE_QUERY",
@@ -241,6 +248,13 @@ pub const SETTINGS: &[Setting] = &[
         default: None,
         secret: false,
         meaning: "SQL returning the records, for a postgres:// or mysql:// USAGE_SOURCE",
+    },
+    Setting {
+        name: "USAGE_SOURCE_MAX_INFLATED_BYTES",
+        reach: Reach::Anywhere,
+        default: Some("8589934592"),
+        secret: false,
+        meaning: "bytes one .gz/.zst file, body or object may inflate to",
     },
     Setting {
         name: "ASSET_SEARCH_CRITERIA",
@@ -401,6 +415,8 @@ pub struct ConnectionSettings {
     pub retry_base_delay: Duration,
     /// Longest single REST retry wait, `Retry-After` included (`API_RETRY_MAX_MS`).
     pub retry_max_delay: Duration,
+    /// Where `run` serves `/healthz` and `/metrics` (`METRICS_ADDRESS`); `None`: not served.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 impl ConnectionSettings {
@@ -441,10 +457,16 @@ impl ConnectionSettings {
 pub struct ReportSettings {
     pub usage_source: Option<String>,
     pub usage_source_auth: Option<Secret>,
-    /// `USAGE_SOURCE_TIMEOUT`: how long reading an HTTP source may take in all.
+    /// `USAGE_SOURCE_TIMEOUT`: how long reading an HTTP or object-storage source may take in all.
     pub usage_source_timeout: Duration,
     /// `USAGE_QUERY`: what a database source runs.
     pub usage_query: Option<String>,
+    /// `USAGE_SOURCE_MAX_INFLATED_BYTES`: what one compressed source may inflate to.
+    pub usage_source_max_inflated: u64,
+    /// The environment's `AWS_*`, `GOOGLE_*` and `AZURE_*` variables (lower-case names), for
+    /// object-storage sources: from the process environment only, never from the file or
+    /// extension variables (an endpoint set there could receive the credentials).
+    pub cloud_env: BTreeMap<String, Secret>,
     pub asset_search_criteria: AssetCriteria,
     pub item_search_criteria: ItemCriteria,
     pub report_period: Option<Period>,
@@ -507,8 +529,9 @@ impl SettingsSources {
         layers.check_file_keys(self.file.as_deref())?;
         layers.check_not_blank()?;
         let get = |key: &str| layers.value(key).map(|(_, v)| v.to_string());
-        let settings = Settings::from_lookup(&get, self.unsecure_flag)?;
+        let mut settings = Settings::from_lookup(&get, self.unsecure_flag)?;
         layers.check_source_auth()?;
+        settings.report.cloud_env = layers.cloud_env();
         Ok(settings)
     }
 
@@ -580,6 +603,19 @@ struct Layers {
 }
 
 impl Layers {
+    /// The cloud variables of the environment, each kept as a secret.
+    fn cloud_env(&self) -> BTreeMap<String, Secret> {
+        self.environment
+            .iter()
+            .filter(|(name, _)| {
+                ["aws_", "google_", "azure_"]
+                    .iter()
+                    .any(|prefix| name.starts_with(prefix))
+            })
+            .map(|(name, value)| (name.clone(), Secret::new(value.clone())))
+            .collect()
+    }
+
     fn layer(&self, layer: Layer) -> &BTreeMap<String, String> {
         match layer {
             Layer::File => &self.file,
@@ -838,6 +874,22 @@ where
     Ok(parsed)
 }
 
+/// `METRICS_ADDRESS`: an IP address and port (`0.0.0.0:9464`, `[::]:9464`, `127.0.0.1:0`), or
+/// `:PORT` for every IPv4 address.
+pub fn parse_metrics_address(value: &str) -> Result<std::net::SocketAddr, ConfigError> {
+    let value = value.trim();
+    let full = match value.strip_prefix(':') {
+        Some(port) => format!("0.0.0.0:{port}"),
+        None => value.to_string(),
+    };
+    full.parse().map_err(|_| {
+        invalid(
+            "METRICS_ADDRESS",
+            format!("{value:?} is not an IP address and port such as 0.0.0.0:9464"),
+        )
+    })
+}
+
 fn seconds(
     name: &'static str,
     value: Option<String>,
@@ -933,6 +985,9 @@ impl Settings {
             log_format,
             retry_base_delay: millis("API_RETRY_BASE_MS", get("api_retry_base_ms"), 1000)?,
             retry_max_delay: millis("API_RETRY_MAX_MS", get("api_retry_max_ms"), 60_000)?,
+            metrics_address: get("metrics_address")
+                .map(|v| parse_metrics_address(&v))
+                .transpose()?,
         };
 
         let report_period = get("report_period")
@@ -971,6 +1026,14 @@ impl Settings {
                 crate::usage::source::DEFAULT_TIMEOUT.as_secs(),
             )?,
             usage_query,
+            usage_source_max_inflated: bounded(
+                "USAGE_SOURCE_MAX_INFLATED_BYTES",
+                get("usage_source_max_inflated_bytes"),
+                crate::usage::source::DEFAULT_MAX_INFLATED_BYTES,
+                1,
+                u64::MAX,
+            )?,
+            cloud_env: BTreeMap::new(),
             asset_search_criteria,
             item_search_criteria,
             report_period,
@@ -1084,6 +1147,9 @@ fn check_host(name: &'static str, value: &str) -> Result<String, ConfigError> {
 /// itself is never quoted: it may carry a password.
 fn check_usage_source(source: &str) -> Result<(), ConfigError> {
     let bad = |reason: String| invalid("USAGE_SOURCE", reason);
+    if let Some(object) = crate::usage::source::ObjectUrl::parse(&sample_location(source)) {
+        return object.map(|_| ()).map_err(bad);
+    }
     let database = sql::Engine::of(source).is_some();
     if !database
         && !["file://", "http://", "https://"]
@@ -1091,7 +1157,7 @@ fn check_usage_source(source: &str) -> Result<(), ConfigError> {
             .any(|scheme| source.starts_with(scheme))
     {
         return Err(bad(
-            "must start with file://, http://, https://, postgres:// or mysql://".into(),
+            "must start with file://, http://, https://, s3://, gs://, az://, postgres:// or mysql://".into(),
         ));
     }
     let url = url::Url::parse(&sample_location(source)).map_err(|e| {
@@ -1249,13 +1315,68 @@ mod tests {
             ("CONNECT_UNSECURE", "maybe"),
             ("ALERT_WEBHOOK_URL", "not a url"),
             ("USAGE_SOURCE", "ftp://x"),
+            ("USAGE_SOURCE", "s3:///usage.csv"),
+            ("USAGE_SOURCE", "gs://bucket/"),
             ("USAGE_SOURCE_TIMEOUT", "0"),
+            ("USAGE_SOURCE_MAX_INFLATED_BYTES", "0"),
+            ("USAGE_SOURCE_MAX_INFLATED_BYTES", "8GiB"),
             ("SERVER_ADDRESS", "https://host/path"),
             ("ENVIRONMENT_ID", "123"),
         ] {
             let error = sources(&[(name, value)]).load().unwrap_err().to_string();
             assert!(error.contains(name), "{name}={value}: {error}");
         }
+    }
+
+    #[test]
+    fn object_sources_read_cloud_variables_from_the_environment_only() {
+        let mut layered = sources(&[
+            ("USAGE_SOURCE", "s3://bucket/usage/{period}/*.jsonl"),
+            ("AWS_SECRET_ACCESS_KEY", "aws-hidden"),
+            ("AWS_REGION", "eu-west-1"),
+            ("GOOGLE_SERVICE_ACCOUNT_KEY", "gcp-hidden"),
+            ("AZURE_STORAGE_ACCOUNT_NAME", "vendor"),
+            ("USAGE_SOURCE_MAX_INFLATED_BYTES", "1048576"),
+            ("HOME", "/root"),
+        ]);
+        layered.extension.insert(
+            "AWS_ENDPOINT_URL".into(),
+            "https://elsewhere.example".into(),
+        );
+        let settings = layered.load().unwrap();
+        let names: Vec<&str> = settings
+            .report
+            .cloud_env
+            .keys()
+            .map(String::as_str)
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "aws_region",
+                "aws_secret_access_key",
+                "azure_storage_account_name",
+                "google_service_account_key"
+            ]
+        );
+        assert_eq!(settings.report.usage_source_max_inflated, 1 << 20);
+        let debug = format!("{settings:?}");
+        assert!(
+            !debug.contains("aws-hidden") && !debug.contains("gcp-hidden"),
+            "{debug}"
+        );
+        for source in [
+            "gs://b/usage-{period}.parquet",
+            "az://container/u/{period}.csv.gz",
+        ] {
+            assert!(
+                sources(&[("USAGE_SOURCE", source)]).load().is_ok(),
+                "{source}"
+            );
+        }
+        let defaults = sources(&[]).load().unwrap();
+        assert_eq!(defaults.report.usage_source_max_inflated, 8 << 30);
+        assert!(defaults.report.cloud_env.is_empty());
     }
 
     #[test]

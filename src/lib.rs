@@ -9,8 +9,8 @@
 //! * [`config`] — layered settings (defaults < file < environment < extension variables) and the
 //!   [`config::Secret`] wrapper that keeps API keys out of logs.
 //! * [`connect`] — the sink: a REST client for Connect (RQL, pagination, retries, usage files).
-//! * [`usage`] — where usage comes from and what we make of it: sources (file / HTTP; CSV,
-//!   JSON, JSON lines), record validation, resolution against Connect, grouping, workbooks, the
+//! * [`usage`] — where usage comes from and what we make of it: sources (file / HTTP / object
+//!   storage; CSV, JSON, JSON lines, Parquet; gzip, zstd), record validation, resolution against Connect, grouping, workbooks, the
 //!   shared template validator and idempotent filing.
 //! * [`devops`] — the DevOps events websocket: the handler registry and the
 //!   connection loop that turns tasks into handler calls and results.
@@ -19,10 +19,12 @@
 //! * [`alert`] — operator alerts: a structured log line, and a webhook when configured.
 //! * [`allocator`] — the memory allocator and its tuning.
 //! * [`logging`] — the log subscriber: text or JSON lines, levels from `RUST_LOG`.
+//! * [`metrics`] — the operator's view of a running instance: Prometheus counters, the health
+//!   check, and the `/metrics` and `/healthz` endpoint at `METRICS_ADDRESS`.
 //! * `output` — files left for a person: checked names, private modes, atomic replacement.
 //! * `sandbox` — the whole product against the simulator (the `connect-sim` crate) in one
 //!   command.
-//! * [`cli`] — the command line: `run`, `report`, `validate`, `sandbox`.
+//! * [`cli`] — the command line: `run`, `report`, `validate`, `sandbox`, `health`.
 //!
 //! The picture (runner → registry → handlers, the data path from source to Connect, where the
 //! simulator sits) is in `docs/architecture.md`; running the product is in `docs/operations.md`.
@@ -35,6 +37,7 @@ pub mod connect;
 pub mod devops;
 pub mod handlers;
 pub mod logging;
+pub mod metrics;
 pub(crate) mod output;
 pub(crate) mod sandbox;
 pub mod usage;

@@ -58,6 +58,40 @@ fn the_image_runs_any_subcommand_as_a_non_root_user_in_a_writable_directory() {
 }
 
 #[test]
+fn the_image_checks_its_health_with_the_health_command() {
+    let stage = runtime_stage();
+    let healthcheck = stage
+        .iter()
+        .find(|l| l.starts_with("HEALTHCHECK "))
+        .unwrap_or_else(|| panic!("no HEALTHCHECK in the runtime stage: {stage:#?}"));
+    let (options, command) = healthcheck
+        .trim_start_matches("HEALTHCHECK ")
+        .split_once("CMD ")
+        .expect("HEALTHCHECK … CMD […]");
+    // The exec form: no shell (and no curl) in the image is needed.
+    let command: Vec<String> = serde_json::from_str(command).expect("CMD in exec form");
+    assert_eq!(command, ["connect-payg", "health"]);
+    // Options (interval, timeout, start period) are written `--name=value`.
+    for option in options.split_whitespace() {
+        assert!(option.starts_with("--") && option.contains('='), "{option}");
+    }
+    // The command has something to ask: METRICS_ADDRESS is set in the image, its port exposed.
+    let address = stage
+        .iter()
+        .find_map(|l| l.strip_prefix("ENV METRICS_ADDRESS="))
+        .expect("ENV METRICS_ADDRESS in the runtime stage");
+    let address = connect_payg::config::parse_metrics_address(address).unwrap();
+    assert!(
+        address.ip().is_unspecified(),
+        "reachable from outside the container"
+    );
+    assert!(
+        stage.contains(&format!("EXPOSE {}", address.port())),
+        "{stage:#?}"
+    );
+}
+
+#[test]
 fn the_changelog_the_extension_points_to_exists_and_names_this_version() {
     let extension: serde_json::Value = serde_json::from_str(&read("extension.json")).unwrap();
     let url = extension["changelog_url"].as_str().unwrap();

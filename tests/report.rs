@@ -641,7 +641,10 @@ async fn counters_agree_with_the_table_and_bad_records_are_alerted_once() {
         .unwrap();
     let csv = std::fs::read_to_string(path).unwrap();
     let mut lines = csv.lines();
-    assert_eq!(lines.next(), Some("line,index,record_id,reason,detail"));
+    assert_eq!(
+        lines.next(),
+        Some("line,index,record_id,reason,detail,object")
+    );
     let mut count = 0;
     for line in lines {
         let record_id = line.split(',').nth(2).unwrap();

@@ -360,7 +360,7 @@ async fn every_bad_record_reaches_the_csv_while_only_the_first_are_held() {
     let csv = std::fs::read_to_string(write_bad_records(world.dir.path(), &summary).await.unwrap())
         .unwrap();
     let lines: Vec<&str> = csv.lines().collect();
-    assert_eq!(lines[0], "line,index,record_id,reason,detail");
+    assert_eq!(lines[0], "line,index,record_id,reason,detail,object");
     assert_eq!(lines.len(), total + 1);
     let numbers: Vec<u64> = lines[1..]
         .iter()

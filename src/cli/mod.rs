@@ -1,5 +1,6 @@
 //! The command line: parses arguments, loads settings, and maps outcomes to exit codes
-//! (0 success, 1 the work ran but something failed, 2 bad configuration or arguments).
+//! (0 success, 1 the work ran but something failed, 2 bad configuration or arguments; `health`
+//! answers 0 or 1 only, as a container health check must).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::config::{ConfigError, SettingsSources};
 use crate::connect::ConnectError;
 
+mod health;
 mod report;
 mod run;
 mod validate;
@@ -68,6 +70,8 @@ pub enum Command {
         #[arg(long)]
         period: Option<String>,
     },
+    /// Ask the running instance's /healthz (at METRICS_ADDRESS): exit 0 when healthy, else 1.
+    Health,
     /// Run the whole product against the built-in Connect simulator.
     Sandbox {
         /// How many subscriptions to generate (at least 10; at most what this machine's
@@ -162,6 +166,7 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             .await
         }
         Command::Validate { files, period } => validate::validate(files, period).await,
+        Command::Health => Ok(health::health().await),
         Command::Sandbox {
             subscriptions,
             serve,

@@ -57,6 +57,7 @@ struct Shared {
     max_body_bytes: usize,
     /// `host:port` of `base_url`, named in network errors.
     host: String,
+    metrics: crate::metrics::Metrics,
 }
 
 impl fmt::Debug for ConnectClient {
@@ -184,6 +185,7 @@ impl ConnectClient {
                 page_size: options.page_size.max(1),
                 max_body_bytes: options.max_body_bytes.max(1),
                 host,
+                metrics: options.metrics,
             }),
             api_key: options.api_key,
             headers: HeaderMap::new(),
@@ -216,6 +218,11 @@ impl ConnectClient {
 
     pub fn base_url(&self) -> &str {
         &self.shared.base_url
+    }
+
+    /// The counters of the runner this client belongs to (off for a client of its own).
+    pub fn metrics(&self) -> &crate::metrics::Metrics {
+        &self.shared.metrics
     }
 
     /// GETs `path` (e.g. `usage/files/UF-1`) and decodes the JSON answer.
@@ -332,6 +339,9 @@ impl ConnectClient {
             if !retry || !backoff.pause(failure.retry_after).await {
                 return Err(failure.error);
             }
+            self.shared
+                .metrics
+                .rest_retry(request.method.as_str(), request.path);
             tracing::info!(
                 method = %request.method,
                 path = request.path,
@@ -402,6 +412,7 @@ impl ConnectClient {
             if !retry || !backoff.pause(failure.retry_after).await {
                 return Err(failure.error);
             }
+            self.shared.metrics.rest_retry("GET", label);
             tracing::info!(path = label, attempt = backoff.attempt(), error = %failure.error, "retrying a download");
         }
     }
@@ -450,10 +461,21 @@ impl ConnectClient {
                     elapsed_ms,
                     "Connect request"
                 );
+                self.shared
+                    .metrics
+                    .rest_request(method, path, Some(status.as_u16()));
                 return Ok((status, headers, body));
             }
-            Err(Exchange::Transport(error)) => ConnectError::transport(method, path, host, error),
-            Err(Exchange::TooLarge(status)) => self.too_large(method, path, status),
+            Err(Exchange::Transport(error)) => {
+                self.shared.metrics.rest_request(method, path, None);
+                ConnectError::transport(method, path, host, error)
+            }
+            Err(Exchange::TooLarge(status)) => {
+                self.shared
+                    .metrics
+                    .rest_request(method, path, Some(status.as_u16()));
+                self.too_large(method, path, status)
+            }
         };
         tracing::debug!(method, path, attempt, elapsed_ms, error = %error, "Connect request failed");
         Err(Failure {

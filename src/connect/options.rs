@@ -32,6 +32,8 @@ pub struct ClientOptions {
     /// Largest answer body read; a bigger one is refused unread (a list page of 100 objects
     /// is a few hundred kilobytes).
     pub max_body_bytes: usize,
+    /// Where requests and retries are counted (off unless a runner serves metrics).
+    pub metrics: crate::metrics::Metrics,
 }
 
 impl ClientOptions {
@@ -47,6 +49,7 @@ impl ClientOptions {
             timeout: Duration::from_secs(180),
             page_size: 100,
             max_body_bytes: 64 * 1024 * 1024,
+            metrics: crate::metrics::Metrics::off(),
         }
     }
 

@@ -33,6 +33,8 @@ const LIVENESS_PING: &[u8] = b"connect-payg";
 pub(crate) struct Failure {
     pub class: FailureClass,
     pub reason: String,
+    /// The HTTP status the upgrade was refused with (401/403), for the health check.
+    pub refused_status: Option<u16>,
 }
 
 impl Failure {
@@ -40,6 +42,7 @@ impl Failure {
         Failure {
             class: FailureClass::Communication,
             reason: reason.into(),
+            refused_status: None,
         }
     }
 }
@@ -176,6 +179,7 @@ fn upgrade_failure(error: WsError, host: &str) -> Failure {
         WsError::Http(response) if response.status().as_u16() == 502 => Failure {
             class: FailureClass::Maintenance,
             reason: "the platform is in maintenance (HTTP 502)".into(),
+            refused_status: None,
         },
         WsError::Http(response) if matches!(response.status().as_u16(), 401 | 403) => Failure {
             class: FailureClass::Refused,
@@ -183,6 +187,7 @@ fn upgrade_failure(error: WsError, host: &str) -> Failure {
                 "{host} refused the API key (HTTP {}): check API_KEY and ENVIRONMENT_ID",
                 response.status()
             ),
+            refused_status: Some(response.status().as_u16()),
         },
         WsError::Http(response) => Failure::communication(format!(
             "{host} refused the upgrade with HTTP {}",

@@ -39,6 +39,7 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, channel: &Arc<Channel>, task: Task)
     }
     // Counted from now on, so that a reconnect reports it in running_tasks.
     let running = channel.running.start(task.options.task_category);
+    let taken = Instant::now();
     let shared = Arc::clone(shared);
     let channel = Arc::clone(channel);
     tokio::spawn(async move {
@@ -60,6 +61,9 @@ pub(crate) fn dispatch(shared: &Arc<Shared>, channel: &Arc<Channel>, task: Task)
                 output
             }
         };
+        shared
+            .metrics
+            .task(task.options.task_category, output.result, taken.elapsed());
         let mut result = task;
         result.output = Some(output);
         // Queued before the running count drops, so an idle channel has nothing in flight.

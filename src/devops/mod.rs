@@ -74,6 +74,8 @@ pub enum RunnerError {
     Client(#[from] ConnectError),
     #[error("runner start-up failed: {0}")]
     Startup(String),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::ServeError),
     #[error(
         "the platform refused the API key on every connection attempt for {} s \
          (AUTH_FAILURE_EXIT_AFTER): check API_KEY and ENVIRONMENT_ID",
@@ -100,6 +102,26 @@ pub async fn run_with(
     shutdown: CancellationToken,
 ) -> Result<(), RunnerError> {
     let shared = Arc::new(start(sources, registry, options).await?);
+    // Stopped when dropped, on every way out of the runner.
+    let _endpoint = match shared
+        .platform
+        .snapshot()
+        .settings
+        .connection
+        .metrics_address
+    {
+        Some(address) => Some(
+            crate::metrics::serve(
+                address,
+                shared.metrics.clone(),
+                shared.health.clone(),
+                shared.options.health_grace,
+                &shared.options.metrics_listening,
+            )
+            .await?,
+        ),
+        None => None,
+    };
     let drain_limit = shared.options.drain_limit.unwrap_or_else(|| {
         shared
             .platform
@@ -194,7 +216,14 @@ async fn start(
             host
         });
     let proxy = proxy::select(&lookup, !settings.connection.unsecure, server_host)?;
-    let client = ConnectClient::new(ClientOptions::from_settings(&settings)?)?;
+    let metrics = match settings.connection.metrics_address {
+        Some(_) => crate::metrics::Metrics::new(),
+        None => crate::metrics::Metrics::off(),
+    };
+    let client = ConnectClient::new(ClientOptions {
+        metrics: metrics.clone(),
+        ..ClientOptions::from_settings(&settings)?
+    })?;
     Ok(Shared {
         limits: Limits::new(&options),
         options,
@@ -208,6 +237,8 @@ async fn start(
         stop: Stop::default(),
         in_flight: Mutex::new(HashSet::new()),
         refusals: Mutex::new(refusals::Refusals::default()),
+        metrics,
+        health: crate::metrics::Health::new(),
         platform: Platform::new(sources, settings, client),
     })
 }

@@ -36,6 +36,11 @@ pub struct RunnerOptions {
     pub scheduled_concurrency: usize,
     /// At most one ERROR line per this interval while the platform refuses the API key.
     pub refused_log_interval: Duration,
+    /// `/healthz` stays healthy this long after the background connection was lost (60 s).
+    pub health_grace: Duration,
+    /// Filled with the address `/healthz` and `/metrics` are served at, once they are
+    /// (`METRICS_ADDRESS` with port 0 lets the system pick the port).
+    pub metrics_listening: crate::metrics::Listening,
 }
 
 impl Default for RunnerOptions {
@@ -56,6 +61,8 @@ impl Default for RunnerOptions {
             // The monthly report must not race a second run of itself.
             scheduled_concurrency: 1,
             refused_log_interval: Duration::from_secs(60),
+            health_grace: Duration::from_secs(60),
+            metrics_listening: crate::metrics::Listening::default(),
         }
     }
 }

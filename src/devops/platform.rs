@@ -118,7 +118,10 @@ impl Platform {
             }
         };
         settings.connection = self.connection.clone();
-        let client = match ClientOptions::from_settings(&settings).and_then(ConnectClient::new) {
+        let metrics = self.lock().1.client.metrics().clone();
+        let options =
+            ClientOptions::from_settings(&settings).map(|o| ClientOptions { metrics, ..o });
+        let client = match options.and_then(ConnectClient::new) {
             Ok(client) => client,
             Err(problem) => {
                 error!(%problem, "cannot build a REST client for the new settings; keeping the previous settings");

@@ -35,6 +35,10 @@ pub(crate) struct Shared {
     pub in_flight: Mutex<HashSet<String>>,
     /// The current streak of refused handshakes, both connections together.
     pub refusals: Mutex<Refusals>,
+    /// Counted when `METRICS_ADDRESS` is set; the REST clients hold the same handle.
+    pub metrics: crate::metrics::Metrics,
+    /// The background connection as `/healthz` reports it.
+    pub health: crate::metrics::Health,
 }
 
 impl Shared {

@@ -26,7 +26,11 @@ pub(crate) async fn supervise(shared: Arc<Shared>, channel: Arc<Channel>) {
         );
         let mut failed_attempts = 0u32;
         let mut last_problem: Option<String> = None;
+        let mut first = true;
         while !finished(&shared, &channel) {
+            if !std::mem::take(&mut first) {
+                shared.metrics.websocket_reconnect(channel.runner_type.as_str());
+            }
             let attempt = tokio::select! {
                 attempt = connection::open(&shared, &channel) => attempt,
                 _ = shared.stop.abandon.cancelled() => break,
@@ -35,6 +39,8 @@ pub(crate) async fn supervise(shared: Arc<Shared>, channel: Arc<Channel>) {
                 Ok(opened) => {
                     refusals(&shared).reset();
                     shared.platform.apply(opened.setup).await;
+                    shared.metrics.websocket_handshake(channel.runner_type.as_str());
+                    shared.health.connected(channel.runner_type.as_str());
                     backoff.reset();
                     info!(
                         failed_attempts,
@@ -46,6 +52,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, channel: Arc<Channel>) {
                     match session::serve(&shared, &channel, opened.socket, opened.backlog).await {
                         SessionEnd::Finished => break,
                         SessionEnd::Lost(reason) => {
+                            shared.health.lost(channel.runner_type.as_str(), &reason);
                             warn!(%reason, reconnect_in = ?options.reconnect_delay, "connection lost");
                             pause(&shared, &channel, options.reconnect_delay).await;
                         }
@@ -53,6 +60,7 @@ pub(crate) async fn supervise(shared: Arc<Shared>, channel: Arc<Channel>) {
                 }
                 Err(failure) => {
                     failed_attempts += 1;
+                    shared.health.failed(channel.runner_type.as_str(), &failure.reason, failure.refused_status);
                     let delay = backoff.next_delay(failure.class);
                     if failure.class == FailureClass::Refused {
                         if refused(&shared, &failure, failed_attempts, delay) {

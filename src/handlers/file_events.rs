@@ -33,7 +33,9 @@ use serde_json::Value;
 use super::Workdir;
 use crate::alert::{Alert, AlertKind, Severity};
 use crate::connect::models::UsageFile;
+use crate::connect::FileStatus;
 use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
+use crate::metrics::FileAction;
 use crate::usage::filing::decide::{decide, unexpected, Step, Trigger};
 use crate::usage::filing::late::{self, Part};
 use crate::usage::filing::FilingResult;
@@ -113,6 +115,9 @@ async fn handle(
             file.id, file.external_id
         ));
     };
+    if file.status == FileStatus::Rejected {
+        ctx.client.metrics().usage_file(FileAction::Rejected);
+    }
     let reporter = Reporter::new(ctx.client.clone(), ctx.settings.report.clone());
     let alert = |kind, severity, message: String| {
         let mut alert = Alert::new(kind, severity, message).group(
@@ -271,6 +276,7 @@ async fn rebuild(
         }
     };
     let FilingResult::Failed(reason) = outcome.result else {
+        ctx.client.metrics().usage_file(FileAction::Rebuilt);
         tracing::info!(file_id = %file.id, rows = outcome.rows, "rejected usage file rebuilt and uploaded; its ready event submits it");
         return HandlerOutcome::Success(None);
     };

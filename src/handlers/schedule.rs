@@ -43,7 +43,12 @@ async fn run(ctx: TaskContext) -> HandlerOutcome {
     }
     match result {
         Ok(summary) if summary.empty_source() => HandlerOutcome::Fail(summary.headline()),
-        Ok(summary) if summary.failed() == 0 => HandlerOutcome::Success(Some(summary.headline())),
+        Ok(summary) if summary.failed() == 0 => {
+            ctx.client
+                .metrics()
+                .scheduled_report_succeeded(&summary.period.to_string());
+            HandlerOutcome::Success(Some(summary.headline()))
+        }
         // The platform refused the uploads themselves: the same source would be refused again,
         // so only a person can help (the alerts name the files and the platform's detail).
         Ok(summary) if only_invalid_files(&summary) => HandlerOutcome::Fail(summary.headline()),

@@ -279,7 +279,8 @@ impl<'c> Sorter<'c> {
     /// follow each other through the source, so the whole list ends up in source order.
     fn file_bad(&mut self, mut bad: Vec<BadRecord>) {
         bad.append(&mut self.placed_bad);
-        bad.sort_by_key(|bad| (bad.line, bad.element));
+        // Objects of a multi-object source are read in name order, each with its own lines.
+        bad.sort_by(|a, b| (&a.object, a.line, a.element).cmp(&(&b.object, b.line, b.element)));
         for bad in bad {
             self.collection.bad.push(bad);
         }
@@ -341,7 +342,8 @@ impl<'c> Sorter<'c> {
                             record.subscription_id
                         ),
                     )
-                    .in_element(record.element),
+                    .in_element(record.element)
+                    .in_object(record.object.clone()),
                 );
                 return None;
             }
@@ -356,7 +358,8 @@ impl<'c> Sorter<'c> {
                             ids.join(", ")
                         ),
                     )
-                    .in_element(record.element),
+                    .in_element(record.element)
+                    .in_object(record.object.clone()),
                 );
                 return None;
             }
@@ -386,7 +389,8 @@ impl<'c> Sorter<'c> {
                         record.item, product.id
                     ),
                 )
-                .in_element(record.element),
+                .in_element(record.element)
+                .in_object(record.object.clone()),
             );
             return None;
         };
@@ -400,7 +404,8 @@ impl<'c> Sorter<'c> {
                         record.quantity, item.precision
                     ),
                 )
-                .in_element(record.element),
+                .in_element(record.element)
+                .in_object(record.object.clone()),
             );
             return None;
         }

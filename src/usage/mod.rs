@@ -18,7 +18,7 @@ pub mod workbook;
 pub use filing::late::Part;
 pub use filing::{FilingResult, Submission};
 pub use group::{Collection, GroupKey};
-pub use record::{BadReason, BadRecord, MAX_HELD_BAD_RECORDS};
+pub use record::{BadReason, BadRecord, RecordChecker, MAX_HELD_BAD_RECORDS};
 pub use report::{ReportJob, Reporter};
 pub use source::sql::{QueryValues, SqlSource};
 pub use source::{SourceError, UsageSource, MAX_RECORD_BYTES};

@@ -111,6 +111,7 @@ pub enum QuantityError {
 pub struct VendorRecord {
     pub line: u64,
     pub element: Option<u64>,
+    pub object: Option<Arc<str>>,
     pub subscription_id: Arc<str>,
     pub item: Arc<str>,
     pub quantity: Quantity,
@@ -222,6 +223,9 @@ pub struct BadRecord {
     pub line: u64,
     /// The record's 0-based index in a JSON array source.
     pub element: Option<u64>,
+    /// The object of a multi-object source the record is in; its line is within the object.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub object: Option<Arc<str>>,
     pub reason: BadReason,
     pub detail: String,
     /// The id the record has or would have been given; none when the row could not be read.
@@ -240,6 +244,7 @@ impl BadRecord {
         BadRecord {
             line,
             element: None,
+            object: None,
             reason,
             detail,
             record_id: None,
@@ -251,11 +256,21 @@ impl BadRecord {
         BadRecord { element, ..self }
     }
 
-    /// Where the record is: `line 3`, or `line 1, index 17` for a JSON array element.
+    /// The same, naming the object of a multi-object source it came from.
+    pub fn in_object(self, object: Option<Arc<str>>) -> Self {
+        BadRecord { object, ..self }
+    }
+
+    /// Where the record is: `line 3`, `line 1, index 17` for a JSON array element, and the
+    /// object first when the source is several (`s3://b/usage/part-2.jsonl, line 3`).
     pub fn position(&self) -> String {
-        match self.element {
+        let line = match self.element {
             Some(index) => format!("line {}, index {index}", self.line),
             None => format!("line {}", self.line),
+        };
+        match &self.object {
+            Some(object) => format!("{object}, {line}"),
+            None => line,
         }
     }
 }
@@ -505,7 +520,7 @@ impl RecordChecker {
             if bad.record_id.is_none() {
                 bad.record_id = Some(self.id_of_bad(&raw));
             }
-            bad.in_element(raw.element)
+            bad.in_element(raw.element).in_object(raw.object.clone())
         })
     }
 
@@ -610,6 +625,7 @@ impl RecordChecker {
         Ok(VendorRecord {
             line,
             element: raw.element,
+            object: raw.object.clone(),
             subscription_id: self.names.shared(&subscription_id),
             item: self.names.shared(&item),
             quantity,

@@ -107,7 +107,8 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(client: ConnectClient, settings: ReportSettings) -> Self {
-        let alerter = Alerter::new(settings.alert_webhook_url.as_deref());
+        let alerter = Alerter::new(settings.alert_webhook_url.as_deref())
+            .with_metrics(client.metrics().clone());
         Reporter {
             client,
             settings,
@@ -154,7 +155,9 @@ impl Reporter {
             self.settings.usage_source_auth.clone(),
         )
         .with_timeout(self.settings.usage_source_timeout)
-        .with_query(self.settings.usage_query.clone());
+        .with_query(self.settings.usage_query.clone())
+        .with_max_inflated(self.settings.usage_source_max_inflated)
+        .with_cloud_env(self.settings.cloud_env.clone());
         tracing::info!(source = %source.display_name(period), %period, "reading usage records");
         let records = source.open(period).await.map_err(CollectError::from)?;
         Ok(group::collect(records, period, &self.resolver()).await?)
@@ -276,6 +279,11 @@ impl Reporter {
         if !job.dry_run {
             self.alert(&summary, job.allow_empty).await;
         }
+        self.client.metrics().records(
+            summary.records_read,
+            summary.bad_by_reason().iter().map(|(r, n)| (r.code(), *n)),
+            summary.out_of_scope.iter().map(|(r, n)| (r.code(), *n)),
+        );
         tracing::info!("{}", summary.headline());
         Ok(summary)
     }

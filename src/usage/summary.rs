@@ -225,10 +225,11 @@ pub async fn write_bad_records(
 }
 
 /// The bad-records CSV's columns.
-const BAD_RECORDS_HEADER: &str = "line,index,record_id,reason,detail\n";
+const BAD_RECORDS_HEADER: &str = "line,index,record_id,reason,detail,object\n";
 
 /// One bad record as a CSV row: `index` is the JSON array element (empty for other sources),
-/// `record_id` is empty for a row that could not be read at all.
+/// `record_id` is empty for a row that could not be read at all, `object` names the object of a
+/// multi-object source the line is in (empty for other sources).
 fn bad_record_row(bad: &BadRecord, period: Period) -> String {
     let quoted = |text: &str| format!("\"{}\"", text.replace('"', "\"\""));
     let index = bad.element.map(|i| i.to_string()).unwrap_or_default();
@@ -237,8 +238,9 @@ fn bad_record_row(bad: &BadRecord, period: Period) -> String {
         .as_ref()
         .map(|id| quoted(&id.spelled(period)))
         .unwrap_or_default();
+    let object = bad.object.as_deref().map(quoted).unwrap_or_default();
     format!(
-        "{},{index},{record_id},{},{}\n",
+        "{},{index},{record_id},{},{},{object}\n",
         bad.line,
         bad.reason,
         quoted(&bad.detail)
@@ -379,7 +381,9 @@ mod tests {
         assert_eq!(again.record_id, derived.record_id);
         let unreadable =
             BadRecord::new(9, BadReason::UnparsableField, "not \"JSON\"").in_element(Some(17));
-        let csv: String = [&vendor, &derived, &unreadable]
+        let in_part = BadRecord::new(3, BadReason::MissingField, "quantity is missing")
+            .in_object(Some("s3://b/usage/part-2.jsonl".into()));
+        let csv: String = [&vendor, &derived, &unreadable, &in_part]
             .into_iter()
             .map(|bad| bad_record_row(bad, period))
             .collect();
@@ -388,9 +392,10 @@ mod tests {
         assert_eq!(
             csv,
             format!(
-                "2,,\"r-1\",negative_quantity,\"quantity -1 is negative\"\n\
-                 2,,\"{derived_id}\",negative_quantity,\"quantity -1 is negative\"\n\
-                 9,17,,unparsable_field,\"not \"\"JSON\"\"\"\n"
+                "2,,\"r-1\",negative_quantity,\"quantity -1 is negative\",\n\
+                 2,,\"{derived_id}\",negative_quantity,\"quantity -1 is negative\",\n\
+                 9,17,,unparsable_field,\"not \"\"JSON\"\"\",\n\
+                 3,,,missing_field,\"quantity is missing\",\"s3://b/usage/part-2.jsonl\"\n"
             )
         );
     }

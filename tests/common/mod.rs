@@ -252,6 +252,15 @@ impl World {
     /// Starts one more runner (another replica when one is already running), with `extra`
     /// added to its environment, and waits until both its connections are handshaken.
     pub async fn start_extension_with(&self, extra: &[(&str, &str)]) -> RunningExtension {
+        self.start_extension_tuned(extra, |_| {}).await
+    }
+
+    /// [`World::start_extension_with`] with the runner's test options changed by `tune`.
+    pub async fn start_extension_tuned(
+        &self,
+        extra: &[(&str, &str)],
+        tune: impl FnOnce(&mut connect_payg::devops::RunnerOptions),
+    ) -> RunningExtension {
         let _ = tracing_subscriber::fmt()
             .with_env_filter(
                 tracing_subscriber::EnvFilter::try_from_default_env()
@@ -267,7 +276,7 @@ impl World {
             env: Some(env),
             ..SettingsSources::default()
         };
-        let options = connect_payg::devops::RunnerOptions {
+        let mut options = connect_payg::devops::RunnerOptions {
             reconnect_delay: Duration::from_millis(50),
             backoff_base: Duration::from_millis(10),
             backoff_max: Duration::from_millis(100),
@@ -275,6 +284,7 @@ impl World {
             drain_limit: Some(Duration::from_secs(15)),
             ..connect_payg::devops::RunnerOptions::default()
         };
+        tune(&mut options);
         let stop = tokio_util::sync::CancellationToken::new();
         let registry = connect_payg::handlers::registry().unwrap();
         let before = self.sim.devops().stats();

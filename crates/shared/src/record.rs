@@ -24,6 +24,8 @@ pub struct RawRecord {
     pub line: u64,
     /// 0-based index of the element in a JSON array: a compact array is all on line 1.
     pub element: Option<u64>,
+    /// The object it came from, when the source is several objects (each with its own lines).
+    pub object: Option<std::sync::Arc<str>>,
     pub subscription_id: Option<String>,
     pub item_mpn: Option<String>,
     pub quantity: Option<String>,

@@ -6,10 +6,13 @@
 //! 2. The end-to-end month: the monthly schedule through the real runner over the simulator
 //!    at 200, 10k and 100k subscriptions, with 0 and 20 ms of REST latency.
 //! 3. Event throughput: usage-file events through the runner.
+//! 4. Reading sources: 1M records as CSV, gzip CSV and Parquet through the product's source
+//!    and record checks.
 //!
 //! Every measured workload runs in its own process (this binary re-invoked as `bench child
 //! …`) so that its peak RSS is its own; the simulator stays in this, the parent, process.
-//! `--quick` skips the 1M-row workbook and the 100k-subscription month; see [`Plan`] for the
+//! `--quick` skips the 1M-row workbook and the 100k-subscription month, and reads 100k
+//! records instead of 1M; see [`Plan`] for the
 //! other flags, and `measure::spawn_self` for profiling a child.
 
 mod events;
@@ -17,6 +20,7 @@ mod measure;
 mod month;
 mod python;
 mod runner_child;
+mod sources;
 mod workbook;
 mod world;
 
@@ -52,13 +56,19 @@ fn child(args: &[String]) -> Result<(), String> {
             &PathBuf::from(path),
         )?,
         [mode] if mode == "runner" => runner_child::child()?,
+        [mode, records, path] if mode == "source" => sources::child(
+            records
+                .parse()
+                .map_err(|_| format!("bad record count {records}"))?,
+            &PathBuf::from(path),
+        )?,
         _ => return Err(format!("unknown child workload {args:?}")),
     };
     measure::report(&report);
     Ok(())
 }
 
-/// What to run: `--quick` trims the largest sizes; `--only workbooks|month|events` picks one
+/// What to run: `--quick` trims the largest sizes; `--only workbooks|month|events|sources` picks one
 /// part; `--latency MS` runs the month at that REST latency only; `--processing-delay MS`
 /// makes the simulator process uploads that long after they arrive (default 5 ms): a delay
 /// longer than the month shows the task without the platform's validation sharing its cores.
@@ -117,6 +127,18 @@ fn parent(args: &[String]) -> Result<(), String> {
     if plan.wants("events") {
         events(&plan, &scratch, &runtime)?;
     }
+    if plan.wants("sources") {
+        sources(&plan, &scratch)?;
+    }
+    Ok(())
+}
+
+fn sources(plan: &Plan, scratch: &Scratch) -> Result<(), String> {
+    let records = if plan.quick { 100_000 } else { 1_000_000 };
+    eprintln!("sources: {records} records…");
+    let outcomes = sources::run(records, &scratch.subdir("sources")?)?;
+    println!("## 4. Reading usage sources (source → record checks, one process each)\n");
+    println!("{}", sources::table(&outcomes));
     Ok(())
 }
 

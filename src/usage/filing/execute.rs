@@ -11,6 +11,7 @@ use super::note::{digest_in_note, note_with_digest};
 use super::{lost, Filer, FilingError, FilingResult, GroupOutcome, Submission};
 use crate::connect::models::UsageFile;
 use crate::connect::ConnectError;
+use crate::metrics::FileAction;
 use crate::usage::group::{Group, GroupKey};
 use crate::usage::workbook;
 
@@ -183,6 +184,7 @@ impl Filer {
             .client
             .create_usage_file(&self.new_file(&group.key, outcome.part, currency, digest))
             .await?;
+        self.client.metrics().usage_file(FileAction::Created);
         outcome.file_id = Some(file_id.clone());
         let bytes = self.write_workbook(group, outcome).await?;
         if !self.upload(&file_id, bytes).await? {
@@ -244,6 +246,7 @@ impl Filer {
     async fn upload(&self, file_id: &str, bytes: Vec<u8>) -> Result<bool, FilingError> {
         tracing::info!(file_id, bytes = bytes.len(), "uploading usage workbook");
         let Err(error) = self.client.upload_usage_file(file_id, bytes.into()).await else {
+            self.client.metrics().usage_file(FileAction::Uploaded);
             return Ok(true);
         };
         let Ok(file) = self.client.usage_file(file_id).await else {
@@ -323,6 +326,7 @@ impl Filer {
                     Step::Lost => return Ok(false),
                     Step::Submit(file_id) => {
                         let Err(error) = self.client.submit_usage_file(&file_id).await else {
+                            self.client.metrics().usage_file(FileAction::Submitted);
                             return Ok(true);
                         };
                         let file = self.wait_until_processed(&file_id).await?;

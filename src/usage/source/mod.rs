@@ -1,6 +1,8 @@
-//! Where usage comes from (`USAGE_SOURCE`): a local file or an HTTP(S) endpoint, holding CSV,
-//! a JSON array or JSON lines, or a database query ([`sql`]). Every source is read as a stream
-//! of [`RawRecord`]s so memory does not grow with the file.
+//! Where usage comes from (`USAGE_SOURCE`): a local file, an HTTP(S) endpoint or object storage
+//! (`s3://`, `gs://`, `az://`: [`object`]), holding CSV, a JSON array, JSON lines or Parquet
+//! ([`parquet`]), the text formats optionally gzip or zstd compressed ([`compression`]), or a
+//! database query ([`sql`]). Every source is read as a stream of [`RawRecord`]s so memory does
+//! not grow with the file.
 //!
 //! Errors are split by consequence: a record that cannot be decoded is a [`BadRecord`] in the
 //! stream (reported, the run goes on); a source that cannot be opened or breaks mid-way is a
@@ -13,10 +15,14 @@
 //! client follows only same-origin redirects, sends no `Referer`, sends `USAGE_SOURCE_AUTH` only
 //! over https or to a loopback host, and gives up once `USAGE_SOURCE_TIMEOUT` has passed.
 
+mod compression;
 mod csv;
 mod json;
+mod object;
+mod parquet;
 pub mod sql;
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
@@ -31,6 +37,9 @@ use tokio::time::{Instant, Sleep};
 use crate::config::Secret;
 use crate::usage::period::Period;
 use crate::usage::record::{BadRecord, RawRecord};
+
+pub use compression::{Compression, DEFAULT_MAX_INFLATED_BYTES};
+pub use object::ObjectUrl;
 
 /// One item of a source: a record, a record that could not be decoded, or the end of the road.
 pub type RecordStream = BoxStream<'static, Result<Result<RawRecord, BadRecord>, SourceError>>;
@@ -51,6 +60,8 @@ const MAX_REDIRECTS: usize = 10;
 pub enum SourceError {
     #[error("usage source {source_name}: file not found")]
     NotFound { source_name: String },
+    #[error("usage source {source_name}: no object matches the pattern")]
+    NoMatch { source_name: String },
     #[error("usage source {source_name}: {reason}")]
     Unreadable { source_name: String, reason: String },
     #[error("usage source {source_name}: HTTP status {status}")]
@@ -105,10 +116,14 @@ impl Format {
 pub struct UsageSource {
     template: String,
     auth: Option<Secret>,
-    /// The whole of an HTTP read, from the first request to the body's last byte.
+    /// The whole of an HTTP or object-storage read, from the first request to the last byte.
     timeout: Duration,
     /// `USAGE_QUERY`, for a database source.
     query: Option<String>,
+    /// `USAGE_SOURCE_MAX_INFLATED_BYTES`: what one compressed file, body or object may inflate to.
+    max_inflated: u64,
+    /// The cloud variables an object source is read with (see [`object`]).
+    cloud_env: BTreeMap<String, Secret>,
 }
 
 impl UsageSource {
@@ -118,6 +133,8 @@ impl UsageSource {
             auth,
             timeout: DEFAULT_TIMEOUT,
             query: None,
+            max_inflated: DEFAULT_MAX_INFLATED_BYTES,
+            cloud_env: BTreeMap::new(),
         }
     }
 
@@ -125,8 +142,21 @@ impl UsageSource {
     pub fn with_query(self, query: Option<String>) -> Self {
         UsageSource { query, ..self }
     }
+    /// The same source with `USAGE_SOURCE_MAX_INFLATED_BYTES`.
+    pub fn with_max_inflated(self, max_inflated: u64) -> Self {
+        UsageSource {
+            max_inflated,
+            ..self
+        }
+    }
 
-    /// The same source with `USAGE_SOURCE_TIMEOUT`: the deadline of a whole HTTP read.
+    /// The same source reading object storage with these cloud variables (lower-case names).
+    pub fn with_cloud_env(self, cloud_env: BTreeMap<String, Secret>) -> Self {
+        UsageSource { cloud_env, ..self }
+    }
+
+    /// The same source with `USAGE_SOURCE_TIMEOUT`: the deadline of a whole HTTP or
+    /// object-storage read.
     pub fn with_timeout(self, timeout: Duration) -> Self {
         UsageSource { timeout, ..self }
     }
@@ -159,37 +189,43 @@ impl UsageSource {
             return database.open(&sql::QueryValues::of(period)).await;
         }
         if let Some(path) = location.strip_prefix("file://") {
-            let format = Format::from_path(path).ok_or_else(|| SourceError::Format {
+            let (compression, plain) = Compression::split(path);
+            if parquet::is_parquet(plain) {
+                if compression.is_some() {
+                    return Err(parquet::compressed_whole(source_name));
+                }
+                return parquet::file_records(path, source_name).await;
+            }
+            let format = Format::from_path(plain).ok_or_else(|| SourceError::Format {
                 source_name: source_name.clone(),
-                reason: "cannot tell the format: name the file .csv, .json, .jsonl or .ndjson"
+                reason: "cannot tell the format: name the file .csv, .json, .jsonl, .ndjson \
+                         (optionally .gz or .zst) or .parquet"
                     .into(),
             })?;
-            let file = tokio::fs::File::open(path)
-                .await
-                .map_err(|error| match error.kind() {
-                    std::io::ErrorKind::NotFound => SourceError::NotFound {
-                        source_name: source_name.clone(),
-                    },
-                    _ => SourceError::Unreadable {
-                        source_name: source_name.clone(),
-                        reason: error.to_string(),
-                    },
-                })?;
+            let file = open_file(path, &source_name).await?;
             // tokio reads a file on its blocking pool, one hand-off per read: big reads keep
             // the record reader from waiting on hundreds of small ones.
             let file = tokio::io::BufReader::with_capacity(FILE_READ_SIZE, file);
-            Ok(decode(
-                format,
-                Box::new(file),
-                source_name,
-                LastLine::MayLackBreak,
-            ))
+            let reader = compression::inflate(Box::new(file), compression, self.max_inflated);
+            Ok(decode(format, reader, source_name, LastLine::MayLackBreak))
         } else if location.starts_with("http://") || location.starts_with("https://") {
             self.open_http(&location, source_name).await
+        } else if let Some(url) = ObjectUrl::parse(&location) {
+            let url = url.map_err(|reason| SourceError::Format {
+                source_name: source_name.clone(),
+                reason,
+            })?;
+            let options = object::ObjectOptions {
+                env: &self.cloud_env,
+                timeout: self.timeout,
+                max_inflated: self.max_inflated,
+            };
+            object::open(url, source_name, options).await
         } else {
             Err(SourceError::Format {
                 source_name,
-                reason: "USAGE_SOURCE must start with file://, http://, https://, postgres:// or mysql://"
+                reason: "USAGE_SOURCE must start with file://, http://, https://, s3://, gs://, \
+                         az://, postgres:// or mysql://"
                     .into(),
             })
         }
@@ -260,8 +296,18 @@ impl UsageSource {
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default()
             .to_string();
+        // A Content-Encoding says how this body is compressed; without one, the name does.
+        let (named_compression, plain_path) = Compression::split(url.path());
+        let compression = match response.headers().get(reqwest::header::CONTENT_ENCODING) {
+            Some(value) => Compression::from_content_encoding(value.to_str().unwrap_or("?"))
+                .map_err(|reason| SourceError::Format {
+                    source_name: source_name.clone(),
+                    reason,
+                })?,
+            None => named_compression,
+        };
         let format = Format::from_content_type(&content_type)
-            .or_else(|| Format::from_path(url.path()))
+            .or_else(|| Format::from_path(plain_path))
             .ok_or_else(|| SourceError::Format {
                 source_name: source_name.clone(),
                 reason: format!(
@@ -278,11 +324,26 @@ impl UsageSource {
         };
         Ok(decode(
             format,
-            Box::new(reader),
+            compression::inflate(Box::new(reader), compression, self.max_inflated),
             source_name,
             LastLine::NeedsBreak,
         ))
     }
+}
+
+/// Opens a local source file; a missing one is [`SourceError::NotFound`].
+async fn open_file(path: &str, source_name: &str) -> Result<tokio::fs::File, SourceError> {
+    tokio::fs::File::open(path)
+        .await
+        .map_err(|error| match error.kind() {
+            std::io::ErrorKind::NotFound => SourceError::NotFound {
+                source_name: source_name.to_string(),
+            },
+            _ => SourceError::Unreadable {
+                source_name: source_name.to_string(),
+                reason: error.to_string(),
+            },
+        })
 }
 
 /// Whether a source's last CSV row or JSON line must end with a line break.
@@ -477,6 +538,19 @@ mod tests {
         ] {
             assert_eq!(auth_may_go_to(&url(to)), allowed, "{to}");
         }
+    }
+
+    #[tokio::test]
+    async fn a_parquet_file_compressed_whole_is_refused() {
+        let source = UsageSource::new("file:///data/usage-{period}.parquet.gz", None);
+        let error = source
+            .open(Period::parse("2024-01").unwrap())
+            .await
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(error.contains("/data/usage-2024-01.parquet.gz"), "{error}");
+        assert!(error.contains("cannot be compressed whole"), "{error}");
     }
 
     #[tokio::test]
