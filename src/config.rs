@@ -294,6 +294,13 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "a fixed YYYY-MM that has ended (default: the previous UTC month)",
     },
     Setting {
+        name: "LATE_RECORDS",
+        reach: Reach::Anywhere,
+        default: Some("alert"),
+        secret: false,
+        meaning: "records arriving after their group's file was submitted: alert or file",
+    },
+    Setting {
         name: "MAX_RESUBMISSIONS",
         reach: Reach::Anywhere,
         default: Some("2"),
@@ -379,6 +386,27 @@ impl fmt::Debug for Secret {
 impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("***")
+    }
+}
+
+/// What a run does with records that arrive for a period after their group's usage file was
+/// submitted (`LATE_RECORDS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LateRecords {
+    /// Alert (`late_records`) and list them in `late-records-<period>.csv`; file nothing.
+    #[default]
+    Alert,
+    /// File them in a supplemental usage file of the group and period (`…:late-<n>`).
+    File,
+}
+
+impl LateRecords {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "alert" => Ok(LateRecords::Alert),
+            "file" => Ok(LateRecords::File),
+            _ => Err("expected alert or file".into()),
+        }
     }
 }
 
@@ -503,6 +531,8 @@ pub struct ReportSettings {
     pub asset_search_criteria: AssetCriteria,
     pub item_search_criteria: ItemCriteria,
     pub report_period: Option<Period>,
+    /// `LATE_RECORDS`: alert about late records, or file them in supplemental files.
+    pub late_records: LateRecords,
     pub max_resubmissions: u32,
     pub alert_webhook_url: Option<String>,
     pub api_concurrency: usize,
@@ -1083,6 +1113,10 @@ impl Settings {
             asset_search_criteria,
             item_search_criteria,
             report_period,
+            late_records: get("late_records")
+                .map(|v| LateRecords::parse(&v).map_err(|reason| invalid("LATE_RECORDS", reason)))
+                .transpose()?
+                .unwrap_or_default(),
             max_resubmissions: bounded(
                 "MAX_RESUBMISSIONS",
                 get("max_resubmissions"),
@@ -1327,6 +1361,7 @@ mod tests {
         );
         assert_eq!(settings.report.api_concurrency, 8);
         assert_eq!(settings.report.max_resubmissions, 2);
+        assert_eq!(settings.report.late_records, LateRecords::Alert);
         assert_eq!(
             settings.report.usage_source_timeout,
             Duration::from_secs(30 * 60)
@@ -1354,8 +1389,12 @@ mod tests {
             .insert("MAX_RESUBMISSIONS".into(), "7".into());
         layered
             .extension
+            .insert("LATE_RECORDS".into(), "File".into());
+        layered
+            .extension
             .insert("SERVER_ADDRESS".into(), "evil.example".into());
         let settings = layered.load().unwrap();
+        assert_eq!(settings.report.late_records, LateRecords::File);
         assert_eq!(
             settings.report.usage_source.as_deref(),
             Some("file:///from-file.csv")
@@ -1374,6 +1413,7 @@ mod tests {
             ("API_CONCURRENCY", "0"),
             ("API_CONCURRENCY", "many"),
             ("MAX_RESUBMISSIONS", "-1"),
+            ("LATE_RECORDS", "ignore"),
             ("REPORT_PERIOD", "2024-13"),
             ("ASSET_SEARCH_CRITERIA", "asset.name"),
             ("ITEM_SEARCH_CRITERIA", "item.sku"),
