@@ -1,5 +1,6 @@
 //! Operator alerts: things a person must look at (bad records, an invalid or rejected file, a
-//! group that could not be filed).
+//! group that could not be filed, records that arrived or changed after their file was
+//! submitted).
 //!
 //! Every alert is a structured log line at WARN or ERROR. When `ALERT_WEBHOOK_URL` is set it is
 //! also POSTed there as JSON: a Slack-compatible `text` plus the structured fields. Delivery is
@@ -31,6 +32,25 @@ pub fn truncated(text: &str, limit: usize) -> std::borrow::Cow<'_, str> {
     }
 }
 
+/// An alert's `details` listing the first `limit` of `total` items, one line each cut at
+/// `each` characters, then `… and N more`: a person sees the first ones, the rest are counted.
+pub fn listed(
+    lines: impl IntoIterator<Item = String>,
+    total: usize,
+    limit: usize,
+    each: usize,
+) -> String {
+    let mut details: Vec<String> = lines
+        .into_iter()
+        .take(limit)
+        .map(|line| truncated(&line, each).into_owned())
+        .collect();
+    if total > limit {
+        details.push(format!("… and {} more", total - limit));
+    }
+    details.join("\n")
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum AlertKind {
@@ -41,6 +61,12 @@ pub enum AlertKind {
     FilingFailed,
     /// The source had no records at all for the month: almost always a broken export.
     EmptySource,
+    /// Records arrived for a period after its group's usage file was submitted, and were not
+    /// filed (`LATE_RECORDS = alert`).
+    LateRecords,
+    /// Records filed in a submitted usage file have other values in the source now, or left
+    /// it: never filed again automatically.
+    ChangedAfterFiling,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

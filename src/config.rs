@@ -19,6 +19,8 @@ use crate::usage::source::sql;
 
 /// Default REST and websocket host of Connect.
 pub const DEFAULT_SERVER_ADDRESS: &str = "api.connect.cloudblue.com";
+/// Where Connect's log service (Logz.io) listens for shipped logs.
+pub const DEFAULT_LOG_SHIPPING_URL: &str = "https://listener.logz.io:8071";
 /// Longest duration setting given in seconds (a week): more is a typo, and would overflow
 /// the runner's deadline arithmetic.
 pub const MAX_SECONDS: u64 = 7 * 24 * 3600;
@@ -173,6 +175,20 @@ pub const SETTINGS: &[Setting] = &[
         meaning: "ip:port serving /healthz and /metrics, e.g. 0.0.0.0:9464 (run; unset: off)",
     },
     Setting {
+        name: "LOG_LEVEL",
+        reach: Reach::Environment,
+        default: Some("info"),
+        secret: false,
+        meaning: "starting log level (trace, debug, info, warning, error); the portal's levels replace it, RUST_LOG overrides both",
+    },
+    Setting {
+        name: "LOG_SHIPPING_URL",
+        reach: Reach::Environment,
+        default: Some(DEFAULT_LOG_SHIPPING_URL),
+        secret: false,
+        meaning: "the log service logs are shipped to when the portal gives a logging key",
+    },
+    Setting {
         name: "API_RETRY_BASE_MS",
         reach: Reach::Host,
         default: Some("1000"),
@@ -300,6 +316,13 @@ pub const SETTINGS: &[Setting] = &[
             "exactly this YYYY-MM or YYYY-MM-DD, once reportable (default: the catch-up window)",
     },
     Setting {
+        name: "LATE_RECORDS",
+        reach: Reach::Anywhere,
+        default: Some("alert"),
+        secret: false,
+        meaning: "records arriving after their group's file was submitted: alert or file",
+    },
+    Setting {
         name: "MAX_RESUBMISSIONS",
         reach: Reach::Anywhere,
         default: Some("2"),
@@ -388,10 +411,72 @@ impl fmt::Display for Secret {
     }
 }
 
+/// What a run does with records that arrive for a period after their group's usage file was
+/// submitted (`LATE_RECORDS`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LateRecords {
+    /// Alert (`late_records`) and list them in `late-records-<period>.csv`; file nothing.
+    #[default]
+    Alert,
+    /// File them in a supplemental usage file of the group and period (`…:late-<n>`).
+    File,
+}
+
+impl LateRecords {
+    fn parse(text: &str) -> Result<Self, String> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "alert" => Ok(LateRecords::Alert),
+            "file" => Ok(LateRecords::File),
+            _ => Err("expected alert or file".into()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// A log level as a person (`LOG_LEVEL`) or the platform (`log_level`, `runner_log_level`)
+/// writes it. Ordered from the quietest to the most talkative.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LogLevel {
+    Error,
+    Warn,
+    Info,
+    Debug,
+    Trace,
+}
+
+impl LogLevel {
+    /// Any case; the platform's Python names too (`WARNING`; `CRITICAL` and `FATAL` are ERROR).
+    pub fn parse(text: &str) -> Option<LogLevel> {
+        Some(match text.trim().to_ascii_lowercase().as_str() {
+            "trace" => LogLevel::Trace,
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" | "warning" => LogLevel::Warn,
+            "error" | "critical" | "fatal" => LogLevel::Error,
+            _ => return None,
+        })
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogLevel::Error => "error",
+            LogLevel::Warn => "warn",
+            LogLevel::Info => "info",
+            LogLevel::Debug => "debug",
+            LogLevel::Trace => "trace",
+        }
+    }
+}
+
+impl fmt::Display for LogLevel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
 }
 
 /// Where and how to reach Connect. Environment (or file) only: never from extension variables.
@@ -405,6 +490,10 @@ pub struct ConnectionSettings {
     pub unsecure: bool,
     pub ssl_cert_file: Option<PathBuf>,
     pub log_format: Option<LogFormat>,
+    /// `LOG_LEVEL`: the level logging starts at.
+    pub log_level: Option<LogLevel>,
+    /// `LOG_SHIPPING_URL`: the log service; `/?token=…&type=…` is appended.
+    pub log_shipping_url: String,
     /// Backoff scale of REST retries (`API_RETRY_BASE_MS`); tests and soaks shrink it.
     pub retry_base_delay: Duration,
     /// Longest single REST retry wait, `Retry-After` included (`API_RETRY_MAX_MS`).
@@ -471,6 +560,8 @@ pub struct ReportSettings {
     pub catch_up_periods: Option<u32>,
     /// `REPORT_PERIOD`: exactly this period instead of the catch-up window (of the cadence).
     pub report_period: Option<Period>,
+    /// `LATE_RECORDS`: alert about late records, or file them in supplemental files.
+    pub late_records: LateRecords,
     pub max_resubmissions: u32,
     pub alert_webhook_url: Option<String>,
     pub api_concurrency: usize,
@@ -940,6 +1031,19 @@ impl Settings {
                 ))
             }
         };
+        let log_level = get("log_level")
+            .map(|text| {
+                LogLevel::parse(&text).ok_or_else(|| {
+                    invalid(
+                        "LOG_LEVEL",
+                        format!("{text:?} is not trace, debug, info, warning or error"),
+                    )
+                })
+            })
+            .transpose()?;
+        let log_shipping_url =
+            get("log_shipping_url").unwrap_or_else(|| DEFAULT_LOG_SHIPPING_URL.into());
+        check_log_shipping_url(&log_shipping_url)?;
         let server_address = get("server_address").unwrap_or_else(|| DEFAULT_SERVER_ADDRESS.into());
         let mut hosts = vec![(
             "SERVER_ADDRESS",
@@ -988,6 +1092,8 @@ impl Settings {
             unsecure,
             ssl_cert_file,
             log_format,
+            log_level,
+            log_shipping_url,
             retry_base_delay: millis("API_RETRY_BASE_MS", get("api_retry_base_ms"), 1000)?,
             retry_max_delay: millis("API_RETRY_MAX_MS", get("api_retry_max_ms"), 60_000)?,
             metrics_address: get("metrics_address")
@@ -1081,6 +1187,10 @@ impl Settings {
             report_delay,
             catch_up_periods,
             report_period,
+            late_records: get("late_records")
+                .map(|v| LateRecords::parse(&v).map_err(|reason| invalid("LATE_RECORDS", reason)))
+                .transpose()?
+                .unwrap_or_default(),
             max_resubmissions: bounded(
                 "MAX_RESUBMISSIONS",
                 get("max_resubmissions"),
@@ -1147,6 +1257,36 @@ pub const MAX_DELAY_HOURS: u32 = 31 * 24;
 pub const MAX_CATCH_UP_PERIODS: u32 = 366;
 
 /// Checks `host[:port]` (IPv6 in brackets) and returns the host.
+/// The log service gets the logging key in its query string: over TLS, or to this machine.
+fn check_log_shipping_url(value: &str) -> Result<(), ConfigError> {
+    let name = "LOG_SHIPPING_URL";
+    let url = url::Url::parse(value).map_err(|e| invalid(name, format!("{value:?}: {e}")))?;
+    let Some(host) = url.host_str() else {
+        return Err(invalid(name, format!("{value:?} names no host")));
+    };
+    match url.scheme() {
+        "https" => {}
+        "http" if is_loopback(host) => {}
+        "http" => {
+            return Err(invalid(
+                name,
+                format!(
+                    "{value:?} would send the logging key unencrypted to {host}, which is not \
+                     a loopback host; use https://"
+                ),
+            ))
+        }
+        _ => return Err(invalid(name, "must be an https:// URL")),
+    }
+    if url.query().is_some() || url.fragment().is_some() || !url.username().is_empty() {
+        return Err(invalid(
+            name,
+            "must be scheme://host[:port][/path], without credentials, query or fragment",
+        ));
+    }
+    Ok(())
+}
+
 fn check_host(name: &'static str, value: &str) -> Result<String, ConfigError> {
     if value.contains("://") || value.contains('/') || value.contains(char::is_whitespace) {
         return Err(invalid(
@@ -1300,6 +1440,7 @@ mod tests {
         );
         assert_eq!(settings.report.api_concurrency, 8);
         assert_eq!(settings.report.max_resubmissions, 2);
+        assert_eq!(settings.report.late_records, LateRecords::Alert);
         assert_eq!(
             settings.report.usage_source_timeout,
             Duration::from_secs(30 * 60)
@@ -1327,8 +1468,12 @@ mod tests {
             .insert("MAX_RESUBMISSIONS".into(), "7".into());
         layered
             .extension
+            .insert("LATE_RECORDS".into(), "File".into());
+        layered
+            .extension
             .insert("SERVER_ADDRESS".into(), "evil.example".into());
         let settings = layered.load().unwrap();
+        assert_eq!(settings.report.late_records, LateRecords::File);
         assert_eq!(
             settings.report.usage_source.as_deref(),
             Some("file:///from-file.csv")
@@ -1347,6 +1492,7 @@ mod tests {
             ("API_CONCURRENCY", "0"),
             ("API_CONCURRENCY", "many"),
             ("MAX_RESUBMISSIONS", "-1"),
+            ("LATE_RECORDS", "ignore"),
             ("REPORT_PERIOD", "2024-13"),
             ("REPORT_PERIOD", "2024-03-05"),
             ("REPORT_CADENCE", "weekly"),
@@ -1369,6 +1515,11 @@ mod tests {
             ("USAGE_SOURCE_MAX_INFLATED_BYTES", "8GiB"),
             ("SERVER_ADDRESS", "https://host/path"),
             ("ENVIRONMENT_ID", "123"),
+            ("LOG_LEVEL", "loud"),
+            ("LOG_SHIPPING_URL", "listener.logz.io:8071"),
+            ("LOG_SHIPPING_URL", "http://listener.logz.io:8070"),
+            ("LOG_SHIPPING_URL", "https://listener.logz.io:8071/?token=x"),
+            ("LOG_SHIPPING_URL", "ftp://listener.logz.io"),
         ] {
             let error = sources(&[(name, value)]).load().unwrap_err().to_string();
             assert!(error.contains(name), "{name}={value}: {error}");
@@ -1464,6 +1615,41 @@ mod tests {
         let defaults = sources(&[]).load().unwrap();
         assert_eq!(defaults.report.usage_source_max_inflated, 8 << 30);
         assert!(defaults.report.cloud_env.is_empty());
+    }
+
+    #[test]
+    fn log_level_and_shipping_url() {
+        let settings = sources(&[]).load().unwrap();
+        assert_eq!(settings.connection.log_level, None);
+        assert_eq!(
+            settings.connection.log_shipping_url,
+            DEFAULT_LOG_SHIPPING_URL
+        );
+        let settings = sources(&[
+            ("LOG_LEVEL", "WARNING"),
+            ("LOG_SHIPPING_URL", "http://127.0.0.1:9/_sim/logs"),
+        ])
+        .load()
+        .unwrap();
+        assert_eq!(settings.connection.log_level, Some(LogLevel::Warn));
+        assert_eq!(
+            settings.connection.log_shipping_url,
+            "http://127.0.0.1:9/_sim/logs"
+        );
+        for (text, level) in [
+            ("trace", Some(LogLevel::Trace)),
+            ("DEBUG", Some(LogLevel::Debug)),
+            (" Info ", Some(LogLevel::Info)),
+            ("warn", Some(LogLevel::Warn)),
+            ("WARNING", Some(LogLevel::Warn)),
+            ("ERROR", Some(LogLevel::Error)),
+            ("CRITICAL", Some(LogLevel::Error)),
+            ("NOTSET", None),
+            ("", None),
+        ] {
+            assert_eq!(LogLevel::parse(text), level, "{text:?}");
+        }
+        assert!(LogLevel::Error < LogLevel::Trace);
     }
 
     #[test]

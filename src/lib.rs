@@ -20,7 +20,8 @@
 //!   schedule's parameters) and usage-file status events.
 //! * [`alert`] — operator alerts: a structured log line, and a webhook when configured.
 //! * [`allocator`] — the memory allocator and its tuning.
-//! * [`logging`] — the log subscriber: text or JSON lines, levels from `RUST_LOG`.
+//! * [`logging`] — the log subscriber: text or JSON lines, levels the portal can change while
+//!   running, and the lines shipped to the portal's log service.
 //! * [`metrics`] — the operator's view of a running instance: Prometheus counters, the health
 //!   check, and the `/metrics` and `/healthz` endpoint at `METRICS_ADDRESS`.
 //! * `output` — files left for a person: checked names, private modes, atomic replacement.

@@ -21,6 +21,7 @@ use crate::config::SettingsSources;
 use crate::connect::FileStatus;
 use crate::devops::protocol::ResultCode;
 use crate::usage::period::Period;
+use connect_sim::devops::SetupLogging;
 use connect_sim::{FileSummary, SeedSpec, WorldSpec};
 
 /// The schedulable the sandbox fires.
@@ -261,6 +262,12 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
             .display()
     ));
     playground.set_variables(&playground.usage_source());
+    // The sandbox's own output is the point: the platform leaves the log levels as they are.
+    sim.devops().set_logging(SetupLogging {
+        logging_api_key: None,
+        log_level: None,
+        runner_log_level: None,
+    });
 
     let stop = CancellationToken::new();
     let sources = SettingsSources {
@@ -479,11 +486,17 @@ pub async fn serve(options: SandboxOptions) -> Result<(), SandboxError> {
     let playground = Playground::start(&options).await?;
     playground.set_variables(&playground.usage_source());
     let sim = &playground.sim;
-    let env: Vec<String> = playground
-        .runner_env()
-        .into_iter()
-        .map(|(k, v)| format!("{k}='{v}'"))
-        .collect();
+    // The platform hands out a logging key: the runner ships its logs to the simulator.
+    sim.devops().set_logging(SetupLogging {
+        logging_api_key: Some("sandbox-logging-key".into()),
+        ..SetupLogging::default()
+    });
+    let mut env = playground.runner_env();
+    env.push((
+        "LOG_SHIPPING_URL".into(),
+        format!("http://{}/_sim/logs", sim.server_address()),
+    ));
+    let env: Vec<String> = env.into_iter().map(|(k, v)| format!("{k}='{v}'")).collect();
     println!(
         "Connect simulator listening on http://{}",
         sim.server_address()
@@ -504,6 +517,10 @@ pub async fn serve(options: SandboxOptions) -> Result<(), SandboxError> {
     );
     println!(
         "State of the simulator: curl http://{}/_sim/state",
+        sim.server_address()
+    );
+    println!(
+        "Log lines the runner shipped (the portal's Logs view): curl http://{}/_sim/logs",
         sim.server_address()
     );
     println!("Press Ctrl-C to stop.");

@@ -8,94 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::{Output, Stdio};
 use std::time::{Duration, Instant};
 
-use percent_encoding::{utf8_percent_encode, NON_ALPHANUMERIC};
-use tokio::process::Command;
-
 use connect_payg::connect::FileStatus;
-use connect_sim::vendor_usage::UsageFormat;
-use connect_sim::{BadRowSpec, SeedSpec, SimConfig, Simulator};
-use payg_shared::period::Period;
+use connect_sim::{SimConfig, Simulator};
 use payg_shared::protocol::{ResultCode, Variable};
 
-/// Fresh random text, so a secret cannot turn up by coincidence.
-fn random() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
-}
+#[path = "support/leaks.rs"]
+mod leaks;
 
-fn base64(bytes: &[u8]) -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut text = String::new();
-    for chunk in bytes.chunks(3) {
-        let n = chunk
-            .iter()
-            .enumerate()
-            .fold(0u32, |n, (i, b)| n | u32::from(*b) << (16 - 8 * i));
-        for i in 0..4 {
-            if i <= chunk.len() {
-                text.push(char::from(ALPHABET[(n >> (18 - 6 * i) & 63) as usize]));
-            } else {
-                text.push('=');
-            }
-        }
-    }
-    text
-}
-
-/// The credentials of one run, and every form in which one of them could leak.
-struct Secrets {
-    api_key: String,
-    usage_auth: String,
-    source_token: String,
-    webhook_token: String,
-    /// (what, needle)
-    needles: Vec<(String, String)>,
-}
+use leaks::{base64, binary, period, random, simulator, Secrets};
 
 impl Secrets {
-    fn new() -> Secrets {
-        let api_key = format!("ApiKey SU-{}:{}", &random()[..12], random());
-        let password = random();
-        let usage_auth = format!("Basic {}", base64(format!("vendor:{password}").as_bytes()));
-        let source_token = random();
-        let webhook_token = random();
-        let mut needles = Vec::new();
-        let mut add = |what: &str, secret: &str| {
-            needles.push((what.to_string(), secret.to_string()));
-            needles.push((format!("{what} (base64)"), base64(secret.as_bytes())));
-            needles.push((
-                format!("{what} (percent-encoded)"),
-                utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string(),
-            ));
-        };
-        add("API key", &api_key);
-        add("API key secret part", api_key.rsplit(':').next().unwrap());
-        add("USAGE_SOURCE_AUTH", &usage_auth);
-        add("USAGE_SOURCE_AUTH password", &password);
-        add("USAGE_SOURCE token", &source_token);
-        add("ALERT_WEBHOOK_URL token", &webhook_token);
-        Secrets {
-            api_key,
-            usage_auth,
-            source_token,
-            webhook_token,
-            needles,
-        }
-    }
-
-    /// Asserts no secret in `bytes`, which came from `place`.
-    fn assert_absent(&self, place: &str, bytes: &[u8]) {
-        for (what, needle) in &self.needles {
-            let found = bytes
-                .windows(needle.len())
-                .position(|window| window == needle.as_bytes());
-            if let Some(at) = found {
-                let context = String::from_utf8_lossy(&bytes[at.saturating_sub(200)..]);
-                let context: String = context.chars().take(600).collect();
-                panic!("{what} leaked into {place}: …{context}…");
-            }
-        }
-    }
-
     /// Asserts no secret in the output nor in any file under `dir` (workbooks unpacked).
     fn assert_nowhere(&self, output: &Output, dir: &Path) -> usize {
         self.assert_absent("stdout", &output.stdout);
@@ -147,32 +69,6 @@ fn unzip(bytes: &[u8]) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-fn period() -> Period {
-    Period::parse("2024-01").unwrap()
-}
-
-/// A simulator that knows `secrets.api_key`, with the month's vendor usage served over HTTP
-/// behind `secrets.usage_auth`.
-async fn simulator(secrets: &Secrets) -> Simulator {
-    let sim = Simulator::start(SimConfig {
-        api_key: secrets.api_key.clone(),
-        processing_delay: Duration::from_millis(5),
-        ..SimConfig::default()
-    })
-    .await
-    .unwrap();
-    sim.state().seed(&SeedSpec::default());
-    let usage = sim
-        .state()
-        .vendor_usage(period(), &BadRowSpec::default())
-        .unwrap();
-    sim.state()
-        .serve_usage(Some(period()), usage.csv, UsageFormat::Csv);
-    sim.state()
-        .require_usage_auth(Some(secrets.usage_auth.clone()));
-    sim
-}
-
 fn usage_source(sim: &Simulator, secrets: &Secrets) -> String {
     format!(
         "http://{}/_sim/usage?from={{from}}&to={{to}}&token={}",
@@ -187,27 +83,6 @@ fn webhook(sim: &Simulator, secrets: &Secrets) -> String {
         sim.server_address(),
         secrets.webhook_token
     )
-}
-
-/// The binary with nothing from this environment but `env`, logging everything (TRACE) as
-/// JSON, and its scratch files under `dir`.
-fn binary(dir: &Path, env: &[(&str, String)]) -> Command {
-    let scratch = dir.join("tmp");
-    std::fs::create_dir_all(&scratch).unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_connect-payg"));
-    command
-        .env_clear()
-        .env("RUST_LOG", "trace")
-        .env("LOG_FORMAT", "json")
-        .env("TMPDIR", &scratch)
-        .env("READY_POLL_INTERVAL_MS", "10")
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for (name, value) in env {
-        command.env(name, value);
-    }
-    command
 }
 
 /// `connect-payg report` for the month, with `overrides` on top of working settings.

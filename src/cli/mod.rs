@@ -25,6 +25,12 @@ pub struct Cli {
     /// Configuration file (TOML); none is read unless named here.
     #[arg(long, global = true)]
     pub config: Option<PathBuf>,
+    /// More log lines: -v debug, -vv trace (from LOG_LEVEL, default info; RUST_LOG wins).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Fewer log lines: -q warnings and errors, -qq errors only.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "verbose")]
+    pub quiet: u8,
     #[command(subcommand)]
     pub command: Command,
 }
@@ -120,6 +126,9 @@ pub fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
+    crate::logging::set_verbosity(
+        i8::try_from(i16::from(cli.verbose) - i16::from(cli.quiet)).unwrap_or_default(),
+    );
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -188,7 +197,10 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         } => {
             crate::sandbox::check_subscriptions(subscriptions, crate::sandbox::memory_available())
                 .map_err(CliError::Usage)?;
-            crate::logging::init_with_default(Some(crate::config::LogFormat::Text), "error");
+            crate::logging::init_with_default(
+                Some(crate::config::LogFormat::Text),
+                crate::config::LogLevel::Error,
+            );
             let options = crate::sandbox::SandboxOptions {
                 subscriptions,
                 out_dir: PathBuf::from("sandbox-out"),

@@ -90,7 +90,7 @@ fn period_request(args: &ReportArgs) -> Result<PeriodRequest, CliError> {
 
 pub async fn report(sources: SettingsSources, args: ReportArgs) -> Result<Outcome, CliError> {
     let settings = sources.load()?;
-    crate::logging::init(settings.connection.log_format);
+    crate::logging::init(&settings.connection);
     let periods = period_request(&args)?
         .choose(&settings.report, Utc::now())
         .map_err(|error| CliError::Usage(error.to_string()))?;

@@ -6,6 +6,12 @@
 //! included) and releases it before any backoff sleep, so `API_CONCURRENCY` bounds requests in
 //! flight, not requests waiting to retry. Each attempt is logged at DEBUG with method, path,
 //! status and elapsed time; the `Authorization` header is marked sensitive and never logged.
+//!
+//! Downloads from the signed links a file's detail carries ([`ConnectClient::fetch_signed`])
+//! go through the same pool, limit and retries, but without the `Authorization` header or any
+//! other header of the client: the link is the credential, and the API key must not travel to
+//! the storage host. Such a link is never logged or put in an error (its query is a secret
+//! for as long as it is valid).
 
 use std::fmt;
 use std::path::Path;
@@ -355,12 +361,7 @@ impl ConnectClient {
         };
         let url = self.url(request).map_err(fail)?;
         let auth = authorization(&self.api_key).map_err(fail)?;
-        let _permit = self
-            .shared
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| fail(ConnectError::Config("the client was shut down".into())))?;
+        let _permit = self.permit().await?;
         let mut builder = self
             .shared
             .http
@@ -373,63 +374,151 @@ impl ConnectClient {
             Body::Json(json) => builder.header(CONTENT_TYPE, JSON).body(json.clone()),
             Body::Workbook(bytes) => builder.multipart(workbook_form(bytes.clone())),
         };
-        let started = Instant::now();
-        let result = exchange(builder, self.shared.max_body_bytes).await;
-        let elapsed_ms = started.elapsed().as_millis() as u64;
-        let (status, headers, body) = match result {
-            Ok(answer) => answer,
-            Err(Exchange::Transport(error)) => {
-                self.shared.metrics.rest_request(method, request.path, None);
-                let error = ConnectError::transport(method, request.path, &self.shared.host, error);
-                tracing::debug!(method, path = request.path, attempt, elapsed_ms, error = %error, "Connect request failed");
-                return Err(fail(error));
-            }
-            Err(Exchange::TooLarge(status)) => {
-                self.shared
-                    .metrics
-                    .rest_request(method, request.path, Some(status.as_u16()));
-                let error = ConnectError::decode(
-                    method,
-                    request.path,
-                    format!(
-                        "the answer (HTTP {}) is larger than the {} bytes this client reads",
-                        status.as_u16(),
-                        self.shared.max_body_bytes
-                    ),
-                );
-                tracing::debug!(method, path = request.path, attempt, elapsed_ms, error = %error, "Connect request failed");
-                return Err(fail(error));
-            }
-        };
-        tracing::debug!(
-            method,
-            path = request.path,
-            status = status.as_u16(),
-            attempt,
-            elapsed_ms,
-            "Connect request"
-        );
-        self.shared
-            .metrics
-            .rest_request(method, request.path, Some(status.as_u16()));
+        let (status, headers, body) = self
+            .exchange(builder, method, request.path, &self.shared.host, attempt)
+            .await?;
         if status.is_success() {
             return Ok(Reply {
                 content_range: header_text(&headers, "content-range"),
                 body,
             });
         }
+        Err(self.refused(method, request.path, status, &headers, &body))
+    }
+
+    /// GETs a short-lived signed link (a usage file's `usage_file_uri`), retrying transient
+    /// failures; `label` names it in errors and logs instead of the link. Sends no
+    /// `Authorization` and none of the client's extra headers.
+    pub(super) async fn fetch_signed(
+        &self,
+        link: &str,
+        label: &str,
+    ) -> Result<Bytes, ConnectError> {
+        let url = reqwest::Url::parse(link)
+            .ok()
+            .filter(|url| matches!(url.scheme(), "http" | "https") && url.host_str().is_some())
+            .ok_or_else(|| ConnectError::decode("GET", label, "the link is not an http(s) URL"))?;
+        let host = match (url.host_str(), url.port_or_known_default()) {
+            (Some(host), Some(port)) => format!("{host}:{port}"),
+            (host, _) => host.unwrap_or_default().to_string(),
+        };
+        let mut backoff = self.backoff();
+        loop {
+            let failure = match self.fetch_once(&url, label, &host, backoff.attempt()).await {
+                Ok(body) => return Ok(body),
+                Err(failure) => failure,
+            };
+            let retry = classify(&failure.error) != Verdict::Fatal;
+            if !retry || !backoff.pause(failure.retry_after).await {
+                return Err(failure.error);
+            }
+            self.shared.metrics.rest_retry("GET", label);
+            tracing::info!(path = label, attempt = backoff.attempt(), error = %failure.error, "retrying a download");
+        }
+    }
+
+    /// One attempt of [`ConnectClient::fetch_signed`]: no header of the client goes out.
+    async fn fetch_once(
+        &self,
+        url: &reqwest::Url,
+        label: &str,
+        host: &str,
+        attempt: u32,
+    ) -> Result<Bytes, Failure> {
+        let _permit = self.permit().await?;
+        let builder = self
+            .shared
+            .http
+            .get(url.clone())
+            .header(ACCEPT, format!("{XLSX}, {JSON}"));
+        let (status, headers, body) = self.exchange(builder, "GET", label, host, attempt).await?;
+        if status.is_success() {
+            return Ok(body);
+        }
+        Err(self.refused("GET", label, status, &headers, &body))
+    }
+
+    /// Sends one attempt and reads its whole answer, logged at DEBUG (method, path, status or
+    /// error, elapsed time); `host` is named in a network error.
+    async fn exchange(
+        &self,
+        builder: reqwest::RequestBuilder,
+        method: &str,
+        path: &str,
+        host: &str,
+        attempt: u32,
+    ) -> Result<(StatusCode, HeaderMap, Bytes), Failure> {
+        let started = Instant::now();
+        let result = exchange(builder, self.shared.max_body_bytes).await;
+        let elapsed_ms = started.elapsed().as_millis() as u64;
+        let error = match result {
+            Ok((status, headers, body)) => {
+                tracing::debug!(
+                    method,
+                    path,
+                    status = status.as_u16(),
+                    attempt,
+                    elapsed_ms,
+                    "Connect request"
+                );
+                self.shared
+                    .metrics
+                    .rest_request(method, path, Some(status.as_u16()));
+                return Ok((status, headers, body));
+            }
+            Err(Exchange::Transport(error)) => {
+                self.shared.metrics.rest_request(method, path, None);
+                ConnectError::transport(method, path, host, error)
+            }
+            Err(Exchange::TooLarge(status)) => {
+                self.shared
+                    .metrics
+                    .rest_request(method, path, Some(status.as_u16()));
+                self.too_large(method, path, status)
+            }
+        };
+        tracing::debug!(method, path, attempt, elapsed_ms, error = %error, "Connect request failed");
         Err(Failure {
-            error: ConnectError::api(
-                method,
-                request.path,
-                status.as_u16(),
-                &body,
-                self.api_key.expose(),
-            ),
-            retry_after: header_text(&headers, "retry-after")
+            error,
+            retry_after: None,
+        })
+    }
+
+    /// An error answer, with the server's `Retry-After` if it sent one.
+    fn refused(
+        &self,
+        method: &str,
+        path: &str,
+        status: StatusCode,
+        headers: &HeaderMap,
+        body: &[u8],
+    ) -> Failure {
+        Failure {
+            error: ConnectError::api(method, path, status.as_u16(), body, self.api_key.expose()),
+            retry_after: header_text(headers, "retry-after")
                 .as_deref()
                 .and_then(parse_retry_after),
+        }
+    }
+
+    /// A permit of the shared limit on requests in flight.
+    async fn permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, Failure> {
+        self.shared.permits.acquire().await.map_err(|_| Failure {
+            error: ConnectError::Config("the client was shut down".into()),
+            retry_after: None,
         })
+    }
+
+    fn too_large(&self, method: &str, path: &str, status: StatusCode) -> ConnectError {
+        ConnectError::decode(
+            method,
+            path,
+            format!(
+                "the answer (HTTP {}) is larger than the {} bytes this client reads",
+                status.as_u16(),
+                self.shared.max_body_bytes
+            ),
+        )
     }
 
     fn url(&self, request: &Request<'_>) -> Result<reqwest::Url, ConnectError> {

@@ -77,6 +77,29 @@ impl ConnectClient {
         self.get_json(&format!("{FILES}/{}", segment(id))).await
     }
 
+    /// The workbook last uploaded into file `id`, downloaded from the short-lived signed link
+    /// (`usage_file_uri`) of the file's detail, read fresh for it. A link refused (403: it
+    /// expired between reading and using it) is read once more.
+    pub async fn download_usage_workbook(&self, id: &str) -> Result<Bytes, ConnectError> {
+        let label = format!("{FILES}/{}/usage_file_uri", segment(id));
+        let mut refused = None;
+        for _ in 0..2 {
+            let file = self.usage_file(id).await?;
+            let Some(link) = file.usage_file_uri.filter(|link| !link.is_empty()) else {
+                return Err(ConnectError::decode(
+                    "GET",
+                    &label,
+                    format!("usage file {id} ({}) has no uploaded workbook", file.status),
+                ));
+            };
+            match self.fetch_signed(&link, &label).await {
+                Err(error) if error.status() == Some(403) => refused = Some(error),
+                other => return other,
+            }
+        }
+        Err(refused.expect("two refusals"))
+    }
+
     /// Usage files matching `filter`, in id order.
     pub async fn usage_files(&self, filter: Rql) -> Result<Vec<UsageFile>, ConnectError> {
         self.list_all(FILES, &Query::new(filter).ordering(["id"]))

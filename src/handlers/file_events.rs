@@ -37,41 +37,14 @@ use crate::connect::FileStatus;
 use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
 use crate::metrics::FileAction;
 use crate::usage::filing::decide::{decide, unexpected, Step, Trigger};
+use crate::usage::filing::late::{self, Part};
 use crate::usage::filing::FilingResult;
 use crate::usage::group::GroupKey;
 use crate::usage::period::Period;
 use crate::usage::report::ReportError;
 use crate::usage::report::Reporter;
 
-const REBUILD_MARKER: &str = "[connect-payg rebuilds: ";
-
-/// How many rebuilds the file's note records.
-pub fn rebuild_count(note: Option<&str>) -> u32 {
-    note.and_then(|note| {
-        let start = note.rfind(REBUILD_MARKER)? + REBUILD_MARKER.len();
-        let end = start + note[start..].find(']')?;
-        note[start..end].trim().parse().ok()
-    })
-    .unwrap_or(0)
-}
-
-/// The note with the rebuild count set to `count` (other text kept, within the 200-char limit).
-pub fn rebuild_note(note: Option<&str>, count: u32) -> String {
-    let base = note
-        .map(|n| match n.rfind(REBUILD_MARKER) {
-            Some(at) => n[..at].trim_end(),
-            None => n.trim_end(),
-        })
-        .unwrap_or_default();
-    let marker = format!("{REBUILD_MARKER}{count}]");
-    let room = 200 - marker.len() - 1;
-    let base: String = base.chars().take(room).collect();
-    if base.is_empty() {
-        marker
-    } else {
-        format!("{base} {marker}")
-    }
-}
+pub use crate::usage::filing::note::{rebuild_count, rebuild_note};
 
 /// The event handler; remembers which files it is rebuilding right now so two deliveries
 /// racing each other in this process do not both rebuild.
@@ -113,12 +86,13 @@ impl Handler for FileEvents {
     }
 }
 
-/// The group a file belongs to, when it is one of ours.
-fn ours(file: &UsageFile) -> Option<(GroupKey, Period)> {
-    let (key, period) = GroupKey::parse_external_id(file.external_id.as_deref()?)?;
+/// The group, period and part a file belongs to, when it is one of ours (a supplemental file
+/// of late records included).
+fn ours(file: &UsageFile) -> Option<(GroupKey, Period, Part)> {
+    let (key, period, part) = late::parse_external_id(file.external_id.as_deref()?)?;
     let matches = file.product_id().is_none_or(|p| p == key.product_id)
         && file.contract_id().is_none_or(|c| c == key.contract_id);
-    matches.then_some((key, period))
+    matches.then_some((key, period, part))
 }
 
 async fn handle(
@@ -135,7 +109,7 @@ async fn handle(
             ))
         }
     };
-    let Some((key, period)) = ours(&file) else {
+    let Some((key, period, part)) = ours(&file) else {
         return HandlerOutcome::Skip(format!(
             "usage file {} is not managed by connect-payg (external_id {:?})",
             file.id, file.external_id
@@ -168,7 +142,7 @@ async fn handle(
             Step::Fail(reason) => return HandlerOutcome::Fail(reason),
             Step::LeaveAlone(reason) => return HandlerOutcome::Skip(reason),
             Step::SubmitIfPreferred(file_id) => {
-                return match reporter.submit_ready(&key, period, &file_id).await {
+                return match reporter.submit_ready(&key, period, part, &file_id).await {
                     Ok(true) => {
                         tracing::info!(%file_id, "submitted ready usage file");
                         HandlerOutcome::Success(None)
@@ -215,7 +189,12 @@ async fn handle(
                 }
             },
             Step::Rebuild { count, .. } => {
-                return rebuild(&ctx, &reporter, &file, &key, period, count, alert).await
+                let target = Target {
+                    key: &key,
+                    period,
+                    part,
+                };
+                return rebuild(&ctx, &reporter, &file, target, count, alert).await;
             }
             other => {
                 return HandlerOutcome::Fail(format!(
@@ -229,30 +208,41 @@ async fn handle(
     HandlerOutcome::Success(None)
 }
 
+/// Which file of which group a rebuild is for.
+struct Target<'k> {
+    key: &'k GroupKey,
+    period: Period,
+    part: Part,
+}
+
 /// Rebuilds the rejected `file` from the (corrected) source into the same file, as rebuild
-/// number `count`, and uploads it; its own `ready` event submits it.
+/// number `count`, and uploads it; its own `ready` event submits it. Records the group's other
+/// submitted files hold (its main file, its supplemental files of late records) are left out.
 async fn rebuild(
     ctx: &TaskContext,
     reporter: &Reporter,
     file: &UsageFile,
-    key: &GroupKey,
-    period: Period,
+    Target { key, period, part }: Target<'_>,
     count: u32,
     alert: impl Fn(AlertKind, Severity, String) -> Alert,
 ) -> HandlerOutcome {
     let group = match reporter.regroup(key, period).await {
-        Ok(Some(group)) => group,
+        Ok(Some(group)) => match reporter.without_filed(group, period, &file.id).await {
+            Ok(Some(group)) => group,
+            Ok(None) => {
+                let message = "every record the corrected source has for this contract and product is in another submitted file of the group; the rejected usage file is left for a person";
+                return left_for_person(reporter, file, message, &alert).await;
+            }
+            Err(error) if error.is_transient() => {
+                return HandlerOutcome::Retry(format!("rebuilding {} failed: {error}", file.id))
+            }
+            Err(error) => {
+                return HandlerOutcome::Fail(format!("rebuilding {} failed: {error}", file.id))
+            }
+        },
         Ok(None) => {
             let message = "the corrected source has no records for this contract and product; the rejected usage file is left for a person";
-            reporter
-                .alerter
-                .send(alert(
-                    AlertKind::FilingFailed,
-                    Severity::Error,
-                    message.into(),
-                ))
-                .await;
-            return HandlerOutcome::Fail(format!("usage file {}: {message}", file.id));
+            return left_for_person(reporter, file, message, &alert).await;
         }
         Err(error @ (ReportError::Config(_) | ReportError::NotEnded(_))) => {
             return HandlerOutcome::Fail(format!("rebuilding {} failed: {error}", file.id))
@@ -276,7 +266,7 @@ async fn rebuild(
         ));
     }
     let outcome = match reporter
-        .rebuild_into(group, &file.id, workdir.job(period))
+        .rebuild_into(group, part, &file.id, workdir.job(period))
         .await
     {
         Ok(outcome) => outcome,
@@ -311,6 +301,24 @@ async fn rebuild(
         )
         .await;
     HandlerOutcome::Fail(format!("rebuilding {} failed: {reason}", file.id))
+}
+
+/// A rebuild that has nothing to upload: `filing_failed` alert, the task fails.
+async fn left_for_person(
+    reporter: &Reporter,
+    file: &UsageFile,
+    message: &str,
+    alert: &impl Fn(AlertKind, Severity, String) -> Alert,
+) -> HandlerOutcome {
+    reporter
+        .alerter
+        .send(alert(
+            AlertKind::FilingFailed,
+            Severity::Error,
+            message.into(),
+        ))
+        .await;
+    HandlerOutcome::Fail(format!("usage file {}: {message}", file.id))
 }
 
 /// Puts the file's note back as it was before this rebuild was counted (its upload did not go
@@ -353,27 +361,5 @@ mod tests {
             Rebuilding::claim(&files, "UF-3").is_some(),
             "released on cancel"
         );
-    }
-
-    #[test]
-    fn rebuild_counts_live_in_the_note() {
-        assert_eq!(rebuild_count(None), 0);
-        assert_eq!(rebuild_count(Some("generated by connect-payg 0.1.0")), 0);
-        let once = rebuild_note(Some("generated by connect-payg 0.1.0"), 1);
-        assert_eq!(
-            once,
-            "generated by connect-payg 0.1.0 [connect-payg rebuilds: 1]"
-        );
-        assert_eq!(rebuild_count(Some(&once)), 1);
-        let twice = rebuild_note(Some(&once), 2);
-        assert_eq!(
-            twice,
-            "generated by connect-payg 0.1.0 [connect-payg rebuilds: 2]"
-        );
-        assert_eq!(rebuild_count(Some(&twice)), 2);
-        let long = "x".repeat(300);
-        let note = rebuild_note(Some(&long), 3);
-        assert!(note.chars().count() <= 200);
-        assert_eq!(rebuild_count(Some(&note)), 3);
     }
 }

@@ -387,6 +387,8 @@ mod tests {
             error_detail: invalid.then(|| "row 2: bad".to_string()),
             awaiting_ready: false,
             transient: false,
+            part: Default::default(),
+            late: None,
         }
     }
 

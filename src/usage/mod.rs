@@ -1,7 +1,7 @@
 //! The pipeline from vendor records to usage workbooks: which periods a run reports
 //! (`periods`), sources, validation, resolution against Connect, grouping, workbooks (made, read and validated in `workbook/`), and idempotent filing
 //! (`filing/`: the rules per usage-file status decided in one pure function, carried out by the
-//! run, the sweep and the event handler).
+//! run, the sweep and the event handler; late records compared and filed in supplemental files).
 
 pub(crate) mod filing;
 pub(crate) mod group;
@@ -16,6 +16,7 @@ pub(crate) mod summary;
 pub(crate) mod sweep;
 pub mod workbook;
 
+pub use filing::late::Part;
 pub use filing::{FilingResult, Submission};
 pub use group::{Collection, GroupKey};
 pub use periods::{PeriodRequest, PeriodsError};

@@ -25,7 +25,10 @@ use indicatif::ProgressBar;
 use crate::alert::{truncated, Alert, AlertKind, Alerter, Severity};
 use crate::config::{ConfigError, ReportSettings};
 use crate::connect::ConnectClient;
-use crate::usage::filing::{Filer, FilingError, FilingResult, GroupOutcome, Submission};
+use crate::usage::filing::late::Part;
+use crate::usage::filing::{
+    write_late_records, Filer, FilingError, FilingResult, GroupOutcome, Submission,
+};
 use crate::usage::group::{self, CollectError, Collection, Group, GroupKey};
 use crate::usage::period::{NotEnded, Period};
 use crate::usage::resolve::Resolver;
@@ -85,6 +88,21 @@ pub struct ReportJob {
 }
 
 impl ReportJob {
+    /// A job of `period` that only reads and acts on the platform (submits, compares) and
+    /// writes no workbook.
+    fn on_platform(period: Period) -> ReportJob {
+        ReportJob {
+            period,
+            contracts: Vec::new(),
+            products: Vec::new(),
+            dry_run: false,
+            workdir: PathBuf::new(),
+            keep_workbooks: false,
+            submission: Submission::OnReadyEvent,
+            allow_empty: false,
+        }
+    }
+
     fn wants(&self, key: &GroupKey) -> bool {
         (self.contracts.is_empty() || self.contracts.contains(&key.contract_id))
             && (self.products.is_empty() || self.products.contains(&key.product_id))
@@ -133,6 +151,7 @@ impl Reporter {
             ready_timeout: self.settings.ready_timeout,
             poll_interval: self.settings.ready_poll_interval,
             submission: job.submission,
+            late_records: self.settings.late_records,
         }
     }
 
@@ -261,6 +280,11 @@ impl Reporter {
         let mut outcomes = outcomes;
         outcomes.sort_by(|a, b| a.key.cmp(&b.key));
         sweep::sweep(&filer, &mut outcomes).await;
+        if job.keep_workbooks && !job.dry_run {
+            if let Err(error) = write_late_records(&job.workdir, job.period, &outcomes).await {
+                tracing::warn!(%error, "cannot write the late-records file");
+            }
+        }
         let summary = Summary {
             period: job.period,
             records_read: collection.records_read,
@@ -372,29 +396,25 @@ impl Reporter {
             alert.file_id = group.file_id.clone();
             self.alerter.send(alert).await;
         }
+        // Late records and changes after filing: one alert of each kind per group and period.
+        for alert in summary.groups.iter().flat_map(|g| g.late.iter()) {
+            for alert in &alert.alerts {
+                self.alerter.send(alert.clone()).await;
+            }
+        }
     }
 
-    /// Submits our `ready` file `file_id` unless another file won its group (the reaction to
-    /// its `ready` event); false when it lost and was withdrawn.
+    /// Submits our `ready` file `file_id`, the group's `part`, unless another file won that part
+    /// (the reaction to its `ready` event); false when it lost and was withdrawn.
     pub async fn submit_ready(
         &self,
         key: &GroupKey,
         period: Period,
+        part: Part,
         file_id: &str,
     ) -> Result<bool, FilingError> {
-        let job = ReportJob {
-            period,
-            contracts: Vec::new(),
-            products: Vec::new(),
-            dry_run: false,
-            // Submitting writes no workbook.
-            workdir: PathBuf::new(),
-            keep_workbooks: false,
-            submission: Submission::OnReadyEvent,
-            allow_empty: false,
-        };
-        self.filer(&job)
-            .submit_if_still_preferred(key, file_id)
+        self.filer(&ReportJob::on_platform(period))
+            .submit_if_still_preferred(key, part, file_id)
             .await
     }
 
@@ -410,11 +430,27 @@ impl Reporter {
         Ok(collection.groups.remove(key))
     }
 
-    /// Uploads `group` (from [`Reporter::regroup`]) into its existing file `file_id`, to be
-    /// submitted once ready. A failure is a `Failed` outcome that says whether it is transient.
+    /// `group` of `period` without the records the group's other submitted files hold (its
+    /// main file, its supplemental files): what a rebuild of `file_id` may upload. `None` when
+    /// nothing is left. Reads the platform; changes nothing.
+    pub async fn without_filed(
+        &self,
+        group: Group,
+        period: Period,
+        file_id: &str,
+    ) -> Result<Option<Group>, FilingError> {
+        self.filer(&ReportJob::on_platform(period))
+            .without_filed(group, file_id)
+            .await
+    }
+
+    /// Uploads `group` (from [`Reporter::regroup`]) into its existing file `file_id`, the
+    /// group's `part`, to be submitted once ready. A failure is a `Failed` outcome that says
+    /// whether it is transient.
     pub async fn rebuild_into(
         &self,
         group: Group,
+        part: Part,
         file_id: &str,
         job: ReportJob,
     ) -> Result<GroupOutcome, ReportError> {
@@ -427,7 +463,7 @@ impl Reporter {
         prepare_workdir(&job).await?;
         Ok(self
             .filer(&job)
-            .refill_group(Arc::new(group), file_id)
+            .refill_group(Arc::new(group), part, file_id)
             .await)
     }
 }

@@ -130,6 +130,17 @@ impl Summary {
                 .collect();
             let _ = write!(text, " ({})", parts.join(", "));
         }
+        let (late, changed) = self
+            .groups
+            .iter()
+            .flat_map(|g| &g.late)
+            .fold((0, 0), |(l, c), r| (l + r.late, c + r.changed));
+        if late + changed > 0 {
+            let _ = write!(
+                text,
+                "; late records {late}, changed after filing {changed}"
+            );
+        }
         if self.uploaded() > 0 {
             let _ = write!(
                 text,
@@ -390,6 +401,8 @@ mod tests {
             error_detail: None,
             awaiting_ready: false,
             transient: false,
+            part: Default::default(),
+            late: None,
         }
     }
 

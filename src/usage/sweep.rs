@@ -168,7 +168,7 @@ async fn follow_up(
             Step::SubmitIfPreferred(file_id) => {
                 tracing::warn!(%file_id, "usage file still ready; its ready event was lost, submitting it here");
                 match filer
-                    .submit_if_still_preferred(&outcome.key, &file_id)
+                    .submit_if_still_preferred(&outcome.key, outcome.part, &file_id)
                     .await
                 {
                     Ok(true) => *submitted_here += 1,

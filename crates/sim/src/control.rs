@@ -52,7 +52,7 @@ pub(crate) fn router(state: Arc<SimState>) -> Router {
     Router::new().nest("/_sim", routes).with_state(state)
 }
 
-async fn loopback_only(request: Request, next: Next) -> Response {
+pub(crate) async fn loopback_only(request: Request, next: Next) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>();
     if peer.is_some_and(|ConnectInfo(addr)| !addr.ip().is_loopback()) {
         return ApiError::new(

@@ -7,9 +7,11 @@
 //! file enters a status the runner subscribed to — and records every result. It checks every
 //! runner message strictly ([`validate`]) and records each deviation as a protocol error, so a
 //! happy-path test can assert there were none. Fault controls drop, close or silence sockets,
-//! refuse upgrades, and send malformed or huge frames.
+//! refuse upgrades, and send malformed or huge frames. The platform's log service (the
+//! listener runners ship their logs to, and the setup response's logging object) is in `devops/logs.rs`.
 
 mod endpoints;
+mod logs;
 mod validate;
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
@@ -29,6 +31,7 @@ use payg_shared::protocol::{
 };
 use payg_shared::FileStatus;
 
+pub use logs::{ListenerMode, LogListener, SetupLogging, ShippedBatch};
 pub use payg_shared::protocol::USAGE_FILE_EVENT;
 
 /// A result a runner sent for one task.
@@ -139,6 +142,8 @@ struct Hub {
     setup_requests: Vec<SetupRequest>,
     subscriptions: BTreeMap<String, Vec<String>>,
     variables: Vec<Variable>,
+    /// The setup response's logging object.
+    logging: SetupLogging,
     next_id: u64,
     tasks: HashMap<String, SentTask>,
     /// Tasks waiting for a handshaken connection.
@@ -169,6 +174,7 @@ impl Default for Hub {
             setup_requests: Vec::new(),
             subscriptions: BTreeMap::new(),
             variables: Vec::new(),
+            logging: SetupLogging::default(),
             next_id: 0,
             tasks: HashMap::new(),
             pending: VecDeque::new(),
@@ -186,6 +192,8 @@ pub struct DevopsHub {
     environment_id: String,
     service_id: String,
     hub: Mutex<Hub>,
+    /// The platform's log service, which runners ship their logs to.
+    logs: Arc<LogListener>,
     /// Bumped on every change, for waiters.
     version: watch::Sender<u64>,
 }
@@ -198,6 +206,7 @@ impl DevopsHub {
             environment_id: config.environment_id.clone(),
             service_id: service_id_of(&config.environment_id),
             hub: Mutex::new(Hub::default()),
+            logs: Arc::default(),
             version: watch::Sender::new(0),
         });
         let events = state.subscribe_file_events();
@@ -280,6 +289,20 @@ impl DevopsHub {
     /// Variables of the next `setup_response`s.
     pub fn set_variables(&self, variables: Vec<Variable>) {
         self.lock().variables = variables;
+    }
+
+    /// The logging object of the next `setup_response`s; its key becomes one the log
+    /// listener accepts.
+    pub fn set_logging(&self, logging: SetupLogging) {
+        if let Some(key) = &logging.logging_api_key {
+            self.logs.know_token(key);
+        }
+        self.lock().logging = logging;
+    }
+
+    /// The log service runners ship to (`LOG_SHIPPING_URL` = `http://<sim>/_sim/logs`).
+    pub fn logs(&self) -> &Arc<LogListener> {
+        &self.logs
     }
 
     /// Sends a fresh `setup_response` (current variables) on every handshaken connection, as
@@ -502,7 +525,10 @@ impl DevopsHub {
     // ----- internals -----
 
     fn setup_response(&self) -> SetupResponse {
-        let variables = self.lock().variables.clone();
+        let (variables, logging) = {
+            let hub = self.lock();
+            (hub.variables.clone(), hub.logging.clone())
+        };
         let definition = |event_type: &str, collection: &str| EventDefinition {
             event_type: event_type.into(),
             api_collection_endpoint: collection.into(),
@@ -513,9 +539,9 @@ impl DevopsHub {
             variables: Some(variables),
             environment_type: Some("development".into()),
             logging: Some(LoggingSettings {
-                logging_api_key: None,
-                log_level: Some("INFO".into()),
-                runner_log_level: Some("INFO".into()),
+                logging_api_key: logging.logging_api_key,
+                log_level: logging.log_level,
+                runner_log_level: logging.runner_log_level,
                 meta: Some(LoggingMeta {
                     repository_tag: None,
                     account_id: Some("VA-000-000".into()),
@@ -912,7 +938,8 @@ pub fn router(hub: Arc<DevopsHub>) -> axum::Router {
             "/public/v1/devops/services/{service_id}/environments/{environment_id}/schedules/{schedule_id}",
             get(endpoints::schedule),
         )
-        .with_state(hub)
+        .with_state(hub.clone())
+        .merge(logs::router(hub))
 }
 
 #[cfg(test)]

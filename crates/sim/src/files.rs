@@ -46,7 +46,7 @@ impl SimState {
         self.with_file(id, |file, world| {
             Action::Update.check(&file.id, &file.status)?;
             file.fields = file_body::update(&file.fields, body)?;
-            Ok(file.detail_json(&world.catalogue, self.origin()))
+            Ok(file.detail_json(&world.catalogue, self.storage()))
         })
     }
 
@@ -65,7 +65,7 @@ impl SimState {
             self.move_to(file, FileStatus::Processing);
             let rules = processing::rules_for(world, file);
             Ok((
-                file.detail_json(&world.catalogue, self.origin()),
+                file.detail_json(&world.catalogue, self.storage()),
                 file.generation,
                 rules,
             ))
@@ -140,7 +140,7 @@ impl SimState {
     /// The detail object of `GET /usage/files/{id}`.
     pub fn file_json(&self, id: &str) -> Result<Value, ApiError> {
         self.with_file(id, |file, world| {
-            Ok(file.detail_json(&world.catalogue, self.origin()))
+            Ok(file.detail_json(&world.catalogue, self.storage()))
         })
     }
 
@@ -246,6 +246,15 @@ impl SimState {
         Some((upload.bytes.clone(), upload.processed))
     }
 
+    /// The bytes of upload number `upload` of the file (its link's), and whether processing
+    /// finished; `None` once the file holds a newer upload, or none.
+    pub(crate) fn stored_upload(&self, id: &str, upload: u64) -> Option<(Bytes, bool)> {
+        let inner = self.lock();
+        let file = inner.files.get(id)?;
+        let stored = file.upload.as_ref()?;
+        (file.generation == upload).then(|| (stored.bytes.clone(), stored.processed))
+    }
+
     /// Runs `change` on the file under the lock (404 when it does not exist).
     fn with_file<R>(
         &self,
@@ -281,7 +290,7 @@ impl SimState {
             if let Some(target) = action.target() {
                 self.move_to(file, target);
             }
-            Ok(file.detail_json(&world.catalogue, self.origin()))
+            Ok(file.detail_json(&world.catalogue, self.storage()))
         })
     }
 

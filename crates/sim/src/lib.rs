@@ -15,6 +15,7 @@
 //!
 //! ```text
 //! rest ── usage_api ─┐ (both answer lists through `listing`)
+//! storage (links) ───┤
 //! control (/_sim) ───┼── state (SimState) ── catalogue (+ seed, vendor_usage)
 //! devops (websocket) ┘       │        └── files (life cycle ops) ── processing (template)
 //!                            └── faults, request counts, events
@@ -36,6 +37,7 @@ mod rest;
 pub mod rql;
 pub mod seed;
 pub mod state;
+mod storage;
 mod usage_api;
 mod usage_file;
 pub mod vendor_usage;
@@ -55,6 +57,7 @@ pub use error::ApiError;
 pub use faults::Faults;
 pub use seed::{SeedSpec, SeedSummary};
 pub use state::{FileEvent, FileSummary, RequestCounts, SimState};
+pub use storage::STORAGE_ROUTE;
 pub use vendor_usage::{
     BadKind, BadRow, BadRowSpec, Correction, Expected, ExpectedGroup, ExpectedRow, OutOfScopeKind,
     UsageFormat, VendorUsage, VendorUsageError,
@@ -73,6 +76,9 @@ pub struct SimConfig {
     pub page_cap: usize,
     /// How long an uploaded workbook stays `processing`.
     pub processing_delay: Duration,
+    /// How long a download link of a file's detail stays valid (Connect's: tens of seconds to
+    /// minutes).
+    pub link_ttl: Duration,
     pub bind: SocketAddr,
 }
 
@@ -83,6 +89,7 @@ impl Default for SimConfig {
             environment_id: "ENV-0000-0000-01".into(),
             page_cap: 100,
             processing_delay: Duration::from_millis(20),
+            link_ttl: Duration::from_secs(60),
             bind: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
         }
     }
@@ -95,6 +102,7 @@ impl fmt::Debug for SimConfig {
             .field("environment_id", &self.environment_id)
             .field("page_cap", &self.page_cap)
             .field("processing_delay", &self.processing_delay)
+            .field("link_ttl", &self.link_ttl)
             .field("bind", &self.bind)
             .finish()
     }
@@ -118,6 +126,7 @@ impl Simulator {
         let devops = devops::DevopsHub::new(state.clone(), &config);
         let app = rest::router(state.clone())
             .merge(control::router(state.clone()))
+            .merge(storage::router(state.clone()))
             .merge(devops::router(devops.clone()));
         let stop = CancellationToken::new();
         // Small answers go out at once, as from Connect's own front ends: with Nagle's

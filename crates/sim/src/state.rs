@@ -15,6 +15,7 @@ use tokio::sync::broadcast;
 use super::catalogue::{Asset, Catalogue, Rendered};
 use super::faults::{FaultInjector, Faults};
 use super::seed::{SeedSpec, SeedSummary};
+use super::storage::Storage;
 use super::usage_file::UsageFile;
 use super::vendor_usage::{BadRowSpec, UsageFormat, VendorUsage, VendorUsageError};
 use super::SimConfig;
@@ -117,6 +118,7 @@ pub(crate) struct Inner {
 pub struct SimState {
     config: SimConfig,
     origin: String,
+    storage: Storage,
     inner: Mutex<Inner>,
     requests: Mutex<RequestCounts>,
     faults: FaultInjector,
@@ -129,6 +131,7 @@ impl SimState {
     pub fn new(config: SimConfig, origin: String) -> Arc<SimState> {
         let (events, _) = broadcast::channel(1024);
         Arc::new(SimState {
+            storage: Storage::new(origin.clone(), config.link_ttl),
             config,
             origin,
             inner: Mutex::new(Inner {
@@ -153,6 +156,11 @@ impl SimState {
     /// `http://127.0.0.1:PORT`.
     pub fn origin(&self) -> &str {
         &self.origin
+    }
+
+    /// The signed download links of files' workbooks.
+    pub(crate) fn storage(&self) -> &Storage {
+        &self.storage
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, Inner> {

@@ -11,6 +11,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{json, Map, Value};
 
 use super::catalogue::Catalogue;
+use super::storage::{Storage, Stored};
 use payg_shared::workbook::UsageRow;
 use payg_shared::FileStatus;
 
@@ -128,12 +129,12 @@ impl UsageFile {
         self.render(catalogue, None)
     }
 
-    /// The detail, with links under `origin` (the simulator's own `http://host:port`).
-    pub fn detail_json(&self, catalogue: &Catalogue, origin: &str) -> Value {
-        self.render(catalogue, Some(origin))
+    /// The detail, with short-lived signed links to the workbooks in `storage`.
+    pub fn detail_json(&self, catalogue: &Catalogue, storage: &Storage) -> Value {
+        self.render(catalogue, Some(storage))
     }
 
-    fn render(&self, catalogue: &Catalogue, origin: Option<&str>) -> Value {
+    fn render(&self, catalogue: &Catalogue, storage: Option<&Storage>) -> Value {
         let product = catalogue.product(&self.product_id);
         let contract = catalogue.contract(&self.contract_id);
         let marketplace = catalogue.marketplace(&self.marketplace_id);
@@ -182,17 +183,14 @@ impl UsageFile {
                         "closed": count_if(self.status == FileStatus::Closed)},
             "events": self.events_json(catalogue),
         });
-        if let (Some(origin), Value::Object(map)) = (origin, &mut object) {
-            let link = |name: &str| match upload {
-                Some(_) => Value::from(format!(
-                    "{origin}/_sim/files/{}/{name}?se=sim&sig=sim",
-                    self.id
-                )),
+        if let (Some(storage), Value::Object(map)) = (storage, &mut object) {
+            let link = |stored: Stored| match upload {
+                Some(_) => Value::from(storage.link(&self.id, self.generation, stored)),
                 None => Value::Null,
             };
-            map.insert("usage_file_uri".into(), link("usage_file.xlsx"));
+            map.insert("usage_file_uri".into(), link(Stored::Upload));
             let processed_link = if processed {
-                link("processed.xlsx")
+                link(Stored::Processed)
             } else {
                 Value::Null
             };

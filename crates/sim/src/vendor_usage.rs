@@ -878,7 +878,8 @@ fn canonical(whole: u32, fraction: u64, digits: u8) -> String {
     text.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
-fn render_csv(records: &[RawRecord]) -> String {
+/// `records` as a vendor CSV export: the [`FIELDS`] header, one line per record.
+pub fn render_csv(records: &[RawRecord]) -> String {
     let mut csv = FIELDS.join(",");
     csv.push('\n');
     for record in records {

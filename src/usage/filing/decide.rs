@@ -14,6 +14,7 @@
 
 use std::time::Duration;
 
+use super::late::Part;
 use super::{FilingResult, Submission};
 use crate::alert::{AlertKind, Severity};
 use crate::connect::models::{FileStatus, UsageFile};
@@ -29,7 +30,8 @@ pub const EVENT_GRACE: Duration = Duration::from_secs(2);
 pub enum Trigger {
     /// A run filing the group (the schedule's, or the `report` command's): its first look at the
     /// key's live files, and each look again after it removed a leftover or waited for one.
-    Run { submission: Submission },
+    /// `part`: the group's main file, or a supplemental file of late records.
+    Run { submission: Submission, part: Part },
     /// Right before submitting the ready `file_id` (the run's own upload, a `ready` event's
     /// file, or one the sweep found still ready), at the key's live files: the replica rule.
     Submit { file_id: String },
@@ -51,7 +53,7 @@ pub enum Trigger {
         uploaded_here: bool,
     },
     /// The platform's usage-file event for `file_id`, at the file as it is now. `ended`: whether
-    /// its month may be reported; `rebuilds`: how many rebuilds its note counts; `limit`:
+    /// its period may be reported; `rebuilds`: how many rebuilds its note counts; `limit`:
     /// `MAX_RESUBMISSIONS`.
     Event {
         file_id: String,
@@ -127,6 +129,9 @@ pub enum Step {
     /// Rebuild the group from the (corrected) source into the rejected `file_id`; `count` is
     /// this rebuild's number, recorded in the file's note before the upload.
     Rebuild { file_id: String, count: u32 },
+    /// The group's main file `file_id` is submitted: compare what the group's files hold with
+    /// the source (late records, changes after filing: [`super::late`]).
+    CheckLate(String),
 }
 
 /// The steps to take for `trigger`, given the key's `files` as the platform shows them: its live
@@ -136,7 +141,7 @@ pub fn decide(trigger: &Trigger, files: &[UsageFile]) -> Vec<Step> {
     let find = |file_id: &str| files.iter().find(|f| f.id == file_id);
     let status_of = |file_id: &str| find(file_id).map_or(FileStatus::Deleted, |f| f.status.clone());
     match trigger {
-        Trigger::Run { submission } => run(*submission, files),
+        Trigger::Run { submission, part } => run(*submission, *part, files),
         Trigger::Submit { file_id } => submit(file_id, files),
         Trigger::Upload { file_id } => {
             upload(file_id, &status_of(file_id), Step::Upload(file_id.clone()))
@@ -195,8 +200,9 @@ pub fn preferred(files: &[UsageFile]) -> Option<&UsageFile> {
     })
 }
 
-/// A run's look at the key: settle duplicates, then act on the file every replica keeps.
-fn run(submission: Submission, live: &[UsageFile]) -> Vec<Step> {
+/// A run's look at the key: settle duplicates, then act on the file every replica keeps. A
+/// submitted main file is compared with the source; a submitted supplemental file is done.
+fn run(submission: Submission, part: Part, live: &[UsageFile]) -> Vec<Step> {
     let Some(winner) = preferred(live) else {
         return vec![Step::Create];
     };
@@ -218,7 +224,10 @@ fn run(submission: Submission, live: &[UsageFile]) -> Vec<Step> {
         .collect();
     steps.push(Step::Adopt(id.clone()));
     steps.extend(match &winner.status {
-        status if status.is_done() => vec![Step::LeaveAlone(format!("already {status}"))],
+        status if status.is_done() => match part {
+            Part::Main => vec![Step::CheckLate(id)],
+            Part::Late(_) => vec![Step::LeaveAlone(format!("already {status}"))],
+        },
         FileStatus::Rejected => vec![Step::LeaveAlone(
             "rejected; the rejection handler rebuilds it".into(),
         )],
@@ -477,7 +486,16 @@ mod tests {
     }
 
     fn run(submission: Submission) -> Trigger {
-        Trigger::Run { submission }
+        Trigger::Run {
+            submission,
+            part: Part::Main,
+        }
+    }
+    fn run_late(submission: Submission) -> Trigger {
+        Trigger::Run {
+            submission,
+            part: Part::Late(1),
+        }
     }
     const POLL: Submission = Submission::Poll;
     const EVENT: Submission = Submission::OnReadyEvent;
@@ -549,6 +567,9 @@ mod tests {
     }
     fn submit_if(id: &str) -> Step {
         Step::SubmitIfPreferred(s(id))
+    }
+    fn check_late(id: &str) -> Step {
+        Step::CheckLate(s(id))
     }
     fn delete_invalid(id: &str) -> Step {
         Step::Delete {
@@ -669,22 +690,46 @@ mod tests {
                     vec![adopt("UF-1"), submit_if("UF-1"), submitted()],
                 ),
                 row(
-                    "submitted already",
+                    "submitted already: compared with the source",
                     run(submission),
+                    one(Pending),
+                    vec![adopt("UF-1"), check_late("UF-1")],
+                ),
+                row(
+                    "accepted: compared with the source",
+                    run(submission),
+                    one(Accepted),
+                    vec![adopt("UF-1"), check_late("UF-1")],
+                ),
+                row(
+                    "closed: compared with the source",
+                    run(submission),
+                    one(Closed),
+                    vec![adopt("UF-1"), check_late("UF-1")],
+                ),
+                row(
+                    "a submitted supplemental file: left alone",
+                    run_late(submission),
                     one(Pending),
                     vec![adopt("UF-1"), skip("already pending")],
                 ),
                 row(
-                    "accepted: left alone",
-                    run(submission),
-                    one(Accepted),
-                    vec![adopt("UF-1"), skip("already accepted")],
-                ),
-                row(
-                    "closed: left alone",
-                    run(submission),
+                    "a closed supplemental file: left alone",
+                    run_late(submission),
                     one(Closed),
                     vec![adopt("UF-1"), skip("already closed")],
+                ),
+                row(
+                    "a supplemental draft is filled like any other",
+                    run_late(submission),
+                    one(Draft),
+                    vec![adopt("UF-1"), Step::Fill(s("UF-1"))],
+                ),
+                row(
+                    "a ready supplemental file is submitted like any other",
+                    run_late(submission),
+                    one(Ready),
+                    vec![adopt("UF-1"), submit_if("UF-1"), submitted()],
                 ),
                 row(
                     "rejected: the event handler's to rebuild",
@@ -742,10 +787,16 @@ mod tests {
                 "a submitted file wins over an earlier one",
                 run(EVENT),
                 vec![made("UF-1", Ready, 0), made("UF-2", Pending, 1)],
+                vec![withdraw("UF-1", "UF-2"), adopt("UF-2"), check_late("UF-2")],
+            ),
+            row(
+                "two replicas' supplemental files: the earlier is filled, the later withdrawn",
+                run_late(EVENT),
+                vec![made("UF-2", Draft, 1), made("UF-1", Draft, 0)],
                 vec![
-                    withdraw("UF-1", "UF-2"),
-                    adopt("UF-2"),
-                    skip("already pending"),
+                    withdraw("UF-2", "UF-1"),
+                    adopt("UF-1"),
+                    Step::Fill(s("UF-1")),
                 ],
             ),
             row(
@@ -765,7 +816,7 @@ mod tests {
                 vec![
                     keep("UF-2", Processing, "UF-1"),
                     adopt("UF-1"),
-                    skip("already pending"),
+                    check_late("UF-1"),
                 ],
             ),
             row(
@@ -1205,6 +1256,7 @@ mod tests {
         let triggers = [
             run(POLL),
             run(EVENT),
+            run_late(POLL),
             submit(),
             upload(),
             refused_upload(),

@@ -6,6 +6,8 @@
 use std::sync::Arc;
 
 use super::decide::{decide, unexpected, Step, Trigger};
+use super::late::Part;
+use super::note::{digest_in_note, note_with_digest};
 use super::{lost, Filer, FilingError, FilingResult, GroupOutcome, Submission};
 use crate::connect::models::UsageFile;
 use crate::connect::ConnectError;
@@ -24,15 +26,17 @@ enum Next {
 }
 
 impl Filer {
+    /// Files `outcome.part` of the group; `known` is the group's live files of every part when
+    /// the caller listed them already.
     pub(super) async fn file_group_inner(
         &self,
         group: &Arc<Group>,
-        mut known: Option<Vec<UsageFile>>,
+        known: Option<Vec<UsageFile>>,
         outcome: &mut GroupOutcome,
     ) -> Result<FilingResult, FilingError> {
         let currency = group.currency.clone().map_err(FilingError::Group)?;
         if self.dry_run {
-            let path = self.workbook_path(&group.key)?;
+            let path = self.workbook_path(&group.key, outcome.part)?;
             workbook::write_group(
                 group.clone(),
                 self.period,
@@ -43,14 +47,27 @@ impl Filer {
             outcome.workbook = Some(path);
             return Ok(FilingResult::DryRun);
         }
+        let part = outcome.part;
         let look = Trigger::Run {
             submission: self.submission,
+            part,
+        };
+        // This part's files, and the other parts' (what a late look compares with).
+        let (mut known, mut others) = match known {
+            Some(files) => {
+                let (mine, others): (Vec<UsageFile>, Vec<UsageFile>) =
+                    files.into_iter().partition(|file| {
+                        Part::of(file.external_id.as_deref().unwrap_or_default()) == part
+                    });
+                (Some(mine), Some(others))
+            }
+            None => (None, None),
         };
         // A few rounds at most: each round either finishes or removes a leftover file.
         'rounds: for _ in 0..4 {
             let live = match known.take() {
                 Some(files) => files,
-                None => self.live_files(&group.key).await?,
+                None => self.live_files(&group.key, part).await?,
             };
             let steps = decide(&look, &live);
             for step in steps.iter().cloned() {
@@ -59,9 +76,13 @@ impl Filer {
                         Next::Done(self.create_and_upload(group, &currency, outcome).await?)
                     }
                     Step::Fill(file_id) => {
-                        tracing::info!(%file_id, key = %group.key, "filling an existing empty usage file");
+                        tracing::info!(%file_id, key = %group.key, %part, "filling an existing empty usage file");
                         Next::Done(self.fill(group, &file_id, outcome).await?)
                     }
+                    Step::CheckLate(file_id) => Next::Done(
+                        self.check_late(group, &live, &file_id, others.take(), outcome)
+                            .await?,
+                    ),
                     step => self.take(step, &group.key, outcome).await?,
                 };
                 match next {
@@ -100,7 +121,10 @@ impl Filer {
                 self.wait_until_processed(&file_id).await?;
             }
             Step::SubmitIfPreferred(file_id) => {
-                if !self.submit_if_still_preferred(key, &file_id).await? {
+                if !self
+                    .submit_if_still_preferred(key, outcome.part, &file_id)
+                    .await?
+                {
                     return Ok(Next::Done(lost()));
                 }
             }
@@ -155,9 +179,10 @@ impl Filer {
         currency: &str,
         outcome: &mut GroupOutcome,
     ) -> Result<FilingResult, FilingError> {
+        let digest = self.digest(group).await?;
         let file_id = self
             .client
-            .create_usage_file(&self.new_file(&group.key, currency))
+            .create_usage_file(&self.new_file(&group.key, outcome.part, currency, digest))
             .await?;
         self.client.metrics().usage_file(FileAction::Created);
         outcome.file_id = Some(file_id.clone());
@@ -186,6 +211,7 @@ impl Filer {
         };
         match decide(&look, std::slice::from_ref(&current)).as_slice() {
             [Step::Upload(_)] => {
+                self.note_digest(group, &current).await?;
                 if !self.upload(file_id, bytes).await? {
                     return Ok(lost());
                 }
@@ -197,6 +223,21 @@ impl Filer {
             other => return Err(FilingError::Group(unexpected(other))),
         }
         self.after_upload(&group.key, file_id, outcome).await
+    }
+
+    /// Makes the note of `file`, about to be filled with `group`, record the group's digest (a
+    /// draft made from an earlier read of the source, a rebuild). The platform refusing (the
+    /// file moved on meanwhile) only leaves a stale digest: a later run downloads to compare.
+    async fn note_digest(&self, group: &Arc<Group>, file: &UsageFile) -> Result<(), FilingError> {
+        let digest = self.digest(group).await?;
+        if digest_in_note(file.note.as_deref()) == Some(digest) {
+            return Ok(());
+        }
+        let note = note_with_digest(file.note.as_deref(), digest);
+        if let Err(error) = self.client.update_usage_file_note(&file.id, &note).await {
+            tracing::warn!(file_id = %file.id, %error, "cannot record the digest of the upload in the file's note");
+        }
+        Ok(())
     }
 
     /// Uploads; false when the file was deleted meanwhile (another instance's file won the
@@ -264,6 +305,7 @@ impl Filer {
     pub async fn submit_if_still_preferred(
         &self,
         key: &GroupKey,
+        part: Part,
         file_id: &str,
     ) -> Result<bool, FilingError> {
         let before_submit = Trigger::Submit {
@@ -273,7 +315,7 @@ impl Filer {
             file_id: file_id.to_string(),
         };
         'looks: for _ in 0..3 {
-            let live = self.live_files(key).await?;
+            let live = self.live_files(key, part).await?;
             let steps = decide(&before_submit, &live);
             for step in steps.iter().cloned() {
                 match step {

@@ -8,9 +8,16 @@
 //! carry out theirs. This file holds the run's settings and results, the look-ups, and the
 //! workbook a group uploads.
 //!
-//! In short: `pending`/`accepted`/`closed` are done, `ready` is submitted, a `draft` is filled
-//! (uploaded to and submitted), an `invalid` file is a broken upload and is deleted and
-//! rebuilt, files still `processing` are waited for, `rejected` belongs to the event handler.
+//! In short: `pending`/`accepted`/`closed` are done (and a done main file is compared with the
+//! source for late records and changes after filing: [`late`], carried out in
+//! `supplement.rs`), `ready` is submitted, a `draft` is filled (uploaded to and submitted), an
+//! `invalid` file is a broken upload and is deleted and rebuilt, files still `processing` are
+//! waited for, `rejected` belongs to the event handler.
+//!
+//! A group's records of a period live in its main file and, with `LATE_RECORDS = file`, in
+//! supplemental files of late records ([`late::Part`]); each part is a key of its own
+//! (`…:late-<n>`), filed by the same rules. What the program keeps in a file's note (the
+//! digest of its records, the rebuild count) is in [`note`].
 //!
 //! A `draft` is either left over by an interrupted run or another replica's file that it is
 //! about to upload to; nothing tells the two apart. The workbook is the same whoever builds it,
@@ -34,17 +41,25 @@
 
 pub mod decide;
 mod execute;
+pub mod late;
+pub mod note;
+mod supplement;
+
+pub use supplement::write_late_records;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::alert::Alert;
+use crate::config::LateRecords;
 use crate::connect::models::{FileStatus, NewUsageFile, Reference, UsageFile, UsagePeriod};
 use crate::connect::{ConnectClient, ConnectError, Rql};
 use crate::usage::group::{Group, GroupKey};
 use crate::usage::period::Period;
-use crate::usage::workbook::{self, BuildError, RunPackage};
+use crate::usage::workbook::{self, BuildError, RunPackage, UsageRow};
+use late::{Digest, Part};
 
 /// Who submits an upload once the platform has processed it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,7 +94,11 @@ pub enum FilingResult {
 #[derive(Debug, Clone)]
 pub struct GroupOutcome {
     pub key: GroupKey,
+    /// Which of the group's files `file_id` and `result` speak of: its main file, or the
+    /// supplemental file this run filed its late records in.
+    pub part: Part,
     pub file_id: Option<String>,
+    /// Rows of the file filed (a supplemental file's: the late records only).
     pub rows: u64,
     pub result: FilingResult,
     pub workbook: Option<PathBuf>,
@@ -90,12 +109,29 @@ pub struct GroupOutcome {
     pub awaiting_ready: bool,
     /// The failure is one a later attempt may fix (see [`FilingError::is_transient`]).
     pub transient: bool,
+    /// What the group's submitted files were found to lack or hold differently, when the
+    /// source no longer matched them ([`late`]).
+    pub late: Option<LateReport>,
+}
+
+/// The comparison of a submitted group with the source, for the summary, alerts and CSV.
+#[derive(Debug, Clone, Default)]
+pub struct LateReport {
+    /// Records in the source that no submitted file of the group holds.
+    pub late: u64,
+    /// Filed records with other values in the source now, or gone from it.
+    pub changed: u64,
+    /// The late records, for `late-records-<period>.csv` (`LATE_RECORDS = alert`).
+    pub rows: Vec<UsageRow>,
+    /// What a person is told (`late_records`, `changed_after_filing`); the run sends them.
+    pub alerts: Vec<Alert>,
 }
 
 impl GroupOutcome {
     fn of(group: &Group, file_id: Option<&str>) -> Self {
         GroupOutcome {
             key: group.key.clone(),
+            part: Part::Main,
             file_id: file_id.map(str::to_string),
             rows: group.rows.len() as u64,
             result: FilingResult::Failed(String::new()),
@@ -103,6 +139,7 @@ impl GroupOutcome {
             error_detail: None,
             awaiting_ready: false,
             transient: false,
+            late: None,
         }
     }
 }
@@ -130,6 +167,8 @@ pub enum FilingError {
     Invalid { file_id: String, detail: String },
     #[error("{0}")]
     Group(String),
+    #[error("the submitted workbook of usage file {file_id} cannot be read: {reason}")]
+    Filed { file_id: String, reason: String },
 }
 
 impl FilingError {
@@ -144,6 +183,7 @@ impl FilingError {
             }
             FilingError::StillProcessing { .. } | FilingError::Io { .. } => true,
             FilingError::Build(_)
+            | FilingError::Filed { .. }
             | FilingError::Invalid { .. }
             | FilingError::Group(_)
             | FilingError::UnsafeName(_) => false,
@@ -151,7 +191,7 @@ impl FilingError {
     }
 }
 
-/// Files groups for one month.
+/// Files groups for one period.
 #[derive(Clone)]
 pub struct Filer {
     pub client: ConnectClient,
@@ -166,21 +206,31 @@ pub struct Filer {
     pub ready_timeout: Duration,
     pub poll_interval: Duration,
     pub submission: Submission,
+    /// What to do with records that arrive after a group's file was submitted.
+    pub late_records: LateRecords,
 }
 
 impl Filer {
     /// Ids come from the platform: a name that could leave the work directory is refused.
-    fn workbook_path(&self, key: &GroupKey) -> Result<PathBuf, crate::output::UnsafeName> {
-        let name = key.external_id(self.period).replace(':', "_");
+    fn workbook_path(
+        &self,
+        key: &GroupKey,
+        part: Part,
+    ) -> Result<PathBuf, crate::output::UnsafeName> {
+        let name = part.external_id(key, self.period).replace(':', "_");
         Ok(self
             .workdir
             .join(crate::output::file_name(format!("{name}.xlsx"))?))
     }
 
-    /// Live (not deleted) files for the group's key.
-    pub async fn live_files(&self, key: &GroupKey) -> Result<Vec<UsageFile>, ConnectError> {
+    /// Live (not deleted) files for one of the group's parts.
+    pub async fn live_files(
+        &self,
+        key: &GroupKey,
+        part: Part,
+    ) -> Result<Vec<UsageFile>, ConnectError> {
         let filter = Rql::all([
-            Rql::eq("external_id", key.external_id(self.period)),
+            Rql::eq("external_id", part.external_id(key, self.period)),
             Rql::eq("product.id", key.product_id.clone()),
             Rql::eq("contract.id", key.contract_id.clone()),
             Rql::ne("status", FileStatus::Deleted),
@@ -188,9 +238,29 @@ impl Filer {
         self.client.usage_files(filter).await
     }
 
-    /// Live files of many groups at once, in `in()` batches of external ids: a month's filing
-    /// starts without one lookup per group. Only a head start — every group still looks again
-    /// right after creating and right before submitting, which is what keeps replicas apart.
+    /// Live supplemental files of the group (`…:late-<n>`).
+    pub async fn supplemental_files(&self, key: &GroupKey) -> Result<Vec<UsageFile>, ConnectError> {
+        let pattern = format!("{}:late-*", key.external_id(self.period));
+        let filter = Rql::all([
+            Rql::like("external_id", pattern),
+            Rql::eq("product.id", key.product_id.clone()),
+            Rql::eq("contract.id", key.contract_id.clone()),
+            Rql::ne("status", FileStatus::Deleted),
+        ]);
+        let files = self.client.usage_files(filter).await?;
+        Ok(files
+            .into_iter()
+            .filter(|file| {
+                let id = file.external_id.as_deref().unwrap_or_default();
+                matches!(late::parse_external_id(id), Some((k, p, Part::Late(_))) if k == *key && p == self.period)
+            })
+            .collect())
+    }
+
+    /// Live files of many groups at once, in `in()` batches of external ids, the period's
+    /// supplemental files with the first batch: a period's filing starts without one lookup
+    /// per group. Only a head start — every group still looks again right after creating and
+    /// right before submitting, which is what keeps replicas apart.
     pub async fn live_files_of(
         &self,
         keys: impl IntoIterator<Item = &GroupKey>,
@@ -204,13 +274,28 @@ impl Filer {
             .values()
             .map(|key| (key.clone(), Vec::new()))
             .collect();
-        for batch in ids.chunks(crate::usage::resolve::BATCH) {
+        // Any group's supplemental files of the period, asked for with the first batch.
+        let supplements = Rql::like("external_id", format!("*:{}:late-*", self.period));
+        for (at, batch) in ids.chunks(crate::usage::resolve::BATCH).enumerate() {
+            let mains = Rql::one_of("external_id", batch.iter().copied());
             let filter = Rql::all([
-                Rql::one_of("external_id", batch.iter().copied()),
+                match at {
+                    0 => mains.or(supplements.clone()),
+                    _ => mains,
+                },
                 Rql::ne("status", FileStatus::Deleted),
             ]);
             for file in self.client.usage_files(filter).await? {
-                let Some(key) = file.external_id.as_ref().and_then(|id| wanted.get(id)) else {
+                let Some(external_id) = file.external_id.as_deref() else {
+                    continue;
+                };
+                let main = match late::parse_external_id(external_id) {
+                    Some((key, period, Part::Late(_))) if period == self.period => {
+                        key.external_id(period)
+                    }
+                    _ => external_id.to_string(),
+                };
+                let Some(key) = wanted.get(&main) else {
                     continue;
                 };
                 let same_group = file.product_id() == Some(key.product_id.as_str())
@@ -227,7 +312,7 @@ impl Filer {
     }
 
     /// Files the group, never returning an error: failures become a `Failed` outcome.
-    /// `known` is the group's live files when the caller listed them already.
+    /// `known` is the group's live files (all parts) when the caller listed them already.
     pub async fn file_group(
         &self,
         group: Arc<Group>,
@@ -238,10 +323,11 @@ impl Filer {
         self.conclude(outcome, result).await
     }
 
-    /// Uploads the group into its existing file `file_id` (a rebuild after a rejection), never
-    /// returning an error: failures become a `Failed` outcome.
-    pub async fn refill_group(&self, group: Arc<Group>, file_id: &str) -> GroupOutcome {
+    /// Uploads the group into its existing file `file_id`, the group's `part` (a rebuild after
+    /// a rejection), never returning an error: failures become a `Failed` outcome.
+    pub async fn refill_group(&self, group: Arc<Group>, part: Part, file_id: &str) -> GroupOutcome {
         let mut outcome = GroupOutcome::of(&group, Some(file_id));
+        outcome.part = part;
         let result = self.fill(&group, file_id, &mut outcome).await;
         self.conclude(outcome, result).await
     }
@@ -269,20 +355,45 @@ impl Filer {
         outcome
     }
 
-    fn new_file(&self, key: &GroupKey, currency: &str) -> NewUsageFile {
+    /// A new file for `part` of the group, its note recording the `digest` of what it is
+    /// filled with.
+    fn new_file(&self, key: &GroupKey, part: Part, currency: &str, digest: Digest) -> NewUsageFile {
+        let (name, description) = match part {
+            Part::Main => (String::new(), String::new()),
+            Part::Late(n) => (
+                format!(" late-{n}"),
+                format!(" (late records, supplement {n})"),
+            ),
+        };
+        let generated = format!("generated by connect-payg {}", env!("CARGO_PKG_VERSION"));
         NewUsageFile {
-            name: format!("{} {} {}", key.product_id, key.contract_id, self.period),
-            description: format!("PAYG usage for {}", self.period.human()),
-            note: Some(format!(
-                "generated by connect-payg {}",
-                env!("CARGO_PKG_VERSION")
-            )),
+            name: format!(
+                "{} {} {}{name}",
+                key.product_id, key.contract_id, self.period
+            ),
+            description: format!("PAYG usage for {}{description}", self.period.human()),
+            note: Some(note::note_with_digest(Some(&generated), digest)),
             period: UsagePeriod::new(self.period.first_day(), self.period.last_day()),
             currency: currency.to_string(),
             product: Reference::id(&key.product_id),
             contract: Reference::id(&key.contract_id),
-            external_id: key.external_id(self.period),
+            external_id: part.external_id(key, self.period),
         }
+    }
+
+    /// The digest of the records a workbook of `group` holds (computed on the blocking pool).
+    async fn digest(&self, group: &Arc<Group>) -> Result<Digest, FilingError> {
+        let (group, period) = (group.clone(), self.period);
+        tokio::task::spawn_blocking(move || {
+            Digest::of_rows(
+                group
+                    .rows
+                    .iter()
+                    .map(|row| workbook::usage_row(row, period)),
+            )
+        })
+        .await
+        .map_err(|join| FilingError::Group(format!("computing the group's digest failed: {join}")))
     }
 
     /// The group's workbook for upload; also saved under the work directory when workbooks
@@ -294,7 +405,7 @@ impl Filer {
     ) -> Result<Vec<u8>, FilingError> {
         let bytes = workbook::build_group(group.clone(), self.period, self.package.clone()).await?;
         if self.keep_workbooks {
-            let path = self.workbook_path(&group.key)?;
+            let path = self.workbook_path(&group.key, outcome.part)?;
             let target = path.clone();
             let (bytes, saved) = tokio::task::spawn_blocking(move || {
                 let saved = crate::output::write_bytes(&target, &bytes);
