@@ -6,8 +6,9 @@
 //! 2. The end-to-end month: the monthly schedule through the real runner over the simulator
 //!    at 200, 10k and 100k subscriptions, with 0 and 20 ms of REST latency.
 //! 3. Event throughput: usage-file events through the runner.
-//! 4. Reading sources: 1M records as CSV, gzip CSV and Parquet through the product's source
-//!    and record checks.
+//! 4. Reading sources: 1M records as CSV, gzip CSV and Parquet, and from PostgreSQL and MariaDB
+//!    (throwaway servers, as the tests start them), through the product's source and record
+//!    checks.
 //!
 //! Every measured workload runs in its own process (this binary re-invoked as `bench child
 //! …`) so that its peak RSS is its own; the simulator stays in this, the parent, process.
@@ -20,6 +21,10 @@ mod measure;
 mod month;
 mod python;
 mod runner_child;
+// The tests' throwaway database servers, one set-up for both: development code, so it is
+// included here by path rather than living in the library the product binary is built from.
+#[path = "../../../tests/support/servers.rs"]
+mod servers;
 mod sources;
 mod workbook;
 mod world;
@@ -56,11 +61,11 @@ fn child(args: &[String]) -> Result<(), String> {
             &PathBuf::from(path),
         )?,
         [mode] if mode == "runner" => runner_child::child()?,
-        [mode, records, path] if mode == "source" => sources::child(
+        [mode, records, location] if mode == "source" => sources::child(
             records
                 .parse()
                 .map_err(|_| format!("bad record count {records}"))?,
-            &PathBuf::from(path),
+            location,
         )?,
         _ => return Err(format!("unknown child workload {args:?}")),
     };
