@@ -1350,6 +1350,10 @@ fn check_usage_source(source: &str) -> Result<(), ConfigError> {
             "is not a valid URL ({e}); the value is not shown, it may hold a password"
         ))
     })?;
+    // A database URL's parameters are checked at start, as the source checks them.
+    if let Some(engine) = sql::Engine::of(source) {
+        sql::check_parameters(engine, &sample_location(source)).map_err(bad)?;
+    }
     match url.scheme() {
         "file" if url.host_str().is_some_and(|h| !h.is_empty()) => Err(bad(
             "a file:// source names no host: write file:///absolute/path".into(),

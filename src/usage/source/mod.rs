@@ -540,28 +540,26 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn a_parquet_file_compressed_whole_is_refused() {
-        let source = UsageSource::new("file:///data/usage-{period}.parquet.gz", None);
-        let error = source
+    /// The error opening `template` for January 2024, as shown.
+    async fn open_error(template: &str) -> String {
+        UsageSource::new(template, None)
             .open(Period::parse("2024-01").unwrap())
             .await
             .err()
-            .unwrap()
-            .to_string();
+            .expect("the source is refused")
+            .to_string()
+    }
+
+    #[tokio::test]
+    async fn a_parquet_file_compressed_whole_is_refused() {
+        let error = open_error("file:///data/usage-{period}.parquet.gz").await;
         assert!(error.contains("/data/usage-2024-01.parquet.gz"), "{error}");
         assert!(error.contains("cannot be compressed whole"), "{error}");
     }
 
     #[tokio::test]
     async fn a_missing_file_names_the_source() {
-        let source = UsageSource::new("file:///nonexistent/usage-{period}.csv", None);
-        let error = source
-            .open(Period::parse("2024-01").unwrap())
-            .await
-            .err()
-            .unwrap()
-            .to_string();
+        let error = open_error("file:///nonexistent/usage-{period}.csv").await;
         assert!(error.contains("/nonexistent/usage-2024-01.csv"), "{error}");
         assert!(error.contains("not found"), "{error}");
     }

@@ -21,6 +21,10 @@
 //! * The password (`USAGE_SOURCE_AUTH`, or the URL's) goes only over TLS that cannot be
 //!   skipped (`sslmode=require` or stricter) or to this machine, and never into an error: the
 //!   source is named by its redacted URL and error texts are scrubbed of the password.
+//! * The URL's parameters are checked here before the driver sees them ([`check_parameters`]):
+//!   sqlx logs a parameter it does not know together with its value (a vendor may have put a
+//!   token there), or drops it silently (MySQL). An unknown parameter is refused by name, its
+//!   value never shown.
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -521,6 +525,97 @@ pub fn credential_target(location: &str) -> Option<(String, bool)> {
     Some((origin, options.protects_password()))
 }
 
+/// The URL parameters each engine's client takes (sqlx's names; `options[NAME]` too for
+/// PostgreSQL), and those it takes but this source sets itself, with the reason.
+const POSTGRES_PARAMETERS: [&str; 18] = [
+    "sslmode",
+    "ssl-mode",
+    "sslrootcert",
+    "ssl-root-cert",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "statement-cache-capacity",
+    "host",
+    "hostaddr",
+    "port",
+    "dbname",
+    "user",
+    "password",
+    "options",
+    "options[…]",
+];
+const MYSQL_PARAMETERS: [&str; 12] = [
+    "sslmode",
+    "ssl-mode",
+    "sslca",
+    "ssl-ca",
+    "sslcert",
+    "ssl-cert",
+    "sslkey",
+    "ssl-key",
+    "charset",
+    "collation",
+    "statement-cache-capacity",
+    "socket",
+];
+const SET_HERE: [(Engine, &str, &str); 3] = [
+    (
+        Engine::Postgres,
+        "application_name",
+        "connect-payg names its connections itself",
+    ),
+    (
+        Engine::MySql,
+        "timezone",
+        "the session's time zone is always UTC, so TIMESTAMP columns read as UTC",
+    ),
+    (
+        Engine::MySql,
+        "time-zone",
+        "the session's time zone is always UTC, so TIMESTAMP columns read as UTC",
+    ),
+];
+
+/// Refuses a database URL parameter the engine's client does not take (or takes but this source
+/// sets itself), naming the parameter and never its value.
+pub fn check_parameters(engine: Engine, location: &str) -> Result<(), String> {
+    let Ok(url) = url::Url::parse(location) else {
+        // The driver's parser refuses it, with a message that does not quote the URL.
+        return Ok(());
+    };
+    let known: &[&str] = match engine {
+        Engine::Postgres => &POSTGRES_PARAMETERS,
+        Engine::MySql => &MYSQL_PARAMETERS,
+    };
+    let client = match engine {
+        Engine::Postgres => "PostgreSQL",
+        Engine::MySql => "MySQL",
+    };
+    for (key, _) in url.query_pairs() {
+        if let Some((_, _, reason)) = SET_HERE
+            .iter()
+            .find(|(e, name, _)| *e == engine && *name == key)
+        {
+            return Err(format!(
+                "USAGE_SOURCE's parameter {key:?} cannot be set: {reason}"
+            ));
+        }
+        let indexed_option =
+            engine == Engine::Postgres && key.starts_with("options[") && key.ends_with(']');
+        if !indexed_option && !known.contains(&key.as_ref()) {
+            return Err(format!(
+                "USAGE_SOURCE has the parameter {key:?}, which the {client} client does not \
+                 take (its value is not shown); it takes {}",
+                known.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Parsed connection options of either engine.
 enum ConnectOptions {
     Postgres(PgConnectOptions),
@@ -529,6 +624,8 @@ enum ConnectOptions {
 
 impl ConnectOptions {
     fn parse(engine: Engine, location: &str) -> Result<Self, String> {
+        // Before the driver's parser, which logs an unknown parameter with its value.
+        check_parameters(engine, location)?;
         // Both engines' parsers read the URL's parts, not its scheme; `mariadb://` is MySQL's.
         let (_, rest) = location.split_once("://").unwrap_or(("", location));
         let parsed = match engine {
@@ -1192,6 +1289,59 @@ mod tests {
             ("BOOLEAN", None),
         ] {
             assert_eq!(kind_of(Engine::MySql, type_name), kind, "{type_name}");
+        }
+    }
+
+    #[test]
+    fn unknown_url_parameters_are_refused_by_name_not_value() {
+        for (location, refused) in [
+            ("postgres://u@h/db", None),
+            (
+                "postgres://u@h/db?sslmode=verify-full&sslrootcert=/ca.pem&options[search_path]=x",
+                None,
+            ),
+            ("postgresql://u@h/db?host=/run/pg&port=5433&dbname=x", None),
+            (
+                "postgres://u@h/db?vendor_token=Tk-991",
+                Some("vendor_token"),
+            ),
+            (
+                "postgres://u@h/db?sslmode=require&connect_timeout=Tk-991",
+                Some("connect_timeout"),
+            ),
+            (
+                "postgres://u@h/db?application_name=Tk-991",
+                Some("application_name"),
+            ),
+            (
+                "postgres://u@h/db?ssl-mode=require&sslca=Tk-991",
+                Some("sslca"),
+            ),
+            (
+                "mysql://u@h/db?ssl-mode=VERIFY_IDENTITY&ssl-ca=/ca.pem&charset=utf8mb4",
+                None,
+            ),
+            ("mariadb://u@h/db?socket=/run/mysqld.sock", None),
+            ("mysql://u@h/db?sslrootcert=Tk-991", Some("sslrootcert")),
+            ("mysql://u@h/db?api%5Fkey=Tk-991", Some("api_key")),
+            ("mysql://u@h/db?timezone=Tk-991", Some("timezone")),
+        ] {
+            let engine = Engine::of(location).unwrap();
+            let checked = check_parameters(engine, location);
+            match refused {
+                None => assert_eq!(checked, Ok(()), "{location}"),
+                Some(name) => {
+                    let error = checked.expect_err(location);
+                    assert!(error.contains(&format!("{name:?}")), "{error}");
+                    assert!(!error.contains("Tk-991"), "{error}");
+                }
+            }
+            // The check runs before the driver parses (and would log) anything.
+            assert_eq!(
+                ConnectOptions::parse(engine, location).is_ok(),
+                refused.is_none(),
+                "{location}"
+            );
         }
     }
 
