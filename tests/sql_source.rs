@@ -747,6 +747,7 @@ async fn tls_is_verified(db: Db) {
     std::fs::create_dir(&own_dir).unwrap();
     std::fs::create_dir(&other_dir).unwrap();
     let own = servers::certificates(&own_dir, "payg test CA").unwrap();
+    // An impostor: another CA of the same name (its signature, not its name, gives it away).
     let other = servers::certificates(&other_dir, "payg test CA").unwrap();
     let server = tokio::task::spawn_blocking(move || match db {
         Db::Postgres => servers::postgres_tls(&own),
