@@ -25,6 +25,12 @@ use connect_sim::devops::{DevopsStats, Malformed, TaskResult, USAGE_FILE_EVENT};
 use connect_sim::{SeedSpec, SimConfig, Simulator};
 use payg_shared::protocol::{ResultCode, TaskCategory, Variable};
 
+// Log lines written while a test runs on this thread (the tests' runtime is single-threaded,
+// so every task of the runner logs here).
+#[path = "support/captured.rs"]
+mod captured;
+use captured::Captured;
+
 const SCHEDULE: &str = "generate_monthly_usage_reports";
 const INSTANCE: &str = "test-instance-1";
 const WAIT: Duration = Duration::from_secs(20);
@@ -810,43 +816,6 @@ async fn local_stop_waits_for_running_tasks() {
     assert_eq!(sim.devops().protocol_errors(), Vec::<String>::new());
 }
 
-/// Log lines written while a test runs on this thread (the tests' runtime is single-threaded,
-/// so every task of the runner logs here).
-#[derive(Clone, Default)]
-struct Captured(Arc<std::sync::Mutex<Vec<u8>>>);
-
-impl std::io::Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    /// Captures this thread's logs at DEBUG and above until the guard is dropped.
-    fn start() -> (Captured, tracing::subscriber::DefaultGuard) {
-        let captured = Captured::default();
-        let writer = captured.clone();
-        let subscriber = tracing_subscriber::fmt()
-            .with_max_level(tracing::Level::DEBUG)
-            .with_ansi(false)
-            .with_writer(move || writer.clone())
-            .finish();
-        (captured, tracing::subscriber::set_default(subscriber))
-    }
-
-    fn lines(&self) -> Vec<String> {
-        String::from_utf8_lossy(&self.0.lock().unwrap())
-            .lines()
-            .map(str::to_string)
-            .collect()
-    }
-}
-
 /// A schedule handler whose first call panics before it has a future to return, and whose
 /// second call awaits a spawned job that panics (passing the panic on).
 #[derive(Default)]
@@ -891,7 +860,7 @@ async fn a_panic_anywhere_in_a_handlers_work_is_answered() {
 
 #[tokio::test]
 async fn input_reaches_the_logs_clipped() {
-    let (captured, _guard) = Captured::start();
+    let (captured, _guard) = Captured::start(tracing::Level::DEBUG);
     let harness = Harness::start(registry(success(), success()), fast_options()).await;
     let huge = "y".repeat(3 * 1024 * 1024);
     let task_id = harness
@@ -914,7 +883,7 @@ async fn input_reaches_the_logs_clipped() {
 
 #[tokio::test]
 async fn a_refused_key_is_logged_at_error_rate_limited_and_ends_the_runner() {
-    let (captured, _guard) = Captured::start();
+    let (captured, _guard) = Captured::start(tracing::Level::DEBUG);
     let options = RunnerOptions {
         backoff_base: Duration::from_millis(5),
         backoff_max: Duration::from_millis(20),

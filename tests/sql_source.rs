@@ -11,16 +11,17 @@
 //! `VERIFY_IDENTITY` with the CA given: rows; with another CA: an error naming the source), and
 //! a URL parameter the driver does not know is refused by name, its value never logged.
 
+#[path = "support/captured.rs"]
+mod captured;
 mod common;
 #[path = "support/servers.rs"]
 mod servers;
 
 use std::collections::BTreeMap;
-use std::io::Write;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use captured::Captured;
 use common::{default_world, World};
 use connect_payg::config::Secret;
 use connect_payg::usage::workbook::usage_row;
@@ -816,26 +817,6 @@ async fn mariadb_tls_is_verified_against_the_ca_given() {
     tls_is_verified(Db::MariaDb).await;
 }
 
-/// Log lines written through a subscriber set for this thread.
-#[derive(Clone, Default)]
-struct Captured(Arc<Mutex<Vec<u8>>>);
-
-impl Write for Captured {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
-impl Captured {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
 /// sqlx's URL parser logs a parameter it does not know with its value: the source refuses such a
 /// parameter before the driver sees the URL, by name; neither the library (at TRACE) nor the
 /// binary (at trace, refusing it at start) writes the value anywhere.
@@ -846,19 +827,13 @@ async fn an_unknown_url_parameter_is_refused_by_name_and_its_value_never_logged(
         "postgres://payg@127.0.0.1:{}/payg?sslmode=disable&vendor_token={value}",
         servers::free_port()
     );
-    let captured = Captured::default();
-    let writer = captured.clone();
-    let subscriber = tracing_subscriber::fmt()
-        .with_max_level(tracing::Level::TRACE)
-        .with_writer(move || writer.clone())
-        .finish();
     let error = {
-        let _guard = tracing::subscriber::set_default(subscriber);
+        let (captured, _guard) = Captured::start(tracing::Level::TRACE);
         // The hazard is real, and the capture sees it: the driver's own parser logs the value.
         let _ = sqlx::postgres::PgConnectOptions::from_str(&url);
         assert!(captured.text().contains(value), "{}", captured.text());
-        captured.0.lock().unwrap().clear();
-        drain(
+        captured.clear();
+        let error = drain(
             &source(
                 &url,
                 None,
@@ -868,7 +843,13 @@ async fn an_unknown_url_parameter_is_refused_by_name_and_its_value_never_logged(
             &feb(),
         )
         .await
-        .expect_err("an unknown parameter")
+        .expect_err("an unknown parameter");
+        assert!(
+            !captured.text().contains(value),
+            "logged: {}",
+            captured.text()
+        );
+        error
     };
     let text = error.to_string();
     assert!(
@@ -878,11 +859,6 @@ async fn an_unknown_url_parameter_is_refused_by_name_and_its_value_never_logged(
     assert!(
         !text.contains(value) && !format!("{error:?}").contains(value),
         "{text}"
-    );
-    assert!(
-        !captured.text().contains(value),
-        "logged: {}",
-        captured.text()
     );
 
     let dir = tempfile::tempdir().unwrap();
