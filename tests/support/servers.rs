@@ -474,10 +474,16 @@ pub fn start_mariadb(tls: Option<&Certificates>) -> Result<Server, String> {
     let user = server_user()?;
     let dir = server_dir(user)?;
     let data = dir.path().join("data");
+    // Its own directory for temporary tables: in a shared /tmp, servers started side by side
+    // (or by others on the machine) have been seen to trip over each other's files.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    chown(&tmp, user)?;
     let mut initialise = as_server_user(&install, user);
     initialise
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
         .arg("--skip-name-resolve");
     run(initialise, "mariadb-install-db")?;
@@ -499,6 +505,7 @@ pub fn start_mariadb(tls: Option<&Certificates>) -> Result<Server, String> {
         server
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!("--socket={}", socket.display()))
             .arg(format!(
                 "--pid-file={}",
