@@ -27,7 +27,7 @@
 //! * `output` — files left for a person: checked names, private modes, atomic replacement.
 //! * `sandbox` — the whole product against the simulator (the `connect-sim` crate) in one
 //!   command.
-//! * [`cli`] — the command line: `run`, `report`, `validate`, `sandbox`, `health`.
+//! * [`cli`] — the command line: `run`, `report`, `status`, `validate`, `sandbox`, `health`.
 //!
 //! The picture (runner → registry → handlers, the data path from source to Connect, where the
 //! simulator sits) is in `docs/architecture.md`; running the product is in `docs/operations.md`.

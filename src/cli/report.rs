@@ -39,14 +39,22 @@ pub struct ReportArgs {
 
 /// What the arguments ask of the period choice; a malformed one is an error naming it.
 fn period_request(args: &ReportArgs) -> Result<PeriodRequest, CliError> {
+    periods_asked(&args.periods, args.range.as_ref(), args.cadence.as_deref())
+}
+
+/// `--period` (repeated), `--from`/`--to` and `--cadence` as typed, as a period request (the
+/// `report` and `status` commands choose their periods the same way).
+pub(super) fn periods_asked(
+    named: &[String],
+    range: Option<&(String, String)>,
+    cadence: Option<&str>,
+) -> Result<PeriodRequest, CliError> {
     let usage = |reason: String| CliError::Usage(reason);
-    let cadence = args
-        .cadence
-        .as_deref()
+    let cadence = cadence
         .map(|text| text.parse::<Cadence>())
         .transpose()
         .map_err(|reason| usage(format!("--cadence: {reason}")))?;
-    let named: Option<(Vec<Period>, &'static str)> = match &args.range {
+    let named: Option<(Vec<Period>, &'static str)> = match range {
         Some((from, to)) => {
             let parse = |text: &str, flag: &str| {
                 Period::parse(text).map_err(|reason| usage(format!("{flag}: {reason}")))
@@ -56,10 +64,9 @@ fn period_request(args: &ReportArgs) -> Result<PeriodRequest, CliError> {
                 .map_err(|reason| usage(format!("--from/--to: {reason}")))?;
             Some((periods, "--from/--to"))
         }
-        None if args.periods.is_empty() => None,
+        None if named.is_empty() => None,
         None => {
-            let periods = args
-                .periods
+            let periods = named
                 .iter()
                 .map(|text| Period::parse(text))
                 .collect::<Result<Vec<Period>, String>>()
@@ -100,8 +107,8 @@ pub async fn report(sources: SettingsSources, args: ReportArgs) -> Result<Outcom
     let reporter = Reporter::new(client, settings.report.clone());
     let job = ReportJob {
         period: periods[0],
-        contracts: args.contracts,
-        products: args.products,
+        contracts: args.contracts.clone(),
+        products: args.products.clone(),
         dry_run: args.dry_run,
         workdir: args.out.clone(),
         keep_workbooks: true,
@@ -136,6 +143,12 @@ pub async fn report(sources: SettingsSources, args: ReportArgs) -> Result<Outcom
     }
     if args.dry_run {
         println!("workbooks: {}", args.out.display());
+    } else {
+        // What the run touched, as `status` shows it (read again from the source and platform).
+        let status = reporter
+            .status(&periods, &args.contracts, &args.products)
+            .await;
+        print!("\nstatus:\n{}", status.text());
     }
     Ok(match work_failed(&ledger, args.allow_empty) {
         true => Outcome::WorkFailed,

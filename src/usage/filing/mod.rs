@@ -45,6 +45,7 @@ pub mod late;
 pub mod note;
 mod supplement;
 
+pub(crate) use supplement::Comparison;
 pub use supplement::write_late_records;
 
 use std::collections::HashMap;
