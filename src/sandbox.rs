@@ -389,13 +389,44 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
                     correction.new_quantity.parse().unwrap_or_default(),
                 )
     });
-    Ok(summary(
+    let mut text = summary(
         &playground,
         &headline,
         &rejected.id,
         &note,
         quantity_fixed,
-    ))
+    );
+    text.push_str(&status_of(&playground).await);
+    Ok(text)
+}
+
+/// The month as `connect-payg status` sees it at the end, in its totals line.
+async fn status_of(playground: &Playground) -> String {
+    let mut env: std::collections::HashMap<String, String> =
+        playground.runner_env().into_iter().collect();
+    env.insert("USAGE_SOURCE".into(), playground.usage_source());
+    env.insert("REPORT_PERIOD".into(), playground.period.to_string());
+    let sources = SettingsSources {
+        env: Some(env),
+        ..SettingsSources::default()
+    };
+    let reporter = sources
+        .load()
+        .map_err(|e| e.to_string())
+        .and_then(|settings| {
+            let options = crate::connect::ClientOptions::from_settings(&settings)
+                .map_err(|e| e.to_string())?;
+            let client =
+                crate::connect::ConnectClient::new(options).map_err(|e| e.to_string())?;
+            Ok(crate::usage::Reporter::new(client, settings.report))
+        });
+    match reporter {
+        Ok(reporter) => {
+            let status = reporter.status(&[playground.period], &[], &[]).await;
+            format!("Status: {}", status.brief())
+        }
+        Err(error) => format!("Status: could not be looked at: {error}\n"),
+    }
 }
 
 fn summary(

@@ -397,6 +397,27 @@ impl StatusReport {
     }
 }
 
+impl StatusReport {
+    /// The totals line of each period and the verdict, for a short ending (the sandbox).
+    pub fn brief(&self) -> String {
+        let mut text = String::new();
+        for period in &self.periods {
+            let _ = writeln!(text, "{}", period.totals_line());
+        }
+        if self.periods.len() != 1 {
+            let _ = writeln!(
+                text,
+                "{}",
+                match self.needs_attention {
+                    true => "needs attention",
+                    false => "nothing needs attention",
+                }
+            );
+        }
+        text
+    }
+}
+
 impl PeriodStatus {
     /// The period's totals in a line.
     fn totals_line(&self) -> String {
@@ -590,7 +611,7 @@ mod tests {
     use super::*;
     use crate::usage::filing::late::Digest;
     use crate::usage::workbook::{Cell, UsageRow};
-    use Attention::*;
+    use Attention::{ChangedAfterFiling, LateRecords, Missing, NotSubmitted, RejectedLimitReached};
     use FileStatus::*;
 
     fn file(status: FileStatus, rebuilds: u32) -> UsageFile {
@@ -615,7 +636,7 @@ mod tests {
             ("submitted, unchanged", 5, vec![main(Pending, 0)], 0, 0, vec![]),
             ("accepted", 5, vec![main(Accepted, 0)], 0, 0, vec![]),
             ("closed", 5, vec![main(Closed, 0)], 0, 0, vec![]),
-            ("invalid", 5, vec![main(Invalid, 0)], 0, 0, vec![Invalid]),
+            ("invalid", 5, vec![main(Invalid, 0)], 0, 0, vec![Attention::Invalid]),
             (
                 "rejected below the limit: waits for its rebuild",
                 5,
@@ -679,7 +700,7 @@ mod tests {
                 vec![main(Pending, 0), late1(Invalid)],
                 0,
                 0,
-                vec![Invalid],
+                vec![Attention::Invalid],
             ),
             (
                 "a supplement submitted",
@@ -725,7 +746,7 @@ mod tests {
     fn attention_has_stable_names() {
         let all = [
             Missing,
-            Invalid,
+            Attention::Invalid,
             RejectedLimitReached,
             NotSubmitted,
             LateRecords,
