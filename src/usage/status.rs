@@ -53,6 +53,16 @@ pub enum Attention {
 }
 
 impl Attention {
+    /// Every kind, in the order they are listed.
+    pub const ALL: [Attention; 6] = [
+        Attention::Missing,
+        Attention::Invalid,
+        Attention::RejectedLimitReached,
+        Attention::NotSubmitted,
+        Attention::LateRecords,
+        Attention::ChangedAfterFiling,
+    ];
+
     /// The name in `--json` (stable).
     pub fn code(self) -> &'static str {
         match self {
@@ -322,7 +332,7 @@ impl StatusReport {
         let mut text = String::new();
         let _ = writeln!(
             text,
-            "{:<10} {:<20} {:<20} {:<34} {:<22} {:>8} {:>8} {:>8}  attention",
+            "{:<10} {:<23} {:<17} {:<22} {:<16} {:>8} {:>8} {:>8}  attention",
             "period", "contract", "product", "files", "status", "rebuilds", "source", "filed"
         );
         for period in &self.periods {
@@ -354,7 +364,7 @@ impl StatusReport {
                     attention.push(format!("error: {error}"));
                 }
                 let mut line = format!(
-                    "{:<10} {:<20} {:<20} {:<34} {:<22} {:>8} {:>8} {:>8}  {}",
+                    "{:<10} {:<23} {:<17} {:<22} {:<16} {:>8} {:>8} {:>8}  {}",
                     group.period,
                     group.contract,
                     group.product,
@@ -449,10 +459,9 @@ impl PeriodStatus {
                 line.push_str("; nothing needs attention");
             }
         } else {
-            let counts: Vec<String> = t
-                .attention
+            let counts: Vec<String> = Attention::ALL
                 .iter()
-                .map(|(code, n)| format!("{} {n}", code.replace('_', " ")))
+                .filter_map(|kind| Some(format!("{kind} {}", t.attention.get(kind.code())?)))
                 .collect();
             let _ = write!(
                 line,
@@ -744,14 +753,7 @@ mod tests {
 
     #[test]
     fn attention_has_stable_names() {
-        let all = [
-            Missing,
-            Attention::Invalid,
-            RejectedLimitReached,
-            NotSubmitted,
-            LateRecords,
-            ChangedAfterFiling,
-        ];
+        let all = Attention::ALL;
         let json: Vec<String> = all
             .iter()
             .map(|a| serde_json::to_string(a).unwrap())
