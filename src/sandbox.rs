@@ -389,13 +389,7 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
                     correction.new_quantity.parse().unwrap_or_default(),
                 )
     });
-    let mut text = summary(
-        &playground,
-        &headline,
-        &rejected.id,
-        &note,
-        quantity_fixed,
-    );
+    let mut text = summary(&playground, &headline, &rejected.id, &note, quantity_fixed);
     text.push_str(&status_of(&playground).await);
     Ok(text)
 }
@@ -416,8 +410,7 @@ async fn status_of(playground: &Playground) -> String {
         .and_then(|settings| {
             let options = crate::connect::ClientOptions::from_settings(&settings)
                 .map_err(|e| e.to_string())?;
-            let client =
-                crate::connect::ConnectClient::new(options).map_err(|e| e.to_string())?;
+            let client = crate::connect::ConnectClient::new(options).map_err(|e| e.to_string())?;
             Ok(crate::usage::Reporter::new(client, settings.report))
         });
     match reporter {

@@ -530,7 +530,10 @@ async fn metrics_count_the_log_lines_shipped_and_dropped() {
     assert!(shipped > 0.0 && dropped > 0.0);
     // The listener received at least the lines counted as shipped.
     let received: usize = devops.logs().batches().iter().map(|b| b.lines.len()).sum();
-    assert!(received as f64 >= shipped, "{received} received, {shipped} counted");
+    assert!(
+        received as f64 >= shipped,
+        "{received} received, {shipped} counted"
+    );
     // A later scrape never counts less.
     let again = scrape(address).await;
     assert!(counter(&again, "connect_payg_log_lines_shipped_total", &[]) >= shipped);

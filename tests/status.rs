@@ -144,7 +144,9 @@ fn group_in<'d>(document: &'d Value, key: &GroupKey) -> &'d Value {
         .as_array()
         .unwrap()
         .iter()
-        .find(|g| g["contract"] == key.contract_id.as_str() && g["product"] == key.product_id.as_str())
+        .find(|g| {
+            g["contract"] == key.contract_id.as_str() && g["product"] == key.product_id.as_str()
+        })
         .unwrap_or_else(|| panic!("{key} in {document:#}"))
 }
 
@@ -209,12 +211,12 @@ async fn a_month_with_every_kind_of_attention() {
         .unwrap();
     assert_eq!(summary.failed(), 0, "{}", summary.headline());
     assert!(
-        world
-            .live_files()
-            .iter()
-            .any(|f| f.external_id.as_deref()
-                == Some(&format!("{}:late-1", supplemented.external_id(world.period)))
-                && f.status == FileStatus::Pending),
+        world.live_files().iter().any(|f| f.external_id.as_deref()
+            == Some(&format!(
+                "{}:late-1",
+                supplemented.external_id(world.period)
+            ))
+            && f.status == FileStatus::Pending),
         "{:#?}",
         world.live_files()
     );
@@ -234,7 +236,10 @@ async fn a_month_with_every_kind_of_attention() {
     let client = world.client(&world.settings(&[]));
     let invalid_id = file_by_hand(&world, &invalid, 1).await;
     client
-        .upload_usage_file(&invalid_id, workbook_bytes(std::iter::empty()).unwrap().into())
+        .upload_usage_file(
+            &invalid_id,
+            workbook_bytes(std::iter::empty()).unwrap().into(),
+        )
         .await
         .unwrap();
     world
@@ -314,7 +319,10 @@ async fn a_month_with_every_kind_of_attention() {
     assert_eq!(group["status"], "invalid");
     assert_eq!(group["files"][0]["id"], invalid_id.as_str());
     assert!(group["files"][0]["error_detail"].is_string(), "{group:#}");
-    assert_eq!(group_in(&document, &draft)["files"][0]["id"], draft_id.as_str());
+    assert_eq!(
+        group_in(&document, &draft)["files"][0]["id"],
+        draft_id.as_str()
+    );
     assert_eq!(group_in(&document, &draft)["status"], "draft");
     let group = group_in(&document, &rejected);
     assert_eq!(group["status"], "rejected");
@@ -364,7 +372,10 @@ async fn a_month_with_every_kind_of_attention() {
     let line = line_of(&text, &rejected);
     assert!(line.contains("rejected (limit reached)"), "{line}");
     assert!(line.contains("Quantities look too high"), "{line}");
-    assert!(line_of(&text, &late).ends_with("late records (1)"), "{text}");
+    assert!(
+        line_of(&text, &late).ends_with("late records (1)"),
+        "{text}"
+    );
     assert!(
         line_of(&text, &changed).ends_with("changed after filing (1)"),
         "{text}"
@@ -413,7 +424,9 @@ async fn a_clean_month_reported_then_looked_at_exits_0() {
     let (code, report, stderr) = run(&world, &env, &["report", "--out", out]).await;
     assert_eq!(code, 0, "{report}\n{stderr}");
     // The report ends with the status of what it touched.
-    let status_at = report.find("\nstatus:\n").expect("the status after the table");
+    let status_at = report
+        .find("\nstatus:\n")
+        .expect("the status after the table");
     assert!(
         report[status_at..].ends_with("nothing needs attention\n"),
         "{report}"
@@ -472,10 +485,21 @@ async fn bad_arguments_exit_2_naming_the_argument() {
     for (args, named) in [
         (vec!["status", "--period", "2024-13"], "--period"),
         (vec!["status", "--period", "2999-01"], "--period"),
-        (vec!["status", "--period", "2024-01", "--period", "2024-01-05"], "--period"),
-        (vec!["status", "--from", "2024-03", "--to", "2024-01"], "--from/--to"),
+        (
+            vec!["status", "--period", "2024-01", "--period", "2024-01-05"],
+            "--period",
+        ),
+        (
+            vec!["status", "--from", "2024-03", "--to", "2024-01"],
+            "--from/--to",
+        ),
         (vec!["status", "--from", "2024-01"], "--to"),
-        (vec!["status", "--period", "2024-01", "--from", "2024-01", "--to", "2024-02"], "--from"),
+        (
+            vec![
+                "status", "--period", "2024-01", "--from", "2024-01", "--to", "2024-02",
+            ],
+            "--from",
+        ),
         (vec!["status", "--contract"], "--contract"),
         (vec!["status", "--jsn"], "--jsn"),
     ] {

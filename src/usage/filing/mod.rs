@@ -45,8 +45,8 @@ pub mod late;
 pub mod note;
 mod supplement;
 
-pub(crate) use supplement::Comparison;
 pub use supplement::write_late_records;
+pub(crate) use supplement::Comparison;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
