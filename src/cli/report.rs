@@ -95,16 +95,26 @@ pub(super) fn periods_asked(
     })
 }
 
-pub async fn report(sources: SettingsSources, args: ReportArgs) -> Result<Outcome, CliError> {
+/// The set-up `report` and `status` share: the settings loaded, logging started, the periods
+/// `request` chooses now (exit 2 on one not reportable), the source and key required, and the
+/// reporter.
+pub(super) fn set_up(
+    sources: SettingsSources,
+    request: impl FnOnce() -> Result<PeriodRequest, CliError>,
+) -> Result<(Reporter, Vec<Period>), CliError> {
     let settings = sources.load()?;
     crate::logging::init(&settings.connection);
-    let periods = period_request(&args)?
+    let periods = request()?
         .choose(&settings.report, Utc::now())
         .map_err(|error| CliError::Usage(error.to_string()))?;
     settings.report.require_usage_source()?;
     settings.connection.require_api_key()?;
     let client = ConnectClient::new(ClientOptions::from_settings(&settings)?)?;
-    let reporter = Reporter::new(client, settings.report.clone());
+    Ok((Reporter::new(client, settings.report), periods))
+}
+
+pub async fn report(sources: SettingsSources, args: ReportArgs) -> Result<Outcome, CliError> {
+    let (reporter, periods) = set_up(sources, || period_request(&args))?;
     let job = ReportJob {
         period: periods[0],
         contracts: args.contracts.clone(),

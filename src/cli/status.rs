@@ -6,13 +6,9 @@
 //! Exit 0 when nothing needs attention, 1 when something does (or a period could not be looked
 //! at), 2 on bad arguments or settings; so it can drive a monitor.
 
-use chrono::Utc;
-
-use super::report::periods_asked;
+use super::report::{periods_asked, set_up};
 use super::{CliError, Outcome};
 use crate::config::SettingsSources;
-use crate::connect::{ClientOptions, ConnectClient};
-use crate::usage::report::Reporter;
 
 pub struct StatusArgs {
     /// `--period`, as typed, in order.
@@ -25,15 +21,9 @@ pub struct StatusArgs {
 }
 
 pub async fn status(sources: SettingsSources, args: StatusArgs) -> Result<Outcome, CliError> {
-    let settings = sources.load()?;
-    crate::logging::init(&settings.connection);
-    let periods = periods_asked(&args.periods, args.range.as_ref(), None)?
-        .choose(&settings.report, Utc::now())
-        .map_err(|error| CliError::Usage(error.to_string()))?;
-    settings.report.require_usage_source()?;
-    settings.connection.require_api_key()?;
-    let client = ConnectClient::new(ClientOptions::from_settings(&settings)?)?;
-    let reporter = Reporter::new(client, settings.report.clone());
+    let (reporter, periods) = set_up(sources, || {
+        periods_asked(&args.periods, args.range.as_ref(), None)
+    })?;
     let report = reporter
         .status(&periods, &args.contracts, &args.products)
         .await;
