@@ -1,6 +1,7 @@
 //! `connect-payg report`: the usage reports once, from a terminal, against the REST API — the
 //! periods named (`--period`, repeatable, or `--from P --to P`), else `REPORT_PERIOD`, else
-//! the catch-up window, as the schedule chooses them ([`PeriodRequest`]).
+//! the catch-up window, as the schedule chooses them ([`PeriodRequest`]); unless `--dry-run`,
+//! it ends with the status of the periods and groups it was asked for (`status`).
 //!
 //! Exit 2 before anything is read when a period named is not reportable yet, is of another
 //! cadence than the run's, or does not parse; exit 1 when a period could not be reported, a
