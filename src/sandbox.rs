@@ -394,11 +394,16 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
     Ok(text)
 }
 
-/// The month as `connect-payg status` sees it at the end, in its totals line.
+/// The month as `connect-payg status` sees it at the end, in its totals line: with the
+/// settings the runner had (its environment and the variables the platform holds now).
 async fn status_of(playground: &Playground) -> String {
     let mut env: std::collections::HashMap<String, String> =
         playground.runner_env().into_iter().collect();
-    env.insert("USAGE_SOURCE".into(), playground.usage_source());
+    for variable in playground.sim.devops().variables() {
+        if let Some(value) = variable.value {
+            env.insert(variable.name, value);
+        }
+    }
     env.insert("REPORT_PERIOD".into(), playground.period.to_string());
     let sources = SettingsSources {
         env: Some(env),

@@ -46,6 +46,14 @@ fn sandbox_walks_the_whole_life_cycle() {
         "{stdout}"
     );
     assert!(stdout.contains("0 protocol errors"), "{stdout}");
+    // It ends with the month as `connect-payg status` sees it.
+    assert!(
+        stdout
+            .lines()
+            .last()
+            .is_some_and(|l| l.starts_with("Status: ") && l.contains(" groups, ")),
+        "{stdout}"
+    );
     assert!(stdout.contains("failed 0"), "{stdout}");
     let workbooks = dir.path().join("sandbox-out/workbooks");
     let xlsx = std::fs::read_dir(&workbooks)
