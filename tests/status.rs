@@ -4,7 +4,8 @@
 //!   after the rebuild limit, late records, a record changed after filing, a file left as a
 //!   draft — and a group whose late records were filed in a supplemental file: the lines, the
 //!   JSON document, exit 1, and not one write request (downloads only where digests differ).
-//! * A clean month filed by `report` (which ends with the status of what it touched): exit 0.
+//! * A clean month filed by `report` (which ends with the status of what it touched): exit 0;
+//!   then a group whose records all left the source, in scope through its file: exit 1.
 //! * Bad arguments: exit 2, naming the argument.
 
 mod common;
@@ -79,18 +80,17 @@ fn key_of(world: &World, index: usize) -> GroupKey {
     }
 }
 
-/// The group a record's subscription belongs to.
-fn group_of(world: &World, record: &RawRecord) -> GroupKey {
+/// The group a record's subscription belongs to (`None`: no seeded subscription).
+fn group_of(world: &World, record: &RawRecord) -> Option<GroupKey> {
     let catalogue = world.sim.state().catalogue();
     let asset = catalogue
         .assets
         .iter()
-        .find(|a| Some(&a.id) == record.subscription_id.as_ref())
-        .expect("every record names a seeded asset");
-    GroupKey {
+        .find(|a| Some(&a.id) == record.subscription_id.as_ref())?;
+    Some(GroupKey {
         contract_id: asset.contract_id.clone(),
         product_id: asset.product_id.clone(),
-    }
+    })
 }
 
 /// Writes `records` as the month's export, where `USAGE_SOURCE` reads it.
@@ -105,7 +105,7 @@ fn late_record(world: &World, key: &GroupKey, id: &str) -> RawRecord {
         .usage
         .records
         .iter()
-        .find(|r| group_of(world, r) == *key)
+        .find(|r| group_of(world, r).as_ref() == Some(key))
         .expect("the group has records");
     RawRecord {
         record_id: Some(id.to_string()),
@@ -193,7 +193,7 @@ async fn a_month_with_every_kind_of_attention() {
     let held_back = [&missing, &invalid, &draft];
     let filed: Vec<RawRecord> = all
         .iter()
-        .filter(|r| !held_back.contains(&&group_of(&world, r)))
+        .filter(|r| !held_back.contains(&&group_of(&world, r).expect("a good record")))
         .cloned()
         .collect();
     write_source(&world, &filed);
@@ -227,7 +227,7 @@ async fn a_month_with_every_kind_of_attention() {
     source.push(late_record(&world, &late, "late-alerted-1"));
     let at = source
         .iter()
-        .position(|r| group_of(&world, r) == changed && r.record_id.is_some())
+        .position(|r| group_of(&world, r).as_ref() == Some(&changed) && r.record_id.is_some())
         .expect("a record of the group with a vendor id");
     source[at].quantity = Some("999".into());
     write_source(&world, &source);
@@ -466,6 +466,30 @@ async fn a_clean_month_reported_then_looked_at_exits_0() {
     let (code, text, _) = run(&world, &env, &["status"]).await;
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("; nothing needs attention\n"), "{text}");
+    assert_eq!(writes(&world), 0);
+
+    // A group whose records all left the source stays in scope through its file: every record
+    // it filed changed after filing.
+    let gone = key_of(&world, 0);
+    let left: Vec<RawRecord> = world
+        .usage
+        .records
+        .iter()
+        .filter(|r| group_of(&world, r).as_ref() != Some(&gone))
+        .cloned()
+        .collect();
+    write_source(&world, &left);
+    let (code, json, stderr) = run(&world, &env, &["status", "--json"]).await;
+    assert_eq!(code, 1, "{json}\n{stderr}");
+    let document: Value = serde_json::from_str(&json).unwrap();
+    let group = group_in(&document, &gone);
+    assert_eq!(group["rows_in_source"], 0);
+    assert_eq!(group["status"], "pending");
+    assert_eq!(
+        group["changed_after_filing"], group["rows_filed"],
+        "{group:#}"
+    );
+    assert_eq!(attention_of(&document, &gone), ["changed_after_filing"]);
     assert_eq!(writes(&world), 0);
 }
 
