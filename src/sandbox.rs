@@ -482,14 +482,52 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
         supplement.id,
         supplement.external_id.as_deref().unwrap_or_default()
     );
-    Ok(summary(
+    let mut text = summary(
         &playground,
         &headline,
         &late_line,
         &rejected.id,
         &note,
         quantity_fixed,
-    ))
+    );
+    text.push_str(&status_of(&playground, &[missed, latest]).await);
+    Ok(text)
+}
+
+/// The periods as `connect-payg status` sees them at the end, in their totals lines: with
+/// the settings the runner had (its environment and the variables the platform holds now).
+async fn status_of(playground: &Playground, periods: &[Period]) -> String {
+    let mut env: std::collections::HashMap<String, String> =
+        playground.runner_env().into_iter().collect();
+    for variable in playground.sim.devops().variables() {
+        if let Some(value) = variable.value {
+            env.insert(variable.name, value);
+        }
+    }
+    let sources = SettingsSources {
+        env: Some(env),
+        ..SettingsSources::default()
+    };
+    let reporter = sources
+        .load()
+        .map_err(|e| e.to_string())
+        .and_then(|settings| {
+            let options = crate::connect::ClientOptions::from_settings(&settings)
+                .map_err(|e| e.to_string())?;
+            let client = crate::connect::ConnectClient::new(options).map_err(|e| e.to_string())?;
+            Ok(crate::usage::Reporter::new(client, settings.report))
+        });
+    match reporter {
+        Ok(reporter) => {
+            let status = reporter.status(periods, &[], &[]).await;
+            status
+                .brief()
+                .lines()
+                .map(|line| format!("Status: {line}\n"))
+                .collect()
+        }
+        Err(error) => format!("Status: could not be looked at: {error}\n"),
+    }
 }
 
 fn summary(

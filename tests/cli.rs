@@ -72,6 +72,21 @@ fn sandbox_walks_the_whole_life_cycle() {
         "{stdout}"
     );
     assert!(stdout.contains("0 protocol errors"), "{stdout}");
+    // It ends with both months as `connect-payg status` sees them: nothing left for a person.
+    let status: Vec<&str> = stdout
+        .lines()
+        .filter(|l| l.starts_with("Status: "))
+        .collect();
+    assert_eq!(status.len(), 3, "{stdout}");
+    assert!(
+        status[..2].iter().all(|l| l.contains(" groups, ")),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().last(),
+        Some("Status: nothing needs attention"),
+        "{stdout}"
+    );
     assert!(stdout.contains("failed 0"), "{stdout}");
     let workbooks = dir.path().join("sandbox-out/workbooks");
     let xlsx = std::fs::read_dir(&workbooks)

@@ -217,7 +217,7 @@ async fn start(
         });
     let proxy = proxy::select(&lookup, !settings.connection.unsecure, server_host)?;
     let metrics = match settings.connection.metrics_address {
-        Some(_) => crate::metrics::Metrics::new(),
+        Some(_) => crate::metrics::Metrics::with_log_shipping(crate::logging::control()),
         None => crate::metrics::Metrics::off(),
     };
     let client = ConnectClient::new(ClientOptions {

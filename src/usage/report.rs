@@ -98,7 +98,7 @@ pub struct ReportJob {
 impl ReportJob {
     /// A job of `period` that only reads and acts on the platform (submits, compares) and
     /// writes no workbook.
-    fn on_platform(period: Period) -> ReportJob {
+    pub(crate) fn on_platform(period: Period) -> ReportJob {
         ReportJob {
             period,
             contracts: Vec::new(),
@@ -111,7 +111,7 @@ impl ReportJob {
         }
     }
 
-    fn wants(&self, key: &GroupKey) -> bool {
+    pub(crate) fn wants(&self, key: &GroupKey) -> bool {
         (self.contracts.is_empty() || self.contracts.contains(&key.contract_id))
             && (self.products.is_empty() || self.products.contains(&key.product_id))
     }
@@ -148,7 +148,7 @@ impl Reporter {
         })
     }
 
-    fn filer(&self, job: &ReportJob) -> Filer {
+    pub(crate) fn filer(&self, job: &ReportJob) -> Filer {
         Filer {
             client: self.client.clone(),
             period: job.period,

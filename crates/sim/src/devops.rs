@@ -291,6 +291,11 @@ impl DevopsHub {
         self.lock().variables = variables;
     }
 
+    /// The variables the next `setup_response`s carry (what the platform holds now).
+    pub fn variables(&self) -> Vec<Variable> {
+        self.lock().variables.clone()
+    }
+
     /// The logging object of the next `setup_response`s; its key becomes one the log
     /// listener accepts.
     pub fn set_logging(&self, logging: SetupLogging) {

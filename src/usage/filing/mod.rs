@@ -47,6 +47,7 @@ pub mod note;
 mod supplement;
 
 pub use supplement::write_late_records;
+pub(crate) use supplement::Comparison;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
