@@ -13,7 +13,7 @@
 //!   (the catch-up window of months or days), sources (file / HTTP / SQL / object storage; CSV,
 //!   JSON, JSON lines, Parquet; gzip, zstd), record validation, resolution against Connect,
 //!   grouping, workbooks, the shared template validator and idempotent filing, one period
-//!   after another.
+//!   after another; and the read-only status of periods and groups (what needs a person).
 //! * [`devops`] — the DevOps events websocket: the handler registry and the
 //!   connection loop that turns tasks into handler calls and results.
 //! * [`handlers`] — what this extension does with tasks: the scheduled report (with the
@@ -27,7 +27,7 @@
 //! * `output` — files left for a person: checked names, private modes, atomic replacement.
 //! * `sandbox` — the whole product against the simulator (the `connect-sim` crate) in one
 //!   command.
-//! * [`cli`] — the command line: `run`, `report`, `validate`, `sandbox`, `health`.
+//! * [`cli`] — the command line: `run`, `report`, `status`, `validate`, `sandbox`, `health`.
 //!
 //! The picture (runner → registry → handlers, the data path from source to Connect, where the
 //! simulator sits) is in `docs/architecture.md`; running the product is in `docs/operations.md`.

@@ -3,6 +3,8 @@
 //! crate, not ours) and every counter is compared with what the simulator saw of the run;
 //! `/healthz` (and `connect-payg health`, the container's health check) answer 200 while the
 //! background websocket is up and 503, with the reason, while the platform refuses the key.
+//! The log lines shipped to the portal and dropped are counted from the log subscriber's own
+//! shipping counts.
 
 mod common;
 
@@ -11,10 +13,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use common::{default_world, World};
+use connect_payg::config::{LogFormat, LogLevel};
 use connect_payg::connect::FileStatus;
+use connect_payg::logging::{LogControl, LogOptions, ShipOptions, ShippingStats};
 use connect_payg::metrics::Listening;
 use connect_payg::usage::BadReason;
+use connect_sim::devops::{ListenerMode, SetupLogging, USAGE_FILE_EVENT};
 use prometheus_parse::{Scrape, Value};
+use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 /// Both health and metrics on a port the system picks, and a grace short enough for a test.
 const GRACE: Duration = Duration::from_millis(300);
@@ -428,4 +434,109 @@ async fn an_address_in_use_stops_the_runner_at_start_naming_the_setting() {
         "{error}"
     );
     assert_eq!(world.sim.devops().stats().opened, 0, "no connection made");
+}
+
+/// A background task on a file the platform does not have: quick, and logged.
+async fn background_task(world: &World) {
+    let devops = world.sim.devops();
+    let task = devops.send_background_task(USAGE_FILE_EVENT, "UF-0000-0000-0000-9999");
+    devops
+        .wait_for_result(&task, Duration::from_secs(30))
+        .await
+        .expect("the background task answered");
+}
+
+/// Runs background tasks until `condition` holds on the log shipping (at most 30 s).
+async fn tasks_until(
+    world: &World,
+    control: &LogControl,
+    what: &str,
+    condition: impl Fn(ShippingStats) -> bool,
+) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !condition(control.shipping()) {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting until {what}: {:?}",
+            control.shipping()
+        );
+        background_task(world).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The log lines shipped to the portal and dropped are `/metrics` counters, following the
+/// log subscriber's own counts: lines shipped while the listener takes them, lines dropped
+/// once it refuses the key.
+#[tokio::test]
+async fn metrics_count_the_log_lines_shipped_and_dropped() {
+    // The runner logs to a subscriber of this test's own (scoped to the test's thread, where
+    // the current-thread runtime runs the runner and the simulator), which ships.
+    let (dispatch, control) = connect_payg::logging::build(LogOptions {
+        format: LogFormat::Json,
+        start: LogLevel::Info,
+        rust_log: None,
+        writer: BoxMakeWriter::new(std::io::sink),
+        ship: ShipOptions {
+            flush_interval: Duration::from_millis(100),
+            request_timeout: Duration::from_secs(5),
+            retry_base: Duration::from_millis(50),
+            ..ShipOptions::default()
+        },
+    });
+    let _subscriber = tracing::dispatcher::set_default(&dispatch);
+    let world = default_world().await;
+    world.set_extension_variables(&[]);
+    let devops = world.sim.devops();
+    devops.set_logging(SetupLogging {
+        logging_api_key: Some("metrics-key".into()),
+        log_level: Some("INFO".into()),
+        runner_log_level: Some("INFO".into()),
+    });
+    let listener = format!("http://{}/_sim/logs", world.sim.server_address());
+    let listening = Listening::default();
+    let tuned = listening.clone();
+    let extension = world
+        .start_extension_tuned(
+            &[
+                ("METRICS_ADDRESS", "127.0.0.1:0"),
+                ("LOG_SHIPPING_URL", listener.as_str()),
+            ],
+            move |options| {
+                options.health_grace = GRACE;
+                options.metrics_listening = tuned;
+            },
+        )
+        .await;
+    let address = listening.address().expect("the endpoint is listening");
+
+    tasks_until(&world, &control, "lines are shipped", |s| s.shipped > 0).await;
+    devops.logs().set_mode(ListenerMode::Refuse(401));
+    tasks_until(&world, &control, "lines are dropped", |s| s.dropped > 0).await;
+
+    let before = control.shipping();
+    let metrics = scrape(address).await;
+    let after = control.shipping();
+    let shipped = counter(&metrics, "connect_payg_log_lines_shipped_total", &[]);
+    let dropped = counter(&metrics, "connect_payg_log_lines_dropped_total", &[]);
+    assert!(
+        before.shipped as f64 <= shipped && shipped <= after.shipped as f64,
+        "shipped {shipped}, the shipper {before:?} … {after:?}"
+    );
+    assert!(
+        before.dropped as f64 <= dropped && dropped <= after.dropped as f64,
+        "dropped {dropped}, the shipper {before:?} … {after:?}"
+    );
+    assert!(shipped > 0.0 && dropped > 0.0);
+    // The listener received at least the lines counted as shipped.
+    let received: usize = devops.logs().batches().iter().map(|b| b.lines.len()).sum();
+    assert!(
+        received as f64 >= shipped,
+        "{received} received, {shipped} counted"
+    );
+    // A later scrape never counts less.
+    let again = scrape(address).await;
+    assert!(counter(&again, "connect_payg_log_lines_shipped_total", &[]) >= shipped);
+    assert!(counter(&again, "connect_payg_log_lines_dropped_total", &[]) >= dropped);
+    extension.stop().await;
 }

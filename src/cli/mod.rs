@@ -1,6 +1,7 @@
 //! The command line: parses arguments, loads settings, and maps outcomes to exit codes
 //! (0 success, 1 the work ran but something failed, 2 bad configuration or arguments; `health`
-//! answers 0 or 1 only, as a container health check must).
+//! answers 0 or 1 only, as a container health check must; `status` answers 1 when something
+//! needs a person).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -13,6 +14,7 @@ use crate::connect::ConnectError;
 mod health;
 mod report;
 mod run;
+mod status;
 mod validate;
 
 #[derive(Debug, Parser)]
@@ -73,6 +75,32 @@ pub enum Command {
         /// A source without any record for the month is expected: no alert, exit 0.
         #[arg(long)]
         allow_empty: bool,
+        /// Use http:// instead of TLS (loopback and tests only).
+        #[arg(long, short = 'u')]
+        unsecure: bool,
+    },
+    /// Show, without changing anything, what became of each period and group and what needs
+    /// a person: the periods named, else REPORT_PERIOD, else the catch-up window. Exit 0 when
+    /// nothing needs attention, 1 otherwise.
+    Status {
+        /// A period to look at, YYYY-MM or YYYY-MM-DD; repeat it for several.
+        #[arg(long, conflicts_with_all = ["from", "to"])]
+        period: Vec<String>,
+        /// The first of a range of periods (with --to).
+        #[arg(long, requires = "to")]
+        from: Option<String>,
+        /// The last of a range of periods (with --from).
+        #[arg(long, requires = "from")]
+        to: Option<String>,
+        /// Only these contracts.
+        #[arg(long)]
+        contract: Vec<String>,
+        /// Only these products.
+        #[arg(long)]
+        product: Vec<String>,
+        /// One JSON document instead of the table (fields: README, "Status").
+        #[arg(long)]
+        json: bool,
         /// Use http:// instead of TLS (loopback and tests only).
         #[arg(long, short = 'u')]
         unsecure: bool,
@@ -185,6 +213,27 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
                     dry_run,
                     out,
                     allow_empty,
+                },
+            )
+            .await
+        }
+        Command::Status {
+            period,
+            from,
+            to,
+            contract,
+            product,
+            json,
+            unsecure,
+        } => {
+            status::status(
+                sources(unsecure),
+                status::StatusArgs {
+                    periods: period,
+                    range: from.zip(to),
+                    contracts: contract,
+                    products: product,
+                    json,
                 },
             )
             .await

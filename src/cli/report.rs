@@ -1,6 +1,7 @@
 //! `connect-payg report`: the usage reports once, from a terminal, against the REST API — the
 //! periods named (`--period`, repeatable, or `--from P --to P`), else `REPORT_PERIOD`, else
-//! the catch-up window, as the schedule chooses them ([`PeriodRequest`]).
+//! the catch-up window, as the schedule chooses them ([`PeriodRequest`]); unless `--dry-run`,
+//! it ends with the status of the periods and groups it was asked for (`status`).
 //!
 //! Exit 2 before anything is read when a period named is not reportable yet, is of another
 //! cadence than the run's, or does not parse; exit 1 when a period could not be reported, a
@@ -39,14 +40,22 @@ pub struct ReportArgs {
 
 /// What the arguments ask of the period choice; a malformed one is an error naming it.
 fn period_request(args: &ReportArgs) -> Result<PeriodRequest, CliError> {
+    periods_asked(&args.periods, args.range.as_ref(), args.cadence.as_deref())
+}
+
+/// `--period` (repeated), `--from`/`--to` and `--cadence` as typed, as a period request (the
+/// `report` and `status` commands choose their periods the same way).
+pub(super) fn periods_asked(
+    named: &[String],
+    range: Option<&(String, String)>,
+    cadence: Option<&str>,
+) -> Result<PeriodRequest, CliError> {
     let usage = |reason: String| CliError::Usage(reason);
-    let cadence = args
-        .cadence
-        .as_deref()
+    let cadence = cadence
         .map(|text| text.parse::<Cadence>())
         .transpose()
         .map_err(|reason| usage(format!("--cadence: {reason}")))?;
-    let named: Option<(Vec<Period>, &'static str)> = match &args.range {
+    let named: Option<(Vec<Period>, &'static str)> = match range {
         Some((from, to)) => {
             let parse = |text: &str, flag: &str| {
                 Period::parse(text).map_err(|reason| usage(format!("{flag}: {reason}")))
@@ -56,10 +65,9 @@ fn period_request(args: &ReportArgs) -> Result<PeriodRequest, CliError> {
                 .map_err(|reason| usage(format!("--from/--to: {reason}")))?;
             Some((periods, "--from/--to"))
         }
-        None if args.periods.is_empty() => None,
+        None if named.is_empty() => None,
         None => {
-            let periods = args
-                .periods
+            let periods = named
                 .iter()
                 .map(|text| Period::parse(text))
                 .collect::<Result<Vec<Period>, String>>()
@@ -88,20 +96,30 @@ fn period_request(args: &ReportArgs) -> Result<PeriodRequest, CliError> {
     })
 }
 
-pub async fn report(sources: SettingsSources, args: ReportArgs) -> Result<Outcome, CliError> {
+/// The set-up `report` and `status` share: the settings loaded, logging started, the periods
+/// `request` chooses now (exit 2 on one not reportable), the source and key required, and the
+/// reporter.
+pub(super) fn set_up(
+    sources: SettingsSources,
+    request: impl FnOnce() -> Result<PeriodRequest, CliError>,
+) -> Result<(Reporter, Vec<Period>), CliError> {
     let settings = sources.load()?;
     crate::logging::init(&settings.connection);
-    let periods = period_request(&args)?
+    let periods = request()?
         .choose(&settings.report, Utc::now())
         .map_err(|error| CliError::Usage(error.to_string()))?;
     settings.report.require_usage_source()?;
     settings.connection.require_api_key()?;
     let client = ConnectClient::new(ClientOptions::from_settings(&settings)?)?;
-    let reporter = Reporter::new(client, settings.report.clone());
+    Ok((Reporter::new(client, settings.report), periods))
+}
+
+pub async fn report(sources: SettingsSources, args: ReportArgs) -> Result<Outcome, CliError> {
+    let (reporter, periods) = set_up(sources, || period_request(&args))?;
     let job = ReportJob {
         period: periods[0],
-        contracts: args.contracts,
-        products: args.products,
+        contracts: args.contracts.clone(),
+        products: args.products.clone(),
         dry_run: args.dry_run,
         workdir: args.out.clone(),
         keep_workbooks: true,
@@ -136,6 +154,12 @@ pub async fn report(sources: SettingsSources, args: ReportArgs) -> Result<Outcom
     }
     if args.dry_run {
         println!("workbooks: {}", args.out.display());
+    } else {
+        // What the run touched, as `status` shows it (read again from the source and platform).
+        let status = reporter
+            .status(&periods, &args.contracts, &args.products)
+            .await;
+        print!("\nstatus:\n{}", status.text());
     }
     Ok(match work_failed(&ledger, args.allow_empty) {
         true => Outcome::WorkFailed,

@@ -3,8 +3,8 @@
 //!
 //! How the pieces fit:
 //!
-//! * [`protocol`] — the wire messages; [`extension`] — `extension.json`, the declarations;
-//!   [`registry`] — handlers for those declarations ([`Handler`], [`HandlerOutcome`],
+//! * [`protocol`] — the wire messages; `extension` — `extension.json`, the declarations;
+//!   `registry` — handlers for those declarations ([`Handler`], [`HandlerOutcome`],
 //!   [`TaskContext`], [`Registry`]).
 //! * [`run`] starts two connections (`runner_type=background` and `interactive`, as the
 //!   official runner does), each kept up by a supervisor (reconnects, backoff) that opens it
@@ -217,7 +217,7 @@ async fn start(
         });
     let proxy = proxy::select(&lookup, !settings.connection.unsecure, server_host)?;
     let metrics = match settings.connection.metrics_address {
-        Some(_) => crate::metrics::Metrics::new(),
+        Some(_) => crate::metrics::Metrics::with_log_shipping(crate::logging::control()),
         None => crate::metrics::Metrics::off(),
     };
     let client = ConnectClient::new(ClientOptions {

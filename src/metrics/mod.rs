@@ -5,7 +5,8 @@
 //!   a process-global default registry), behind a cheap-to-clone handle. Everything is counted
 //!   with one-line calls where the work already is: the runner's executor (tasks, durations)
 //!   and supervisor (handshakes, reconnects), the REST client's attempt loop (requests,
-//!   retries), filing (files), the report's summary (records), the alerter, the log shipper.
+//!   retries), filing (files), the report's summary (records), the alerter; the log lines
+//!   shipped and dropped are read from the log subscriber's [`LogControl`] at each scrape.
 //! * [`Health`] — the background websocket as the health check sees it (see `health.rs`).
 //! * `server` — `GET /healthz` and `GET /metrics` with axum (`connect-payg health` asks the
 //!   former: `cli/health.rs`).
@@ -26,7 +27,7 @@
 mod health;
 mod server;
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -37,6 +38,8 @@ use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::{Registry, Unit};
 
 use payg_shared::protocol::{ResultCode, TaskCategory};
+
+use crate::logging::LogControl;
 
 pub use health::Health;
 pub(crate) use server::serve;
@@ -152,6 +155,10 @@ struct Inner {
     log_lines_shipped: Counter,
     log_lines_dropped: Counter,
     last_scheduled_report: Family<PeriodLabel, Gauge>,
+    /// The log subscriber whose shipping the log-line counters follow (read at each scrape).
+    log_shipping: Option<LogControl>,
+    /// Its (shipped, dropped) totals already counted.
+    log_lines_counted: Mutex<(u64, u64)>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -171,6 +178,13 @@ impl Metrics {
 
     /// A fresh registry with every metric this program exposes, all at zero.
     pub fn new() -> Metrics {
+        Metrics::with_log_shipping(None)
+    }
+
+    /// [`Metrics::new`], its log-line counters following `control`'s shipping
+    /// ([`LogControl::shipping`]): each scrape counts what was shipped and dropped since the
+    /// one before.
+    pub fn with_log_shipping(control: Option<LogControl>) -> Metrics {
         let mut inner = Inner {
             registry: Registry::with_prefix("connect_payg"),
             tasks: Family::default(),
@@ -188,6 +202,8 @@ impl Metrics {
             log_lines_shipped: Counter::default(),
             log_lines_dropped: Counter::default(),
             last_scheduled_report: Family::default(),
+            log_shipping: control,
+            log_lines_counted: Mutex::new((0, 0)),
         };
         let registry = &mut inner.registry;
         registry.register(
@@ -380,6 +396,26 @@ impl Metrics {
         m.log_lines_dropped.inc_by(dropped);
     }
 
+    /// Counts what the followed log shipper shipped and dropped since the last call (its
+    /// totals only grow; a counter never goes back).
+    fn count_log_shipping(&self) {
+        let Some(m) = &self.0 else { return };
+        let Some(control) = &m.log_shipping else {
+            return;
+        };
+        let stats = control.shipping();
+        let mut counted = m
+            .log_lines_counted
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let (shipped, dropped) = *counted;
+        m.log_lines_shipped
+            .inc_by(stats.shipped.saturating_sub(shipped));
+        m.log_lines_dropped
+            .inc_by(stats.dropped.saturating_sub(dropped));
+        *counted = (shipped.max(stats.shipped), dropped.max(stats.dropped));
+    }
+
     /// A scheduled report of `period` succeeded now.
     pub fn scheduled_report_succeeded(&self, period: &str) {
         let Some(m) = &self.0 else { return };
@@ -393,6 +429,7 @@ impl Metrics {
     /// The exposition: the Prometheus text format, or OpenMetrics when `openmetrics`; `None`
     /// when counting is off.
     pub fn encode(&self, openmetrics: bool) -> Option<String> {
+        self.count_log_shipping();
         let m = self.0.as_ref()?;
         let mut text = String::new();
         let encoded = if openmetrics {

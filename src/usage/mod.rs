@@ -1,7 +1,8 @@
 //! The pipeline from vendor records to usage workbooks: which periods a run reports
 //! (`periods`), sources, validation, resolution against Connect, grouping, workbooks (made, read and validated in `workbook/`), and idempotent filing
 //! (`filing/`: the rules per usage-file status decided in one pure function, carried out by the
-//! run, the sweep and the event handler; late records compared and filed in supplemental files).
+//! run, the sweep and the event handler; late records compared and filed in supplemental files),
+//! and the read-only `status` of periods and groups (`status`).
 
 pub(crate) mod filing;
 pub(crate) mod group;
@@ -12,6 +13,7 @@ pub(crate) mod record;
 pub(crate) mod report;
 pub(crate) mod resolve;
 pub(crate) mod source;
+pub(crate) mod status;
 pub(crate) mod summary;
 pub(crate) mod sweep;
 pub mod workbook;
@@ -24,4 +26,8 @@ pub use record::{BadReason, BadRecord, RecordChecker, MAX_HELD_BAD_RECORDS};
 pub use report::{ReportError, ReportJob, Reporter};
 pub use source::sql::{QueryValues, SqlSource};
 pub use source::{SourceError, UsageSource, MAX_RECORD_BYTES};
+pub use status::{
+    assess, Attention, FileFacts, GroupStatus, Observed, PeriodStatus, SourceCounts, StatusReport,
+    Totals, STATUS_FORMAT,
+};
 pub use summary::{write_bad_records, Ledger, PeriodReport, Summary};

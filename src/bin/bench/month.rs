@@ -5,6 +5,8 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connect_payg::connect::FileStatus;
@@ -39,6 +41,25 @@ pub struct Outcome {
     /// CPU time of this process (the simulator) during the run.
     pub simulator_cpu: f64,
     pub counts: RequestCounts,
+    /// Log lines the simulator's log service received (observed runs).
+    pub shipped_lines: usize,
+    /// `/metrics` answers scraped during the run (observed runs).
+    pub scrapes: usize,
+}
+
+/// Asks `http://address/metrics` every second until aborted, counting the answers in
+/// `answered`.
+async fn scrape_every_second(address: String, answered: Arc<AtomicUsize>) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{address}/metrics");
+    loop {
+        if let Ok(response) = client.get(&url).send().await {
+            if response.status().is_success() && response.text().await.is_ok() {
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// One month at `size` with `latency` added to every REST answer; uploads are processed (and
@@ -49,6 +70,18 @@ pub async fn run_one(
     processing_delay: Duration,
     dir: &Path,
 ) -> Result<Outcome, String> {
+    run_observed(size, latency, processing_delay, dir, false).await
+}
+
+/// [`run_one`], with log shipping and `/metrics` on when `observed` (scraped every second
+/// meanwhile, as a busy Prometheus would).
+pub async fn run_observed(
+    size: Size,
+    latency: Duration,
+    processing_delay: Duration,
+    dir: &Path,
+    observed: bool,
+) -> Result<Outcome, String> {
     let seed = SeedSpec {
         contracts: size.contracts,
         products: size.products,
@@ -56,7 +89,17 @@ pub async fn run_one(
         ..SeedSpec::default()
     };
     let world = World::start(&seed, dir, processing_delay).await?;
-    let runner = world.start_runner().await?;
+    let (extra, metrics) = match observed {
+        true => {
+            let (extra, metrics) = world.observe();
+            (extra, Some(metrics))
+        }
+        false => Default::default(),
+    };
+    let runner = world.start_runner_with(&extra).await?;
+    let scrapes = Arc::new(AtomicUsize::new(0));
+    let scraper =
+        metrics.map(|address| tokio::spawn(scrape_every_second(address, scrapes.clone())));
     let state = world.sim.state();
     state.set_faults(Faults {
         latency,
@@ -72,7 +115,12 @@ pub async fn run_one(
     let seconds = started.elapsed().as_secs_f64();
     let groups = world.usage.expected.groups.len();
     let submitted_seconds = every_file_submitted(state, groups, started).await;
+    if let Some(scraper) = scraper {
+        scraper.abort();
+    }
+    let scrapes = scrapes.load(Ordering::Relaxed);
     let runner = world.stop_runner(runner).await?;
+    let shipped_lines = world.sim.devops().logs().lines().len();
     let simulator_cpu = measure::cpu_seconds() - cpu_before;
     let result = match result {
         Some(result) => {
@@ -101,6 +149,8 @@ pub async fn run_one(
         runner,
         simulator_cpu,
         counts: state.request_counts(),
+        shipped_lines,
+        scrapes,
     };
     world.close().await;
     Ok(outcome)

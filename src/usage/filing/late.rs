@@ -196,7 +196,7 @@ pub enum Look {
 }
 
 /// The file every replica keeps for each part, in part order.
-fn by_part(files: &[UsageFile]) -> Vec<(Part, &UsageFile)> {
+pub fn by_part(files: &[UsageFile]) -> Vec<(Part, &UsageFile)> {
     let mut parts: HashMap<Part, Vec<UsageFile>> = HashMap::new();
     for file in files {
         let part = Part::of(file.external_id.as_deref().unwrap_or_default());

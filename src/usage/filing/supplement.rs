@@ -41,24 +41,14 @@ impl Filer {
             None => self.supplemental_files(&group.key).await?,
         };
         let files: Vec<UsageFile> = live.iter().cloned().chain(supplements).collect();
-        let source = self.digest(group).await?;
-        let filed = match late::look(source, &files) {
-            Look::Unchanged => return Ok(FilingResult::Skipped(already)),
-            Look::Wait(reason) => {
+        let (findings, rows) = match self.compare(Some(group), &group.key, &files).await? {
+            Comparison::Unchanged => return Ok(FilingResult::Skipped(already)),
+            Comparison::Wait(reason) => {
                 return Ok(FilingResult::Skipped(format!(
                     "{already}; late records wait: {reason}"
                 )))
             }
-            Look::Compare { filed } => filed,
-        };
-        tracing::info!(key = %group.key, period = %self.period, files = filed.len(), records = source.records(), "the source differs from the submitted files; comparing them");
-        let filed = self.download_all(&filed).await?;
-        let rows = self.rows_of(group).await?;
-        let findings = {
-            let rows = rows.clone();
-            tokio::task::spawn_blocking(move || late::classify(&rows, &filed))
-                .await
-                .map_err(|join| FilingError::Group(format!("comparing failed: {join}")))?
+            Comparison::Differs { findings, rows } => (findings, rows),
         };
         let steps = late::plan(self.late_records, self.period, &findings, &rows, &files);
         let mut report = LateReport {
@@ -117,6 +107,39 @@ impl Filer {
                 "the late look came to no result (a bug)".into(),
             ))
         })
+    }
+
+    /// The group's files (all parts) against the source's records of the group (`None`: the
+    /// source has none now): the digests first ([`late::look`]), the submitted workbooks
+    /// downloaded and compared record by record only when they differ. Reads only.
+    pub(crate) async fn compare(
+        &self,
+        group: Option<&Arc<Group>>,
+        key: &GroupKey,
+        files: &[UsageFile],
+    ) -> Result<Comparison, FilingError> {
+        let source = match group {
+            Some(group) => self.digest(group).await?,
+            None => late::Digest::default(),
+        };
+        let filed = match late::look(source, files) {
+            Look::Unchanged => return Ok(Comparison::Unchanged),
+            Look::Wait(reason) => return Ok(Comparison::Wait(reason)),
+            Look::Compare { filed } => filed,
+        };
+        tracing::info!(%key, period = %self.period, files = filed.len(), records = source.records(), "the source differs from the submitted files; comparing them");
+        let filed = self.download_all(&filed).await?;
+        let rows = match group {
+            Some(group) => self.rows_of(group).await?,
+            None => Vec::new(),
+        };
+        let findings = {
+            let rows = rows.clone();
+            tokio::task::spawn_blocking(move || late::classify(&rows, &filed))
+                .await
+                .map_err(|join| FilingError::Group(format!("comparing failed: {join}")))?
+        };
+        Ok(Comparison::Differs { findings, rows })
     }
 
     /// Files the late records of `group` as `part`, through the usual filing rules (a file of
@@ -217,6 +240,20 @@ impl Filer {
         }
         Ok((!group.rows.is_empty()).then_some(group))
     }
+}
+
+/// What [`Filer::compare`] found.
+#[derive(Debug)]
+pub(crate) enum Comparison {
+    /// The submitted files hold exactly the source's records (their digests say so).
+    Unchanged,
+    /// Not comparable yet; the reason says why (a part of the group is still being filed).
+    Wait(String),
+    /// Compared record by record: the findings, and the source's rows they point into.
+    Differs {
+        findings: Findings,
+        rows: Vec<UsageRow>,
+    },
 }
 
 /// Writes `late-records-<period>.csv` into `dir` when any group has late records listed
