@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use common::{expected_rows, uploaded, world, World};
 use connect_payg::connect::FileStatus;
-use connect_payg::usage::{FilingResult, Ledger, PeriodRequest, ReportJob, Submission};
+use connect_payg::usage::{Attention, FilingResult, Ledger, PeriodRequest, ReportJob, Submission};
 use connect_sim::{BadRowSpec, Expected, Faults, FileSummary, RequestCounts, SeedSpec};
 use payg_shared::period::{Cadence, Period};
 use payg_shared::protocol::ResultCode;
@@ -864,4 +864,32 @@ async fn a_cadence_switch_never_reports_usage_twice() {
         );
     }
     assert_eq!(monthly_april.len() + left, summary.groups.len());
+
+    // `status` says the same: the covered day needs nobody; the month's groups with days filed
+    // daily need a person.
+    let world = &world;
+    let status = |cadence: Cadence, period: Period| async move {
+        world
+            .reporter(&[("REPORT_CADENCE", cadence.as_str()), ("REPORT_PERIOD", "")])
+            .status(&[period], &[], &[])
+            .await
+    };
+    let day = status(Cadence::Daily, march_4).await;
+    assert!(!day.needs_attention, "{}", day.text());
+    assert!(day.periods[0].groups.iter().all(|g| g
+        .other_cadence
+        .as_deref()
+        .is_some_and(|o| o.starts_with("covered by the monthly file"))));
+    let month = status(Cadence::Monthly, april).await;
+    let overlapping = month.periods[0]
+        .groups
+        .iter()
+        .filter(|g| g.attention == [Attention::CadenceOverlap])
+        .count();
+    assert_eq!(overlapping, left, "{}", month.text());
+    assert!(
+        month.text().contains("days filed daily"),
+        "{}",
+        month.text()
+    );
 }

@@ -26,6 +26,7 @@ use serde::Serialize;
 
 use crate::connect::models::{FileStatus, UsageFile};
 use crate::connect::{ConnectError, Rql};
+use crate::usage::filing::cadence::{self, Overlap};
 use crate::usage::filing::late::{self, Part};
 use crate::usage::filing::{note, Comparison, Filer};
 use crate::usage::group::GroupKey;
@@ -50,17 +51,21 @@ pub enum Attention {
     LateRecords,
     /// Filed records the source now says otherwise about, or that left the source.
     ChangedAfterFiling,
+    /// Days of the month were filed daily (`REPORT_CADENCE` changed): the month is not filed
+    /// monthly for the group, and its other days wait for daily runs.
+    CadenceOverlap,
 }
 
 impl Attention {
     /// Every kind, in the order they are listed.
-    pub const ALL: [Attention; 6] = [
+    pub const ALL: [Attention; 7] = [
         Attention::Missing,
         Attention::Invalid,
         Attention::RejectedLimitReached,
         Attention::NotSubmitted,
         Attention::LateRecords,
         Attention::ChangedAfterFiling,
+        Attention::CadenceOverlap,
     ];
 
     /// The name in `--json` (stable).
@@ -72,6 +77,7 @@ impl Attention {
             Attention::NotSubmitted => "not_submitted",
             Attention::LateRecords => "late_records",
             Attention::ChangedAfterFiling => "changed_after_filing",
+            Attention::CadenceOverlap => "cadence_overlap",
         }
     }
 }
@@ -85,6 +91,7 @@ impl std::fmt::Display for Attention {
             Attention::NotSubmitted => "not submitted",
             Attention::LateRecords => "late records",
             Attention::ChangedAfterFiling => "changed after filing",
+            Attention::CadenceOverlap => "days filed daily",
         })
     }
 }
@@ -102,6 +109,8 @@ pub struct Observed<'a> {
     pub late: u64,
     /// Filed records changed or gone since (0 when not compared).
     pub changed: u64,
+    /// The group's files of the other cadence overlapping the period.
+    pub other_cadence: Option<&'a Overlap>,
 }
 
 /// What needs a person about a group, in [`Attention`]'s order, each kind once.
@@ -114,8 +123,16 @@ pub struct Observed<'a> {
 pub fn assess(observed: &Observed<'_>) -> Vec<Attention> {
     let mut found = BTreeSet::new();
     let has_main = observed.files.iter().any(|(part, _)| *part == Part::Main);
-    if !has_main && observed.rows_in_source > 0 {
-        found.insert(Attention::Missing);
+    match observed.other_cadence {
+        // A day of a month filed monthly is covered by the month's file.
+        Some(Overlap::CoveredByMonth(_)) => {}
+        Some(Overlap::DaysFiled { .. }) => {
+            found.insert(Attention::CadenceOverlap);
+        }
+        None if !has_main && observed.rows_in_source > 0 => {
+            found.insert(Attention::Missing);
+        }
+        None => {}
     }
     for (_, file) in observed.files {
         match &file.status {
@@ -215,6 +232,10 @@ pub struct GroupStatus {
     pub changed_after_filing: Option<u64>,
     /// What needs a person ([`Attention::code`]s).
     pub attention: Vec<Attention>,
+    /// The group's files of the other cadence overlapping the period, said in words (a day
+    /// covered by its month's file, or days of the month filed daily); `None` when there are
+    /// none.
+    pub other_cadence: Option<String>,
     /// Why the group could not be looked at completely (a download failed, …).
     pub error: Option<String>,
 }
@@ -502,7 +523,7 @@ impl Reporter {
             Err(error) => return PeriodStatus::failed(period, error.to_string()),
         };
         let filer = self.filer(job);
-        let mut files = match files_of_period(&filer).await {
+        let (mut files, other_cadence) = match files_of_period(&filer).await {
             Ok(files) => files,
             Err(error) => {
                 return PeriodStatus::failed(
@@ -525,6 +546,7 @@ impl Reporter {
             .groups
             .keys()
             .chain(files.keys())
+            .chain(other_cadence.keys())
             .filter(|key| job.wants(key))
             .cloned()
             .collect();
@@ -553,6 +575,7 @@ impl Reporter {
                 max_resubmissions: self.settings.max_resubmissions,
                 late: late_records.unwrap_or(0),
                 changed: changed.unwrap_or(0),
+                other_cadence: other_cadence.get(&key),
             });
             let facts: Vec<FileFacts> = kept
                 .iter()
@@ -578,6 +601,7 @@ impl Reporter {
                 late_records,
                 changed_after_filing: changed,
                 attention,
+                other_cadence: other_cadence.get(&key).map(|o| o.reason(period)),
                 error,
             });
         }
@@ -594,20 +618,30 @@ impl Reporter {
 }
 
 /// The live files of `filer`'s period that carry this program's external ids (main and
-/// supplemental), by group; files of another period or of a foreign id are left out.
+/// supplemental), by group, and what our files of the other cadence overlapping the period
+/// mean ([`cadence::overlap`]), in one listing; files of a foreign id are left out.
 async fn files_of_period(
     filer: &Filer,
-) -> Result<BTreeMap<GroupKey, Vec<UsageFile>>, ConnectError> {
+) -> Result<
+    (
+        BTreeMap<GroupKey, Vec<UsageFile>>,
+        BTreeMap<GroupKey, Overlap>,
+    ),
+    ConnectError,
+> {
     let period = filer.period;
     let filter = Rql::all([
         Rql::any([
             Rql::like("external_id", format!("*:{period}")),
             Rql::like("external_id", format!("*:{period}:late-*")),
+            cadence::overlap_ids(period),
         ]),
         Rql::ne("status", FileStatus::Deleted),
     ]);
+    let files = filer.client.usage_files(filter).await?;
+    let other_cadence = cadence::overlap(period, &files);
     let mut by_key: BTreeMap<GroupKey, Vec<UsageFile>> = BTreeMap::new();
-    for file in filer.client.usage_files(filter).await? {
+    for file in files {
         let Some((key, of, _)) = file
             .external_id
             .as_deref()
@@ -621,7 +655,7 @@ async fn files_of_period(
             by_key.entry(key).or_default().push(file);
         }
     }
-    Ok(by_key)
+    Ok((by_key, other_cadence))
 }
 
 #[cfg(test)]
@@ -800,6 +834,50 @@ mod tests {
                 max_resubmissions: 2,
                 late,
                 changed,
+                other_cadence: None,
+            };
+            assert_eq!(assess(&observed), expected, "{what}");
+        }
+    }
+
+    #[test]
+    fn files_of_the_other_cadence_say_what_is_missing() {
+        let covered = Overlap::CoveredByMonth(vec!["UF-9".into()]);
+        let days = Overlap::DaysFiled {
+            files: vec!["UF-1".into()],
+            days: vec![Period::parse("2024-05-02").unwrap()],
+        };
+        let pending = file(Pending, 0);
+        let main = [(Part::Main, &pending)];
+        let cases: [(
+            &str,
+            &[(Part, &UsageFile)],
+            Option<&Overlap>,
+            Vec<Attention>,
+        ); 4] = [
+            ("a day covered by its month", &[], Some(&covered), vec![]),
+            (
+                "a month with days filed daily",
+                &[],
+                Some(&days),
+                vec![Attention::CadenceOverlap],
+            ),
+            (
+                "a month filed monthly beside days filed daily",
+                &main,
+                Some(&days),
+                vec![Attention::CadenceOverlap],
+            ),
+            ("nothing of the other cadence", &[], None, vec![Missing]),
+        ];
+        for (what, files, other_cadence, expected) in cases {
+            let observed = Observed {
+                rows_in_source: 5,
+                files,
+                max_resubmissions: 2,
+                late: 0,
+                changed: 0,
+                other_cadence,
             };
             assert_eq!(assess(&observed), expected, "{what}");
         }
@@ -823,7 +901,8 @@ mod tests {
                 "rejected (limit reached)",
                 "not submitted",
                 "late records",
-                "changed after filing"
+                "changed after filing",
+                "days filed daily"
             ]
         );
     }
