@@ -840,6 +840,14 @@ mod tests {
         }
     }
 
+    /// (what, the files by part, the other cadence's files, the attention)
+    type OverlapCase<'a> = (
+        &'static str,
+        &'a [(Part, &'a UsageFile)],
+        Option<&'a Overlap>,
+        Vec<Attention>,
+    );
+
     #[test]
     fn files_of_the_other_cadence_say_what_is_missing() {
         let covered = Overlap::CoveredByMonth(vec!["UF-9".into()]);
@@ -849,12 +857,7 @@ mod tests {
         };
         let pending = file(Pending, 0);
         let main = [(Part::Main, &pending)];
-        let cases: [(
-            &str,
-            &[(Part, &UsageFile)],
-            Option<&Overlap>,
-            Vec<Attention>,
-        ); 4] = [
+        let cases: [OverlapCase; 4] = [
             ("a day covered by its month", &[], Some(&covered), vec![]),
             (
                 "a month with days filed daily",
