@@ -78,6 +78,19 @@ impl Quantity {
         self.value
     }
 
+    /// The value and the fractional digits the vendor wrote, for storing the quantity.
+    pub(crate) fn parts(&self) -> (f64, u8) {
+        (self.value, self.fraction_digits)
+    }
+
+    /// A quantity stored with [`Quantity::parts`].
+    pub(crate) fn from_parts(value: f64, fraction_digits: u8) -> Quantity {
+        Quantity {
+            value,
+            fraction_digits,
+        }
+    }
+
     /// Whether the item's precision can hold this quantity exactly.
     pub fn fits(&self, precision: Precision) -> Result<(), BadReason> {
         match precision {

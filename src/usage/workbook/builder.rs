@@ -17,6 +17,8 @@ use super::{
 };
 use crate::usage::group::{Group, ReportRow};
 use crate::usage::period::{format_time, Period};
+use crate::usage::resolve::ResolvedAsset;
+use crate::usage::spill::SpillError;
 
 /// Category every record is filed under (the template's recommended default).
 pub const CATEGORY: &str = "generic_category";
@@ -29,6 +31,8 @@ pub enum BuildError {
     Workbook(#[from] WorkbookError),
     #[error("the workbook task stopped unexpectedly: {0}")]
     Task(String),
+    #[error(transparent)]
+    Rows(#[from] SpillError),
 }
 
 fn text(value: &str) -> Cell {
@@ -63,8 +67,8 @@ pub fn usage_row(row: &ReportRow, period: Period) -> UsageRow {
 }
 
 /// The rules the platform will apply to this group's file: its month, its product's PAYG items
-/// and the assets on its contract and product.
-fn group_rules(group: &Group, period: Period) -> Rules {
+/// and the assets on its contract and product (one pass over the group's rows).
+fn group_rules(group: &Group, period: Period) -> Result<Rules, SpillError> {
     let items: HashMap<(String, String), _> = group
         .product
         .items
@@ -72,20 +76,19 @@ fn group_rules(group: &Group, period: Period) -> Rules {
         .map(|item| (item.search.clone(), item.precision))
         .collect();
     // Many rows share an asset: copy each one's pair once.
-    let assets: HashSet<(&str, &str)> = group
-        .rows
-        .iter()
-        .map(|row| (&*row.asset.search.0, &*row.asset.search.1))
-        .collect();
-    let assets = assets
-        .into_iter()
-        .map(|(criteria, value)| (criteria.to_string(), value.to_string()))
-        .collect();
-    Rules {
+    let mut seen: HashSet<*const ResolvedAsset> = HashSet::new();
+    let mut assets = HashSet::new();
+    for row in group.rows.iter() {
+        let row = row?;
+        if seen.insert(Arc::as_ptr(&row.asset)) {
+            assets.insert((row.asset.search.0.to_string(), row.asset.search.1.to_string()));
+        }
+    }
+    Ok(Rules {
         period: Some(period),
         items: Some(items),
         assets: Some(assets),
-    }
+    })
 }
 
 /// Workbooks written at once: one more than the cores. Writing is CPU-bound, but between two
@@ -153,12 +156,13 @@ fn write_checked<W: Write>(
     package: &Package,
     output: W,
 ) -> Result<W, BuildError> {
-    let rules = group_rules(group, period);
+    let rules = group_rules(group, period)?;
     let mut validator = RowValidator::new(&rules);
     let mut writer = WorkbookWriter::new(package, output, group.rows.len())?;
     let mut problems = Vec::new();
+    // The rows come one at a time, read back from the scratch file when the month spilled.
     for (row, sheet_row) in group.rows.iter().zip(2u32..) {
-        let usage_row = usage_row(row, period);
+        let usage_row = usage_row(&row?, period);
         problems.extend(validator.check(sheet_row, &usage_row));
         if problems.is_empty() {
             writer.push(&usage_row)?;
