@@ -167,7 +167,7 @@ pub async fn collect(
 async fn read_chunks(
     mut records: RecordStream,
     mut checker: RecordChecker,
-    chunks: tokio::sync::mpsc::Sender<Result<Chunk, SourceError>>,
+    chunks: tokio::sync::mpsc::Sender<Result<Chunk, CollectError>>,
 ) {
     let fresh = || Chunk {
         records: Vec::with_capacity(CHUNK),
@@ -183,22 +183,39 @@ async fn read_chunks(
             },
             Ok(Err(bad)) => chunk.bad.push(bad),
             Err(error) => {
-                let _ = chunks.send(Err(error)).await;
+                let _ = chunks.send(Err(error.into())).await;
                 return;
             }
         }
         // Bad records count too: a source of nothing but bad rows must not pile them up here.
         let full = chunk.records.len() == CHUNK || chunk.bad.len() == CHUNK;
-        if full
-            && chunks
+        if full {
+            // Ids checked against a memory of them that failed cannot be trusted.
+            if let Some(error) = checker.failure() {
+                let _ = chunks.send(Err(ids_lost(error))).await;
+                return;
+            }
+            if chunks
                 .send(Ok(std::mem::replace(&mut chunk, fresh())))
                 .await
                 .is_err()
-        {
-            return;
+            {
+                return;
+            }
         }
     }
-    let _ = chunks.send(Ok(chunk)).await;
+    let last = match checker.failure() {
+        Some(error) => Err(ids_lost(error)),
+        None => Ok(chunk),
+    };
+    let _ = chunks.send(last).await;
+}
+
+fn ids_lost(source: std::io::Error) -> CollectError {
+    CollectError::Spill(SpillError::Scratch {
+        path: crate::usage::spill::scratch_root(),
+        source,
+    })
 }
 
 /// The objects a record resolved to (its group is its asset's contract and product).

@@ -10,6 +10,7 @@ pub(crate) use payg_shared::period;
 pub(crate) mod periods;
 pub(crate) mod record;
 pub(crate) mod report;
+mod seen;
 pub(crate) mod resolve;
 pub(crate) mod source;
 pub(crate) mod spill;
