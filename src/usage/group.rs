@@ -12,6 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures::StreamExt;
@@ -19,6 +20,7 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::connect::ConnectError;
 use crate::usage::period::Period;
+use crate::usage::phases::{self, Phase};
 use chrono::NaiveDateTime;
 
 use crate::usage::record::{
@@ -121,6 +123,10 @@ pub enum CollectError {
 /// as rows) and each lookup asks for many objects at once.
 const CHUNK: usize = 2_000;
 
+/// Source items parsed before they are checked (a chunk's worth at most, so a chunk
+/// ends inside a batch only when it fills).
+const PARSED: usize = 256;
+
 /// Records read and checked, handed from the reader to the sorter: at most [`CHUNK`] good
 /// ones and [`CHUNK`] bad ones.
 #[derive(Default)]
@@ -174,21 +180,39 @@ async fn read_chunks(
         ..Chunk::default()
     };
     let mut chunk = fresh();
-    while let Some(item) = records.next().await {
-        chunk.read += 1;
-        match item {
-            Ok(Ok(raw)) => match checker.check(raw) {
-                Ok(record) => chunk.records.push(record),
-                Err(bad) => chunk.bad.push(bad),
-            },
-            Ok(Err(bad)) => chunk.bad.push(bad),
-            Err(error) => {
-                let _ = chunks.send(Err(error.into())).await;
-                return;
+    let mut raws = std::collections::VecDeque::with_capacity(PARSED);
+    let mut ended = false;
+    while !ended || !raws.is_empty() {
+        // Parsed a batch at a time, then checked: each phase timed once a batch.
+        let started = Instant::now();
+        while !ended && raws.len() < PARSED {
+            match records.next().await {
+                Some(Ok(item)) => raws.push_back(item),
+                Some(Err(error)) => {
+                    let _ = chunks.send(Err(error.into())).await;
+                    return;
+                }
+                None => ended = true,
             }
         }
-        // Bad records count too: a source of nothing but bad rows must not pile them up here.
-        let full = chunk.records.len() == CHUNK || chunk.bad.len() == CHUNK;
+        let started = phases::add(Phase::Parse, started);
+        let mut full = false;
+        while let Some(item) = raws.pop_front() {
+            chunk.read += 1;
+            match item {
+                Ok(raw) => match checker.check(raw) {
+                    Ok(record) => chunk.records.push(record),
+                    Err(bad) => chunk.bad.push(bad),
+                },
+                Err(bad) => chunk.bad.push(bad),
+            }
+            // Bad records count too: a source of nothing but bad rows must not pile them up.
+            full = chunk.records.len() == CHUNK || chunk.bad.len() == CHUNK;
+            if full {
+                break;
+            }
+        }
+        phases::add(Phase::Check, started);
         if full {
             // Ids checked against a memory of them that failed cannot be trusted.
             if let Some(error) = checker.failure() {
@@ -259,7 +283,16 @@ impl<'c> Sorter<'c> {
     }
 
     async fn sort(&mut self, records: Vec<VendorRecord>) -> Result<(), CollectError> {
+        let started = Instant::now();
         self.look_up(&records).await?;
+        let started = phases::add(Phase::Resolve, started);
+        self.place_all(records)?;
+        phases::add(Phase::Group, started);
+        Ok(())
+    }
+
+    /// Files looked-up records under their groups (rows stored, spilled past the budget).
+    fn place_all(&mut self, records: Vec<VendorRecord>) -> Result<(), SpillError> {
         for record in records {
             let bad_before = self.placed_bad.len();
             let placed = self.place(&record);

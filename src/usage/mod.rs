@@ -8,6 +8,7 @@ pub(crate) mod group;
 mod interner;
 pub(crate) use payg_shared::period;
 pub(crate) mod periods;
+pub mod phases;
 pub(crate) mod record;
 pub(crate) mod report;
 mod seen;

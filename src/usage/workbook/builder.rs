@@ -156,6 +156,18 @@ fn write_checked<W: Write>(
     package: &Package,
     output: W,
 ) -> Result<W, BuildError> {
+    let started = std::time::Instant::now();
+    let written = write_rows(group, period, package, output);
+    crate::usage::phases::add(crate::usage::phases::Phase::Write, started);
+    written
+}
+
+fn write_rows<W: Write>(
+    group: &Group,
+    period: Period,
+    package: &Package,
+    output: W,
+) -> Result<W, BuildError> {
     let rules = group_rules(group, period)?;
     let mut validator = RowValidator::new(&rules);
     let mut writer = WorkbookWriter::new(package, output, group.rows.len())?;
