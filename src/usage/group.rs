@@ -24,7 +24,7 @@ use crate::usage::phases::{self, Phase};
 use chrono::NaiveDateTime;
 
 use crate::usage::record::{
-    BadReason, BadRecord, BadRecords, OutOfScope, Quantity, RecordChecker, RecordId, VendorRecord,
+    BadReason, BadRecord, BadRecords, OutOfScope, Quantity, RawRecord, RecordChecker, RecordId, VendorRecord,
 };
 use crate::usage::resolve::{AssetMatch, ResolvedAsset, ResolvedItem, ResolvedProduct, Resolver};
 use crate::usage::source::{RecordStream, SourceError};
@@ -123,9 +123,8 @@ pub enum CollectError {
 /// as rows) and each lookup asks for many objects at once.
 const CHUNK: usize = 2_000;
 
-/// Source items parsed before they are checked (a chunk's worth at most, so a chunk
-/// ends inside a batch only when it fills).
-const PARSED: usize = 256;
+/// Source items parsed and handed to the checks at a time.
+const PARSED: usize = 512;
 
 /// Records read and checked, handed from the reader to the sorter: at most [`CHUNK`] good
 /// ones and [`CHUNK`] bad ones.
@@ -171,7 +170,7 @@ pub async fn collect(
 /// Reads and checks `records`, sending them on in chunks; stops at a broken source (sent on as
 /// the error) or when the sorter is gone.
 async fn read_chunks(
-    mut records: RecordStream,
+    records: RecordStream,
     mut checker: RecordChecker,
     chunks: tokio::sync::mpsc::Sender<Result<Chunk, CollectError>>,
 ) {
@@ -179,25 +178,21 @@ async fn read_chunks(
         records: Vec::with_capacity(CHUNK),
         ..Chunk::default()
     };
+    // Parsing runs on a task of its own, a batch ahead: parsing, checking and sorting are
+    // three stages on as many cores as there are.
+    let (batches, mut parsed) = tokio::sync::mpsc::channel(4);
+    let _parser = AbortOnDropHandle::new(tokio::spawn(parse_batches(records, batches)));
     let mut chunk = fresh();
-    let mut raws = std::collections::VecDeque::with_capacity(PARSED);
-    let mut ended = false;
-    while !ended || !raws.is_empty() {
-        // Parsed a batch at a time, then checked: each phase timed once a batch.
-        let started = Instant::now();
-        while !ended && raws.len() < PARSED {
-            match records.next().await {
-                Some(Ok(item)) => raws.push_back(item),
-                Some(Err(error)) => {
-                    let _ = chunks.send(Err(error.into())).await;
-                    return;
-                }
-                None => ended = true,
+    while let Some(batch) = parsed.recv().await {
+        let raws = match batch {
+            Ok(raws) => raws,
+            Err(error) => {
+                let _ = chunks.send(Err(error.into())).await;
+                return;
             }
-        }
-        let started = phases::add(Phase::Parse, started);
-        let mut full = false;
-        while let Some(item) = raws.pop_front() {
+        };
+        let mut started = Instant::now();
+        for item in raws {
             chunk.read += 1;
             match item {
                 Ok(raw) => match checker.check(raw) {
@@ -207,13 +202,11 @@ async fn read_chunks(
                 Err(bad) => chunk.bad.push(bad),
             }
             // Bad records count too: a source of nothing but bad rows must not pile them up.
-            full = chunk.records.len() == CHUNK || chunk.bad.len() == CHUNK;
-            if full {
-                break;
+            let full = chunk.records.len() == CHUNK || chunk.bad.len() == CHUNK;
+            if !full {
+                continue;
             }
-        }
-        phases::add(Phase::Check, started);
-        if full {
+            phases::add(Phase::Check, started);
             // Ids checked against a memory of them that failed cannot be trusted.
             if let Some(error) = checker.failure() {
                 let _ = chunks.send(Err(ids_lost(error))).await;
@@ -226,13 +219,51 @@ async fn read_chunks(
             {
                 return;
             }
+            started = Instant::now();
         }
+        phases::add(Phase::Check, started);
     }
     let last = match checker.failure() {
         Some(error) => Err(ids_lost(error)),
         None => Ok(chunk),
     };
     let _ = chunks.send(last).await;
+}
+
+/// One parsed item of the source: a raw record, or a record that could not be decoded.
+type Parsed = Result<RawRecord, BadRecord>;
+
+/// Reads the source in batches of [`PARSED`] items; a broken source is sent on as the last.
+async fn parse_batches(
+    mut records: RecordStream,
+    batches: tokio::sync::mpsc::Sender<Result<Vec<Parsed>, SourceError>>,
+) {
+    loop {
+        let started = Instant::now();
+        let mut batch = Vec::with_capacity(PARSED);
+        let mut ended = false;
+        while batch.len() < PARSED {
+            match records.next().await {
+                Some(Ok(item)) => batch.push(item),
+                Some(Err(error)) => {
+                    phases::add(Phase::Parse, started);
+                    if !batch.is_empty() {
+                        let _ = batches.send(Ok(batch)).await;
+                    }
+                    let _ = batches.send(Err(error)).await;
+                    return;
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        phases::add(Phase::Parse, started);
+        if (!batch.is_empty() && batches.send(Ok(batch)).await.is_err()) || ended {
+            return;
+        }
+    }
 }
 
 fn ids_lost(source: std::io::Error) -> CollectError {
