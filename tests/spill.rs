@@ -146,21 +146,25 @@ async fn a_killed_run_leaves_its_scratch_files_only_until_the_next_run() {
     child.start_kill().expect("SIGKILL");
     let status = child.wait().await.unwrap();
     assert!(!status.success(), "killed mid-run: {status}");
-    assert!(spilled.join("rows").exists(), "a killed run leaves its files");
+    assert!(
+        spilled.join("rows").exists(),
+        "a killed run leaves its files"
+    );
 
     world.sim.state().clear_faults();
-    let output = tokio::time::timeout(
-        Duration::from_secs(120),
-        report(&world, &tmp).output(),
-    )
-    .await
-    .expect("the next run finishes")
-    .unwrap();
+    let output = tokio::time::timeout(Duration::from_secs(120), report(&world, &tmp).output())
+        .await
+        .expect("the next run finishes")
+        .unwrap();
     assert!(
         output.status.success(),
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert_eq!(scratch_dirs(&tmp), Vec::<PathBuf>::new(), "no scratch files remain");
+    assert_eq!(
+        scratch_dirs(&tmp),
+        Vec::<PathBuf>::new(),
+        "no scratch files remain"
+    );
     world.assert_filed_exactly(FileStatus::Pending).await;
 }

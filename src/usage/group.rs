@@ -24,7 +24,8 @@ use crate::usage::phases::{self, Phase};
 use chrono::NaiveDateTime;
 
 use crate::usage::record::{
-    BadReason, BadRecord, BadRecords, OutOfScope, Quantity, RawRecord, RecordChecker, RecordId, VendorRecord,
+    BadReason, BadRecord, BadRecords, OutOfScope, Quantity, RawRecord, RecordChecker, RecordId,
+    VendorRecord,
 };
 use crate::usage::resolve::{AssetMatch, ResolvedAsset, ResolvedItem, ResolvedProduct, Resolver};
 use crate::usage::source::{RecordStream, SourceError};

@@ -17,8 +17,8 @@ use sha2::{Digest, Sha256};
 pub use payg_shared::record::{RawRecord, FIELDS};
 
 use crate::usage::interner::Interner;
-use crate::usage::seen::Counter;
 use crate::usage::period::{parse_time, Period};
+use crate::usage::seen::Counter;
 use crate::usage::spill::{scratch_root, ScratchDir};
 use crate::usage::workbook::{too_long, Precision, MAX_TEXT};
 
@@ -799,10 +799,10 @@ mod tests {
                     let mut fields = good();
                     // Vendor ids on even rows, repeating every 97th; derived ids on odd rows,
                     // with every content occurring three times.
-                    let id = format!("R-{}", if n % 97 == 0 { 0 } else { n });
+                    let id = format!("R-{}", if n.is_multiple_of(97) { 0 } else { n });
                     let quantity = (n / 6).to_string();
                     fields[2] = &quantity;
-                    fields[5] = if n % 2 == 0 { &id } else { "" };
+                    fields[5] = if n.is_multiple_of(2) { &id } else { "" };
                     checker
                         .check(raw(fields))
                         .map(|r| r.record_id.spelled(jan()))
@@ -813,7 +813,11 @@ mod tests {
             outcomes
         };
         let in_memory = run(1_000_000);
-        assert_eq!(run(7), in_memory, "the same ids and repeats whatever the memory");
+        assert_eq!(
+            run(7),
+            in_memory,
+            "the same ids and repeats whatever the memory"
+        );
         assert_eq!(
             in_memory
                 .iter()

@@ -135,7 +135,7 @@ impl Counter {
     /// Writes the recent keys as a run (merging all runs into one when there are too many).
     fn spill(&mut self) -> io::Result<()> {
         let mut entries: Vec<(Key, u32)> = self.recent.drain().collect();
-        entries.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        entries.sort_unstable_by_key(|entry| entry.0);
         // A key of the new run supersedes its entry in older runs.
         let mut run = self.write_run(entries.iter().copied())?;
         drop(entries);
@@ -205,29 +205,26 @@ impl Counter {
         let mut failed = None;
         let merged = std::iter::from_fn(|| {
             // The smallest key; of equal keys the newest run's count, the others skipped.
-            let mut smallest: Option<(Key, u32)> = None;
+            let mut smallest: Option<Key> = None;
             for head in heads.iter_mut() {
                 match head.peek() {
-                    Some(Ok((key, count))) => {
-                        if smallest.is_none_or(|(k, _)| *key <= k) {
-                            smallest = Some((*key, *count));
-                        }
+                    Some(Ok((key, _))) if smallest.is_none_or(|k| *key <= k) => {
+                        smallest = Some(*key);
                     }
+                    Some(Ok(_)) | None => {}
                     Some(Err(_)) => {
                         if let Some(Err(error)) = head.next() {
                             failed.get_or_insert(error);
                         }
                         return None;
                     }
-                    None => {}
                 }
             }
-            let (key, _) = smallest?;
+            let key = smallest?;
             let mut newest = 0;
             for head in heads.iter_mut() {
-                if let Some(Ok((k, count))) = head.next_if(|e| matches!(e, Ok((k, _)) if *k == key))
+                if let Some(Ok((_, count))) = head.next_if(|e| matches!(e, Ok((k, _)) if *k == key))
                 {
-                    let _ = k;
                     newest = count;
                 }
             }
@@ -255,7 +252,8 @@ impl Run {
         let first = block * BLOCK;
         let len = BLOCK.min(self.entries - first);
         let mut bytes = vec![0u8; len * ENTRY];
-        self.file.read_exact_at(&mut bytes, (first * ENTRY) as u64)?;
+        self.file
+            .read_exact_at(&mut bytes, (first * ENTRY) as u64)?;
         let entries: Vec<&[u8]> = bytes.chunks_exact(ENTRY).collect();
         Ok(entries
             .binary_search_by(|entry| entry[..16].cmp(&key[..]))
@@ -392,7 +390,9 @@ mod tests {
             bloom.insert(&key(n));
         }
         assert!((0..1_000).all(|n| bloom.may_hold(&key(n))));
-        let false_positives = (1_000..101_000).filter(|n| bloom.may_hold(&key(*n))).count();
+        let false_positives = (1_000..101_000)
+            .filter(|n| bloom.may_hold(&key(*n)))
+            .count();
         assert!(false_positives < 2_000, "{false_positives} of 100000");
     }
 }

@@ -70,14 +70,13 @@ pub fn remove_stale(root: &Path) -> usize {
         let stale = match File::options().write(true).open(dir.join("lock")) {
             // Released at once: the file goes with the directory.
             Ok(lock) => lock.try_lock().is_ok(),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .is_ok_and(|at| {
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                entry.metadata().and_then(|m| m.modified()).is_ok_and(|at| {
                     SystemTime::now()
                         .duration_since(at)
                         .is_ok_and(|age| age > UNLOCKED_GRACE)
-                }),
+                })
+            }
             Err(_) => false,
         };
         if !stale {
@@ -435,11 +434,7 @@ impl Spiller {
 
     /// Appends `row` to the group in `slot`; spills every buffer once they pass the budget.
     pub fn push(&mut self, slot: Slot, row: &ReportRow) -> Result<(), SpillError> {
-        let asset = index_of(
-            &mut self.assets,
-            &mut self.asset_index,
-            &row.asset,
-        );
+        let asset = index_of(&mut self.assets, &mut self.asset_index, &row.asset);
         let item = index_of(&mut self.items, &mut self.item_index, &row.item);
         let buffer = &mut self.groups[slot];
         let before = buffer.bytes.len();
@@ -585,7 +580,10 @@ fn decode(input: &mut dyn Read, store: &RowStore) -> io::Result<Option<ReportRow
     let asset = u32::from_le_bytes(first) as usize;
     let item = u32_of(input)? as usize;
     let corrupt = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-    let asset = store.assets.get(asset).ok_or_else(|| corrupt("asset index"))?;
+    let asset = store
+        .assets
+        .get(asset)
+        .ok_or_else(|| corrupt("asset index"))?;
     let item = store.items.get(item).ok_or_else(|| corrupt("item index"))?;
     let value = f64::from_le_bytes(array(input)?);
     let [fraction_digits] = array(input)?;
@@ -661,7 +659,9 @@ mod tests {
                 search: ("item.mpn".into(), format!("{precision:?}")),
             })
         });
-        let start = DateTime::from_timestamp(1_704_067_200, 0).unwrap().naive_utc();
+        let start = DateTime::from_timestamp(1_704_067_200, 0)
+            .unwrap()
+            .naive_utc();
         (0..n)
             .map(|n| ReportRow {
                 asset: asset.clone(),
@@ -704,8 +704,7 @@ mod tests {
             assert_eq!(scratch.is_some(), budget != usize::MAX);
             let groups = spiller.finish();
             assert_eq!(groups[1].spilled(), budget != usize::MAX);
-            let read: Vec<Vec<ReportRow>> =
-                groups.iter().map(|g| g.to_vec().unwrap()).collect();
+            let read: Vec<Vec<ReportRow>> = groups.iter().map(|g| g.to_vec().unwrap()).collect();
             assert_eq!(read[0].len() + read[1].len(), expected.len());
             assert_eq!(groups[0].len(), read[0].len());
             let (mut at_a, mut at_b) = (0, 0);

@@ -61,10 +61,8 @@ fn write_csv(world: &World, records: u64, path: &Path) -> Result<u64, String> {
     if templates.is_empty() {
         return Err("the world has no good rows to copy".into());
     }
-    let mut csv = std::io::BufWriter::with_capacity(
-        1 << 20,
-        std::fs::File::create(path).map_err(io)?,
-    );
+    let mut csv =
+        std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).map_err(io)?);
     writeln!(
         csv,
         "subscription_id,item_mpn,quantity,start_time_utc,end_time_utc,record_id,record_note"
@@ -176,7 +174,10 @@ pub fn child(records: u64, out: &Path) -> Result<ChildReport, String> {
             .await
             .map_err(|e| e.to_string())?;
         if summary.failed() > 0 || summary.records_read != records {
-            return Err(format!("the dry run did not file the month: {}", summary.headline()));
+            return Err(format!(
+                "the dry run did not file the month: {}",
+                summary.headline()
+            ));
         }
         Ok::<_, String>((summary.rows(), summary.groups.len()))
     })?;
@@ -189,7 +190,10 @@ pub fn child(records: u64, out: &Path) -> Result<ChildReport, String> {
         rows,
         groups,
     };
-    println!("{}", serde_json::to_string(&extra).map_err(|e| e.to_string())?);
+    println!(
+        "{}",
+        serde_json::to_string(&extra).map_err(|e| e.to_string())?
+    );
     Ok(ChildReport {
         seconds,
         peak_rss_kb: measure::peak_rss_kb(),
@@ -215,7 +219,9 @@ pub fn table(o: &Outcome) -> String {
         o.subscriptions,
         o.groups,
     );
-    out.push_str("| measure | target | before (issue 19) | measured | |\n|---|---:|---:|---:|---|\n");
+    out.push_str(
+        "| measure | target | before (issue 19) | measured | |\n|---|---:|---:|---:|---|\n",
+    );
     out.push_str(&format!(
         "| report peak RSS | ≤ {TARGET_RSS_MIB:.0} MiB | 160 MB at 1M records | **{rss_mib:.1} MiB** | {} |\n",
         verdict(rss_mib <= TARGET_RSS_MIB)

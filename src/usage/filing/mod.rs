@@ -400,7 +400,9 @@ impl Filer {
             }
         })
         .await
-        .map_err(|join| FilingError::Group(format!("computing the group's digest failed: {join}")))?
+        .map_err(|join| {
+            FilingError::Group(format!("computing the group's digest failed: {join}"))
+        })?
     }
 
     /// The group's workbook for upload; also saved under the work directory when workbooks

@@ -81,7 +81,10 @@ fn group_rules(group: &Group, period: Period) -> Result<Rules, SpillError> {
     for row in group.rows.iter() {
         let row = row?;
         if seen.insert(Arc::as_ptr(&row.asset)) {
-            assets.insert((row.asset.search.0.to_string(), row.asset.search.1.to_string()));
+            assets.insert((
+                row.asset.search.0.to_string(),
+                row.asset.search.1.to_string(),
+            ));
         }
     }
     Ok(Rules {
