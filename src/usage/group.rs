@@ -291,6 +291,8 @@ struct Sorter<'c> {
     /// Each group's rows, encoded and spilled past the budget; its slot by contract and product.
     spiller: Spiller,
     slots: HashMap<(Arc<str>, Arc<str>), Slot>,
+    /// Each placed asset's slot, by the address of its shared copy (held in `assets`).
+    asset_slots: HashMap<usize, Slot>,
     /// The marketplaces of each slot's assets.
     marketplaces: Vec<BTreeSet<Arc<str>>>,
     /// Records of the current chunk found bad while placing them.
@@ -308,6 +310,7 @@ impl<'c> Sorter<'c> {
             products: HashMap::new(),
             spiller,
             slots: HashMap::new(),
+            asset_slots: HashMap::new(),
             marketplaces: Vec::new(),
             placed_bad: Vec::new(),
             collection: Collection::default(),
@@ -335,23 +338,26 @@ impl<'c> Sorter<'c> {
             let Some(Placed { asset, item }) = placed else {
                 continue;
             };
-            let slot = match self
-                .slots
-                .get(&(asset.contract_id.clone(), asset.product_id.clone()))
-            {
+            // Found by the asset's address first: one shared copy per asset, many rows each.
+            let address = Arc::as_ptr(&asset) as usize;
+            let slot = match self.asset_slots.get(&address) {
                 Some(slot) => *slot,
                 None => {
-                    let slot = self.spiller.add_group();
-                    self.slots
-                        .insert((asset.contract_id.clone(), asset.product_id.clone()), slot);
-                    self.marketplaces.push(BTreeSet::new());
+                    let pair = (asset.contract_id.clone(), asset.product_id.clone());
+                    let slot = match self.slots.get(&pair) {
+                        Some(slot) => *slot,
+                        None => {
+                            let slot = self.spiller.add_group();
+                            self.slots.insert(pair, slot);
+                            self.marketplaces.push(BTreeSet::new());
+                            slot
+                        }
+                    };
+                    self.marketplaces[slot].insert(asset.marketplace_id.clone());
+                    self.asset_slots.insert(address, slot);
                     slot
                 }
             };
-            // Sets of one or two: a group's assets almost always share their marketplace.
-            if !self.marketplaces[slot].contains(&asset.marketplace_id) {
-                self.marketplaces[slot].insert(asset.marketplace_id.clone());
-            }
             let row = ReportRow {
                 asset,
                 item,

@@ -66,9 +66,18 @@ impl Quantity {
         if significant > MAX_SIGNIFICANT_DIGITS {
             return Err(QuantityError::TooManyDigits(significant));
         }
-        let value: f64 = format!("0{whole}.{fraction}0")
-            .parse()
-            .map_err(|_| QuantityError::Unparsable)?;
+        // `0<whole>.<fraction>0` on the stack: at most 15 whole digits (checked above) and 30
+        // fractional ones.
+        let mut text = [0u8; 50];
+        let mut len = 0;
+        for part in [b"0", whole.as_bytes(), b".", fraction.as_bytes(), b"0"] {
+            text[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        }
+        let value: f64 = std::str::from_utf8(&text[..len])
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or(QuantityError::Unparsable)?;
         Ok(Quantity {
             value,
             fraction_digits: fraction.len() as u8,
@@ -453,16 +462,16 @@ impl fmt::Display for OutOfScope {
     }
 }
 
-fn required(line: u64, name: &str, value: &Option<String>) -> Result<String, BadRecord> {
+fn required<'r>(line: u64, name: &str, value: &'r Option<String>) -> Result<&'r str, BadRecord> {
     value
-        .as_ref()
-        .map(|v| v.trim().to_string())
+        .as_deref()
+        .map(str::trim)
         .ok_or_else(|| BadRecord::new(line, BadReason::MissingField, format!("{name} is missing")))
 }
 
 fn time(line: u64, name: &str, value: &Option<String>) -> Result<NaiveDateTime, BadRecord> {
     let text = required(line, name, value)?;
-    parse_time(&text).ok_or_else(|| {
+    parse_time(text).ok_or_else(|| {
         BadRecord::new(
             line,
             BadReason::UnparsableField,
@@ -535,12 +544,19 @@ impl RecordChecker {
                 }
             }
         };
-        let spelled = id.spelled(self.period);
-        if self.seen.bump(&digest(&[&spelled])) > 0 {
+        // A vendor id is its own spelling: digested without a copy.
+        let key = match &id {
+            RecordId::Vendor(spelled) => digest(&[spelled]),
+            derived => digest(&[&derived.spelled(self.period)]),
+        };
+        if self.seen.bump(&key) > 0 {
             return Err(BadRecord::new(
                 line,
                 BadReason::DuplicateRecordId,
-                format!("record_id {spelled:?} repeats an earlier record"),
+                format!(
+                    "record_id {:?} repeats an earlier record",
+                    id.spelled(self.period)
+                ),
             ));
         }
         Ok(id)
@@ -605,10 +621,10 @@ impl RecordChecker {
         let end = time(line, "end_time_utc", &raw.end_time_utc)?;
         // Texts that become workbook cells: one too long for a cell spoils only its record.
         for (name, text) in [
-            ("subscription_id", Some(&subscription_id)),
-            ("item_mpn", Some(&item)),
-            ("record_id", raw.record_id.as_ref()),
-            ("record_note", raw.record_note.as_ref()),
+            ("subscription_id", Some(subscription_id)),
+            ("item_mpn", Some(item)),
+            ("record_id", raw.record_id.as_deref()),
+            ("record_note", raw.record_note.as_deref()),
         ] {
             if text.is_some_and(|text| too_long(text)) {
                 return Err(BadRecord::new(
@@ -620,7 +636,7 @@ impl RecordChecker {
                 ));
             }
         }
-        let quantity = Quantity::parse(&quantity_text).map_err(|error| match error {
+        let quantity = Quantity::parse(quantity_text).map_err(|error| match error {
             QuantityError::Unparsable => BadRecord::new(
                 line,
                 BadReason::UnparsableField,
@@ -656,8 +672,8 @@ impl RecordChecker {
         let note = raw.record_note.as_deref().filter(|n| !n.is_empty());
         let record_id = self.assign(line, raw.record_id.as_deref(), || {
             digest(&[
-                &subscription_id,
-                &item,
+                subscription_id,
+                item,
                 &quantity.to_string(),
                 raw.start_time_utc.as_deref().unwrap_or_default(),
                 raw.end_time_utc.as_deref().unwrap_or_default(),
@@ -668,8 +684,8 @@ impl RecordChecker {
             line,
             element: raw.element,
             object: raw.object.clone(),
-            subscription_id: self.names.shared(&subscription_id),
-            item: self.names.shared(&item),
+            subscription_id: self.names.shared(subscription_id),
+            item: self.names.shared(item),
             quantity,
             start,
             end,

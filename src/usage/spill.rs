@@ -189,6 +189,8 @@ pub struct StoredRows {
     /// The rows never spilled, encoded.
     buffered: Arc<[u8]>,
     count: usize,
+    /// The distinct assets of the rows, as indexes into the store's table.
+    assets: Arc<[u32]>,
 }
 
 impl From<Vec<ReportRow>> for GroupRows {
@@ -207,6 +209,24 @@ impl GroupRows {
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+
+    /// The distinct assets the rows name (without reading stored rows back).
+    pub fn assets(&self) -> Vec<Arc<ResolvedAsset>> {
+        match self {
+            GroupRows::Held(rows) => {
+                let mut seen = std::collections::HashSet::new();
+                rows.iter()
+                    .filter(|row| seen.insert(Arc::as_ptr(&row.asset)))
+                    .map(|row| row.asset.clone())
+                    .collect()
+            }
+            GroupRows::Stored(stored) => stored
+                .assets
+                .iter()
+                .map(|at| stored.store.assets[*at as usize].clone())
+                .collect(),
+        }
     }
 
     /// Whether some of the rows are in the scratch file.
@@ -405,6 +425,7 @@ struct Buffer {
     bytes: Vec<u8>,
     segments: Vec<Segment>,
     count: usize,
+    assets: Vec<u32>,
 }
 
 /// A group's place in the [`Spiller`].
@@ -434,9 +455,14 @@ impl Spiller {
 
     /// Appends `row` to the group in `slot`; spills every buffer once they pass the budget.
     pub fn push(&mut self, slot: Slot, row: &ReportRow) -> Result<(), SpillError> {
+        let assets_before = self.assets.len();
         let asset = index_of(&mut self.assets, &mut self.asset_index, &row.asset);
         let item = index_of(&mut self.items, &mut self.item_index, &row.item);
         let buffer = &mut self.groups[slot];
+        // An asset is in exactly one group (its contract and product): listed on first sight.
+        if self.assets.len() > assets_before {
+            buffer.assets.push(asset);
+        }
         let before = buffer.bytes.len();
         encode(&mut buffer.bytes, asset, item, row);
         buffer.count += 1;
@@ -509,6 +535,7 @@ impl Spiller {
                     segments: buffer.segments,
                     buffered: buffer.bytes.into(),
                     count: buffer.count,
+                    assets: buffer.assets.into(),
                 })
             })
             .collect()
@@ -645,13 +672,16 @@ mod tests {
     use crate::usage::workbook::Precision;
 
     fn rows(n: usize) -> Vec<ReportRow> {
-        let asset = Arc::new(ResolvedAsset {
-            id: "AS-1".into(),
-            contract_id: "CRD-1".into(),
-            product_id: "PRD-1".into(),
-            marketplace_id: "MP-1".into(),
-            search: ("asset.id".into(), "AS-1".into()),
-            recon_id: None,
+        // Rows n % 5 == 0 on one asset, the others on another (the groups of the test).
+        let assets = ["AS-1", "AS-2"].map(|id| {
+            Arc::new(ResolvedAsset {
+                id: id.into(),
+                contract_id: "CRD-1".into(),
+                product_id: "PRD-1".into(),
+                marketplace_id: "MP-1".into(),
+                search: ("asset.id".into(), id.into()),
+                recon_id: None,
+            })
         });
         let items = [Precision::Integer, Precision::Decimal(2)].map(|precision| {
             Arc::new(ResolvedItem {
@@ -664,7 +694,7 @@ mod tests {
             .naive_utc();
         (0..n)
             .map(|n| ReportRow {
-                asset: asset.clone(),
+                asset: assets[usize::from(n % 5 != 0)].clone(),
                 item: items[n % 2].clone(),
                 record_id: match n % 3 {
                     0 => RecordId::Vendor(format!("R-{n}").into()),
@@ -715,6 +745,15 @@ mod tests {
                 };
                 assert!(same(got, row), "row {n} at budget {budget}");
             }
+            for (group, id) in groups.iter().zip(["AS-1", "AS-2"]) {
+                let assets = group.assets();
+                assert_eq!(assets.len(), 1, "one asset, listed once");
+                assert_eq!(&*assets[0].id, id);
+            }
+            assert_eq!(
+                GroupRows::from(read[1].clone()).assets(),
+                groups[1].assets()
+            );
             let picked = groups[1].pick(&[0, 7, 500]).unwrap();
             assert!(same(&picked[2], &read[1][500]));
             drop(read);

@@ -17,7 +17,7 @@ use super::{
 };
 use crate::usage::group::{Group, ReportRow};
 use crate::usage::period::{format_time, Period};
-use crate::usage::resolve::ResolvedAsset;
+use crate::usage::phases::{self, Phase};
 use crate::usage::spill::SpillError;
 
 /// Category every record is filed under (the template's recommended default).
@@ -67,31 +67,26 @@ pub fn usage_row(row: &ReportRow, period: Period) -> UsageRow {
 }
 
 /// The rules the platform will apply to this group's file: its month, its product's PAYG items
-/// and the assets on its contract and product (one pass over the group's rows).
-fn group_rules(group: &Group, period: Period) -> Result<Rules, SpillError> {
+/// and the assets on its contract and product.
+fn group_rules(group: &Group, period: Period) -> Rules {
     let items: HashMap<(String, String), _> = group
         .product
         .items
         .values()
         .map(|item| (item.search.clone(), item.precision))
         .collect();
-    // Many rows share an asset: copy each one's pair once.
-    let mut seen: HashSet<*const ResolvedAsset> = HashSet::new();
-    let mut assets = HashSet::new();
-    for row in group.rows.iter() {
-        let row = row?;
-        if seen.insert(Arc::as_ptr(&row.asset)) {
-            assets.insert((
-                row.asset.search.0.to_string(),
-                row.asset.search.1.to_string(),
-            ));
-        }
-    }
-    Ok(Rules {
+    // The group's distinct assets, known without reading its rows back.
+    let assets: HashSet<(String, String)> = group
+        .rows
+        .assets()
+        .iter()
+        .map(|asset| (asset.search.0.to_string(), asset.search.1.to_string()))
+        .collect();
+    Rules {
         period: Some(period),
         items: Some(items),
         assets: Some(assets),
-    })
+    }
 }
 
 /// Workbooks written at once: one more than the cores. Writing is CPU-bound, but between two
@@ -147,9 +142,14 @@ async fn on_writer_pool<T: Send + 'static>(
         .acquire()
         .await
         .map_err(|e| BuildError::Task(e.to_string()))?;
-    tokio::task::spawn_blocking(write)
-        .await
-        .map_err(|e| BuildError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(|| {
+        let started = std::time::Instant::now();
+        let written = write();
+        phases::add(Phase::Write, started);
+        written
+    })
+    .await
+    .map_err(|e| BuildError::Task(e.to_string()))?
 }
 
 /// Writes every row of the group into `output`, each one checked by the shared rules first.
@@ -159,19 +159,7 @@ fn write_checked<W: Write>(
     package: &Package,
     output: W,
 ) -> Result<W, BuildError> {
-    let started = std::time::Instant::now();
-    let written = write_rows(group, period, package, output);
-    crate::usage::phases::add(crate::usage::phases::Phase::Write, started);
-    written
-}
-
-fn write_rows<W: Write>(
-    group: &Group,
-    period: Period,
-    package: &Package,
-    output: W,
-) -> Result<W, BuildError> {
-    let rules = group_rules(group, period)?;
+    let rules = group_rules(group, period);
     let mut validator = RowValidator::new(&rules);
     let mut writer = WorkbookWriter::new(package, output, group.rows.len())?;
     let mut problems = Vec::new();
