@@ -1267,8 +1267,8 @@ impl Settings {
 const MAX_RESUBMISSIONS: u32 = 100;
 /// Most REST requests in flight (`API_CONCURRENCY`).
 const MAX_CONCURRENCY: usize = 1024;
-/// A budget beyond this is no budget (64 GiB).
-const MAX_SPILL_BUDGET: usize = 64 << 30;
+/// A budget beyond this is no budget (4 GiB).
+const MAX_SPILL_BUDGET: usize = 4 << 30;
 /// Longest `REPORT_DELAY_HOURS`: a month of waiting; more is a typo.
 pub const MAX_DELAY_HOURS: u32 = 31 * 24;
 /// Most periods one run covers (`CATCH_UP_PERIODS`, the `catch_up_periods` schedule parameter,
