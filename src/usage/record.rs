@@ -626,7 +626,7 @@ impl RecordChecker {
             ("record_id", raw.record_id.as_deref()),
             ("record_note", raw.record_note.as_deref()),
         ] {
-            if text.is_some_and(|text| too_long(text)) {
+            if text.is_some_and(too_long) {
                 return Err(BadRecord::new(
                     line,
                     BadReason::FieldTooLong,
