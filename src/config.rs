@@ -357,6 +357,13 @@ pub const SETTINGS: &[Setting] = &[
         secret: false,
         meaning: "first pause between status polls after an upload, ms",
     },
+    Setting {
+        name: "SPILL_BUDGET_BYTES",
+        reach: Reach::Anywhere,
+        default: Some("8388608"),
+        secret: false,
+        meaning: "bytes of the month's rows held in memory before they spill to scratch files",
+    },
 ];
 
 /// The environment variables for `--help`: every setting, in two groups.
@@ -572,6 +579,9 @@ pub struct ReportSettings {
     /// When set, scheduled runs keep their workbooks and bad-records CSV here (an audit copy);
     /// otherwise they use a scratch directory removed after the run.
     pub workbook_dir: Option<PathBuf>,
+    /// `SPILL_BUDGET_BYTES`: the month's rows held in memory (encoded) before they spill to
+    /// the run's scratch file.
+    pub spill_budget: usize,
 }
 
 impl ReportSettings {
@@ -1215,6 +1225,13 @@ impl Settings {
                 get("ready_poll_interval_ms"),
                 2000,
             )?,
+            spill_budget: bounded(
+                "SPILL_BUDGET_BYTES",
+                get("spill_budget_bytes"),
+                crate::usage::DEFAULT_SPILL_BUDGET,
+                1,
+                MAX_SPILL_BUDGET,
+            )?,
         };
         let runner = RunnerSettings {
             background_time_limit: seconds(
@@ -1250,6 +1267,8 @@ impl Settings {
 const MAX_RESUBMISSIONS: u32 = 100;
 /// Most REST requests in flight (`API_CONCURRENCY`).
 const MAX_CONCURRENCY: usize = 1024;
+/// A budget beyond this is no budget (4 GiB).
+const MAX_SPILL_BUDGET: usize = 4 << 30;
 /// Longest `REPORT_DELAY_HOURS`: a month of waiting; more is a typo.
 pub const MAX_DELAY_HOURS: u32 = 31 * 24;
 /// Most periods one run covers (`CATCH_UP_PERIODS`, the `catch_up_periods` schedule parameter,
@@ -1732,6 +1751,7 @@ mod tests {
             "READY_POLL_INTERVAL_MS",
             "API_CONCURRENCY",
             "MAX_RESUBMISSIONS",
+            "SPILL_BUDGET_BYTES",
         ] {
             for value in [
                 "18446744073709551615",

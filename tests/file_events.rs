@@ -205,7 +205,7 @@ async fn a_foreign_file_is_skipped_and_left_alone() {
     let rows = collection.groups.values().next().unwrap().rows.clone();
     let bytes = workbook_bytes(
         rows.iter()
-            .map(|row| connect_payg::usage::workbook::usage_row(row, world.period)),
+            .map(|row| connect_payg::usage::workbook::usage_row(&row.unwrap(), world.period)),
     )
     .unwrap();
     world.sim.state().upload(&id, bytes.into()).unwrap();

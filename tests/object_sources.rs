@@ -49,6 +49,7 @@ fn rows(collection: &Collection, period: Period) -> Vec<Row> {
         .values()
         .flat_map(|group| {
             group.rows.iter().map(|row| {
+                let row = row.unwrap();
                 (
                     group.key.contract_id.clone(),
                     group.key.product_id.clone(),

@@ -159,7 +159,13 @@ async fn an_interrupted_run_completes_on_the_next_one() {
         let group = &collection.groups[&key];
         let workbook = match stage {
             Stage::BrokenUpload => workbook_bytes(std::iter::empty()).unwrap(),
-            _ => workbook_bytes(group.rows.iter().map(|row| usage_row(row, world.period))).unwrap(),
+            _ => workbook_bytes(
+                group
+                    .rows
+                    .iter()
+                    .map(|row| usage_row(&row.unwrap(), world.period)),
+            )
+            .unwrap(),
         };
         let client = client.clone();
         let new = new_file(&world, &key, &currency);

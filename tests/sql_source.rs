@@ -317,7 +317,7 @@ async fn outcome(world: &World, settings: &[(&str, &str)], line_offset: u64) -> 
             let mut rows: Vec<String> = group
                 .rows
                 .iter()
-                .map(|row| format!("{:?}", usage_row(row, world.period)))
+                .map(|row| format!("{:?}", usage_row(&row.unwrap(), world.period)))
                 .collect();
             rows.sort();
             (key.clone(), rows)

@@ -4,10 +4,15 @@
 //! Every record ends in exactly one place: a group's rows, the bad list (with line and reason),
 //! or an out-of-scope count. Nothing is aggregated and nothing is dropped silently. Bad records
 //! are filed chunk by chunk in source order into [`BadRecords`], which holds only the first
-//! ones in memory, so a source of endless bad rows cannot exhaust memory.
+//! ones in memory, so a source of endless bad rows cannot exhaust memory. A group's rows are
+//! encoded as they are placed and spilled to a scratch file once the month's rows pass the
+//! memory budget ([`crate::usage::spill`]): memory holds the budget, the resolved objects the
+//! month names, and the record ids seen (for duplicates), not the month's rows.
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use futures::StreamExt;
@@ -15,13 +20,16 @@ use tokio_util::task::AbortOnDropHandle;
 
 use crate::connect::ConnectError;
 use crate::usage::period::Period;
+use crate::usage::phases::{self, Phase};
 use chrono::NaiveDateTime;
 
 use crate::usage::record::{
-    BadReason, BadRecord, BadRecords, OutOfScope, Quantity, RecordChecker, RecordId, VendorRecord,
+    BadReason, BadRecord, BadRecords, OutOfScope, Quantity, RawRecord, RecordChecker, RecordId,
+    VendorRecord,
 };
 use crate::usage::resolve::{AssetMatch, ResolvedAsset, ResolvedItem, ResolvedProduct, Resolver};
 use crate::usage::source::{RecordStream, SourceError};
+use crate::usage::spill::{GroupRows, Slot, SpillError, Spiller};
 
 /// One usage file's worth of records: a contract and a product in the reported period.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -61,9 +69,8 @@ impl std::fmt::Display for GroupKey {
     }
 }
 
-/// A record filed under its group: what the workbook row needs and nothing else (a month's
-/// rows are held until filed, so the source line and the subscription id as the vendor wrote
-/// it are dropped here).
+/// A record filed under its group: what the workbook row needs and nothing else (the source
+/// line and the subscription id as the vendor wrote it are dropped here).
 #[derive(Debug, Clone)]
 pub struct ReportRow {
     pub asset: Arc<ResolvedAsset>,
@@ -81,7 +88,8 @@ pub struct Group {
     pub product: Arc<ResolvedProduct>,
     /// The currency of the assets' marketplace; an error when they disagree.
     pub currency: Result<String, String>,
-    pub rows: Vec<ReportRow>,
+    /// Held, or stored compact and spilled to the run's scratch file ([`GroupRows`]).
+    pub rows: GroupRows,
 }
 
 /// What one read of the source came to.
@@ -107,12 +115,17 @@ pub enum CollectError {
     Connect(#[from] ConnectError),
     #[error("reading the usage records stopped unexpectedly: {0}")]
     Reader(String),
+    #[error(transparent)]
+    Spill(#[from] SpillError),
 }
 
 /// Good records waiting for their subscriptions to be looked up. Records are resolved and
 /// sorted into rows a few thousand at a time, so a month is never held twice (as records and
 /// as rows) and each lookup asks for many objects at once.
 const CHUNK: usize = 2_000;
+
+/// Source items parsed and handed to the checks at a time.
+const PARSED: usize = 512;
 
 /// Records read and checked, handed from the reader to the sorter: at most [`CHUNK`] good
 /// ones and [`CHUNK`] bad ones.
@@ -132,6 +145,8 @@ pub async fn collect(
     records: RecordStream,
     period: Period,
     resolver: &Resolver,
+    spill_budget: usize,
+    spill_root: PathBuf,
 ) -> Result<Collection, CollectError> {
     let (chunks, mut incoming) = tokio::sync::mpsc::channel(1);
     let reader = AbortOnDropHandle::new(tokio::spawn(read_chunks(
@@ -139,7 +154,7 @@ pub async fn collect(
         RecordChecker::new(period),
         chunks,
     )));
-    let mut sorter = Sorter::new(resolver);
+    let mut sorter = Sorter::new(resolver, Spiller::new(spill_budget, spill_root));
     while let Some(chunk) = incoming.recv().await {
         let chunk = chunk?;
         sorter.collection.records_read += chunk.read;
@@ -156,45 +171,111 @@ pub async fn collect(
 /// Reads and checks `records`, sending them on in chunks; stops at a broken source (sent on as
 /// the error) or when the sorter is gone.
 async fn read_chunks(
-    mut records: RecordStream,
+    records: RecordStream,
     mut checker: RecordChecker,
-    chunks: tokio::sync::mpsc::Sender<Result<Chunk, SourceError>>,
+    chunks: tokio::sync::mpsc::Sender<Result<Chunk, CollectError>>,
 ) {
     let fresh = || Chunk {
         records: Vec::with_capacity(CHUNK),
         ..Chunk::default()
     };
+    // Parsing runs on a task of its own, a batch ahead: parsing, checking and sorting are
+    // three stages on as many cores as there are.
+    let (batches, mut parsed) = tokio::sync::mpsc::channel(4);
+    let _parser = AbortOnDropHandle::new(tokio::spawn(parse_batches(records, batches)));
     let mut chunk = fresh();
-    while let Some(item) = records.next().await {
-        chunk.read += 1;
-        match item {
-            Ok(Ok(raw)) => match checker.check(raw) {
-                Ok(record) => chunk.records.push(record),
-                Err(bad) => chunk.bad.push(bad),
-            },
-            Ok(Err(bad)) => chunk.bad.push(bad),
+    while let Some(batch) = parsed.recv().await {
+        let raws = match batch {
+            Ok(raws) => raws,
             Err(error) => {
-                let _ = chunks.send(Err(error)).await;
+                let _ = chunks.send(Err(error.into())).await;
                 return;
             }
-        }
-        // Bad records count too: a source of nothing but bad rows must not pile them up here.
-        let full = chunk.records.len() == CHUNK || chunk.bad.len() == CHUNK;
-        if full
-            && chunks
+        };
+        let mut started = Instant::now();
+        for item in raws {
+            chunk.read += 1;
+            match item {
+                Ok(raw) => match checker.check(raw) {
+                    Ok(record) => chunk.records.push(record),
+                    Err(bad) => chunk.bad.push(bad),
+                },
+                Err(bad) => chunk.bad.push(bad),
+            }
+            // Bad records count too: a source of nothing but bad rows must not pile them up.
+            let full = chunk.records.len() == CHUNK || chunk.bad.len() == CHUNK;
+            if !full {
+                continue;
+            }
+            phases::add(Phase::Check, started);
+            // Ids checked against a memory of them that failed cannot be trusted.
+            if let Some(error) = checker.failure() {
+                let _ = chunks.send(Err(ids_lost(error))).await;
+                return;
+            }
+            if chunks
                 .send(Ok(std::mem::replace(&mut chunk, fresh())))
                 .await
                 .is_err()
-        {
+            {
+                return;
+            }
+            started = Instant::now();
+        }
+        phases::add(Phase::Check, started);
+    }
+    let last = match checker.failure() {
+        Some(error) => Err(ids_lost(error)),
+        None => Ok(chunk),
+    };
+    let _ = chunks.send(last).await;
+}
+
+/// One parsed item of the source: a raw record, or a record that could not be decoded.
+type Parsed = Result<RawRecord, BadRecord>;
+
+/// Reads the source in batches of [`PARSED`] items; a broken source is sent on as the last.
+async fn parse_batches(
+    mut records: RecordStream,
+    batches: tokio::sync::mpsc::Sender<Result<Vec<Parsed>, SourceError>>,
+) {
+    loop {
+        let started = Instant::now();
+        let mut batch = Vec::with_capacity(PARSED);
+        let mut ended = false;
+        while batch.len() < PARSED {
+            match records.next().await {
+                Some(Ok(item)) => batch.push(item),
+                Some(Err(error)) => {
+                    phases::add(Phase::Parse, started);
+                    if !batch.is_empty() {
+                        let _ = batches.send(Ok(batch)).await;
+                    }
+                    let _ = batches.send(Err(error)).await;
+                    return;
+                }
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        phases::add(Phase::Parse, started);
+        if (!batch.is_empty() && batches.send(Ok(batch)).await.is_err()) || ended {
             return;
         }
     }
-    let _ = chunks.send(Ok(chunk)).await;
 }
 
-/// A record's group and the objects it resolved to.
+fn ids_lost(source: std::io::Error) -> CollectError {
+    CollectError::Spill(SpillError::Scratch {
+        path: crate::usage::spill::scratch_root(),
+        source,
+    })
+}
+
+/// The objects a record resolved to (its group is its asset's contract and product).
 struct Placed {
-    key: GroupKey,
     asset: Arc<ResolvedAsset>,
     item: Arc<ResolvedItem>,
 }
@@ -207,71 +288,86 @@ struct Sorter<'c> {
     contracts_checked: HashSet<String>,
     in_scope_contracts: HashSet<String>,
     products: HashMap<String, Arc<ResolvedProduct>>,
-    rows: BTreeMap<GroupKey, Vec<ReportRow>>,
+    /// Each group's rows, encoded and spilled past the budget; its slot by contract and product.
+    spiller: Spiller,
+    slots: HashMap<(Arc<str>, Arc<str>), Slot>,
+    /// Each placed asset's slot, by the address of its shared copy (held in `assets`).
+    asset_slots: HashMap<usize, Slot>,
+    /// The marketplaces of each slot's assets.
+    marketplaces: Vec<BTreeSet<Arc<str>>>,
     /// Records of the current chunk found bad while placing them.
     placed_bad: Vec<BadRecord>,
     collection: Collection,
 }
 
 impl<'c> Sorter<'c> {
-    fn new(resolver: &'c Resolver) -> Self {
+    fn new(resolver: &'c Resolver, spiller: Spiller) -> Self {
         Sorter {
             resolver,
             assets: HashMap::new(),
             contracts_checked: HashSet::new(),
             in_scope_contracts: HashSet::new(),
             products: HashMap::new(),
-            rows: BTreeMap::new(),
+            spiller,
+            slots: HashMap::new(),
+            asset_slots: HashMap::new(),
+            marketplaces: Vec::new(),
             placed_bad: Vec::new(),
             collection: Collection::default(),
         }
     }
 
-    async fn sort(&mut self, records: Vec<VendorRecord>) -> Result<(), ConnectError> {
+    async fn sort(&mut self, records: Vec<VendorRecord>) -> Result<(), CollectError> {
+        let started = Instant::now();
         self.look_up(&records).await?;
-        let placed: Vec<(VendorRecord, Option<Placed>)> = records
-            .into_iter()
-            .map(|record| {
-                let bad_before = self.placed_bad.len();
-                let placed = self.place(&record);
-                // A record found bad here carries the id it was given.
-                for bad in &mut self.placed_bad[bad_before..] {
-                    bad.record_id = Some(record.record_id.clone());
-                }
-                (record, placed)
-            })
-            .collect();
-        // Groups grow by exactly what this chunk adds: doubling would leave most groups with
-        // a third of their room empty, and rows are what a month holds longest.
-        let mut added: HashMap<&GroupKey, usize> = HashMap::new();
-        for (_, placed) in &placed {
-            if let Some(placed) = placed {
-                *added.entry(&placed.key).or_default() += 1;
+        let started = phases::add(Phase::Resolve, started);
+        self.place_all(records)?;
+        phases::add(Phase::Group, started);
+        Ok(())
+    }
+
+    /// Files looked-up records under their groups (rows stored, spilled past the budget).
+    fn place_all(&mut self, records: Vec<VendorRecord>) -> Result<(), SpillError> {
+        for record in records {
+            let bad_before = self.placed_bad.len();
+            let placed = self.place(&record);
+            // A record found bad here carries the id it was given.
+            for bad in &mut self.placed_bad[bad_before..] {
+                bad.record_id = Some(record.record_id.clone());
             }
-        }
-        for (key, count) in added {
-            if let Some(rows) = self.rows.get_mut(key) {
-                rows.reserve_exact(count);
-            } else {
-                self.rows.insert(key.clone(), Vec::with_capacity(count));
-            }
-        }
-        for (record, placed) in placed {
-            let Some(Placed { key, asset, item }) = placed else {
+            let Some(Placed { asset, item }) = placed else {
                 continue;
             };
-            self.rows
-                .get_mut(&key)
-                .expect("reserved above")
-                .push(ReportRow {
-                    asset,
-                    item,
-                    record_id: record.record_id,
-                    note: record.note,
-                    quantity: record.quantity,
-                    start: record.start,
-                    end: record.end,
-                });
+            // Found by the asset's address first: one shared copy per asset, many rows each.
+            let address = Arc::as_ptr(&asset) as usize;
+            let slot = match self.asset_slots.get(&address) {
+                Some(slot) => *slot,
+                None => {
+                    let pair = (asset.contract_id.clone(), asset.product_id.clone());
+                    let slot = match self.slots.get(&pair) {
+                        Some(slot) => *slot,
+                        None => {
+                            let slot = self.spiller.add_group();
+                            self.slots.insert(pair, slot);
+                            self.marketplaces.push(BTreeSet::new());
+                            slot
+                        }
+                    };
+                    self.marketplaces[slot].insert(asset.marketplace_id.clone());
+                    self.asset_slots.insert(address, slot);
+                    slot
+                }
+            };
+            let row = ReportRow {
+                asset,
+                item,
+                record_id: record.record_id,
+                note: record.note,
+                quantity: record.quantity,
+                start: record.start,
+                end: record.end,
+            };
+            self.spiller.push(slot, &row)?;
         }
         Ok(())
     }
@@ -411,10 +507,6 @@ impl<'c> Sorter<'c> {
             return None;
         }
         Some(Placed {
-            key: GroupKey {
-                contract_id: asset.contract_id.to_string(),
-                product_id: asset.product_id.to_string(),
-            },
             item: item.clone(),
             asset,
         })
@@ -425,20 +517,23 @@ impl<'c> Sorter<'c> {
         let Sorter {
             resolver,
             products,
-            rows,
+            spiller,
+            slots,
+            marketplaces,
             mut collection,
             ..
         } = self;
-        let marketplaces: BTreeSet<String> = rows
-            .values()
+        let all: BTreeSet<String> = marketplaces
+            .iter()
             .flatten()
-            .map(|row| row.asset.marketplace_id.to_string())
+            .map(|id| id.to_string())
             .collect();
-        let currencies = resolver.currencies(marketplaces).await?;
-        for (key, rows) in rows {
-            let found: BTreeSet<&String> = rows
+        let currencies = resolver.currencies(all).await?;
+        let mut rows: Vec<Option<GroupRows>> = spiller.finish().into_iter().map(Some).collect();
+        for ((contract_id, product_id), slot) in slots {
+            let found: BTreeSet<&String> = marketplaces[slot]
                 .iter()
-                .filter_map(|row| currencies.get(&*row.asset.marketplace_id))
+                .filter_map(|id| currencies.get(&**id))
                 .collect();
             let currency = match found.len() {
                 1 => Ok(found.into_iter().next().expect("one").clone()),
@@ -448,13 +543,17 @@ impl<'c> Sorter<'c> {
                     found.into_iter().cloned().collect::<Vec<_>>().join(", ")
                 )),
             };
+            let key = GroupKey {
+                contract_id: contract_id.to_string(),
+                product_id: product_id.to_string(),
+            };
             collection.groups.insert(
                 key.clone(),
                 Group {
                     product: products[&key.product_id].clone(),
                     key,
                     currency,
-                    rows,
+                    rows: rows[slot].take().expect("one group a slot"),
                 },
             );
         }

@@ -9,10 +9,13 @@ pub(crate) mod group;
 mod interner;
 pub(crate) use payg_shared::period;
 pub(crate) mod periods;
+pub mod phases;
 pub(crate) mod record;
 pub(crate) mod report;
 pub(crate) mod resolve;
+mod seen;
 pub(crate) mod source;
+pub(crate) mod spill;
 pub(crate) mod status;
 pub(crate) mod summary;
 pub(crate) mod sweep;
@@ -26,6 +29,7 @@ pub use record::{BadReason, BadRecord, RecordChecker, MAX_HELD_BAD_RECORDS};
 pub use report::{ReportError, ReportJob, Reporter};
 pub use source::sql::{QueryValues, SqlSource};
 pub use source::{SourceError, UsageSource, MAX_RECORD_BYTES};
+pub use spill::{scratch_root, GroupRows, SpillError, DEFAULT_SPILL_BUDGET};
 pub use status::{
     assess, Attention, FileFacts, GroupStatus, Observed, PeriodStatus, SourceCounts, StatusReport,
     Totals, STATUS_FORMAT,

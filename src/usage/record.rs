@@ -12,13 +12,14 @@ use std::io::{BufRead, BufWriter, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::NaiveDateTime;
-use foldhash::{HashMap, HashMapExt, HashSet, HashSetExt};
 use sha2::{Digest, Sha256};
 
 pub use payg_shared::record::{RawRecord, FIELDS};
 
 use crate::usage::interner::Interner;
 use crate::usage::period::{parse_time, Period};
+use crate::usage::seen::Counter;
+use crate::usage::spill::{scratch_root, ScratchDir};
 use crate::usage::workbook::{too_long, Precision, MAX_TEXT};
 
 /// A non-negative decimal quantity. The workbook cell is a number, so the value is kept as
@@ -65,9 +66,18 @@ impl Quantity {
         if significant > MAX_SIGNIFICANT_DIGITS {
             return Err(QuantityError::TooManyDigits(significant));
         }
-        let value: f64 = format!("0{whole}.{fraction}0")
-            .parse()
-            .map_err(|_| QuantityError::Unparsable)?;
+        // `0<whole>.<fraction>0` on the stack: at most 15 whole digits (checked above) and 30
+        // fractional ones.
+        let mut text = [0u8; 50];
+        let mut len = 0;
+        for part in [b"0", whole.as_bytes(), b".", fraction.as_bytes(), b"0"] {
+            text[len..len + part.len()].copy_from_slice(part);
+            len += part.len();
+        }
+        let value: f64 = std::str::from_utf8(&text[..len])
+            .ok()
+            .and_then(|text| text.parse().ok())
+            .ok_or(QuantityError::Unparsable)?;
         Ok(Quantity {
             value,
             fraction_digits: fraction.len() as u8,
@@ -76,6 +86,19 @@ impl Quantity {
 
     pub fn value(&self) -> f64 {
         self.value
+    }
+
+    /// The value and the fractional digits the vendor wrote, for storing the quantity.
+    pub(crate) fn parts(&self) -> (f64, u8) {
+        (self.value, self.fraction_digits)
+    }
+
+    /// A quantity stored with [`Quantity::parts`].
+    pub(crate) fn from_parts(value: f64, fraction_digits: u8) -> Quantity {
+        Quantity {
+            value,
+            fraction_digits,
+        }
     }
 
     /// Whether the item's precision can hold this quantity exactly.
@@ -289,8 +312,8 @@ pub const MAX_DETAIL: usize = 500;
 pub const MAX_HELD_BAD_RECORDS: usize = 1_000;
 
 /// A run's bad records: the first [`MAX_HELD_BAD_RECORDS`] (in source order) held, every one
-/// counted by reason and streamed to a spill file as it is found, so a source of endless bad
-/// rows costs disk, not memory. The bad-records CSV copies the spill ([`BadRecords::spilled`]).
+/// counted by reason and streamed to a spill file (in the run's scratch directory) as it is
+/// found, so a source of endless bad rows costs disk, not memory. The bad-records CSV copies the spill ([`BadRecords::spilled`]).
 #[derive(Debug, Clone, Default)]
 pub struct BadRecords {
     held: Vec<BadRecord>,
@@ -300,11 +323,13 @@ pub struct BadRecords {
     spill: Option<Arc<Mutex<Spill>>>,
 }
 
-/// Every bad record as a JSON line in a temporary file (removed with the last clone), or why
-/// that failed.
+/// Every bad record as a JSON line in a file of the run's scratch directory (removed with the
+/// last clone; a killed run's is removed by the next run), or why that failed.
 #[derive(Debug)]
 struct Spill {
     file: Result<BufWriter<tempfile::NamedTempFile>, String>,
+    /// Dropped after the file (fields drop in order).
+    _dir: Option<ScratchDir>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -316,10 +341,17 @@ impl BadRecords {
         self.total += 1;
         *self.by_reason.entry(bad.reason).or_default() += 1;
         let spill = self.spill.get_or_insert_with(|| {
-            let file = tempfile::NamedTempFile::new()
-                .map(BufWriter::new)
-                .map_err(|error| error.to_string());
-            Arc::new(Mutex::new(Spill { file }))
+            let dir = ScratchDir::create(&scratch_root());
+            let file = match &dir {
+                Ok(dir) => tempfile::NamedTempFile::new_in(dir.path())
+                    .map(BufWriter::new)
+                    .map_err(|error| error.to_string()),
+                Err(error) => Err(error.to_string()),
+            };
+            Arc::new(Mutex::new(Spill {
+                file,
+                _dir: dir.ok(),
+            }))
         });
         let mut spill = spill.lock().unwrap_or_else(PoisonError::into_inner);
         if let Ok(file) = &mut spill.file {
@@ -430,16 +462,16 @@ impl fmt::Display for OutOfScope {
     }
 }
 
-fn required(line: u64, name: &str, value: &Option<String>) -> Result<String, BadRecord> {
+fn required<'r>(line: u64, name: &str, value: &'r Option<String>) -> Result<&'r str, BadRecord> {
     value
-        .as_ref()
-        .map(|v| v.trim().to_string())
+        .as_deref()
+        .map(str::trim)
         .ok_or_else(|| BadRecord::new(line, BadReason::MissingField, format!("{name} is missing")))
 }
 
 fn time(line: u64, name: &str, value: &Option<String>) -> Result<NaiveDateTime, BadRecord> {
     let text = required(line, name, value)?;
-    parse_time(&text).ok_or_else(|| {
+    parse_time(text).ok_or_else(|| {
         BadRecord::new(
             line,
             BadReason::UnparsableField,
@@ -456,9 +488,11 @@ fn time(line: u64, name: &str, value: &Option<String>) -> Result<NaiveDateTime, 
 /// same ids (rebuilds replace rows instead of adding them) and identical rows stay distinct.
 pub struct RecordChecker {
     period: Period,
-    /// Digests of the ids seen: 16 bytes a record, whatever the ids' length.
-    seen: HashSet<u128>,
-    identical: HashMap<[u8; 16], u32>,
+    /// Digests of the ids seen, counted in bounded memory (spilled to the run's scratch
+    /// directory past a few hundred thousand).
+    seen: Counter,
+    /// Digests of the contents of records without a vendor id, counted the same way.
+    identical: Counter,
     names: Interner,
 }
 
@@ -475,9 +509,19 @@ impl RecordChecker {
     pub fn new(period: Period) -> Self {
         RecordChecker {
             period,
-            seen: HashSet::new(),
-            identical: HashMap::new(),
+            seen: Counter::in_scratch(),
+            identical: Counter::in_scratch(),
             names: Interner::default(),
+        }
+    }
+
+    /// A checker remembering `recent` ids in memory before it spills them under `root`.
+    #[cfg(test)]
+    fn with_memory(period: Period, recent: usize, root: std::path::PathBuf) -> Self {
+        RecordChecker {
+            seen: Counter::new(recent, root.clone()),
+            identical: Counter::new(recent, root),
+            ..RecordChecker::new(period)
         }
     }
 
@@ -493,20 +537,26 @@ impl RecordChecker {
             Some(id) => RecordId::Vendor(id.trim().into()),
             None => {
                 let digest = content_digest();
-                let occurrence = self.identical.entry(digest).or_default();
-                *occurrence += 1;
+                let occurrence = self.identical.bump(&digest) + 1;
                 RecordId::Derived {
                     digest: digest[..12].try_into().expect("12 bytes"),
-                    occurrence: *occurrence,
+                    occurrence,
                 }
             }
         };
-        let spelled = id.spelled(self.period);
-        if !self.seen.insert(u128::from_be_bytes(digest(&[&spelled]))) {
+        // A vendor id is its own spelling: digested without a copy.
+        let key = match &id {
+            RecordId::Vendor(spelled) => digest(&[spelled]),
+            derived => digest(&[&derived.spelled(self.period)]),
+        };
+        if self.seen.bump(&key) > 0 {
             return Err(BadRecord::new(
                 line,
                 BadReason::DuplicateRecordId,
-                format!("record_id {spelled:?} repeats an earlier record"),
+                format!(
+                    "record_id {:?} repeats an earlier record",
+                    id.spelled(self.period)
+                ),
             ));
         }
         Ok(id)
@@ -516,18 +566,26 @@ impl RecordChecker {
     /// quantity not negative, interval ordered and inside the month, record id unique. A bad
     /// record carries the id it has or would have been given.
     pub fn check(&mut self, raw: RawRecord) -> Result<VendorRecord, BadRecord> {
-        self.check_fields(&raw).map_err(|mut bad| {
-            if bad.record_id.is_none() {
-                bad.record_id = Some(self.id_of_bad(&raw));
+        match self.check_fields(&raw) {
+            Ok(record) => Ok(record),
+            Err(mut bad) => {
+                if bad.record_id.is_none() {
+                    bad.record_id = Some(self.id_of_bad(&raw));
+                }
+                Err(bad.in_element(raw.element).in_object(raw.object.clone()))
             }
-            bad.in_element(raw.element).in_object(raw.object.clone())
-        })
+        }
+    }
+
+    /// Why the ids seen could not be kept on disk, once: checks after it cannot be trusted.
+    pub fn failure(&mut self) -> Option<std::io::Error> {
+        self.seen.failure().or_else(|| self.identical.failure())
     }
 
     /// The vendor's id, or the one derived from the record's content as a good record with
     /// the same fields would get it (the quantity as written when it does not parse); not
     /// counted as an occurrence.
-    fn id_of_bad(&self, raw: &RawRecord) -> RecordId {
+    fn id_of_bad(&mut self, raw: &RawRecord) -> RecordId {
         if let Some(id) = &raw.record_id {
             return RecordId::Vendor(id.trim().into());
         }
@@ -549,7 +607,7 @@ impl RecordChecker {
         ]);
         RecordId::Derived {
             digest: digest[..12].try_into().expect("12 bytes"),
-            occurrence: self.identical.get(&digest).copied().unwrap_or(0) + 1,
+            occurrence: self.identical.count(&digest) + 1,
         }
     }
 
@@ -563,12 +621,12 @@ impl RecordChecker {
         let end = time(line, "end_time_utc", &raw.end_time_utc)?;
         // Texts that become workbook cells: one too long for a cell spoils only its record.
         for (name, text) in [
-            ("subscription_id", Some(&subscription_id)),
-            ("item_mpn", Some(&item)),
-            ("record_id", raw.record_id.as_ref()),
-            ("record_note", raw.record_note.as_ref()),
+            ("subscription_id", Some(subscription_id)),
+            ("item_mpn", Some(item)),
+            ("record_id", raw.record_id.as_deref()),
+            ("record_note", raw.record_note.as_deref()),
         ] {
-            if text.is_some_and(|text| too_long(text)) {
+            if text.is_some_and(too_long) {
                 return Err(BadRecord::new(
                     line,
                     BadReason::FieldTooLong,
@@ -578,7 +636,7 @@ impl RecordChecker {
                 ));
             }
         }
-        let quantity = Quantity::parse(&quantity_text).map_err(|error| match error {
+        let quantity = Quantity::parse(quantity_text).map_err(|error| match error {
             QuantityError::Unparsable => BadRecord::new(
                 line,
                 BadReason::UnparsableField,
@@ -614,8 +672,8 @@ impl RecordChecker {
         let note = raw.record_note.as_deref().filter(|n| !n.is_empty());
         let record_id = self.assign(line, raw.record_id.as_deref(), || {
             digest(&[
-                &subscription_id,
-                &item,
+                subscription_id,
+                item,
                 &quantity.to_string(),
                 raw.start_time_utc.as_deref().unwrap_or_default(),
                 raw.end_time_utc.as_deref().unwrap_or_default(),
@@ -626,13 +684,14 @@ impl RecordChecker {
             line,
             element: raw.element,
             object: raw.object.clone(),
-            subscription_id: self.names.shared(&subscription_id),
-            item: self.names.shared(&item),
+            subscription_id: self.names.shared(subscription_id),
+            item: self.names.shared(item),
             quantity,
             start,
             end,
             record_id,
-            note: note.map(|note| self.names.shared(note)),
+            // Notes are not shared: rows are stored encoded, and a month's notes may all differ.
+            note: note.map(Arc::from),
         })
     }
 }
@@ -744,6 +803,48 @@ mod tests {
             reason(with(3, "2023-12-31 23:00:00")),
             BadReason::OutsidePeriod
         );
+    }
+
+    #[test]
+    fn repeats_and_identical_records_are_found_after_the_ids_spill() {
+        let root = tempfile::tempdir().unwrap();
+        let run = |recent: usize| {
+            let mut checker = RecordChecker::with_memory(jan(), recent, root.path().into());
+            let outcomes: Vec<Result<String, BadReason>> = (0..600)
+                .map(|n: u32| {
+                    let mut fields = good();
+                    // Vendor ids on even rows, repeating every 97th; derived ids on odd rows,
+                    // with every content occurring three times.
+                    let id = format!("R-{}", if n.is_multiple_of(97) { 0 } else { n });
+                    let quantity = (n / 6).to_string();
+                    fields[2] = &quantity;
+                    fields[5] = if n.is_multiple_of(2) { &id } else { "" };
+                    checker
+                        .check(raw(fields))
+                        .map(|r| r.record_id.spelled(jan()))
+                        .map_err(|bad| bad.reason)
+                })
+                .collect();
+            assert!(checker.failure().is_none());
+            outcomes
+        };
+        let in_memory = run(1_000_000);
+        assert_eq!(
+            run(7),
+            in_memory,
+            "the same ids and repeats whatever the memory"
+        );
+        assert_eq!(
+            in_memory
+                .iter()
+                .filter(|o| **o == Err(BadReason::DuplicateRecordId))
+                .count(),
+            3,
+            "R-0 at rows 194, 388 and 582"
+        );
+        assert!(in_memory
+            .iter()
+            .any(|o| o.as_ref().is_ok_and(|id| id.ends_with("-3"))));
     }
 
     #[test]

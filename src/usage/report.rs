@@ -34,6 +34,7 @@ use crate::usage::group::{self, CollectError, Collection, Group, GroupKey};
 use crate::usage::period::{NotEnded, Period};
 use crate::usage::resolve::Resolver;
 use crate::usage::source::UsageSource;
+use crate::usage::spill::{remove_stale, scratch_root};
 use crate::usage::summary::{Ledger, PeriodReport, Summary};
 use crate::usage::sweep;
 use crate::usage::workbook::RunPackage;
@@ -183,8 +184,20 @@ impl Reporter {
         .with_max_inflated(self.settings.usage_source_max_inflated)
         .with_cloud_env(self.settings.cloud_env.clone());
         tracing::info!(source = %source.display_name(period), %period, "reading usage records");
+        // Runs that were killed leave their scratch directories: the next run removes them,
+        // whether or not it spills itself.
+        let scratch = scratch_root();
+        let root = scratch.clone();
+        let _ = tokio::task::spawn_blocking(move || remove_stale(&root)).await;
         let records = source.open(period).await.map_err(CollectError::from)?;
-        Ok(group::collect(records, period, &self.resolver()).await?)
+        Ok(group::collect(
+            records,
+            period,
+            &self.resolver(),
+            self.settings.spill_budget,
+            scratch,
+        )
+        .await?)
     }
 
     /// The job's filters that select no group of the month, each said in a sentence.

@@ -11,6 +11,8 @@
 //!    checks.
 //! 5. What the operator's view costs: the 10k month with log shipping and `/metrics` off and
 //!    on, alternating.
+//! 6. A month of 10M records: `report --dry-run` from a generated CSV (deleted afterwards)
+//!    against the simulator, for peak RSS, wall time, records/s and the phase split.
 //!
 //! Every measured workload runs in its own process (this binary re-invoked as `bench child
 //! …`) so that its peak RSS is its own; the simulator stays in this, the parent, process.
@@ -29,6 +31,7 @@ mod runner_child;
 #[path = "../../../tests/support/servers.rs"]
 mod servers;
 mod sources;
+mod stream;
 mod workbook;
 mod world;
 
@@ -70,21 +73,32 @@ fn child(args: &[String]) -> Result<(), String> {
                 .map_err(|_| format!("bad record count {records}"))?,
             location,
         )?,
+        [mode, records, path] if mode == "stream" => stream::child(
+            records
+                .parse()
+                .map_err(|_| format!("bad record count {records}"))?,
+            &PathBuf::from(path),
+        )?,
         _ => return Err(format!("unknown child workload {args:?}")),
     };
     measure::report(&report);
     Ok(())
 }
 
-/// What to run: `--quick` trims the largest sizes; `--only workbooks|month|events|sources|observability` picks one
-/// part; `--latency MS` runs the month at that REST latency only; `--processing-delay MS`
+/// What to run: `--quick` trims the largest sizes; `--only
+/// workbooks|month|events|sources|observability|stream` picks one part; `--latency MS` runs
+/// the month at that REST latency only; `--processing-delay MS`
 /// makes the simulator process uploads that long after they arrive (default 5 ms): a delay
-/// longer than the month shows the task without the platform's validation sharing its cores.
+/// longer than the month shows the task without the platform's validation sharing its cores;
+/// `--subscriptions N` runs the month at that size only (100 contracts × 20 products);
+/// `--records N` sizes the streamed month (10M, `--quick` 1M).
 struct Plan {
     quick: bool,
     only: Option<String>,
     latency: Option<Duration>,
     processing_delay: Duration,
+    subscriptions: Option<usize>,
+    records: Option<u64>,
 }
 
 impl Plan {
@@ -107,6 +121,12 @@ impl Plan {
             only: value("--only"),
             latency: millis("--latency")?,
             processing_delay: millis("--processing-delay")?.unwrap_or(PROCESSING_DELAY),
+            subscriptions: value("--subscriptions")
+                .map(|n| n.parse().map_err(|_| format!("bad --subscriptions {n}")))
+                .transpose()?,
+            records: value("--records")
+                .map(|n| n.parse().map_err(|_| format!("bad --records {n}")))
+                .transpose()?,
         })
     }
 
@@ -141,6 +161,9 @@ fn parent(args: &[String]) -> Result<(), String> {
     if plan.wants("observability") {
         observability(&plan, &scratch, &runtime)?;
     }
+    if plan.wants("stream") {
+        stream(&plan, &scratch, &runtime)?;
+    }
     Ok(())
 }
 
@@ -159,6 +182,19 @@ fn observability(
     let outcome = runtime.block_on(observability::run(size, pairs, plan.processing_delay, &dir))?;
     println!("## 5. What the operator's view costs (10k-subscription month, 0 ms latency)\n");
     println!("{}", observability::table(&outcome));
+    Ok(())
+}
+
+fn stream(plan: &Plan, scratch: &Scratch, runtime: &tokio::runtime::Runtime) -> Result<(), String> {
+    let records = plan
+        .records
+        .unwrap_or(if plan.quick { 1_000_000 } else { 10_000_000 });
+    let subscriptions = 10_000;
+    eprintln!("stream: {records} records over {subscriptions} subscriptions…");
+    let dir = scratch.subdir("stream")?;
+    let outcome = runtime.block_on(stream::run(records, subscriptions, &dir))?;
+    println!("## 6. A month of {records} records (`report --dry-run`, issue 19)\n");
+    println!("{}", stream::table(&outcome));
     Ok(())
 }
 
@@ -204,6 +240,13 @@ fn months(plan: &Plan, scratch: &Scratch, runtime: &tokio::runtime::Runtime) -> 
             contracts: 100,
             products: 20,
         });
+    }
+    if let Some(subscriptions) = plan.subscriptions {
+        sizes = vec![month::Size {
+            subscriptions,
+            contracts: 100,
+            products: 20,
+        }];
     }
     let latencies = match plan.latency {
         Some(latency) => vec![latency],

@@ -40,6 +40,8 @@ pub struct Outcome {
     pub runner: ChildReport,
     /// CPU time of this process (the simulator) during the run.
     pub simulator_cpu: f64,
+    /// Peak RSS of this process (the simulator) so far, in KiB.
+    pub simulator_peak_rss_kb: u64,
     pub counts: RequestCounts,
     /// Log lines the simulator's log service received (observed runs).
     pub shipped_lines: usize,
@@ -148,6 +150,7 @@ pub async fn run_observed(
         result,
         runner,
         simulator_cpu,
+        simulator_peak_rss_kb: measure::peak_rss_kb(),
         counts: state.request_counts(),
         shipped_lines,
         scrapes,
@@ -190,7 +193,19 @@ pub fn table(outcomes: &[Outcome]) -> String {
             o.counts.total as f64 / o.groups.max(1) as f64,
         ));
     }
-    out.push_str("\nTask results:\n\n");
+    out.push_str("\nSimulator (the bench's own process, peak so far): ");
+    let simulator: Vec<String> = outcomes
+        .iter()
+        .map(|o| {
+            format!(
+                "{} after {} subscriptions",
+                measure::mib(o.simulator_peak_rss_kb),
+                o.size.subscriptions
+            )
+        })
+        .collect();
+    out.push_str(&simulator.join(", "));
+    out.push_str(".\n\nTask results:\n\n");
     for o in outcomes {
         out.push_str(&format!(
             "- {} subscriptions, {} ms: {}\n",

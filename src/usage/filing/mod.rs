@@ -411,15 +411,24 @@ impl Filer {
     async fn digest(&self, group: &Arc<Group>) -> Result<Digest, FilingError> {
         let (group, period) = (group.clone(), self.period);
         tokio::task::spawn_blocking(move || {
-            Digest::of_rows(
-                group
-                    .rows
-                    .iter()
-                    .map(|row| workbook::usage_row(row, period)),
-            )
+            // The rows stream from the scratch file; one that cannot be read fails the group.
+            let mut unreadable = None;
+            let digest = Digest::of_rows(group.rows.iter().map_while(|row| match row {
+                Ok(row) => Some(workbook::usage_row(&row, period)),
+                Err(error) => {
+                    unreadable = Some(error);
+                    None
+                }
+            }));
+            match unreadable {
+                Some(error) => Err(FilingError::Group(error.to_string())),
+                None => Ok(digest),
+            }
         })
         .await
-        .map_err(|join| FilingError::Group(format!("computing the group's digest failed: {join}")))
+        .map_err(|join| {
+            FilingError::Group(format!("computing the group's digest failed: {join}"))
+        })?
     }
 
     /// The group's workbook for upload; also saved under the work directory when workbooks

@@ -152,11 +152,10 @@ impl Filer {
         files: Vec<UsageFile>,
         outcome: &mut GroupOutcome,
     ) -> Result<FilingResult, FilingError> {
-        let rows: Vec<ReportRow> = findings
-            .late
-            .iter()
-            .map(|at| group.rows[*at].clone())
-            .collect();
+        let rows: Vec<ReportRow> = group
+            .rows
+            .pick(&findings.late)
+            .map_err(|error| FilingError::Group(error.to_string()))?;
         tracing::info!(key = %group.key, period = %self.period, records = rows.len(), %part, "filing late records");
         outcome.part = part;
         outcome.file_id = None;
@@ -165,7 +164,7 @@ impl Filer {
             key: group.key.clone(),
             product: group.product.clone(),
             currency: group.currency.clone(),
-            rows,
+            rows: rows.into(),
         });
         Box::pin(self.file_group_inner(&late, Some(files), outcome)).await
     }
@@ -199,11 +198,12 @@ impl Filer {
             group
                 .rows
                 .iter()
-                .map(|row| workbook::usage_row(row, period))
-                .collect()
+                .map(|row| row.map(|row| workbook::usage_row(&row, period)))
+                .collect::<Result<Vec<_>, _>>()
         })
         .await
-        .map_err(|join| FilingError::Group(format!("building the group's rows failed: {join}")))
+        .map_err(|join| FilingError::Group(format!("building the group's rows failed: {join}")))?
+        .map_err(|error| FilingError::Group(error.to_string()))
     }
 
     /// `group` without the records the group's submitted files other than `file_id` hold: what
@@ -235,7 +235,8 @@ impl Filer {
             let before = group.rows.len();
             group
                 .rows
-                .retain(|row| !filed.contains(&row.record_id.spelled(period)));
+                .retain(|row| !filed.contains(&row.record_id.spelled(period)))
+                .map_err(|error| FilingError::Group(error.to_string()))?;
             tracing::info!(key = %group.key, %file_id, left_out = before - group.rows.len(), "records other files of the group hold are left out of the rebuild");
         }
         Ok((!group.rows.is_empty()).then_some(group))

@@ -17,6 +17,8 @@ use super::{
 };
 use crate::usage::group::{Group, ReportRow};
 use crate::usage::period::{format_time, Period};
+use crate::usage::phases::{self, Phase};
+use crate::usage::spill::SpillError;
 
 /// Category every record is filed under (the template's recommended default).
 pub const CATEGORY: &str = "generic_category";
@@ -29,6 +31,8 @@ pub enum BuildError {
     Workbook(#[from] WorkbookError),
     #[error("the workbook task stopped unexpectedly: {0}")]
     Task(String),
+    #[error(transparent)]
+    Rows(#[from] SpillError),
 }
 
 fn text(value: &str) -> Cell {
@@ -71,15 +75,12 @@ fn group_rules(group: &Group, period: Period) -> Rules {
         .values()
         .map(|item| (item.search.clone(), item.precision))
         .collect();
-    // Many rows share an asset: copy each one's pair once.
-    let assets: HashSet<(&str, &str)> = group
+    // The group's distinct assets, known without reading its rows back.
+    let assets: HashSet<(String, String)> = group
         .rows
+        .assets()
         .iter()
-        .map(|row| (&*row.asset.search.0, &*row.asset.search.1))
-        .collect();
-    let assets = assets
-        .into_iter()
-        .map(|(criteria, value)| (criteria.to_string(), value.to_string()))
+        .map(|asset| (asset.search.0.to_string(), asset.search.1.to_string()))
         .collect();
     Rules {
         period: Some(period),
@@ -141,9 +142,14 @@ async fn on_writer_pool<T: Send + 'static>(
         .acquire()
         .await
         .map_err(|e| BuildError::Task(e.to_string()))?;
-    tokio::task::spawn_blocking(write)
-        .await
-        .map_err(|e| BuildError::Task(e.to_string()))?
+    tokio::task::spawn_blocking(|| {
+        let started = std::time::Instant::now();
+        let written = write();
+        phases::add(Phase::Write, started);
+        written
+    })
+    .await
+    .map_err(|e| BuildError::Task(e.to_string()))?
 }
 
 /// Writes every row of the group into `output`, each one checked by the shared rules first.
@@ -157,8 +163,9 @@ fn write_checked<W: Write>(
     let mut validator = RowValidator::new(&rules);
     let mut writer = WorkbookWriter::new(package, output, group.rows.len())?;
     let mut problems = Vec::new();
+    // The rows come one at a time, read back from the scratch file when the month spilled.
     for (row, sheet_row) in group.rows.iter().zip(2u32..) {
-        let usage_row = usage_row(row, period);
+        let usage_row = usage_row(&row?, period);
         problems.extend(validator.check(sheet_row, &usage_row));
         if problems.is_empty() {
             writer.push(&usage_row)?;

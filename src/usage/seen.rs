@@ -1,0 +1,398 @@
+//! How many times each 16-byte key (a digest of a record id, or of a record's content) has been
+//! counted in a month, exactly, in memory bounded whatever the month's size: the record
+//! checks' memory of the ids seen (to refuse repeats) and of identical records (to number
+//! them).
+//!
+//! The most recent keys are counted in a hash map. Past [`DEFAULT_RECENT`] keys it is sorted and
+//! written to a run file in the run's scratch directory (key and count, 20 bytes each), with
+//! every 256th key kept in memory to find a block, and every key set in one blocked Bloom
+//! filter (one cache line a key, ~12 bits a key) so that a key never counted before (almost
+//! every key) is known new without touching the disk. A key the filter may have seen is looked
+//! up in the runs, newest first: a map entry and a run entry always hold the key's whole count
+//! so far. Runs are merged into one when there are [`MAX_RUNS`], so a look-up reads at most
+//! that many blocks.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use foldhash::{HashMap, HashMapExt};
+
+use crate::usage::spill::{scratch_root, ScratchDir};
+
+/// Keys counted in memory before they go to a run: exactly what a map of 256k slots holds
+/// (~21 bytes a slot, 5.3 MiB), so the map never doubles past it.
+pub const DEFAULT_RECENT: usize = 224 * 1024;
+
+/// Runs kept before they are merged into one.
+const MAX_RUNS: usize = 6;
+
+/// Keys per indexed block of a run.
+const BLOCK: usize = 256;
+
+/// Bytes of a run entry: the key, then its count (little endian).
+const ENTRY: usize = 20;
+
+/// Bloom filter bits a key (~1% false positives, each one a block read per run).
+const BITS_PER_KEY: usize = 10;
+
+/// Bits set a key, all in one 512-bit block.
+const HASHES: u32 = 8;
+
+pub type Key = [u8; 16];
+
+/// A multiset of keys, counted exactly; memory holds the recent keys, a block index and the
+/// filter. I/O failures are kept (the count then says 0) and reported by [`Counter::failure`].
+pub struct Counter {
+    recent: HashMap<Key, u32>,
+    limit: usize,
+    runs: Vec<Run>,
+    filter: Bloom,
+    /// Keys in the runs (the filter is sized for them).
+    in_runs: usize,
+    root: PathBuf,
+    dir: Option<ScratchDir>,
+    made: usize,
+    failure: Option<io::Error>,
+}
+
+struct Run {
+    path: PathBuf,
+    file: File,
+    entries: usize,
+    /// The first key of every block.
+    index: Vec<Key>,
+}
+
+impl Counter {
+    /// Counts in memory up to `limit` keys, then in runs under `root`'s scratch directory.
+    pub fn new(limit: usize, root: PathBuf) -> Self {
+        Counter {
+            recent: HashMap::new(),
+            limit: limit.max(1),
+            runs: Vec::new(),
+            filter: Bloom::with_keys(0),
+            in_runs: 0,
+            root,
+            dir: None,
+            made: 0,
+            failure: None,
+        }
+    }
+
+    /// A counter spilling to the usual scratch root.
+    pub fn in_scratch() -> Self {
+        Counter::new(DEFAULT_RECENT, scratch_root())
+    }
+
+    /// How many times `key` was counted.
+    pub fn count(&mut self, key: &Key) -> u32 {
+        match self.recent.get(key) {
+            Some(count) => *count,
+            None => self.in_runs(key),
+        }
+    }
+
+    /// Counts `key` once more; returns how many times it was counted before.
+    pub fn bump(&mut self, key: &Key) -> u32 {
+        if let Some(count) = self.recent.get_mut(key) {
+            *count += 1;
+            return *count - 1;
+        }
+        let before = self.in_runs(key);
+        self.recent.insert(*key, before + 1);
+        if self.recent.len() >= self.limit {
+            if let Err(error) = self.spill() {
+                self.failure.get_or_insert(error);
+            }
+        }
+        before
+    }
+
+    /// The first I/O failure, if any: counts after it may be short.
+    pub fn failure(&mut self) -> Option<io::Error> {
+        self.failure.take()
+    }
+
+    fn in_runs(&mut self, key: &Key) -> u32 {
+        if self.runs.is_empty() || !self.filter.may_hold(key) {
+            return 0;
+        }
+        for run in self.runs.iter().rev() {
+            match run.find(key) {
+                Ok(Some(count)) => return count,
+                Ok(None) => {}
+                Err(error) => {
+                    self.failure.get_or_insert(error);
+                    return 0;
+                }
+            }
+        }
+        0
+    }
+
+    /// Writes the recent keys as a run (merging all runs into one when there are too many).
+    fn spill(&mut self) -> io::Result<()> {
+        let mut entries: Vec<(Key, u32)> = self.recent.drain().collect();
+        entries.sort_unstable_by_key(|entry| entry.0);
+        // A key of the new run supersedes its entry in older runs.
+        let mut run = self.write_run(entries.iter().copied())?;
+        drop(entries);
+        if self.runs.len() + 1 >= MAX_RUNS {
+            let mut all = std::mem::take(&mut self.runs);
+            all.push(run);
+            run = self.merge(all)?;
+        }
+        self.runs.push(run);
+        self.in_runs = self.runs.iter().map(|run| run.entries).sum();
+        // The filter is rebuilt, half as large again, whenever the runs outgrow it.
+        if self.in_runs > self.filter.keys {
+            self.filter = Bloom::with_keys(self.in_runs * 3 / 2);
+            for run in &self.runs {
+                for entry in run.entries()? {
+                    self.filter.insert(&entry?.0);
+                }
+            }
+        } else {
+            for entry in self.runs.last().expect("pushed").entries()? {
+                self.filter.insert(&entry?.0);
+            }
+        }
+        Ok(())
+    }
+
+    fn write_run(&mut self, entries: impl Iterator<Item = (Key, u32)>) -> io::Result<Run> {
+        if self.dir.is_none() {
+            let dir = ScratchDir::create(&self.root).map_err(io::Error::other)?;
+            self.dir = Some(dir);
+        }
+        let dir = self.dir.as_ref().expect("created above");
+        self.made += 1;
+        let path = dir.path().join(format!("seen-{}", self.made));
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)?;
+        let mut out = BufWriter::with_capacity(64 << 10, &file);
+        let mut index = Vec::new();
+        let mut count = 0;
+        for (key, n) in entries {
+            if count % BLOCK == 0 {
+                index.push(key);
+            }
+            out.write_all(&key)?;
+            out.write_all(&n.to_le_bytes())?;
+            count += 1;
+        }
+        out.flush()?;
+        drop(out);
+        Ok(Run {
+            path,
+            file,
+            entries: count,
+            index,
+        })
+    }
+
+    /// One run of every key with its newest count (runs are oldest first).
+    fn merge(&mut self, runs: Vec<Run>) -> io::Result<Run> {
+        let mut heads: Vec<_> = runs
+            .iter()
+            .map(|run| run.entries().map(|e| e.peekable()))
+            .collect::<io::Result<_>>()?;
+        let mut failed = None;
+        let merged = std::iter::from_fn(|| {
+            // The smallest key; of equal keys the newest run's count, the others skipped.
+            let mut smallest: Option<Key> = None;
+            for head in heads.iter_mut() {
+                match head.peek() {
+                    Some(Ok((key, _))) if smallest.is_none_or(|k| *key <= k) => {
+                        smallest = Some(*key);
+                    }
+                    Some(Ok(_)) | None => {}
+                    Some(Err(_)) => {
+                        if let Some(Err(error)) = head.next() {
+                            failed.get_or_insert(error);
+                        }
+                        return None;
+                    }
+                }
+            }
+            let key = smallest?;
+            let mut newest = 0;
+            for head in heads.iter_mut() {
+                if let Some(Ok((_, count))) = head.next_if(|e| matches!(e, Ok((k, _)) if *k == key))
+                {
+                    newest = count;
+                }
+            }
+            Some((key, newest))
+        });
+        let run = self.write_run(merged)?;
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        drop(heads);
+        for old in runs {
+            let _ = std::fs::remove_file(&old.path);
+        }
+        Ok(run)
+    }
+}
+
+impl Run {
+    /// The count of `key` in this run.
+    fn find(&self, key: &Key) -> io::Result<Option<u32>> {
+        let block = match self.index.partition_point(|first| first <= key) {
+            0 => return Ok(None),
+            after => after - 1,
+        };
+        let first = block * BLOCK;
+        let len = BLOCK.min(self.entries - first);
+        let mut bytes = vec![0u8; len * ENTRY];
+        self.file
+            .read_exact_at(&mut bytes, (first * ENTRY) as u64)?;
+        let entries: Vec<&[u8]> = bytes.chunks_exact(ENTRY).collect();
+        Ok(entries
+            .binary_search_by(|entry| entry[..16].cmp(&key[..]))
+            .ok()
+            .map(|at| u32::from_le_bytes(entries[at][16..].try_into().expect("4 bytes"))))
+    }
+
+    /// Every entry, in key order.
+    fn entries(&self) -> io::Result<impl Iterator<Item = io::Result<(Key, u32)>> + '_> {
+        let mut input = BufReader::with_capacity(64 << 10, File::open(&self.path)?);
+        let mut left = self.entries;
+        Ok(std::iter::from_fn(move || {
+            if left == 0 {
+                return None;
+            }
+            left -= 1;
+            let mut entry = [0u8; ENTRY];
+            Some(input.read_exact(&mut entry).map(|()| {
+                (
+                    entry[..16].try_into().expect("16 bytes"),
+                    u32::from_le_bytes(entry[16..].try_into().expect("4 bytes")),
+                )
+            }))
+        }))
+    }
+}
+
+/// A blocked Bloom filter over 16-byte digests (already uniformly random: their bits are the
+/// hashes).
+struct Bloom {
+    blocks: Vec<[u64; 8]>,
+    /// Keys it is sized for.
+    keys: usize,
+}
+
+impl Bloom {
+    fn with_keys(keys: usize) -> Bloom {
+        let blocks = (keys * BITS_PER_KEY).div_ceil(512).max(1);
+        Bloom {
+            blocks: vec![[0; 8]; blocks],
+            keys,
+        }
+    }
+
+    fn bits(&self, key: &Key) -> (usize, impl Iterator<Item = (usize, u64)>) {
+        let high = u64::from_le_bytes(key[..8].try_into().expect("8 bytes"));
+        let low = u64::from_le_bytes(key[8..].try_into().expect("8 bytes"));
+        let block = (high % self.blocks.len() as u64) as usize;
+        let bits = (0..HASHES).map(move |i| {
+            let bit = (low >> (i * 8)) as usize & 511;
+            (bit / 64, 1u64 << (bit % 64))
+        });
+        (block, bits)
+    }
+
+    fn insert(&mut self, key: &Key) {
+        let (block, bits) = self.bits(key);
+        for (word, mask) in bits {
+            self.blocks[block][word] |= mask;
+        }
+    }
+
+    fn may_hold(&self, key: &Key) -> bool {
+        let (block, mut bits) = self.bits(key);
+        let block = &self.blocks[block];
+        bits.all(|(word, mask)| block[word] & mask != 0)
+    }
+}
+
+/// Whether `dir` holds any of this module's run files (for tests).
+#[cfg(test)]
+fn runs_in(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .map(|entries| entries.flatten().count())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(n: u64) -> Key {
+        use sha2::Digest;
+        sha2::Sha256::digest(n.to_le_bytes())[..16]
+            .try_into()
+            .unwrap()
+    }
+
+    #[test]
+    fn counts_are_exact_across_runs_and_merges() {
+        let root = tempfile::tempdir().unwrap();
+        // 10 keys in memory: thousands of runs' worth, merged every few.
+        let mut counter = Counter::new(10, root.path().to_path_buf());
+        let mut exact: std::collections::HashMap<u64, u32> = Default::default();
+        for n in 0..5_000u64 {
+            // Every key recurs: some soon, some after many spills.
+            let k = match n % 7 {
+                0 => n / 7,
+                3 => n % 50,
+                _ => n,
+            };
+            let before = exact.entry(k).or_default();
+            assert_eq!(counter.count(&key(k)), *before, "count of {k} at {n}");
+            assert_eq!(counter.bump(&key(k)), *before, "bump of {k} at {n}");
+            *before += 1;
+        }
+        assert!(counter.failure().is_none());
+        assert!(counter.runs.len() < MAX_RUNS);
+        for (k, n) in &exact {
+            assert_eq!(counter.count(&key(*k)), *n, "{k}");
+        }
+        assert_eq!(counter.count(&key(1_000_000)), 0);
+        let dir = counter.dir.as_ref().unwrap().path().to_path_buf();
+        assert!(runs_in(&dir) > 0);
+        drop(counter);
+        assert!(!dir.exists(), "the runs go with the counter");
+    }
+
+    #[test]
+    fn a_small_month_never_touches_the_disk() {
+        let root = tempfile::tempdir().unwrap();
+        let mut counter = Counter::new(1_000, root.path().to_path_buf());
+        for n in 0..999 {
+            assert_eq!(counter.bump(&key(n)), 0);
+        }
+        assert!(counter.dir.is_none());
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn the_filter_never_forgets_a_key() {
+        let mut bloom = Bloom::with_keys(1_000);
+        for n in 0..1_000 {
+            bloom.insert(&key(n));
+        }
+        assert!((0..1_000).all(|n| bloom.may_hold(&key(n))));
+        let false_positives = (1_000..101_000)
+            .filter(|n| bloom.may_hold(&key(*n)))
+            .count();
+        assert!(false_positives < 2_000, "{false_positives} of 100000");
+    }
+}

@@ -1,0 +1,792 @@
+//! A month's group rows kept compact, and on disk once they outgrow a memory budget, so a
+//! run's memory does not grow with the month.
+//!
+//! Collection ([`crate::usage::group`]) encodes each row as it is placed (asset and item as
+//! indexes into tables every row shares, the rest as bytes) into its group's buffer. When the
+//! buffers together pass the budget (`SPILL_BUDGET_BYTES`), every buffer is appended to the
+//! run's scratch file as one segment of its group and emptied. A group's rows are its
+//! segments in order, then what is still buffered: [`GroupRows`], read back as an iterator
+//! ([`GroupRows::iter`]) by the workbook writer and the late-records comparison, a buffer at a
+//! time. A month that fits the budget never touches the disk.
+//!
+//! The scratch file lives in a directory of its own per run under
+//! `<temp dir>/connect-payg-scratch/`, removed when the run's rows are dropped. A killed run
+//! cannot remove its directory; the next run does ([`remove_stale`]): a live run holds an
+//! exclusive lock on its directory's `lock` file, which the kernel releases when the process
+//! dies, so a directory whose lock can be taken is stale.
+
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use chrono::{DateTime, NaiveDateTime};
+use foldhash::{HashMap, HashMapExt};
+
+use crate::usage::group::ReportRow;
+use crate::usage::record::{Quantity, RecordId};
+use crate::usage::resolve::{ResolvedAsset, ResolvedItem};
+
+/// Bytes of encoded rows a run holds before it spills them (`SPILL_BUDGET_BYTES`'s default):
+/// about 130k rows at ~60 bytes each.
+pub const DEFAULT_SPILL_BUDGET: usize = 8 << 20;
+
+/// The folder under the temp dir holding each run's scratch directory.
+const SCRATCH_ROOT: &str = "connect-payg-scratch";
+
+/// A scratch directory without a lock file is another run's being made, unless it is this old.
+const UNLOCKED_GRACE: Duration = Duration::from_secs(60);
+
+/// Bytes a stored group reads from its file at a time.
+const READ_BUFFER: usize = 64 << 10;
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpillError {
+    #[error("cannot keep the month's rows in the scratch directory {path}: {source}")]
+    Scratch { path: PathBuf, source: io::Error },
+    #[error("cannot read the month's rows back from the scratch file {path}: {source}")]
+    Read { path: PathBuf, source: io::Error },
+}
+
+/// Where runs keep scratch files: `<temp dir>/connect-payg-scratch`.
+pub fn scratch_root() -> PathBuf {
+    std::env::temp_dir().join(SCRATCH_ROOT)
+}
+
+/// Removes the scratch directories under `root` no live run holds (left by killed runs);
+/// returns how many. A directory that cannot be removed is logged and left.
+pub fn remove_stale(root: &Path) -> usize {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let dir = entry.path();
+        if !entry.file_type().is_ok_and(|t| t.is_dir()) {
+            continue;
+        }
+        let stale = match File::options().write(true).open(dir.join("lock")) {
+            // Released at once: the file goes with the directory.
+            Ok(lock) => lock.try_lock().is_ok(),
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                entry.metadata().and_then(|m| m.modified()).is_ok_and(|at| {
+                    SystemTime::now()
+                        .duration_since(at)
+                        .is_ok_and(|age| age > UNLOCKED_GRACE)
+                })
+            }
+            Err(_) => false,
+        };
+        if !stale {
+            continue;
+        }
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => removed += 1,
+            Err(error) => {
+                tracing::warn!(dir = %dir.display(), %error, "cannot remove a stale scratch directory")
+            }
+        }
+    }
+    if removed > 0 {
+        tracing::info!(removed, root = %root.display(), "removed scratch directories of runs that did not finish");
+    }
+    removed
+}
+
+/// One run's scratch directory, locked while it lives and removed when dropped.
+#[derive(Debug)]
+pub struct ScratchDir {
+    path: PathBuf,
+    /// Holds the directory's lock for the run's lifetime.
+    _lock: File,
+}
+
+impl ScratchDir {
+    /// A new directory under `root`, after removing the stale ones there.
+    pub fn create(root: &Path) -> Result<ScratchDir, SpillError> {
+        let failed = |source| SpillError::Scratch {
+            path: root.to_path_buf(),
+            source,
+        };
+        std::fs::create_dir_all(root).map_err(failed)?;
+        remove_stale(root);
+        let path = tempfile::Builder::new()
+            .prefix("run-")
+            .tempdir_in(root)
+            .map_err(failed)?
+            .keep();
+        let lock = File::create(path.join("lock"))
+            .and_then(|lock| {
+                lock.try_lock().map_err(io::Error::from)?;
+                Ok(lock)
+            })
+            .map_err(|source| SpillError::Scratch {
+                path: path.clone(),
+                source,
+            });
+        match lock {
+            Ok(lock) => Ok(ScratchDir { path, _lock: lock }),
+            Err(error) => {
+                let _ = std::fs::remove_dir_all(&path);
+                Err(error)
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ScratchDir {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.path) {
+            tracing::warn!(dir = %self.path.display(), %error, "cannot remove the run's scratch directory");
+        }
+    }
+}
+
+/// The run's scratch file of row segments (in its scratch directory).
+#[derive(Debug)]
+struct SpillFile {
+    /// Removed (with the file) when the store is dropped.
+    _dir: ScratchDir,
+    path: PathBuf,
+    file: File,
+    len: u64,
+}
+
+/// What every stored row of a collection refers to: the scratch file and the tables of assets
+/// and items the rows index. Dropped with the last group that uses it (removing the file).
+#[derive(Debug, Default)]
+pub struct RowStore {
+    file: Option<SpillFile>,
+    assets: Vec<Arc<ResolvedAsset>>,
+    items: Vec<Arc<ResolvedItem>>,
+}
+
+/// A part of a group's rows in the scratch file.
+#[derive(Debug, Clone, Copy)]
+struct Segment {
+    offset: u64,
+    len: u64,
+}
+
+/// A group's rows: held as rows (built by hand, or left after a rebuild's filter), or stored
+/// encoded, in the scratch file and/or in memory.
+#[derive(Debug, Clone)]
+pub enum GroupRows {
+    Held(Vec<ReportRow>),
+    Stored(StoredRows),
+}
+
+#[derive(Debug, Clone)]
+pub struct StoredRows {
+    store: Arc<RowStore>,
+    segments: Vec<Segment>,
+    /// The rows never spilled, encoded.
+    buffered: Arc<[u8]>,
+    count: usize,
+    /// The distinct assets of the rows, as indexes into the store's table.
+    assets: Arc<[u32]>,
+}
+
+impl From<Vec<ReportRow>> for GroupRows {
+    fn from(rows: Vec<ReportRow>) -> Self {
+        GroupRows::Held(rows)
+    }
+}
+
+impl GroupRows {
+    pub fn len(&self) -> usize {
+        match self {
+            GroupRows::Held(rows) => rows.len(),
+            GroupRows::Stored(stored) => stored.count,
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The distinct assets the rows name (without reading stored rows back).
+    pub fn assets(&self) -> Vec<Arc<ResolvedAsset>> {
+        match self {
+            GroupRows::Held(rows) => {
+                let mut seen = std::collections::HashSet::new();
+                rows.iter()
+                    .filter(|row| seen.insert(Arc::as_ptr(&row.asset)))
+                    .map(|row| row.asset.clone())
+                    .collect()
+            }
+            GroupRows::Stored(stored) => stored
+                .assets
+                .iter()
+                .map(|at| stored.store.assets[*at as usize].clone())
+                .collect(),
+        }
+    }
+
+    /// Whether some of the rows are in the scratch file.
+    pub fn spilled(&self) -> bool {
+        matches!(self, GroupRows::Stored(stored) if !stored.segments.is_empty())
+    }
+
+    /// The rows in order; stored ones are read back a buffer at a time.
+    pub fn iter(&self) -> RowIter<'_> {
+        match self {
+            GroupRows::Held(rows) => RowIter::Held(rows.iter()),
+            GroupRows::Stored(stored) => RowIter::Stored(StoredIter {
+                stored,
+                next_segment: 0,
+                reader: None,
+                left: stored.count,
+            }),
+        }
+    }
+
+    /// The rows at `positions`, in that order (one pass over the rows; positions past the end
+    /// are left out).
+    pub fn pick(&self, positions: &[usize]) -> Result<Vec<ReportRow>, SpillError> {
+        let mut wanted: Vec<(usize, usize)> = positions
+            .iter()
+            .enumerate()
+            .map(|(order, at)| (*at, order))
+            .collect();
+        wanted.sort_unstable();
+        let mut wanted = wanted.into_iter().peekable();
+        let mut picked: Vec<(usize, ReportRow)> = Vec::with_capacity(positions.len());
+        for (at, row) in self.iter().enumerate() {
+            if wanted.peek().is_none() {
+                break;
+            }
+            let row = row?;
+            while let Some((_, order)) = wanted.next_if(|(next, _)| *next == at) {
+                picked.push((order, row.clone()));
+            }
+        }
+        picked.sort_unstable_by_key(|(order, _)| *order);
+        Ok(picked.into_iter().map(|(_, row)| row).collect())
+    }
+
+    /// Keeps only the rows `keep` accepts (they become held rows).
+    pub fn retain(&mut self, mut keep: impl FnMut(&ReportRow) -> bool) -> Result<(), SpillError> {
+        let kept = match self {
+            GroupRows::Held(rows) => {
+                rows.retain(keep);
+                return Ok(());
+            }
+            GroupRows::Stored(_) => self
+                .iter()
+                .filter(|row| row.as_ref().map_or(true, &mut keep))
+                .collect::<Result<Vec<_>, _>>()?,
+        };
+        *self = GroupRows::Held(kept);
+        Ok(())
+    }
+
+    /// Every row, in memory.
+    pub fn to_vec(&self) -> Result<Vec<ReportRow>, SpillError> {
+        self.iter().collect()
+    }
+}
+
+/// The rows of a [`GroupRows`], each one read back or cloned.
+pub enum RowIter<'a> {
+    Held(std::slice::Iter<'a, ReportRow>),
+    Stored(StoredIter<'a>),
+}
+
+impl Iterator for RowIter<'_> {
+    type Item = Result<ReportRow, SpillError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self {
+            RowIter::Held(rows) => rows.next().cloned().map(Ok),
+            RowIter::Stored(stored) => stored.next(),
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self {
+            RowIter::Held(rows) => rows.size_hint(),
+            RowIter::Stored(stored) => (stored.left, Some(stored.left)),
+        }
+    }
+}
+
+pub struct StoredIter<'a> {
+    stored: &'a StoredRows,
+    next_segment: usize,
+    /// The segment (or the buffered rows) being read.
+    reader: Option<Box<dyn Read + 'a>>,
+    left: usize,
+}
+
+impl StoredIter<'_> {
+    fn read_error(&self, source: io::Error) -> SpillError {
+        let path = match &self.stored.store.file {
+            Some(file) => file.path.clone(),
+            None => PathBuf::from("(memory)"),
+        };
+        SpillError::Read { path, source }
+    }
+}
+
+impl Iterator for StoredIter<'_> {
+    type Item = Result<ReportRow, SpillError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.left == 0 {
+            return None;
+        }
+        loop {
+            if let Some(reader) = &mut self.reader {
+                match decode(reader, &self.stored.store) {
+                    Ok(Some(row)) => {
+                        self.left -= 1;
+                        return Some(Ok(row));
+                    }
+                    Ok(None) => self.reader = None,
+                    Err(error) => {
+                        self.left = 0;
+                        return Some(Err(self.read_error(error)));
+                    }
+                }
+            }
+            let stored = self.stored;
+            if let Some(segment) = stored.segments.get(self.next_segment) {
+                self.next_segment += 1;
+                let Some(file) = &stored.store.file else {
+                    self.left = 0;
+                    return Some(Err(self.read_error(io::Error::other("no scratch file"))));
+                };
+                let part = FilePart {
+                    file: &file.file,
+                    at: segment.offset,
+                    end: segment.offset + segment.len,
+                };
+                self.reader = Some(Box::new(BufReader::with_capacity(READ_BUFFER, part)));
+            } else if self.next_segment == stored.segments.len() {
+                self.next_segment += 1;
+                self.reader = Some(Box::new(&stored.buffered[..]));
+            } else {
+                let missing = io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("{} rows missing", self.left),
+                );
+                self.left = 0;
+                return Some(Err(self.read_error(missing)));
+            }
+        }
+    }
+}
+
+/// A range of a file, read by position (many groups read one file at once).
+struct FilePart<'a> {
+    file: &'a File,
+    at: u64,
+    end: u64,
+}
+
+impl Read for FilePart<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let left = usize::try_from(self.end - self.at).unwrap_or(usize::MAX);
+        let want = buf.len().min(left);
+        if want == 0 {
+            return Ok(0);
+        }
+        let read = self.file.read_at(&mut buf[..want], self.at)?;
+        if read == 0 {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        }
+        self.at += read as u64;
+        Ok(read)
+    }
+}
+
+/// Encodes rows into group buffers during collection and spills them past the budget.
+pub struct Spiller {
+    budget: usize,
+    root: PathBuf,
+    buffered: usize,
+    groups: Vec<Buffer>,
+    file: Option<SpillFile>,
+    assets: Vec<Arc<ResolvedAsset>>,
+    asset_index: HashMap<usize, u32>,
+    items: Vec<Arc<ResolvedItem>>,
+    item_index: HashMap<usize, u32>,
+}
+
+#[derive(Default)]
+struct Buffer {
+    bytes: Vec<u8>,
+    segments: Vec<Segment>,
+    count: usize,
+    assets: Vec<u32>,
+}
+
+/// A group's place in the [`Spiller`].
+pub type Slot = usize;
+
+impl Spiller {
+    /// Spills past `budget` bytes into a scratch directory under `root`.
+    pub fn new(budget: usize, root: PathBuf) -> Self {
+        Spiller {
+            budget,
+            root,
+            buffered: 0,
+            groups: Vec::new(),
+            file: None,
+            assets: Vec::new(),
+            asset_index: HashMap::new(),
+            items: Vec::new(),
+            item_index: HashMap::new(),
+        }
+    }
+
+    /// A new group's slot.
+    pub fn add_group(&mut self) -> Slot {
+        self.groups.push(Buffer::default());
+        self.groups.len() - 1
+    }
+
+    /// Appends `row` to the group in `slot`; spills every buffer once they pass the budget.
+    pub fn push(&mut self, slot: Slot, row: &ReportRow) -> Result<(), SpillError> {
+        let assets_before = self.assets.len();
+        let asset = index_of(&mut self.assets, &mut self.asset_index, &row.asset);
+        let item = index_of(&mut self.items, &mut self.item_index, &row.item);
+        let buffer = &mut self.groups[slot];
+        // An asset is in exactly one group (its contract and product): listed on first sight.
+        if self.assets.len() > assets_before {
+            buffer.assets.push(asset);
+        }
+        let before = buffer.bytes.len();
+        encode(&mut buffer.bytes, asset, item, row);
+        buffer.count += 1;
+        self.buffered += buffer.bytes.len() - before;
+        if self.buffered > self.budget {
+            self.spill()?;
+        }
+        Ok(())
+    }
+
+    /// Appends every group's buffer to the scratch file, emptied.
+    fn spill(&mut self) -> Result<(), SpillError> {
+        if self.file.is_none() {
+            let dir = ScratchDir::create(&self.root)?;
+            let path = dir.path().join("rows");
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&path)
+                .map_err(|source| SpillError::Scratch {
+                    path: path.clone(),
+                    source,
+                })?;
+            tracing::info!(dir = %dir.path().display(), budget = self.budget, "the month's rows outgrow the memory budget; spilling them to scratch files");
+            self.file = Some(SpillFile {
+                _dir: dir,
+                path,
+                file,
+                len: 0,
+            });
+        }
+        let spill = self.file.as_mut().expect("created above");
+        for buffer in &mut self.groups {
+            if buffer.bytes.is_empty() {
+                continue;
+            }
+            spill
+                .file
+                .write_all(&buffer.bytes)
+                .map_err(|source| SpillError::Scratch {
+                    path: spill.path.clone(),
+                    source,
+                })?;
+            let len = buffer.bytes.len() as u64;
+            buffer.segments.push(Segment {
+                offset: spill.len,
+                len,
+            });
+            spill.len += len;
+            // Freed, not kept: most groups are small, and the next spill refills few of them.
+            buffer.bytes = Vec::new();
+        }
+        self.buffered = 0;
+        Ok(())
+    }
+
+    /// Each group's rows, by slot.
+    pub fn finish(self) -> Vec<GroupRows> {
+        let store = Arc::new(RowStore {
+            file: self.file,
+            assets: self.assets,
+            items: self.items,
+        });
+        self.groups
+            .into_iter()
+            .map(|buffer| {
+                GroupRows::Stored(StoredRows {
+                    store: store.clone(),
+                    segments: buffer.segments,
+                    buffered: buffer.bytes.into(),
+                    count: buffer.count,
+                    assets: buffer.assets.into(),
+                })
+            })
+            .collect()
+    }
+
+    /// The scratch directory, once rows were spilled.
+    #[cfg(test)]
+    pub fn scratch_dir(&self) -> Option<&Path> {
+        self.file.as_ref().map(|file| file._dir.path())
+    }
+}
+
+/// The index of `value` in `table`, added on first sight (keyed by the shared copy's address).
+fn index_of<T>(table: &mut Vec<Arc<T>>, index: &mut HashMap<usize, u32>, value: &Arc<T>) -> u32 {
+    let address = Arc::as_ptr(value) as usize;
+    *index.entry(address).or_insert_with(|| {
+        table.push(value.clone());
+        u32::try_from(table.len() - 1).expect("fewer than 4 billion assets and items")
+    })
+}
+
+const VENDOR_ID: u8 = 0;
+const DERIVED_ID: u8 = 1;
+const NO_NOTE: u32 = u32::MAX;
+
+/// One row as bytes: asset and item index, quantity, interval, record id, note.
+fn encode(out: &mut Vec<u8>, asset: u32, item: u32, row: &ReportRow) {
+    out.extend_from_slice(&asset.to_le_bytes());
+    out.extend_from_slice(&item.to_le_bytes());
+    let (value, fraction_digits) = row.quantity.parts();
+    out.extend_from_slice(&value.to_le_bytes());
+    out.push(fraction_digits);
+    for time in [row.start, row.end] {
+        let time = time.and_utc();
+        out.extend_from_slice(&time.timestamp().to_le_bytes());
+        out.extend_from_slice(&time.timestamp_subsec_nanos().to_le_bytes());
+    }
+    match &row.record_id {
+        RecordId::Vendor(id) => {
+            out.push(VENDOR_ID);
+            text(out, id);
+        }
+        RecordId::Derived { digest, occurrence } => {
+            out.push(DERIVED_ID);
+            out.extend_from_slice(digest);
+            out.extend_from_slice(&occurrence.to_le_bytes());
+        }
+    }
+    match &row.note {
+        Some(note) => text(out, note),
+        None => out.extend_from_slice(&NO_NOTE.to_le_bytes()),
+    }
+}
+
+fn text(out: &mut Vec<u8>, text: &str) {
+    // Cell texts are at most 32,767 characters (checked with the record).
+    let len = u32::try_from(text.len()).expect("a cell's text");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// The next row of `input`; `None` at its clean end.
+fn decode(input: &mut dyn Read, store: &RowStore) -> io::Result<Option<ReportRow>> {
+    let mut first = [0u8; 4];
+    match input.read(&mut first[..1])? {
+        0 => return Ok(None),
+        _ => input.read_exact(&mut first[1..])?,
+    }
+    let asset = u32::from_le_bytes(first) as usize;
+    let item = u32_of(input)? as usize;
+    let corrupt = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let asset = store
+        .assets
+        .get(asset)
+        .ok_or_else(|| corrupt("asset index"))?;
+    let item = store.items.get(item).ok_or_else(|| corrupt("item index"))?;
+    let value = f64::from_le_bytes(array(input)?);
+    let [fraction_digits] = array(input)?;
+    let mut time = || -> io::Result<NaiveDateTime> {
+        let seconds = i64::from_le_bytes(array(input)?);
+        let nanos = u32_of(input)?;
+        DateTime::from_timestamp(seconds, nanos)
+            .map(|t| t.naive_utc())
+            .ok_or_else(|| corrupt("time"))
+    };
+    let start = time()?;
+    let end = time()?;
+    let [tag] = array(input)?;
+    let record_id = match tag {
+        VENDOR_ID => RecordId::Vendor(read_text(input)?.ok_or_else(|| corrupt("id"))?.into()),
+        DERIVED_ID => RecordId::Derived {
+            digest: array(input)?,
+            occurrence: u32_of(input)?,
+        },
+        _ => return Err(corrupt("record id")),
+    };
+    let note = read_text(input)?.map(Arc::from);
+    Ok(Some(ReportRow {
+        asset: asset.clone(),
+        item: item.clone(),
+        record_id,
+        note,
+        quantity: Quantity::from_parts(value, fraction_digits),
+        start,
+        end,
+    }))
+}
+
+fn array<const N: usize>(input: &mut dyn Read) -> io::Result<[u8; N]> {
+    let mut bytes = [0u8; N];
+    input.read_exact(&mut bytes)?;
+    Ok(bytes)
+}
+
+fn u32_of(input: &mut dyn Read) -> io::Result<u32> {
+    Ok(u32::from_le_bytes(array(input)?))
+}
+
+fn read_text(input: &mut dyn Read) -> io::Result<Option<String>> {
+    let len = u32_of(input)?;
+    if len == NO_NOTE {
+        return Ok(None);
+    }
+    let mut bytes = vec![0u8; len as usize];
+    input.read_exact(&mut bytes)?;
+    String::from_utf8(bytes)
+        .map(Some)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::usage::workbook::Precision;
+
+    fn rows(n: usize) -> Vec<ReportRow> {
+        // Rows n % 5 == 0 on one asset, the others on another (the groups of the test).
+        let assets = ["AS-1", "AS-2"].map(|id| {
+            Arc::new(ResolvedAsset {
+                id: id.into(),
+                contract_id: "CRD-1".into(),
+                product_id: "PRD-1".into(),
+                marketplace_id: "MP-1".into(),
+                search: ("asset.id".into(), id.into()),
+                recon_id: None,
+            })
+        });
+        let items = [Precision::Integer, Precision::Decimal(2)].map(|precision| {
+            Arc::new(ResolvedItem {
+                precision,
+                search: ("item.mpn".into(), format!("{precision:?}")),
+            })
+        });
+        let start = DateTime::from_timestamp(1_704_067_200, 0)
+            .unwrap()
+            .naive_utc();
+        (0..n)
+            .map(|n| ReportRow {
+                asset: assets[usize::from(n % 5 != 0)].clone(),
+                item: items[n % 2].clone(),
+                record_id: match n % 3 {
+                    0 => RecordId::Vendor(format!("R-{n}").into()),
+                    _ => RecordId::Derived {
+                        digest: [n as u8; 12],
+                        occurrence: n as u32,
+                    },
+                },
+                note: (n % 4 == 0).then(|| Arc::from(format!("note, é {n}"))),
+                quantity: Quantity::parse(&format!("{n}.25")).unwrap(),
+                start,
+                end: start + chrono::Duration::seconds(n as i64),
+            })
+            .collect()
+    }
+
+    fn same(a: &ReportRow, b: &ReportRow) -> bool {
+        a.asset == b.asset
+            && a.item == b.item
+            && a.record_id == b.record_id
+            && a.note == b.note
+            && a.quantity == b.quantity
+            && (a.start, a.end) == (b.start, b.end)
+    }
+
+    #[test]
+    fn rows_read_back_equal_whether_spilled_or_not_and_the_directory_goes_with_them() {
+        let root = tempfile::tempdir().unwrap();
+        let expected = rows(1_000);
+        for budget in [usize::MAX, 1_000, 1] {
+            let mut spiller = Spiller::new(budget, root.path().to_path_buf());
+            let (a, b) = (spiller.add_group(), spiller.add_group());
+            for (n, row) in expected.iter().enumerate() {
+                spiller.push(if n % 5 == 0 { a } else { b }, row).unwrap();
+            }
+            let scratch = spiller.scratch_dir().map(Path::to_path_buf);
+            assert_eq!(scratch.is_some(), budget != usize::MAX);
+            let groups = spiller.finish();
+            assert_eq!(groups[1].spilled(), budget != usize::MAX);
+            let read: Vec<Vec<ReportRow>> = groups.iter().map(|g| g.to_vec().unwrap()).collect();
+            assert_eq!(read[0].len() + read[1].len(), expected.len());
+            assert_eq!(groups[0].len(), read[0].len());
+            let (mut at_a, mut at_b) = (0, 0);
+            for (n, row) in expected.iter().enumerate() {
+                let got = match n % 5 {
+                    0 => (&read[0][at_a], at_a += 1).0,
+                    _ => (&read[1][at_b], at_b += 1).0,
+                };
+                assert!(same(got, row), "row {n} at budget {budget}");
+            }
+            for (group, id) in groups.iter().zip(["AS-1", "AS-2"]) {
+                let assets = group.assets();
+                assert_eq!(assets.len(), 1, "one asset, listed once");
+                assert_eq!(&*assets[0].id, id);
+            }
+            assert_eq!(
+                GroupRows::from(read[1].clone()).assets(),
+                groups[1].assets()
+            );
+            let picked = groups[1].pick(&[0, 7, 500]).unwrap();
+            assert!(same(&picked[2], &read[1][500]));
+            drop(read);
+            drop(groups);
+            if let Some(dir) = scratch {
+                assert!(!dir.exists(), "removed with its rows");
+            }
+        }
+        assert_eq!(std::fs::read_dir(root.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn only_directories_no_live_run_holds_are_stale() {
+        let root = tempfile::tempdir().unwrap();
+        let live = ScratchDir::create(root.path()).unwrap();
+        let dead = root.path().join("run-dead");
+        std::fs::create_dir(&dead).unwrap();
+        std::fs::write(dead.join("lock"), b"").unwrap();
+        std::fs::write(dead.join("rows"), b"x").unwrap();
+        let making = root.path().join("run-being-made");
+        std::fs::create_dir(&making).unwrap();
+        assert_eq!(remove_stale(root.path()), 1);
+        assert!(live.path().exists() && making.exists() && !dead.exists());
+        let path = live.path().to_path_buf();
+        drop(live);
+        assert!(!path.exists());
+    }
+
+    #[test]
+    fn held_rows_filter_and_pick() {
+        let mut held = GroupRows::from(rows(10));
+        assert_eq!(held.pick(&[1, 9]).unwrap().len(), 2);
+        held.retain(|row| row.note.is_some()).unwrap();
+        assert_eq!(held.len(), 3);
+    }
+}

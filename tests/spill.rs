@@ -1,0 +1,170 @@
+//! The month's rows past the memory budget (issue 19): a month whose groups outgrow
+//! `SPILL_BUDGET_BYTES` is spilled to scratch files and files exactly the rows the in-memory
+//! path files (multisets equal, per group); and a run killed while it holds scratch files
+//! leaves them only until the next run, which removes them.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use common::{period, world, World};
+use connect_payg::connect::FileStatus;
+use connect_payg::usage::workbook::usage_row;
+use connect_payg::usage::{Collection, GroupKey};
+use connect_sim::{BadRowSpec, Faults, SeedSpec};
+use tokio::process::Command;
+
+async fn month(seed: u64, subscriptions: usize) -> World {
+    world(
+        SeedSpec {
+            seed,
+            contracts: 4,
+            products: 3,
+            subscriptions,
+            ..SeedSpec::default()
+        },
+        BadRowSpec {
+            seed,
+            ..BadRowSpec::default()
+        },
+        period("2024-06"),
+    )
+    .await
+}
+
+/// Each group's rows as the workbook holds them, as a sorted multiset.
+fn rows_by_group(world: &World, collection: &Collection) -> BTreeMap<GroupKey, Vec<String>> {
+    collection
+        .groups
+        .iter()
+        .map(|(key, group)| {
+            let mut rows: Vec<String> = group
+                .rows
+                .iter()
+                .map(|row| format!("{:?}", usage_row(&row.unwrap(), world.period)))
+                .collect();
+            rows.sort();
+            (key.clone(), rows)
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_month_past_the_budget_is_spilled_and_files_exactly_the_rows_held_in_memory() {
+    let world = month(19, 300).await;
+    let held = world.reporter(&[]).collect(world.period).await.unwrap();
+    assert!(
+        held.groups.values().all(|group| !group.rows.spilled()),
+        "the default budget holds a small month"
+    );
+    // A few rows' worth: the buffers spill many times over, every group into many segments.
+    let small = [("SPILL_BUDGET_BYTES", "2000")];
+    let spilled = world.reporter(&small).collect(world.period).await.unwrap();
+    assert!(
+        spilled.groups.values().all(|group| group.rows.spilled()),
+        "every group is spilled"
+    );
+    let expected = rows_by_group(&world, &held);
+    assert!(expected.len() > 3, "{} groups", expected.len());
+    assert_eq!(rows_by_group(&world, &spilled), expected);
+    assert_eq!(spilled.records_read, held.records_read);
+    assert_eq!(spilled.bad.len(), held.bad.len());
+    drop((held, spilled));
+
+    // Filed from the scratch file: one live file per group with exactly its rows.
+    let summary = world
+        .reporter(&small)
+        .run(&world.job(), None)
+        .await
+        .unwrap();
+    assert_eq!(summary.groups.len(), expected.len());
+    world.assert_filed_exactly(FileStatus::Pending).await;
+}
+
+/// Directories under the scratch root a run has left.
+fn scratch_dirs(tmp: &Path) -> Vec<PathBuf> {
+    match std::fs::read_dir(tmp.join("connect-payg-scratch")) {
+        Ok(entries) => entries.map(|entry| entry.unwrap().path()).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+fn report(world: &World, tmp: &Path) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_connect-payg"));
+    command
+        .current_dir(world.dir.path())
+        .env_clear()
+        .env("TMPDIR", tmp)
+        .env("API_KEY", world.sim.api_key())
+        .env("SERVER_ADDRESS", world.sim.server_address())
+        .env("USAGE_SOURCE", world.usage_source())
+        .env("SPILL_BUDGET_BYTES", "4096")
+        .env("READY_POLL_INTERVAL_MS", "5")
+        .env("READY_TIMEOUT", "30")
+        .env("API_CONCURRENCY", "2")
+        .env("RUST_LOG", "warn")
+        .args(["report", "--unsecure", "--period"])
+        .arg(world.period.to_string())
+        .arg("--out")
+        .arg(world.dir.path().join("out"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    command
+}
+
+#[tokio::test]
+async fn a_killed_run_leaves_its_scratch_files_only_until_the_next_run() {
+    let world = month(7, 400).await;
+    // Every call takes a little while: the run is still filing when it is killed.
+    world.sim.state().set_faults(Faults {
+        latency: Duration::from_millis(8),
+        ..Faults::default()
+    });
+    let tmp = world.dir.path().join("tmp");
+    std::fs::create_dir(&tmp).unwrap();
+    let mut child = report(&world, &tmp).spawn().expect("the binary starts");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    // Killed once the run has spilled rows to its scratch file.
+    let spilled = loop {
+        let spilled = scratch_dirs(&tmp)
+            .into_iter()
+            .find(|dir| dir.join("rows").exists());
+        if let Some(dir) = spilled {
+            break dir;
+        }
+        if let Some(status) = child.try_wait().unwrap() {
+            panic!("the run ended before it spilled: {status}");
+        }
+        assert!(Instant::now() < deadline, "the run never spilled");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    child.start_kill().expect("SIGKILL");
+    let status = child.wait().await.unwrap();
+    assert!(!status.success(), "killed mid-run: {status}");
+    assert!(
+        spilled.join("rows").exists(),
+        "a killed run leaves its files"
+    );
+
+    world.sim.state().clear_faults();
+    let output = tokio::time::timeout(Duration::from_secs(120), report(&world, &tmp).output())
+        .await
+        .expect("the next run finishes")
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert_eq!(
+        scratch_dirs(&tmp),
+        Vec::<PathBuf>::new(),
+        "no scratch files remain"
+    );
+    world.assert_filed_exactly(FileStatus::Pending).await;
+}
