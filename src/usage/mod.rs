@@ -11,6 +11,7 @@ pub(crate) mod periods;
 pub(crate) mod record;
 pub(crate) mod report;
 pub(crate) mod resolve;
+mod scoped;
 pub(crate) mod source;
 pub(crate) mod summary;
 pub(crate) mod sweep;

@@ -32,7 +32,8 @@ use crate::usage::filing::{
 use crate::usage::group::{self, CollectError, Collection, Group, GroupKey};
 use crate::usage::period::{NotEnded, Period};
 use crate::usage::resolve::Resolver;
-use crate::usage::source::UsageSource;
+use crate::usage::scoped;
+use crate::usage::source::{RecordStream, UsageSource};
 use crate::usage::summary::{Ledger, PeriodReport, Summary};
 use crate::usage::sweep;
 use crate::usage::workbook::RunPackage;
@@ -166,6 +167,12 @@ impl Reporter {
 
     /// Reads and sorts the month's records.
     pub async fn collect(&self, period: Period) -> Result<Collection, ReportError> {
+        let records = self.open_source(period).await?;
+        Ok(group::collect(records, period, &self.resolver()).await?)
+    }
+
+    /// The configured source's records of `period`.
+    async fn open_source(&self, period: Period) -> Result<RecordStream, ReportError> {
         let source = UsageSource::new(
             self.settings.require_usage_source()?,
             self.settings.usage_source_auth.clone(),
@@ -175,8 +182,7 @@ impl Reporter {
         .with_max_inflated(self.settings.usage_source_max_inflated)
         .with_cloud_env(self.settings.cloud_env.clone());
         tracing::info!(source = %source.display_name(period), %period, "reading usage records");
-        let records = source.open(period).await.map_err(CollectError::from)?;
-        Ok(group::collect(records, period, &self.resolver()).await?)
+        Ok(source.open(period).await.map_err(CollectError::from)?)
     }
 
     /// The job's filters that select no group of the month, each said in a sentence.
@@ -420,13 +426,24 @@ impl Reporter {
 
     /// One group of `period` read again from the source (after a rejection); `None` when the
     /// source no longer has records for it. Changes nothing on the platform.
+    ///
+    /// Costs what the group costs: only the group's assets are asked for (listed by contract
+    /// and product) and only the records naming them are resolved and grouped, each exactly
+    /// as the full run would ([`scoped`]).
     pub async fn regroup(
         &self,
         key: &GroupKey,
         period: Period,
     ) -> Result<Option<Group>, ReportError> {
         period.check_ended((self.now)())?;
-        let mut collection = self.collect(period).await?;
+        let resolver = self
+            .resolver()
+            .scoped_to(&key.contract_id, &key.product_id)
+            .await
+            .map_err(CollectError::from)?;
+        let records = self.open_source(period).await?;
+        let records = scoped::within_scope(records, period, resolver.clone());
+        let mut collection = group::collect(records, period, &resolver).await?;
         Ok(collection.groups.remove(key))
     }
 
