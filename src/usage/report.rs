@@ -24,6 +24,7 @@ use indicatif::ProgressBar;
 
 use crate::alert::{truncated, Alert, AlertKind, Alerter, Severity};
 use crate::config::{ConfigError, ReportSettings};
+use crate::connect::models::UsageFile;
 use crate::connect::ConnectClient;
 use crate::usage::filing::late::Part;
 use crate::usage::filing::{
@@ -411,16 +412,18 @@ impl Reporter {
     }
 
     /// Submits our `ready` file `file_id`, the group's `part`, unless another file won that part
-    /// (the reaction to its `ready` event); false when it lost and was withdrawn.
+    /// (the reaction to its `ready` event); false when it lost and was withdrawn. `looked`: the
+    /// part's live files when the caller has just listed them (the look before submitting).
     pub async fn submit_ready(
         &self,
         key: &GroupKey,
         period: Period,
         part: Part,
         file_id: &str,
+        looked: Option<Vec<UsageFile>>,
     ) -> Result<bool, FilingError> {
         self.filer(&ReportJob::on_platform(period))
-            .submit_if_still_preferred(key, part, file_id)
+            .submit_if_still_preferred_after(key, part, file_id, looked)
             .await
     }
 
