@@ -181,5 +181,20 @@ async fn a_rejections_rebuild_costs_a_tenth_of_the_month_at_most() {
         "one page of the group's assets: {:#}",
         rebuild.to_json()
     );
+    // The `rejected` and the `ready` events found the file in its group's listing (the
+    // latter's is the look before submitting); only the fill reads it by id, right before its
+    // upload, and the file is submitted once.
+    assert_eq!(
+        rebuild.get("GET", "/usage/files/{id}"),
+        1,
+        "{:#}",
+        rebuild.to_json()
+    );
+    assert_eq!(
+        rebuild.get("POST", "/usage/files/{id}/submit"),
+        1,
+        "{:#}",
+        rebuild.to_json()
+    );
     extension.stop().await;
 }
