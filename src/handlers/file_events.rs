@@ -111,7 +111,7 @@ async fn read_current(ctx: &TaskContext) -> Result<Option<Current>, ConnectError
     if let Some((key, period, part)) = recent::group_of(id) {
         let looked = live_files(&ctx.client, &key, period, part).await?;
         if let Some(file) = looked.iter().find(|file| file.id == id).cloned() {
-            return Ok(subscribed(&file).then(|| Current {
+            return Ok(subscribed(&file).then_some(Current {
                 file,
                 looked: Some(looked),
             }));
