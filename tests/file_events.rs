@@ -558,6 +558,10 @@ async fn a_stale_event_costs_one_request_and_is_skipped_as_the_runner_would() {
     world.set_extension_variables(&[]);
     let extension = world.start_extension().await;
     file_the_month(&world).await;
+    // The month's own events (some may find their file submitted by the run already) first.
+    world
+        .wait_until("every task was answered", |w| w.sim.devops().all_answered())
+        .await;
     let skipped = "The request status does not match the supported statuses: ready,invalid,rejected,accepted.";
     let group = &world.usage.expected.groups[0];
     let foreign = create_file(&world, group, "someone else's", "made-by-another-tool-7");

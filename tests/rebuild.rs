@@ -149,6 +149,8 @@ async fn a_rejections_rebuild_costs_a_tenth_of_the_month_at_most() {
     state.reset_request_counts();
     world.run_schedule().await;
     world.wait_until_all_pending().await;
+    let answered = |w: &World| w.sim.devops().all_answered();
+    world.wait_until("every task was answered", answered).await;
     let month = state.request_counts().total;
     let files = world.live_files();
     assert!(files.len() >= 10, "{} files", files.len());
@@ -163,6 +165,7 @@ async fn a_rejections_rebuild_costs_a_tenth_of_the_month_at_most() {
             history.last() == Some(&FileStatus::Pending) && history.contains(&FileStatus::Rejected)
         })
         .await;
+    world.wait_until("every task was answered", answered).await;
     let rebuild = state.request_counts();
     assert_eq!(
         multiset(state.uploaded_rows(&file_id).unwrap()),
