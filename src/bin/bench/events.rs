@@ -176,7 +176,7 @@ pub fn table(o: &mut Outcome) -> String {
          | burst (all sent at once) | {} | **{:.0}** | {} | {} | {} |\n\n\
          Runner peak RSS {}, runner CPU {:.2} s (start-up included), \
          simulator and hub CPU {:.2} s; {} REST requests for {} events over {} \
-         accepted files ({:.2} a event; 2 before issue 19).\n",
+         accepted files ({:.2} per event; 2 before issue 19).\n",
         o.sequential.len(),
         o.sequential.len() as f64
             / o.sequential
