@@ -117,11 +117,13 @@ impl Resolver {
         contract_id: &str,
         product_id: &str,
     ) -> Result<Resolver, ConnectError> {
+        // Ordered by id: a group of many pages is paged through while assets may be added.
         let query = Query::new(Rql::all([
             Rql::eq("contract.id", contract_id),
             Rql::eq("product.id", product_id),
         ]))
-        .select(ASSET_SELECT);
+        .select(ASSET_SELECT)
+        .ordering(["id"]);
         let mut names = Interner::default();
         let mut scope = Scope::default();
         for asset in self.client.assets(query).await? {
