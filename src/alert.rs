@@ -67,6 +67,9 @@ pub enum AlertKind {
     /// Records filed in a submitted usage file have other values in the source now, or left
     /// it: never filed again automatically.
     ChangedAfterFiling,
+    /// Days of a month were filed daily, so the month was not filed monthly for the group
+    /// (it would report those days twice): a person finishes the month.
+    CadenceOverlap,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

@@ -3,9 +3,17 @@
 //!
 //! Nothing is shortcut: the real runner connects to the simulator's DevOps websocket, the
 //! platform side fires the schedule, the report reads a generated vendor export and files the
-//! month over REST, usage-file events flow back as tasks. Then the "provider" accepts most files
-//! and rejects one; the "vendor" corrects the source; the rejection handler rebuilds and
-//! resubmits the file; the provider accepts it. The summary shows every file's history.
+//! periods over REST, usage-file events flow back as tasks. The story a vendor meets in a year,
+//! in one minute:
+//!
+//! 1. **Catch-up**: the export holds last month and the month before, which was never filed
+//!    (the extension was down when it ended); one scheduled run files both, oldest first.
+//! 2. **A late record**: a record of the earlier month reaches the export after its files were
+//!    submitted; the next scheduled run files it, and only it, in a supplemental file.
+//! 3. **A rejection**: the "provider" accepts every file but one; the "vendor" corrects the
+//!    source; the rejection handler rebuilds and resubmits the file; the provider accepts it.
+//!
+//! The summary shows every file's history.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -22,10 +30,12 @@ use crate::connect::FileStatus;
 use crate::devops::protocol::ResultCode;
 use crate::usage::period::Period;
 use connect_sim::devops::SetupLogging;
-use connect_sim::{FileSummary, SeedSpec, WorldSpec};
+use connect_sim::{BadRowSpec, FileSummary, SeedSpec, WorldSpec};
 
 /// The schedulable the sandbox fires.
 const SCHEDULE: &str = crate::handlers::MONTHLY_REPORT_METHOD;
+/// The id of the record that reaches the earlier month's export late.
+const LATE_RECORD_ID: &str = "late-record-1";
 /// How long any one stage may take before the sandbox gives up and says where it stopped.
 const STAGE_LIMIT: Duration = Duration::from_secs(120);
 /// Fewest subscriptions the story needs (two contracts, a rejected file, accepted ones).
@@ -163,14 +173,45 @@ impl Playground {
         self.dir.path()
     }
 
-    /// The extension variables the platform holds for this environment. The world exports
-    /// last month only, so the schedule's catch-up window is that month alone.
+    /// The extension variables the platform holds for this environment: the catch-up window
+    /// is the two months the story exports, late records are filed.
     fn set_variables(&self, usage_source: &str) {
         self.set_extension_variables(&[
             ("USAGE_SOURCE", usage_source),
             ("MAX_RESUBMISSIONS", "2"),
-            ("CATCH_UP_PERIODS", "1"),
+            ("CATCH_UP_PERIODS", "2"),
+            ("LATE_RECORDS", "file"),
         ]);
+    }
+
+    /// Where the vendor export of `period` is.
+    fn export(&self, period: Period) -> PathBuf {
+        self.out_dir().join(format!("usage-{period}.csv"))
+    }
+
+    /// Fires the schedule, waits until `done` holds for the files and the task answered
+    /// `success`; returns its message.
+    async fn scheduled_run(
+        &self,
+        what: &'static str,
+        progress: &Progress,
+        done: impl Fn(&[FileSummary]) -> bool,
+    ) -> Result<String, SandboxError> {
+        let task = self.sim.devops().fire_schedule(SCHEDULE);
+        progress.step(&format!(
+            "platform fired the schedule {SCHEDULE} (task {task})"
+        ));
+        self.wait_until(what, progress, done).await?;
+        let result = self
+            .sim
+            .devops()
+            .wait_for_result(&task, STAGE_LIMIT)
+            .await
+            .ok_or_else(|| stage(what, "the schedule gave no result"))?;
+        match result.output.result {
+            ResultCode::Success => Ok(result.output.message.unwrap_or_default()),
+            _ => Err(stage(what, result.output.message.unwrap_or_default())),
+        }
     }
 
     /// The environment a runner (ours in-process, or `connect-payg run` by hand) needs.
@@ -251,15 +292,16 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
     let progress = Progress::new();
     let playground = Playground::start(&options).await?;
     let sim = &playground.sim;
+    let latest = playground.period;
+    let missed = latest.previous();
+    let missed_usage = playground
+        .export_period(missed, &BadRowSpec::default())
+        .map_err(SandboxError::World)?;
     progress.step(&format!(
-        "simulator on {} with {} subscriptions; vendor export for {} written to {}",
+        "simulator on {} with {} subscriptions; vendor exports for {missed} and {latest} written to {}",
         sim.server_address(),
         options.subscriptions,
-        playground.period,
-        playground
-            .out_dir()
-            .join(format!("usage-{}.csv", playground.period))
-            .display()
+        playground.out_dir().display()
     ));
     playground.set_variables(&playground.usage_source());
     // The sandbox's own output is the point: the platform leaves the log levels as they are.
@@ -286,35 +328,77 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
     }
     progress.step("runner connected over the DevOps websocket (background + interactive)");
 
-    let task = sim.devops().fire_schedule(SCHEDULE);
-    progress.step(&format!(
-        "platform fired the schedule {SCHEDULE} (task {task})"
-    ));
-    let groups = playground.usage.expected.groups.len();
-    playground
-        .wait_until("filing the month", &progress, |files| {
-            files.len() == groups && files.iter().all(|f| f.status == FileStatus::Pending)
-        })
+    // 1. Catch-up: the month before last was never filed; one run files both months.
+    let (missed_groups, latest_groups) = (
+        missed_usage.expected.groups.len(),
+        playground.usage.expected.groups.len(),
+    );
+    let all_pending = |count: usize| {
+        move |files: &[FileSummary]| {
+            files.len() == count && files.iter().all(|f| f.status == FileStatus::Pending)
+        }
+    };
+    let headline = playground
+        .scheduled_run(
+            "catching up",
+            &progress,
+            all_pending(missed_groups + latest_groups),
+        )
         .await?;
-    let result = sim
-        .devops()
-        .wait_for_result(&task, STAGE_LIMIT)
-        .await
-        .ok_or_else(|| stage("running the schedule", "no result"))?;
-    if result.output.result != ResultCode::Success {
-        return Err(stage(
-            "running the schedule",
-            result.output.message.unwrap_or_default(),
-        ));
-    }
-    let headline = result.output.message.clone().unwrap_or_default();
     progress.step(&format!(
-        "{groups} usage files built, uploaded, validated and submitted"
+        "catch-up: the run covered {missed} and {latest}, oldest first; {missed_groups} files for {missed} (missed while the extension was down) and {latest_groups} for {latest}, built, uploaded, validated and submitted"
     ));
 
-    // The provider reviews: one file is rejected, the rest accepted.
+    // 2. A late record of the earlier month: filed alone in a supplemental file.
+    let late_group = missed_usage
+        .expected
+        .groups
+        .first()
+        .ok_or_else(|| stage("adding a late record", "the earlier month has no group"))?;
+    let late_usage = missed_usage
+        .with_late_record(
+            &sim.state().catalogue(),
+            &late_group.contract_id,
+            &late_group.product_id,
+            LATE_RECORD_ID,
+            "3",
+        )
+        .ok_or_else(|| stage("adding a late record", "the group has no good record"))?;
+    write(&playground.export(missed), &late_usage.csv)?;
+    playground
+        .scheduled_run(
+            "filing the late record",
+            &progress,
+            all_pending(missed_groups + latest_groups + 1),
+        )
+        .await?;
+    let supplement = playground
+        .live_files()
+        .into_iter()
+        .find(|f| {
+            f.external_id
+                .as_deref()
+                .is_some_and(|id| id.ends_with(":late-1"))
+        })
+        .ok_or_else(|| stage("filing the late record", "no supplemental file"))?;
+    progress.step(&format!(
+        "record {LATE_RECORD_ID} of {missed} reached the export after its files were submitted; the next run filed it alone in {} ({})",
+        supplement.id,
+        supplement.external_id.as_deref().unwrap_or_default()
+    ));
+
+    // 3. The provider reviews: one file of the latest month is rejected, the rest accepted.
     let files = playground.live_files();
-    let rejected = files[0].clone();
+    let latest_suffix = format!(":{latest}");
+    let rejected = files
+        .iter()
+        .find(|f| {
+            f.external_id
+                .as_deref()
+                .is_some_and(|id| id.ends_with(&latest_suffix))
+        })
+        .cloned()
+        .ok_or_else(|| stage("rejecting a file", format!("no file of {latest}")))?;
     let (corrected, correction) = playground
         .usage
         .correct_quantity(
@@ -324,15 +408,19 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
             "7",
         )
         .ok_or_else(|| stage("correcting the source", "the group has no good record"))?;
-    for file in &files[1..] {
+    for file in files.iter().filter(|f| f.id != rejected.id) {
         sim.state()
             .accept(&file.id, Some("Approved for billing"))
             .map_err(|e| stage("accepting files", e.to_string()))?;
     }
-    let corrected_path = playground
-        .out_dir()
-        .join(format!("usage-{}-corrected.csv", playground.period));
-    write(&corrected_path, &corrected.csv)?;
+    // The corrected export holds both months, as the vendor's export job writes them.
+    let corrected_path = |period: Period| {
+        playground
+            .out_dir()
+            .join(format!("usage-{period}-corrected.csv"))
+    };
+    write(&corrected_path(latest), &corrected.csv)?;
+    write(&corrected_path(missed), &late_usage.csv)?;
     playground.set_variables(&format!(
         "file://{}/usage-{{period}}-corrected.csv",
         playground.out_dir().display()
@@ -389,9 +477,15 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
                     correction.new_quantity.parse().unwrap_or_default(),
                 )
     });
+    let late_line = format!(
+        "Late record: {LATE_RECORD_ID} of {missed} arrived after filing and was filed alone in {} ({}).",
+        supplement.id,
+        supplement.external_id.as_deref().unwrap_or_default()
+    );
     Ok(summary(
         &playground,
         &headline,
+        &late_line,
         &rejected.id,
         &note,
         quantity_fixed,
@@ -401,29 +495,41 @@ pub async fn run(options: SandboxOptions) -> Result<String, SandboxError> {
 fn summary(
     playground: &Playground,
     headline: &str,
+    late_line: &str,
     rejected_id: &str,
     note: &str,
     quantity_fixed: bool,
 ) -> String {
     let sim = &playground.sim;
     let mut text = String::new();
+    let periods = [playground.period.previous(), playground.period];
     let _ = writeln!(
         text,
-        "\nconnect-payg sandbox: period {}, {} subscriptions\n",
-        playground.period,
+        "\nconnect-payg sandbox: periods {} and {}, {} subscriptions\n",
+        periods[0],
+        periods[1],
         sim.state().catalogue().assets.len()
     );
     let _ = writeln!(
         text,
-        "{:<23} {:<16} {:<21} {:>6}  status history",
-        "contract", "product", "usage file", "rows"
+        "{:<23} {:<16} {:<14} {:<21} {:>6}  status history",
+        "contract", "product", "period", "usage file", "rows"
     );
-    for file in playground.live_files() {
+    let mut files = playground.live_files();
+    files.sort_by(|a, b| a.external_id.cmp(&b.external_id));
+    for file in files {
+        // `<contract>:<product>:<period>[:late-<n>]`: the period and the part.
+        let period = file
+            .external_id
+            .as_deref()
+            .and_then(|id| id.splitn(3, ':').nth(2))
+            .unwrap_or_default();
         let _ = writeln!(
             text,
-            "{:<23} {:<16} {:<21} {:>6}  {}",
+            "{:<23} {:<16} {:<14} {:<21} {:>6}  {}",
             file.contract_id,
             file.product_id,
+            period,
             file.id,
             file.records,
             file.history
@@ -439,7 +545,8 @@ fn summary(
         "Resubmission: {rejected_id} was rejected (\"{note}\"), rebuilt from the corrected source{}, resubmitted and accepted.",
         if quantity_fixed { " with the corrected quantity" } else { "" }
     );
-    let _ = writeln!(text, "Schedule result: {headline}");
+    let _ = writeln!(text, "{late_line}");
+    let _ = writeln!(text, "Catch-up run's result: {headline}");
     let webhooks = sim.state().webhooks();
     let mut kinds: BTreeMap<String, usize> = BTreeMap::new();
     for hook in &webhooks {
@@ -461,22 +568,23 @@ fn summary(
         stats.handshakes, stats.results, stats.protocol_errors
     );
     let workbooks = playground.out_dir().join("workbooks");
-    let _ = writeln!(
-        text,
-        "Vendor export: {}",
-        playground
-            .out_dir()
-            .join(format!("usage-{}.csv", playground.period))
-            .display()
-    );
+    for period in periods {
+        let _ = writeln!(
+            text,
+            "Vendor export of {period}: {}",
+            playground.export(period).display()
+        );
+    }
     let _ = writeln!(text, "Workbooks: {}", workbooks.display());
-    let _ = writeln!(
-        text,
-        "Bad records: {}",
-        workbooks
-            .join(format!("bad-records-{}.csv", playground.period))
-            .display()
-    );
+    for period in periods {
+        let _ = writeln!(
+            text,
+            "Bad records of {period}: {}",
+            workbooks
+                .join(format!("bad-records-{period}.csv"))
+                .display()
+        );
+    }
     text
 }
 
@@ -484,6 +592,11 @@ fn summary(
 /// Each time a runner connects, the platform side fires the monthly schedule for it.
 pub async fn serve(options: SandboxOptions) -> Result<(), SandboxError> {
     let playground = Playground::start(&options).await?;
+    // The schedule's window is two months: the earlier one is exported too.
+    let earlier = playground.period.previous();
+    playground
+        .export_period(earlier, &BadRowSpec::default())
+        .map_err(SandboxError::World)?;
     playground.set_variables(&playground.usage_source());
     let sim = &playground.sim;
     // The platform hands out a logging key: the runner ships its logs to the simulator.
@@ -504,7 +617,10 @@ pub async fn serve(options: SandboxOptions) -> Result<(), SandboxError> {
     println!("  environment id: {}", sim.environment_id());
     println!("  API key:        {}", sim.api_key());
     println!("  usage source:   {}", playground.usage_source());
-    println!("  period:         {}", playground.period);
+    println!(
+        "  periods:        {earlier} and {} (the schedule's catch-up window)",
+        playground.period
+    );
     println!();
     println!("Run the extension against it (the schedule fires when it connects):");
     println!("  env {} connect-payg run --unsecure", env.join(" "));

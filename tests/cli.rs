@@ -45,6 +45,32 @@ fn sandbox_walks_the_whole_life_cycle() {
         stdout.contains("rebuilt from the corrected source with the corrected quantity"),
         "{stdout}"
     );
+    // The catch-up: one run filed the month before last (never filed) and last month.
+    assert!(
+        stdout.contains("Catch-up run's result: 2 periods, oldest first: "),
+        "{stdout}"
+    );
+    let periods: std::collections::BTreeSet<&str> = file_lines
+        .iter()
+        .filter_map(|l| l.split_whitespace().nth(2))
+        .filter(|p| !p.contains(":late-"))
+        .collect();
+    assert_eq!(periods.len(), 2, "{stdout}");
+    // The late record: filed alone in one supplemental file.
+    let late: Vec<&&str> = file_lines
+        .iter()
+        .filter(|l| l.contains(":late-1 "))
+        .collect();
+    assert_eq!(late.len(), 1, "{stdout}");
+    assert_eq!(
+        late[0].split_whitespace().nth(4),
+        Some("1"),
+        "one row: {stdout}"
+    );
+    assert!(
+        stdout.contains("Late record: late-record-1 of "),
+        "{stdout}"
+    );
     assert!(stdout.contains("0 protocol errors"), "{stdout}");
     assert!(stdout.contains("failed 0"), "{stdout}");
     let workbooks = dir.path().join("sandbox-out/workbooks");

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use common::{expected_rows, uploaded, world, World};
 use connect_payg::connect::FileStatus;
-use connect_payg::usage::{Ledger, PeriodRequest, ReportJob, Submission};
+use connect_payg::usage::{FilingResult, Ledger, PeriodRequest, ReportJob, Submission};
 use connect_sim::{BadRowSpec, Expected, Faults, FileSummary, RequestCounts, SeedSpec};
 use payg_shared::period::{Cadence, Period};
 use payg_shared::protocol::ResultCode;
@@ -752,4 +752,116 @@ async fn no_change_catch_up_request_counts_at_10k_subscriptions() {
         shown(&counts)
     );
     extension.stop().await;
+}
+
+/// Reports `period` alone with `cadence` through the reporter (polling submission) and returns
+/// its summary.
+async fn report_one(
+    world: &World,
+    cadence: Cadence,
+    period: Period,
+) -> connect_payg::usage::Summary {
+    let webhook = world.webhook_url();
+    let reporter = world.reporter(&[
+        ("REPORT_CADENCE", cadence.as_str()),
+        ("REPORT_PERIOD", ""),
+        ("ALERT_WEBHOOK_URL", &webhook),
+    ]);
+    reporter
+        .run(&job_of(world, period), None)
+        .await
+        .unwrap_or_else(|error| panic!("{period}: {error}"))
+}
+
+/// Switching `REPORT_CADENCE` never reports usage twice: a day of a month filed monthly is
+/// covered (skipped, naming the month's file, no write); a month with days filed daily is not
+/// filed monthly for those groups, and a `cadence_overlap` alert tells a person how to finish
+/// it, while groups without a daily file are filed monthly as usual.
+#[tokio::test]
+async fn a_cadence_switch_never_reports_usage_twice() {
+    let march = Period::parse("2024-03").unwrap();
+    let march_4 = Period::parse("2024-03-04").unwrap();
+    let april = Period::parse("2024-04").unwrap();
+    let april_2 = Period::parse("2024-04-02").unwrap();
+    let (world, expected) = ledger_world(small_seed(16), &[march_4, march, april_2, april]).await;
+
+    // Monthly, then daily: the day is covered by the month's file.
+    let summary = report_one(&world, Cadence::Monthly, march).await;
+    assert_eq!(summary.failed(), 0, "{}", summary.headline());
+    assert_period_filed(&world, march, &expected[&march]).await;
+    let monthly: BTreeMap<String, String> = files_of(&world, march)
+        .into_iter()
+        .map(|f| (f.external_id.unwrap(), f.id))
+        .collect();
+    world.sim.state().reset_request_counts();
+    let summary = report_one(&world, Cadence::Daily, march_4).await;
+    assert_no_writes(&world.sim.state().request_counts());
+    assert!(files_of(&world, march_4).is_empty());
+    assert!(!summary.groups.is_empty());
+    for group in &summary.groups {
+        let month_file = &monthly[&group.key.external_id(march)];
+        assert_eq!(
+            group.result,
+            FilingResult::Skipped(format!(
+                "covered by the monthly file {month_file} of 2024-03"
+            )),
+            "{:?}",
+            group.key
+        );
+    }
+    assert!(world.webhooks_of_kind("cadence_overlap").is_empty());
+
+    // Daily, then monthly: groups with a daily file are left to a person, the others filed.
+    let summary = report_one(&world, Cadence::Daily, april_2).await;
+    assert_eq!(summary.failed(), 0, "{}", summary.headline());
+    let daily: BTreeMap<String, String> = files_of(&world, april_2)
+        .into_iter()
+        .map(|f| (f.external_id.unwrap(), f.id))
+        .collect();
+    assert!(!daily.is_empty());
+    let summary = report_one(&world, Cadence::Monthly, april).await;
+    let mut left = 0;
+    for group in &summary.groups {
+        match daily.get(&group.key.external_id(april_2)) {
+            Some(day_file) => {
+                left += 1;
+                let FilingResult::Skipped(reason) = &group.result else {
+                    panic!("{:?}: {:?}", group.key, group.result);
+                };
+                assert!(
+                    reason.contains("1 day(s) of 2024-04 were filed daily")
+                        && reason.contains(day_file.as_str()),
+                    "{reason}"
+                );
+            }
+            None => assert!(
+                matches!(
+                    group.result,
+                    FilingResult::Created | FilingResult::Submitted
+                ),
+                "{:?}: {:?}",
+                group.key,
+                group.result
+            ),
+        }
+    }
+    let alerts = world.webhooks_of_kind("cadence_overlap");
+    assert_eq!(alerts.len(), left, "{alerts:#?}");
+    for alert in &alerts {
+        let text = alert.to_string();
+        assert!(text.contains("--from 2024-04-01 --to 2024-04-30"), "{text}");
+        assert!(text.contains("2024-04-02"), "{text}");
+    }
+    let monthly_april: Vec<String> = files_of(&world, april)
+        .into_iter()
+        .map(|f| f.external_id.unwrap())
+        .collect();
+    for external_id in &monthly_april {
+        let day_id = external_id.replace(":2024-04", ":2024-04-02");
+        assert!(
+            !daily.contains_key(&day_id),
+            "{external_id} filed beside {day_id}"
+        );
+    }
+    assert_eq!(monthly_april.len() + left, summary.groups.len());
 }

@@ -8,7 +8,7 @@
 //!   renders them (the shared crate's RQL tree, the one the simulator parses).
 //! * [`Page`] — limit/offset paging driven by `Content-Range`; `list_all` and `list_stream`
 //!   walk every page.
-//! * [`models`] — the objects read and written, decoded leniently.
+//! * `models` — the objects read and written, decoded leniently.
 //! * Usage-file operations, each safe to retry; how is documented in `usage_files.rs`.
 //!
 //! Retry rules in short: reads are retried on transport errors, 429 (`Retry-After`

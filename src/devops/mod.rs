@@ -3,8 +3,8 @@
 //!
 //! How the pieces fit:
 //!
-//! * [`protocol`] — the wire messages; [`extension`] — `extension.json`, the declarations;
-//!   [`registry`] — handlers for those declarations ([`Handler`], [`HandlerOutcome`],
+//! * [`protocol`] — the wire messages; `extension` — `extension.json`, the declarations;
+//!   `registry` — handlers for those declarations ([`Handler`], [`HandlerOutcome`],
 //!   [`TaskContext`], [`Registry`]).
 //! * [`run`] starts two connections (`runner_type=background` and `interactive`, as the
 //!   official runner does), each kept up by a supervisor (reconnects, backoff) that opens it

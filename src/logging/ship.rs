@@ -171,7 +171,7 @@ pub enum ShipError {
     NoRuntime,
 }
 
-/// What [`Shipper::ship`] changed.
+/// What `Shipper::ship` changed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShipChange {
     Started,

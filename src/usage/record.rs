@@ -233,7 +233,7 @@ pub struct BadRecord {
 }
 
 impl BadRecord {
-    /// A detail longer than [`MAX_DETAIL`] characters (it quotes what the source sent) is
+    /// A detail longer than `MAX_DETAIL` characters (it quotes what the source sent) is
     /// shortened, marked with `…`.
     pub fn new(line: u64, reason: BadReason, detail: impl Into<String>) -> Self {
         let mut detail = detail.into();

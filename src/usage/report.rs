@@ -14,7 +14,7 @@
 //!   filed month do not repeat it, and the platform stays the only state;
 //! * a `--contract`/`--product` filter that selects nothing is said in the summary.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -26,9 +26,10 @@ use crate::alert::{truncated, Alert, AlertKind, Alerter, Severity};
 use crate::config::{ConfigError, ReportSettings};
 use crate::connect::models::UsageFile;
 use crate::connect::ConnectClient;
+use crate::usage::filing::cadence::Overlap;
 use crate::usage::filing::late::Part;
 use crate::usage::filing::{
-    write_late_records, Filer, FilingError, FilingResult, GroupOutcome, Submission,
+    write_late_records, Filer, FilingError, FilingResult, GroupOutcome, Listing, Submission,
 };
 use crate::usage::group::{self, CollectError, Collection, Group, GroupKey};
 use crate::usage::period::{NotEnded, Period};
@@ -52,6 +53,11 @@ pub enum ReportError {
     Collect(#[from] CollectError),
     #[error(transparent)]
     NotEnded(#[from] NotEnded),
+    #[error("cannot look for files of the other cadence overlapping {period}: {source}")]
+    OtherCadence {
+        period: Period,
+        source: crate::connect::ConnectError,
+    },
     #[error("cannot prepare the workbook directory {path}: {source}")]
     Workdir {
         path: PathBuf,
@@ -65,7 +71,9 @@ impl ReportError {
     pub fn is_transient(&self) -> bool {
         match self {
             ReportError::Config(_) | ReportError::NotEnded(_) => false,
-            ReportError::Collect(_) | ReportError::Workdir { .. } => true,
+            ReportError::Collect(_)
+            | ReportError::OtherCadence { .. }
+            | ReportError::Workdir { .. } => true,
         }
     }
 }
@@ -256,16 +264,14 @@ impl Reporter {
             bar.set_message(format!("filing usage files for {}", job.period));
         }
         let filer = self.filer(job);
-        let mut known = match job.dry_run {
-            true => HashMap::new(),
-            false => filer
-                .live_files_of(groups.iter().map(|g| &g.key))
-                .await
-                .unwrap_or_else(|error| {
-                    tracing::warn!(%error, "listing the month's files failed; looking them up one by one");
-                    HashMap::new()
-                }),
+        let listing = match job.dry_run {
+            true => Listing::default(),
+            false => self.list_period(&filer, &groups).await?,
         };
+        let mut known = listing.live;
+        let (groups, mut overlapped) = self
+            .without_other_cadence(&filer, groups, &listing.other_cadence)
+            .await;
         // Filing a group is mostly waiting for the platform to process its upload, so many more
         // groups are in progress than requests in flight (the client enforces API_CONCURRENCY).
         let concurrency = self.settings.api_concurrency * 4;
@@ -285,6 +291,7 @@ impl Reporter {
             .collect()
             .await;
         let mut outcomes = outcomes;
+        outcomes.append(&mut overlapped);
         outcomes.sort_by(|a, b| a.key.cmp(&b.key));
         sweep::sweep(&filer, &mut outcomes).await;
         if job.keep_workbooks && !job.dry_run {
@@ -310,6 +317,62 @@ impl Reporter {
         );
         tracing::info!("{}", summary.headline());
         Ok(summary)
+    }
+
+    /// The period's files in one listing ([`Filer::list_period`]). When it fails the groups
+    /// look their files up one by one, but the other cadence's files must still be known (a
+    /// changed `REPORT_CADENCE` must not report usage twice): without them the period fails.
+    async fn list_period(
+        &self,
+        filer: &Filer,
+        groups: &[Arc<Group>],
+    ) -> Result<Listing, ReportError> {
+        if groups.is_empty() {
+            return Ok(Listing::default());
+        }
+        match filer.list_period(groups.iter().map(|g| &g.key)).await {
+            Ok(listing) => Ok(listing),
+            Err(error) => {
+                tracing::warn!(%error, "listing the period's files failed; looking them up one by one");
+                let other_cadence =
+                    filer
+                        .other_cadence()
+                        .await
+                        .map_err(|source| ReportError::OtherCadence {
+                            period: filer.period,
+                            source,
+                        })?;
+                Ok(Listing {
+                    other_cadence,
+                    ..Listing::default()
+                })
+            }
+        }
+    }
+
+    /// Sets aside the groups whose period the other cadence already filed, as skipped outcomes
+    /// with the reason, and sends the alert where a person must finish the period.
+    async fn without_other_cadence(
+        &self,
+        filer: &Filer,
+        groups: Vec<Arc<Group>>,
+        other_cadence: &BTreeMap<GroupKey, Overlap>,
+    ) -> (Vec<Arc<Group>>, Vec<GroupOutcome>) {
+        let mut set_aside = Vec::new();
+        let mut kept = Vec::with_capacity(groups.len());
+        for group in groups {
+            let Some(overlap) = other_cadence.get(&group.key) else {
+                kept.push(group);
+                continue;
+            };
+            let reason = overlap.reason(filer.period);
+            tracing::warn!(contract = %group.key.contract_id, product = %group.key.product_id, period = %filer.period, "{reason}");
+            if let Some(alert) = overlap.alert(&group.key, filer.period) {
+                self.alerter.send(alert).await;
+            }
+            set_aside.push(GroupOutcome::skipped(&group, reason));
+        }
+        (kept, set_aside)
     }
 
     /// [`Reporter::run`] for each of `periods` in turn (`job` with its period replaced),

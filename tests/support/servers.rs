@@ -259,10 +259,16 @@ pub fn mariadb() -> Server {
     let user = server_user();
     let dir = server_dir(user);
     let data = dir.path().join("data");
+    // Temporary tables in a directory of the server's own, not the shared /tmp: CI once saw
+    // the bootstrap abort because a temporary table it made in /tmp was gone when it dropped it.
+    let tmp = dir.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("the server's temporary directory");
+    chown(&tmp, user);
     let mut initialise = as_server_user(&install, user);
     initialise
         .arg("--no-defaults")
         .arg(format!("--datadir={}", data.display()))
+        .arg(format!("--tmpdir={}", tmp.display()))
         .args(["--auth-root-authentication-method=normal", "--skip-test-db"])
         .arg("--skip-name-resolve");
     run(initialise, "mariadb-install-db");
@@ -275,6 +281,7 @@ pub fn mariadb() -> Server {
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
             .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .arg(format!(
                 "--pid-file={}",
                 dir.path().join("mysqld.pid").display()

@@ -5,7 +5,7 @@
 //! usage-file event definitions, the extension id), hands out tasks — scheduled ones on
 //! [`DevopsHub::fire_schedule`], background ones on request and, by itself, whenever a usage
 //! file enters a status the runner subscribed to — and records every result. It checks every
-//! runner message strictly ([`validate`]) and records each deviation as a protocol error, so a
+//! runner message strictly (`validate`) and records each deviation as a protocol error, so a
 //! happy-path test can assert there were none. Fault controls drop, close or silence sockets,
 //! refuse upgrades, and send malformed or huge frames. The platform's log service (the
 //! listener runners ship their logs to, and the setup response's logging object) is in `devops/logs.rs`.

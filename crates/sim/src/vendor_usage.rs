@@ -242,27 +242,7 @@ impl VendorUsage {
         product_id: &str,
         quantity: &str,
     ) -> Option<(VendorUsage, Correction)> {
-        let bad: std::collections::HashSet<usize> =
-            self.expected.bad.iter().map(|b| b.index).collect();
-        let names = |asset: &Asset, key: &str| {
-            asset.id == key
-                || asset.external_id == key
-                || asset.external_uid == key
-                || asset.params.iter().any(|p| p.value == key)
-        };
-        let (index, asset) = self
-            .records
-            .iter()
-            .enumerate()
-            .find_map(|(index, record)| {
-                if bad.contains(&index) {
-                    return None;
-                }
-                let key = record.subscription_id.as_deref()?;
-                let asset = catalogue.assets.iter().find(|a| names(a, key))?;
-                (asset.contract_id == contract_id && asset.product_id == product_id)
-                    .then_some((index, asset))
-            })?;
+        let (index, asset) = self.first_good(catalogue, contract_id, product_id)?;
         let record = &self.records[index];
         let old_quantity: f64 = record.quantity.as_deref()?.parse().ok()?;
         let mut corrected = self.clone();
@@ -289,6 +269,72 @@ impl VendorUsage {
         };
         group.rows.sort();
         Some((corrected, correction))
+    }
+
+    /// A record of (`contract_id`, `product_id`) that reaches the export after its period was
+    /// filed: a copy of the group's first good record under the id `record_id`, reporting
+    /// `quantity`, appended at the end. Records, CSV and expectations all follow. `None` when
+    /// the group has no good record.
+    pub fn with_late_record(
+        &self,
+        catalogue: &Catalogue,
+        contract_id: &str,
+        product_id: &str,
+        record_id: &str,
+        quantity: &str,
+    ) -> Option<VendorUsage> {
+        let (index, asset) = self.first_good(catalogue, contract_id, product_id)?;
+        let mut record = self.records[index].clone();
+        record.record_id = Some(record_id.to_string());
+        record.quantity = Some(quantity.to_string());
+        // The header is line 1.
+        record.line = self.records.len() as u64 + 2;
+        record.element = None;
+        let row = ExpectedRow {
+            asset_id: asset.id.clone(),
+            item_mpn: record.item_mpn.clone()?,
+            quantity: format!("{}", quantity.parse::<f64>().ok()?),
+            start: record.start_time_utc.clone()?,
+            end: record.end_time_utc.clone()?,
+        };
+        let mut late = self.clone();
+        late.records.push(record);
+        late.csv = render_csv(&late.records);
+        late.expected.records += 1;
+        let group = late
+            .expected
+            .groups
+            .iter_mut()
+            .find(|g| g.contract_id == contract_id && g.product_id == product_id)?;
+        group.rows.push(row);
+        group.rows.sort();
+        Some(late)
+    }
+
+    /// The first good record of (`contract_id`, `product_id`) and its asset.
+    fn first_good<'c>(
+        &self,
+        catalogue: &'c Catalogue,
+        contract_id: &str,
+        product_id: &str,
+    ) -> Option<(usize, &'c Asset)> {
+        let bad: std::collections::HashSet<usize> =
+            self.expected.bad.iter().map(|b| b.index).collect();
+        let names = |asset: &Asset, key: &str| {
+            asset.id == key
+                || asset.external_id == key
+                || asset.external_uid == key
+                || asset.params.iter().any(|p| p.value == key)
+        };
+        self.records.iter().enumerate().find_map(|(index, record)| {
+            if bad.contains(&index) {
+                return None;
+            }
+            let key = record.subscription_id.as_deref()?;
+            let asset = catalogue.assets.iter().find(|a| names(a, key))?;
+            (asset.contract_id == contract_id && asset.product_id == product_id)
+                .then_some((index, asset))
+        })
     }
 
     pub fn render(&self, format: UsageFormat) -> String {

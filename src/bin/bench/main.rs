@@ -8,6 +8,8 @@
 //! 3. Event throughput: usage-file events through the runner.
 //! 4. Reading sources: 1M records as CSV, gzip CSV and Parquet through the product's source
 //!    and record checks.
+//! 5. What the operator's view costs: the 10k month with log shipping and `/metrics` off and
+//!    on, alternating.
 //!
 //! Every measured workload runs in its own process (this binary re-invoked as `bench child
 //! …`) so that its peak RSS is its own; the simulator stays in this, the parent, process.
@@ -18,6 +20,7 @@
 mod events;
 mod measure;
 mod month;
+mod observability;
 mod python;
 mod runner_child;
 mod sources;
@@ -68,7 +71,7 @@ fn child(args: &[String]) -> Result<(), String> {
     Ok(())
 }
 
-/// What to run: `--quick` trims the largest sizes; `--only workbooks|month|events|sources` picks one
+/// What to run: `--quick` trims the largest sizes; `--only workbooks|month|events|sources|observability` picks one
 /// part; `--latency MS` runs the month at that REST latency only; `--processing-delay MS`
 /// makes the simulator process uploads that long after they arrive (default 5 ms): a delay
 /// longer than the month shows the task without the platform's validation sharing its cores.
@@ -130,6 +133,27 @@ fn parent(args: &[String]) -> Result<(), String> {
     if plan.wants("sources") {
         sources(&plan, &scratch)?;
     }
+    if plan.wants("observability") {
+        observability(&plan, &scratch, &runtime)?;
+    }
+    Ok(())
+}
+
+fn observability(
+    plan: &Plan,
+    scratch: &Scratch,
+    runtime: &tokio::runtime::Runtime,
+) -> Result<(), String> {
+    let size = month::Size {
+        subscriptions: 10_000,
+        contracts: 50,
+        products: 10,
+    };
+    let pairs = if plan.quick { 1 } else { 3 };
+    let dir = scratch.subdir("observability")?;
+    let outcome = runtime.block_on(observability::run(size, pairs, plan.processing_delay, &dir))?;
+    println!("## 5. What the operator's view costs (10k-subscription month, 0 ms latency)\n");
+    println!("{}", observability::table(&outcome));
     Ok(())
 }
 

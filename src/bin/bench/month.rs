@@ -11,6 +11,8 @@
 
 use std::collections::BTreeSet;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use connect_payg::connect::FileStatus;
@@ -46,7 +48,28 @@ pub struct Outcome {
     /// CPU time of this process (the simulator) during the run.
     pub simulator_cpu: f64,
     pub counts: RequestCounts,
-    pub rebuild: Rebuild,
+    /// One rejected file's rebuild after the month (not in observed runs). The runner's CPU
+    /// and peak RSS above include it.
+    pub rebuild: Option<Rebuild>,
+    /// Log lines the simulator's log service received (observed runs).
+    pub shipped_lines: usize,
+    /// `/metrics` answers scraped during the run (observed runs).
+    pub scrapes: usize,
+}
+
+/// Asks `http://address/metrics` every second until aborted, counting the answers in
+/// `answered`.
+async fn scrape_every_second(address: String, answered: Arc<AtomicUsize>) {
+    let client = reqwest::Client::new();
+    let url = format!("http://{address}/metrics");
+    loop {
+        if let Ok(response) = client.get(&url).send().await {
+            if response.status().is_success() && response.text().await.is_ok() {
+                answered.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 /// One rejected file's rebuild after the month.
@@ -71,6 +94,18 @@ pub async fn run_one(
     processing_delay: Duration,
     dir: &Path,
 ) -> Result<Outcome, String> {
+    run_observed(size, latency, processing_delay, dir, false).await
+}
+
+/// [`run_one`], with log shipping and `/metrics` on when `observed` (scraped every second
+/// meanwhile, as a busy Prometheus would).
+pub async fn run_observed(
+    size: Size,
+    latency: Duration,
+    processing_delay: Duration,
+    dir: &Path,
+    observed: bool,
+) -> Result<Outcome, String> {
     let seed = SeedSpec {
         contracts: size.contracts,
         products: size.products,
@@ -78,7 +113,17 @@ pub async fn run_one(
         ..SeedSpec::default()
     };
     let world = World::start(&seed, dir, processing_delay).await?;
-    let runner = world.start_runner().await?;
+    let (extra, metrics) = match observed {
+        true => {
+            let (extra, metrics) = world.observe();
+            (extra, Some(metrics))
+        }
+        false => Default::default(),
+    };
+    let runner = world.start_runner_with(&extra).await?;
+    let scrapes = Arc::new(AtomicUsize::new(0));
+    let scraper =
+        metrics.map(|address| tokio::spawn(scrape_every_second(address, scrapes.clone())));
     let state = world.sim.state();
     state.set_faults(Faults {
         latency,
@@ -94,11 +139,20 @@ pub async fn run_one(
     let seconds = started.elapsed().as_secs_f64();
     let groups = world.usage.expected.groups.len();
     let submitted_seconds = every_file_submitted(state, groups, started).await;
+    if let Some(scraper) = scraper {
+        scraper.abort();
+    }
+    let scrapes = scrapes.load(Ordering::Relaxed);
     let simulator_cpu = measure::cpu_seconds() - cpu_before;
     let counts = state.request_counts();
-    let rebuild = rebuild_one(&world, state).await;
+    // Not in observed runs: their log lines are the month's alone.
+    let rebuild = match observed {
+        false => Some(rebuild_one(&world, state).await),
+        true => None,
+    };
     let runner = world.stop_runner(runner).await?;
-    let rebuild = rebuild?;
+    let shipped_lines = world.sim.devops().logs().lines().len();
+    let rebuild = rebuild.transpose()?;
     let result = match result {
         Some(result) => {
             let output = result.output;
@@ -127,6 +181,8 @@ pub async fn run_one(
         simulator_cpu,
         counts,
         rebuild,
+        shipped_lines,
+        scrapes,
     };
     world.close().await;
     Ok(outcome)
@@ -292,20 +348,23 @@ pub fn rebuilds(outcomes: &[Outcome]) -> String {
         MAX_REBUILD_TIME_SHARE * 100.0,
     );
     for o in outcomes {
-        let requests = o.rebuild.counts.total as f64 / o.counts.total.max(1) as f64;
-        let time = o.rebuild.seconds / o.seconds.max(f64::EPSILON);
+        let Some(rebuild) = &o.rebuild else {
+            continue;
+        };
+        let requests = rebuild.counts.total as f64 / o.counts.total.max(1) as f64;
+        let time = rebuild.seconds / o.seconds.max(f64::EPSILON);
         out.push_str(&format!(
             "| {} | {} ms | {} | **{:.1}%** ({}) | {} | {:.3} s | **{:.1}%** ({}) | {:.3} s |\n",
             o.size.subscriptions,
             o.latency.as_millis(),
-            o.rebuild.counts.total,
+            rebuild.counts.total,
             requests * 100.0,
             met(requests <= MAX_REBUILD_REQUEST_SHARE),
-            o.rebuild.counts.get("GET", "/assets"),
-            o.rebuild.seconds,
+            rebuild.counts.get("GET", "/assets"),
+            rebuild.seconds,
             time * 100.0,
             met(time <= MAX_REBUILD_TIME_SHARE),
-            o.rebuild.resubmitted_seconds,
+            rebuild.resubmitted_seconds,
         ));
     }
     out

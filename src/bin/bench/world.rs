@@ -7,7 +7,7 @@ use std::path::Path;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
-use connect_sim::devops::TaskResult;
+use connect_sim::devops::{SetupLogging, TaskResult};
 use connect_sim::{SeedSpec, WorldSpec};
 use payg_shared::period::Period;
 
@@ -73,8 +73,43 @@ impl World {
 
     /// Starts the runner child and waits for both of its connections to be handshaken.
     pub async fn start_runner(&self) -> Result<Child, String> {
+        self.start_runner_with(&BTreeMap::new()).await
+    }
+
+    /// Turns on what an operator watches: the setup response carries a logging key, so the
+    /// runner ships its lines (INFO) to the simulator's log service, and the runner serves
+    /// `/metrics`; returns the runner's extra environment and the metrics address.
+    pub fn observe(&self) -> (BTreeMap<String, String>, String) {
+        self.sim.devops().set_logging(SetupLogging {
+            logging_api_key: Some("bench-logging-key".into()),
+            log_level: Some("INFO".into()),
+            runner_log_level: Some("INFO".into()),
+        });
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap_or(9464);
+        let metrics = format!("127.0.0.1:{port}");
+        let env = [
+            (
+                "LOG_SHIPPING_URL",
+                format!("http://{}/_sim/logs", self.sim.server_address()),
+            ),
+            ("METRICS_ADDRESS", metrics.clone()),
+        ]
+        .map(|(k, v)| (k.to_string(), v))
+        .into();
+        (env, metrics)
+    }
+
+    /// [`World::start_runner`] with `extra` environment.
+    pub async fn start_runner_with(
+        &self,
+        extra: &BTreeMap<String, String>,
+    ) -> Result<Child, String> {
         let mut env = self.env();
         env.insert("RUST_LOG".into(), "info".into());
+        env.extend(extra.clone());
         let mut child = measure::spawn_self(&["runner"], &env).map_err(|e| e.to_string())?;
         let connected = self
             .sim

@@ -39,6 +39,7 @@
 //! replica's file instead). Because every side applies the same order to the same platform
 //! state, at most one file survives to be submitted.
 
+pub mod cadence;
 pub mod decide;
 mod execute;
 pub mod late;
@@ -48,7 +49,7 @@ mod supplement;
 
 pub use supplement::write_late_records;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -129,6 +130,14 @@ pub struct LateReport {
 }
 
 impl GroupOutcome {
+    /// A group left alone for `reason`, without a request about it.
+    pub fn skipped(group: &Group, reason: String) -> Self {
+        GroupOutcome {
+            result: FilingResult::Skipped(reason),
+            ..GroupOutcome::of(group, None)
+        }
+    }
+
     fn of(group: &Group, file_id: Option<&str>) -> Self {
         GroupOutcome {
             key: group.key.clone(),
@@ -143,6 +152,15 @@ impl GroupOutcome {
             late: None,
         }
     }
+}
+
+/// What the listing at the start of a period's filing found ([`Filer::list_period`]).
+#[derive(Debug, Default)]
+pub struct Listing {
+    /// The live files (all parts) of each group asked for.
+    pub live: HashMap<GroupKey, Vec<UsageFile>>,
+    /// The groups whose period the other cadence already filed.
+    pub other_cadence: BTreeMap<GroupKey, cadence::Overlap>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -252,25 +270,29 @@ impl Filer {
             .collect())
     }
 
-    /// Live files of many groups at once, in `in()` batches of external ids, the period's
-    /// supplemental files with the first batch: a period's filing starts without one lookup
-    /// per group. Only a head start — every group still looks again right after creating and
-    /// right before submitting, which is what keeps replicas apart.
-    pub async fn live_files_of(
+    /// Live files of many groups at once, in `in()` batches of external ids, with the
+    /// period's supplemental files and our files of the other cadence overlapping it
+    /// ([`cadence`]) in the first batch: a period's filing starts without one lookup per group.
+    /// Only a head start — every group still looks again right after creating and right before
+    /// submitting, which is what keeps replicas apart.
+    pub async fn list_period(
         &self,
         keys: impl IntoIterator<Item = &GroupKey>,
-    ) -> Result<HashMap<GroupKey, Vec<UsageFile>>, ConnectError> {
+    ) -> Result<Listing, ConnectError> {
         let wanted: HashMap<String, GroupKey> = keys
             .into_iter()
             .map(|key| (key.external_id(self.period), key.clone()))
             .collect();
         let ids: Vec<&String> = wanted.keys().collect();
-        let mut found: HashMap<GroupKey, Vec<UsageFile>> = wanted
+        let mut live: HashMap<GroupKey, Vec<UsageFile>> = wanted
             .values()
             .map(|key| (key.clone(), Vec::new()))
             .collect();
-        // Any group's supplemental files of the period, asked for with the first batch.
-        let supplements = Rql::like("external_id", format!("*:{}:late-*", self.period));
+        let mut others = Vec::new();
+        // Any group's supplemental files of the period, and the other cadence's, asked for
+        // with the first batch.
+        let supplements = Rql::like("external_id", format!("*:{}:late-*", self.period))
+            .or(cadence::overlap_ids(self.period));
         for (at, batch) in ids.chunks(crate::usage::resolve::BATCH).enumerate() {
             let mains = Rql::one_of("external_id", batch.iter().copied());
             let filter = Rql::all([
@@ -291,19 +313,22 @@ impl Filer {
                     _ => external_id.to_string(),
                 };
                 let Some(key) = wanted.get(&main) else {
+                    others.push(file);
                     continue;
                 };
                 let same_group = file.product_id() == Some(key.product_id.as_str())
                     && file.contract_id() == Some(key.contract_id.as_str());
                 if same_group {
-                    found
-                        .get_mut(key)
+                    live.get_mut(key)
                         .expect("every key has an entry")
                         .push(file);
                 }
             }
         }
-        Ok(found)
+        Ok(Listing {
+            live,
+            other_cadence: cadence::overlap(self.period, &others),
+        })
     }
 
     /// Files the group, never returning an error: failures become a `Failed` outcome.

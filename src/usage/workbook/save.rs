@@ -29,7 +29,7 @@ pub fn write_workbook(
 }
 
 /// Saves what `write` writes as `path`: a new private file beside it, renamed over it once
-/// complete, removed if anything fails (see [`crate::output::replace_with`]). Returns the size.
+/// complete, removed if anything fails (see `crate::output::replace_with`). Returns the size.
 pub fn save_as<E: From<WorkbookError>>(
     path: &Path,
     write: impl FnOnce(BufWriter<File>) -> Result<BufWriter<File>, E>,
