@@ -547,3 +547,68 @@ async fn a_scheduled_run_refuses_an_unfinished_month_and_an_empty_source() {
     assert!(world.sim.state().files().is_empty());
     extension.stop().await;
 }
+
+/// The handler reads its event's file itself, in one request where the runner's re-check and
+/// read took two: a stale event of a file this process filed (now pending) costs the listing of
+/// its group and is skipped with the runner's message; a file of no group this process filed
+/// (a draft made by another tool) is read by id and skipped the same way. Neither changes it.
+#[tokio::test]
+async fn a_stale_event_costs_one_request_and_is_skipped_as_the_runner_would() {
+    let world = default_world().await;
+    world.set_extension_variables(&[]);
+    let extension = world.start_extension().await;
+    file_the_month(&world).await;
+    // The month's own events (some may find their file submitted by the run already) first.
+    world
+        .wait_until("every task was answered", |w| w.sim.devops().all_answered())
+        .await;
+    let skipped = "The request status does not match the supported statuses: ready,invalid,rejected,accepted.";
+    let group = &world.usage.expected.groups[0];
+    let foreign = create_file(&world, group, "someone else's", "made-by-another-tool-7");
+    let filed = world
+        .live_files()
+        .into_iter()
+        .find(|f| f.id != foreign)
+        .unwrap()
+        .id;
+    for (file_id, read) in [
+        (&filed, "GET /usage/files"),
+        (&foreign, "GET /usage/files/{id}"),
+    ] {
+        let state = world.sim.state();
+        state.reset_request_counts();
+        let task = world
+            .sim
+            .devops()
+            .send_background_task(USAGE_FILE_EVENT, file_id);
+        let result = world
+            .sim
+            .devops()
+            .wait_for_result(&task, Duration::from_secs(30))
+            .await
+            .expect("answered");
+        assert_eq!(result.output.result, ResultCode::Skip, "{file_id}");
+        assert_eq!(result.output.message.as_deref(), Some(skipped), "{file_id}");
+        let counts = state.request_counts();
+        let (method, route) = read.split_once(' ').unwrap();
+        assert_eq!(counts.total, 1, "{file_id}: {:#}", counts.to_json());
+        assert_eq!(
+            counts.get(method, route),
+            1,
+            "{file_id}: {:#}",
+            counts.to_json()
+        );
+    }
+    let status = |id: &str| {
+        world
+            .sim
+            .state()
+            .status_history(id)
+            .unwrap()
+            .last()
+            .cloned()
+    };
+    assert_eq!(status(&filed), Some(FileStatus::Pending));
+    assert_eq!(status(&foreign), Some(FileStatus::Draft));
+    extension.stop().await;
+}

@@ -114,6 +114,13 @@ async fn run_handler(
         settings: Arc::clone(&snapshot.settings),
         client: task_client::for_task(&snapshot.client, snapshot.service_id.as_deref(), task),
         cancel: cancel.clone(),
+        statuses: match category {
+            TaskCategory::Background => shared
+                .registry
+                .subscribed_statuses(&task.input.event_type)
+                .to_vec(),
+            _ => Vec::new(),
+        },
     };
     let started = Instant::now();
     // `handle` itself is called inside the task: a panic before its future exists is caught too.

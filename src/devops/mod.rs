@@ -47,7 +47,8 @@ pub use channel::RunnerType;
 pub use options::RunnerOptions;
 pub use proxy::ProxyError;
 pub use registry::{
-    Handler, HandlerOutcome, Registry, RegistryBuilder, RegistryError, TaskContext,
+    status_mismatch_message, Handler, HandlerOutcome, Registry, RegistryBuilder, RegistryError,
+    TaskContext,
 };
 pub use tls::TlsError;
 

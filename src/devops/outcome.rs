@@ -121,10 +121,7 @@ fn failure(
 pub(crate) fn status_mismatch(statuses: &[String]) -> TaskOutput {
     with_message(
         ResultCode::Skip,
-        format!(
-            "The request status does not match the supported statuses: {}.",
-            statuses.join(",")
-        ),
+        super::registry::status_mismatch_message(statuses),
     )
 }
 

@@ -49,10 +49,29 @@ pub struct TaskContext {
     pub client: ConnectClient,
     /// Cancelled when the task's time limit expires or the runner stops waiting for it.
     pub cancel: CancellationToken,
+    /// The statuses this runner subscribed to for the task's event type (`[]` for other
+    /// categories).
+    pub statuses: Vec<String>,
 }
 
 pub trait Handler: Send + Sync + 'static {
     fn handle(&self, ctx: TaskContext, argument: Value) -> BoxFuture<'static, HandlerOutcome>;
+
+    /// Background tasks: whether the handler reads the task's object itself. The runner then
+    /// skips its status re-check and read and passes `Value::Null`; the handler must read the
+    /// object's current state (an event can be stale) and answer `skip` with
+    /// [`status_mismatch_message`] when it is not in one of `TaskContext::statuses`.
+    fn reads_own_object(&self) -> bool {
+        false
+    }
+}
+
+/// The runner's `skip` message for an object found in none of the statuses subscribed to.
+pub fn status_mismatch_message(statuses: &[String]) -> String {
+    format!(
+        "The request status does not match the supported statuses: {}.",
+        statuses.join(",")
+    )
 }
 
 /// Any `async fn(TaskContext, Value) -> HandlerOutcome` (or closure) is a handler.

@@ -1,5 +1,6 @@
 //! What a task's handler receives, and which handler that is:
-//! background tasks re-check the object's status and fetch its current state, scheduled tasks
+//! background tasks re-check the object's status and fetch its current state (unless their
+//! handler reads the object itself), scheduled tasks
 //! fetch their schedule and dispatch by its `method`, interactive tasks carry their payload.
 //!
 //! When that fails, the answer is the task's finished output instead.
@@ -63,6 +64,12 @@ async fn background(
         Some(key) => snapshot.client.with_api_key(Secret::new(key.clone())),
         None => snapshot.client.clone(),
     };
+    if handler.reads_own_object() {
+        return Ok(Prepared {
+            handler,
+            argument: Value::Null,
+        });
+    }
     let statuses = registry.subscribed_statuses(event_type);
     let filter = definition
         .api_collection_filter

@@ -1,10 +1,14 @@
 //! `usage_file_request_processing`: what to do when one of our usage files changes status
 //! (see docs/architecture.md, Events).
 //!
-//! The handler acts on the file's *current* status (the runner fetches it fresh), not on the
-//! status that triggered the event, so a late or repeated delivery does the right thing: a file
-//! that was rejected and has since been rebuilt is `ready` (submit) or `pending` (skipped by the
-//! runner's status re-check), never rebuilt twice.
+//! The handler acts on the file's *current* status, not on the status that triggered the
+//! event, so a late or repeated delivery does the right thing: a file that was rejected and has
+//! since been rebuilt is `ready` (submit) or `pending` (skipped as the runner's status re-check
+//! would), never rebuilt twice. It reads the file itself, in one request where the runner's
+//! re-check and read take two: a file this process filed is found in the listing of its group's
+//! live files, which is also the look the `ready` path makes before submitting (the replica
+//! rule), so submitting a `ready` file costs that listing and the submit; any other file is
+//! read by id.
 //!
 //! What to do at each status is decided with the rest of filing's rules
 //! ([`crate::usage::filing::decide`], `Trigger::Event`): `ready` is submitted after the replica
@@ -33,12 +37,12 @@ use serde_json::Value;
 use super::Workdir;
 use crate::alert::{Alert, AlertKind, Severity};
 use crate::connect::models::UsageFile;
-use crate::connect::FileStatus;
-use crate::devops::registry::{Handler, HandlerOutcome, TaskContext};
+use crate::connect::{ConnectError, FileStatus};
+use crate::devops::registry::{status_mismatch_message, Handler, HandlerOutcome, TaskContext};
 use crate::metrics::FileAction;
 use crate::usage::filing::decide::{decide, unexpected, Step, Trigger};
 use crate::usage::filing::late::{self, Part};
-use crate::usage::filing::FilingResult;
+use crate::usage::filing::{live_files, recent, FilingResult};
 use crate::usage::group::GroupKey;
 use crate::usage::period::Period;
 use crate::usage::report::ReportError;
@@ -81,8 +85,42 @@ impl Drop for Rebuilding {
 }
 
 impl Handler for FileEvents {
-    fn handle(&self, ctx: TaskContext, argument: Value) -> BoxFuture<'static, HandlerOutcome> {
-        handle(ctx, argument, self.rebuilding.clone()).boxed()
+    fn handle(&self, ctx: TaskContext, _argument: Value) -> BoxFuture<'static, HandlerOutcome> {
+        handle(ctx, self.rebuilding.clone()).boxed()
+    }
+
+    fn reads_own_object(&self) -> bool {
+        true
+    }
+}
+
+/// The event's file as it is now; `looked` is the listing of its group's live files when that
+/// is how it was read.
+struct Current {
+    file: UsageFile,
+    looked: Option<Vec<UsageFile>>,
+}
+
+/// Reads the event's file fresh, in one request: a file this process filed is found in the
+/// listing of its group part's live files (the look before submitting, made now instead of
+/// later), any other file (or one missing from that listing) is read by id. `None` when the
+/// file is in none of the statuses subscribed to, deleted or gone: the event is stale.
+async fn read_current(ctx: &TaskContext) -> Result<Option<Current>, ConnectError> {
+    let id = ctx.object_id.as_str();
+    let subscribed = |file: &UsageFile| ctx.statuses.iter().any(|s| s == file.status.as_str());
+    if let Some((key, period, part)) = recent::group_of(id) {
+        let looked = live_files(&ctx.client, &key, period, part).await?;
+        if let Some(file) = looked.iter().find(|file| file.id == id).cloned() {
+            return Ok(subscribed(&file).then_some(Current {
+                file,
+                looked: Some(looked),
+            }));
+        }
+    }
+    match ctx.client.usage_file(id).await {
+        Ok(file) => Ok(subscribed(&file).then_some(Current { file, looked: None })),
+        Err(error) if error.status() == Some(404) => Ok(None),
+        Err(error) => Err(error),
     }
 }
 
@@ -95,18 +133,12 @@ fn ours(file: &UsageFile) -> Option<(GroupKey, Period, Part)> {
     matches.then_some((key, period, part))
 }
 
-async fn handle(
-    ctx: TaskContext,
-    argument: Value,
-    rebuilding: Arc<Mutex<HashSet<String>>>,
-) -> HandlerOutcome {
-    let file: UsageFile = match serde_json::from_value(argument) {
-        Ok(file) => file,
+async fn handle(ctx: TaskContext, rebuilding: Arc<Mutex<HashSet<String>>>) -> HandlerOutcome {
+    let Current { file, mut looked } = match read_current(&ctx).await {
+        Ok(Some(current)) => current,
+        Ok(None) => return HandlerOutcome::Skip(status_mismatch_message(&ctx.statuses)),
         Err(error) => {
-            return HandlerOutcome::Fail(format!(
-                "usage file {} could not be read: {error}",
-                ctx.object_id
-            ))
+            return HandlerOutcome::Retry(format!("Reading {} failed: {error}", ctx.object_id))
         }
     };
     let Some((key, period, part)) = ours(&file) else {
@@ -142,7 +174,10 @@ async fn handle(
             Step::Fail(reason) => return HandlerOutcome::Fail(reason),
             Step::LeaveAlone(reason) => return HandlerOutcome::Skip(reason),
             Step::SubmitIfPreferred(file_id) => {
-                return match reporter.submit_ready(&key, period, part, &file_id).await {
+                return match reporter
+                    .submit_ready(&key, period, part, &file_id, looked.take())
+                    .await
+                {
                     Ok(true) => {
                         tracing::info!(%file_id, "submitted ready usage file");
                         HandlerOutcome::Success(None)

@@ -13,6 +13,7 @@ pub mod phases;
 pub(crate) mod record;
 pub(crate) mod report;
 pub(crate) mod resolve;
+mod scoped;
 mod seen;
 pub(crate) mod source;
 pub(crate) mod spill;

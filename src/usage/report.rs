@@ -24,6 +24,7 @@ use indicatif::ProgressBar;
 
 use crate::alert::{truncated, Alert, AlertKind, Alerter, Severity};
 use crate::config::{ConfigError, ReportSettings};
+use crate::connect::models::UsageFile;
 use crate::connect::ConnectClient;
 use crate::usage::filing::cadence::Overlap;
 use crate::usage::filing::late::Part;
@@ -33,7 +34,8 @@ use crate::usage::filing::{
 use crate::usage::group::{self, CollectError, Collection, Group, GroupKey};
 use crate::usage::period::{NotEnded, Period};
 use crate::usage::resolve::Resolver;
-use crate::usage::source::UsageSource;
+use crate::usage::scoped;
+use crate::usage::source::{RecordStream, UsageSource};
 use crate::usage::spill::{remove_stale, scratch_root};
 use crate::usage::summary::{Ledger, PeriodReport, Summary};
 use crate::usage::sweep;
@@ -175,6 +177,34 @@ impl Reporter {
 
     /// Reads and sorts the month's records.
     pub async fn collect(&self, period: Period) -> Result<Collection, ReportError> {
+        let records = self.open_source(period).await?;
+        self.group(records, period, &self.resolver()).await
+    }
+
+    /// Sorts `records` into groups, resolved by `resolver`, spilling rows past the budget.
+    async fn group(
+        &self,
+        records: RecordStream,
+        period: Period,
+        resolver: &Resolver,
+    ) -> Result<Collection, ReportError> {
+        // Runs that were killed leave their scratch directories: the next run removes them,
+        // whether or not it spills itself.
+        let scratch = scratch_root();
+        let root = scratch.clone();
+        let _ = tokio::task::spawn_blocking(move || remove_stale(&root)).await;
+        Ok(group::collect(
+            records,
+            period,
+            resolver,
+            self.settings.spill_budget,
+            scratch,
+        )
+        .await?)
+    }
+
+    /// The configured source's records of `period`.
+    async fn open_source(&self, period: Period) -> Result<RecordStream, ReportError> {
         let source = UsageSource::new(
             self.settings.require_usage_source()?,
             self.settings.usage_source_auth.clone(),
@@ -184,20 +214,7 @@ impl Reporter {
         .with_max_inflated(self.settings.usage_source_max_inflated)
         .with_cloud_env(self.settings.cloud_env.clone());
         tracing::info!(source = %source.display_name(period), %period, "reading usage records");
-        // Runs that were killed leave their scratch directories: the next run removes them,
-        // whether or not it spills itself.
-        let scratch = scratch_root();
-        let root = scratch.clone();
-        let _ = tokio::task::spawn_blocking(move || remove_stale(&root)).await;
-        let records = source.open(period).await.map_err(CollectError::from)?;
-        Ok(group::collect(
-            records,
-            period,
-            &self.resolver(),
-            self.settings.spill_budget,
-            scratch,
-        )
-        .await?)
+        Ok(source.open(period).await.map_err(CollectError::from)?)
     }
 
     /// The job's filters that select no group of the month, each said in a sentence.
@@ -481,28 +498,41 @@ impl Reporter {
     }
 
     /// Submits our `ready` file `file_id`, the group's `part`, unless another file won that part
-    /// (the reaction to its `ready` event); false when it lost and was withdrawn.
+    /// (the reaction to its `ready` event); false when it lost and was withdrawn. `looked`: the
+    /// part's live files when the caller has just listed them (the look before submitting).
     pub async fn submit_ready(
         &self,
         key: &GroupKey,
         period: Period,
         part: Part,
         file_id: &str,
+        looked: Option<Vec<UsageFile>>,
     ) -> Result<bool, FilingError> {
         self.filer(&ReportJob::on_platform(period))
-            .submit_if_still_preferred(key, part, file_id)
+            .submit_if_still_preferred_after(key, part, file_id, looked)
             .await
     }
 
     /// One group of `period` read again from the source (after a rejection); `None` when the
     /// source no longer has records for it. Changes nothing on the platform.
+    ///
+    /// Costs what the group costs: only the group's assets are asked for (listed by contract
+    /// and product) and only the records naming them are resolved and grouped, each exactly
+    /// as the full run would ([`scoped`]).
     pub async fn regroup(
         &self,
         key: &GroupKey,
         period: Period,
     ) -> Result<Option<Group>, ReportError> {
         period.check_ended((self.now)())?;
-        let mut collection = self.collect(period).await?;
+        let resolver = self
+            .resolver()
+            .scoped_to(&key.contract_id, &key.product_id)
+            .await
+            .map_err(CollectError::from)?;
+        let records = self.open_source(period).await?;
+        let records = scoped::within_scope(records, period, resolver.clone());
+        let mut collection = self.group(records, period, &resolver).await?;
         Ok(collection.groups.remove(key))
     }
 

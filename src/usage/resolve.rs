@@ -5,6 +5,13 @@
 //! [`BATCH`] ids with RQL `in()`, contracts likewise, products and marketplaces one request per
 //! distinct id. Batches run concurrently; the client's own limit (`API_CONCURRENCY`) bounds how
 //! many requests are in flight.
+//!
+//! A rebuild of one group's file needs only that group's assets: a resolver
+//! [scoped](Resolver::scoped_to) to a contract × product lists them (paged) and resolves the
+//! month's subscriptions against that list locally. An asset is resolved from the list exactly
+//! as from an id lookup (the same fields of the same object); only when records name assets by
+//! something other than their id may another group's asset share the name, so then the names
+//! found in the list are still looked up across the account to see such ambiguities.
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -66,7 +73,20 @@ pub struct Resolver {
     asset_criteria: AssetCriteria,
     item_criteria: ItemCriteria,
     concurrency: usize,
+    /// Set for a rebuild: the only assets the run may resolve to.
+    scope: Option<Arc<Scope>>,
 }
+
+/// The assets of one contract × product, by the value vendor records name them with.
+#[derive(Debug, Default)]
+struct Scope {
+    assets: HashMap<String, Vec<ResolvedAsset>>,
+}
+
+/// The asset projection every asset page asks for: the runner keeps ids, parameters and the
+/// three references; the rest of an asset (items, tiers, connection, configuration) is most of
+/// each page's bytes.
+const ASSET_SELECT: [&str; 4] = ["-configuration", "-items", "-tiers", "-connection"];
 
 fn batches(ids: impl IntoIterator<Item = String>) -> Vec<Vec<String>> {
     let ids: BTreeSet<String> = ids.into_iter().collect();
@@ -86,7 +106,48 @@ impl Resolver {
             asset_criteria,
             item_criteria,
             concurrency: concurrency.max(1),
+            scope: None,
         }
+    }
+
+    /// This resolver limited to the assets of `contract_id` × `product_id` (listed here, every
+    /// page): subscriptions that name none of them resolve as unknown without a request.
+    pub async fn scoped_to(
+        &self,
+        contract_id: &str,
+        product_id: &str,
+    ) -> Result<Resolver, ConnectError> {
+        // Ordered by id: a group of many pages is paged through while assets may be added.
+        let query = Query::new(Rql::all([
+            Rql::eq("contract.id", contract_id),
+            Rql::eq("product.id", product_id),
+        ]))
+        .select(ASSET_SELECT)
+        .ordering(["id"]);
+        let mut names = Interner::default();
+        let mut scope = Scope::default();
+        for asset in self.client.assets(query).await? {
+            let Some(key) = self.subscription_key(&asset) else {
+                continue;
+            };
+            let asset = self.resolved(asset, &mut names);
+            let entry = scope.assets.entry(key).or_default();
+            if !entry.iter().any(|a| a.id == asset.id) {
+                entry.push(asset);
+            }
+        }
+        Ok(Resolver {
+            scope: Some(Arc::new(scope)),
+            ..self.clone()
+        })
+    }
+
+    /// Whether a record naming `subscription_id` may belong to this resolver's scope (always,
+    /// when it has none).
+    pub fn may_resolve(&self, subscription_id: &str) -> bool {
+        self.scope
+            .as_ref()
+            .is_none_or(|scope| scope.assets.contains_key(subscription_id))
     }
 
     /// Runs `lookup` over every batch concurrently and merges the answers.
@@ -147,26 +208,52 @@ impl Resolver {
         }
     }
 
-    /// Resolves subscription ids (as vendor records name them) to assets.
+    /// Resolves subscription ids (as vendor records name them) to assets; within the scope
+    /// when there is one.
     pub async fn assets(
         &self,
         subscription_ids: impl IntoIterator<Item = String>,
     ) -> Result<HashMap<String, AssetMatch>, ConnectError> {
         let wanted: HashSet<String> = subscription_ids.into_iter().collect();
+        let Some(scope) = &self.scope else {
+            return self.look_up_assets(wanted).await;
+        };
+        let (inside, outside): (HashSet<String>, HashSet<String>) = wanted
+            .into_iter()
+            .partition(|id| scope.assets.contains_key(id));
+        // An id names one asset, so the scope's answer is the account's; any other name may
+        // also be another group's asset's, which only the account-wide lookup sees.
+        let mut matches = match self.asset_criteria {
+            AssetCriteria::Id => inside
+                .into_iter()
+                .map(|id| {
+                    let found = match scope.assets[&id].as_slice() {
+                        [asset] => AssetMatch::Found(Arc::new(asset.clone())),
+                        assets => {
+                            AssetMatch::Ambiguous(assets.iter().map(|a| a.id.to_string()).collect())
+                        }
+                    };
+                    (id, found)
+                })
+                .collect(),
+            _ => self.look_up_assets(inside).await?,
+        };
+        matches.extend(outside.into_iter().map(|id| (id, AssetMatch::Unknown)));
+        Ok(matches)
+    }
+
+    /// Resolves `wanted` across the account, in `in()` batches.
+    async fn look_up_assets(
+        &self,
+        wanted: HashSet<String>,
+    ) -> Result<HashMap<String, AssetMatch>, ConnectError> {
         let names = Mutex::new(Interner::default());
         // Each page is boiled down to what the report keeps as soon as it arrives: full asset
         // models (items, parameters) for every subscription at once would be most of the
         // report's peak memory.
         let found = self
             .per_batch(wanted.iter().cloned(), |batch| {
-                // Only ids, parameters and the three references are kept: the rest of an asset
-                // (its items, tiers, connection, configuration) is most of each page's bytes.
-                let query = Query::new(self.asset_filter(batch)).select([
-                    "-configuration",
-                    "-items",
-                    "-tiers",
-                    "-connection",
-                ]);
+                let query = Query::new(self.asset_filter(batch)).select(ASSET_SELECT);
                 let client = self.client.clone();
                 let (wanted, names) = (&wanted, &names);
                 async move {

@@ -277,6 +277,8 @@ fn months(plan: &Plan, scratch: &Scratch, runtime: &tokio::runtime::Runtime) -> 
     println!("{}", month::table(&outcomes));
     println!("Requests by endpoint:\n");
     println!("{}", month::endpoints(&outcomes));
+    println!("Rebuild of one rejected file after the month (the `rejected` event's task; its requests include the rebuilt file's `ready` event and submit):\n");
+    println!("{}", month::rebuilds(&outcomes));
     Ok(())
 }
 

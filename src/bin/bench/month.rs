@@ -2,6 +2,12 @@
 //! runner (a child process) over the simulator, at several sizes and REST latencies. Wall
 //! time runs from firing the schedule to its result; requests are the simulator's counters
 //! (the report's and those of the usage-file events the platform sends meanwhile).
+//!
+//! After the month, with the runner still running, the provider rejects one file (the middle
+//! one): its rebuild is measured against the month (issue 19: at most a tenth of the month's
+//! requests, at most a fifth of its task time), from the rejection to the answer of the
+//! `rejected` event's task (the rebuild and its upload) and to the file's being submitted
+//! again (its `ready` event too); requests count everything in between.
 
 use std::collections::BTreeSet;
 use std::path::Path;
@@ -12,6 +18,7 @@ use std::time::{Duration, Instant};
 use connect_payg::connect::FileStatus;
 use connect_payg::handlers::MONTHLY_REPORT_METHOD;
 use connect_sim::{Faults, RequestCounts, SeedSpec, SimState};
+use payg_shared::protocol::ResultCode as TaskCode;
 use payg_shared::protocol::ResultCode;
 
 use crate::measure::{self, ChildReport};
@@ -43,6 +50,9 @@ pub struct Outcome {
     /// Peak RSS of this process (the simulator) so far, in KiB.
     pub simulator_peak_rss_kb: u64,
     pub counts: RequestCounts,
+    /// One rejected file's rebuild after the month (not in observed runs). The runner's CPU
+    /// and peak RSS above include it.
+    pub rebuild: Option<Rebuild>,
     /// Log lines the simulator's log service received (observed runs).
     pub shipped_lines: usize,
     /// `/metrics` answers scraped during the run (observed runs).
@@ -63,6 +73,20 @@ async fn scrape_every_second(address: String, answered: Arc<AtomicUsize>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+/// One rejected file's rebuild after the month.
+pub struct Rebuild {
+    /// From the rejection to the answer of the `rejected` event's task.
+    pub seconds: f64,
+    /// From the rejection until the rebuilt file is submitted again.
+    pub resubmitted_seconds: f64,
+    pub counts: RequestCounts,
+}
+
+/// Issue 19's targets for the month.
+const MAX_REQUESTS_PER_FILE: f64 = 5.0;
+const MAX_REBUILD_REQUEST_SHARE: f64 = 0.10;
+const MAX_REBUILD_TIME_SHARE: f64 = 0.20;
 
 /// One month at `size` with `latency` added to every REST answer; uploads are processed (and
 /// their `ready` events sent) `processing_delay` after they arrive.
@@ -121,9 +145,16 @@ pub async fn run_observed(
         scraper.abort();
     }
     let scrapes = scrapes.load(Ordering::Relaxed);
+    let simulator_cpu = measure::cpu_seconds() - cpu_before;
+    let counts = state.request_counts();
+    // Not in observed runs: their log lines are the month's alone.
+    let rebuild = match observed {
+        false => Some(rebuild_one(&world, state).await),
+        true => None,
+    };
     let runner = world.stop_runner(runner).await?;
     let shipped_lines = world.sim.devops().logs().lines().len();
-    let simulator_cpu = measure::cpu_seconds() - cpu_before;
+    let rebuild = rebuild.transpose()?;
     let result = match result {
         Some(result) => {
             let output = result.output;
@@ -151,12 +182,68 @@ pub async fn run_observed(
         runner,
         simulator_cpu,
         simulator_peak_rss_kb: measure::peak_rss_kb(),
-        counts: state.request_counts(),
+        counts,
+        rebuild,
         shipped_lines,
         scrapes,
     };
     world.close().await;
     Ok(outcome)
+}
+
+/// Rejects the middle file of the month and measures its rebuild until submitted again.
+async fn rebuild_one(world: &World, state: &SimState) -> Result<Rebuild, String> {
+    let mut files = world.live_files();
+    files.sort_by(|a, b| a.id.cmp(&b.id));
+    let file_id = files
+        .get(files.len() / 2)
+        .ok_or("the month filed no file to reject")?
+        .id
+        .clone();
+    let devops = world.sim.devops();
+    let answered = |devops: &connect_sim::devops::DevopsHub| {
+        devops
+            .results()
+            .into_iter()
+            .filter(|r| r.object_id == file_id)
+            .collect::<Vec<_>>()
+    };
+    let before = answered(devops).len();
+    state.reset_request_counts();
+    let started = Instant::now();
+    state
+        .reject(&file_id, "bench: please check")
+        .map_err(|e| format!("rejecting {file_id}: {e:?}"))?;
+    let mut seconds = None;
+    loop {
+        if seconds.is_none() {
+            if let Some(result) = answered(devops).get(before) {
+                if result.output.result != TaskCode::Success {
+                    return Err(format!(
+                        "the rebuild of {file_id} answered {:?}: {:?}",
+                        result.output.result, result.output.message
+                    ));
+                }
+                seconds = Some(started.elapsed().as_secs_f64());
+            }
+        }
+        let history = state.status_history(&file_id).unwrap_or_default();
+        let resubmitted =
+            history.last() == Some(&FileStatus::Pending) && history.contains(&FileStatus::Rejected);
+        if let (Some(seconds), true) = (seconds, resubmitted) {
+            // The `ready` event's task answers right after its submit.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            return Ok(Rebuild {
+                seconds,
+                resubmitted_seconds: started.elapsed().as_secs_f64(),
+                counts: state.request_counts(),
+            });
+        }
+        if started.elapsed() > TASK_WAIT {
+            return Err(format!("{file_id} was not rebuilt and submitted again"));
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
 }
 
 /// Seconds from `started` until `groups` files are pending (polled every millisecond).
@@ -205,7 +292,22 @@ pub fn table(outcomes: &[Outcome]) -> String {
         })
         .collect();
     out.push_str(&simulator.join(", "));
-    out.push_str(".\n\nTask results:\n\n");
+    out.push_str(".\n");
+    out.push_str(&format!(
+        "\nRequests per file (issue 19 target ≤ {MAX_REQUESTS_PER_FILE:.0}; 6.3–6.8 before): {}\n",
+        outcomes
+            .iter()
+            .map(|o| format!(
+                "{:.2} at {} subscriptions, {} ms ({})",
+                o.counts.total as f64 / o.groups.max(1) as f64,
+                o.size.subscriptions,
+                o.latency.as_millis(),
+                met(o.counts.total as f64 / o.groups.max(1) as f64 <= MAX_REQUESTS_PER_FILE)
+            ))
+            .collect::<Vec<_>>()
+            .join("; ")
+    ));
+    out.push_str("\nTask results:\n\n");
     for o in outcomes {
         out.push_str(&format!(
             "- {} subscriptions, {} ms: {}\n",
@@ -242,6 +344,44 @@ pub fn endpoints(outcomes: &[Outcome]) -> String {
             out.push_str(&format!(" {} |", o.counts.get(&route.0, &route.1)));
         }
         out.push('\n');
+    }
+    out
+}
+
+fn met(ok: bool) -> &'static str {
+    if ok {
+        "met"
+    } else {
+        "NOT met"
+    }
+}
+
+/// The rebuild of one rejected file after each month, against the month.
+pub fn rebuilds(outcomes: &[Outcome]) -> String {
+    let mut out = format!(
+        "| subscriptions | REST latency | rebuild requests | share of the month's (target ≤ {:.0}%) | `GET /assets` | rebuild task time | share of the month's task time (target ≤ {:.0}%) | rejected → submitted again |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        MAX_REBUILD_REQUEST_SHARE * 100.0,
+        MAX_REBUILD_TIME_SHARE * 100.0,
+    );
+    for o in outcomes {
+        let Some(rebuild) = &o.rebuild else {
+            continue;
+        };
+        let requests = rebuild.counts.total as f64 / o.counts.total.max(1) as f64;
+        let time = rebuild.seconds / o.seconds.max(f64::EPSILON);
+        out.push_str(&format!(
+            "| {} | {} ms | {} | **{:.1}%** ({}) | {} | {:.3} s | **{:.1}%** ({}) | {:.3} s |\n",
+            o.size.subscriptions,
+            o.latency.as_millis(),
+            rebuild.counts.total,
+            requests * 100.0,
+            met(requests <= MAX_REBUILD_REQUEST_SHARE),
+            rebuild.counts.get("GET", "/assets"),
+            rebuild.seconds,
+            time * 100.0,
+            met(time <= MAX_REBUILD_TIME_SHARE),
+            rebuild.resubmitted_seconds,
+        ));
     }
     out
 }

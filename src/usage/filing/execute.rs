@@ -8,6 +8,7 @@ use std::sync::Arc;
 use super::decide::{decide, unexpected, Step, Trigger};
 use super::late::Part;
 use super::note::{digest_in_note, note_with_digest};
+use super::recent;
 use super::{lost, Filer, FilingError, FilingResult, GroupOutcome, Submission};
 use crate::connect::models::UsageFile;
 use crate::connect::ConnectError;
@@ -185,6 +186,7 @@ impl Filer {
             .create_usage_file(&self.new_file(&group.key, outcome.part, currency, digest))
             .await?;
         self.client.metrics().usage_file(FileAction::Created);
+        recent::remember(&file_id, &group.key, self.period, outcome.part);
         outcome.file_id = Some(file_id.clone());
         let bytes = self.write_workbook(group, outcome).await?;
         if !self.upload(&file_id, bytes).await? {
@@ -201,6 +203,7 @@ impl Filer {
         file_id: &str,
         outcome: &mut GroupOutcome,
     ) -> Result<FilingResult, FilingError> {
+        recent::remember(file_id, &group.key, self.period, outcome.part);
         let bytes = self.write_workbook(group, outcome).await?;
         // Another replica filling the same file may have got its upload in while this one built
         // the workbook (from the same source: the same rows). Uploading again would only send
@@ -308,6 +311,19 @@ impl Filer {
         part: Part,
         file_id: &str,
     ) -> Result<bool, FilingError> {
+        self.submit_if_still_preferred_after(key, part, file_id, None)
+            .await
+    }
+
+    /// [`Filer::submit_if_still_preferred`], its first look `looked` when the caller has just
+    /// listed the key's live files (`Filer::live_files`) itself.
+    pub async fn submit_if_still_preferred_after(
+        &self,
+        key: &GroupKey,
+        part: Part,
+        file_id: &str,
+        mut looked: Option<Vec<UsageFile>>,
+    ) -> Result<bool, FilingError> {
         let before_submit = Trigger::Submit {
             file_id: file_id.to_string(),
         };
@@ -315,7 +331,10 @@ impl Filer {
             file_id: file_id.to_string(),
         };
         'looks: for _ in 0..3 {
-            let live = self.live_files(key, part).await?;
+            let live = match looked.take() {
+                Some(live) => live,
+                None => self.live_files(key, part).await?,
+            };
             let steps = decide(&before_submit, &live);
             for step in steps.iter().cloned() {
                 match step {

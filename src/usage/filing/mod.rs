@@ -44,6 +44,7 @@ pub mod decide;
 mod execute;
 pub mod late;
 pub mod note;
+pub mod recent;
 mod supplement;
 
 pub use supplement::write_late_records;
@@ -248,13 +249,7 @@ impl Filer {
         key: &GroupKey,
         part: Part,
     ) -> Result<Vec<UsageFile>, ConnectError> {
-        let filter = Rql::all([
-            Rql::eq("external_id", part.external_id(key, self.period)),
-            Rql::eq("product.id", key.product_id.clone()),
-            Rql::eq("contract.id", key.contract_id.clone()),
-            Rql::ne("status", FileStatus::Deleted),
-        ]);
-        self.client.usage_files(filter).await
+        live_files(&self.client, key, self.period, part).await
     }
 
     /// Live supplemental files of the group (`…:late-<n>`).
@@ -481,6 +476,23 @@ impl Filer {
             interval = (interval * 2).min(Duration::from_secs(30));
         }
     }
+}
+
+/// Live (not deleted) files for `part` of the group's files of `period`: the look at a key
+/// every filing decision starts from.
+pub async fn live_files(
+    client: &ConnectClient,
+    key: &GroupKey,
+    period: Period,
+    part: Part,
+) -> Result<Vec<UsageFile>, ConnectError> {
+    let filter = Rql::all([
+        Rql::eq("external_id", part.external_id(key, period)),
+        Rql::eq("product.id", key.product_id.clone()),
+        Rql::eq("contract.id", key.contract_id.clone()),
+        Rql::ne("status", FileStatus::Deleted),
+    ]);
+    client.usage_files(filter).await
 }
 
 /// The outcome for a group whose file lost to another instance's file.

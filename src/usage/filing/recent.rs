@@ -1,0 +1,82 @@
+//! The files this process created or filled lately, and which group part of which period each
+//! one is, so the event of such a file can look at its group's files straight away (the look
+//! its `ready` path needs before submitting anyway) instead of first reading the file by id.
+//!
+//! Only a shortcut, never a source of truth: the event handler uses the answer only when the
+//! file is in that listing of the group (ids of another platform, or a file renamed since,
+//! simply miss and the file is read by id), and what it then does is decided from the listing,
+//! the platform's current state. Bounded: the oldest entries give way beyond [`CAPACITY`].
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Mutex, PoisonError};
+
+use super::late::{self, Part};
+use crate::usage::group::GroupKey;
+use crate::usage::period::Period;
+
+/// Files remembered: a month's files many times over (each entry is two short strings).
+const CAPACITY: usize = 20_000;
+
+#[derive(Default)]
+struct Recent {
+    /// File id → its external id.
+    files: HashMap<String, String>,
+    order: VecDeque<String>,
+}
+
+static RECENT: Mutex<Option<Recent>> = Mutex::new(None);
+
+/// Remembers that `file_id` is `part` of `key`'s file of `period`.
+pub fn remember(file_id: &str, key: &GroupKey, period: Period, part: Part) {
+    let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+    let recent = recent.get_or_insert_with(Recent::default);
+    let external_id = part.external_id(key, period);
+    if recent
+        .files
+        .insert(file_id.to_string(), external_id)
+        .is_none()
+    {
+        recent.order.push_back(file_id.to_string());
+    }
+    while recent.order.len() > CAPACITY {
+        if let Some(oldest) = recent.order.pop_front() {
+            recent.files.remove(&oldest);
+        }
+    }
+}
+
+/// The group, period and part `file_id` was remembered as, if it was.
+pub fn group_of(file_id: &str) -> Option<(GroupKey, Period, Part)> {
+    let recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+    late::parse_external_id(recent.as_ref()?.files.get(file_id)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn files_are_remembered_with_their_part_and_the_oldest_give_way() {
+        let key = GroupKey {
+            contract_id: "CRD-1".into(),
+            product_id: "PRD-1".into(),
+        };
+        let period = Period::parse("2024-02").unwrap();
+        remember("UF-TEST-RECENT-1", &key, period, Part::Late(2));
+        assert_eq!(
+            group_of("UF-TEST-RECENT-1"),
+            Some((key.clone(), period, Part::Late(2)))
+        );
+        assert_eq!(group_of("UF-TEST-RECENT-NEVER"), None);
+        for n in 0..CAPACITY {
+            remember(
+                &format!("UF-TEST-RECENT-FILL-{n}"),
+                &key,
+                period,
+                Part::Main,
+            );
+        }
+        assert_eq!(group_of("UF-TEST-RECENT-1"), None, "the oldest gave way");
+        assert!(group_of(&format!("UF-TEST-RECENT-FILL-{}", CAPACITY - 1)).is_some());
+    }
+}
