@@ -16,9 +16,9 @@ use std::path::Path;
 use std::process::{ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{period, world, World};
+use common::{small_month, World};
 use connect_payg::connect::FileStatus;
-use connect_sim::{BadRowSpec, Faults, SeedSpec, SimState};
+use connect_sim::{Faults, SimState};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::process::{Child, Command};
@@ -74,21 +74,7 @@ impl KillPoint {
 }
 
 async fn crash_world(seed: u64, subscriptions: usize) -> World {
-    let world = world(
-        SeedSpec {
-            seed,
-            contracts: 4,
-            products: 3,
-            subscriptions,
-            ..SeedSpec::default()
-        },
-        BadRowSpec {
-            seed,
-            ..BadRowSpec::default()
-        },
-        period("2024-06"),
-    )
-    .await;
+    let world = small_month(seed, subscriptions).await;
     // Every call takes a little while, so that kills land inside requests.
     world.sim.state().set_faults(Faults {
         latency: Duration::from_millis(8),

@@ -10,30 +10,12 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{period, world, World};
+use common::{small_month, World};
 use connect_payg::connect::FileStatus;
 use connect_payg::usage::workbook::usage_row;
 use connect_payg::usage::{Collection, GroupKey};
-use connect_sim::{BadRowSpec, Faults, SeedSpec};
+use connect_sim::Faults;
 use tokio::process::Command;
-
-async fn month(seed: u64, subscriptions: usize) -> World {
-    world(
-        SeedSpec {
-            seed,
-            contracts: 4,
-            products: 3,
-            subscriptions,
-            ..SeedSpec::default()
-        },
-        BadRowSpec {
-            seed,
-            ..BadRowSpec::default()
-        },
-        period("2024-06"),
-    )
-    .await
-}
 
 /// Each group's rows as the workbook holds them, as a sorted multiset.
 fn rows_by_group(world: &World, collection: &Collection) -> BTreeMap<GroupKey, Vec<String>> {
@@ -54,7 +36,7 @@ fn rows_by_group(world: &World, collection: &Collection) -> BTreeMap<GroupKey, V
 
 #[tokio::test]
 async fn a_month_past_the_budget_is_spilled_and_files_exactly_the_rows_held_in_memory() {
-    let world = month(19, 300).await;
+    let world = small_month(19, 300).await;
     let held = world.reporter(&[]).collect(world.period).await.unwrap();
     assert!(
         held.groups.values().all(|group| !group.rows.spilled()),
@@ -119,7 +101,7 @@ fn report(world: &World, tmp: &Path) -> Command {
 
 #[tokio::test]
 async fn a_killed_run_leaves_its_scratch_files_only_until_the_next_run() {
-    let world = month(7, 400).await;
+    let world = small_month(7, 400).await;
     // Every call takes a little while: the run is still filing when it is killed.
     world.sim.state().set_faults(Faults {
         latency: Duration::from_millis(8),

@@ -37,6 +37,26 @@ pub struct Cli {
     pub command: Command,
 }
 
+/// The periods and groups `report` and `status` work on.
+#[derive(Debug, clap::Args)]
+pub struct Selection {
+    /// A period, YYYY-MM or YYYY-MM-DD; repeat it for several.
+    #[arg(long, conflicts_with_all = ["from", "to"])]
+    pub period: Vec<String>,
+    /// The first of a range of periods (with --to).
+    #[arg(long, requires = "to")]
+    pub from: Option<String>,
+    /// The last of a range of periods (with --from).
+    #[arg(long, requires = "from")]
+    pub to: Option<String>,
+    /// Only these contracts.
+    #[arg(long)]
+    pub contract: Vec<String>,
+    /// Only these products.
+    #[arg(long)]
+    pub product: Vec<String>,
+}
+
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Connect to the DevOps channel and serve tasks until shutdown.
@@ -48,24 +68,11 @@ pub enum Command {
     /// Build and file the usage reports once, from a terminal: the periods named, else
     /// REPORT_PERIOD, else the catch-up window (as the schedule does).
     Report {
-        /// A period to report, YYYY-MM or YYYY-MM-DD; repeat it for several.
-        #[arg(long, conflicts_with_all = ["from", "to"])]
-        period: Vec<String>,
-        /// The first of a range of periods to report (with --to).
-        #[arg(long, requires = "to")]
-        from: Option<String>,
-        /// The last of a range of periods to report (with --from).
-        #[arg(long, requires = "from")]
-        to: Option<String>,
+        #[command(flatten)]
+        selection: Selection,
         /// monthly or daily (default: REPORT_CADENCE, or what --period/--from names).
         #[arg(long)]
         cadence: Option<String>,
-        /// Only these contracts.
-        #[arg(long)]
-        contract: Vec<String>,
-        /// Only these products.
-        #[arg(long)]
-        product: Vec<String>,
         /// Write the workbooks to --out and change nothing on the platform.
         #[arg(long)]
         dry_run: bool,
@@ -83,21 +90,8 @@ pub enum Command {
     /// a person: the periods named, else REPORT_PERIOD, else the catch-up window. Exit 0 when
     /// nothing needs attention, 1 otherwise.
     Status {
-        /// A period to look at, YYYY-MM or YYYY-MM-DD; repeat it for several.
-        #[arg(long, conflicts_with_all = ["from", "to"])]
-        period: Vec<String>,
-        /// The first of a range of periods (with --to).
-        #[arg(long, requires = "to")]
-        from: Option<String>,
-        /// The last of a range of periods (with --from).
-        #[arg(long, requires = "from")]
-        to: Option<String>,
-        /// Only these contracts.
-        #[arg(long)]
-        contract: Vec<String>,
-        /// Only these products.
-        #[arg(long)]
-        product: Vec<String>,
+        #[command(flatten)]
+        selection: Selection,
         /// One JSON document instead of the table (fields: README, "Status").
         #[arg(long)]
         json: bool,
@@ -192,12 +186,8 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
         Command::Run { unsecure } => run::run(sources(unsecure)).await,
         Command::Report {
             unsecure,
-            period,
-            from,
-            to,
+            selection,
             cadence,
-            contract,
-            product,
             dry_run,
             out,
             allow_empty,
@@ -205,11 +195,11 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             report::report(
                 sources(unsecure),
                 report::ReportArgs {
-                    periods: period,
-                    range: from.zip(to),
+                    periods: selection.period,
+                    range: selection.from.zip(selection.to),
                     cadence,
-                    contracts: contract,
-                    products: product,
+                    contracts: selection.contract,
+                    products: selection.product,
                     dry_run,
                     out,
                     allow_empty,
@@ -218,21 +208,17 @@ async fn dispatch(cli: Cli) -> Result<Outcome, CliError> {
             .await
         }
         Command::Status {
-            period,
-            from,
-            to,
-            contract,
-            product,
+            selection,
             json,
             unsecure,
         } => {
             status::status(
                 sources(unsecure),
                 status::StatusArgs {
-                    periods: period,
-                    range: from.zip(to),
-                    contracts: contract,
-                    products: product,
+                    periods: selection.period,
+                    range: selection.from.zip(selection.to),
+                    contracts: selection.contract,
+                    products: selection.product,
                     json,
                 },
             )

@@ -37,6 +37,26 @@ pub fn period(text: &str) -> Period {
     Period::parse(text).unwrap()
 }
 
+/// A small month, 2024-06 over 4 contracts × 3 products, everything seeded by `seed`: the
+/// world of the tests that kill or spill a run.
+pub async fn small_month(seed: u64, subscriptions: usize) -> World {
+    world(
+        SeedSpec {
+            seed,
+            contracts: 4,
+            products: 3,
+            subscriptions,
+            ..SeedSpec::default()
+        },
+        BadRowSpec {
+            seed,
+            ..BadRowSpec::default()
+        },
+        period("2024-06"),
+    )
+    .await
+}
+
 pub async fn world(seed: SeedSpec, bad: BadRowSpec, period: Period) -> World {
     world_with(seed, bad, period, |_| {}).await
 }
