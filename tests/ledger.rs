@@ -334,6 +334,23 @@ async fn daily_cadence_files_every_day_of_the_week() {
     let counts = world.sim.state().request_counts();
     assert_no_writes(&counts);
     assert_eq!(counts.get("GET", "/usage/files"), 7, "{}", shown(&counts));
+    // What was looked up in Connect serves the run's every period: the week resolves its
+    // subscriptions about once, not once a day.
+    let week = counts.get("GET", "/assets");
+    world.sim.state().reset_request_counts();
+    let newest = days[6].to_string();
+    answered(
+        &world,
+        json!({ "period": newest }),
+        ResultCode::Success,
+        &format!("1 period: {newest} unchanged"),
+    )
+    .await;
+    let one_day = world.sim.state().request_counts().get("GET", "/assets");
+    assert!(
+        week * 2 < one_day * 7,
+        "asset requests: {week} for the week, {one_day} for one day"
+    );
     extension.stop().await;
 }
 

@@ -2,7 +2,8 @@
 //! handler: read the period's records, group them, file each group, and account for every
 //! record. A run over several periods ([`Reporter::run_periods`], the catch-up window) files
 //! them one after another, oldest first, each exactly as a run of that period alone: memory
-//! holds one period at a time, and a period that fails does not stop the others.
+//! holds one period's rows at a time (what was looked up in Connect is kept across them, so a
+//! subscription is resolved once a run), and a period that fails does not stop the others.
 //!
 //! Rules a run applies besides filing:
 //! * only a period that is reportable is reported ([`Period::check_reportable`]: ended, plus
@@ -31,7 +32,7 @@ use crate::usage::filing::late::Part;
 use crate::usage::filing::{
     write_late_records, Filer, FilingError, FilingResult, GroupOutcome, Listing, Submission,
 };
-use crate::usage::group::{self, CollectError, Collection, Group, GroupKey};
+use crate::usage::group::{self, CollectError, Collection, Group, GroupKey, Lookups};
 use crate::usage::period::{NotEnded, Period};
 use crate::usage::resolve::Resolver;
 use crate::usage::scoped;
@@ -177,8 +178,17 @@ impl Reporter {
 
     /// Reads and sorts the month's records.
     pub async fn collect(&self, period: Period) -> Result<Collection, ReportError> {
+        self.collect_with(period, &mut Lookups::default()).await
+    }
+
+    /// [`Reporter::collect`], resolving with what `lookups` already knows (and adding to it).
+    async fn collect_with(
+        &self,
+        period: Period,
+        lookups: &mut Lookups,
+    ) -> Result<Collection, ReportError> {
         let records = self.open_source(period).await?;
-        self.group(records, period, &self.resolver()).await
+        self.group(records, period, &self.resolver(), lookups).await
     }
 
     /// Sorts `records` into groups, resolved by `resolver`, spilling rows past the budget.
@@ -187,6 +197,7 @@ impl Reporter {
         records: RecordStream,
         period: Period,
         resolver: &Resolver,
+        lookups: &mut Lookups,
     ) -> Result<Collection, ReportError> {
         // Runs that were killed leave their scratch directories: the next run removes them,
         // whether or not it spills itself.
@@ -197,6 +208,7 @@ impl Reporter {
             records,
             period,
             resolver,
+            lookups,
             self.settings.spill_budget,
             scratch,
         )
@@ -271,10 +283,21 @@ impl Reporter {
         job: &ReportJob,
         progress: Option<&ProgressBar>,
     ) -> Result<Summary, ReportError> {
+        self.run_with(job, progress, &mut Lookups::default()).await
+    }
+
+    /// [`Reporter::run`], resolving with what `lookups` already knows (the run's earlier
+    /// periods).
+    async fn run_with(
+        &self,
+        job: &ReportJob,
+        progress: Option<&ProgressBar>,
+        lookups: &mut Lookups,
+    ) -> Result<Summary, ReportError> {
         job.period
             .check_reportable((self.now)(), self.settings.report_delay)?;
         prepare_workdir(job).await?;
-        let collection = self.collect(job.period).await?;
+        let collection = self.collect_with(job.period, lookups).await?;
         let unmatched = self.unmatched_filters(job, &collection).await;
         let groups: Vec<Arc<Group>> = collection
             .groups
@@ -407,6 +430,7 @@ impl Reporter {
         progress: Option<&ProgressBar>,
     ) -> Ledger {
         let mut ledger = Ledger::default();
+        let mut lookups = Lookups::default();
         for &period in periods {
             let job = ReportJob {
                 period,
@@ -416,7 +440,7 @@ impl Reporter {
                 bar.set_position(0);
                 bar.set_message(format!("reading usage for {period}"));
             }
-            let result = self.run(&job, progress).await;
+            let result = self.run_with(&job, progress, &mut lookups).await;
             if let Err(error) = &result {
                 tracing::warn!(%period, %error, "the period could not be reported");
             }
@@ -532,7 +556,10 @@ impl Reporter {
             .map_err(CollectError::from)?;
         let records = self.open_source(period).await?;
         let records = scoped::within_scope(records, period, resolver.clone());
-        let mut collection = self.group(records, period, &resolver).await?;
+        // A rebuild's scoped resolver answers differently from the run's: its own lookups.
+        let mut collection = self
+            .group(records, period, &resolver, &mut Lookups::default())
+            .await?;
         Ok(collection.groups.remove(key))
     }
 
