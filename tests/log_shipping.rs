@@ -13,17 +13,19 @@
 //! thread, where the current-thread runtime runs the runner and the simulator), so each test
 //! controls and reads its own logs. Waits are upper bounds on conditions, never speed claims.
 
+#[path = "support/captured.rs"]
+mod captured;
 mod common;
 
 #[path = "support/leaks.rs"]
 mod leaks;
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+use captured::Captured;
 use common::World;
 use connect_payg::config::{LogFormat, LogLevel};
 use connect_payg::logging::{LogControl, LogOptions, ShipOptions, ShippingState};
@@ -35,36 +37,15 @@ use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-/// Everything a test's subscriber wrote locally.
-#[derive(Clone, Default)]
-struct Written(Arc<Mutex<Vec<u8>>>);
-
-impl Written {
-    fn text(&self) -> String {
-        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
-    }
-}
-
-impl std::io::Write for Written {
-    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        self.0.lock().unwrap().extend_from_slice(bytes);
-        Ok(bytes.len())
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-}
-
 /// The test's own subscriber: JSON lines into memory, shipping sized by `ship`.
 struct Logs {
     dispatch: tracing::Dispatch,
     control: LogControl,
-    written: Written,
+    written: Captured,
 }
 
 fn logs(start: LogLevel, ship: ShipOptions) -> Logs {
-    let written = Written::default();
+    let written = Captured::default();
     let writer = written.clone();
     let (dispatch, control) = connect_payg::logging::build(LogOptions {
         format: LogFormat::Json,

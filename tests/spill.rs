@@ -5,34 +5,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{small_month, World};
+use common::{rows_by_group, small_month, World};
 use connect_payg::connect::FileStatus;
-use connect_payg::usage::workbook::usage_row;
-use connect_payg::usage::{Collection, GroupKey};
 use connect_sim::Faults;
 use tokio::process::Command;
-
-/// Each group's rows as the workbook holds them, as a sorted multiset.
-fn rows_by_group(world: &World, collection: &Collection) -> BTreeMap<GroupKey, Vec<String>> {
-    collection
-        .groups
-        .iter()
-        .map(|(key, group)| {
-            let mut rows: Vec<String> = group
-                .rows
-                .iter()
-                .map(|row| format!("{:?}", usage_row(&row.unwrap(), world.period)))
-                .collect();
-            rows.sort();
-            (key.clone(), rows)
-        })
-        .collect()
-}
 
 #[tokio::test]
 async fn a_month_past_the_budget_is_spilled_and_files_exactly_the_rows_held_in_memory() {
@@ -49,9 +29,9 @@ async fn a_month_past_the_budget_is_spilled_and_files_exactly_the_rows_held_in_m
         spilled.groups.values().all(|group| group.rows.spilled()),
         "every group is spilled"
     );
-    let expected = rows_by_group(&world, &held);
+    let expected = rows_by_group(&held, world.period);
     assert!(expected.len() > 3, "{} groups", expected.len());
-    assert_eq!(rows_by_group(&world, &spilled), expected);
+    assert_eq!(rows_by_group(&spilled, world.period), expected);
     assert_eq!(spilled.records_read, held.records_read);
     assert_eq!(spilled.bad.len(), held.bad.len());
     drop((held, spilled));

@@ -24,7 +24,6 @@ use std::time::{Duration, Instant};
 use captured::Captured;
 use common::{default_world, World};
 use connect_payg::config::Secret;
-use connect_payg::usage::workbook::usage_row;
 use connect_payg::usage::{
     BadReason, BadRecord, GroupKey, QueryValues, SourceError, SqlSource, UsageSource,
 };
@@ -310,19 +309,7 @@ async fn outcome(world: &World, settings: &[(&str, &str)], line_offset: u64) -> 
         .collect(world.period)
         .await
         .unwrap_or_else(|e| panic!("{settings:?}: {e}"));
-    let groups = collection
-        .groups
-        .iter()
-        .map(|(key, group)| {
-            let mut rows: Vec<String> = group
-                .rows
-                .iter()
-                .map(|row| format!("{:?}", usage_row(&row.unwrap(), world.period)))
-                .collect();
-            rows.sort();
-            (key.clone(), rows)
-        })
-        .collect();
+    let groups = common::rows_by_group(&collection, world.period);
     let mut bad = Vec::new();
     collection
         .bad

@@ -33,6 +33,33 @@ impl std::ops::Deref for World {
     }
 }
 
+/// Each group's rows as the workbook holds them, as a sorted multiset: what two ways of reading
+/// the same month must agree on.
+pub fn rows_by_group(
+    collection: &connect_payg::usage::Collection,
+    period: Period,
+) -> std::collections::BTreeMap<connect_payg::usage::GroupKey, Vec<String>> {
+    collection
+        .groups
+        .iter()
+        .map(|(key, group)| {
+            let mut rows: Vec<String> = group
+                .rows
+                .iter()
+                .map(|row| {
+                    let row = row.expect("a spilled row reads back");
+                    format!(
+                        "{:?}",
+                        connect_payg::usage::workbook::usage_row(&row, period)
+                    )
+                })
+                .collect();
+            rows.sort();
+            (key.clone(), rows)
+        })
+        .collect()
+}
+
 pub fn period(text: &str) -> Period {
     Period::parse(text).unwrap()
 }
