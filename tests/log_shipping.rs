@@ -20,7 +20,6 @@ mod common;
 #[path = "support/leaks.rs"]
 mod leaks;
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -31,7 +30,7 @@ use connect_payg::config::{LogFormat, LogLevel};
 use connect_payg::logging::{LogControl, LogOptions, ShipOptions, ShippingState};
 use connect_sim::devops::{ListenerMode, SetupLogging, ShippedBatch, USAGE_FILE_EVENT};
 use connect_sim::Simulator;
-use leaks::{binary, period, random, simulator, Secrets};
+use leaks::{period, random, run_connected, simulator, Secrets};
 use payg_shared::protocol::{ResultCode, Variable};
 use tracing_subscriber::fmt::writer::BoxMakeWriter;
 
@@ -387,7 +386,7 @@ async fn the_runner_at_trace_ships_task_ids_and_metadata_and_no_secret() {
     ]);
     devops.set_logging(logging(Some(&logging_key), "INFO", "INFO"));
     let dir = tempfile::tempdir().unwrap();
-    let child = binary(
+    let finished_run = run_connected(
         dir.path(),
         &[
             ("API_KEY", secrets.api_key.clone()),
@@ -396,20 +395,9 @@ async fn the_runner_at_trace_ships_task_ids_and_metadata_and_no_secret() {
             ("SERVER_ADDRESS", address.clone()),
             ("LOG_SHIPPING_URL", listener_url(&sim)),
         ],
+        &sim,
     )
-    .args(["run", "--unsecure"])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    // Drained from the start: a full pipe would stall the chatty runner.
-    let finished_run = tokio::spawn(child.wait_with_output());
-    assert!(
-        devops
-            .wait_until(WAIT, |s| s.handshakes >= 2 && s.open >= 2)
-            .await,
-        "the runner connected"
-    );
+    .await;
 
     let task = devops.fire_schedule(connect_payg::handlers::MONTHLY_REPORT_METHOD);
     let result = devops

@@ -5,7 +5,7 @@
 //! Runs that go well are checked, and so are the ones that fail on exactly those credentials.
 
 use std::path::{Path, PathBuf};
-use std::process::{Output, Stdio};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use connect_payg::connect::FileStatus;
@@ -15,7 +15,7 @@ use payg_shared::protocol::{ResultCode, Variable};
 #[path = "support/leaks.rs"]
 mod leaks;
 
-use leaks::{base64, binary, period, random, simulator, Secrets};
+use leaks::{base64, binary, period, random, run_connected, simulator, Secrets};
 
 impl Secrets {
     /// Asserts no secret in the output nor in any file under `dir` (workbooks unpacked).
@@ -210,7 +210,7 @@ async fn the_extension_at_trace_level_leaks_nothing() {
     ]);
     let dir = tempfile::tempdir().unwrap();
     let workbooks = dir.path().join("workbooks");
-    let child = binary(
+    let finished = run_connected(
         dir.path(),
         &[
             ("API_KEY", secrets.api_key.clone()),
@@ -218,21 +218,9 @@ async fn the_extension_at_trace_level_leaks_nothing() {
             ("SERVER_ADDRESS", sim.server_address()),
             ("WORKBOOK_DIR", workbooks.display().to_string()),
         ],
+        &sim,
     )
-    .args(["run", "--unsecure"])
-    .stdout(Stdio::piped())
-    .stderr(Stdio::piped())
-    .spawn()
-    .unwrap();
-    // Drained from the start: a full pipe would stall the chatty runner.
-    let finished = tokio::spawn(child.wait_with_output());
-    assert!(
-        devops
-            .wait_until(Duration::from_secs(30), |s| s.handshakes >= 2
-                && s.open >= 2)
-            .await,
-        "the runner connected"
-    );
+    .await;
 
     // The monthly report, then the usage-file events it causes, all the way to pending.
     let task_id = devops.fire_schedule(connect_payg::handlers::MONTHLY_REPORT_METHOD);

@@ -145,3 +145,28 @@ pub fn binary(dir: &Path, env: &[(&str, String)]) -> Command {
     }
     command
 }
+
+/// `connect-payg run --unsecure` ([`binary`] with `env`) against `sim`, its output drained from
+/// the start (a full pipe would stall the chatty runner), once both of its connections are
+/// handshaken; the handle gives its output when it ends.
+pub async fn run_connected(
+    dir: &Path,
+    env: &[(&str, String)],
+    sim: &Simulator,
+) -> tokio::task::JoinHandle<std::io::Result<std::process::Output>> {
+    let child = binary(dir, env)
+        .args(["run", "--unsecure"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let finished = tokio::spawn(child.wait_with_output());
+    assert!(
+        sim.devops()
+            .wait_until(Duration::from_secs(30), |s| s.handshakes >= 2
+                && s.open >= 2)
+            .await,
+        "the runner connected"
+    );
+    finished
+}
