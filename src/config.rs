@@ -364,6 +364,13 @@ pub const SETTINGS: &[Setting] = &[
         secret: false,
         meaning: "bytes of the month's rows held in memory before they spill to scratch files",
     },
+    Setting {
+        name: "RESOLVE_CACHE_SUBSCRIPTIONS",
+        reach: Reach::Anywhere,
+        default: Some("25000"),
+        secret: false,
+        meaning: "subscriptions a run keeps resolved; past them records wait in partition files",
+    },
 ];
 
 /// The environment variables for `--help`: every setting, in two groups.
@@ -582,6 +589,10 @@ pub struct ReportSettings {
     /// `SPILL_BUDGET_BYTES`: the month's rows held in memory (encoded) before they spill to
     /// the run's scratch file.
     pub spill_budget: usize,
+    /// `RESOLVE_CACHE_SUBSCRIPTIONS`: the subscriptions whose assets a run keeps resolved;
+    /// records of the others are set aside in partition files and resolved a partition at a
+    /// time after the source is read.
+    pub resolve_cache: usize,
 }
 
 impl ReportSettings {
@@ -1232,6 +1243,13 @@ impl Settings {
                 1,
                 MAX_SPILL_BUDGET,
             )?,
+            resolve_cache: bounded(
+                "RESOLVE_CACHE_SUBSCRIPTIONS",
+                get("resolve_cache_subscriptions"),
+                crate::usage::DEFAULT_RESOLVE_CACHE,
+                1,
+                MAX_RESOLVE_CACHE,
+            )?,
         };
         let runner = RunnerSettings {
             background_time_limit: seconds(
@@ -1269,6 +1287,9 @@ const MAX_RESUBMISSIONS: u32 = 100;
 const MAX_CONCURRENCY: usize = 1024;
 /// A budget beyond this is no budget (4 GiB).
 const MAX_SPILL_BUDGET: usize = 4 << 30;
+
+/// The largest `RESOLVE_CACHE_SUBSCRIPTIONS`: ~300 bytes each, 16 million is ~5 GiB.
+const MAX_RESOLVE_CACHE: usize = 16 << 20;
 /// Longest `REPORT_DELAY_HOURS`: a month of waiting; more is a typo.
 pub const MAX_DELAY_HOURS: u32 = 31 * 24;
 /// Most periods one run covers (`CATCH_UP_PERIODS`, the `catch_up_periods` schedule parameter,

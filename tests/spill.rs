@@ -1,7 +1,9 @@
 //! The month's rows past the memory budget (issue 19): a month whose groups outgrow
 //! `SPILL_BUDGET_BYTES` is spilled to scratch files and files exactly the rows the in-memory
-//! path files (multisets equal, per group); and a run killed while it holds scratch files
-//! leaves them only until the next run, which removes them.
+//! path files (multisets equal, per group); a month whose subscriptions outgrow
+//! `RESOLVE_CACHE_SUBSCRIPTIONS` is resolved partition by partition to the same rows, bad
+//! records and counts; and a run killed while it holds scratch files leaves them only until the
+//! next run, which removes them.
 
 mod common;
 
@@ -44,6 +46,52 @@ async fn a_month_past_the_budget_is_spilled_and_files_exactly_the_rows_held_in_m
         .unwrap();
     assert_eq!(summary.groups.len(), expected.len());
     world.assert_filed_exactly(FileStatus::Pending).await;
+}
+
+#[tokio::test]
+async fn a_month_past_the_resolution_cache_is_resolved_partition_by_partition_to_the_same_rows() {
+    let world = small_month(23, 400).await;
+    let state = world.sim.state();
+    state.reset_request_counts();
+    let held = world.reporter(&[]).collect(world.period).await.unwrap();
+    let held_asset_requests = state.request_count("GET", "/assets");
+    // 30 subscriptions cached, the others (a few a partition) set aside; spilled as well.
+    for settings in [
+        &[("RESOLVE_CACHE_SUBSCRIPTIONS", "30")][..],
+        &[
+            ("RESOLVE_CACHE_SUBSCRIPTIONS", "1"),
+            ("SPILL_BUDGET_BYTES", "3000"),
+        ][..],
+    ] {
+        state.reset_request_counts();
+        let partitioned = world
+            .reporter(settings)
+            .collect(world.period)
+            .await
+            .unwrap();
+        let asset_requests = state.request_count("GET", "/assets");
+        assert_eq!(
+            rows_by_group(&partitioned, world.period),
+            rows_by_group(&held, world.period),
+            "{settings:?}"
+        );
+        assert_eq!(partitioned.records_read, held.records_read);
+        assert_eq!(partitioned.out_of_scope, held.out_of_scope);
+        assert_eq!(partitioned.bad_by_reason(), held.bad_by_reason());
+        let bad = |collection: &connect_payg::usage::Collection| {
+            let mut bad: Vec<String> = collection.bad.iter().map(|b| format!("{b:?}")).collect();
+            bad.sort();
+            bad
+        };
+        assert!(held.bad.len() < connect_payg::usage::MAX_HELD_BAD_RECORDS);
+        assert_eq!(bad(&partitioned), bad(&held));
+        // Every subscription is asked for once, in the cache or in its partition: at most one
+        // partial batch of 100 per partition (64) beyond what the in-memory path asks.
+        assert!(
+            asset_requests > held_asset_requests && asset_requests <= held_asset_requests + 64,
+            "{asset_requests} asset requests, {held_asset_requests} in memory"
+        );
+    }
 }
 
 /// Directories under the scratch root a run has left.

@@ -6,8 +6,17 @@
 //! are filed chunk by chunk in source order into [`BadRecords`], which holds only the first
 //! ones in memory, so a source of endless bad rows cannot exhaust memory. A group's rows are
 //! encoded as they are placed and spilled to a scratch file once the month's rows pass the
-//! memory budget ([`crate::usage::spill`]): memory holds the budget, the resolved objects the
-//! month names, and the record ids seen (for duplicates), not the month's rows.
+//! memory budget ([`crate::usage::spill`]): memory holds the budget, the record ids seen (for
+//! duplicates) and the resolution cache, not the month's rows.
+//!
+//! The cache holds at most `RESOLVE_CACHE_SUBSCRIPTIONS` subscriptions' assets. A month that
+//! fits it is resolved and placed chunk by chunk as it is read. Past it, a chunk's records
+//! whose subscriptions are cached are placed as before, and the others are set aside in
+//! partition files by subscription ([`crate::usage::partition`]); when the source has ended,
+//! each partition is resolved (with a cache of its own, dropped afterwards) and placed. Then a
+//! group's rows are no longer in source order (its digests do not depend on the order), and
+//! the bad records found placing partitioned records follow the others in the bad list, in
+//! source order within each chunk of a partition.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -23,6 +32,7 @@ use crate::usage::period::Period;
 use crate::usage::phases::{self, Phase};
 use chrono::NaiveDateTime;
 
+use crate::usage::partition::Partitions;
 use crate::usage::record::{
     BadReason, BadRecord, BadRecords, OutOfScope, Quantity, RawRecord, RecordChecker, RecordId,
     VendorRecord,
@@ -124,6 +134,11 @@ pub enum CollectError {
 /// as rows) and each lookup asks for many objects at once.
 const CHUNK: usize = 2_000;
 
+/// Subscriptions whose assets a run keeps resolved (`RESOLVE_CACHE_SUBSCRIPTIONS`'s default).
+/// An entry costs ~300 bytes (the id as records name it, the match with its resolved asset,
+/// its slot by address): ~7 MiB at the cap, next to the 8 MiB of rows and the record-id filter.
+pub const DEFAULT_RESOLVE_CACHE: usize = 25_000;
+
 /// Source items parsed and handed to the checks at a time.
 const PARSED: usize = 512;
 
@@ -147,6 +162,7 @@ pub async fn collect(
     resolver: &Resolver,
     lookups: &mut Lookups,
     spill_budget: usize,
+    resolve_cache: usize,
     spill_root: PathBuf,
 ) -> Result<Collection, CollectError> {
     let (chunks, mut incoming) = tokio::sync::mpsc::channel(1);
@@ -155,7 +171,13 @@ pub async fn collect(
         RecordChecker::new(period),
         chunks,
     )));
-    let mut sorter = Sorter::new(resolver, lookups, Spiller::new(spill_budget, spill_root));
+    let mut sorter = Sorter::new(
+        resolver,
+        lookups,
+        Spiller::new(spill_budget, spill_root.clone()),
+        resolve_cache,
+        Partitions::new(spill_root),
+    );
     while let Some(chunk) = incoming.recv().await {
         let chunk = chunk?;
         sorter.collection.records_read += chunk.read;
@@ -166,6 +188,7 @@ pub async fn collect(
     reader
         .await
         .map_err(|error| CollectError::Reader(error.to_string()))?;
+    sorter.sort_partitions().await?;
     Ok(sorter.finish().await?)
 }
 
@@ -281,12 +304,12 @@ struct Placed {
     item: Arc<ResolvedItem>,
 }
 
-/// What the records so far came to, and what Connect said about their objects (each asked
-/// for once: a chunk looks up only the subscriptions, contracts and products not seen yet).
-/// What a run has looked up in Connect: assets by the subscription id records name them with,
-/// the contracts checked and those in scope, products with their items. Kept across the periods
-/// of one run, so a catch-up resolves each subscription once, not once per period (3 months of
-/// 10k subscriptions: 112 asset requests instead of 336); a run is minutes long, so what it
+/// What a run has looked up in Connect: assets by the subscription id records name them with
+/// (at most the cache's cap of them, the first the run met), the contracts checked and those
+/// in scope, products with their items. Kept across the periods of one run, so a catch-up
+/// resolves each cached subscription once, not once per period (3 months of 10k
+/// subscriptions: 112 asset requests instead of 336); the subscriptions past the cap are
+/// resolved again each period, partition by partition. A run is minutes long, so what it
 /// learnt about an asset at its start still holds at its end.
 #[derive(Default)]
 pub struct Lookups {
@@ -296,13 +319,22 @@ pub struct Lookups {
     products: HashMap<String, Arc<ResolvedProduct>>,
 }
 
+/// What the records so far came to, and what Connect said about their objects (each asked
+/// for once: a chunk looks up only the subscriptions, contracts and products not seen yet).
 struct Sorter<'c> {
     resolver: &'c Resolver,
     lookups: &'c mut Lookups,
+    /// The most subscriptions `lookups` holds.
+    cap: usize,
+    /// Records whose subscriptions did not fit the cache, set aside by subscription.
+    partitions: Partitions,
+    /// While partitions are sorted: the current partition's assets (instead of `lookups`').
+    partition_assets: Option<HashMap<String, AssetMatch>>,
     /// Each group's rows, encoded and spilled past the budget; its slot by contract and product.
     spiller: Spiller,
     slots: HashMap<(Arc<str>, Arc<str>), Slot>,
-    /// Each placed asset's slot, by the address of its shared copy (held in `assets`).
+    /// Each placed asset's slot, by the address of its shared copy (held in the cache it came
+    /// from: emptied with a partition's cache).
     asset_slots: HashMap<usize, Slot>,
     /// The marketplaces of each slot's assets.
     marketplaces: Vec<BTreeSet<Arc<str>>>,
@@ -312,10 +344,19 @@ struct Sorter<'c> {
 }
 
 impl<'c> Sorter<'c> {
-    fn new(resolver: &'c Resolver, lookups: &'c mut Lookups, spiller: Spiller) -> Self {
+    fn new(
+        resolver: &'c Resolver,
+        lookups: &'c mut Lookups,
+        spiller: Spiller,
+        cap: usize,
+        partitions: Partitions,
+    ) -> Self {
         Sorter {
             resolver,
             lookups,
+            cap,
+            partitions,
+            partition_assets: None,
             spiller,
             slots: HashMap::new(),
             asset_slots: HashMap::new(),
@@ -327,10 +368,46 @@ impl<'c> Sorter<'c> {
 
     async fn sort(&mut self, records: Vec<VendorRecord>) -> Result<(), CollectError> {
         let started = Instant::now();
-        self.look_up(&records).await?;
+        let records = self.look_up(records).await?;
         let started = phases::add(Phase::Resolve, started);
         self.place_all(records)?;
         phases::add(Phase::Group, started);
+        Ok(())
+    }
+
+    /// The assets records are resolved with: the run's cache, or the partition's.
+    fn assets(&self) -> &HashMap<String, AssetMatch> {
+        self.partition_assets
+            .as_ref()
+            .unwrap_or(&self.lookups.assets)
+    }
+
+    /// Resolves and places the records set aside, one partition at a time, each with a cache
+    /// of its own dropped before the next.
+    async fn sort_partitions(&mut self) -> Result<(), CollectError> {
+        if self.partitions.records() > 0 {
+            tracing::info!(
+                records = self.partitions.records(),
+                cached = self.lookups.assets.len(),
+                "resolving the subscriptions past the cache, partition by partition"
+            );
+        }
+        while let Some(mut partition) = self.partitions.next()? {
+            self.partition_assets = Some(HashMap::new());
+            loop {
+                let started = Instant::now();
+                let records = partition.chunk(CHUNK)?;
+                phases::add(Phase::Group, started);
+                if records.is_empty() {
+                    break;
+                }
+                self.sort(records).await?;
+                self.file_bad(Vec::new());
+            }
+            self.partition_assets = None;
+            // Keyed by addresses of the partition's assets, which may now be reused.
+            self.asset_slots.clear();
+        }
         Ok(())
     }
 
@@ -391,20 +468,66 @@ impl<'c> Sorter<'c> {
         }
     }
 
-    /// Resolves what `records` name that earlier chunks did not.
-    async fn look_up(&mut self, records: &[VendorRecord]) -> Result<(), ConnectError> {
-        let new_subscriptions: HashSet<String> = records
-            .iter()
-            .map(|r| &*r.subscription_id)
-            .filter(|id| !self.lookups.assets.contains_key(*id))
-            .map(str::to_string)
-            .collect();
+    /// Resolves what `records` name that earlier chunks did not, and returns the records to
+    /// place now: all of them, unless the cache fills up; then those naming subscriptions it
+    /// does not hold are set aside in partitions (new ones are let in, in the order records
+    /// name them, while there is room).
+    async fn look_up(
+        &mut self,
+        mut records: Vec<VendorRecord>,
+    ) -> Result<Vec<VendorRecord>, CollectError> {
+        // A partition's cache holds all of the partition's subscriptions.
+        let room = match self.partition_assets {
+            Some(_) => usize::MAX,
+            None => self.cap.saturating_sub(self.lookups.assets.len()),
+        };
+        let mut new_subscriptions: HashSet<String> = HashSet::default();
+        let mut full = false;
+        for record in &records {
+            let id = &*record.subscription_id;
+            if self.assets().contains_key(id) || new_subscriptions.contains(id) {
+                continue;
+            }
+            if new_subscriptions.len() < room {
+                new_subscriptions.insert(id.to_string());
+            } else {
+                full = true;
+            }
+        }
+        if full {
+            let cached = &self.lookups.assets;
+            let (now, aside): (Vec<_>, Vec<_>) = records.into_iter().partition(|record| {
+                let id = &*record.subscription_id;
+                cached.contains_key(id) || new_subscriptions.contains(id)
+            });
+            let started = Instant::now();
+            for record in &aside {
+                self.partitions.push(record)?;
+            }
+            phases::add(Phase::Group, started);
+            records = now;
+        }
         let found = self.resolver.assets(new_subscriptions).await?;
-        self.lookups.assets.extend(found);
+        match &mut self.partition_assets {
+            Some(assets) => assets.extend(found),
+            None => self.lookups.assets.extend(found),
+        }
+        self.look_up_scope(&records).await?;
+        Ok(records)
+    }
+
+    /// Checks the contracts and reads the products of the assets `records` resolved to that
+    /// earlier chunks did not name.
+    async fn look_up_scope(&mut self, records: &[VendorRecord]) -> Result<(), ConnectError> {
+        // The fields, not `self`: the contracts and products are added to meanwhile.
+        let assets = self
+            .partition_assets
+            .as_ref()
+            .unwrap_or(&self.lookups.assets);
         let found_assets = || {
             records
                 .iter()
-                .filter_map(|r| match &self.lookups.assets[&*r.subscription_id] {
+                .filter_map(|r| match &assets[&*r.subscription_id] {
                     AssetMatch::Found(asset) => Some(asset.clone()),
                     _ => None,
                 })
@@ -438,10 +561,9 @@ impl<'c> Sorter<'c> {
     /// Where a looked-up record belongs: a group (returned), or the bad list or a count
     /// (recorded here, `None` returned).
     fn place(&mut self, record: &VendorRecord) -> Option<Placed> {
-        let collection = &mut self.collection;
         let line = record.line;
-        let asset = match &self.lookups.assets[&*record.subscription_id] {
-            AssetMatch::Found(asset) => asset.clone(),
+        let asset = match self.assets()[&*record.subscription_id].clone() {
+            AssetMatch::Found(asset) => asset,
             AssetMatch::Unknown => {
                 self.placed_bad.push(
                     BadRecord::new(
@@ -474,6 +596,7 @@ impl<'c> Sorter<'c> {
                 return None;
             }
         };
+        let collection = &mut self.collection;
         if !self
             .lookups
             .in_scope_contracts

@@ -7,6 +7,7 @@
 pub(crate) mod filing;
 pub(crate) mod group;
 mod interner;
+mod partition;
 pub(crate) use payg_shared::period;
 pub(crate) mod periods;
 pub mod phases;
@@ -24,7 +25,7 @@ pub mod workbook;
 
 pub use filing::late::Part;
 pub use filing::{FilingResult, Submission};
-pub use group::{Collection, GroupKey};
+pub use group::{Collection, GroupKey, DEFAULT_RESOLVE_CACHE};
 pub use periods::{PeriodRequest, PeriodsError};
 pub use record::{BadReason, BadRecord, RecordChecker, MAX_HELD_BAD_RECORDS};
 pub use report::{ReportError, ReportJob, Reporter};

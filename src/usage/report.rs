@@ -210,6 +210,7 @@ impl Reporter {
             resolver,
             lookups,
             self.settings.spill_budget,
+            self.settings.resolve_cache,
             scratch,
         )
         .await?)

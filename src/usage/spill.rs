@@ -1,13 +1,19 @@
 //! A month's group rows kept compact, and on disk once they outgrow a memory budget, so a
 //! run's memory does not grow with the month.
 //!
-//! Collection ([`crate::usage::group`]) encodes each row as it is placed (asset and item as
-//! indexes into tables every row shares, the rest as bytes) into its group's buffer. When the
-//! buffers together pass the budget (`SPILL_BUDGET_BYTES`), every buffer is appended to the
-//! run's scratch file as one segment of its group and emptied. A group's rows are its
-//! segments in order, then what is still buffered: [`GroupRows`], read back as an iterator
-//! ([`GroupRows::iter`]) by the workbook writer and the late-records comparison, a buffer at a
-//! time. A month that fits the budget never touches the disk.
+//! Collection ([`crate::usage::group`]) encodes each row as it is placed into its group's
+//! buffer: the item as an index into the run's table of items (a product's few), the asset as
+//! an index into the buffer's own table of the assets its rows name, the rest as bytes. When
+//! the buffers together (rows and asset tables) pass the budget (`SPILL_BUDGET_BYTES`), every
+//! buffer is appended to the run's scratch file as one segment of its group (its asset table
+//! encoded first, then its rows) and emptied, table included. So nothing here holds one entry
+//! per asset of the month: a month of a million subscriptions holds at most a budget's worth
+//! of them. A group's rows are its segments in order, then what is still buffered:
+//! [`GroupRows`], read back as an iterator ([`GroupRows::iter`]) by the workbook writer and
+//! the late-records comparison, a buffer at a time (a segment's table is decoded once, when
+//! the segment is opened). A group's distinct assets ([`GroupRows::assets`], the validator's
+//! asset set) are read from the segments' tables alone. A month that fits the budget never
+//! touches the disk, and its rows point at the very assets the run resolved.
 //!
 //! The scratch file lives in a directory of its own per run under
 //! `<temp dir>/connect-payg-scratch/`, removed when the run's rows are dropped. A killed run
@@ -158,20 +164,23 @@ struct SpillFile {
     len: u64,
 }
 
-/// What every stored row of a collection refers to: the scratch file and the tables of assets
-/// and items the rows index. Dropped with the last group that uses it (removing the file).
+/// What every stored row of a collection refers to: the scratch file, the table of items the
+/// rows index and the names (contract, product, marketplace, search criteria) spilled asset
+/// tables index. Dropped with the last group that uses it (removing the file).
 #[derive(Debug, Default)]
 pub struct RowStore {
     file: Option<SpillFile>,
-    assets: Vec<Arc<ResolvedAsset>>,
     items: Vec<Arc<ResolvedItem>>,
+    names: Vec<Arc<str>>,
 }
 
-/// A part of a group's rows in the scratch file.
+/// A part of a group's rows in the scratch file: `assets` encoded assets (the table its rows
+/// index), then the rows.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
     offset: u64,
     len: u64,
+    assets: u32,
 }
 
 /// A group's rows: held as rows (built by hand, or left after a rebuild's filter), or stored
@@ -188,9 +197,9 @@ pub struct StoredRows {
     segments: Vec<Segment>,
     /// The rows never spilled, encoded.
     buffered: Arc<[u8]>,
+    /// The assets the buffered rows index.
+    table: Arc<[Arc<ResolvedAsset>]>,
     count: usize,
-    /// The distinct assets of the rows, as indexes into the store's table.
-    assets: Arc<[u32]>,
 }
 
 impl From<Vec<ReportRow>> for GroupRows {
@@ -211,22 +220,16 @@ impl GroupRows {
         self.len() == 0
     }
 
-    /// The distinct assets the rows name (without reading stored rows back).
-    pub fn assets(&self) -> Vec<Arc<ResolvedAsset>> {
-        match self {
-            GroupRows::Held(rows) => {
-                let mut seen = std::collections::HashSet::new();
-                rows.iter()
-                    .filter(|row| seen.insert(Arc::as_ptr(&row.asset)))
-                    .map(|row| row.asset.clone())
-                    .collect()
-            }
-            GroupRows::Stored(stored) => stored
-                .assets
-                .iter()
-                .map(|at| stored.store.assets[*at as usize].clone())
-                .collect(),
-        }
+    /// The distinct assets the rows name (by asset id), without reading stored rows back:
+    /// spilled ones from the asset tables of the segments.
+    pub fn assets(&self) -> Result<Vec<Arc<ResolvedAsset>>, SpillError> {
+        let mut assets = match self {
+            GroupRows::Held(rows) => rows.iter().map(|row| row.asset.clone()).collect(),
+            GroupRows::Stored(stored) => stored.assets()?,
+        };
+        assets.sort_unstable_by(|a, b| a.id.cmp(&b.id));
+        assets.dedup_by(|a, b| a.id == b.id);
+        Ok(assets)
     }
 
     /// Whether some of the rows are in the scratch file.
@@ -317,21 +320,57 @@ impl Iterator for RowIter<'_> {
     }
 }
 
+impl StoredRows {
+    fn read_error(&self, source: io::Error) -> SpillError {
+        let path = match &self.store.file {
+            Some(file) => file.path.clone(),
+            None => PathBuf::from("(memory)"),
+        };
+        SpillError::Read { path, source }
+    }
+
+    /// A reader of `segment` in the scratch file.
+    fn open(&self, segment: &Segment) -> io::Result<BufReader<FilePart<'_>>> {
+        let file = self
+            .store
+            .file
+            .as_ref()
+            .ok_or_else(|| io::Error::other("no scratch file"))?;
+        let part = FilePart {
+            file: &file.file,
+            at: segment.offset,
+            end: segment.offset + segment.len,
+        };
+        Ok(BufReader::with_capacity(READ_BUFFER, part))
+    }
+
+    /// Every segment's table and the buffered one, in order (an asset may be in several).
+    fn assets(&self) -> Result<Vec<Arc<ResolvedAsset>>, SpillError> {
+        let mut assets = Vec::new();
+        for segment in &self.segments {
+            let mut reader = self.open(segment).map_err(|e| self.read_error(e))?;
+            for _ in 0..segment.assets {
+                let asset =
+                    decode_asset(&mut reader, &self.store.names).map_err(|e| self.read_error(e))?;
+                assets.push(asset);
+            }
+        }
+        assets.extend(self.table.iter().cloned());
+        Ok(assets)
+    }
+}
+
 pub struct StoredIter<'a> {
     stored: &'a StoredRows,
     next_segment: usize,
-    /// The segment (or the buffered rows) being read.
-    reader: Option<Box<dyn Read + 'a>>,
+    /// The segment (or the buffered rows) being read, and the assets its rows index.
+    reader: Option<(Box<dyn Read + 'a>, Arc<[Arc<ResolvedAsset>]>)>,
     left: usize,
 }
 
 impl StoredIter<'_> {
     fn read_error(&self, source: io::Error) -> SpillError {
-        let path = match &self.stored.store.file {
-            Some(file) => file.path.clone(),
-            None => PathBuf::from("(memory)"),
-        };
-        SpillError::Read { path, source }
+        self.stored.read_error(source)
     }
 }
 
@@ -343,8 +382,8 @@ impl Iterator for StoredIter<'_> {
             return None;
         }
         loop {
-            if let Some(reader) = &mut self.reader {
-                match decode(reader, &self.stored.store) {
+            if let Some((reader, table)) = &mut self.reader {
+                match decode(reader, &self.stored.store, table) {
                     Ok(Some(row)) => {
                         self.left -= 1;
                         return Some(Ok(row));
@@ -359,19 +398,23 @@ impl Iterator for StoredIter<'_> {
             let stored = self.stored;
             if let Some(segment) = stored.segments.get(self.next_segment) {
                 self.next_segment += 1;
-                let Some(file) = &stored.store.file else {
-                    self.left = 0;
-                    return Some(Err(self.read_error(io::Error::other("no scratch file"))));
-                };
-                let part = FilePart {
-                    file: &file.file,
-                    at: segment.offset,
-                    end: segment.offset + segment.len,
-                };
-                self.reader = Some(Box::new(BufReader::with_capacity(READ_BUFFER, part)));
+                // The segment's asset table first, decoded once for all its rows.
+                let opened = stored.open(segment).and_then(|mut reader| {
+                    let table = (0..segment.assets)
+                        .map(|_| decode_asset(&mut reader, &stored.store.names))
+                        .collect::<io::Result<Arc<[_]>>>()?;
+                    Ok((reader, table))
+                });
+                match opened {
+                    Ok((reader, table)) => self.reader = Some((Box::new(reader), table)),
+                    Err(error) => {
+                        self.left = 0;
+                        return Some(Err(self.read_error(error)));
+                    }
+                }
             } else if self.next_segment == stored.segments.len() {
                 self.next_segment += 1;
-                self.reader = Some(Box::new(&stored.buffered[..]));
+                self.reader = Some((Box::new(&stored.buffered[..]), stored.table.clone()));
             } else {
                 let missing = io::Error::new(
                     io::ErrorKind::UnexpectedEof,
@@ -411,13 +454,15 @@ impl Read for FilePart<'_> {
 pub struct Spiller {
     budget: usize,
     root: PathBuf,
+    /// Bytes the buffers hold: rows, and an estimate of their asset tables.
     buffered: usize,
     groups: Vec<Buffer>,
     file: Option<SpillFile>,
-    assets: Vec<Arc<ResolvedAsset>>,
-    asset_index: HashMap<usize, u32>,
     items: Vec<Arc<ResolvedItem>>,
     item_index: HashMap<usize, u32>,
+    /// Names spilled assets refer to, by index (as many as contracts, products, marketplaces).
+    names: Vec<Arc<str>>,
+    name_index: HashMap<Arc<str>, u32>,
 }
 
 #[derive(Default)]
@@ -425,7 +470,21 @@ struct Buffer {
     bytes: Vec<u8>,
     segments: Vec<Segment>,
     count: usize,
-    assets: Vec<u32>,
+    /// The assets the buffered rows index, and their indexes by the shared copy's address (the
+    /// table holds the copy, so the address is not reused while it is listed).
+    table: Vec<Arc<ResolvedAsset>>,
+    table_index: HashMap<usize, u32>,
+}
+
+/// Memory an asset listed in a buffer's table stands for, besides its strings: the shared
+/// copy, its table slot and index entry.
+const LISTED_ASSET: usize = std::mem::size_of::<ResolvedAsset>() + 64;
+
+fn listed_bytes(asset: &ResolvedAsset) -> usize {
+    LISTED_ASSET
+        + asset.id.len()
+        + asset.search.1.len()
+        + asset.recon_id.as_ref().map_or(0, |id| id.len())
 }
 
 /// A group's place in the [`Spiller`].
@@ -440,10 +499,10 @@ impl Spiller {
             buffered: 0,
             groups: Vec::new(),
             file: None,
-            assets: Vec::new(),
-            asset_index: HashMap::new(),
             items: Vec::new(),
             item_index: HashMap::new(),
+            names: Vec::new(),
+            name_index: HashMap::new(),
         }
     }
 
@@ -455,13 +514,12 @@ impl Spiller {
 
     /// Appends `row` to the group in `slot`; spills every buffer once they pass the budget.
     pub fn push(&mut self, slot: Slot, row: &ReportRow) -> Result<(), SpillError> {
-        let assets_before = self.assets.len();
-        let asset = index_of(&mut self.assets, &mut self.asset_index, &row.asset);
         let item = index_of(&mut self.items, &mut self.item_index, &row.item);
         let buffer = &mut self.groups[slot];
-        // An asset is in exactly one group (its contract and product): listed on first sight.
-        if self.assets.len() > assets_before {
-            buffer.assets.push(asset);
+        let listed = buffer.table.len();
+        let asset = index_of(&mut buffer.table, &mut buffer.table_index, &row.asset);
+        if buffer.table.len() > listed {
+            self.buffered += listed_bytes(&row.asset);
         }
         let before = buffer.bytes.len();
         encode(&mut buffer.bytes, asset, item, row);
@@ -496,25 +554,32 @@ impl Spiller {
             });
         }
         let spill = self.file.as_mut().expect("created above");
+        let mut table = Vec::new();
         for buffer in &mut self.groups {
             if buffer.bytes.is_empty() {
                 continue;
             }
-            spill
-                .file
-                .write_all(&buffer.bytes)
-                .map_err(|source| SpillError::Scratch {
-                    path: spill.path.clone(),
-                    source,
-                })?;
-            let len = buffer.bytes.len() as u64;
+            table.clear();
+            for asset in &buffer.table {
+                encode_asset(&mut table, asset, &mut self.names, &mut self.name_index);
+            }
+            let failed = |source| SpillError::Scratch {
+                path: spill.path.clone(),
+                source,
+            };
+            spill.file.write_all(&table).map_err(failed)?;
+            spill.file.write_all(&buffer.bytes).map_err(failed)?;
+            let len = (table.len() + buffer.bytes.len()) as u64;
             buffer.segments.push(Segment {
                 offset: spill.len,
                 len,
+                assets: u32::try_from(buffer.table.len()).expect("a segment's assets fit its rows"),
             });
             spill.len += len;
             // Freed, not kept: most groups are small, and the next spill refills few of them.
             buffer.bytes = Vec::new();
+            buffer.table = Vec::new();
+            buffer.table_index = HashMap::new();
         }
         self.buffered = 0;
         Ok(())
@@ -524,8 +589,8 @@ impl Spiller {
     pub fn finish(self) -> Vec<GroupRows> {
         let store = Arc::new(RowStore {
             file: self.file,
-            assets: self.assets,
             items: self.items,
+            names: self.names,
         });
         self.groups
             .into_iter()
@@ -534,8 +599,8 @@ impl Spiller {
                     store: store.clone(),
                     segments: buffer.segments,
                     buffered: buffer.bytes.into(),
+                    table: buffer.table.into(),
                     count: buffer.count,
-                    assets: buffer.assets.into(),
                 })
             })
             .collect()
@@ -557,23 +622,86 @@ fn index_of<T>(table: &mut Vec<Arc<T>>, index: &mut HashMap<usize, u32>, value: 
     })
 }
 
+/// Appends `asset` to a segment's table: its names as indexes into the run's names, the rest
+/// as text.
+fn encode_asset(
+    out: &mut Vec<u8>,
+    asset: &ResolvedAsset,
+    names: &mut Vec<Arc<str>>,
+    index: &mut HashMap<Arc<str>, u32>,
+) {
+    for name in [
+        &asset.contract_id,
+        &asset.product_id,
+        &asset.marketplace_id,
+        &asset.search.0,
+    ] {
+        let at = *index.entry(name.clone()).or_insert_with(|| {
+            names.push(name.clone());
+            u32::try_from(names.len() - 1).expect("fewer than 4 billion names")
+        });
+        out.extend_from_slice(&at.to_le_bytes());
+    }
+    text(out, &asset.id);
+    text(out, &asset.search.1);
+    put_optional_text(out, asset.recon_id.as_deref());
+}
+
+/// The next asset of a segment's table.
+fn decode_asset(input: &mut dyn Read, names: &[Arc<str>]) -> io::Result<Arc<ResolvedAsset>> {
+    let mut name = || -> io::Result<Arc<str>> {
+        names
+            .get(u32_of(input)? as usize)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "asset name index"))
+    };
+    let (contract_id, product_id, marketplace_id, criteria) = (name()?, name()?, name()?, name()?);
+    let mut required = || -> io::Result<Box<str>> {
+        read_text(input)?
+            .map(Into::into)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "asset text"))
+    };
+    let (id, value) = (required()?, required()?);
+    Ok(Arc::new(ResolvedAsset {
+        id,
+        contract_id,
+        product_id,
+        marketplace_id,
+        search: (criteria, value),
+        recon_id: read_text(input)?.map(Into::into),
+    }))
+}
+
 const VENDOR_ID: u8 = 0;
 const DERIVED_ID: u8 = 1;
 const NO_NOTE: u32 = u32::MAX;
 
-/// One row as bytes: asset and item index, quantity, interval, record id, note.
+/// One row as bytes: asset (in its buffer's table) and item index, quantity, interval,
+/// record id, note.
 fn encode(out: &mut Vec<u8>, asset: u32, item: u32, row: &ReportRow) {
     out.extend_from_slice(&asset.to_le_bytes());
     out.extend_from_slice(&item.to_le_bytes());
-    let (value, fraction_digits) = row.quantity.parts();
+    put_facts(out, &row.quantity, row.start, row.end, &row.record_id);
+    put_optional_text(out, row.note.as_deref());
+}
+
+/// A record's quantity, interval and id as bytes (rows and partitioned records share them).
+pub(crate) fn put_facts(
+    out: &mut Vec<u8>,
+    quantity: &Quantity,
+    start: NaiveDateTime,
+    end: NaiveDateTime,
+    record_id: &RecordId,
+) {
+    let (value, fraction_digits) = quantity.parts();
     out.extend_from_slice(&value.to_le_bytes());
     out.push(fraction_digits);
-    for time in [row.start, row.end] {
+    for time in [start, end] {
         let time = time.and_utc();
         out.extend_from_slice(&time.timestamp().to_le_bytes());
         out.extend_from_slice(&time.timestamp_subsec_nanos().to_le_bytes());
     }
-    match &row.record_id {
+    match record_id {
         RecordId::Vendor(id) => {
             out.push(VENDOR_ID);
             text(out, id);
@@ -584,34 +712,14 @@ fn encode(out: &mut Vec<u8>, asset: u32, item: u32, row: &ReportRow) {
             out.extend_from_slice(&occurrence.to_le_bytes());
         }
     }
-    match &row.note {
-        Some(note) => text(out, note),
-        None => out.extend_from_slice(&NO_NOTE.to_le_bytes()),
-    }
 }
 
-fn text(out: &mut Vec<u8>, text: &str) {
-    // Cell texts are at most 32,767 characters (checked with the record).
-    let len = u32::try_from(text.len()).expect("a cell's text");
-    out.extend_from_slice(&len.to_le_bytes());
-    out.extend_from_slice(text.as_bytes());
-}
+/// What [`put_facts`] wrote.
+pub(crate) type Facts = (Quantity, NaiveDateTime, NaiveDateTime, RecordId);
 
-/// The next row of `input`; `None` at its clean end.
-fn decode(input: &mut dyn Read, store: &RowStore) -> io::Result<Option<ReportRow>> {
-    let mut first = [0u8; 4];
-    match input.read(&mut first[..1])? {
-        0 => return Ok(None),
-        _ => input.read_exact(&mut first[1..])?,
-    }
-    let asset = u32::from_le_bytes(first) as usize;
-    let item = u32_of(input)? as usize;
+/// Reads what [`put_facts`] wrote.
+pub(crate) fn get_facts(input: &mut dyn Read) -> io::Result<Facts> {
     let corrupt = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
-    let asset = store
-        .assets
-        .get(asset)
-        .ok_or_else(|| corrupt("asset index"))?;
-    let item = store.items.get(item).ok_or_else(|| corrupt("item index"))?;
     let value = f64::from_le_bytes(array(input)?);
     let [fraction_digits] = array(input)?;
     let mut time = || -> io::Result<NaiveDateTime> {
@@ -632,29 +740,70 @@ fn decode(input: &mut dyn Read, store: &RowStore) -> io::Result<Option<ReportRow
         },
         _ => return Err(corrupt("record id")),
     };
+    Ok((
+        Quantity::from_parts(value, fraction_digits),
+        start,
+        end,
+        record_id,
+    ))
+}
+
+/// A text that may be absent (read back by [`read_text`]).
+pub(crate) fn put_optional_text(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        Some(value) => text(out, value),
+        None => out.extend_from_slice(&NO_NOTE.to_le_bytes()),
+    }
+}
+
+pub(crate) fn text(out: &mut Vec<u8>, text: &str) {
+    // Cell texts are at most 32,767 characters (checked with the record).
+    let len = u32::try_from(text.len()).expect("a cell's text");
+    out.extend_from_slice(&len.to_le_bytes());
+    out.extend_from_slice(text.as_bytes());
+}
+
+/// The next row of `input`; `None` at its clean end.
+fn decode(
+    input: &mut dyn Read,
+    store: &RowStore,
+    table: &[Arc<ResolvedAsset>],
+) -> io::Result<Option<ReportRow>> {
+    let mut first = [0u8; 4];
+    match input.read(&mut first[..1])? {
+        0 => return Ok(None),
+        _ => input.read_exact(&mut first[1..])?,
+    }
+    let asset = u32::from_le_bytes(first) as usize;
+    let item = u32_of(input)? as usize;
+    let corrupt = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
+    let asset = table.get(asset).ok_or_else(|| corrupt("asset index"))?;
+    let item = store.items.get(item).ok_or_else(|| corrupt("item index"))?;
+    let (quantity, start, end, record_id) = get_facts(input)?;
     let note = read_text(input)?.map(Arc::from);
     Ok(Some(ReportRow {
         asset: asset.clone(),
         item: item.clone(),
         record_id,
         note,
-        quantity: Quantity::from_parts(value, fraction_digits),
+        quantity,
         start,
         end,
     }))
 }
 
-fn array<const N: usize>(input: &mut dyn Read) -> io::Result<[u8; N]> {
+pub(crate) fn array<const N: usize>(input: &mut dyn Read) -> io::Result<[u8; N]> {
     let mut bytes = [0u8; N];
     input.read_exact(&mut bytes)?;
     Ok(bytes)
 }
 
-fn u32_of(input: &mut dyn Read) -> io::Result<u32> {
+pub(crate) fn u32_of(input: &mut dyn Read) -> io::Result<u32> {
     Ok(u32::from_le_bytes(array(input)?))
 }
 
-fn read_text(input: &mut dyn Read) -> io::Result<Option<String>> {
+/// A text written by [`text`] or [`put_optional_text`] (`None` for an absent one).
+pub(crate) fn read_text(input: &mut dyn Read) -> io::Result<Option<String>> {
     let len = u32_of(input)?;
     if len == NO_NOTE {
         return Ok(None);
@@ -746,13 +895,13 @@ mod tests {
                 assert!(same(got, row), "row {n} at budget {budget}");
             }
             for (group, id) in groups.iter().zip(["AS-1", "AS-2"]) {
-                let assets = group.assets();
+                let assets = group.assets().unwrap();
                 assert_eq!(assets.len(), 1, "one asset, listed once");
                 assert_eq!(&*assets[0].id, id);
             }
             assert_eq!(
-                GroupRows::from(read[1].clone()).assets(),
-                groups[1].assets()
+                GroupRows::from(read[1].clone()).assets().unwrap(),
+                groups[1].assets().unwrap()
             );
             let picked = groups[1].pick(&[0, 7, 500]).unwrap();
             assert!(same(&picked[2], &read[1][500]));

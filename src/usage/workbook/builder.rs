@@ -68,25 +68,25 @@ pub fn usage_row(row: &ReportRow, period: Period) -> UsageRow {
 
 /// The rules the platform will apply to this group's file: its month, its product's PAYG items
 /// and the assets on its contract and product.
-fn group_rules(group: &Group, period: Period) -> Rules {
+fn group_rules(group: &Group, period: Period) -> Result<Rules, SpillError> {
     let items: HashMap<(String, String), _> = group
         .product
         .items
         .values()
         .map(|item| (item.search.clone(), item.precision))
         .collect();
-    // The group's distinct assets, known without reading its rows back.
+    // The group's distinct assets, from the asset tables of its stored rows (not the rows).
     let assets: HashSet<(String, String)> = group
         .rows
-        .assets()
+        .assets()?
         .iter()
         .map(|asset| (asset.search.0.to_string(), asset.search.1.to_string()))
         .collect();
-    Rules {
+    Ok(Rules {
         period: Some(period),
         items: Some(items),
         assets: Some(assets),
-    }
+    })
 }
 
 /// Workbooks written at once: one more than the cores. Writing is CPU-bound, but between two
@@ -159,7 +159,7 @@ fn write_checked<W: Write>(
     package: &Package,
     output: W,
 ) -> Result<W, BuildError> {
-    let rules = group_rules(group, period);
+    let rules = group_rules(group, period)?;
     let mut validator = RowValidator::new(&rules);
     let mut writer = WorkbookWriter::new(package, output, group.rows.len())?;
     let mut problems = Vec::new();
