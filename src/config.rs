@@ -367,7 +367,7 @@ pub const SETTINGS: &[Setting] = &[
     Setting {
         name: "RESOLVE_CACHE_SUBSCRIPTIONS",
         reach: Reach::Anywhere,
-        default: Some("25000"),
+        default: Some("20000"),
         secret: false,
         meaning: "subscriptions a run keeps resolved; past them records wait in partition files",
     },
@@ -1288,7 +1288,7 @@ const MAX_CONCURRENCY: usize = 1024;
 /// A budget beyond this is no budget (4 GiB).
 const MAX_SPILL_BUDGET: usize = 4 << 30;
 
-/// The largest `RESOLVE_CACHE_SUBSCRIPTIONS`: ~300 bytes each, 16 million is ~5 GiB.
+/// The largest `RESOLVE_CACHE_SUBSCRIPTIONS`: ~400 bytes each, 16 million is ~6 GiB.
 const MAX_RESOLVE_CACHE: usize = 16 << 20;
 /// Longest `REPORT_DELAY_HOURS`: a month of waiting; more is a typo.
 pub const MAX_DELAY_HOURS: u32 = 31 * 24;

@@ -135,9 +135,11 @@ pub enum CollectError {
 const CHUNK: usize = 2_000;
 
 /// Subscriptions whose assets a run keeps resolved (`RESOLVE_CACHE_SUBSCRIPTIONS`'s default).
-/// An entry costs ~300 bytes (the id as records name it, the match with its resolved asset,
-/// its slot by address): ~7 MiB at the cap, next to the 8 MiB of rows and the record-id filter.
-pub const DEFAULT_RESOLVE_CACHE: usize = 25_000;
+/// An entry costs ~400 bytes (the id as records name it and its map slot, the match with its
+/// resolved asset and their strings, its slot by address): ~8 MiB at the cap, next to the
+/// 8 MiB of rows, the record-id counter (5 MiB, and ~1.5 bytes an id for its filter) and the
+/// program (~10 MiB).
+pub const DEFAULT_RESOLVE_CACHE: usize = 20_000;
 
 /// Source items parsed and handed to the checks at a time.
 const PARSED: usize = 512;

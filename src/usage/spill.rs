@@ -174,13 +174,14 @@ pub struct RowStore {
     names: Vec<Arc<str>>,
 }
 
-/// A part of a group's rows in the scratch file: `assets` encoded assets (the table its rows
-/// index), then the rows.
+/// A part of a group's rows in the scratch file: `assets` encoded assets in `table_len` bytes
+/// (the table its rows index), then the rows.
 #[derive(Debug, Clone, Copy)]
 struct Segment {
     offset: u64,
     len: u64,
     assets: u32,
+    table_len: u32,
 }
 
 /// A group's rows: held as rows (built by hand, or left after a rebuild's filter), or stored
@@ -329,6 +330,13 @@ impl StoredRows {
         SpillError::Read { path, source }
     }
 
+    fn file(&self) -> Result<&SpillFile, SpillError> {
+        self.store
+            .file
+            .as_ref()
+            .ok_or_else(|| self.read_error(io::Error::other("no scratch file")))
+    }
+
     /// A reader of `segment` in the scratch file.
     fn open(&self, segment: &Segment) -> io::Result<BufReader<FilePart<'_>>> {
         let file = self
@@ -347,11 +355,21 @@ impl StoredRows {
     /// Every segment's table and the buffered one, in order (an asset may be in several).
     fn assets(&self) -> Result<Vec<Arc<ResolvedAsset>>, SpillError> {
         let mut assets = Vec::new();
+        let mut table = Vec::new();
         for segment in &self.segments {
-            let mut reader = self.open(segment).map_err(|e| self.read_error(e))?;
+            // The table alone, not a read buffer's worth of the rows after it.
+            table.clear();
+            FilePart {
+                file: &self.file()?.file,
+                at: segment.offset,
+                end: segment.offset + u64::from(segment.table_len),
+            }
+            .read_to_end(&mut table)
+            .map_err(|e| self.read_error(e))?;
+            let mut input = &table[..];
             for _ in 0..segment.assets {
                 let asset =
-                    decode_asset(&mut reader, &self.store.names).map_err(|e| self.read_error(e))?;
+                    decode_asset(&mut input, &self.store.names).map_err(|e| self.read_error(e))?;
                 assets.push(asset);
             }
         }
@@ -574,6 +592,7 @@ impl Spiller {
                 offset: spill.len,
                 len,
                 assets: u32::try_from(buffer.table.len()).expect("a segment's assets fit its rows"),
+                table_len: u32::try_from(table.len()).expect("a table within the budget"),
             });
             spill.len += len;
             // Freed, not kept: most groups are small, and the next spill refills few of them.
