@@ -14,9 +14,8 @@
 //! whose subscriptions are cached are placed as before, and the others are set aside in
 //! partition files by subscription ([`crate::usage::partition`]); when the source has ended,
 //! each partition is resolved (with a cache of its own, dropped afterwards) and placed. Then a
-//! group's rows are no longer in source order (its digests do not depend on the order), and
-//! the bad records found placing partitioned records follow the others in the bad list, in
-//! source order within each chunk of a partition.
+//! group's rows are no longer in source order (its digests do not depend on the order); the
+//! bad list still is (the partitions keep the bad records found meanwhile and merge them).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -184,7 +183,7 @@ pub async fn collect(
         let chunk = chunk?;
         sorter.collection.records_read += chunk.read;
         sorter.sort(chunk.records).await?;
-        sorter.file_bad(chunk.bad);
+        sorter.file_bad(chunk.bad)?;
     }
     // The channel also closes when the reader dies: only a reader that finished read it all.
     reader
@@ -404,12 +403,14 @@ impl<'c> Sorter<'c> {
                     break;
                 }
                 self.sort(records).await?;
-                self.file_bad(Vec::new());
+                self.file_bad(Vec::new())?;
             }
             self.partition_assets = None;
             // Keyed by addresses of the partition's assets, which may now be reused.
             self.asset_slots.clear();
         }
+        let collection = &mut self.collection;
+        self.partitions.merge_bad(|bad| collection.bad.push(bad))?;
         Ok(())
     }
 
@@ -460,14 +461,20 @@ impl<'c> Sorter<'c> {
     }
 
     /// Files a chunk's bad records (found reading it, and placing it) in source order: chunks
-    /// follow each other through the source, so the whole list ends up in source order.
-    fn file_bad(&mut self, mut bad: Vec<BadRecord>) {
+    /// follow each other through the source, so the whole list ends up in source order. Once
+    /// records are set aside, they go to the partitions' side files, merged in order at the end.
+    fn file_bad(&mut self, mut bad: Vec<BadRecord>) -> Result<(), SpillError> {
         bad.append(&mut self.placed_bad);
         // Objects of a multi-object source are read in name order, each with its own lines.
         bad.sort_by(|a, b| (&a.object, a.line, a.element).cmp(&(&b.object, b.line, b.element)));
         for bad in bad {
-            self.collection.bad.push(bad);
+            if self.partitions.active() {
+                self.partitions.push_bad(&bad)?;
+            } else {
+                self.collection.bad.push(bad);
+            }
         }
+        Ok(())
     }
 
     /// Resolves what `records` name that earlier chunks did not, and returns the records to

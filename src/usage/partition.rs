@@ -10,13 +10,17 @@
 //! ([`Partitions::next`]) and its records are resolved with a cache of their own, dropped
 //! before the next partition: memory holds one partition's subscriptions, about
 //! 1/[`PARTITIONS`] of those past the cap. The directory goes with [`Partitions`].
+//!
+//! Bad records keep source order: once records are set aside, those found bad are written to
+//! side files, one for the rest of the source and one per partition (each in source order,
+//! as records are), and merged by position at the end ([`Partitions::merge_bad`]).
 
 use std::fs::File;
-use std::io::{self, BufReader, BufWriter, Read, Seek, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use crate::usage::record::VendorRecord;
+use crate::usage::record::{BadRecord, VendorRecord};
 use crate::usage::spill::{
     array, get_facts, put_facts, put_optional_text, read_text, text, ScratchDir, SpillError,
 };
@@ -51,7 +55,19 @@ pub struct Partitions {
     /// The next partition [`Partitions::next`] reads.
     next: usize,
     encoded: Vec<u8>,
+    /// Bad records found since records were first set aside: the source's, then each
+    /// partition's; and the side filed to now.
+    bad: Vec<BadSide>,
+    bad_side: usize,
 }
+
+struct BadSide {
+    path: PathBuf,
+    writer: Option<BufWriter<File>>,
+}
+
+/// Bytes each bad-record side file buffers, writing or merging.
+const BAD_BUFFER: usize = 8 << 10;
 
 struct Partition {
     path: PathBuf,
@@ -68,6 +84,83 @@ impl Partitions {
             files: Vec::new(),
             next: 0,
             encoded: Vec::new(),
+            bad: Vec::new(),
+            bad_side: 0,
+        }
+    }
+
+    /// Whether records have been set aside: bad records are then filed with
+    /// [`Partitions::push_bad`].
+    pub fn active(&self) -> bool {
+        self.dir.is_some()
+    }
+
+    /// Files a bad record found since records were set aside (in source order within the
+    /// source, or within the partition being read).
+    pub fn push_bad(&mut self, bad: &BadRecord) -> Result<(), SpillError> {
+        let side = &mut self.bad[self.bad_side];
+        let failed = |source| SpillError::Scratch {
+            path: side.path.clone(),
+            source,
+        };
+        if side.writer.is_none() {
+            let file = File::options()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .open(&side.path)
+                .map_err(failed)?;
+            side.writer = Some(BufWriter::with_capacity(BAD_BUFFER, file));
+        }
+        let writer = side.writer.as_mut().expect("opened above");
+        serde_json::to_writer(&mut *writer, bad).map_err(|e| failed(e.into()))?;
+        writer.write_all(b"\n").map_err(failed)
+    }
+
+    /// Hands every bad record filed with [`Partitions::push_bad`] to `each`, in source order
+    /// (by object, line and element; each side file is in that order).
+    pub fn merge_bad(&mut self, mut each: impl FnMut(BadRecord)) -> Result<(), SpillError> {
+        let mut sides = Vec::new();
+        for side in &mut self.bad {
+            let Some(writer) = side.writer.take() else {
+                continue;
+            };
+            let failed = |source| SpillError::Read {
+                path: side.path.clone(),
+                source,
+            };
+            let mut file = writer.into_inner().map_err(|e| failed(e.into_error()))?;
+            file.rewind().map_err(failed)?;
+            let mut lines = BufReader::with_capacity(BAD_BUFFER, file).lines();
+            let mut next = move || -> io::Result<Option<BadRecord>> {
+                lines
+                    .next()
+                    .transpose()?
+                    .map(|line| serde_json::from_str(&line).map_err(io::Error::other))
+                    .transpose()
+            };
+            let head = next().map_err(failed)?;
+            sides.push((side.path.clone(), head, next));
+        }
+        loop {
+            // The first by position among the sides' next records (few sides: a scan).
+            let first = sides
+                .iter()
+                .enumerate()
+                .filter_map(|(at, (_, head, _))| head.as_ref().map(|bad| (at, bad)))
+                .min_by(|(_, a), (_, b)| {
+                    (&a.object, a.line, a.element).cmp(&(&b.object, b.line, b.element))
+                })
+                .map(|(at, _)| at);
+            let Some(at) = first else {
+                return Ok(());
+            };
+            let (path, head, next) = &mut sides[at];
+            let following = next().map_err(|source| SpillError::Read {
+                path: path.clone(),
+                source,
+            })?;
+            each(std::mem::replace(head, following).expect("a head"));
         }
     }
 
@@ -86,6 +179,12 @@ impl Partitions {
                     path: dir.path().join(format!("partition-{at:02}")),
                     writer: None,
                     records: 0,
+                })
+                .collect();
+            self.bad = (0..=PARTITIONS)
+                .map(|at| BadSide {
+                    path: dir.path().join(format!("bad-{at:02}")),
+                    writer: None,
                 })
                 .collect();
             self.dir = Some(dir);
@@ -116,6 +215,8 @@ impl Partitions {
     pub fn next(&mut self) -> Result<Option<PartitionReader>, SpillError> {
         while let Some(partition) = self.files.get_mut(self.next) {
             self.next += 1;
+            // Side 0 is the source's.
+            self.bad_side = self.next;
             let Some(writer) = partition.writer.take() else {
                 continue;
             };
@@ -287,6 +388,56 @@ mod tests {
         }
         let (least, most) = (sizes.iter().min().unwrap(), sizes.iter().max().unwrap());
         assert!(*least > 1_300 && *most < 1_830, "{least}..{most}");
+    }
+
+    #[test]
+    fn bad_records_filed_per_side_are_merged_back_in_source_order() {
+        use crate::usage::record::BadReason;
+        let root = tempfile::tempdir().unwrap();
+        let mut partitions = Partitions::new(root.path().to_path_buf());
+        assert!(!partitions.active());
+        partitions.push(&record(0)).unwrap();
+        partitions.push(&record(1)).unwrap();
+        assert!(partitions.active());
+        let bad = |object: Option<&str>, line: u64, element: Option<u64>| {
+            BadRecord::new(line, BadReason::UnknownSubscription, format!("{line}"))
+                .in_element(element)
+                .in_object(object.map(Arc::from))
+        };
+        // The rest of the source, then each partition's: every side in order.
+        let source = [
+            bad(None, 3, None),
+            bad(None, 9, None),
+            bad(Some("b"), 1, None),
+        ];
+        for record in &source {
+            partitions.push_bad(record).unwrap();
+        }
+        let mut from_partitions = vec![
+            vec![
+                bad(None, 4, None),
+                bad(None, 9, Some(2)),
+                bad(Some("a"), 7, None),
+            ],
+            vec![bad(None, 1, None), bad(Some("b"), 2, None)],
+        ];
+        let mut side = 0;
+        while let Some(mut partition) = partitions.next().unwrap() {
+            while !partition.chunk(10).unwrap().is_empty() {}
+            for record in from_partitions.get(side).into_iter().flatten() {
+                partitions.push_bad(record).unwrap();
+            }
+            side += 1;
+        }
+        assert!(side >= 1, "a partition read");
+        from_partitions.truncate(side);
+        let mut expected: Vec<BadRecord> = source.into_iter().collect();
+        expected.extend(from_partitions.into_iter().flatten());
+        expected
+            .sort_by(|a, b| (&a.object, a.line, a.element).cmp(&(&b.object, b.line, b.element)));
+        let mut merged = Vec::new();
+        partitions.merge_bad(|bad| merged.push(bad)).unwrap();
+        assert_eq!(merged, expected);
     }
 
     #[test]
