@@ -17,7 +17,7 @@
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::usage::record::{BadRecord, VendorRecord};
@@ -103,16 +103,7 @@ impl Partitions {
             path: side.path.clone(),
             source,
         };
-        if side.writer.is_none() {
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&side.path)
-                .map_err(failed)?;
-            side.writer = Some(BufWriter::with_capacity(BAD_BUFFER, file));
-        }
-        let writer = side.writer.as_mut().expect("opened above");
+        let writer = opened(&mut side.writer, &side.path, BAD_BUFFER)?;
         serde_json::to_writer(&mut *writer, bad).map_err(|e| failed(e.into()))?;
         writer.write_all(b"\n").map_err(failed)
     }
@@ -122,15 +113,9 @@ impl Partitions {
     pub fn merge_bad(&mut self, mut each: impl FnMut(BadRecord)) -> Result<(), SpillError> {
         let mut sides = Vec::new();
         for side in &mut self.bad {
-            let Some(writer) = side.writer.take() else {
+            let Some(file) = rewound(&mut side.writer, &side.path)? else {
                 continue;
             };
-            let failed = |source| SpillError::Read {
-                path: side.path.clone(),
-                source,
-            };
-            let mut file = writer.into_inner().map_err(|e| failed(e.into_error()))?;
-            file.rewind().map_err(failed)?;
             let mut lines = BufReader::with_capacity(BAD_BUFFER, file).lines();
             let mut next = move || -> io::Result<Option<BadRecord>> {
                 lines
@@ -139,7 +124,10 @@ impl Partitions {
                     .map(|line| serde_json::from_str(&line).map_err(io::Error::other))
                     .transpose()
             };
-            let head = next().map_err(failed)?;
+            let head = next().map_err(|source| SpillError::Read {
+                path: side.path.clone(),
+                source,
+            })?;
             sides.push((side.path.clone(), head, next));
         }
         loop {
@@ -190,23 +178,15 @@ impl Partitions {
             self.dir = Some(dir);
         }
         let partition = &mut self.files[partition_of(&record.subscription_id, PARTITIONS)];
-        let failed = |source| SpillError::Scratch {
-            path: partition.path.clone(),
-            source,
-        };
-        if partition.writer.is_none() {
-            let file = File::options()
-                .read(true)
-                .write(true)
-                .create_new(true)
-                .open(&partition.path)
-                .map_err(failed)?;
-            partition.writer = Some(BufWriter::with_capacity(WRITE_BUFFER, file));
-        }
+        let writer = opened(&mut partition.writer, &partition.path, WRITE_BUFFER)?;
         self.encoded.clear();
         encode(&mut self.encoded, record);
-        let writer = partition.writer.as_mut().expect("opened above");
-        writer.write_all(&self.encoded).map_err(failed)?;
+        writer
+            .write_all(&self.encoded)
+            .map_err(|source| SpillError::Scratch {
+                path: partition.path.clone(),
+                source,
+            })?;
         partition.records += 1;
         Ok(())
     }
@@ -217,15 +197,9 @@ impl Partitions {
             self.next += 1;
             // Side 0 is the source's.
             self.bad_side = self.next;
-            let Some(writer) = partition.writer.take() else {
+            let Some(file) = rewound(&mut partition.writer, &partition.path)? else {
                 continue;
             };
-            let failed = |source| SpillError::Read {
-                path: partition.path.clone(),
-                source,
-            };
-            let mut file = writer.into_inner().map_err(|e| failed(e.into_error()))?;
-            file.rewind().map_err(failed)?;
             return Ok(Some(PartitionReader {
                 path: partition.path.clone(),
                 reader: BufReader::with_capacity(64 << 10, file),
@@ -235,6 +209,41 @@ impl Partitions {
         }
         Ok(None)
     }
+}
+
+/// The writer of the scratch file at `path`, created on first use.
+fn opened<'a>(
+    writer: &'a mut Option<BufWriter<File>>,
+    path: &Path,
+    buffer: usize,
+) -> Result<&'a mut BufWriter<File>, SpillError> {
+    if writer.is_none() {
+        let file = File::options()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(path)
+            .map_err(|source| SpillError::Scratch {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        *writer = Some(BufWriter::with_capacity(buffer, file));
+    }
+    Ok(writer.as_mut().expect("opened above"))
+}
+
+/// The file `writer` wrote (flushed, from its start), to read back; `None` if never written.
+fn rewound(writer: &mut Option<BufWriter<File>>, path: &Path) -> Result<Option<File>, SpillError> {
+    let Some(writer) = writer.take() else {
+        return Ok(None);
+    };
+    let failed = |source| SpillError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = writer.into_inner().map_err(|e| failed(e.into_error()))?;
+    file.rewind().map_err(failed)?;
+    Ok(Some(file))
 }
 
 /// One partition's records, read back a chunk at a time.
