@@ -355,10 +355,16 @@ mod tests {
             .naive_utc();
         VendorRecord {
             line: n + 2,
-            element: (n % 3 == 0).then_some(n),
-            object: (n % 2 == 0).then(|| Arc::from(format!("day-{}.csv", n % 4))),
+            element: n.is_multiple_of(3).then_some(n),
+            object: n
+                .is_multiple_of(2)
+                .then(|| Arc::from(format!("day-{}.csv", n % 4))),
             subscription_id: Arc::from(format!("AS-{}", n % 37)),
-            item: Arc::from(if n % 5 == 0 { "CPU" } else { "Disk, é" }),
+            item: Arc::from(if n.is_multiple_of(5) {
+                "CPU"
+            } else {
+                "Disk, é"
+            }),
             quantity: Quantity::parse(&format!("{n}.5")).unwrap(),
             start,
             end: start + chrono::Duration::hours(1),

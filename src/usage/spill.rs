@@ -199,7 +199,7 @@ pub struct StoredRows {
     /// The rows never spilled, encoded.
     buffered: Arc<[u8]>,
     /// The assets the buffered rows index.
-    table: Arc<[Arc<ResolvedAsset>]>,
+    table: AssetTable,
     count: usize,
 }
 
@@ -378,11 +378,14 @@ impl StoredRows {
     }
 }
 
+/// The assets a segment's (or the buffered) rows index.
+type AssetTable = Arc<[Arc<ResolvedAsset>]>;
+
 pub struct StoredIter<'a> {
     stored: &'a StoredRows,
     next_segment: usize,
     /// The segment (or the buffered rows) being read, and the assets its rows index.
-    reader: Option<(Box<dyn Read + 'a>, Arc<[Arc<ResolvedAsset>]>)>,
+    reader: Option<(Box<dyn Read + 'a>, AssetTable)>,
     left: usize,
 }
 
