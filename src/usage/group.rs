@@ -396,14 +396,26 @@ impl<'c> Sorter<'c> {
         }
         while let Some(mut partition) = self.partitions.next()? {
             self.partition_assets = Some(HashMap::new());
-            loop {
+            let mut next = partition.chunk(CHUNK)?;
+            let mut pending = self.resolve_ahead(&next);
+            while !next.is_empty() {
+                let records = std::mem::take(&mut next);
                 let started = Instant::now();
-                let records = partition.chunk(CHUNK)?;
+                let found = pending
+                    .await
+                    .map_err(|error| CollectError::Reader(error.to_string()))??;
+                self.partition_assets
+                    .as_mut()
+                    .expect("set for the partition")
+                    .extend(found);
+                self.look_up_scope(&records).await?;
+                let started = phases::add(Phase::Resolve, started);
+                // The next chunk's subscriptions are asked for while this one is placed (the
+                // source's chunks overlap so with their parsing): the same requests, sooner.
+                next = partition.chunk(CHUNK)?;
+                pending = self.resolve_ahead(&next);
+                self.place_all(records)?;
                 phases::add(Phase::Group, started);
-                if records.is_empty() {
-                    break;
-                }
-                self.sort(records).await?;
                 self.file_bad(Vec::new())?;
             }
             self.partition_assets = None;
@@ -413,6 +425,23 @@ impl<'c> Sorter<'c> {
         let collection = &mut self.collection;
         self.partitions.merge_bad(|bad| collection.bad.push(bad))?;
         Ok(())
+    }
+
+    /// Looks up, on a task of its own, the subscriptions `records` name that the current
+    /// cache does not hold.
+    fn resolve_ahead(
+        &self,
+        records: &[VendorRecord],
+    ) -> AbortOnDropHandle<Result<std::collections::HashMap<String, AssetMatch>, ConnectError>>
+    {
+        let wanted: HashSet<String> = records
+            .iter()
+            .map(|r| &*r.subscription_id)
+            .filter(|id| !self.assets().contains_key(*id))
+            .map(str::to_string)
+            .collect();
+        let resolver = self.resolver.clone();
+        AbortOnDropHandle::new(tokio::spawn(async move { resolver.assets(wanted).await }))
     }
 
     /// Files looked-up records under their groups (rows stored, spilled past the budget).
