@@ -149,6 +149,7 @@ pub async fn collect(
     spill_budget: usize,
     spill_root: PathBuf,
 ) -> Result<Collection, CollectError> {
+    let started = Instant::now();
     let (chunks, mut incoming) = tokio::sync::mpsc::channel(1);
     let reader = AbortOnDropHandle::new(tokio::spawn(read_chunks(
         records,
@@ -166,7 +167,9 @@ pub async fn collect(
     reader
         .await
         .map_err(|error| CollectError::Reader(error.to_string()))?;
-    Ok(sorter.finish().await?)
+    let collection = sorter.finish().await?;
+    phases::collected(started);
+    Ok(collection)
 }
 
 /// Reads and checks `records`, sending them on in chunks; stops at a broken source (sent on as
