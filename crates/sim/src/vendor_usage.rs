@@ -364,12 +364,13 @@ impl Catalogue {
     }
 }
 
-/// What a generated record is, before its final position is known.
+/// What a generated record is, before its final position is known (the group's ids borrowed
+/// from the catalogue: millions of records are held at once).
 #[derive(Debug, Clone)]
-enum Outcome {
+enum Outcome<'a> {
     Good {
-        contract_id: String,
-        product_id: String,
+        contract_id: &'a str,
+        product_id: &'a str,
         row: ExpectedRow,
     },
     Bad(BadKind),
@@ -377,10 +378,10 @@ enum Outcome {
 }
 
 #[derive(Debug, Clone)]
-struct Generated {
+struct Generated<'a> {
     serial: usize,
     record: RawRecord,
-    outcome: Outcome,
+    outcome: Outcome<'a>,
 }
 
 struct UsageGenerator<'a> {
@@ -423,9 +424,9 @@ impl<'a> UsageGenerator<'a> {
     /// Puts each repeat somewhere after its original (given by serial) in the shuffled records.
     fn place_repeats(
         &mut self,
-        records: Vec<Generated>,
-        repeats: Vec<(usize, Generated)>,
-    ) -> Vec<Generated> {
+        records: Vec<Generated<'a>>,
+        repeats: Vec<(usize, Generated<'a>)>,
+    ) -> Vec<Generated<'a>> {
         let mut position_of = vec![0; records.len()];
         for (position, record) in records.iter().enumerate() {
             position_of[record.serial] = position;
@@ -463,8 +464,8 @@ impl<'a> UsageGenerator<'a> {
 
     fn good_records(
         &mut self,
-        reportable: &[(&Asset, &Product)],
-    ) -> Result<Vec<Generated>, VendorUsageError> {
+        reportable: &[(&'a Asset, &'a Product)],
+    ) -> Result<Vec<Generated<'a>>, VendorUsageError> {
         let mut records = Vec::new();
         for (asset, product) in reportable {
             let items: Vec<&Item> = product.ppu_items().collect();
@@ -485,8 +486,8 @@ impl<'a> UsageGenerator<'a> {
                         serial: 0,
                         record,
                         outcome: Outcome::Good {
-                            contract_id: asset.contract_id.clone(),
-                            product_id: asset.product_id.clone(),
+                            contract_id: &asset.contract_id,
+                            product_id: &asset.product_id,
                             row: ExpectedRow {
                                 asset_id: asset.id.clone(),
                                 item_mpn: item.mpn.clone(),
@@ -605,9 +606,9 @@ impl<'a> UsageGenerator<'a> {
     /// position of their original; originals without a record id get one.
     fn repeated_records(
         &mut self,
-        good: &mut [Generated],
+        good: &mut [Generated<'a>],
         count: usize,
-    ) -> Vec<(usize, Generated)> {
+    ) -> Vec<(usize, Generated<'a>)> {
         let mut repeats = Vec::new();
         for _ in 0..count.min(good.len()) {
             let position = self.rng.random_range(0..good.len());
@@ -641,7 +642,7 @@ impl<'a> UsageGenerator<'a> {
     fn out_of_scope_records(
         &mut self,
         good_count: usize,
-    ) -> Result<Vec<Generated>, VendorUsageError> {
+    ) -> Result<Vec<Generated<'a>>, VendorUsageError> {
         let candidates = self.assets_with_items(false);
         if self.spec.out_of_scope_share <= 0.0 || candidates.is_empty() {
             return Ok(Vec::new());
@@ -685,9 +686,9 @@ impl<'a> UsageGenerator<'a> {
     /// Bad records of every kind but repeats, each with exactly one defect, on in-scope assets.
     fn bad_records(
         &mut self,
-        reportable: &[(&Asset, &Product)],
+        reportable: &[(&'a Asset, &'a Product)],
         count: usize,
-    ) -> Result<Vec<Generated>, VendorUsageError> {
+    ) -> Result<Vec<Generated<'a>>, VendorUsageError> {
         if reportable.is_empty() {
             return Ok(Vec::new());
         }
@@ -808,42 +809,44 @@ impl<'a> UsageGenerator<'a> {
         }
     }
 
-    fn finish(self, records: Vec<Generated>) -> VendorUsage {
-        let mut groups: BTreeMap<(String, String), Vec<ExpectedRow>> = BTreeMap::new();
+    /// The records in their final order, their outcomes moved (not copied) into the
+    /// expectations as they are taken apart.
+    fn finish(self, generated: Vec<Generated<'a>>) -> VendorUsage {
+        let mut groups: BTreeMap<(&str, &str), Vec<ExpectedRow>> = BTreeMap::new();
         let mut bad = Vec::new();
         let mut out_of_scope_by: BTreeMap<OutOfScopeKind, usize> = BTreeMap::new();
-        for (index, generated) in records.iter().enumerate() {
-            match &generated.outcome {
+        let mut records = Vec::with_capacity(generated.len());
+        for (index, generated) in generated.into_iter().enumerate() {
+            records.push(generated.record);
+            match generated.outcome {
                 Outcome::Good {
                     contract_id,
                     product_id,
                     row,
                 } => groups
-                    .entry((contract_id.clone(), product_id.clone()))
+                    .entry((contract_id, product_id))
                     .or_default()
-                    .push(row.clone()),
+                    .push(row),
                 Outcome::Bad(kind) => bad.push(BadRow {
                     index,
                     line: index as u64 + 2,
-                    kind: *kind,
+                    kind,
                 }),
-                Outcome::OutOfScope(kind) => *out_of_scope_by.entry(*kind).or_default() += 1,
+                Outcome::OutOfScope(kind) => *out_of_scope_by.entry(kind).or_default() += 1,
             }
         }
         let groups = groups
             .into_iter()
             .map(|((contract_id, product_id), mut rows)| {
                 rows.sort();
-                let currency = self.currency_of(&contract_id);
                 ExpectedGroup {
-                    contract_id,
-                    product_id,
-                    currency,
+                    currency: self.currency_of(contract_id),
+                    contract_id: contract_id.to_string(),
+                    product_id: product_id.to_string(),
                     rows,
                 }
             })
             .collect();
-        let records: Vec<RawRecord> = records.into_iter().map(|g| g.record).collect();
         VendorUsage {
             csv: render_csv(&records),
             expected: Expected {
