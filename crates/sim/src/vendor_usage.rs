@@ -421,33 +421,47 @@ impl<'a> UsageGenerator<'a> {
         Ok(self.finish(records))
     }
 
-    /// Puts each repeat somewhere after its original (given by serial) in the shuffled records.
+    /// Puts each repeat somewhere after its original (given by serial) in the shuffled records,
+    /// in place: a second copy of millions of records was most of a large world's peak.
     fn place_repeats(
         &mut self,
-        records: Vec<Generated<'a>>,
+        mut records: Vec<Generated<'a>>,
         repeats: Vec<(usize, Generated<'a>)>,
     ) -> Vec<Generated<'a>> {
         let mut position_of = vec![0; records.len()];
         for (position, record) in records.iter().enumerate() {
             position_of[record.serial] = position;
         }
+        let originals = records.len();
         let mut placed: Vec<(usize, Generated)> = repeats
             .into_iter()
             .map(|(serial, repeat)| {
-                let after = self.rng.random_range(position_of[serial]..records.len());
+                let after = self.rng.random_range(position_of[serial]..originals);
                 (after, repeat)
             })
             .collect();
+        drop(position_of);
+        // Stable: repeats placed after the same record keep their order.
         placed.sort_by_key(|(after, _)| *after);
-        let mut placed = placed.into_iter().peekable();
-        let mut merged = Vec::with_capacity(records.len() + placed.len());
-        for (position, record) in records.into_iter().enumerate() {
-            merged.push(record);
-            while let Some((_, repeat)) = placed.next_if(|(after, _)| *after == position) {
-                merged.push(repeat);
+        // From the back: each original moves up past the repeats placed after it and those
+        // behind it; the slots it leaves were already passed.
+        records.resize_with(originals + placed.len(), || Generated {
+            serial: 0,
+            record: RawRecord::default(),
+            outcome: Outcome::Bad(BadKind::RepeatedRecordId),
+        });
+        let mut write = records.len();
+        let mut placed = placed.into_iter().rev().peekable();
+        for read in (0..originals).rev() {
+            while let Some((_, repeat)) = placed.next_if(|(after, _)| *after == read) {
+                write -= 1;
+                records[write] = repeat;
             }
+            write -= 1;
+            records.swap(read, write);
         }
-        merged
+        debug_assert_eq!(write, 0);
+        records
     }
 
     /// Assets whose product has PPU items, in or out of scope.
@@ -815,30 +829,36 @@ impl<'a> UsageGenerator<'a> {
         let mut groups: BTreeMap<(&str, &str), Vec<ExpectedRow>> = BTreeMap::new();
         let mut bad = Vec::new();
         let mut out_of_scope_by: BTreeMap<OutOfScopeKind, usize> = BTreeMap::new();
-        let mut records = Vec::with_capacity(generated.len());
-        for (index, generated) in generated.into_iter().enumerate() {
-            records.push(generated.record);
-            match generated.outcome {
-                Outcome::Good {
-                    contract_id,
-                    product_id,
-                    row,
-                } => groups
-                    .entry((contract_id, product_id))
-                    .or_default()
-                    .push(row),
-                Outcome::Bad(kind) => bad.push(BadRow {
-                    index,
-                    line: index as u64 + 2,
-                    kind,
-                }),
-                Outcome::OutOfScope(kind) => *out_of_scope_by.entry(kind).or_default() += 1,
-            }
-        }
+        // Collected in place: the records take over the generated records' buffer.
+        let mut records: Vec<RawRecord> = generated
+            .into_iter()
+            .enumerate()
+            .map(|(index, generated)| {
+                match generated.outcome {
+                    Outcome::Good {
+                        contract_id,
+                        product_id,
+                        row,
+                    } => groups
+                        .entry((contract_id, product_id))
+                        .or_default()
+                        .push(row),
+                    Outcome::Bad(kind) => bad.push(BadRow {
+                        index,
+                        line: index as u64 + 2,
+                        kind,
+                    }),
+                    Outcome::OutOfScope(kind) => *out_of_scope_by.entry(kind).or_default() += 1,
+                }
+                generated.record
+            })
+            .collect();
+        records.shrink_to_fit();
         let groups = groups
             .into_iter()
             .map(|((contract_id, product_id), mut rows)| {
                 rows.sort();
+                rows.shrink_to_fit();
                 ExpectedGroup {
                     currency: self.currency_of(contract_id),
                     contract_id: contract_id.to_string(),
