@@ -327,14 +327,34 @@ fn push_number(xml: &mut Vec<u8>, number: f64) {
     }
 }
 
+/// The bytes [`escape_text`] must look at: XML's `&`, `<`, `>`; `_` (a literal `_xHHHH_`);
+/// control characters; and 0xEF, the first byte of U+FFFE and U+FFFF. A table, since every
+/// byte of every text cell passes it.
+const SPECIAL: [bool; 256] = {
+    let mut special = [false; 256];
+    let mut byte = 0;
+    while byte < 0x20 {
+        special[byte] = true;
+        byte += 1;
+    }
+    special[b'&' as usize] = true;
+    special[b'<' as usize] = true;
+    special[b'>' as usize] = true;
+    special[b'_' as usize] = true;
+    special[0xEF] = true;
+    special
+};
+
 /// Escapes text as Excel (and rust_xlsxwriter) does: XML's `&`, `<` and `>`; control
 /// characters but tab and newline, and the non-characters U+FFFE and U+FFFF, as `_xHHHH_`; and
 /// the `_` opening any literal `_xHHHH_` as `_x005F_`, so a reader does not decode it.
 fn escape_text(text: &str, xml: &mut Vec<u8>) {
     let bytes = text.as_bytes();
-    let plain = |byte: &u8| !matches!(byte, b'&' | b'<' | b'>' | b'_' | 0xEF | 0..0x20);
     let mut done = 0;
-    while let Some(offset) = bytes[done..].iter().position(|byte| !plain(byte)) {
+    while let Some(offset) = bytes[done..]
+        .iter()
+        .position(|byte| SPECIAL[usize::from(*byte)])
+    {
         let at = done + offset;
         xml.extend_from_slice(&bytes[done..at]);
         done = at + 1;
