@@ -108,7 +108,7 @@ struct Current {
 async fn read_current(ctx: &TaskContext) -> Result<Option<Current>, ConnectError> {
     let id = ctx.object_id.as_str();
     let subscribed = |file: &UsageFile| ctx.statuses.iter().any(|s| s == file.status.as_str());
-    if let Some((key, period, part)) = recent::group_of(id) {
+    if let Some((key, period, part)) = recent::group_of(ctx.client.base_url(), id) {
         let looked = live_files(&ctx.client, &key, period, part).await?;
         if let Some(file) = looked.iter().find(|file| file.id == id).cloned() {
             return Ok(subscribed(&file).then_some(Current {

@@ -144,6 +144,9 @@ pub const DEFAULT_RESOLVE_CACHE: usize = 20_000;
 /// Source items parsed and handed to the checks at a time.
 const PARSED: usize = 512;
 
+/// Chunks (and twice as many parsed batches) a stage may run ahead of the next.
+const STAGE_SLACK: usize = 4;
+
 /// Records read and checked, handed from the reader to the sorter: at most [`CHUNK`] good
 /// ones and [`CHUNK`] bad ones.
 #[derive(Default)]
@@ -167,7 +170,10 @@ pub async fn collect(
     resolve_cache: usize,
     spill_root: PathBuf,
 ) -> Result<Collection, CollectError> {
-    let (chunks, mut incoming) = tokio::sync::mpsc::channel(1);
+    let started = Instant::now();
+    // A few chunks of slack between the stages (~300 KB each): a stage that pauses (the id
+    // counter writing a run, a spill) does not stall the others at once.
+    let (chunks, mut incoming) = tokio::sync::mpsc::channel(STAGE_SLACK);
     let reader = AbortOnDropHandle::new(tokio::spawn(read_chunks(
         records,
         RecordChecker::new(period),
@@ -191,7 +197,9 @@ pub async fn collect(
         .await
         .map_err(|error| CollectError::Reader(error.to_string()))?;
     sorter.sort_partitions().await?;
-    Ok(sorter.finish().await?)
+    let collection = sorter.finish().await?;
+    phases::collected(started);
+    Ok(collection)
 }
 
 /// Reads and checks `records`, sending them on in chunks; stops at a broken source (sent on as
@@ -207,7 +215,7 @@ async fn read_chunks(
     };
     // Parsing runs on a task of its own, a batch ahead: parsing, checking and sorting are
     // three stages on as many cores as there are.
-    let (batches, mut parsed) = tokio::sync::mpsc::channel(4);
+    let (batches, mut parsed) = tokio::sync::mpsc::channel(2 * STAGE_SLACK);
     let _parser = AbortOnDropHandle::new(tokio::spawn(parse_batches(records, batches)));
     let mut chunk = fresh();
     while let Some(batch) = parsed.recv().await {

@@ -38,6 +38,10 @@ impl Phase {
 
 static NANOS: [AtomicU64; 5] = [const { AtomicU64::new(0) }; 5];
 
+/// Wall time from opening the source to the last record placed (every period of the process):
+/// parsing, checks, resolution and grouping overlap there, workbooks come after it.
+static COLLECTING: AtomicU64 = AtomicU64::new(0);
+
 /// Adds the time since `since` to `phase`; returns now, for the next phase.
 pub fn add(phase: Phase, since: Instant) -> Instant {
     let now = Instant::now();
@@ -55,4 +59,15 @@ pub fn seconds() -> Vec<(&'static str, f64)> {
             (phase.name(), nanos as f64 / 1e9)
         })
         .collect()
+}
+
+/// Adds the wall time since `since` to the collection's (one call a read of the source).
+pub fn collected(since: Instant) {
+    let nanos = u64::try_from(since.elapsed().as_nanos()).unwrap_or(u64::MAX);
+    COLLECTING.fetch_add(nanos, Ordering::Relaxed);
+}
+
+/// Seconds of wall time spent collecting records so far in this process.
+pub fn collecting_seconds() -> f64 {
+    COLLECTING.load(Ordering::Relaxed) as f64 / 1e9
 }

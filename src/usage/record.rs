@@ -157,24 +157,29 @@ pub enum RecordId {
 impl RecordId {
     /// The id as the workbook carries it: `PAYG-<YYYYMM>-<hash>-<n>` when derived.
     pub fn spelled(&self, period: Period) -> String {
+        let mut spelled = String::new();
+        self.spell_into(&mut spelled, period);
+        spelled
+    }
+
+    /// Appends [`RecordId::spelled`] to `text` (the workbook writer reuses one string a column).
+    pub fn spell_into(&self, text: &mut String, period: Period) {
         match self {
-            RecordId::Vendor(id) => id.to_string(),
+            RecordId::Vendor(id) => text.push_str(id),
             RecordId::Derived { digest, occurrence } => {
                 const HEX: &[u8; 16] = b"0123456789abcdef";
                 let mut occurrence_digits = itoa::Buffer::new();
                 let occurrence = occurrence_digits.format(*occurrence);
-                // Spelled twice for every row (to find duplicates, to write it): sized once.
-                let mut spelled = String::with_capacity(13 + 2 * digest.len() + occurrence.len());
-                spelled.push_str("PAYG-");
-                spelled.push_str(&period.compact());
-                spelled.push('-');
+                text.reserve(13 + 2 * digest.len() + occurrence.len());
+                text.push_str("PAYG-");
+                text.push_str(&period.compact());
+                text.push('-');
                 for byte in digest {
-                    spelled.push(char::from(HEX[usize::from(byte >> 4)]));
-                    spelled.push(char::from(HEX[usize::from(byte & 0x0f)]));
+                    text.push(char::from(HEX[usize::from(byte >> 4)]));
+                    text.push(char::from(HEX[usize::from(byte & 0x0f)]));
                 }
-                spelled.push('-');
-                spelled.push_str(occurrence);
-                spelled
+                text.push('-');
+                text.push_str(occurrence);
             }
         }
     }

@@ -321,21 +321,63 @@ pub fn parse_time(text: &str) -> Option<NaiveDateTime> {
 
 /// `YYYY-MM-DD HH:MM:SS`, the inverse of [`parse_time`].
 pub fn format_time(time: NaiveDateTime) -> String {
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        time.year(),
-        time.month(),
-        time.day(),
-        time.hour(),
-        time.minute(),
-        time.second()
-    )
+    let mut text = String::with_capacity(19);
+    push_time(&mut text, time);
+    text
+}
+
+/// Appends `time` as [`format_time`] spells it. Digits are written by hand: every workbook row
+/// spells two times, and the formatting machinery took 7% of a 10M-record run's CPU.
+pub fn push_time(text: &mut String, time: NaiveDateTime) {
+    let year = time.year();
+    if !(0..=9999).contains(&year) {
+        // Outside four digits: the general form (never a reportable period).
+        text.push_str(&format!(
+            "{year:04}-{:02}-{:02} {:02}:{:02}:{:02}",
+            time.month(),
+            time.day(),
+            time.hour(),
+            time.minute(),
+            time.second()
+        ));
+        return;
+    }
+    let year = year as u32;
+    let two = |value: u32| [b'0' + (value / 10) as u8, b'0' + (value % 10) as u8];
+    let [y1, y2] = two(year / 100);
+    let [y3, y4] = two(year % 100);
+    let [mo1, mo2] = two(time.month());
+    let [d1, d2] = two(time.day());
+    let [h1, h2] = two(time.hour());
+    let [mi1, mi2] = two(time.minute());
+    let [s1, s2] = two(time.second());
+    let bytes = [
+        y1, y2, y3, y4, b'-', mo1, mo2, b'-', d1, d2, b' ', h1, h2, b':', mi1, mi2, b':', s1, s2,
+    ];
+    text.push_str(std::str::from_utf8(&bytes).expect("ASCII digits"));
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use chrono::TimeZone;
+
+    #[test]
+    fn times_are_spelled_as_chrono_spells_them() {
+        let start = parse_time("1999-12-31 23:59:58").unwrap();
+        for step in (0..400_000).step_by(7_919) {
+            let time = start + chrono::Duration::minutes(step) + chrono::Duration::seconds(step);
+            assert_eq!(
+                format_time(time),
+                time.format("%Y-%m-%d %H:%M:%S").to_string()
+            );
+        }
+        let far = NaiveDate::from_ymd_opt(12_345, 1, 2)
+            .unwrap()
+            .and_hms_opt(3, 4, 5)
+            .unwrap();
+        assert_eq!(format_time(far), "12345-01-02 03:04:05");
+    }
 
     #[test]
     fn times_round_trip_in_exactly_one_shape() {

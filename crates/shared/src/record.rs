@@ -49,6 +49,20 @@ impl RawRecord {
         ]
     }
 
+    /// The field at `index` of [`FIELDS`]; `None` past the seven.
+    pub fn field_mut(&mut self, index: usize) -> Option<&mut Option<String>> {
+        Some(match index {
+            0 => &mut self.subscription_id,
+            1 => &mut self.item_mpn,
+            2 => &mut self.quantity,
+            3 => &mut self.start_time_utc,
+            4 => &mut self.end_time_utc,
+            5 => &mut self.record_id,
+            6 => &mut self.record_note,
+            _ => return None,
+        })
+    }
+
     /// Sets a field by its header name; unknown names are ignored (sources may carry extras).
     pub fn set(&mut self, name: &str, value: Option<String>) {
         let value = value.filter(|v| !v.trim().is_empty());

@@ -2,11 +2,15 @@
 //! items, and assets (subscriptions), as typed values plus their JSON renderings.
 //!
 //! Tests build or tweak a [`Catalogue`] and install it in the simulator; the REST side serves the
-//! JSON renderings, computed once per install so list requests stay cheap. The renderings
-//! follow Connect's published models — including what is *not* there: contracts carry no
-//! `marketplace`, so clients must take the currency from the assets' marketplace.
+//! JSON renderings. The few marketplaces, contracts and products are rendered once per install;
+//! assets (up to millions) are rendered when a page or a filter needs them, found through
+//! [`AssetIndex`]: a JSON tree per asset held for the whole run was ~20 KiB a subscription,
+//! more than the rest of a month's world together. The renderings follow Connect's published
+//! models — including what is *not* there: contracts carry no `marketplace`, so clients must
+//! take the currency from the assets' marketplace.
 
 use std::collections::HashMap;
+use std::hash::{DefaultHasher, Hash, Hasher};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -175,7 +179,8 @@ impl Catalogue {
     }
 }
 
-/// The JSON each REST collection serves, rendered once per installed catalogue.
+/// The JSON each REST collection serves, rendered once per installed catalogue, and the
+/// index assets are found through (they are rendered on demand, see [`Rendered::asset`]).
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Rendered {
     pub accounts: Vec<Value>,
@@ -184,7 +189,111 @@ pub(crate) struct Rendered {
     pub products: Collection,
     /// Product id → that product's items.
     pub items: HashMap<String, Vec<Value>>,
-    pub assets: Collection,
+    pub assets: AssetIndex,
+}
+
+/// The asset fields list requests pin (`in(id,(…))`, `eq(contract.id,…)`, a search criteria's
+/// `in(external_id,(…))` or `in(params.value,(…))`), each indexed in [`AssetIndex`].
+const INDEXED_ASSET_FIELDS: [&str; 6] = [
+    "id",
+    "external_id",
+    "external_uid",
+    "params.value",
+    "contract.id",
+    "product.id",
+];
+
+/// Where to find the assets a query can match without rendering every asset: for each of
+/// [`INDEXED_ASSET_FIELDS`], (hash of a value, position) pairs sorted. A hash names a superset
+/// (collisions are possible), so candidates are always checked against the whole filter.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct AssetIndex {
+    len: usize,
+    by_field: Vec<Vec<(u64, u32)>>,
+}
+
+fn text_hash(text: &str) -> u64 {
+    let mut hasher = DefaultHasher::new();
+    text.hash(&mut hasher);
+    hasher.finish()
+}
+
+impl AssetIndex {
+    fn of(assets: &[Asset]) -> Self {
+        let by_field = INDEXED_ASSET_FIELDS
+            .iter()
+            .map(|field| {
+                let mut entries: Vec<(u64, u32)> = Vec::with_capacity(assets.len());
+                for (at, asset) in assets.iter().enumerate() {
+                    let at = u32::try_from(at).expect("fewer than 4 billion assets");
+                    let mut add = |text: &str| entries.push((text_hash(text), at));
+                    match *field {
+                        "id" => add(&asset.id),
+                        "external_id" => add(&asset.external_id),
+                        "external_uid" => add(&asset.external_uid),
+                        "params.value" => asset.params.iter().for_each(|p| add(&p.value)),
+                        "contract.id" => add(&asset.contract_id),
+                        _ => add(&asset.product_id),
+                    }
+                }
+                entries.sort_unstable();
+                entries.dedup();
+                entries
+            })
+            .collect();
+        AssetIndex {
+            len: assets.len(),
+            by_field,
+        }
+    }
+
+    /// Positions whose `field` (one of [`INDEXED_ASSET_FIELDS`]) may hold one of `values`,
+    /// ascending.
+    fn positions(&self, field: usize, values: &[&str]) -> Vec<u32> {
+        let entries = &self.by_field[field];
+        let mut found: Vec<u32> = values
+            .iter()
+            .flat_map(|value| {
+                let hash = text_hash(value);
+                let from = entries.partition_point(|(h, _)| *h < hash);
+                entries[from..]
+                    .iter()
+                    .take_while(move |(h, _)| *h == hash)
+                    .map(|(_, at)| *at)
+            })
+            .collect();
+        found.sort_unstable();
+        found.dedup();
+        found
+    }
+
+    /// The position of the asset whose id is `id`, if any.
+    pub fn find(&self, catalogue: &Catalogue, id: &str) -> Option<usize> {
+        self.positions(0, &[id])
+            .into_iter()
+            .map(|at| at as usize)
+            .find(|&at| catalogue.assets[at].id == id)
+    }
+
+    /// The positions of the assets `query` can match, in catalogue order: those every indexed
+    /// field it pins allows, or all.
+    pub fn candidates(&self, query: &ListRequest) -> Vec<u32> {
+        let mut sets: Vec<Vec<u32>> = INDEXED_ASSET_FIELDS
+            .iter()
+            .enumerate()
+            .filter_map(|(field, name)| Some(self.positions(field, &query.pinned(name)?)))
+            .collect();
+        sets.sort_by_key(Vec::len);
+        let mut sets = sets.into_iter();
+        let Some(mut smallest) = sets.next() else {
+            let len = u32::try_from(self.len).expect("fewer than 4 billion assets");
+            return (0..len).collect();
+        };
+        for other in sets {
+            smallest.retain(|at| other.binary_search(at).is_ok());
+        }
+        smallest
+    }
 }
 
 /// A rendered collection in catalogue order, indexed by id: a page of `in(id,(…))` or a
@@ -265,14 +374,13 @@ impl Rendered {
                     (product.id.clone(), items)
                 })
                 .collect(),
-            assets: Collection::new(
-                catalogue
-                    .assets
-                    .iter()
-                    .map(|asset| render.asset(asset))
-                    .collect(),
-            ),
+            assets: AssetIndex::of(&catalogue.assets),
         }
+    }
+
+    /// The JSON of the asset at `at` in `catalogue` (the one these renderings were made of).
+    pub fn asset(catalogue: &Catalogue, at: usize) -> Value {
+        Renderer { catalogue }.asset(&catalogue.assets[at])
     }
 }
 
@@ -393,5 +501,116 @@ impl Renderer<'_> {
             "tiers": {"customer": {"id": format!("TA-{}", asset.id.trim_start_matches("AS-"))}},
             "configuration": {"params": []},
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::seed::SeedSpec;
+
+    /// Every asset rendered up front and stored, as the REST side served them before assets
+    /// were rendered on demand.
+    fn stored_assets(catalogue: &Catalogue) -> Collection {
+        let render = Renderer { catalogue };
+        Collection::new(catalogue.assets.iter().map(|a| render.asset(a)).collect())
+    }
+
+    /// (Content-Range, body) of a list answer over assets rendered on demand.
+    fn on_demand(catalogue: &Catalogue, index: &AssetIndex, raw: &str) -> (String, String) {
+        let query = ListRequest::parse(raw).unwrap();
+        let (objects, total) = query.select(
+            index.candidates(&query),
+            |at| Rendered::asset(catalogue, at as usize),
+            100,
+        );
+        let page = query.page_of(&objects, total);
+        (
+            page.content_range(),
+            serde_json::to_string(&page.items).unwrap(),
+        )
+    }
+
+    #[test]
+    fn assets_rendered_on_demand_answer_byte_for_byte_as_stored_ones() {
+        let catalogue = Catalogue::generate(&SeedSpec {
+            subscriptions: 400,
+            ..SeedSpec::default()
+        });
+        let stored = stored_assets(&catalogue);
+        let index = AssetIndex::of(&catalogue.assets);
+        let asset = |at: usize| &catalogue.assets[at];
+        let (a, b, c) = (asset(3), asset(150), asset(399));
+        let queries = [
+            String::new(),
+            "limit=1000&offset=350".into(),
+            "limit=0".into(),
+            format!("in(id,({},{},{},AS-0000-0000-0000))", c.id, a.id, b.id),
+            format!("eq(id,{})&select(-items,-params.value)", b.id),
+            format!(
+                "and(eq(contract.id,{}),eq(product.id,{}))&select(-configuration,-items,-tiers,-connection)&ordering(id)",
+                a.contract_id, a.product_id
+            ),
+            format!("eq(contract.id,{})&ordering(-external_id)&limit=7&offset=3", b.contract_id),
+            format!("in(external_id,({},{}))", a.external_id, c.external_id),
+            format!("in(external_uid,({}))", b.external_uid),
+            format!(
+                "and(eq(params.id,tenant_id),in(params.value,({},{})))",
+                a.param("tenant_id").unwrap(),
+                c.param("tenant_id").unwrap()
+            ),
+            "and(eq(params.id,region),in(params.value,(eu)))&ordering(external_id)".into(),
+            format!("eq(product.id,{})&eq(status,terminated)", c.product_id),
+            "eq(status,terminated)&ordering(-id)&limit=5".into(),
+            "search=EXT-00012".into(),
+            "in(id,(AS-0000-0000-0000))".into(),
+        ];
+        for raw in &queries {
+            let query = ListRequest::parse(raw).unwrap();
+            let page = query.apply(stored.candidates(&query), 100);
+            let expected = (
+                page.content_range(),
+                serde_json::to_string(&page.items).unwrap(),
+            );
+            assert_eq!(on_demand(&catalogue, &index, raw), expected, "{raw}");
+        }
+        for asset in &catalogue.assets {
+            let at = index
+                .find(&catalogue, &asset.id)
+                .expect("every asset is found");
+            let query = ListRequest::parse("select(-tiers)").unwrap();
+            assert_eq!(
+                serde_json::to_string(&query.project(&Rendered::asset(&catalogue, at))).unwrap(),
+                serde_json::to_string(&query.project(stored.get(&asset.id).unwrap())).unwrap()
+            );
+        }
+        assert_eq!(index.find(&catalogue, "AS-0000-0000-0000"), None);
+    }
+
+    #[test]
+    fn pinned_fields_narrow_the_candidates_to_a_superset_of_the_matches() {
+        let catalogue = Catalogue::generate(&SeedSpec {
+            subscriptions: 200,
+            ..SeedSpec::default()
+        });
+        let index = AssetIndex::of(&catalogue.assets);
+        let a = &catalogue.assets[10];
+        let query = ListRequest::parse(&format!(
+            "and(eq(contract.id,{}),eq(product.id,{}))",
+            a.contract_id, a.product_id
+        ))
+        .unwrap();
+        let candidates = index.candidates(&query);
+        let on_pair: Vec<u32> = (0..catalogue.assets.len() as u32)
+            .filter(|&at| {
+                let asset = &catalogue.assets[at as usize];
+                asset.contract_id == a.contract_id && asset.product_id == a.product_id
+            })
+            .collect();
+        assert_eq!(candidates, on_pair);
+        let query = ListRequest::parse(&format!("in(id,({},{}))", a.id, a.id)).unwrap();
+        assert_eq!(index.candidates(&query), vec![10]);
+        let everything = ListRequest::parse("eq(status,active)").unwrap();
+        assert_eq!(index.candidates(&everything).len(), 200);
     }
 }

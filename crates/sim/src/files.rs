@@ -236,7 +236,7 @@ impl SimState {
     pub fn uploaded_rows(&self, id: &str) -> Option<Vec<UsageRow>> {
         let inner = self.lock();
         let upload = inner.files.get(id)?.upload.as_ref()?;
-        upload.processed.then(|| upload.rows.as_ref().clone())
+        upload.processed.then(|| upload.rows())
     }
 
     /// The bytes of the file's last upload, and whether processing finished.

@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::ApiError;
-use super::rql::{ListRequest, Listed};
+use super::rql::{ListRequest, Listed, Page};
 use super::state::SimState;
 
 /// A list answer: `candidates` (all the objects the parsed query can match) filtered,
@@ -28,7 +28,11 @@ pub(crate) fn page<'a, O: Listed<'a>>(
     query: &ListRequest,
     candidates: impl IntoIterator<Item = O>,
 ) -> Response {
-    let page = query.apply(candidates, state.config().page_cap);
+    respond(query.apply(candidates, state.config().page_cap))
+}
+
+/// The answer carrying `page`, with `Content-Range`.
+pub(crate) fn respond(page: Page<'_, '_>) -> Response {
     let range = page.content_range();
     ([(CONTENT_RANGE, range)], Json(page.items)).into_response()
 }

@@ -4,7 +4,6 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::io::Cursor;
-use std::sync::Arc;
 
 use bytes::Bytes;
 use chrono::Datelike;
@@ -66,17 +65,12 @@ pub(crate) struct Processed {
 
 /// Reads and validates the workbook (blocking CPU work: run it on a blocking thread).
 pub(crate) fn process(bytes: Bytes, rules: &Rules) -> Processed {
-    let mut rows = Vec::new();
-    let inspection =
-        workbook::inspect_workbook_rows(Cursor::new(&bytes[..]), rules, |row| rows.push(row));
+    let inspection = workbook::inspect_workbook_rows(Cursor::new(&bytes[..]), rules, drop);
     // A problem of the workbook, sheet or header row (row 1) spoils every data row.
     let structural = inspection
         .problems
         .iter()
         .any(|problem| problem.row.is_none_or(|row| row < FIRST_DATA_ROW));
-    if structural {
-        rows.clear();
-    }
     let invalid_rows: BTreeSet<u32> = match structural {
         true => (FIRST_DATA_ROW..FIRST_DATA_ROW + inspection.records as u32).collect(),
         false => inspection.problems.iter().filter_map(|p| p.row).collect(),
@@ -84,7 +78,7 @@ pub(crate) fn process(bytes: Bytes, rules: &Rules) -> Processed {
     Processed {
         upload: Upload {
             bytes,
-            rows: Arc::new(rows),
+            readable: !structural,
             invalid_rows,
             records: inspection.records,
             processed: true,

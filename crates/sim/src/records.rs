@@ -30,7 +30,7 @@ fn file_records(file: &UsageFile, world: &World) -> Vec<Value> {
         .assets_on(&file.contract_id, &file.product_id)
         .collect();
     upload
-        .rows
+        .rows()
         .iter()
         .enumerate()
         .map(|(index, row)| {

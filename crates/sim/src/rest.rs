@@ -12,9 +12,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, MethodRouter};
 use axum::Router;
 
+use super::catalogue::Rendered;
 use super::error::ApiError;
 use super::faults::Injection;
-use super::listing::{detail, list};
+use super::listing::{detail, list, parse, respond};
 use super::state::SimState;
 use super::usage_api;
 
@@ -194,12 +195,21 @@ async fn product_items(
     list(&state, q, |_| items)
 }
 
+/// Assets are rendered as they are looked at: the candidates the query's pinned fields allow
+/// are rendered and checked one by one, and only the page's objects are kept.
 async fn assets(
     State(state): State<Arc<SimState>>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
     let world = state.world();
-    list(&state, q, |query| world.rendered.assets.candidates(query))
+    let catalogue = &world.catalogue;
+    let query = parse(q)?;
+    let (objects, total) = query.select(
+        world.rendered.assets.candidates(&query),
+        |at| Rendered::asset(catalogue, at as usize),
+        state.config().page_cap,
+    );
+    Ok(respond(query.page_of(&objects, total)))
 }
 
 async fn asset(
@@ -207,7 +217,13 @@ async fn asset(
     Path(id): Path<String>,
     RawQuery(q): RawQuery,
 ) -> Result<Response, ApiError> {
-    detail(state.world().rendered.assets.get(&id), "Asset", &id, q)
+    let world = state.world();
+    let found = world
+        .rendered
+        .assets
+        .find(&world.catalogue, &id)
+        .map(|at| Rendered::asset(&world.catalogue, at));
+    detail(found.as_ref(), "Asset", &id, q)
 }
 
 /// The injected faults, drawn per request (see `faults`).

@@ -274,6 +274,62 @@ impl ListRequest {
         }
     }
 
+    /// [`ListRequest::apply`] over objects rendered on demand: `render` gives a candidate's
+    /// object, which is checked (its sort keys kept) and dropped unless it is on the page.
+    /// Returns the page's objects (the ones not kept rendered again) and the total that
+    /// matched. Without a filter, a search or an ordering only the page's are rendered.
+    pub fn select<C: Copy>(
+        &self,
+        candidates: impl IntoIterator<Item = C>,
+        render: impl Fn(C) -> Value,
+        page_cap: usize,
+    ) -> (Vec<Value>, usize) {
+        let limit = self.limit.unwrap_or(page_cap).min(page_cap);
+        let on_page = self.offset..self.offset.saturating_add(limit);
+        let inspect = self.filter.is_some() || self.search.is_some() || !self.ordering.is_empty();
+        // (candidate, its sort keys, its object when it is already known to be on the page)
+        let mut kept: Vec<(C, Vec<Option<Value>>, Option<Value>)> = Vec::new();
+        for candidate in candidates {
+            if !inspect {
+                kept.push((candidate, Vec::new(), None));
+                continue;
+            }
+            let object = render(candidate);
+            if !self.matches(&object) {
+                continue;
+            }
+            let keys = (0..self.ordering.len())
+                .map(|at| self.key_of(&object, at).cloned())
+                .collect();
+            let keep = self.ordering.is_empty() && on_page.contains(&kept.len());
+            kept.push((candidate, keys, keep.then_some(object)));
+        }
+        if !self.ordering.is_empty() {
+            // Stable, as `apply`'s: equal keys keep the candidates' order.
+            kept.sort_by(|(_, a, _), (_, b, _)| {
+                self.compare_keys(|at| a[at].as_ref(), |at| b[at].as_ref())
+            });
+        }
+        let total = kept.len();
+        let page = kept
+            .into_iter()
+            .skip(self.offset)
+            .take(limit)
+            .map(|(candidate, _, object)| object.unwrap_or_else(|| render(candidate)))
+            .collect();
+        (page, total)
+    }
+
+    /// The page made of `objects` (the ones [`ListRequest::select`] chose) out of `total`,
+    /// projected.
+    pub fn page_of<'q, 'v>(&'q self, objects: &'v [Value], total: usize) -> Page<'q, 'v> {
+        Page {
+            items: objects.iter().map(|object| self.project(object)).collect(),
+            offset: self.offset,
+            total,
+        }
+    }
+
     /// The values the query pins the top-level `field` to (`eq(field,…)` or `in(field,(…))`
     /// in its top conjunction), if it does: a collection indexed by that field then matches
     /// only those objects instead of every one it holds.
@@ -307,11 +363,22 @@ impl ListRequest {
     }
 
     fn compare_for_ordering(&self, a: &Value, b: &Value) -> Ordering {
-        for key in &self.ordering {
-            let ordering = compare_sort_values(
-                lookup(a, &key.field).first().copied(),
-                lookup(b, &key.field).first().copied(),
-            );
+        self.compare_keys(|at| self.key_of(a, at), |at| self.key_of(b, at))
+    }
+
+    /// `object`'s value of ordering key `at`: the first at its path.
+    fn key_of<'v>(&self, object: &'v Value, at: usize) -> Option<&'v Value> {
+        lookup(object, &self.ordering[at].field).first().copied()
+    }
+
+    /// Orders two objects by their values of each `ordering` key (`a(n)`: `a`'s value of key n).
+    fn compare_keys<'v>(
+        &self,
+        a: impl Fn(usize) -> Option<&'v Value>,
+        b: impl Fn(usize) -> Option<&'v Value>,
+    ) -> Ordering {
+        for (at, key) in self.ordering.iter().enumerate() {
+            let ordering = compare_sort_values(a(at), b(at));
             let ordering = if key.descending {
                 ordering.reverse()
             } else {

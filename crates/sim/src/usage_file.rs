@@ -4,7 +4,7 @@
 //! answers with, the list entry (no download links) and the detail with short-lived links.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
+use std::io::Cursor;
 
 use bytes::Bytes;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 
 use super::catalogue::Catalogue;
 use super::storage::{Storage, Stored};
-use payg_shared::workbook::UsageRow;
+use payg_shared::workbook::{self, Rules, UsageRow};
 use payg_shared::FileStatus;
 
 /// The editable fields (create body, `PUT`).
@@ -37,16 +37,34 @@ pub(crate) struct Placement {
     pub schema: String,
 }
 
-/// The last spreadsheet uploaded and what processing made of it.
+/// The last spreadsheet uploaded and what processing made of it. Its rows are read again from
+/// the bytes when asked for ([`Upload::rows`]): kept parsed, the rows of a 1M-subscription
+/// month were ~900 bytes each, gigabytes for what only record listings and tests look at.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Upload {
     pub bytes: Bytes,
-    /// Data rows as read (empty when the structure was unreadable).
-    pub rows: Arc<Vec<UsageRow>>,
+    /// Whether the data rows could be read (false when the structure was unreadable).
+    pub readable: bool,
     /// Sheet rows (header = 1) that had a problem.
     pub invalid_rows: BTreeSet<u32>,
     pub records: u64,
     pub processed: bool,
+}
+
+impl Upload {
+    /// The data rows as read (none when the structure was unreadable).
+    pub fn rows(&self) -> Vec<UsageRow> {
+        let mut rows = Vec::new();
+        if self.readable {
+            // Which rows are read does not depend on the rules they are checked against.
+            workbook::inspect_workbook_rows(
+                Cursor::new(&self.bytes[..]),
+                &Rules::offline(None),
+                |row| rows.push(row),
+            );
+        }
+        rows
+    }
 }
 
 /// Who stamped an event.

@@ -364,12 +364,13 @@ impl Catalogue {
     }
 }
 
-/// What a generated record is, before its final position is known.
+/// What a generated record is, before its final position is known (the group's ids borrowed
+/// from the catalogue: millions of records are held at once).
 #[derive(Debug, Clone)]
-enum Outcome {
+enum Outcome<'a> {
     Good {
-        contract_id: String,
-        product_id: String,
+        contract_id: &'a str,
+        product_id: &'a str,
         row: ExpectedRow,
     },
     Bad(BadKind),
@@ -377,10 +378,10 @@ enum Outcome {
 }
 
 #[derive(Debug, Clone)]
-struct Generated {
+struct Generated<'a> {
     serial: usize,
     record: RawRecord,
-    outcome: Outcome,
+    outcome: Outcome<'a>,
 }
 
 struct UsageGenerator<'a> {
@@ -420,33 +421,47 @@ impl<'a> UsageGenerator<'a> {
         Ok(self.finish(records))
     }
 
-    /// Puts each repeat somewhere after its original (given by serial) in the shuffled records.
+    /// Puts each repeat somewhere after its original (given by serial) in the shuffled records,
+    /// in place: a second copy of millions of records was most of a large world's peak.
     fn place_repeats(
         &mut self,
-        records: Vec<Generated>,
-        repeats: Vec<(usize, Generated)>,
-    ) -> Vec<Generated> {
+        mut records: Vec<Generated<'a>>,
+        repeats: Vec<(usize, Generated<'a>)>,
+    ) -> Vec<Generated<'a>> {
         let mut position_of = vec![0; records.len()];
         for (position, record) in records.iter().enumerate() {
             position_of[record.serial] = position;
         }
+        let originals = records.len();
         let mut placed: Vec<(usize, Generated)> = repeats
             .into_iter()
             .map(|(serial, repeat)| {
-                let after = self.rng.random_range(position_of[serial]..records.len());
+                let after = self.rng.random_range(position_of[serial]..originals);
                 (after, repeat)
             })
             .collect();
+        drop(position_of);
+        // Stable: repeats placed after the same record keep their order.
         placed.sort_by_key(|(after, _)| *after);
-        let mut placed = placed.into_iter().peekable();
-        let mut merged = Vec::with_capacity(records.len() + placed.len());
-        for (position, record) in records.into_iter().enumerate() {
-            merged.push(record);
-            while let Some((_, repeat)) = placed.next_if(|(after, _)| *after == position) {
-                merged.push(repeat);
+        // From the back: each original moves up past the repeats placed after it and those
+        // behind it; the slots it leaves were already passed.
+        records.resize_with(originals + placed.len(), || Generated {
+            serial: 0,
+            record: RawRecord::default(),
+            outcome: Outcome::Bad(BadKind::RepeatedRecordId),
+        });
+        let mut write = records.len();
+        let mut placed = placed.into_iter().rev().peekable();
+        for read in (0..originals).rev() {
+            while let Some((_, repeat)) = placed.next_if(|(after, _)| *after == read) {
+                write -= 1;
+                records[write] = repeat;
             }
+            write -= 1;
+            records.swap(read, write);
         }
-        merged
+        debug_assert_eq!(write, 0);
+        records
     }
 
     /// Assets whose product has PPU items, in or out of scope.
@@ -463,8 +478,8 @@ impl<'a> UsageGenerator<'a> {
 
     fn good_records(
         &mut self,
-        reportable: &[(&Asset, &Product)],
-    ) -> Result<Vec<Generated>, VendorUsageError> {
+        reportable: &[(&'a Asset, &'a Product)],
+    ) -> Result<Vec<Generated<'a>>, VendorUsageError> {
         let mut records = Vec::new();
         for (asset, product) in reportable {
             let items: Vec<&Item> = product.ppu_items().collect();
@@ -485,8 +500,8 @@ impl<'a> UsageGenerator<'a> {
                         serial: 0,
                         record,
                         outcome: Outcome::Good {
-                            contract_id: asset.contract_id.clone(),
-                            product_id: asset.product_id.clone(),
+                            contract_id: &asset.contract_id,
+                            product_id: &asset.product_id,
                             row: ExpectedRow {
                                 asset_id: asset.id.clone(),
                                 item_mpn: item.mpn.clone(),
@@ -605,9 +620,9 @@ impl<'a> UsageGenerator<'a> {
     /// position of their original; originals without a record id get one.
     fn repeated_records(
         &mut self,
-        good: &mut [Generated],
+        good: &mut [Generated<'a>],
         count: usize,
-    ) -> Vec<(usize, Generated)> {
+    ) -> Vec<(usize, Generated<'a>)> {
         let mut repeats = Vec::new();
         for _ in 0..count.min(good.len()) {
             let position = self.rng.random_range(0..good.len());
@@ -641,7 +656,7 @@ impl<'a> UsageGenerator<'a> {
     fn out_of_scope_records(
         &mut self,
         good_count: usize,
-    ) -> Result<Vec<Generated>, VendorUsageError> {
+    ) -> Result<Vec<Generated<'a>>, VendorUsageError> {
         let candidates = self.assets_with_items(false);
         if self.spec.out_of_scope_share <= 0.0 || candidates.is_empty() {
             return Ok(Vec::new());
@@ -685,9 +700,9 @@ impl<'a> UsageGenerator<'a> {
     /// Bad records of every kind but repeats, each with exactly one defect, on in-scope assets.
     fn bad_records(
         &mut self,
-        reportable: &[(&Asset, &Product)],
+        reportable: &[(&'a Asset, &'a Product)],
         count: usize,
-    ) -> Result<Vec<Generated>, VendorUsageError> {
+    ) -> Result<Vec<Generated<'a>>, VendorUsageError> {
         if reportable.is_empty() {
             return Ok(Vec::new());
         }
@@ -808,42 +823,50 @@ impl<'a> UsageGenerator<'a> {
         }
     }
 
-    fn finish(self, records: Vec<Generated>) -> VendorUsage {
-        let mut groups: BTreeMap<(String, String), Vec<ExpectedRow>> = BTreeMap::new();
+    /// The records in their final order, their outcomes moved (not copied) into the
+    /// expectations as they are taken apart.
+    fn finish(self, generated: Vec<Generated<'a>>) -> VendorUsage {
+        let mut groups: BTreeMap<(&str, &str), Vec<ExpectedRow>> = BTreeMap::new();
         let mut bad = Vec::new();
         let mut out_of_scope_by: BTreeMap<OutOfScopeKind, usize> = BTreeMap::new();
-        for (index, generated) in records.iter().enumerate() {
-            match &generated.outcome {
-                Outcome::Good {
-                    contract_id,
-                    product_id,
-                    row,
-                } => groups
-                    .entry((contract_id.clone(), product_id.clone()))
-                    .or_default()
-                    .push(row.clone()),
-                Outcome::Bad(kind) => bad.push(BadRow {
-                    index,
-                    line: index as u64 + 2,
-                    kind: *kind,
-                }),
-                Outcome::OutOfScope(kind) => *out_of_scope_by.entry(*kind).or_default() += 1,
-            }
-        }
+        // Collected in place: the records take over the generated records' buffer.
+        let mut records: Vec<RawRecord> = generated
+            .into_iter()
+            .enumerate()
+            .map(|(index, generated)| {
+                match generated.outcome {
+                    Outcome::Good {
+                        contract_id,
+                        product_id,
+                        row,
+                    } => groups
+                        .entry((contract_id, product_id))
+                        .or_default()
+                        .push(row),
+                    Outcome::Bad(kind) => bad.push(BadRow {
+                        index,
+                        line: index as u64 + 2,
+                        kind,
+                    }),
+                    Outcome::OutOfScope(kind) => *out_of_scope_by.entry(kind).or_default() += 1,
+                }
+                generated.record
+            })
+            .collect();
+        records.shrink_to_fit();
         let groups = groups
             .into_iter()
             .map(|((contract_id, product_id), mut rows)| {
                 rows.sort();
-                let currency = self.currency_of(&contract_id);
+                rows.shrink_to_fit();
                 ExpectedGroup {
-                    contract_id,
-                    product_id,
-                    currency,
+                    currency: self.currency_of(contract_id),
+                    contract_id: contract_id.to_string(),
+                    product_id: product_id.to_string(),
                     rows,
                 }
             })
             .collect();
-        let records: Vec<RawRecord> = records.into_iter().map(|g| g.record).collect();
         VendorUsage {
             csv: render_csv(&records),
             expected: Expected {

@@ -90,8 +90,9 @@ impl World {
         })
         .await
         .map_err(WorldError::Simulator)?;
-        sim.state().seed(&spec.seed);
-        let mut catalogue = sim.state().catalogue();
+        // Generated and edited before it is installed once: seeding, taking a snapshot and
+        // installing it again held two catalogues and indexed both.
+        let mut catalogue = Catalogue::generate(&spec.seed);
         edit(&mut catalogue);
         sim.state().install(catalogue);
         let usage = sim

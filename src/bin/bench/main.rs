@@ -20,6 +20,7 @@
 //! records instead of 1M; see [`Plan`] for the
 //! other flags, and `measure::spawn_self` for profiling a child.
 
+mod before;
 mod events;
 mod measure;
 mod month;

@@ -21,6 +21,7 @@ use connect_sim::{Faults, RequestCounts, SeedSpec, SimState};
 use payg_shared::protocol::ResultCode as TaskCode;
 use payg_shared::protocol::ResultCode;
 
+use crate::before;
 use crate::measure::{self, ChildReport};
 use crate::world::World;
 
@@ -259,11 +260,13 @@ async fn every_file_submitted(state: &SimState, groups: usize, started: Instant)
 
 pub fn table(outcomes: &[Outcome]) -> String {
     let mut out = String::from(
-        "| subscriptions | contracts × products | records (good) | files | REST latency | task wall time | all files submitted | runner CPU | simulator CPU | runner peak RSS | REST requests | requests / file |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| subscriptions | contracts × products | records (good) | files | REST latency | task wall time (before → now) | all files submitted | runner CPU | simulator CPU | runner peak RSS (before → now) | REST requests | requests / file (before → now) |\n|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for o in outcomes {
+        let before = before::month(o.size.subscriptions, o.latency.as_millis());
+        let per_file = o.counts.total as f64 / o.groups.max(1) as f64;
         out.push_str(&format!(
-            "| {} | {} × {} | {} ({}) | {} | {} ms | **{:.3} s** | {:.3} s | {:.2} s | {:.2} s | {} | {} | {:.1} |\n",
+            "| {} | {} × {} | {} ({}) | {} | {} ms | {} | {:.3} s | {:.2} s | {:.2} s | {} | {} | {} |\n",
             o.size.subscriptions,
             o.size.contracts,
             o.size.products,
@@ -271,13 +274,22 @@ pub fn table(outcomes: &[Outcome]) -> String {
             o.good_rows,
             o.groups,
             o.latency.as_millis(),
-            o.seconds,
+            before::then_now(
+                before.map(|(wall, _, _)| format!("{wall:.3} s")),
+                format!("**{:.3} s**", o.seconds)
+            ),
             o.submitted_seconds,
             o.runner.cpu_seconds,
             o.simulator_cpu,
-            measure::mib(o.runner.peak_rss_kb),
+            before::then_now(
+                before.map(|(_, rss, _)| format!("{rss:.1} MiB")),
+                measure::mib(o.runner.peak_rss_kb)
+            ),
             o.counts.total,
-            o.counts.total as f64 / o.groups.max(1) as f64,
+            before::then_now(
+                before.map(|(_, _, per_file)| format!("{per_file:.1}")),
+                format!("{per_file:.2}")
+            ),
         ));
     }
     out.push_str("\nSimulator (the bench's own process, peak so far): ");

@@ -30,6 +30,8 @@ pub struct Outcome {
     pub generate_seconds: f64,
     pub report: ChildReport,
     pub phases: Vec<(String, f64)>,
+    /// Wall seconds the report spent reading and sorting the records (workbooks follow).
+    pub collecting: f64,
     /// VmHWM of this process (the simulator, and the CSV generation), in KiB.
     pub simulator_peak_rss_kb: u64,
 }
@@ -38,6 +40,7 @@ pub struct Outcome {
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Extra {
     phases: Vec<(String, f64)>,
+    collecting: f64,
     rows: u64,
     groups: usize,
 }
@@ -139,6 +142,7 @@ pub async fn run(records: u64, subscriptions: usize, dir: &Path) -> Result<Outco
         generate_seconds,
         report,
         phases: extra.phases,
+        collecting: extra.collecting,
         simulator_peak_rss_kb: measure::peak_rss_kb(),
     };
     world.close().await;
@@ -187,6 +191,7 @@ pub fn child(records: u64, out: &Path) -> Result<ChildReport, String> {
             .into_iter()
             .map(|(name, seconds)| (name.to_string(), seconds))
             .collect(),
+        collecting: phases::collecting_seconds(),
         rows,
         groups,
     };
@@ -242,6 +247,11 @@ pub fn table(o: &Outcome) -> String {
     out.push_str(&format!(
         "| phase split (time in each, threads overlap) | | | {} | |\n",
         phases.join(", ")
+    ));
+    out.push_str(&format!(
+        "| wall split | | | reading and sorting {:.1} s, then workbooks {:.1} s | |\n",
+        o.collecting,
+        o.report.seconds - o.collecting
     ));
     out.push_str(&format!(
         "| simulator process peak RSS (separate) | | | {} | |\n",

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use connect_payg::usage::workbook::{write_workbook, Cell, UsageRow};
 
+use crate::before;
 use crate::measure::{self, ChildReport};
 
 const NOTES: [&str; 4] = [
@@ -99,15 +100,22 @@ pub fn run(sizes: &[u64], python: &Path, dir: &Path) -> Result<Vec<Comparison>, 
 
 pub fn table(comparisons: &[Comparison]) -> String {
     let mut out = String::from(
-        "| rows | Rust time | openpyxl time | ratio (Python/Rust) | Rust peak RSS | openpyxl peak RSS | Rust file | openpyxl file |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| rows | Rust time (before → now) | openpyxl time | ratio (Python/Rust; before → now) | Rust peak RSS | openpyxl peak RSS | Rust file | openpyxl file |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for c in comparisons {
+        let before = before::workbook(c.rows);
         out.push_str(&format!(
-            "| {} | {:.3} s | {:.3} s | **{:.1}×** | {} | {} | {} | {} |\n",
+            "| {} | {} | {:.3} s | {} | {} | {} | {} | {} |\n",
             c.rows,
-            c.rust.seconds,
+            before::then_now(
+                before.map(|(seconds, _)| format!("{seconds:.3} s")),
+                format!("{:.3} s", c.rust.seconds)
+            ),
             c.python.seconds,
-            c.python.seconds / c.rust.seconds,
+            before::then_now(
+                before.map(|(_, ratio)| format!("{ratio:.1}×")),
+                format!("**{:.1}×**", c.python.seconds / c.rust.seconds)
+            ),
             measure::mib(c.rust.peak_rss_kb),
             measure::mib(c.python.peak_rss_kb),
             measure::mib(c.rust.bytes / 1024),

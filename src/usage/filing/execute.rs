@@ -186,7 +186,13 @@ impl Filer {
             .create_usage_file(&self.new_file(&group.key, outcome.part, currency, digest))
             .await?;
         self.client.metrics().usage_file(FileAction::Created);
-        recent::remember(&file_id, &group.key, self.period, outcome.part);
+        recent::remember(
+            self.client.base_url(),
+            &file_id,
+            &group.key,
+            self.period,
+            outcome.part,
+        );
         outcome.file_id = Some(file_id.clone());
         let bytes = self.write_workbook(group, outcome).await?;
         if !self.upload(&file_id, bytes).await? {
@@ -203,7 +209,13 @@ impl Filer {
         file_id: &str,
         outcome: &mut GroupOutcome,
     ) -> Result<FilingResult, FilingError> {
-        recent::remember(file_id, &group.key, self.period, outcome.part);
+        recent::remember(
+            self.client.base_url(),
+            file_id,
+            &group.key,
+            self.period,
+            outcome.part,
+        );
         let bytes = self.write_workbook(group, outcome).await?;
         // Another replica filling the same file may have got its upload in while this one built
         // the workbook (from the same source: the same rows). Uploading again would only send

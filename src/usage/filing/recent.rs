@@ -2,6 +2,10 @@
 //! one is, so the event of such a file can look at its group's files straight away (the look
 //! its `ready` path needs before submitting anyway) instead of first reading the file by id.
 //!
+//! Files are remembered per platform (the client's base URL): file ids are unique on one
+//! platform only, and a process (a test binary) may talk to several; a file id of another
+//! platform would send the event to a listing that does not hold it, costing a second read.
+//!
 //! Only a shortcut, never a source of truth: the event handler uses the answer only when the
 //! file is in that listing of the group (ids of another platform, or a file renamed since,
 //! simply miss and the file is read by id), and what it then does is decided from the listing,
@@ -19,24 +23,21 @@ const CAPACITY: usize = 20_000;
 
 #[derive(Default)]
 struct Recent {
-    /// File id → its external id.
-    files: HashMap<String, String>,
-    order: VecDeque<String>,
+    /// (Platform, file id) → the file's external id.
+    files: HashMap<(String, String), String>,
+    order: VecDeque<(String, String)>,
 }
 
 static RECENT: Mutex<Option<Recent>> = Mutex::new(None);
 
-/// Remembers that `file_id` is `part` of `key`'s file of `period`.
-pub fn remember(file_id: &str, key: &GroupKey, period: Period, part: Part) {
+/// Remembers that `file_id` on `platform` is `part` of `key`'s file of `period`.
+pub fn remember(platform: &str, file_id: &str, key: &GroupKey, period: Period, part: Part) {
     let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
     let recent = recent.get_or_insert_with(Recent::default);
     let external_id = part.external_id(key, period);
-    if recent
-        .files
-        .insert(file_id.to_string(), external_id)
-        .is_none()
-    {
-        recent.order.push_back(file_id.to_string());
+    let at = (platform.to_string(), file_id.to_string());
+    if recent.files.insert(at.clone(), external_id).is_none() {
+        recent.order.push_back(at);
     }
     while recent.order.len() > CAPACITY {
         if let Some(oldest) = recent.order.pop_front() {
@@ -45,15 +46,18 @@ pub fn remember(file_id: &str, key: &GroupKey, period: Period, part: Part) {
     }
 }
 
-/// The group, period and part `file_id` was remembered as, if it was.
-pub fn group_of(file_id: &str) -> Option<(GroupKey, Period, Part)> {
+/// The group, period and part `file_id` on `platform` was remembered as, if it was.
+pub fn group_of(platform: &str, file_id: &str) -> Option<(GroupKey, Period, Part)> {
     let recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
-    late::parse_external_id(recent.as_ref()?.files.get(file_id)?)
+    let at = (platform.to_string(), file_id.to_string());
+    late::parse_external_id(recent.as_ref()?.files.get(&at)?)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const P: &str = "http://127.0.0.1:1/public/v1";
 
     #[test]
     fn files_are_remembered_with_their_part_and_the_oldest_give_way() {
@@ -62,21 +66,27 @@ mod tests {
             product_id: "PRD-1".into(),
         };
         let period = Period::parse("2024-02").unwrap();
-        remember("UF-TEST-RECENT-1", &key, period, Part::Late(2));
+        remember(P, "UF-TEST-RECENT-1", &key, period, Part::Late(2));
         assert_eq!(
-            group_of("UF-TEST-RECENT-1"),
+            group_of(P, "UF-TEST-RECENT-1"),
             Some((key.clone(), period, Part::Late(2)))
         );
-        assert_eq!(group_of("UF-TEST-RECENT-NEVER"), None);
+        assert_eq!(
+            group_of("http://elsewhere", "UF-TEST-RECENT-1"),
+            None,
+            "another platform"
+        );
+        assert_eq!(group_of(P, "UF-TEST-RECENT-NEVER"), None);
         for n in 0..CAPACITY {
             remember(
+                P,
                 &format!("UF-TEST-RECENT-FILL-{n}"),
                 &key,
                 period,
                 Part::Main,
             );
         }
-        assert_eq!(group_of("UF-TEST-RECENT-1"), None, "the oldest gave way");
-        assert!(group_of(&format!("UF-TEST-RECENT-FILL-{}", CAPACITY - 1)).is_some());
+        assert_eq!(group_of(P, "UF-TEST-RECENT-1"), None, "the oldest gave way");
+        assert!(group_of(P, &format!("UF-TEST-RECENT-FILL-{}", CAPACITY - 1)).is_some());
     }
 }
