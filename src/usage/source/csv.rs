@@ -290,52 +290,11 @@ impl<R> RowLimit<R> {
         Ok(())
     }
 
-    /// [`RowLimit::scan`] a byte at a time: the grammar as written, for tests.
+    /// [`RowLimit::scan`] a byte at a time, every byte through [`RowLimit::byte`]: what the
+    /// jumps must equal, for tests.
     #[cfg(test)]
     fn scan_bytewise(&mut self, bytes: &[u8]) -> io::Result<()> {
-        for &byte in bytes {
-            let row_ends = match (self.state, byte) {
-                (RowState::Quoted, b'"') => {
-                    self.state = RowState::QuoteInQuoted;
-                    false
-                }
-                (RowState::Quoted, _) => false,
-                (RowState::FieldStart, b'"') | (RowState::QuoteInQuoted, b'"') => {
-                    self.state = RowState::Quoted;
-                    false
-                }
-                (_, b',') => {
-                    self.state = RowState::FieldStart;
-                    false
-                }
-                (_, b'\n' | b'\r') => true,
-                _ => {
-                    self.state = RowState::Unquoted;
-                    false
-                }
-            };
-            if byte == b'\n' {
-                self.lines += 1;
-            }
-            if row_ends {
-                self.state = RowState::FieldStart;
-                self.row_bytes = 0;
-                self.row_line = self.lines + 1;
-                continue;
-            }
-            self.row_bytes += 1;
-            if self.row_bytes > MAX_RECORD_BYTES {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "the row at line {} is larger than 1 MiB (an unclosed quote?); \
-                         the rest of the file cannot be split into rows reliably",
-                        self.row_line
-                    ),
-                ));
-            }
-        }
-        Ok(())
+        bytes.iter().try_for_each(|&byte| self.byte(byte))
     }
 }
 
