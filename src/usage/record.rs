@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::NaiveDateTime;
 use sha2::{Digest, Sha256};
 
+use payg_shared::record::trim;
 pub use payg_shared::record::{RawRecord, FIELDS};
 
 use crate::usage::interner::Interner;
 use crate::usage::period::{parse_time, Period};
-use crate::usage::seen::Counter;
+use crate::usage::seen::{Counter, Key};
 use crate::usage::spill::{scratch_root, ScratchDir};
 use crate::usage::workbook::{too_long, Precision, MAX_TEXT};
 
@@ -39,7 +40,7 @@ impl Quantity {
     /// Accepts plain decimals (`12`, `12.50`, `-3`, `.5`); no exponents, no separators. More
     /// than [`MAX_SIGNIFICANT_DIGITS`] significant digits are refused, never rounded.
     pub fn parse(text: &str) -> Result<Quantity, QuantityError> {
-        let text = text.trim();
+        let text = trim(text);
         let (negative, digits) = match text.strip_prefix('-') {
             Some(rest) => (true, rest),
             None => (false, text.strip_prefix('+').unwrap_or(text)),
@@ -470,7 +471,7 @@ impl fmt::Display for OutOfScope {
 fn required<'r>(line: u64, name: &str, value: &'r Option<String>) -> Result<&'r str, BadRecord> {
     value
         .as_deref()
-        .map(str::trim)
+        .map(trim)
         .ok_or_else(|| BadRecord::new(line, BadReason::MissingField, format!("{name} is missing")))
 }
 
@@ -491,17 +492,52 @@ fn time(line: u64, name: &str, value: &Option<String>) -> Result<NaiveDateTime, 
 /// A vendor id is kept as is. A record without one gets `PAYG-<YYYYMM>-<hash>` over its content
 /// and the number of identical records seen before it, so re-reading the same data yields the
 /// same ids (rebuilds replace rows instead of adding them) and identical rows stay distinct.
+///
+/// The checks come in two stages that can run on two cores ([`RecordChecker::into_stages`]):
+/// [`FieldChecks`] needs nothing but the record and the month; [`IdChecks`] numbers the records
+/// without an id and refuses repeated ids, in source order. A record's fate is the same either
+/// way: [`RecordChecker::check`] is the one stage after the other.
 pub struct RecordChecker {
+    fields: FieldChecks,
+    ids: IdChecks,
+}
+
+/// The checks of one record alone: fields present and parsable, quantity not negative,
+/// interval ordered and inside the month, texts that fit a cell; and the digest its id check
+/// needs. Shares the names records repeat.
+pub struct FieldChecks {
+    period: Period,
+    names: Interner,
+}
+
+/// The checks across records: record ids unique in the month, identical records numbered.
+pub struct IdChecks {
     period: Period,
     /// Digests of the ids seen, counted in bounded memory (spilled to the run's scratch
     /// directory past a few hundred thousand).
     seen: Counter,
     /// Digests of the contents of records without a vendor id, counted the same way.
     identical: Counter,
-    names: Interner,
 }
 
-fn digest(parts: &[&str]) -> [u8; 16] {
+/// A record through its field checks, on its way to the id checks.
+pub struct Pending {
+    outcome: Result<VendorRecord, BadRecord>,
+    id: PendingId,
+}
+
+/// What the id checks need of a record.
+#[derive(Clone, Copy)]
+enum PendingId {
+    /// The vendor's id, with the digest it is counted by (a bad record's id is final).
+    Vendor(Key),
+    /// No vendor id: the digest of the record's content, numbered among identical records.
+    Derived(Key),
+    /// A record that could not be read has no id.
+    None,
+}
+
+fn digest(parts: &[&str]) -> Key {
     let mut hasher = Sha256::new();
     for part in parts {
         hasher.update(part.as_bytes());
@@ -513,110 +549,85 @@ fn digest(parts: &[&str]) -> [u8; 16] {
 impl RecordChecker {
     pub fn new(period: Period) -> Self {
         RecordChecker {
-            period,
-            seen: Counter::in_scratch(),
-            identical: Counter::in_scratch(),
-            names: Interner::default(),
+            fields: FieldChecks {
+                period,
+                names: Interner::default(),
+            },
+            ids: IdChecks {
+                period,
+                seen: Counter::in_scratch(),
+                identical: Counter::in_scratch(),
+            },
         }
     }
 
     /// A checker remembering `recent` ids in memory before it spills them under `root`.
     #[cfg(test)]
     fn with_memory(period: Period, recent: usize, root: std::path::PathBuf) -> Self {
-        RecordChecker {
-            seen: Counter::new(recent, root.clone()),
-            identical: Counter::new(recent, root),
-            ..RecordChecker::new(period)
-        }
+        let mut checker = RecordChecker::new(period);
+        checker.ids.seen = Counter::new(recent, root.clone());
+        checker.ids.identical = Counter::new(recent, root);
+        checker
     }
 
-    /// The record's id: the vendor's, or one derived from the digest of its content (only
-    /// computed then).
-    fn assign(
-        &mut self,
-        line: u64,
-        vendor_id: Option<&str>,
-        content_digest: impl FnOnce() -> [u8; 16],
-    ) -> Result<RecordId, BadRecord> {
-        let id = match vendor_id {
-            Some(id) => RecordId::Vendor(id.trim().into()),
-            None => {
-                let digest = content_digest();
-                let occurrence = self.identical.bump(&digest) + 1;
-                RecordId::Derived {
-                    digest: digest[..12].try_into().expect("12 bytes"),
-                    occurrence,
-                }
-            }
-        };
-        // A vendor id is its own spelling: digested without a copy.
-        let key = match &id {
-            RecordId::Vendor(spelled) => digest(&[spelled]),
-            derived => digest(&[&derived.spelled(self.period)]),
-        };
-        if self.seen.bump(&key) > 0 {
-            return Err(BadRecord::new(
-                line,
-                BadReason::DuplicateRecordId,
-                format!(
-                    "record_id {:?} repeats an earlier record",
-                    id.spelled(self.period)
-                ),
-            ));
-        }
-        Ok(id)
+    /// The two stages, to run one after the other on records in source order.
+    pub fn into_stages(self) -> (FieldChecks, IdChecks) {
+        (self.fields, self.ids)
     }
 
-    /// Every check that needs only the record and the month: fields present and parsable,
-    /// quantity not negative, interval ordered and inside the month, record id unique. A bad
-    /// record carries the id it has or would have been given.
+    /// Every check that needs only the record and the month, then the record id's: unique,
+    /// or derived and numbered. A bad record carries the id it has or would have been given.
     pub fn check(&mut self, raw: RawRecord) -> Result<VendorRecord, BadRecord> {
-        match self.check_fields(&raw) {
-            Ok(record) => Ok(record),
-            Err(mut bad) => {
-                if bad.record_id.is_none() {
-                    bad.record_id = Some(self.id_of_bad(&raw));
-                }
-                Err(bad.in_element(raw.element).in_object(raw.object.clone()))
-            }
-        }
+        let pending = self.fields.check(raw);
+        self.ids.check(pending)
     }
 
     /// Why the ids seen could not be kept on disk, once: checks after it cannot be trusted.
     pub fn failure(&mut self) -> Option<std::io::Error> {
-        self.seen.failure().or_else(|| self.identical.failure())
+        self.ids.failure()
+    }
+}
+
+impl FieldChecks {
+    /// A record's own checks, and what its id check needs.
+    pub fn check(&mut self, mut raw: RawRecord) -> Pending {
+        match self.check_fields(&mut raw) {
+            Ok((record, id)) => Pending {
+                outcome: Ok(record),
+                id,
+            },
+            Err(bad) => {
+                let bad = bad.in_element(raw.element).in_object(raw.object.clone());
+                match &raw.record_id {
+                    Some(id) => Pending {
+                        outcome: Err(BadRecord {
+                            record_id: Some(RecordId::Vendor(trim(id).into())),
+                            ..bad
+                        }),
+                        id: PendingId::None,
+                    },
+                    None => Pending {
+                        outcome: Err(bad),
+                        id: PendingId::Derived(content_of_bad(&raw)),
+                    },
+                }
+            }
+        }
     }
 
-    /// The vendor's id, or the one derived from the record's content as a good record with
-    /// the same fields would get it (the quantity as written when it does not parse); not
-    /// counted as an occurrence.
-    fn id_of_bad(&mut self, raw: &RawRecord) -> RecordId {
-        if let Some(id) = &raw.record_id {
-            return RecordId::Vendor(id.trim().into());
-        }
-        fn field(value: &Option<String>) -> &str {
-            value.as_deref().unwrap_or_default().trim()
-        }
-        let quantity = raw.quantity.as_deref().unwrap_or_default();
-        let quantity = Quantity::parse(quantity)
-            .map(|q| q.to_string())
-            .unwrap_or_else(|_| quantity.to_string());
-        let note = raw.record_note.as_deref().filter(|n| !n.is_empty());
-        let digest = digest(&[
-            field(&raw.subscription_id),
-            field(&raw.item_mpn),
-            &quantity,
-            raw.start_time_utc.as_deref().unwrap_or_default(),
-            raw.end_time_utc.as_deref().unwrap_or_default(),
-            note.unwrap_or_default(),
-        ]);
-        RecordId::Derived {
-            digest: digest[..12].try_into().expect("12 bytes"),
-            occurrence: self.identical.count(&digest) + 1,
+    /// A record that cannot be read: it has no id.
+    pub fn unreadable(bad: BadRecord) -> Pending {
+        Pending {
+            outcome: Err(bad),
+            id: PendingId::None,
         }
     }
 
-    fn check_fields(&mut self, raw: &RawRecord) -> Result<VendorRecord, BadRecord> {
+    /// Takes the record's id text when it passes (the text becomes the id without a copy).
+    fn check_fields(
+        &mut self,
+        raw: &mut RawRecord,
+    ) -> Result<(VendorRecord, PendingId), BadRecord> {
         let line = raw.line;
         let period = self.period;
         let subscription_id = required(line, "subscription_id", &raw.subscription_id)?;
@@ -675,17 +686,35 @@ impl RecordChecker {
             ));
         }
         let note = raw.record_note.as_deref().filter(|n| !n.is_empty());
-        let record_id = self.assign(line, raw.record_id.as_deref(), || {
-            digest(&[
-                subscription_id,
-                item,
-                &quantity.to_string(),
-                raw.start_time_utc.as_deref().unwrap_or_default(),
-                raw.end_time_utc.as_deref().unwrap_or_default(),
-                note.unwrap_or_default(),
-            ])
-        })?;
-        Ok(VendorRecord {
+        let (record_id, id) = match raw.record_id.take() {
+            // A vendor id is its own spelling: digested as it is.
+            Some(text) => {
+                let id: Box<str> = match trim(&text) {
+                    trimmed if trimmed.len() == text.len() => text.into_boxed_str(),
+                    trimmed => trimmed.into(),
+                };
+                let key = digest(&[&id]);
+                (RecordId::Vendor(id), PendingId::Vendor(key))
+            }
+            None => {
+                let content = digest(&[
+                    subscription_id,
+                    item,
+                    &quantity.to_string(),
+                    raw.start_time_utc.as_deref().unwrap_or_default(),
+                    raw.end_time_utc.as_deref().unwrap_or_default(),
+                    note.unwrap_or_default(),
+                ]);
+                // Numbered by the id checks.
+                let digest = content[..12].try_into().expect("12 bytes");
+                let derived = RecordId::Derived {
+                    digest,
+                    occurrence: 0,
+                };
+                (derived, PendingId::Derived(content))
+            }
+        };
+        let record = VendorRecord {
             line,
             element: raw.element,
             object: raw.object.clone(),
@@ -697,7 +726,88 @@ impl RecordChecker {
             record_id,
             // Notes are not shared: rows are stored encoded, and a month's notes may all differ.
             note: note.map(Arc::from),
-        })
+        };
+        Ok((record, id))
+    }
+}
+
+/// The content digest a bad record without a vendor id is named by: as a good record with the
+/// same fields would get it (the quantity as written when it does not parse).
+fn content_of_bad(raw: &RawRecord) -> Key {
+    fn field(value: &Option<String>) -> &str {
+        trim(value.as_deref().unwrap_or_default())
+    }
+    let quantity = raw.quantity.as_deref().unwrap_or_default();
+    let quantity = Quantity::parse(quantity)
+        .map(|q| q.to_string())
+        .unwrap_or_else(|_| quantity.to_string());
+    let note = raw.record_note.as_deref().filter(|n| !n.is_empty());
+    digest(&[
+        field(&raw.subscription_id),
+        field(&raw.item_mpn),
+        &quantity,
+        raw.start_time_utc.as_deref().unwrap_or_default(),
+        raw.end_time_utc.as_deref().unwrap_or_default(),
+        note.unwrap_or_default(),
+    ])
+}
+
+/// The derived id of `content` after `before` identical records.
+fn derived(content: &Key, before: u32) -> RecordId {
+    RecordId::Derived {
+        digest: content[..12].try_into().expect("12 bytes"),
+        occurrence: before + 1,
+    }
+}
+
+impl IdChecks {
+    /// Numbers a record without an id among the identical ones before it and refuses an id
+    /// seen before; a bad record without a vendor id gets the id it would have had (not
+    /// counted as an occurrence).
+    pub fn check(&mut self, pending: Pending) -> Result<VendorRecord, BadRecord> {
+        let mut record = match pending.outcome {
+            Ok(record) => record,
+            Err(mut bad) => {
+                if let PendingId::Derived(content) = pending.id {
+                    bad.record_id = Some(derived(&content, self.identical.count(&content)));
+                }
+                return Err(bad);
+            }
+        };
+        let key = match pending.id {
+            PendingId::Vendor(key) => key,
+            PendingId::Derived(content) => {
+                record.record_id = derived(&content, self.identical.bump(&content));
+                digest(&[&record.record_id.spelled(self.period)])
+            }
+            PendingId::None => unreachable!("a good record has an id"),
+        };
+        if self.seen.bump(&key) > 0 {
+            let bad = BadRecord::new(
+                record.line,
+                BadReason::DuplicateRecordId,
+                format!(
+                    "record_id {:?} repeats an earlier record",
+                    record.record_id.spelled(self.period)
+                ),
+            );
+            let record_id = match (&record.record_id, pending.id) {
+                (_, PendingId::Derived(content)) => {
+                    derived(&content, self.identical.count(&content))
+                }
+                (id, _) => id.clone(),
+            };
+            return Err(BadRecord {
+                record_id: Some(record_id),
+                ..bad.in_element(record.element).in_object(record.object)
+            });
+        }
+        Ok(record)
+    }
+
+    /// Why the ids seen could not be kept on disk, once: checks after it cannot be trusted.
+    pub fn failure(&mut self) -> Option<std::io::Error> {
+        self.seen.failure().or_else(|| self.identical.failure())
     }
 }
 

@@ -15,6 +15,21 @@ pub const FIELDS: [&str; 7] = [
     "record_note",
 ];
 
+/// `text` without surrounding whitespace, as `str::trim` (Unicode's) has it. A field that
+/// starts and ends with visible ASCII, almost every one, is returned as it is without decoding
+/// characters: every field of every record is trimmed, and `str::trim` took 2% of a 10M-record
+/// run.
+pub fn trim(text: &str) -> &str {
+    // Visible ASCII: no control character (vertical tab is whitespace to `trim`) and no space.
+    let plain = |byte: Option<&u8>| byte.is_some_and(|b| b.is_ascii_graphic());
+    let bytes = text.as_bytes();
+    if plain(bytes.first()) && plain(bytes.last()) {
+        text
+    } else {
+        text.trim()
+    }
+}
+
 /// One record as written: every field as text, absent when missing or empty, and where it
 /// stands in its source (a record the simulator generates has no place yet: line 0).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -140,6 +155,30 @@ impl ItemCriteria {
             ItemCriteria::Mpn => "item.mpn",
             ItemCriteria::LocalId => "item.local_id",
             ItemCriteria::Id => "item.id",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fields_are_trimmed_as_str_trims_them() {
+        for text in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "\u{b}a",
+            "a\u{b}",
+            "\u{a0}a\u{3000}",
+            "é",
+            "a b",
+            "\ta\n",
+        ] {
+            assert_eq!(trim(text), text.trim(), "{text:?}");
         }
     }
 }

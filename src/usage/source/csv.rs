@@ -18,6 +18,7 @@ use tokio::io::{AsyncRead, ReadBuf};
 
 use super::{broken, cut_short, LastLine, RecordStream, SourceError, MAX_RECORD_BYTES};
 use crate::usage::record::{BadReason, BadRecord, RawRecord, FIELDS};
+use payg_shared::record::trim;
 
 /// Fields a header must name; `record_id` and `record_note` are optional.
 pub(super) const REQUIRED: [&str; 5] = [
@@ -134,25 +135,12 @@ fn raw_record(
         let Some(Some(at)) = columns.get(field) else {
             continue;
         };
-        let text = trimmed(text);
+        let text = trim(text);
         if let Some(slot) = record.field_mut(*at) {
             *slot = (!text.is_empty()).then(|| text.to_string());
         }
     }
     Ok(record)
-}
-
-/// `text` without surrounding whitespace (Unicode's, as `str::trim`); a field that starts and
-/// ends with ASCII text, almost every one, is returned as it is without decoding characters.
-fn trimmed(text: &str) -> &str {
-    // Visible ASCII: no control character (vertical tab is whitespace to `trim`) and no space.
-    let plain = |byte: Option<&u8>| byte.is_some_and(|b| b.is_ascii_graphic());
-    let bytes = text.as_bytes();
-    if plain(bytes.first()) && plain(bytes.last()) {
-        text
-    } else {
-        text.trim()
-    }
 }
 
 /// Where the CSV grammar is within a row (the reader's own states, reduced to what decides
@@ -348,25 +336,6 @@ mod tests {
                 proptest::prop_assert_eq!(seen(&fast), seen(&slow));
                 from = to;
             }
-        }
-    }
-
-    #[test]
-    fn fields_are_trimmed_as_str_trims_them() {
-        for text in [
-            "",
-            " ",
-            "a",
-            " a",
-            "a ",
-            "\u{b}a",
-            "a\u{b}",
-            "\u{a0}a\u{3000}",
-            "é",
-            "a b",
-            "\ta\n",
-        ] {
-            assert_eq!(trimmed(text), text.trim(), "{text:?}");
         }
     }
 
