@@ -10,6 +10,10 @@
 //! file is in that listing of the group (ids of another platform, or a file renamed since,
 //! simply miss and the file is read by id), and what it then does is decided from the listing,
 //! the platform's current state. Bounded: the oldest entries give way beyond [`CAPACITY`].
+//!
+//! Each file also records whether a submit of it by this process was answered since its last
+//! upload ([`submitted`]): the scheduled run's follow-up ([`crate::usage::sweep`]) then knows it
+//! submitted from the platform's own answer and need not list it again to see it.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Mutex, PoisonError};
@@ -23,9 +27,15 @@ const CAPACITY: usize = 20_000;
 
 #[derive(Default)]
 struct Recent {
-    /// (Platform, file id) → the file's external id.
-    files: HashMap<(String, String), String>,
+    /// (Platform, file id) → the file.
+    files: HashMap<(String, String), Entry>,
     order: VecDeque<(String, String)>,
+}
+
+struct Entry {
+    external_id: String,
+    /// A submit of this process was answered since the file was last remembered (filled).
+    submitted: bool,
 }
 
 static RECENT: Mutex<Option<Recent>> = Mutex::new(None);
@@ -34,9 +44,12 @@ static RECENT: Mutex<Option<Recent>> = Mutex::new(None);
 pub fn remember(platform: &str, file_id: &str, key: &GroupKey, period: Period, part: Part) {
     let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
     let recent = recent.get_or_insert_with(Recent::default);
-    let external_id = part.external_id(key, period);
+    let entry = Entry {
+        external_id: part.external_id(key, period),
+        submitted: false,
+    };
     let at = (platform.to_string(), file_id.to_string());
-    if recent.files.insert(at.clone(), external_id).is_none() {
+    if recent.files.insert(at.clone(), entry).is_none() {
         recent.order.push_back(at);
     }
     while recent.order.len() > CAPACITY {
@@ -50,7 +63,28 @@ pub fn remember(platform: &str, file_id: &str, key: &GroupKey, period: Period, p
 pub fn group_of(platform: &str, file_id: &str) -> Option<(GroupKey, Period, Part)> {
     let recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
     let at = (platform.to_string(), file_id.to_string());
-    late::parse_external_id(recent.as_ref()?.files.get(&at)?)
+    late::parse_external_id(&recent.as_ref()?.files.get(&at)?.external_id)
+}
+
+/// Notes that the platform accepted this process's submit of `file_id` on `platform` (or
+/// answered that it was submitted already); a file not remembered is left out.
+pub fn submitted(platform: &str, file_id: &str) {
+    let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+    let at = (platform.to_string(), file_id.to_string());
+    if let Some(entry) = recent.as_mut().and_then(|r| r.files.get_mut(&at)) {
+        entry.submitted = true;
+    }
+}
+
+/// Whether a submit of `file_id` on `platform` by this process was answered since the file was
+/// last filled.
+pub fn is_submitted(platform: &str, file_id: &str) -> bool {
+    let recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
+    let at = (platform.to_string(), file_id.to_string());
+    recent
+        .as_ref()
+        .and_then(|r| r.files.get(&at))
+        .is_some_and(|entry| entry.submitted)
 }
 
 #[cfg(test)]
@@ -77,6 +111,18 @@ mod tests {
             "another platform"
         );
         assert_eq!(group_of(P, "UF-TEST-RECENT-NEVER"), None);
+        assert!(!is_submitted(P, "UF-TEST-RECENT-1"));
+        submitted(P, "UF-TEST-RECENT-1");
+        submitted(P, "UF-TEST-RECENT-NEVER");
+        assert!(is_submitted(P, "UF-TEST-RECENT-1"));
+        assert!(!is_submitted("http://elsewhere", "UF-TEST-RECENT-1"));
+        assert!(
+            !is_submitted(P, "UF-TEST-RECENT-NEVER"),
+            "only remembered files"
+        );
+        // Filled again (a rebuild): not submitted since.
+        remember(P, "UF-TEST-RECENT-1", &key, period, Part::Late(2));
+        assert!(!is_submitted(P, "UF-TEST-RECENT-1"));
         for n in 0..CAPACITY {
             remember(
                 P,
