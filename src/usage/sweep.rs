@@ -26,21 +26,27 @@
 //! Looks come every `READY_POLL_INTERVAL_MS` while they find files moving (turned `ready`,
 //! submitted, settled), so the task answers soon after its last file is submitted; the pause
 //! doubles (up to [`MAX_POLL`]) while nothing moves, as when the platform is slow to process.
+//! A look lists only what it needs: a file whose submit by this process's event was answered
+//! is known submitted ([`recent`]), and while events are being answered a file already seen
+//! `ready` waits for the next full look ([`FULL_LOOKS_AFTER`]).
 //!
 //! What to do at each look is decided with the rest of filing's rules
 //! ([`decide`], [`Trigger::Follow`]); this file carries the steps out and keeps the time.
 //!
 //! [`EVENT_GRACE`]: crate::usage::filing::decide::EVENT_GRACE
 //! [`in_hand`]: crate::usage::filing::in_hand
+//! [`recent`]: crate::usage::filing::recent
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 
 use crate::connect::models::{FileStatus, UsageFile};
 use crate::connect::Rql;
-use crate::usage::filing::decide::{decide, submitted_since, unexpected, Step, Trigger};
+use crate::usage::filing::decide::{
+    decide, submitted_since, unexpected, Step, Trigger, EVENT_GRACE,
+};
 use crate::usage::filing::late::Part;
 use crate::usage::filing::{
     in_hand, lost, recent, Filer, FilingError, FilingResult, GroupOutcome, Submission,
@@ -49,6 +55,10 @@ use crate::usage::group::GroupKey;
 
 /// Longest pause between two looks.
 const MAX_POLL: Duration = Duration::from_secs(30);
+
+/// How long after a look last found events being answered the files already seen `ready` are
+/// listed again: well within [`EVENT_GRACE`], so that the events' quiet is seen in time.
+const FULL_LOOKS_AFTER: Duration = Duration::from_millis(EVENT_GRACE.as_millis() as u64 / 2);
 
 /// Files whose events were lost submitted at once (the client's own limit, `API_CONCURRENCY`,
 /// bounds the requests in flight).
@@ -92,11 +102,21 @@ pub async fn sweep(filer: &Filer, outcomes: &mut [GroupOutcome]) {
     let mut interval = filer.poll_interval;
     let mut submitted_here = 0usize;
     loop {
-        // Files this process's events submitted are known without a listing.
-        let (submitted, unknown): (Vec<&String>, Vec<&String>) = open
-            .keys()
-            .partition(|id| recent::is_submitted(&platform, id));
-        let mut files: HashMap<String, UsageFile> = look(filer, &unknown)
+        // Files this process's events submitted are known without a listing. While a look
+        // found events being answered lately, files already seen `ready` are not listed either:
+        // none is submitted here before the events have been quiet for EVENT_GRACE, and their
+        // events' submits are known (another replica's are seen at the next full look).
+        let answering = events_answered.is_some_and(|at| at.elapsed() < FULL_LOOKS_AFTER);
+        let mut submitted: HashSet<&String> = HashSet::new();
+        let mut listed: Vec<&String> = Vec::new();
+        for id in open.keys() {
+            if recent::is_submitted(&platform, id) {
+                submitted.insert(id);
+            } else if !(answering && ready_since.contains_key(id)) {
+                listed.push(id);
+            }
+        }
+        let mut files: HashMap<String, UsageFile> = look(filer, &listed)
             .await
             .into_iter()
             .map(|file| (file.id.clone(), file))
@@ -112,6 +132,11 @@ pub async fn sweep(filer: &Filer, outcomes: &mut [GroupOutcome]) {
         let mut looks = Vec::new();
         for (file_id, &index) in &open {
             let file = files.remove(file_id);
+            let submitted_in_process = submitted.contains(&file_id);
+            // Nothing new about a file neither listed nor known submitted.
+            if file.is_none() && !submitted_in_process {
+                continue;
+            }
             let seen_ready = ready_since.get(file_id).map(|at| now - *at);
             let ready = file.as_ref().is_some_and(|f| f.status == FileStatus::Ready);
             if ready && seen_ready.is_none() {
@@ -123,7 +148,7 @@ pub async fn sweep(filer: &Filer, outcomes: &mut [GroupOutcome]) {
                 ready_for: seen_ready,
                 events_quiet_for,
                 event_in_hand: in_hand::is_held(&platform, file_id),
-                submitted_in_process: recent::is_submitted(&platform, file_id),
+                submitted_in_process,
                 uploaded_here: outcomes[index].result == FilingResult::Uploaded,
             };
             let steps = decide(&look, file.as_slice());

@@ -27,8 +27,9 @@ const CAPACITY: usize = 20_000;
 
 #[derive(Default)]
 struct Recent {
-    /// (Platform, file id) → the file.
-    files: HashMap<(String, String), Entry>,
+    /// Platform → file id → the file (looked up without building a key).
+    files: HashMap<String, HashMap<String, Entry>>,
+    /// (Platform, file id), oldest first.
     order: VecDeque<(String, String)>,
 }
 
@@ -36,6 +37,12 @@ struct Entry {
     external_id: String,
     /// A submit of this process was answered since the file was last remembered (filled).
     submitted: bool,
+}
+
+impl Recent {
+    fn get(&self, platform: &str, file_id: &str) -> Option<&Entry> {
+        self.files.get(platform)?.get(file_id)
+    }
 }
 
 static RECENT: Mutex<Option<Recent>> = Mutex::new(None);
@@ -48,13 +55,20 @@ pub fn remember(platform: &str, file_id: &str, key: &GroupKey, period: Period, p
         external_id: part.external_id(key, period),
         submitted: false,
     };
-    let at = (platform.to_string(), file_id.to_string());
-    if recent.files.insert(at.clone(), entry).is_none() {
-        recent.order.push_back(at);
+    let files = recent.files.entry(platform.to_string()).or_default();
+    if files.insert(file_id.to_string(), entry).is_none() {
+        recent
+            .order
+            .push_back((platform.to_string(), file_id.to_string()));
     }
     while recent.order.len() > CAPACITY {
-        if let Some(oldest) = recent.order.pop_front() {
-            recent.files.remove(&oldest);
+        if let Some((platform, file_id)) = recent.order.pop_front() {
+            if let Some(files) = recent.files.get_mut(&platform) {
+                files.remove(&file_id);
+                if files.is_empty() {
+                    recent.files.remove(&platform);
+                }
+            }
         }
     }
 }
@@ -62,16 +76,18 @@ pub fn remember(platform: &str, file_id: &str, key: &GroupKey, period: Period, p
 /// The group, period and part `file_id` on `platform` was remembered as, if it was.
 pub fn group_of(platform: &str, file_id: &str) -> Option<(GroupKey, Period, Part)> {
     let recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
-    let at = (platform.to_string(), file_id.to_string());
-    late::parse_external_id(&recent.as_ref()?.files.get(&at)?.external_id)
+    late::parse_external_id(&recent.as_ref()?.get(platform, file_id)?.external_id)
 }
 
 /// Notes that the platform accepted this process's submit of `file_id` on `platform` (or
 /// answered that it was submitted already); a file not remembered is left out.
 pub fn submitted(platform: &str, file_id: &str) {
     let mut recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
-    let at = (platform.to_string(), file_id.to_string());
-    if let Some(entry) = recent.as_mut().and_then(|r| r.files.get_mut(&at)) {
+    let entry = recent
+        .as_mut()
+        .and_then(|r| r.files.get_mut(platform))
+        .and_then(|files| files.get_mut(file_id));
+    if let Some(entry) = entry {
         entry.submitted = true;
     }
 }
@@ -80,10 +96,9 @@ pub fn submitted(platform: &str, file_id: &str) {
 /// last filled.
 pub fn is_submitted(platform: &str, file_id: &str) -> bool {
     let recent = RECENT.lock().unwrap_or_else(PoisonError::into_inner);
-    let at = (platform.to_string(), file_id.to_string());
     recent
         .as_ref()
-        .and_then(|r| r.files.get(&at))
+        .and_then(|r| r.get(platform, file_id))
         .is_some_and(|entry| entry.submitted)
 }
 
