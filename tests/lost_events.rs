@@ -4,8 +4,9 @@
 //! runner's usage-file handler, is the usual one; the scheduled run, before it answers,
 //! follows the files it uploaded and submits any still `ready` once their event had its
 //! chance. The first test has the platform lose some `ready` events for good and shows those
-//! files submitted anyway, each exactly once. The second shows the platform's own remedy: a
-//! task whose connection closes before its result arrives is handed out again.
+//! files submitted anyway, each exactly once (`tests/queued_events.rs` has the events queue
+//! behind a slow runner instead). The second shows the platform's own remedy: a task whose
+//! connection closes before its result arrives is handed out again.
 
 mod common;
 

@@ -10,6 +10,12 @@
 //! rule), so submitting a `ready` file costs that listing and the submit; any other file is
 //! read by id.
 //!
+//! The scheduled run, before it answers, follows its uploads and submits a file whose event
+//! never came ([`crate::usage::sweep`]); so that it and this handler do not both submit a file,
+//! the handler takes its turn at the file ([`in_hand`]) before its look and keeps it until its
+//! submit is answered: the sweep leaves the file alone meanwhile, and when the sweep has it
+//! (submitting), the handler waits and then finds the file submitted.
+//!
 //! What to do at each status is decided with the rest of filing's rules
 //! ([`crate::usage::filing::decide`], `Trigger::Event`): `ready` is submitted after the replica
 //! rule, `invalid` alerted, `accepted` logged, `rejected` rebuilt below the resubmission limit
@@ -42,7 +48,7 @@ use crate::devops::registry::{status_mismatch_message, Handler, HandlerOutcome, 
 use crate::metrics::FileAction;
 use crate::usage::filing::decide::{decide, unexpected, Step, Trigger};
 use crate::usage::filing::late::{self, Part};
-use crate::usage::filing::{live_files, recent, FilingResult};
+use crate::usage::filing::{in_hand, live_files, recent, FilingResult};
 use crate::usage::group::GroupKey;
 use crate::usage::period::Period;
 use crate::usage::report::ReportError;
@@ -134,6 +140,8 @@ fn ours(file: &UsageFile) -> Option<(GroupKey, Period, Part)> {
 }
 
 async fn handle(ctx: TaskContext, rebuilding: Arc<Mutex<HashSet<String>>>) -> HandlerOutcome {
+    // Kept from the look to the submit's answer; let go at once when there is nothing to submit.
+    let turn = in_hand::wait_turn(ctx.client.base_url(), &ctx.object_id).await;
     let Current { file, mut looked } = match read_current(&ctx).await {
         Ok(Some(current)) => current,
         Ok(None) => return HandlerOutcome::Skip(status_mismatch_message(&ctx.statuses)),
@@ -169,6 +177,9 @@ async fn handle(ctx: TaskContext, rebuilding: Arc<Mutex<HashSet<String>>>) -> Ha
     // Held until the handler ends, however it ends.
     let mut _claim = None;
     let steps = decide(&look, std::slice::from_ref(&file));
+    if !matches!(steps.first(), Some(Step::SubmitIfPreferred(_))) {
+        drop(turn);
+    }
     for step in steps {
         match step {
             Step::Fail(reason) => return HandlerOutcome::Fail(reason),

@@ -20,9 +20,12 @@ use crate::alert::{AlertKind, Severity};
 use crate::connect::models::{FileStatus, UsageFile};
 use crate::usage::period::NotEnded;
 
-/// How long a file may sit `ready` before the scheduled run stops waiting for its event and
-/// submits it itself. The runner answers a `ready` event within milliseconds of the platform
-/// sending it, so a file still `ready` after this long has lost its event.
+/// How long a file may sit `ready`, while no other file the scheduled run follows was submitted
+/// by its event, before the run stops waiting for the file's event and submits it itself. The
+/// runner answers a `ready` event within milliseconds of getting a slot for it; while other
+/// files' events are being answered, this one may still be queued behind them (the runner
+/// answers a few events at a time, and a month's uploads send thousands at once), but a file
+/// still `ready` this long after the last of them has lost its event.
 pub const EVENT_GRACE: Duration = Duration::from_secs(2);
 
 /// What prompted a look, and at which moment of filing it comes.
@@ -45,11 +48,19 @@ pub enum Trigger {
     /// The platform refused to submit `file_id`; at the file once it is processed.
     SubmitRefused { file_id: String },
     /// The scheduled run's follow-up look at `file_id` (the sweep). `ready_for`: how long ago
-    /// it was first seen `ready` (None: not at an earlier look); `uploaded_here`: this run
-    /// uploaded it (rather than finding it being processed).
+    /// it was first seen `ready` (None: not at an earlier look); `events_quiet_for`: how long
+    /// ago a look last found one of the followed files submitted by someone else (its event,
+    /// mostly), or the first look was, if none was; `event_in_hand`: a `ready` event task of
+    /// this process is at the file now ([`super::in_hand`]); `submitted_in_process`: the
+    /// platform accepted a submit of the file by this process since its upload
+    /// ([`super::recent::is_submitted`]), so the sweep did not list it; `uploaded_here`: this
+    /// run uploaded it (rather than finding it being processed).
     Follow {
         file_id: String,
         ready_for: Option<Duration>,
+        events_quiet_for: Duration,
+        event_in_hand: bool,
+        submitted_in_process: bool,
         uploaded_here: bool,
     },
     /// The platform's usage-file event for `file_id`, at the file as it is now. `ended`: whether
@@ -158,9 +169,18 @@ pub fn decide(trigger: &Trigger, files: &[UsageFile]) -> Vec<Step> {
         Trigger::Follow {
             file_id,
             ready_for,
+            events_quiet_for,
+            event_in_hand,
+            submitted_in_process,
             uploaded_here,
         } => match find(file_id) {
-            Some(file) => follow(file, *ready_for, *uploaded_here),
+            Some(file) => {
+                let lost = event_lost(*ready_for, *events_quiet_for, *event_in_hand);
+                follow(file, lost, *uploaded_here)
+            }
+            None if *submitted_in_process => {
+                followed_submitted(&FileStatus::Pending, *uploaded_here)
+            }
             None => vec![Step::LookAgain],
         },
         Trigger::Event {
@@ -332,12 +352,44 @@ fn invalid(file_id: &str, file: Option<&UsageFile>, no_detail: &str) -> Step {
     }
 }
 
-/// The sweep's look at a file the run left to its `ready` event.
-fn follow(file: &UsageFile, ready_for: Option<Duration>, uploaded_here: bool) -> Vec<Step> {
+/// Whether a file the sweep follows, found in `status`, has been submitted (by its event,
+/// another replica or a person) since the run left it to its event: submitted, or already in
+/// the provider's hands.
+pub fn submitted_since(status: &FileStatus) -> bool {
+    status.is_done() || *status == FileStatus::Rejected
+}
+
+/// A followed file found submitted (by its event, another replica or a person), maybe in the
+/// provider's hands already: a file this run uploaded counts as created and submitted.
+fn followed_submitted(status: &FileStatus, uploaded_here: bool) -> Vec<Step> {
+    match uploaded_here {
+        true => vec![Step::Conclude(FilingResult::Created)],
+        false => vec![Step::LeaveAlone(format!(
+            "{status}: submitted by its event, another instance or a person"
+        ))],
+    }
+}
+
+/// Whether a file the sweep sees `ready` has lost its event: it was `ready` at a look
+/// [`EVENT_GRACE`] ago or earlier, no event was answered for a followed file since (else the
+/// runner is still working through the events, and this one may be queued), and no event task
+/// of this process is at the file now.
+fn event_lost(
+    ready_for: Option<Duration>,
+    events_quiet_for: Duration,
+    event_in_hand: bool,
+) -> bool {
+    let waited = ready_for.map(|ready_for| ready_for.min(events_quiet_for));
+    !event_in_hand && waited.is_some_and(|waited| waited >= EVENT_GRACE)
+}
+
+/// The sweep's look at a file the run left to its `ready` event; `event_lost`: a `ready` one
+/// ([`event_lost`]).
+fn follow(file: &UsageFile, event_lost: bool, uploaded_here: bool) -> Vec<Step> {
     let id = file.id.clone();
     match &file.status {
         // Its event had its chance: submit it here, with the same replica rule.
-        FileStatus::Ready if ready_for.is_some_and(|waited| waited >= EVENT_GRACE) => vec![
+        FileStatus::Ready if event_lost => vec![
             Step::SubmitIfPreferred(id),
             Step::Conclude(match uploaded_here {
                 true => FilingResult::Created,
@@ -349,12 +401,7 @@ fn follow(file: &UsageFile, ready_for: Option<Duration>, uploaded_here: bool) ->
         FileStatus::Invalid => vec![invalid(&id, Some(file), "no detail given")],
         // Submitted by its event, another replica or a person, and maybe in the provider's
         // hands already: a file this run uploaded counts as created and submitted.
-        status if status.is_done() || *status == FileStatus::Rejected => match uploaded_here {
-            true => vec![Step::Conclude(FilingResult::Created)],
-            false => vec![Step::LeaveAlone(format!(
-                "{status}: submitted by its event, another instance or a person"
-            ))],
-        },
+        status if submitted_since(status) => followed_submitted(status, uploaded_here),
         // Withdrawn: another replica's file won the key.
         FileStatus::Deleted => match uploaded_here {
             true => vec![Step::Lost],
@@ -515,10 +562,34 @@ mod tests {
     fn refused_submit() -> Trigger {
         Trigger::SubmitRefused { file_id: s("UF-1") }
     }
+    /// The sweep's look, no event answered since the first look (a second before it saw the
+    /// file ready, if it did) and no event task at the file.
     fn follow(ready_for: Option<Duration>, uploaded_here: bool) -> Trigger {
+        let quiet = ready_for.unwrap_or_default() + Duration::from_secs(1);
+        follow_with(ready_for, quiet, false, uploaded_here)
+    }
+    fn follow_with(
+        ready_for: Option<Duration>,
+        events_quiet_for: Duration,
+        event_in_hand: bool,
+        uploaded_here: bool,
+    ) -> Trigger {
         Trigger::Follow {
             file_id: "UF-1".into(),
             ready_for,
+            events_quiet_for,
+            event_in_hand,
+            submitted_in_process: false,
+            uploaded_here,
+        }
+    }
+    fn follow_submitted_here(uploaded_here: bool) -> Trigger {
+        Trigger::Follow {
+            file_id: "UF-1".into(),
+            ready_for: None,
+            events_quiet_for: Duration::ZERO,
+            event_in_hand: false,
+            submitted_in_process: true,
             uploaded_here,
         }
     }
@@ -1127,6 +1198,104 @@ mod tests {
         check(rows);
     }
 
+    /// When the sweep takes a `ready` file's event for lost: not while other files' events
+    /// are still being answered (it may be queued behind them), nor while an event task of
+    /// this process is at the file.
+    #[test]
+    fn the_sweep_submits_a_ready_file_only_once_the_events_went_quiet() {
+        let grace = EVENT_GRACE;
+        let short = Duration::from_millis(300);
+        let ready = || vec![file("UF-1", Ready)];
+        let lost = |uploaded_here: bool| {
+            vec![
+                submit_if("UF-1"),
+                match uploaded_here {
+                    true => created(),
+                    false => submitted(),
+                },
+            ]
+        };
+        let mut rows = Vec::new();
+        for uploaded_here in [true, false] {
+            let look = |ready_for: Option<Duration>, quiet: Duration, in_hand: bool| {
+                follow_with(ready_for, quiet, in_hand, uploaded_here)
+            };
+            rows.extend([
+                row(
+                    "ready long, events quiet as long: lost",
+                    look(Some(grace), grace, false),
+                    ready(),
+                    lost(uploaded_here),
+                ),
+                row(
+                    "ready long, the events quiet longer: lost",
+                    look(Some(grace * 3), grace * 10, false),
+                    ready(),
+                    lost(uploaded_here),
+                ),
+                row(
+                    "ready long, another file's event answered lately: maybe queued",
+                    look(Some(grace * 10), short, false),
+                    ready(),
+                    vec![Step::LookAgain],
+                ),
+                row(
+                    "ready long, events quiet, but an event task is at it",
+                    look(Some(grace * 10), grace * 10, true),
+                    ready(),
+                    vec![Step::LookAgain],
+                ),
+                row(
+                    "ready lately, events quiet long",
+                    look(Some(short), grace * 10, false),
+                    ready(),
+                    vec![Step::LookAgain],
+                ),
+                row(
+                    "ready for the first time, events quiet long",
+                    look(None, grace * 10, false),
+                    ready(),
+                    vec![Step::LookAgain],
+                ),
+                row(
+                    "submitted by its event while its task is at it",
+                    look(Some(grace), grace, true),
+                    vec![file("UF-1", Pending)],
+                    match uploaded_here {
+                        true => vec![created()],
+                        false => vec![skip(
+                            "pending: submitted by its event, another instance or a person",
+                        )],
+                    },
+                ),
+                row(
+                    "submitted by this process (not listed)",
+                    follow_submitted_here(uploaded_here),
+                    vec![],
+                    match uploaded_here {
+                        true => vec![created()],
+                        false => vec![skip(
+                            "pending: submitted by its event, another instance or a person",
+                        )],
+                    },
+                ),
+                row(
+                    "submitted by this process, listed all the same: as listed",
+                    follow_submitted_here(uploaded_here),
+                    vec![file("UF-1", Ready)],
+                    vec![Step::LookAgain],
+                ),
+                row(
+                    "still processing, events quiet long",
+                    look(Some(grace * 10), grace * 10, false),
+                    vec![file("UF-1", Processing)],
+                    vec![Step::LookAgain],
+                ),
+            ]);
+        }
+        check(rows);
+    }
+
     /// The event handler's reaction, by the file's current status.
     #[test]
     fn an_event_reacts_to_every_current_status() {
@@ -1264,6 +1433,8 @@ mod tests {
             refused_submit(),
             follow(None, true),
             follow(Some(EVENT_GRACE), false),
+            follow_with(Some(EVENT_GRACE), EVENT_GRACE, true, true),
+            follow_submitted_here(true),
             event(0),
             event(LIMIT),
             event_at(0, false),

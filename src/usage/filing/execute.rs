@@ -358,6 +358,7 @@ impl Filer {
                     Step::Submit(file_id) => {
                         let Err(error) = self.client.submit_usage_file(&file_id).await else {
                             self.client.metrics().usage_file(FileAction::Submitted);
+                            recent::submitted(self.client.base_url(), &file_id);
                             return Ok(true);
                         };
                         let file = self.wait_until_processed(&file_id).await?;
@@ -366,7 +367,10 @@ impl Filer {
                                 tracing::info!(file_id, %error, "submitting again");
                                 continue 'looks;
                             }
-                            [Step::Conclude(_)] => return Ok(true),
+                            [Step::Conclude(_)] => {
+                                recent::submitted(self.client.base_url(), &file_id);
+                                return Ok(true);
+                            }
                             // The refusal stands.
                             _ => return Err(error.into()),
                         }

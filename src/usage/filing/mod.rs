@@ -42,6 +42,7 @@
 pub mod cadence;
 pub mod decide;
 mod execute;
+pub mod in_hand;
 pub mod late;
 pub mod note;
 pub mod recent;
