@@ -4,17 +4,20 @@
 //! runner's usage-file handler, is the usual one; the scheduled run, before it answers,
 //! follows the files it uploaded and submits any still `ready` once their event had its
 //! chance. The first test has the platform lose some `ready` events for good and shows those
-//! files submitted anyway, each exactly once (`tests/queued_events.rs` has the events queue
-//! behind a slow runner instead). The second shows the platform's own remedy: a task whose
-//! connection closes before its result arrives is handed out again.
+//! files submitted anyway, each exactly once. The second has the events queue behind a slow
+//! runner for longer than the run's grace and shows the run waiting for them rather than
+//! submitting their files too (one event lost all the same is still caught). The third shows
+//! the platform's own remedy: a task whose connection closes before its result arrives is
+//! handed out again.
 
 mod common;
 
 use std::time::Duration;
 
-use common::default_world;
+use common::{default_world, small_month};
 use connect_payg::connect::FileStatus;
 use connect_sim::devops::USAGE_FILE_EVENT;
+use connect_sim::Faults;
 use payg_shared::protocol::{ResultCode, RunnerMessage};
 
 const SCHEDULE: &str = "generate_monthly_usage_reports";
@@ -104,6 +107,59 @@ async fn take_one_task_and_vanish(world: &common::World) -> String {
     }
     drop(socket);
     task
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_queued_behind_a_slow_runner_are_waited_for_not_raced() {
+    let world = small_month(7, 120).await;
+    let hub = world.sim.devops().clone();
+    let groups = world.usage.expected.groups.len();
+    assert!(groups >= 8, "the world has {groups} groups");
+    hub.lose_file_events(FileStatus::Ready, 1);
+    world.set_extension_variables(&[]);
+    // One event at a time, each a listing and a submit of 150 ms: the month's events are
+    // answered for several times the run's 2 s grace after its last upload.
+    // READY_TIMEOUT well beyond the run, so that a busy machine's pause cannot end the
+    // follow-up before the events went quiet.
+    let extension = world
+        .start_extension_tuned(&[("READY_TIMEOUT", "300")], |options| {
+            options.background_concurrency = 1
+        })
+        .await;
+    world.sim.state().set_faults(Faults {
+        latency: Duration::from_millis(150),
+        ..Faults::default()
+    });
+    world.sim.state().reset_request_counts();
+
+    let result = world.run_schedule().await;
+    world.sim.state().set_faults(Faults::default());
+    let headline = result.output.message.unwrap_or_default();
+    assert!(
+        headline.contains(&format!("files created {groups}, submitted {groups},")),
+        "{headline}"
+    );
+    assert!(
+        world.all_pending(),
+        "files not submitted when the run answered: {:#?}",
+        world.live_files()
+    );
+    // Every file was submitted once, by its event or (the lost one) by the run: no second
+    // submit the platform refused, and no read of a file after one.
+    let state = world.sim.state();
+    assert_eq!(
+        state.request_count("POST", "/usage/files/{id}/submit"),
+        groups as u64
+    );
+    assert_eq!(state.request_count("GET", "/usage/files/{id}"), 0);
+    assert_eq!(hub.stats().events_lost, 1);
+    extension.stop().await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
+    assert!(
+        hub.protocol_errors().is_empty(),
+        "{:#?}",
+        hub.protocol_errors()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
