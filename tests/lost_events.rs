@@ -34,18 +34,7 @@ async fn files_whose_ready_events_were_lost_are_submitted_by_the_run() {
     let extension = world.start_extension().await;
 
     let result = world.run_schedule().await;
-    // Every file it uploaded ended submitted (by its event or by the run), and it says so.
-    let headline = result.output.message.unwrap_or_default();
-    assert!(
-        headline.contains(&format!("files created {groups}, submitted {groups},")),
-        "{headline}"
-    );
-    // The run answers only once every file it uploaded is submitted.
-    assert!(
-        world.all_pending(),
-        "files not submitted when the run answered: {:#?}",
-        world.live_files()
-    );
+    answered_with_every_file_submitted(&world, &result.output.message.unwrap_or_default());
     assert_eq!(hub.stats().events_lost, lost);
     let ready_events = hub
         .results()
@@ -71,6 +60,21 @@ async fn files_whose_ready_events_were_lost_are_submitted_by_the_run() {
         hub.protocol_errors().is_empty(),
         "{:#?}",
         hub.protocol_errors()
+    );
+}
+
+/// Every file the run uploaded ended submitted (by its event or by the run), its answer says
+/// so, and it answered only once they all were.
+fn answered_with_every_file_submitted(world: &common::World, headline: &str) {
+    let groups = world.usage.expected.groups.len();
+    assert!(
+        headline.contains(&format!("files created {groups}, submitted {groups},")),
+        "{headline}"
+    );
+    assert!(
+        world.all_pending(),
+        "files not submitted when the run answered: {:#?}",
+        world.live_files()
     );
 }
 
@@ -134,16 +138,7 @@ async fn events_queued_behind_a_slow_runner_are_waited_for_not_raced() {
 
     let result = world.run_schedule().await;
     world.sim.state().set_faults(Faults::default());
-    let headline = result.output.message.unwrap_or_default();
-    assert!(
-        headline.contains(&format!("files created {groups}, submitted {groups},")),
-        "{headline}"
-    );
-    assert!(
-        world.all_pending(),
-        "files not submitted when the run answered: {:#?}",
-        world.live_files()
-    );
+    answered_with_every_file_submitted(&world, &result.output.message.unwrap_or_default());
     // Every file was submitted once, by its event or (the lost one) by the run: no second
     // submit the platform refused, and no read of a file after one.
     let state = world.sim.state();
