@@ -45,9 +45,7 @@ async fn files_whose_ready_events_were_lost_are_submitted_by_the_run() {
         ready_events >= groups - lost,
         "{ready_events} events answered"
     );
-    extension.stop().await;
-
-    world.assert_filed_exactly(FileStatus::Pending).await;
+    stopped_with_every_file_filed(&world, extension).await;
     for file in world.live_files() {
         let submitted = file
             .history
@@ -56,11 +54,6 @@ async fn files_whose_ready_events_were_lost_are_submitted_by_the_run() {
             .count();
         assert_eq!(submitted, 1, "{file:?}");
     }
-    assert!(
-        hub.protocol_errors().is_empty(),
-        "{:#?}",
-        hub.protocol_errors()
-    );
 }
 
 /// Every file the run uploaded ended submitted (by its event or by the run), its answer says
@@ -76,6 +69,15 @@ fn answered_with_every_file_submitted(world: &common::World, headline: &str) {
         "files not submitted when the run answered: {:#?}",
         world.live_files()
     );
+}
+
+/// Stops the runner; every group ends with exactly one file, submitted, and the platform saw no
+/// protocol error.
+async fn stopped_with_every_file_filed(world: &common::World, extension: common::RunningExtension) {
+    extension.stop().await;
+    world.assert_filed_exactly(FileStatus::Pending).await;
+    let errors = world.sim.devops().protocol_errors();
+    assert!(errors.is_empty(), "{errors:#?}");
 }
 
 /// A runner of the test's own that handshakes, takes one task and disconnects without
@@ -148,13 +150,7 @@ async fn events_queued_behind_a_slow_runner_are_waited_for_not_raced() {
     );
     assert_eq!(state.request_count("GET", "/usage/files/{id}"), 0);
     assert_eq!(hub.stats().events_lost, 1);
-    extension.stop().await;
-    world.assert_filed_exactly(FileStatus::Pending).await;
-    assert!(
-        hub.protocol_errors().is_empty(),
-        "{:#?}",
-        hub.protocol_errors()
-    );
+    stopped_with_every_file_filed(&world, extension).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -178,11 +174,5 @@ async fn a_task_cut_off_with_its_connection_is_handed_out_again() {
     assert_eq!(result.output.result, ResultCode::Success);
     assert_eq!(hub.stats().handed_out_again, 1);
     world.wait_until_all_pending().await;
-    extension.stop().await;
-    world.assert_filed_exactly(FileStatus::Pending).await;
-    assert!(
-        hub.protocol_errors().is_empty(),
-        "{:#?}",
-        hub.protocol_errors()
-    );
+    stopped_with_every_file_filed(&world, extension).await;
 }

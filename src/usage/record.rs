@@ -697,14 +697,7 @@ impl FieldChecks {
                 (RecordId::Vendor(id), PendingId::Vendor(key))
             }
             None => {
-                let content = digest(&[
-                    subscription_id,
-                    item,
-                    &quantity.to_string(),
-                    raw.start_time_utc.as_deref().unwrap_or_default(),
-                    raw.end_time_utc.as_deref().unwrap_or_default(),
-                    note.unwrap_or_default(),
-                ]);
+                let content = content_digest(raw, &quantity.to_string());
                 // Numbered by the id checks.
                 let digest = content[..12].try_into().expect("12 bytes");
                 let derived = RecordId::Derived {
@@ -731,25 +724,32 @@ impl FieldChecks {
     }
 }
 
-/// The content digest a bad record without a vendor id is named by: as a good record with the
-/// same fields would get it (the quantity as written when it does not parse).
-fn content_of_bad(raw: &RawRecord) -> Key {
+/// The digest a record without a vendor id is named by: its fields trimmed, `quantity` as a
+/// good record's normalised quantity spells itself (a bad record's as written when it does not
+/// parse), the times and note as written. One function for good and bad records, so a bad
+/// record is named as a good one with the same fields would be.
+fn content_digest(raw: &RawRecord, quantity: &str) -> Key {
     fn field(value: &Option<String>) -> &str {
         trim(value.as_deref().unwrap_or_default())
     }
-    let quantity = raw.quantity.as_deref().unwrap_or_default();
-    let quantity = Quantity::parse(quantity)
-        .map(|q| q.to_string())
-        .unwrap_or_else(|_| quantity.to_string());
     let note = raw.record_note.as_deref().filter(|n| !n.is_empty());
     digest(&[
         field(&raw.subscription_id),
         field(&raw.item_mpn),
-        &quantity,
+        quantity,
         raw.start_time_utc.as_deref().unwrap_or_default(),
         raw.end_time_utc.as_deref().unwrap_or_default(),
         note.unwrap_or_default(),
     ])
+}
+
+/// [`content_digest`] of a bad record.
+fn content_of_bad(raw: &RawRecord) -> Key {
+    let quantity = raw.quantity.as_deref().unwrap_or_default();
+    let quantity = Quantity::parse(quantity)
+        .map(|q| q.to_string())
+        .unwrap_or_else(|_| quantity.to_string());
+    content_digest(raw, &quantity)
 }
 
 /// The derived id of `content` after `before` identical records.
