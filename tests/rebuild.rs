@@ -8,7 +8,7 @@ mod common;
 
 use common::{period, world, world_with, World};
 use connect_payg::config::AssetCriteria;
-use connect_payg::connect::FileStatus;
+use connect_payg::connect::{ConnectClient, FileStatus};
 use connect_payg::usage::workbook::{usage_row, UsageRow};
 use connect_payg::usage::Reporter;
 use connect_sim::{BadRowSpec, SeedSpec};
@@ -167,6 +167,20 @@ async fn a_rejections_rebuild_costs_a_tenth_of_the_month_at_most() {
 
     let file_id = files[files.len() / 2].id.clone();
     let before = multiset(state.uploaded_rows(&file_id).unwrap());
+    let client = world.client(&world.settings(&[]));
+    // The digest part of the file's note (the note also counts rebuilds).
+    let note = |client: ConnectClient, file_id: String| async move {
+        let note = client.usage_file(&file_id).await.unwrap().note.unwrap();
+        let start = note
+            .find("[connect-payg digest: ")
+            .expect("a digest in the note");
+        note[start..]
+            .split_inclusive(']')
+            .next()
+            .unwrap()
+            .to_string()
+    };
+    let note_before = note(client.clone(), file_id.clone()).await;
     state.reset_request_counts();
     state.reject(&file_id, "please check").unwrap();
     world
@@ -181,6 +195,13 @@ async fn a_rejections_rebuild_costs_a_tenth_of_the_month_at_most() {
         multiset(state.uploaded_rows(&file_id).unwrap()),
         before,
         "the rebuilt file holds the group's rows"
+    );
+    // The fill takes the digest of the rows while building the workbook; the same rows give
+    // the digest the created file's note recorded (a later run compares it, not the rows).
+    assert_eq!(
+        note(client, file_id.clone()).await,
+        note_before,
+        "the rebuilt file's note records its rows' digest"
     );
     assert!(
         rebuild.total * 10 <= month,

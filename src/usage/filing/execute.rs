@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use super::decide::{decide, unexpected, Step, Trigger};
-use super::late::Part;
+use super::late::{Digest, Part};
 use super::note::{digest_in_note, note_with_digest};
 use super::recent;
 use super::{lost, Filer, FilingError, FilingResult, GroupOutcome, Submission};
@@ -180,6 +180,10 @@ impl Filer {
         currency: &str,
         outcome: &mut GroupOutcome,
     ) -> Result<FilingResult, FilingError> {
+        // The file is created before its workbook is built: a create whose answer is lost can
+        // leave a draft, and replicas withdraw such drafts at their look before submitting,
+        // which comes after the build; created right before its upload instead, such a draft
+        // could appear after the other replica's last look and stay (tests/replicas.rs).
         let digest = self.digest(group).await?;
         let file_id = self
             .client
@@ -194,7 +198,7 @@ impl Filer {
             outcome.part,
         );
         outcome.file_id = Some(file_id.clone());
-        let bytes = self.write_workbook(group, outcome).await?;
+        let (bytes, ()) = self.write_workbook(group, outcome, ()).await?;
         if !self.upload(&file_id, bytes).await? {
             return Ok(lost());
         }
@@ -216,7 +220,9 @@ impl Filer {
             self.period,
             outcome.part,
         );
-        let bytes = self.write_workbook(group, outcome).await?;
+        let (bytes, digest) = self
+            .write_workbook(group, outcome, Digest::default())
+            .await?;
         // Another replica filling the same file may have got its upload in while this one built
         // the workbook (from the same source: the same rows). Uploading again would only send
         // the file back to processing under that replica's submit, so carry on with it as is.
@@ -226,7 +232,7 @@ impl Filer {
         };
         match decide(&look, std::slice::from_ref(&current)).as_slice() {
             [Step::Upload(_)] => {
-                self.note_digest(group, &current).await?;
+                self.note_digest(digest, &current).await?;
                 if !self.upload(file_id, bytes).await? {
                     return Ok(lost());
                 }
@@ -240,11 +246,10 @@ impl Filer {
         self.after_upload(&group.key, file_id, outcome).await
     }
 
-    /// Makes the note of `file`, about to be filled with `group`, record the group's digest (a
+    /// Makes the note of `file`, about to be filled with rows of this `digest`, record it (a
     /// draft made from an earlier read of the source, a rebuild). The platform refusing (the
     /// file moved on meanwhile) only leaves a stale digest: a later run downloads to compare.
-    async fn note_digest(&self, group: &Arc<Group>, file: &UsageFile) -> Result<(), FilingError> {
-        let digest = self.digest(group).await?;
+    async fn note_digest(&self, digest: Digest, file: &UsageFile) -> Result<(), FilingError> {
         if digest_in_note(file.note.as_deref()) == Some(digest) {
             return Ok(());
         }

@@ -33,6 +33,7 @@ use crate::config::LateRecords;
 use crate::connect::models::{FileStatus, UsageFile};
 use crate::usage::group::GroupKey;
 use crate::usage::period::Period;
+use crate::usage::workbook::RowTally;
 use crate::usage::workbook::{Cell, UsageRow, COLUMNS};
 
 /// Records named one by one in an alert; the rest are counted.
@@ -104,6 +105,13 @@ pub fn parse_external_id(external_id: &str) -> Option<(GroupKey, Period, Part)> 
 pub struct Digest {
     records: u64,
     sum: u128,
+}
+
+/// A workbook's build takes the digest of the rows it writes.
+impl RowTally for Digest {
+    fn tally(&mut self, row: &UsageRow) {
+        *self = self.add(Digest::of_row(row));
+    }
 }
 
 impl Digest {

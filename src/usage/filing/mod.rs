@@ -62,7 +62,7 @@ use crate::connect::models::{FileStatus, NewUsageFile, Reference, UsageFile, Usa
 use crate::connect::{ConnectClient, ConnectError, Rql};
 use crate::usage::group::{Group, GroupKey};
 use crate::usage::period::Period;
-use crate::usage::workbook::{self, BuildError, RunPackage, UsageRow};
+use crate::usage::workbook::{self, BuildError, RowTally, RunPackage, UsageRow};
 use late::{Digest, Part};
 
 /// Who submits an upload once the platform has processed it.
@@ -427,14 +427,17 @@ impl Filer {
         })?
     }
 
-    /// The group's workbook for upload; also saved under the work directory when workbooks
-    /// are kept (the `report` command, `WORKBOOK_DIR`).
-    async fn write_workbook(
+    /// The group's workbook for upload, with `tally` of its rows (taken as they are written:
+    /// the digest a filled file's note records); also saved under the work directory when
+    /// workbooks are kept (the `report` command, `WORKBOOK_DIR`).
+    async fn write_workbook<T: RowTally>(
         &self,
         group: &Arc<Group>,
         outcome: &mut GroupOutcome,
-    ) -> Result<Vec<u8>, FilingError> {
-        let bytes = workbook::build_group(group.clone(), self.period, self.package.clone()).await?;
+        tally: T,
+    ) -> Result<(Vec<u8>, T), FilingError> {
+        let (bytes, tally) =
+            workbook::build_group(group.clone(), self.period, self.package.clone(), tally).await?;
         if self.keep_workbooks {
             let path = self.workbook_path(&group.key, outcome.part)?;
             let target = path.clone();
@@ -452,9 +455,9 @@ impl Filer {
                 source: failed.source,
             })?;
             outcome.workbook = Some(path);
-            return Ok(bytes);
+            return Ok((bytes, tally));
         }
-        Ok(bytes)
+        Ok((bytes, tally))
     }
 
     /// Polls the file with growing intervals until the platform has processed the upload.

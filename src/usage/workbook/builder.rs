@@ -139,7 +139,9 @@ pub async fn write_group(
 ) -> Result<WorkbookStats, BuildError> {
     on_writer_pool(move || {
         let package = package.get()?;
-        let bytes = save_as(&path, |file| write_checked(&group, period, &package, file))?;
+        let bytes = save_as(&path, |file| {
+            write_checked(&group, period, &package, file, &mut ())
+        })?;
         Ok(WorkbookStats {
             rows: group.rows.len() as u64,
             bytes,
@@ -148,15 +150,29 @@ pub async fn write_group(
     .await
 }
 
-/// Checks and builds the group's workbook in memory, for upload.
-pub async fn build_group(
+/// What a build learns from each row it writes, besides the workbook: filling an existing
+/// file (a draft, a rebuild) records the digest of its rows in the file's note, taken in the
+/// same pass instead of a second read of the group's rows.
+pub trait RowTally: Send + 'static {
+    fn tally(&mut self, row: &UsageRow);
+}
+
+/// No tally (`--dry-run` writes only the workbook).
+impl RowTally for () {
+    fn tally(&mut self, _row: &UsageRow) {}
+}
+
+/// Checks and builds the group's workbook in memory, for upload, with `tally` of its rows.
+pub async fn build_group<T: RowTally>(
     group: Arc<Group>,
     period: Period,
     package: RunPackage,
-) -> Result<Vec<u8>, BuildError> {
+    mut tally: T,
+) -> Result<(Vec<u8>, T), BuildError> {
     on_writer_pool(move || {
         let package = package.get()?;
-        write_checked(&group, period, &package, Vec::new())
+        let bytes = write_checked(&group, period, &package, Vec::new(), &mut tally)?;
+        Ok((bytes, tally))
     })
     .await
 }
@@ -178,12 +194,14 @@ async fn on_writer_pool<T: Send + 'static>(
     .map_err(|e| BuildError::Task(e.to_string()))?
 }
 
-/// Writes every row of the group into `output`, each one checked by the shared rules first.
+/// Writes every row of the group into `output`, each one checked by the shared rules first
+/// and counted in `tally`.
 fn write_checked<W: Write>(
     group: &Group,
     period: Period,
     package: &Package,
     output: W,
+    tally: &mut impl RowTally,
 ) -> Result<W, BuildError> {
     let rules = group_rules(group, period)?;
     let mut validator = RowValidator::new(&rules);
@@ -196,6 +214,7 @@ fn write_checked<W: Write>(
         problems.extend(validator.check(sheet_row, &usage));
         if problems.is_empty() {
             writer.push(&usage)?;
+            tally.tally(&usage);
         }
     }
     if !problems.is_empty() {

@@ -23,6 +23,6 @@
 mod builder;
 mod save;
 
-pub use builder::{build_group, usage_row, write_group, BuildError};
+pub use builder::{build_group, usage_row, write_group, BuildError, RowTally};
 pub use payg_shared::workbook::*;
 pub use save::{save_as, write_workbook};
