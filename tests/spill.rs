@@ -51,18 +51,38 @@ async fn a_month_past_the_budget_is_spilled_and_files_exactly_the_rows_held_in_m
 #[tokio::test]
 async fn a_month_past_the_resolution_cache_is_resolved_partition_by_partition_to_the_same_rows() {
     let world = small_month(23, 400).await;
+    // 30 subscriptions cached, the others (a few a partition) set aside; spilled as well.
+    assert_partitioned_as_held(
+        &world,
+        &[
+            &[("RESOLVE_CACHE_SUBSCRIPTIONS", "30")][..],
+            &[
+                ("RESOLVE_CACHE_SUBSCRIPTIONS", "1"),
+                ("SPILL_BUDGET_BYTES", "3000"),
+            ][..],
+        ],
+    )
+    .await;
+}
+
+/// A month of several chunks of records: their subscriptions are asked for chunks ahead until
+/// the cache could not take the next chunk's, and from there on set aside as before (in debug
+/// builds the sorter also asserts that the cache never holds more than its cap).
+#[tokio::test]
+async fn subscriptions_asked_for_ahead_stop_at_the_resolution_cache() {
+    let world = small_month(29, 2_400).await;
+    assert!(world.records() > 8_000, "{} records", world.records());
+    assert_partitioned_as_held(&world, &[&[("RESOLVE_CACHE_SUBSCRIPTIONS", "1500")][..]]).await;
+}
+
+/// Collects `world`'s month with the default cache and with each of `settings`: the same rows
+/// by group, records read, out-of-scope counts and bad records in source order.
+async fn assert_partitioned_as_held(world: &World, settings: &[&[(&str, &str)]]) {
     let state = world.sim.state();
     state.reset_request_counts();
     let held = world.reporter(&[]).collect(world.period).await.unwrap();
     let held_asset_requests = state.request_count("GET", "/assets");
-    // 30 subscriptions cached, the others (a few a partition) set aside; spilled as well.
-    for settings in [
-        &[("RESOLVE_CACHE_SUBSCRIPTIONS", "30")][..],
-        &[
-            ("RESOLVE_CACHE_SUBSCRIPTIONS", "1"),
-            ("SPILL_BUDGET_BYTES", "3000"),
-        ][..],
-    ] {
+    for settings in settings {
         state.reset_request_counts();
         let partitioned = world
             .reporter(settings)

@@ -17,7 +17,7 @@
 //! group's rows are no longer in source order (its digests do not depend on the order); the
 //! bad list still is (the partitions keep the bad records found meanwhile and merge them).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Instant;
@@ -147,6 +147,35 @@ const PARSED: usize = 512;
 /// Chunks (and twice as many parsed batches) a stage may run ahead of the next.
 const STAGE_SLACK: usize = 4;
 
+/// Chunks whose subscriptions are asked for before the first of them is placed. One at a time,
+/// the month's lookups were a chain of small rounds (a chunk names ~500 new subscriptions, 5
+/// pages) with the reader idle behind a full queue; asked for four chunks ahead, the pages of
+/// several chunks are in flight at once. Measured on 2 cores, the 10k-subscription month
+/// (bench, median of 4 alternating runs): 0.67 s one chunk at a time, 0.60 s four ahead; 8
+/// and 16 ahead measured the same as 4.
+const LOOKUPS_AHEAD: usize = 4;
+
+/// A chunk's subscriptions being looked up on a task of their own.
+type Lookup =
+    AbortOnDropHandle<Result<std::collections::HashMap<String, AssetMatch>, ConnectError>>;
+
+/// Subscriptions asked for ahead and not yet answered; once the cache could not take all of a
+/// chunk's, nothing more is asked ahead (the sorter lets subscriptions into the cache in the
+/// order records name them, and sets the rest aside).
+#[derive(Default)]
+struct Asked {
+    pending: HashSet<String>,
+    stopped: bool,
+}
+
+impl Asked {
+    fn answered<'a>(&mut self, ids: impl Iterator<Item = &'a String>) {
+        for id in ids {
+            self.pending.remove(id);
+        }
+    }
+}
+
 /// Records read and checked, handed from the reader to the sorter: at most [`CHUNK`] good
 /// ones and [`CHUNK`] bad ones.
 #[derive(Default)]
@@ -186,8 +215,51 @@ pub async fn collect(
         resolve_cache,
         Partitions::new(spill_root),
     );
-    while let Some(chunk) = incoming.recv().await {
-        let chunk = chunk?;
+    // Chunks wait here, their subscriptions being looked up, until placed in source order.
+    let mut ahead: VecDeque<(Chunk, Option<Lookup>)> = VecDeque::new();
+    let mut asked = Asked::default();
+    let mut read_all = false;
+    loop {
+        // Take in the chunks the reader has ready (waiting for one only when none is here)
+        // and ask for their subscriptions at once; while no chunk here waits on a lookup (all
+        // its subscriptions known), one at a time, so the month is held no more than before.
+        let looking_up = |ahead: &VecDeque<(Chunk, Option<Lookup>)>| {
+            ahead.iter().any(|(_, lookup)| lookup.is_some())
+        };
+        while !read_all && (ahead.is_empty() || (ahead.len() < LOOKUPS_AHEAD && looking_up(&ahead)))
+        {
+            let next = match ahead.is_empty() {
+                true => incoming.recv().await,
+                false => match incoming.try_recv() {
+                    Ok(chunk) => Some(chunk),
+                    Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                    Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => None,
+                },
+            };
+            let Some(chunk) = next else {
+                read_all = true;
+                break;
+            };
+            let chunk = chunk?;
+            let lookup = sorter.look_up_ahead(&chunk.records, &mut asked);
+            ahead.push_back((chunk, lookup));
+        }
+        let Some((chunk, lookup)) = ahead.pop_front() else {
+            break;
+        };
+        if let Some(lookup) = lookup {
+            let started = Instant::now();
+            let found = lookup
+                .await
+                .map_err(|error| CollectError::Reader(error.to_string()))??;
+            asked.answered(found.keys());
+            sorter.lookups.assets.extend(found);
+            debug_assert!(
+                sorter.lookups.assets.len() <= sorter.cap,
+                "asked ahead past the cap"
+            );
+            phases::add(Phase::Resolve, started);
+        }
         sorter.collection.records_read += chunk.read;
         sorter.sort(chunk.records).await?;
         sorter.file_bad(chunk.bad)?;
@@ -456,6 +528,35 @@ impl<'c> Sorter<'c> {
         let collection = &mut self.collection;
         self.partitions.merge_bad(|bad| collection.bad.push(bad))?;
         Ok(())
+    }
+
+    /// Asks, on a task of its own, for the subscriptions `records` name that the cache does not
+    /// hold and that are not asked for already, while the cache has room for all of them and
+    /// for every subscription asked for before (none once it had not).
+    fn look_up_ahead(&self, records: &[VendorRecord], asked: &mut Asked) -> Option<Lookup> {
+        if asked.stopped {
+            return None;
+        }
+        let cache = &self.lookups.assets;
+        let mut wanted: HashSet<String> = HashSet::default();
+        for record in records {
+            let id = &*record.subscription_id;
+            if !cache.contains_key(id) && !asked.pending.contains(id) && !wanted.contains(id) {
+                wanted.insert(id.to_string());
+            }
+        }
+        if cache.len() + asked.pending.len() + wanted.len() > self.cap {
+            asked.stopped = true;
+            return None;
+        }
+        if wanted.is_empty() {
+            return None;
+        }
+        asked.pending.extend(wanted.iter().cloned());
+        let resolver = self.resolver.clone();
+        Some(AbortOnDropHandle::new(tokio::spawn(async move {
+            resolver.assets(wanted).await
+        })))
     }
 
     /// Looks up, on a task of its own, the subscriptions `records` name that the current
