@@ -117,8 +117,16 @@ fn raw_record(
         line,
         ..Default::default()
     };
+    // The row's fields lie end to end in one buffer: checked as one text (one call instead of
+    // one a field, 2% of a 10M-record run), each field is then that text cut at its bounds,
+    // unless a bound splits a character; then, as when the text is not UTF-8, field by field,
+    // to name the field at fault.
+    let whole = std::str::from_utf8(row.as_slice()).ok();
     for (field, bytes) in row.iter().enumerate() {
-        let text = match std::str::from_utf8(bytes) {
+        let cut = whole
+            .zip(row.range(field))
+            .and_then(|(text, at)| text.get(at));
+        let text = match cut.map_or_else(|| std::str::from_utf8(bytes), Ok) {
             Ok(text) => text,
             Err(error) => {
                 return Err(BadRecord::new(
@@ -481,5 +489,28 @@ mod tests {
             BadReason::UnparsableField
         );
         assert!(rows[1].is_ok());
+    }
+
+    /// A row is checked as one text, yet each field must be text on its own: "é" split by a
+    /// comma (its two bytes in two fields) reads as UTF-8 end to end but not field by field.
+    #[tokio::test]
+    async fn a_character_split_between_fields_names_the_field() {
+        let data: &'static [u8] =
+            b"subscription_id,item_mpn,quantity,start_time_utc,end_time_utc\n\
+            AS-\xc3,\xa9M,1,a,b\nAS-\xc3\xa9,M\xc3\xa9,1,a,b\n";
+        let rows: Vec<_> = records(Box::new(data), "t.csv".into(), LastLine::MayLackBreak)
+            .try_collect()
+            .await
+            .unwrap();
+        let bad = rows[0].as_ref().unwrap_err();
+        assert_eq!(bad.reason, BadReason::UnparsableField);
+        assert!(
+            bad.detail.contains("field 1 is not UTF-8"),
+            "{}",
+            bad.detail
+        );
+        let good = rows[1].as_ref().unwrap();
+        assert_eq!(good.subscription_id.as_deref(), Some("AS-é"));
+        assert_eq!(good.item_mpn.as_deref(), Some("Mé"));
     }
 }
