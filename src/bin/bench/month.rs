@@ -306,7 +306,7 @@ pub fn table(outcomes: &[Outcome]) -> String {
     out.push_str(&simulator.join(", "));
     out.push_str(".\n");
     out.push_str(&format!(
-        "\nRequests per file (issue 19 target ≤ {MAX_REQUESTS_PER_FILE:.0}; 6.3–6.8 before): {}\n",
+        "\nRequests per file (issue 19 target ≤ {MAX_REQUESTS_PER_FILE:.0} in the 10k month; 6.3–6.8 before): {}\n",
         outcomes
             .iter()
             .map(|o| format!(
@@ -314,7 +314,10 @@ pub fn table(outcomes: &[Outcome]) -> String {
                 o.counts.total as f64 / o.groups.max(1) as f64,
                 o.size.subscriptions,
                 o.latency.as_millis(),
-                met(o.counts.total as f64 / o.groups.max(1) as f64 <= MAX_REQUESTS_PER_FILE)
+                judged(
+                    o,
+                    o.counts.total as f64 / o.groups.max(1) as f64 <= MAX_REQUESTS_PER_FILE
+                )
             ))
             .collect::<Vec<_>>()
             .join("; ")
@@ -368,10 +371,22 @@ fn met(ok: bool) -> &'static str {
     }
 }
 
+/// Issue 19 sets its request and rebuild targets on the 10k-subscription month; other sizes
+/// show where they stand against the same bound, without a verdict.
+const TARGET_MONTH: usize = 10_000;
+
+fn judged(o: &Outcome, ok: bool) -> &'static str {
+    match (o.size.subscriptions == TARGET_MONTH, ok) {
+        (true, ok) => met(ok),
+        (false, true) => "within",
+        (false, false) => "over; the target is the 10k month's",
+    }
+}
+
 /// The rebuild of one rejected file after each month, against the month.
 pub fn rebuilds(outcomes: &[Outcome]) -> String {
     let mut out = format!(
-        "| subscriptions | REST latency | rebuild requests | share of the month's (target ≤ {:.0}%) | `GET /assets` | rebuild task time | share of the month's task time (target ≤ {:.0}%) | rejected → submitted again |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| subscriptions | REST latency | rebuild requests | share of the month's (target ≤ {:.0}% in the 10k month) | `GET /assets` | rebuild task time | share of the month's task time (target ≤ {:.0}% in the 10k month) | rejected → submitted again |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
         MAX_REBUILD_REQUEST_SHARE * 100.0,
         MAX_REBUILD_TIME_SHARE * 100.0,
     );
@@ -387,11 +402,11 @@ pub fn rebuilds(outcomes: &[Outcome]) -> String {
             o.latency.as_millis(),
             rebuild.counts.total,
             requests * 100.0,
-            met(requests <= MAX_REBUILD_REQUEST_SHARE),
+            judged(o, requests <= MAX_REBUILD_REQUEST_SHARE),
             rebuild.counts.get("GET", "/assets"),
             rebuild.seconds,
             time * 100.0,
-            met(time <= MAX_REBUILD_TIME_SHARE),
+            judged(o, time <= MAX_REBUILD_TIME_SHARE),
             rebuild.resubmitted_seconds,
         ));
     }
