@@ -29,6 +29,9 @@ pub(super) const REQUIRED: [&str; 5] = [
     "end_time_utc",
 ];
 
+/// Rows read before any is handed on.
+const ROWS_AT_A_TIME: usize = 256;
+
 pub(super) fn records(
     reader: Box<dyn AsyncRead + Send + Unpin>,
     source_name: String,
@@ -70,39 +73,47 @@ pub(super) fn records(
             columns,
             source_name,
         );
+        // Rows are read a batch at a time: a stream step per row moved the reader's state in
+        // and out of a new future each time (those copies were 2% of a 10M-record run).
         let rows = futures::stream::unfold(
             state,
             |(reader, mut row, columns, source_name)| async move {
                 let mut reader = reader?;
-                let item = match reader.read_byte_record(&mut row).await {
-                    Ok(false) => return None,
-                    Ok(true) => Ok(raw_record(&row, &columns)),
-                    Err(error) => match error.kind() {
-                        csv_async::ErrorKind::Io(io) => {
-                            let broken = Err(broken(&source_name, io));
-                            return Some((broken, (None, row, columns, source_name)));
+                let mut batch = Vec::with_capacity(ROWS_AT_A_TIME);
+                while batch.len() < ROWS_AT_A_TIME {
+                    match reader.read_byte_record(&mut row).await {
+                        Ok(false) => {
+                            let end = (None, row, columns, source_name);
+                            return (!batch.is_empty()).then_some((batch, end));
                         }
-                        _ => {
-                            let line = error.position().map(|p| p.line()).unwrap_or_default();
-                            Ok(Err(BadRecord::new(
-                                line,
-                                BadReason::UnparsableField,
-                                format!("the row cannot be read: {error}"),
-                            )))
-                        }
-                    },
-                };
-                Some((item, (Some(reader), row, columns, source_name)))
+                        Ok(true) => batch.push(Ok(raw_record(&row, &columns))),
+                        Err(error) => match error.kind() {
+                            csv_async::ErrorKind::Io(io) => {
+                                batch.push(Err(broken(&source_name, io)));
+                                return Some((batch, (None, row, columns, source_name)));
+                            }
+                            _ => {
+                                let line = error.position().map(|p| p.line()).unwrap_or_default();
+                                batch.push(Ok(Err(BadRecord::new(
+                                    line,
+                                    BadReason::UnparsableField,
+                                    format!("the row cannot be read: {error}"),
+                                ))));
+                            }
+                        },
+                    }
+                }
+                Some((batch, (Some(reader), row, columns, source_name)))
             },
-        );
+        )
+        .flat_map(futures::stream::iter);
         Ok(rows)
     });
     stream
-        .map(|opened| match opened {
-            Ok(rows) => rows.boxed(),
-            Err(error) => futures::stream::once(async { Err(error) }).boxed(),
+        .flat_map(|opened| match opened {
+            Ok(rows) => rows.left_stream(),
+            Err(error) => futures::stream::iter([Err(error)]).right_stream(),
         })
-        .flatten()
         .boxed()
 }
 
