@@ -206,7 +206,7 @@ async fn assets(
     let query = parse(q)?;
     let (objects, total) = query.select(
         world.rendered.assets.candidates(&query),
-        |at| Rendered::asset(catalogue, at as usize),
+        |at, wanted| Rendered::asset(catalogue, at as usize, wanted),
         state.config().page_cap,
     );
     Ok(respond(query.page_of(&objects, total)))
@@ -222,7 +222,7 @@ async fn asset(
         .rendered
         .assets
         .find(&world.catalogue, &id)
-        .map(|at| Rendered::asset(&world.catalogue, at));
+        .map(|at| Rendered::asset(&world.catalogue, at, &|_| true));
     detail(found.as_ref(), "Asset", &id, q)
 }
 

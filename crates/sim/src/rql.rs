@@ -274,19 +274,25 @@ impl ListRequest {
         }
     }
 
-    /// [`ListRequest::apply`] over objects rendered on demand: `render` gives a candidate's
-    /// object, which is checked (its sort keys kept) and dropped unless it is on the page.
-    /// Returns the page's objects (the ones not kept rendered again) and the total that
-    /// matched. Without a filter, a search or an ordering only the page's are rendered.
+    /// [`ListRequest::apply`] over objects rendered on demand: `render(candidate, wanted)`
+    /// gives a candidate's object with at least the top-level fields `wanted` accepts (the
+    /// others may be left out: they are never looked at). A candidate is rendered with the
+    /// fields the query checks ([`ListRequest::inspects`]), checked (its sort keys kept) and
+    /// dropped unless it is on the page; the page's objects get the fields the answer shows
+    /// ([`ListRequest::shows`]). Returns the page's objects and the total that matched.
+    /// Without a filter, a search or an ordering only the page's are rendered.
     pub fn select<C: Copy>(
         &self,
         candidates: impl IntoIterator<Item = C>,
-        render: impl Fn(C) -> Value,
+        render: impl Fn(C, &dyn Fn(&str) -> bool) -> Value,
         page_cap: usize,
     ) -> (Vec<Value>, usize) {
         let limit = self.limit.unwrap_or(page_cap).min(page_cap);
         let on_page = self.offset..self.offset.saturating_add(limit);
         let inspect = self.filter.is_some() || self.search.is_some() || !self.ordering.is_empty();
+        let inspected = |field: &str| self.inspects(field);
+        let shown = |field: &str| self.shows(field);
+        let both = |field: &str| self.inspects(field) || self.shows(field);
         // (candidate, its sort keys, its object when it is already known to be on the page)
         let mut kept: Vec<(C, Vec<Option<Value>>, Option<Value>)> = Vec::new();
         for candidate in candidates {
@@ -294,14 +300,19 @@ impl ListRequest {
                 kept.push((candidate, Vec::new(), None));
                 continue;
             }
-            let object = render(candidate);
+            // Without an ordering, a match's place is known as it is found: one on the page
+            // is rendered once, with what the answer shows too.
+            let keep = self.ordering.is_empty() && on_page.contains(&kept.len());
+            let object = match keep {
+                true => render(candidate, &both),
+                false => render(candidate, &inspected),
+            };
             if !self.matches(&object) {
                 continue;
             }
             let keys = (0..self.ordering.len())
                 .map(|at| self.key_of(&object, at).cloned())
                 .collect();
-            let keep = self.ordering.is_empty() && on_page.contains(&kept.len());
             kept.push((candidate, keys, keep.then_some(object)));
         }
         if !self.ordering.is_empty() {
@@ -315,7 +326,7 @@ impl ListRequest {
             .into_iter()
             .skip(self.offset)
             .take(limit)
-            .map(|(candidate, _, object)| object.unwrap_or_else(|| render(candidate)))
+            .map(|(candidate, _, object)| object.unwrap_or_else(|| render(candidate, &shown)))
             .collect();
         (page, total)
     }
@@ -351,6 +362,27 @@ impl ListRequest {
             }
         }
         pinned(self.query.filter.expr()?, field)
+    }
+
+    /// Whether checking an object against the query (filter, search, ordering) reads its
+    /// top-level `field`: an object rendered on demand needs no other field to be checked.
+    pub fn inspects(&self, field: &str) -> bool {
+        // The search reads every top-level text field.
+        self.search.is_some()
+            || self.ordering.iter().any(|key| key.field[0] == field)
+            || self
+                .filter
+                .as_ref()
+                .is_some_and(|filter| filter.reads(field))
+    }
+
+    /// Whether the answer shows the top-level `field` (in part, when only paths below it are
+    /// removed): an object rendered for a page needs no other field.
+    pub fn shows(&self, field: &str) -> bool {
+        !self
+            .removed_fields
+            .iter()
+            .any(|path| path.len() == 1 && path[0] == field)
     }
 
     /// The object without the `select(-field)` paths.
@@ -438,6 +470,17 @@ impl Filter {
                 pattern: pattern.clone(),
                 case_insensitive: *op == LikeOp::Ilike,
             },
+        }
+    }
+
+    /// Whether the filter looks at the top-level `field` (the first step of a path).
+    fn reads(&self, field: &str) -> bool {
+        match self {
+            Filter::And(parts) | Filter::Or(parts) => parts.iter().any(|part| part.reads(field)),
+            Filter::Not(inner) => inner.reads(field),
+            Filter::Compare { field: path, .. }
+            | Filter::Member { field: path, .. }
+            | Filter::Like { field: path, .. } => path[0] == field,
         }
     }
 
