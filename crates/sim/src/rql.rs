@@ -39,17 +39,17 @@ pub struct ListRequest {
     ordering: Vec<SortKey>,
 }
 
-/// One page of a list answer and where it sits in the whole result. Its objects are the
-/// stored ones, serialized through the query's `select(-…)`: pages of thousands of objects
-/// are written out without first copying every object kept.
+/// One page of a list answer and where it sits in the whole result. Its items are written
+/// out as they are serialized: stored objects through the query's `select(-…)`
+/// ([`Projected`]), pages of thousands of objects without first copying every object kept.
 #[derive(Debug, Clone)]
-pub struct Page<'q, 'v> {
-    pub items: Vec<Projected<'q, 'v>>,
+pub struct Page<T> {
+    pub items: Vec<T>,
     pub offset: usize,
     pub total: usize,
 }
 
-impl Page<'_, '_> {
+impl<T> Page<T> {
     /// The `Content-Range` header value: `items first-last/total`, `items 0-0/total` when empty.
     pub fn content_range(&self) -> String {
         match self.items.len() {
@@ -251,7 +251,7 @@ impl ListRequest {
         &'q self,
         objects: impl IntoIterator<Item = O>,
         page_cap: usize,
-    ) -> Page<'q, 'v> {
+    ) -> Page<Projected<'q, 'v>> {
         let mut selected: Vec<O> = objects
             .into_iter()
             .filter(|o| self.matches(o.object()))
@@ -276,48 +276,38 @@ impl ListRequest {
 
     /// [`ListRequest::apply`] over objects rendered on demand: `render(candidate, wanted)`
     /// gives a candidate's object with at least the top-level fields `wanted` accepts (the
-    /// others may be left out: they are never looked at). A candidate is rendered with the
-    /// fields the query checks ([`ListRequest::inspects`]), checked (its sort keys kept) and
-    /// dropped unless it is on the page; the page's objects get the fields the answer shows
-    /// ([`ListRequest::shows`]). Returns the page's objects and the total that matched.
-    /// Without a filter, a search or an ordering only the page's are rendered.
+    /// others may be left out), here the fields the query checks ([`ListRequest::inspects`]).
+    /// Each candidate is rendered, checked and dropped, its sort keys kept. Returns the
+    /// candidates on the page, for the caller to write out ([`ListRequest::page_of`]), and
+    /// the total that matched. Without a filter, a search or an ordering none is rendered.
     pub fn select<C: Copy>(
         &self,
         candidates: impl IntoIterator<Item = C>,
         render: impl Fn(C, &dyn Fn(&str) -> bool) -> Value,
         page_cap: usize,
-    ) -> (Vec<Value>, usize) {
+    ) -> (Vec<C>, usize) {
         let limit = self.limit.unwrap_or(page_cap).min(page_cap);
-        let on_page = self.offset..self.offset.saturating_add(limit);
         let inspect = self.filter.is_some() || self.search.is_some() || !self.ordering.is_empty();
         let inspected = |field: &str| self.inspects(field);
-        let shown = |field: &str| self.shows(field);
-        let both = |field: &str| self.inspects(field) || self.shows(field);
-        // (candidate, its sort keys, its object when it is already known to be on the page)
-        let mut kept: Vec<(C, Vec<Option<Value>>, Option<Value>)> = Vec::new();
+        // (candidate, its sort keys)
+        let mut kept: Vec<(C, Vec<Option<Value>>)> = Vec::new();
         for candidate in candidates {
             if !inspect {
-                kept.push((candidate, Vec::new(), None));
+                kept.push((candidate, Vec::new()));
                 continue;
             }
-            // Without an ordering, a match's place is known as it is found: one on the page
-            // is rendered once, with what the answer shows too.
-            let keep = self.ordering.is_empty() && on_page.contains(&kept.len());
-            let object = match keep {
-                true => render(candidate, &both),
-                false => render(candidate, &inspected),
-            };
+            let object = render(candidate, &inspected);
             if !self.matches(&object) {
                 continue;
             }
             let keys = (0..self.ordering.len())
                 .map(|at| self.key_of(&object, at).cloned())
                 .collect();
-            kept.push((candidate, keys, keep.then_some(object)));
+            kept.push((candidate, keys));
         }
         if !self.ordering.is_empty() {
             // Stable, as `apply`'s: equal keys keep the candidates' order.
-            kept.sort_by(|(_, a, _), (_, b, _)| {
+            kept.sort_by(|(_, a), (_, b)| {
                 self.compare_keys(|at| a[at].as_ref(), |at| b[at].as_ref())
             });
         }
@@ -326,16 +316,16 @@ impl ListRequest {
             .into_iter()
             .skip(self.offset)
             .take(limit)
-            .map(|(candidate, _, object)| object.unwrap_or_else(|| render(candidate, &shown)))
+            .map(|(candidate, _)| candidate)
             .collect();
         (page, total)
     }
 
-    /// The page made of `objects` (the ones [`ListRequest::select`] chose) out of `total`,
-    /// projected.
-    pub fn page_of<'q, 'v>(&'q self, objects: &'v [Value], total: usize) -> Page<'q, 'v> {
+    /// The page made of `items` (what [`ListRequest::select`] chose, as they are shown) out of
+    /// `total`.
+    pub fn page_of<T>(&self, items: Vec<T>, total: usize) -> Page<T> {
         Page {
-            items: objects.iter().map(|object| self.project(object)).collect(),
+            items,
             offset: self.offset,
             total,
         }
@@ -383,6 +373,27 @@ impl ListRequest {
             .removed_fields
             .iter()
             .any(|path| path.len() == 1 && path[0] == field)
+    }
+
+    /// Whether `select(-…)` removes paths below the top-level `field` (`-params.value`).
+    pub fn removes_below(&self, field: &str) -> bool {
+        self.removed_fields
+            .iter()
+            .any(|path| path.len() > 1 && path[0] == field)
+    }
+
+    /// The top-level `field`'s `value` without the `select(-…)` paths below it.
+    pub fn project_below<'q, 'v>(&'q self, field: &str, value: &'v Value) -> Projected<'q, 'v> {
+        Projected {
+            object: value,
+            fields: None,
+            removed: self
+                .removed_fields
+                .iter()
+                .filter(|path| path.len() > 1 && path[0] == field)
+                .map(|path| &path[1..])
+                .collect(),
+        }
     }
 
     /// The object without the `select(-field)` paths.
@@ -791,7 +802,7 @@ mod tests {
             "select(-params.value)&ordering(-n)&limit=2&offset=1",
         ] {
             let query = ListRequest::parse(raw).unwrap();
-            let text = |page: Page<'_, '_>| serde_json::to_string(&page.items).unwrap();
+            let text = |page: Page<Projected<'_, '_>>| serde_json::to_string(&page.items).unwrap();
             assert_eq!(
                 text(query.apply(&stored, 100)),
                 text(query.apply(&plain, 100)),
