@@ -11,7 +11,7 @@
 //! Sizes are counted, not taken from the zip directory, which a hostile file can fill with
 //! anything. Damage of any other kind is left to the reader, which describes it.
 
-use std::io::{Read, Seek, SeekFrom};
+use std::io::{Read, Seek};
 
 /// The largest tag or run of text in any XML part.
 pub const TOKEN_LIMIT: usize = 1 << 20;
@@ -29,75 +29,14 @@ const DEFLATE_MAX_RATIO: u64 = 1032;
 /// Why a workbook is refused unread, or `Ok` when the reader may have it. Every part is
 /// checked whatever its name: the reader follows the workbook's relationships, which may name
 /// a worksheet `sheet1.bin`.
-///
-/// The parts are unpacked here anyway, so a workbook that unpacks to at most [`STORED_LIMIT`]
-/// comes back as `Some` copy of itself with every part stored uncompressed: the reader then
-/// reads the same names and contents without inflating them a second time (a usage file's
-/// upload costs about 14 inflates otherwise). Anything unusual (a part that fails to unpack,
-/// a directory, a name that is not plain ASCII, one that does not start as a zip) gives
-/// `None`, and the reader reads the bytes as they came, so it reports what it always has.
-pub fn check<R: Read + Seek>(workbook: &mut R) -> Result<Option<Vec<u8>>, String> {
+pub fn check<R: Read + Seek>(workbook: &mut R) -> Result<(), String> {
     check_within(workbook, SHEETS_LIMIT)
 }
 
-/// The most a workbook may unpack to for [`check`] to hand back a stored copy.
-pub const STORED_LIMIT: usize = 16 << 20;
-
-/// A workbook's parts as unpacked, in the archive's order, while they fit [`STORED_LIMIT`].
-#[derive(Default)]
-struct Unpacked {
-    parts: Vec<(String, Vec<u8>)>,
-    size: usize,
-    /// False once a part could not be kept whole: the original bytes are read instead.
-    whole: bool,
-}
-
-impl Unpacked {
-    fn keep(&mut self, bytes: &[u8]) {
-        if !self.whole {
-            return;
-        }
-        self.size += bytes.len();
-        match (self.size <= STORED_LIMIT, self.parts.last_mut()) {
-            (true, Some((_, part))) => part.extend_from_slice(bytes),
-            _ => self.give_up(),
-        }
-    }
-
-    fn give_up(&mut self) {
-        self.whole = false;
-        self.parts = Vec::new();
-    }
-
-    /// The same parts, stored: the zip the reader reads instead of the original.
-    fn stored(self) -> Option<Vec<u8>> {
-        if !self.whole {
-            return None;
-        }
-        let room = self.size + self.parts.len() * 128 + 64;
-        let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::with_capacity(room)));
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Stored);
-        for (name, bytes) in &self.parts {
-            writer.start_file(name.as_str(), options).ok()?;
-            std::io::Write::write_all(&mut writer, bytes).ok()?;
-        }
-        Some(writer.finish().ok()?.into_inner())
-    }
-}
-
 /// [`check`] with the worksheets' limit as a parameter (tests shrink it).
-fn check_within<R: Read + Seek>(
-    workbook: &mut R,
-    sheets_limit: u64,
-) -> Result<Option<Vec<u8>>, String> {
-    let mut unpacked = Unpacked {
-        // Only a zip from its first byte: the reader first looks for another kind of file.
-        whole: starts_as_zip(workbook),
-        ..Unpacked::default()
-    };
+fn check_within<R: Read + Seek>(workbook: &mut R, sheets_limit: u64) -> Result<(), String> {
     let Ok(mut archive) = zip::ZipArchive::new(workbook) else {
-        return Ok(None);
+        return Ok(());
     };
     let mut other_parts = 0u64;
     let mut sheets = 0u64;
@@ -105,41 +44,21 @@ fn check_within<R: Read + Seek>(
     let mut chunk = [0u8; 16 * 1024];
     for index in 0..archive.len() {
         let Ok(mut part) = archive.by_index(index) else {
-            unpacked.give_up();
             continue;
         };
         let name = String::from_utf8_lossy(part.name_raw()).into_owned();
-        match part.name() {
-            Ok(decoded) if decoded == name && name.is_ascii() && !part.is_dir() => {
-                unpacked.parts.push((name.clone(), Vec::new()));
-            }
-            _ => unpacked.give_up(),
-        }
         let is_worksheet = name
             .strip_prefix("xl/worksheets/")
             .is_some_and(|file| !file.contains('/'));
         let bound = unpacked_bound(&part);
         let mut tokens = Tokens::default();
         let mut first = true;
-        // Once a part is known to be within the limits, it is only read on to be kept.
-        let mut checked = false;
         loop {
             let read = match part.read(&mut chunk) {
-                Ok(0) => break,
+                Ok(0) | Err(_) => break,
                 Ok(read) => read,
-                Err(_) => {
-                    unpacked.give_up();
-                    break;
-                }
             };
             let bytes = &chunk[..read];
-            unpacked.keep(bytes);
-            if checked {
-                match unpacked.whole {
-                    true => continue,
-                    false => break,
-                }
-            }
             if std::mem::take(&mut first) {
                 if let Some(declared) = unique_count(bytes) {
                     // The reader reserves room for every declared string before reading one.
@@ -162,8 +81,7 @@ fn check_within<R: Read + Seek>(
                         } else {
                             &mut other_parts
                         }) += bound;
-                        checked = true;
-                        continue;
+                        break;
                     }
                 }
             }
@@ -192,18 +110,7 @@ fn check_within<R: Read + Seek>(
             }
         }
     }
-    Ok(unpacked.stored())
-}
-
-/// Whether the workbook opens with a zip's first local header (`PK\x03\x04`); leaves it
-/// where it was.
-fn starts_as_zip<R: Read + Seek>(workbook: &mut R) -> bool {
-    let mut start = [0u8; 4];
-    let Ok(at) = workbook.stream_position() else {
-        return false;
-    };
-    let read = workbook.seek(SeekFrom::Start(0)).is_ok() && workbook.read_exact(&mut start).is_ok();
-    workbook.seek(SeekFrom::Start(at)).is_ok() && read && start == *b"PK\x03\x04"
+    Ok(())
 }
 
 /// The `uniqueCount` a shared-strings part opening with `bytes` declares.
@@ -291,12 +198,14 @@ mod tests {
         let sheet = format!("<sheetData><c><v>{text}</v></c></sheetData>");
         // Binary parts are checked too; any byte value, `<` and `>` included, turns up often.
         let image: Vec<u8> = (0..2 * TOKEN_LIMIT).map(|i| (i * 7 % 256) as u8).collect();
-        assert!(check(&mut zip(&[
-            ("xl/worksheets/sheet1.xml", sheet.as_bytes()),
-            ("xl/media/image1.png", &image),
-        ]))
-        .is_ok());
-        assert_eq!(check(&mut Cursor::new(b"not a zip".to_vec())), Ok(None));
+        assert_eq!(
+            check(&mut zip(&[
+                ("xl/worksheets/sheet1.xml", sheet.as_bytes()),
+                ("xl/media/image1.png", &image),
+            ])),
+            Ok(())
+        );
+        assert_eq!(check(&mut Cursor::new(b"not a zip".to_vec())), Ok(()));
     }
 
     #[test]
@@ -404,7 +313,10 @@ mod tests {
         assert!(error.contains("1000000000000000 shared strings"), "{error}");
         let huge = sst(&"9".repeat(40));
         assert!(check(&mut zip(&[("xl/anything.bin", huge.as_bytes())])).is_err());
-        assert!(check(&mut zip(&[("xl/sharedStrings.xml", sst("1").as_bytes())])).is_ok());
+        assert_eq!(
+            check(&mut zip(&[("xl/sharedStrings.xml", sst("1").as_bytes())])),
+            Ok(())
+        );
         assert_eq!(unique_count(b"<sst uniqueCount='12'>"), Some(12));
         assert_eq!(unique_count(b"<worksheet>"), None);
     }

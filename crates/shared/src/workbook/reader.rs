@@ -21,12 +21,9 @@ use super::rules::{Problem, RowValidator, Rules, TIMES_AS_TEXT};
 pub fn read_workbook(bytes: &[u8]) -> Result<Vec<UsageRow>, Vec<Problem>> {
     let mut rows = Vec::new();
     let mut problems = Vec::new();
-    scan(
-        Cursor::new(bytes),
-        Source::Unpacked,
-        &mut problems,
-        |data, _| rows.push(data.row),
-    );
+    scan(Cursor::new(bytes), &mut problems, |data, _| {
+        rows.push(data.row)
+    });
     if problems.is_empty() {
         Ok(rows)
     } else {
@@ -62,31 +59,12 @@ pub fn inspect_workbook_reader<R: Read + Seek>(workbook: R, rules: &Rules) -> In
 pub fn inspect_workbook_rows<R: Read + Seek>(
     workbook: R,
     rules: &Rules,
-    keep: impl FnMut(UsageRow),
-) -> Inspection {
-    inspect_rows_from(workbook, rules, keep, Source::Unpacked)
-}
-
-/// What the spreadsheet reader reads: the guard's stored copy when it made one (the parts
-/// unpacked once), or the workbook as it came (tests compare the two).
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Source {
-    Unpacked,
-    // Only tests read the original when a stored copy exists, to compare the two.
-    #[cfg_attr(not(test), allow(dead_code))]
-    Original,
-}
-
-fn inspect_rows_from<R: Read + Seek>(
-    workbook: R,
-    rules: &Rules,
     mut keep: impl FnMut(UsageRow),
-    source: Source,
 ) -> Inspection {
     let mut validator = RowValidator::new(rules);
     let mut problems = Vec::new();
     let mut records = 0;
-    scan(workbook, source, &mut problems, |data, problems| {
+    scan(workbook, &mut problems, |data, problems| {
         records += 1;
         let unreadable = data.unreadable;
         problems.extend(
@@ -123,21 +101,14 @@ fn column_bit(column: &str) -> u32 {
 /// in sheet order. Never panics: a reader failure on hostile bytes becomes a problem.
 fn scan<R: Read + Seek>(
     mut workbook: R,
-    source: Source,
     problems: &mut Vec<Problem>,
     on_row: impl FnMut(DataRow, &mut Vec<Problem>),
 ) {
-    let stored = match guard::check(&mut workbook) {
-        Ok(stored) => stored.filter(|_| source == Source::Unpacked),
-        Err(message) => return problems.push(Problem::workbook(message)),
-    };
+    if let Err(message) = guard::check(&mut workbook) {
+        return problems.push(Problem::workbook(message));
+    }
     let outcome = panic::catch_unwind(AssertUnwindSafe(|| {
-        let sheet = SheetRows::new(&mut *problems, on_row);
-        match stored {
-            // The same parts, already unpacked by the guard: not inflated again.
-            Some(stored) => scan_sheet(Cursor::new(stored), sheet),
-            None => scan_sheet(workbook, sheet),
-        }
+        scan_sheet(workbook, SheetRows::new(&mut *problems, on_row))
     }));
     if outcome.is_err() {
         problems.push(Problem::workbook(
@@ -720,54 +691,6 @@ mod tests {
         );
         let inspection = inspect_workbook(&bytes, &platform_rules());
         assert_eq!(inspection.records, 2);
-    }
-
-    #[test]
-    fn the_unpacked_copy_reads_exactly_as_the_original() {
-        let good = workbook_bytes((0..60).map(good_row)).unwrap();
-        assert!(guard::check(&mut Cursor::new(&good[..])).unwrap().is_some());
-        let mut bad_second = raw_row(Some((5, Raw::Bool(false))));
-        bad_second[0] = Raw::Text("R-1");
-        let mut workbooks = vec![
-            good.clone(),
-            raw_workbook(SHEET, &[(0, header()), (1, raw_row(None)), (2, bad_second)]),
-            raw_workbook(SHEET, &[(0, header()), (1, raw_row(Some((6, Raw::Date))))]),
-            raw_workbook("Sheet1", &[(0, header()), (1, raw_row(None))]),
-            raw_workbook(SHEET, &[(2, header()), (3, raw_row(None))]),
-            raw_workbook(SHEET, &[]),
-            b"hello, world".to_vec(),
-        ];
-        workbooks.extend(
-            [good.len() / 3, good.len() / 2, good.len() - 10].map(|cut| good[..cut].to_vec()),
-        );
-        // Flipped bytes: a broken header, name, size or compressed stream anywhere.
-        workbooks.extend((0..good.len()).step_by(41).map(|position| {
-            let mut bent = good.clone();
-            bent[position] ^= 0x5a;
-            bent
-        }));
-        let mut unpacked_used = 0;
-        for (case, bytes) in workbooks.iter().enumerate() {
-            let read = |source| {
-                let mut rows = Vec::new();
-                let inspection = inspect_rows_from(
-                    Cursor::new(&bytes[..]),
-                    &platform_rules(),
-                    |row| rows.push(row),
-                    source,
-                );
-                (inspection, rows)
-            };
-            assert_eq!(
-                read(Source::Unpacked),
-                read(Source::Original),
-                "case {case}"
-            );
-            if let Ok(Some(_)) = guard::check(&mut Cursor::new(&bytes[..])) {
-                unpacked_used += 1;
-            }
-        }
-        assert!(unpacked_used >= 6, "{unpacked_used} of {}", workbooks.len());
     }
 
     #[test]
