@@ -400,7 +400,11 @@ impl Rendered {
         at: usize,
         query: &'q ListRequest,
     ) -> ShownAsset<'c, 'q> {
-        Renderer { catalogue }.shown_asset(&catalogue.assets[at], query)
+        ShownAsset {
+            renderer: Renderer { catalogue },
+            asset: &catalogue.assets[at],
+            query,
+        }
     }
 }
 
@@ -718,18 +722,6 @@ impl<'c> Renderer<'c> {
                 },
             }),
             AssetField::Configuration => FieldJson::Configuration(ConfigurationJson { params: [] }),
-        }
-    }
-
-    /// The asset as a list answer shows it: its fields written straight out (no tree built and
-    /// dropped), those `query` removes left out.
-    fn shown_asset<'q>(&self, asset: &'c Asset, query: &'q ListRequest) -> ShownAsset<'c, 'q> {
-        ShownAsset {
-            renderer: Renderer {
-                catalogue: self.catalogue,
-            },
-            asset,
-            query,
         }
     }
 }
