@@ -8,6 +8,8 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 
 use super::error::ApiError;
+use serde::Serialize;
+
 use super::rql::{ListRequest, Listed, Page};
 use super::state::SimState;
 
@@ -32,7 +34,7 @@ pub(crate) fn page<'a, O: Listed<'a>>(
 }
 
 /// The answer carrying `page`, with `Content-Range`.
-pub(crate) fn respond(page: Page<'_, '_>) -> Response {
+pub(crate) fn respond<T: Serialize>(page: Page<T>) -> Response {
     let range = page.content_range();
     ([(CONTENT_RANGE, range)], Json(page.items)).into_response()
 }

@@ -204,12 +204,16 @@ async fn assets(
     let world = state.world();
     let catalogue = &world.catalogue;
     let query = parse(q)?;
-    let (objects, total) = query.select(
+    let (page, total) = query.select(
         world.rendered.assets.candidates(&query),
-        |at| Rendered::asset(catalogue, at as usize),
+        |at, wanted| Rendered::asset(catalogue, at as usize, wanted),
         state.config().page_cap,
     );
-    Ok(respond(query.page_of(&objects, total)))
+    let shown = page
+        .into_iter()
+        .map(|at| Rendered::shown_asset(catalogue, at as usize, &query))
+        .collect();
+    Ok(respond(query.page_of(shown, total)))
 }
 
 async fn asset(
@@ -222,7 +226,7 @@ async fn asset(
         .rendered
         .assets
         .find(&world.catalogue, &id)
-        .map(|at| Rendered::asset(&world.catalogue, at));
+        .map(|at| Rendered::asset(&world.catalogue, at, &|_| true));
     detail(found.as_ref(), "Asset", &id, q)
 }
 

@@ -39,17 +39,17 @@ pub struct ListRequest {
     ordering: Vec<SortKey>,
 }
 
-/// One page of a list answer and where it sits in the whole result. Its objects are the
-/// stored ones, serialized through the query's `select(-…)`: pages of thousands of objects
-/// are written out without first copying every object kept.
+/// One page of a list answer and where it sits in the whole result. Its items are written
+/// out as they are serialized: stored objects through the query's `select(-…)`
+/// ([`Projected`]), pages of thousands of objects without first copying every object kept.
 #[derive(Debug, Clone)]
-pub struct Page<'q, 'v> {
-    pub items: Vec<Projected<'q, 'v>>,
+pub struct Page<T> {
+    pub items: Vec<T>,
     pub offset: usize,
     pub total: usize,
 }
 
-impl Page<'_, '_> {
+impl<T> Page<T> {
     /// The `Content-Range` header value: `items first-last/total`, `items 0-0/total` when empty.
     pub fn content_range(&self) -> String {
         match self.items.len() {
@@ -251,7 +251,7 @@ impl ListRequest {
         &'q self,
         objects: impl IntoIterator<Item = O>,
         page_cap: usize,
-    ) -> Page<'q, 'v> {
+    ) -> Page<Projected<'q, 'v>> {
         let mut selected: Vec<O> = objects
             .into_iter()
             .filter(|o| self.matches(o.object()))
@@ -274,39 +274,40 @@ impl ListRequest {
         }
     }
 
-    /// [`ListRequest::apply`] over objects rendered on demand: `render` gives a candidate's
-    /// object, which is checked (its sort keys kept) and dropped unless it is on the page.
-    /// Returns the page's objects (the ones not kept rendered again) and the total that
-    /// matched. Without a filter, a search or an ordering only the page's are rendered.
+    /// [`ListRequest::apply`] over objects rendered on demand: `render(candidate, wanted)`
+    /// gives a candidate's object with at least the top-level fields `wanted` accepts (the
+    /// others may be left out), here the fields the query checks ([`ListRequest::inspects`]).
+    /// Each candidate is rendered, checked and dropped, its sort keys kept. Returns the
+    /// candidates on the page, for the caller to write out ([`ListRequest::page_of`]), and
+    /// the total that matched. Without a filter, a search or an ordering none is rendered.
     pub fn select<C: Copy>(
         &self,
         candidates: impl IntoIterator<Item = C>,
-        render: impl Fn(C) -> Value,
+        render: impl Fn(C, &dyn Fn(&str) -> bool) -> Value,
         page_cap: usize,
-    ) -> (Vec<Value>, usize) {
+    ) -> (Vec<C>, usize) {
         let limit = self.limit.unwrap_or(page_cap).min(page_cap);
-        let on_page = self.offset..self.offset.saturating_add(limit);
         let inspect = self.filter.is_some() || self.search.is_some() || !self.ordering.is_empty();
-        // (candidate, its sort keys, its object when it is already known to be on the page)
-        let mut kept: Vec<(C, Vec<Option<Value>>, Option<Value>)> = Vec::new();
+        let inspected = |field: &str| self.inspects(field);
+        // (candidate, its sort keys)
+        let mut kept: Vec<(C, Vec<Option<Value>>)> = Vec::new();
         for candidate in candidates {
             if !inspect {
-                kept.push((candidate, Vec::new(), None));
+                kept.push((candidate, Vec::new()));
                 continue;
             }
-            let object = render(candidate);
+            let object = render(candidate, &inspected);
             if !self.matches(&object) {
                 continue;
             }
             let keys = (0..self.ordering.len())
                 .map(|at| self.key_of(&object, at).cloned())
                 .collect();
-            let keep = self.ordering.is_empty() && on_page.contains(&kept.len());
-            kept.push((candidate, keys, keep.then_some(object)));
+            kept.push((candidate, keys));
         }
         if !self.ordering.is_empty() {
             // Stable, as `apply`'s: equal keys keep the candidates' order.
-            kept.sort_by(|(_, a, _), (_, b, _)| {
+            kept.sort_by(|(_, a), (_, b)| {
                 self.compare_keys(|at| a[at].as_ref(), |at| b[at].as_ref())
             });
         }
@@ -315,16 +316,16 @@ impl ListRequest {
             .into_iter()
             .skip(self.offset)
             .take(limit)
-            .map(|(candidate, _, object)| object.unwrap_or_else(|| render(candidate)))
+            .map(|(candidate, _)| candidate)
             .collect();
         (page, total)
     }
 
-    /// The page made of `objects` (the ones [`ListRequest::select`] chose) out of `total`,
-    /// projected.
-    pub fn page_of<'q, 'v>(&'q self, objects: &'v [Value], total: usize) -> Page<'q, 'v> {
+    /// The page made of `items` (what [`ListRequest::select`] chose, as they are shown) out of
+    /// `total`.
+    pub fn page_of<T>(&self, items: Vec<T>, total: usize) -> Page<T> {
         Page {
-            items: objects.iter().map(|object| self.project(object)).collect(),
+            items,
             offset: self.offset,
             total,
         }
@@ -351,6 +352,48 @@ impl ListRequest {
             }
         }
         pinned(self.query.filter.expr()?, field)
+    }
+
+    /// Whether checking an object against the query (filter, search, ordering) reads its
+    /// top-level `field`: an object rendered on demand needs no other field to be checked.
+    pub fn inspects(&self, field: &str) -> bool {
+        // The search reads every top-level text field.
+        self.search.is_some()
+            || self.ordering.iter().any(|key| key.field[0] == field)
+            || self
+                .filter
+                .as_ref()
+                .is_some_and(|filter| filter.reads(field))
+    }
+
+    /// Whether the answer shows the top-level `field` (in part, when only paths below it are
+    /// removed): an object rendered for a page needs no other field.
+    pub fn shows(&self, field: &str) -> bool {
+        !self
+            .removed_fields
+            .iter()
+            .any(|path| path.len() == 1 && path[0] == field)
+    }
+
+    /// Whether `select(-…)` removes paths below the top-level `field` (`-params.value`).
+    pub fn removes_below(&self, field: &str) -> bool {
+        self.removed_fields
+            .iter()
+            .any(|path| path.len() > 1 && path[0] == field)
+    }
+
+    /// The top-level `field`'s `value` without the `select(-…)` paths below it.
+    pub fn project_below<'q, 'v>(&'q self, field: &str, value: &'v Value) -> Projected<'q, 'v> {
+        Projected {
+            object: value,
+            fields: None,
+            removed: self
+                .removed_fields
+                .iter()
+                .filter(|path| path.len() > 1 && path[0] == field)
+                .map(|path| &path[1..])
+                .collect(),
+        }
     }
 
     /// The object without the `select(-field)` paths.
@@ -438,6 +481,17 @@ impl Filter {
                 pattern: pattern.clone(),
                 case_insensitive: *op == LikeOp::Ilike,
             },
+        }
+    }
+
+    /// Whether the filter looks at the top-level `field` (the first step of a path).
+    fn reads(&self, field: &str) -> bool {
+        match self {
+            Filter::And(parts) | Filter::Or(parts) => parts.iter().any(|part| part.reads(field)),
+            Filter::Not(inner) => inner.reads(field),
+            Filter::Compare { field: path, .. }
+            | Filter::Member { field: path, .. }
+            | Filter::Like { field: path, .. } => path[0] == field,
         }
     }
 
@@ -748,7 +802,7 @@ mod tests {
             "select(-params.value)&ordering(-n)&limit=2&offset=1",
         ] {
             let query = ListRequest::parse(raw).unwrap();
-            let text = |page: Page<'_, '_>| serde_json::to_string(&page.items).unwrap();
+            let text = |page: Page<Projected<'_, '_>>| serde_json::to_string(&page.items).unwrap();
             assert_eq!(
                 text(query.apply(&stored, 100)),
                 text(query.apply(&plain, 100)),

@@ -10,6 +10,11 @@
 //! (`uniqueCount`, which the reader allocates for up front) than its size can hold.
 //! Sizes are counted, not taken from the zip directory, which a hostile file can fill with
 //! anything. Damage of any other kind is left to the reader, which describes it.
+//!
+//! So a part is inflated twice, here and by the reader. Keeping what is unpacked here and
+//! handing the reader a stored copy was measured (the simulator's 10k-subscription month, 500
+//! uploads): it spared the reader's inflate (~3% of the simulator's CPU) but building the copy
+//! cost as much, so each part is still unpacked through a counter that keeps nothing.
 
 use std::io::{Read, Seek};
 

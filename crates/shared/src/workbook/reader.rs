@@ -5,6 +5,11 @@
 //! million-row workbook holds one row at a time; only [`read_workbook`] collects rows. What the
 //! reader would hold whole is bounded first ([`super::guard`]): zip bombs are refused unread.
 //! Hostile bytes never panic the caller: any reader failure becomes a [`Problem`].
+//!
+//! Where the time goes (the simulator validating the 10k-subscription month's 500 uploads,
+//! ~80 rows each): about three quarters in calamine's cell reader parsing the sheet's XML,
+//! the rest in opening the workbook (styles and theme included: they decide which numbers are
+//! dates), the guard's unpacking and the rules.
 
 use std::io::{Cursor, Read, Seek};
 use std::panic::{self, AssertUnwindSafe};
