@@ -6,10 +6,9 @@
 use axum::http::header::CONTENT_RANGE;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-
-use super::error::ApiError;
 use serde::Serialize;
 
+use super::error::ApiError;
 use super::rql::{ListRequest, Listed, Page};
 use super::state::SimState;
 
