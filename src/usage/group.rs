@@ -241,7 +241,7 @@ pub async fn collect(
                 break;
             };
             let chunk = chunk?;
-            let lookup = sorter.look_up_ahead(&chunk.records, &mut asked);
+            let lookup = sorter.look_up_ahead(&chunk.records, &mut asked, sorter.cap);
             ahead.push_back((chunk, lookup));
         }
         let Some((chunk, lookup)) = ahead.pop_front() else {
@@ -499,24 +499,29 @@ impl<'c> Sorter<'c> {
         }
         while let Some(mut partition) = self.partitions.next()? {
             self.partition_assets = Some(HashMap::new());
+            // A partition's cache holds all of the partition's subscriptions.
+            let mut asked = Asked::default();
             let mut next = partition.chunk(CHUNK)?;
-            let mut pending = self.resolve_ahead(&next);
+            let mut pending = self.look_up_ahead(&next, &mut asked, usize::MAX);
             while !next.is_empty() {
                 let records = std::mem::take(&mut next);
                 let started = Instant::now();
-                let found = pending
-                    .await
-                    .map_err(|error| CollectError::Reader(error.to_string()))??;
-                self.partition_assets
-                    .as_mut()
-                    .expect("set for the partition")
-                    .extend(found);
+                if let Some(pending) = pending {
+                    let found = pending
+                        .await
+                        .map_err(|error| CollectError::Reader(error.to_string()))??;
+                    asked.answered(found.keys());
+                    self.partition_assets
+                        .as_mut()
+                        .expect("set for the partition")
+                        .extend(found);
+                }
                 self.look_up_scope(&records).await?;
                 let started = phases::add(Phase::Resolve, started);
                 // The next chunk's subscriptions are asked for while this one is placed (the
                 // source's chunks overlap so with their parsing): the same requests, sooner.
                 next = partition.chunk(CHUNK)?;
-                pending = self.resolve_ahead(&next);
+                pending = self.look_up_ahead(&next, &mut asked, usize::MAX);
                 self.place_all(records)?;
                 phases::add(Phase::Group, started);
                 self.file_bad(Vec::new())?;
@@ -530,14 +535,19 @@ impl<'c> Sorter<'c> {
         Ok(())
     }
 
-    /// Asks, on a task of its own, for the subscriptions `records` name that the cache does not
-    /// hold and that are not asked for already, while the cache has room for all of them and
-    /// for every subscription asked for before (none once it had not).
-    fn look_up_ahead(&self, records: &[VendorRecord], asked: &mut Asked) -> Option<Lookup> {
+    /// Asks, on a task of its own, for the subscriptions `records` name that the cache in use
+    /// does not hold and that are not asked for already, while `cap` subscriptions can take
+    /// them with every subscription asked for before (none once they could not).
+    fn look_up_ahead(
+        &self,
+        records: &[VendorRecord],
+        asked: &mut Asked,
+        cap: usize,
+    ) -> Option<Lookup> {
         if asked.stopped {
             return None;
         }
-        let cache = &self.lookups.assets;
+        let cache = self.assets();
         let mut wanted: HashSet<String> = HashSet::default();
         for record in records {
             let id = &*record.subscription_id;
@@ -545,7 +555,7 @@ impl<'c> Sorter<'c> {
                 wanted.insert(id.to_string());
             }
         }
-        if cache.len() + asked.pending.len() + wanted.len() > self.cap {
+        if cache.len() + asked.pending.len() + wanted.len() > cap {
             asked.stopped = true;
             return None;
         }
@@ -557,23 +567,6 @@ impl<'c> Sorter<'c> {
         Some(AbortOnDropHandle::new(tokio::spawn(async move {
             resolver.assets(wanted).await
         })))
-    }
-
-    /// Looks up, on a task of its own, the subscriptions `records` name that the current
-    /// cache does not hold.
-    fn resolve_ahead(
-        &self,
-        records: &[VendorRecord],
-    ) -> AbortOnDropHandle<Result<std::collections::HashMap<String, AssetMatch>, ConnectError>>
-    {
-        let wanted: HashSet<String> = records
-            .iter()
-            .map(|r| &*r.subscription_id)
-            .filter(|id| !self.assets().contains_key(*id))
-            .map(str::to_string)
-            .collect();
-        let resolver = self.resolver.clone();
-        AbortOnDropHandle::new(tokio::spawn(async move { resolver.assets(wanted).await }))
     }
 
     /// Files looked-up records under their groups (rows stored, spilled past the budget).
