@@ -159,6 +159,17 @@ const LOOKUPS_AHEAD: usize = 4;
 type Lookup =
     AbortOnDropHandle<Result<std::collections::HashMap<String, AssetMatch>, ConnectError>>;
 
+/// Where a chunk's subscriptions stand once it was read: each chunk's records are scanned for
+/// them once, here (a second scan, record by record, would be on the 10M-record path).
+enum Ahead {
+    /// All cached, or asked for by an earlier chunk (answered before this one is placed).
+    Known,
+    /// The ones not known yet, being looked up.
+    Asked(Lookup),
+    /// Not asked for: the cache could not take them; [`Sorter::sort`] sets records aside.
+    Later,
+}
+
 /// Subscriptions asked for ahead and not yet answered; once the cache could not take all of a
 /// chunk's, nothing more is asked ahead (the sorter lets subscriptions into the cache in the
 /// order records name them, and sets the rest aside).
@@ -216,15 +227,17 @@ pub async fn collect(
         Partitions::new(spill_root),
     );
     // Chunks wait here, their subscriptions being looked up, until placed in source order.
-    let mut ahead: VecDeque<(Chunk, Option<Lookup>)> = VecDeque::new();
+    let mut ahead: VecDeque<(Chunk, Ahead)> = VecDeque::new();
     let mut asked = Asked::default();
     let mut read_all = false;
     loop {
         // Take in the chunks the reader has ready (waiting for one only when none is here)
         // and ask for their subscriptions at once; while no chunk here waits on a lookup (all
         // its subscriptions known), one at a time, so the month is held no more than before.
-        let looking_up = |ahead: &VecDeque<(Chunk, Option<Lookup>)>| {
-            ahead.iter().any(|(_, lookup)| lookup.is_some())
+        let looking_up = |ahead: &VecDeque<(Chunk, Ahead)>| {
+            ahead
+                .iter()
+                .any(|(_, state)| matches!(state, Ahead::Asked(_)))
         };
         while !read_all && (ahead.is_empty() || (ahead.len() < LOOKUPS_AHEAD && looking_up(&ahead)))
         {
@@ -241,27 +254,21 @@ pub async fn collect(
                 break;
             };
             let chunk = chunk?;
-            let lookup = sorter.look_up_ahead(&chunk.records, &mut asked, sorter.cap);
-            ahead.push_back((chunk, lookup));
+            let state = sorter.look_up_ahead(&chunk.records, &mut asked, sorter.cap);
+            ahead.push_back((chunk, state));
         }
-        let Some((chunk, lookup)) = ahead.pop_front() else {
+        let Some((chunk, state)) = ahead.pop_front() else {
             break;
         };
-        if let Some(lookup) = lookup {
-            let started = Instant::now();
-            let found = lookup
-                .await
-                .map_err(|error| CollectError::Reader(error.to_string()))??;
-            asked.answered(found.keys());
-            sorter.lookups.assets.extend(found);
-            debug_assert!(
-                sorter.lookups.assets.len() <= sorter.cap,
-                "asked ahead past the cap"
-            );
-            phases::add(Phase::Resolve, started);
-        }
         sorter.collection.records_read += chunk.read;
-        sorter.sort(chunk.records).await?;
+        match state {
+            Ahead::Known => sorter.place_known(chunk.records).await?,
+            Ahead::Asked(lookup) => {
+                sorter.take_answer(lookup, &mut asked).await?;
+                sorter.place_known(chunk.records).await?;
+            }
+            Ahead::Later => sorter.sort(chunk.records).await?,
+        }
         sorter.file_bad(chunk.bad)?;
     }
     // The channel also closes when the reader dies: only a reader that finished read it all.
@@ -480,11 +487,44 @@ impl<'c> Sorter<'c> {
         Ok(())
     }
 
+    /// Places records whose subscriptions are all in the cache in use, after checking the
+    /// contracts and reading the products their assets name.
+    async fn place_known(&mut self, records: Vec<VendorRecord>) -> Result<(), CollectError> {
+        let started = Instant::now();
+        self.look_up_scope(&records).await?;
+        let started = phases::add(Phase::Resolve, started);
+        self.place_all(records)?;
+        phases::add(Phase::Group, started);
+        Ok(())
+    }
+
+    /// Waits for `lookup` and takes its answer into the cache in use.
+    async fn take_answer(&mut self, lookup: Lookup, asked: &mut Asked) -> Result<(), CollectError> {
+        let started = Instant::now();
+        let found = lookup
+            .await
+            .map_err(|error| CollectError::Reader(error.to_string()))??;
+        asked.answered(found.keys());
+        self.assets_mut().extend(found);
+        debug_assert!(
+            self.partition_assets.is_some() || self.lookups.assets.len() <= self.cap,
+            "asked ahead past the cap"
+        );
+        phases::add(Phase::Resolve, started);
+        Ok(())
+    }
+
     /// The assets records are resolved with: the run's cache, or the partition's.
     fn assets(&self) -> &HashMap<String, AssetMatch> {
         self.partition_assets
             .as_ref()
             .unwrap_or(&self.lookups.assets)
+    }
+
+    fn assets_mut(&mut self) -> &mut HashMap<String, AssetMatch> {
+        self.partition_assets
+            .as_mut()
+            .unwrap_or(&mut self.lookups.assets)
     }
 
     /// Resolves and places the records set aside, one partition at a time, each with a cache
@@ -499,23 +539,17 @@ impl<'c> Sorter<'c> {
         }
         while let Some(mut partition) = self.partitions.next()? {
             self.partition_assets = Some(HashMap::new());
-            // A partition's cache holds all of the partition's subscriptions.
+            // A partition's cache holds all of the partition's subscriptions: with no cap, a
+            // chunk's are known or asked for, never left for later.
             let mut asked = Asked::default();
             let mut next = partition.chunk(CHUNK)?;
             let mut pending = self.look_up_ahead(&next, &mut asked, usize::MAX);
             while !next.is_empty() {
                 let records = std::mem::take(&mut next);
-                let started = Instant::now();
-                if let Some(pending) = pending {
-                    let found = pending
-                        .await
-                        .map_err(|error| CollectError::Reader(error.to_string()))??;
-                    asked.answered(found.keys());
-                    self.partition_assets
-                        .as_mut()
-                        .expect("set for the partition")
-                        .extend(found);
+                if let Ahead::Asked(lookup) = pending {
+                    self.take_answer(lookup, &mut asked).await?;
                 }
+                let started = Instant::now();
                 self.look_up_scope(&records).await?;
                 let started = phases::add(Phase::Resolve, started);
                 // The next chunk's subscriptions are asked for while this one is placed (the
@@ -538,14 +572,9 @@ impl<'c> Sorter<'c> {
     /// Asks, on a task of its own, for the subscriptions `records` name that the cache in use
     /// does not hold and that are not asked for already, while `cap` subscriptions can take
     /// them with every subscription asked for before (none once they could not).
-    fn look_up_ahead(
-        &self,
-        records: &[VendorRecord],
-        asked: &mut Asked,
-        cap: usize,
-    ) -> Option<Lookup> {
+    fn look_up_ahead(&self, records: &[VendorRecord], asked: &mut Asked, cap: usize) -> Ahead {
         if asked.stopped {
-            return None;
+            return Ahead::Later;
         }
         let cache = self.assets();
         let mut wanted: HashSet<String> = HashSet::default();
@@ -557,14 +586,14 @@ impl<'c> Sorter<'c> {
         }
         if cache.len() + asked.pending.len() + wanted.len() > cap {
             asked.stopped = true;
-            return None;
+            return Ahead::Later;
         }
         if wanted.is_empty() {
-            return None;
+            return Ahead::Known;
         }
         asked.pending.extend(wanted.iter().cloned());
         let resolver = self.resolver.clone();
-        Some(AbortOnDropHandle::new(tokio::spawn(async move {
+        Ahead::Asked(AbortOnDropHandle::new(tokio::spawn(async move {
             resolver.assets(wanted).await
         })))
     }
@@ -672,10 +701,7 @@ impl<'c> Sorter<'c> {
             records = now;
         }
         let found = self.resolver.assets(new_subscriptions).await?;
-        match &mut self.partition_assets {
-            Some(assets) => assets.extend(found),
-            None => self.lookups.assets.extend(found),
-        }
+        self.assets_mut().extend(found);
         self.look_up_scope(&records).await?;
         Ok(records)
     }
