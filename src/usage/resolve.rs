@@ -54,8 +54,9 @@ pub struct ResolvedItem {
 pub struct ResolvedProduct {
     pub id: String,
     pub qt: bool,
-    /// PPU items keyed by the value vendor records use (`ITEM_SEARCH_CRITERIA`).
-    pub items: HashMap<String, Arc<ResolvedItem>>,
+    /// PPU items keyed by the value vendor records use (`ITEM_SEARCH_CRITERIA`); looked up
+    /// once a record, so hashed with foldhash (std's SipHash was ~0.7% of a 10M-record run).
+    pub items: foldhash::HashMap<String, Arc<ResolvedItem>>,
 }
 
 /// How a subscription id resolved.
@@ -340,7 +341,7 @@ impl Resolver {
             .map(|id| async move {
                 let product = self.client.product(&id).await?;
                 let qt = product.is_qt();
-                let mut items = HashMap::new();
+                let mut items = foldhash::HashMap::default();
                 if qt {
                     for item in self.client.product_items(&id).await?.into_iter().filter(Item::is_ppu) {
                         let (Some(key), Some(search)) = (self.item_key(&item), self.item_search(&item)) else {

@@ -12,6 +12,7 @@
 //! so far. Runs are merged by size, [`FANOUT`] runs of one size into one of the next (as a
 //! log-structured merge does), so a key is rewritten a few times, not once per merge of
 //! everything, and a look-up reads a block of each of the few runs (a handful at 10M keys).
+//! Runs are merged on a thread of their own while counting goes on.
 
 use std::collections::hash_map::Entry;
 use std::collections::HashMap;
@@ -20,12 +21,17 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::io::{self, BufReader, BufWriter, Read, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::thread::JoinHandle;
 
 use crate::usage::spill::{scratch_root, ScratchDir};
 
-/// Keys counted in memory before they go to a run: exactly what a map of 256k slots holds
-/// (~21 bytes a slot, 5.3 MiB), so the map never doubles past it.
-pub const DEFAULT_RECENT: usize = 224 * 1024;
+/// Keys counted in memory before they go to a run: exactly what a map of 128k slots holds
+/// (~21 bytes a slot, 2.6 MiB), so the map never doubles past it. A spill holds the map and
+/// its keys sorted (20 bytes each) at once: 4.9 MB, against 9.8 MB at twice the keys, which
+/// the 10M-record month's peak (at 64 MiB) could not spare. Twice the runs cost one more
+/// merge of every key, on the merging thread.
+pub const DEFAULT_RECENT: usize = 112 * 1024;
 
 /// Runs of one size merged into one of the next. Merging every run whenever there were six
 /// rewrote the whole month's keys each time: 50M entries written for a 10M-record month, 4% of
@@ -82,13 +88,20 @@ type RecentMap = HashMap<Key, u32, BuildHasherDefault<DigestHasher>>;
 
 /// A multiset of keys, counted exactly; memory holds the recent keys, a block index and the
 /// filter. I/O failures are kept (the count then says 0) and reported by [`Counter::failure`].
+///
+/// A spill sorts the recent keys and writes them as a run in line (~10 ms for a full map);
+/// merging runs, most of a spill's work, happens on a thread of their own while counting goes
+/// on. In line, a 10M-record month's merges stopped the whole reading pipeline behind them
+/// (the other stages' queues full) for a tenth of a second at a time, a core idle. A run being
+/// merged stays in place, and is looked up, until the merged run replaces it; one merge at a
+/// time, so memory holds what it did with the merges in line.
 pub struct Counter {
     recent: RecentMap,
     limit: usize,
-    runs: Vec<Run>,
+    /// The runs on disk, oldest first; each level's runs follow the higher levels'.
+    runs: Vec<Arc<Run>>,
+    merging: Option<Merging>,
     filter: Bloom,
-    /// Keys in the runs (the filter is sized for them).
-    in_runs: usize,
     root: PathBuf,
     dir: Option<ScratchDir>,
     made: usize,
@@ -105,6 +118,16 @@ struct Run {
     index: Vec<Packed>,
 }
 
+/// A merge in progress: [`FANOUT`] runs from `first` on (runs are only appended meanwhile).
+struct Merging {
+    first: usize,
+    merge: JoinHandle<io::Result<Run>>,
+}
+
+/// Runs at most waiting to be merged (levels taken together) before a spill waits for the
+/// merge in progress: each is one more place a key the filter lets through is looked up.
+const RUNS_WAITING: usize = 3 * FANOUT;
+
 impl Counter {
     /// Counts in memory up to `limit` keys, then in runs under `root`'s scratch directory.
     pub fn new(limit: usize, root: PathBuf) -> Self {
@@ -112,8 +135,8 @@ impl Counter {
             recent: RecentMap::default(),
             limit: limit.max(1),
             runs: Vec::new(),
+            merging: None,
             filter: Bloom::with_keys(0),
-            in_runs: 0,
             root,
             dir: None,
             made: 0,
@@ -161,146 +184,258 @@ impl Counter {
         before
     }
 
-    /// The first I/O failure, if any: counts after it may be short.
+    /// The first I/O failure, if any: counts after it may be short. A merge that ended since
+    /// is taken in (and the next one started); one still going is not waited for.
     pub fn failure(&mut self) -> Option<io::Error> {
+        if let Err(error) = self.take_merged(false).and_then(|()| self.start_merge()) {
+            self.failure.get_or_insert(error);
+        }
         self.failure.take()
     }
 
-    /// Writes the recent keys as a run, merging the newest runs while [`FANOUT`] share a level.
+    /// Writes the recent keys as a run, then starts merging runs if [`FANOUT`] share a level.
     fn spill(&mut self) -> io::Result<()> {
+        self.take_merged(self.runs.len() >= RUNS_WAITING)?;
         // Bytes, 20 an entry (a `Packed` pair would take 32), ordered as their packed numbers.
         let mut entries: Vec<(Key, u32)> = self.recent.drain().collect();
         entries.sort_unstable_by_key(|entry| pack(&entry.0));
-        // The filter takes the new keys now, unless it is to be rebuilt larger (merges only
-        // ever lessen the keys in runs), so the keys are not held through the merges.
-        let rebuild = self.in_runs + entries.len() > self.filter.keys;
-        if !rebuild {
+        let path = self.next_path()?;
+        let run = write_run(path, &mut entries.iter().map(|(k, n)| Ok((pack(k), *n))), 0)?;
+        self.runs.push(Arc::new(run));
+        // The filter is rebuilt, half as large again, whenever the runs outgrow it.
+        let in_runs: usize = self.runs.iter().map(|run| run.entries).sum();
+        if in_runs > self.filter.keys {
+            drop(entries);
+            // The old filter goes first: both at once were ~30 MB at 10M keys.
+            self.filter = Bloom::with_keys(0);
+            self.filter = Bloom::with_keys(in_runs * 3 / 2);
+            for run in &self.runs {
+                let mut entries = Entries::open(run)?;
+                while let Some((key, _)) = entries.next()? {
+                    self.filter.insert(key);
+                }
+            }
+        } else {
             for (key, _) in &entries {
                 self.filter.insert(pack(key));
             }
         }
-        // A key of the new run supersedes its entry in older runs.
-        let run = self.write_run(entries.iter().map(|(key, n)| (pack(key), *n)), 0)?;
-        drop(entries);
-        self.runs.push(run);
-        loop {
-            let level = self.runs.last().expect("pushed").level;
-            let same = self
-                .runs
-                .iter()
-                .rev()
-                .take_while(|run| run.level == level)
-                .count();
-            if same < FANOUT {
-                break;
-            }
-            let newest = self.runs.split_off(self.runs.len() - FANOUT);
-            let merged = self.merge(newest, level + 1)?;
-            self.runs.push(merged);
-        }
-        self.in_runs = self.runs.iter().map(|run| run.entries).sum();
-        // The filter is rebuilt, half as large again, whenever the runs outgrow it.
-        if rebuild {
-            // The old filter goes first: both at once were ~30 MB at 10M keys.
-            self.filter = Bloom::with_keys(0);
-            self.filter = Bloom::with_keys(self.in_runs * 3 / 2);
-            for run in &self.runs {
-                for entry in run.entries()? {
-                    self.filter.insert(entry?.0);
-                }
-            }
-        }
-        Ok(())
+        self.start_merge()
     }
 
-    fn write_run(
-        &mut self,
-        entries: impl Iterator<Item = (Packed, u32)>,
-        level: u32,
-    ) -> io::Result<Run> {
+    /// A new run file's path in the scratch directory (made on the first spill).
+    fn next_path(&mut self) -> io::Result<PathBuf> {
         if self.dir.is_none() {
             let dir = ScratchDir::create(&self.root).map_err(io::Error::other)?;
             self.dir = Some(dir);
         }
-        let dir = self.dir.as_ref().expect("created above");
         self.made += 1;
-        let path = dir.path().join(format!("seen-{}", self.made));
-        let file = File::options()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&path)?;
-        let mut out = BufWriter::with_capacity(64 << 10, &file);
-        let mut index = Vec::new();
-        let mut count = 0;
-        for (key, n) in entries {
-            if count % BLOCK == 0 {
-                index.push(key);
-            }
-            out.write_all(&key.to_be_bytes())?;
-            out.write_all(&n.to_le_bytes())?;
-            count += 1;
-        }
-        out.flush()?;
-        drop(out);
-        Ok(Run {
-            level,
-            path,
-            file,
-            entries: count,
-            index,
-        })
+        let dir = self.dir.as_ref().expect("created above");
+        Ok(dir.path().join(format!("seen-{}", self.made)))
     }
 
-    /// One run of `level` with every key of `runs` and its newest count (runs are oldest first).
-    fn merge(&mut self, runs: Vec<Run>, level: u32) -> io::Result<Run> {
-        let mut heads: Vec<_> = runs
-            .iter()
-            .map(|run| run.entries().map(|e| e.peekable()))
-            .collect::<io::Result<_>>()?;
-        let mut failed = None;
-        let merged = std::iter::from_fn(|| {
-            // The smallest key; of equal keys the newest run's count, the others skipped.
-            let mut smallest: Option<Packed> = None;
-            for head in heads.iter_mut() {
-                match head.peek() {
-                    Some(Ok((key, _))) if smallest.is_none_or(|k| *key <= k) => {
-                        smallest = Some(*key);
-                    }
-                    Some(Ok(_)) | None => {}
-                    Some(Err(_)) => {
-                        if let Some(Err(error)) = head.next() {
-                            failed.get_or_insert(error);
-                        }
-                        return None;
-                    }
-                }
-            }
-            let key = smallest?;
-            let mut newest = 0;
-            for head in heads.iter_mut() {
-                if let Some(Ok((_, count))) = head.next_if(|e| matches!(e, Ok((k, _)) if *k == key))
-                {
-                    newest = count;
-                }
-            }
-            Some((key, newest))
-        });
-        let run = self.write_run(merged, level)?;
-        if let Some(error) = failed {
-            return Err(error);
+    /// Starts merging the oldest [`FANOUT`] runs of the lowest level that has as many, unless
+    /// a merge is in progress.
+    fn start_merge(&mut self) -> io::Result<()> {
+        if self.merging.is_some() {
+            return Ok(());
         }
-        drop(heads);
-        for old in runs {
+        let levels: Vec<u32> = self.runs.iter().map(|run| run.level).collect();
+        let Some(first) = merge_start(&levels) else {
+            return Ok(());
+        };
+        let path = self.next_path()?;
+        let runs = self.runs[first..first + FANOUT].to_vec();
+        let merge = std::thread::Builder::new()
+            .name("id-merge".into())
+            .spawn(move || {
+                let level = runs[0].level + 1;
+                write_run(path, &mut Merge::of(&runs)?, level)
+            })?;
+        self.merging = Some(Merging { first, merge });
+        Ok(())
+    }
+
+    /// Puts the merged run in place of the runs it merged, once the merge in progress ended
+    /// (waiting for it when `wait`). A failed merge leaves its runs in place.
+    fn take_merged(&mut self, wait: bool) -> io::Result<()> {
+        if !self
+            .merging
+            .as_ref()
+            .is_some_and(|merging| wait || merging.merge.is_finished())
+        {
+            return Ok(());
+        }
+        let Merging { first, merge } = self.merging.take().expect("checked above");
+        let run = merge
+            .join()
+            .map_err(|_| io::Error::other("merging the record ids seen panicked"))??;
+        let merged: Vec<_> = self
+            .runs
+            .splice(first..first + FANOUT, [Arc::new(run)])
+            .collect();
+        for old in merged {
             let _ = std::fs::remove_file(&old.path);
         }
-        Ok(run)
+        Ok(())
+    }
+}
+
+impl Drop for Counter {
+    /// A merge in progress ends before the scratch directory goes.
+    fn drop(&mut self) {
+        if let Some(merging) = self.merging.take() {
+            let _ = merging.merge.join();
+        }
+    }
+}
+
+/// Where the runs to merge next start: the oldest [`FANOUT`] of the lowest level that has as
+/// many (a level's runs are consecutive, levels falling from the oldest run to the newest).
+fn merge_start(levels: &[u32]) -> Option<usize> {
+    let mut end = levels.len();
+    while end > 0 {
+        let level = levels[end - 1];
+        let start = levels[..end]
+            .iter()
+            .rposition(|other| *other != level)
+            .map_or(0, |at| at + 1);
+        if end - start >= FANOUT {
+            return Some(start);
+        }
+        end = start;
+    }
+    None
+}
+
+/// Writes `entries` (in key order) as a run file at `path`.
+fn write_run(
+    path: PathBuf,
+    entries: &mut dyn Iterator<Item = io::Result<(Packed, u32)>>,
+    level: u32,
+) -> io::Result<Run> {
+    let file = File::options()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(&path)?;
+    let mut out = BufWriter::with_capacity(64 << 10, &file);
+    let mut index = Vec::new();
+    let mut count = 0;
+    for entry in entries {
+        let (key, n) = entry?;
+        if count % BLOCK == 0 {
+            index.push(key);
+        }
+        let mut bytes = [0u8; ENTRY];
+        bytes[..16].copy_from_slice(&key.to_be_bytes());
+        bytes[16..].copy_from_slice(&n.to_le_bytes());
+        out.write_all(&bytes)?;
+        count += 1;
+    }
+    out.flush()?;
+    drop(out);
+    Ok(Run {
+        level,
+        path,
+        file,
+        entries: count,
+        index,
+    })
+}
+
+/// The entries of several runs (oldest first) in key order, each key once with its newest
+/// count (a newer run's entry holds the key's whole count).
+struct Merge {
+    heads: Vec<Entries>,
+}
+
+impl Merge {
+    fn of(runs: &[Arc<Run>]) -> io::Result<Merge> {
+        let heads = runs
+            .iter()
+            .map(|run| Entries::open(run))
+            .collect::<io::Result<_>>()?;
+        Ok(Merge { heads })
+    }
+
+    fn step(&mut self) -> io::Result<Option<(Packed, u32)>> {
+        let smallest = self
+            .heads
+            .iter()
+            .filter_map(|head| head.head)
+            .map(|e| e.0)
+            .min();
+        let Some(key) = smallest else {
+            return Ok(None);
+        };
+        let mut newest = 0;
+        for head in &mut self.heads {
+            if let Some((at, count)) = head.head {
+                if at == key {
+                    newest = count;
+                    head.advance()?;
+                }
+            }
+        }
+        Ok(Some((key, newest)))
+    }
+}
+
+impl Iterator for Merge {
+    type Item = io::Result<(Packed, u32)>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        self.step().transpose()
+    }
+}
+
+/// A run's entries read in order, one at hand.
+struct Entries {
+    input: BufReader<File>,
+    left: usize,
+    head: Option<(Packed, u32)>,
+}
+
+impl Entries {
+    fn open(run: &Run) -> io::Result<Entries> {
+        let mut entries = Entries {
+            input: BufReader::with_capacity(64 << 10, File::open(&run.path)?),
+            left: run.entries,
+            head: None,
+        };
+        entries.advance()?;
+        Ok(entries)
+    }
+
+    fn advance(&mut self) -> io::Result<()> {
+        if self.left == 0 {
+            self.head = None;
+            return Ok(());
+        }
+        self.left -= 1;
+        let mut entry = [0u8; ENTRY];
+        self.input.read_exact(&mut entry)?;
+        self.head = Some((
+            pack(entry[..16].try_into().expect("16 bytes")),
+            u32::from_le_bytes(entry[16..].try_into().expect("4 bytes")),
+        ));
+        Ok(())
+    }
+
+    /// The entry at hand, moving on to the next.
+    fn next(&mut self) -> io::Result<Option<(Packed, u32)>> {
+        let head = self.head;
+        if head.is_some() {
+            self.advance()?;
+        }
+        Ok(head)
     }
 }
 
 /// The count of `key` in the runs, newest first: a run entry holds the key's whole count so
 /// far. A key the filter never saw is in none of them (almost every key of a month).
-fn in_runs(runs: &[Run], filter: &Bloom, key: Packed) -> io::Result<u32> {
+fn in_runs(runs: &[Arc<Run>], filter: &Bloom, key: Packed) -> io::Result<u32> {
     if runs.is_empty() || !filter.may_hold(key) {
         return Ok(0);
     }
@@ -344,25 +479,6 @@ impl Run {
             }
         }
         Ok(None)
-    }
-
-    /// Every entry, in key order.
-    fn entries(&self) -> io::Result<impl Iterator<Item = io::Result<(Packed, u32)>> + '_> {
-        let mut input = BufReader::with_capacity(64 << 10, File::open(&self.path)?);
-        let mut left = self.entries;
-        Ok(std::iter::from_fn(move || {
-            if left == 0 {
-                return None;
-            }
-            left -= 1;
-            let mut entry = [0u8; ENTRY];
-            Some(input.read_exact(&mut entry).map(|()| {
-                (
-                    pack(entry[..16].try_into().expect("16 bytes")),
-                    u32::from_le_bytes(entry[16..].try_into().expect("4 bytes")),
-                )
-            }))
-        }))
     }
 }
 
@@ -461,6 +577,23 @@ mod tests {
         assert!(runs_in(&dir) > 0);
         drop(counter);
         assert!(!dir.exists(), "the runs go with the counter");
+    }
+
+    #[test]
+    fn the_lowest_level_with_enough_runs_merges_first_its_oldest() {
+        for (levels, start) in [
+            (&[][..], None),
+            (&[0, 0, 0], None),
+            (&[0, 0, 0, 0], Some(0)),
+            (&[0, 0, 0, 0, 0], Some(0)),
+            (&[1, 0, 0, 0, 0], Some(1)),
+            (&[1, 1, 1, 1, 0, 0], Some(0)),
+            (&[1, 1, 1, 1, 0, 0, 0, 0], Some(4)),
+            (&[2, 1, 1, 1, 0, 0, 0], None),
+            (&[3, 2, 2, 2, 2, 1, 0, 0, 0], Some(1)),
+        ] {
+            assert_eq!(merge_start(levels), start, "{levels:?}");
+        }
     }
 
     #[test]

@@ -102,8 +102,58 @@ struct Plan {
     records: Option<u64>,
 }
 
+/// The flags [`Plan`] reads: whether each takes a value.
+const FLAGS: [(&str, bool); 6] = [
+    ("--quick", false),
+    ("--only", true),
+    ("--latency", true),
+    ("--processing-delay", true),
+    ("--subscriptions", true),
+    ("--records", true),
+];
+
+const PARTS: [&str; 6] = [
+    "workbooks",
+    "month",
+    "events",
+    "sources",
+    "observability",
+    "stream",
+];
+
+fn usage() -> String {
+    format!(
+        "usage: cargo run --release --bin bench [-- [--quick] [--only {}] [--latency MS] \
+         [--processing-delay MS] [--subscriptions N] [--records N]]",
+        PARTS.join("|")
+    )
+}
+
 impl Plan {
     fn from_args(args: &[String]) -> Result<Plan, String> {
+        // An unknown flag (or `--help`) is refused before anything runs: ignored, it ran the
+        // whole bench (minutes) instead of what was asked.
+        let mut words = args.iter();
+        while let Some(word) = words.next() {
+            match FLAGS.iter().find(|(flag, _)| flag == word) {
+                Some((_, true)) => {
+                    if words.next().is_none() {
+                        return Err(format!("{word} needs a value\n{}", usage()));
+                    }
+                }
+                Some((_, false)) => {}
+                None => return Err(format!("unknown argument {word:?}\n{}", usage())),
+            }
+        }
+        if let Some(only) = args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|at| args.get(at + 1))
+        {
+            if !PARTS.contains(&only.as_str()) {
+                return Err(format!("unknown part {only:?} for --only\n{}", usage()));
+            }
+        }
         let value = |flag: &str| {
             args.iter()
                 .position(|a| a == flag)
