@@ -137,9 +137,9 @@ const CHUNK: usize = 2_000;
 /// Subscriptions whose assets a run keeps resolved (`RESOLVE_CACHE_SUBSCRIPTIONS`'s default).
 /// An entry costs ~400 bytes (measured: 373 a subscription over 200,000 of them, RSS before
 /// and after: the id as records name it and its map slot, the match with its resolved asset
-/// and their strings, its slot by address): ~8 MiB at the cap, next to the
-/// 8 MiB of rows, the record-id counter (5 MiB, and ~1.5 bytes an id for its filter) and the
-/// program (~10 MiB).
+/// and their strings, its slot by address): ~8 MiB at the cap, next to the 8 MiB of rows, the
+/// record-id counter (2.6 MiB, and ~1.25–1.9 bytes an id for its filter) and the program
+/// (~10 MiB).
 pub const DEFAULT_RESOLVE_CACHE: usize = 20_000;
 
 /// Source items parsed and handed to the checks at a time.
