@@ -344,6 +344,7 @@ fn check_ids(
             }
         };
         let mut started = Instant::now();
+        checker.warm(&pendings);
         for pending in pendings {
             chunk.read += 1;
             match checker.check(pending) {

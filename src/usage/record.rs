@@ -805,6 +805,22 @@ impl IdChecks {
         Ok(record)
     }
 
+    /// Reads ahead what checking `pendings` will look up first ([`Counter::warm`]): a batch's
+    /// ids are known before any of them is checked.
+    pub fn warm(&self, pendings: &[Pending]) {
+        let good = || pendings.iter().filter(|pending| pending.outcome.is_ok());
+        self.seen
+            .warm(good().filter_map(|pending| match &pending.id {
+                PendingId::Vendor(key) => Some(key),
+                _ => None,
+            }));
+        self.identical
+            .warm(good().filter_map(|pending| match &pending.id {
+                PendingId::Derived(content) => Some(content),
+                _ => None,
+            }));
+    }
+
     /// Why the ids seen could not be kept on disk, once: checks after it cannot be trusted.
     pub fn failure(&mut self) -> Option<std::io::Error> {
         self.seen.failure().or_else(|| self.identical.failure())
