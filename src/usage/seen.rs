@@ -89,9 +89,8 @@ type RecentMap = HashMap<Key, u32, BuildHasherDefault<DigestHasher>>;
 /// A multiset of keys, counted exactly; memory holds the recent keys, a block index and the
 /// filter. I/O failures are kept (the count then says 0) and reported by [`Counter::failure`].
 ///
-/// A spill sorts the recent keys and writes them as a run in line (~10 ms for a full map);
-/// merging runs, most of a spill's work, happens on a thread of their own while counting goes
-/// on. In line, a 10M-record month's merges stopped the whole reading pipeline behind them
+/// A spill sorts the recent keys and writes them as a run in line; merging runs, most of a
+/// spill's work, happens on a thread of their own while counting goes on. In line, a 10M-record month's merges stopped the whole reading pipeline behind them
 /// (the other stages' queues full) for a tenth of a second at a time, a core idle. A run being
 /// merged stays in place, and is looked up, until the merged run replaces it; one merge at a
 /// time, so memory holds what it did with the merges in line.
@@ -123,10 +122,6 @@ struct Merging {
     first: usize,
     merge: JoinHandle<io::Result<Run>>,
 }
-
-/// Runs at most waiting to be merged (levels taken together) before a spill waits for the
-/// merge in progress: each is one more place a key the filter lets through is looked up.
-const RUNS_WAITING: usize = 3 * FANOUT;
 
 impl Counter {
     /// Counts in memory up to `limit` keys, then in runs under `root`'s scratch directory.
@@ -209,7 +204,7 @@ impl Counter {
 
     /// Writes the recent keys as a run, then starts merging runs if [`FANOUT`] share a level.
     fn spill(&mut self) -> io::Result<()> {
-        self.take_merged(self.runs.len() >= RUNS_WAITING)?;
+        self.take_merged(self.merge_due_besides())?;
         // Bytes, 20 an entry (a `Packed` pair would take 32), ordered as their packed numbers.
         let mut entries: Vec<(Key, u32)> = self.recent.drain().collect();
         entries.sort_unstable_by_key(|entry| pack(&entry.0));
@@ -235,6 +230,21 @@ impl Counter {
             }
         }
         self.start_merge()
+    }
+
+    /// Whether another merge is due besides the one in progress: then a spill waits for it,
+    /// so that runs (each one more place a key the filter lets through is looked up) do not
+    /// pile up while merges fall behind.
+    fn merge_due_besides(&self) -> bool {
+        let Some(merging) = &self.merging else {
+            return false;
+        };
+        let merged = merging.first..merging.first + FANOUT;
+        let levels: Vec<u32> = (0..self.runs.len())
+            .filter(|at| !merged.contains(at))
+            .map(|at| self.runs[at].level)
+            .collect();
+        merge_start(&levels).is_some()
     }
 
     /// A new run file's path in the scratch directory (made on the first spill).
