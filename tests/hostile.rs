@@ -138,9 +138,11 @@ fn decode_path(path: &Path) -> (Vec<Item>, Option<String>) {
                 Err(error) => return (Vec::new(), Some(error.to_string())),
             };
             let mut items = Vec::new();
-            while let Some(item) = stream.next().await {
-                match item {
-                    Ok(record) => items.push(record.map_err(|bad| bad.detail)),
+            while let Some(batch) = stream.next().await {
+                match batch {
+                    Ok(batch) => {
+                        items.extend(batch.into_iter().map(|item| item.map_err(|bad| bad.detail)))
+                    }
                     Err(error) => return (items, Some(error.to_string())),
                 }
             }

@@ -180,9 +180,9 @@ async fn drain(source: &UsageSource) -> (usize, Option<SourceError>) {
         Err(error) => return (0, Some(error)),
     };
     let mut items = 0;
-    while let Some(item) = stream.next().await {
-        match item {
-            Ok(_) => items += 1,
+    while let Some(batch) = stream.next().await {
+        match batch {
+            Ok(batch) => items += batch.len(),
             Err(error) => return (items, Some(error)),
         }
     }

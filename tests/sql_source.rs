@@ -421,10 +421,12 @@ async fn drain(
 ) -> Result<(Vec<RawRecord>, Vec<BadRecord>), SourceError> {
     let mut stream = source.open(values).await?;
     let (mut records, mut bad) = (Vec::new(), Vec::new());
-    while let Some(item) = stream.next().await {
-        match item? {
-            Ok(record) => records.push(record),
-            Err(record) => bad.push(record),
+    while let Some(batch) = stream.next().await {
+        for item in batch? {
+            match item {
+                Ok(record) => records.push(record),
+                Err(record) => bad.push(record),
+            }
         }
     }
     Ok((records, bad))

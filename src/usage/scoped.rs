@@ -9,7 +9,7 @@
 //! full run refuses. A kept record carries the id the full check gave it, so checking it again
 //! downstream (among the group's records only) neither refuses it nor renames it.
 
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::usage::period::Period;
 use crate::usage::record::RecordChecker;
@@ -26,11 +26,11 @@ pub(crate) fn within_scope(
 ) -> RecordStream {
     let mut checker = RecordChecker::new(period);
     records
-        .filter_map(move |item| {
-            let kept = match item {
-                Err(error) => Some(Err(error)),
-                Ok(Err(_bad)) => None,
-                Ok(Ok(raw)) => {
+        .map_ok(move |items| {
+            items
+                .into_iter()
+                .filter_map(|item| {
+                    let raw = item.ok()?;
                     let candidate = raw
                         .subscription_id
                         .as_deref()
@@ -39,13 +39,12 @@ pub(crate) fn within_scope(
                     match (checker.check(raw), copy) {
                         (Ok(record), Some(mut copy)) => {
                             copy.record_id = Some(record.record_id.spelled(period));
-                            Some(Ok(Ok(copy)))
+                            Some(Ok(copy))
                         }
                         _ => None,
                     }
-                }
-            };
-            std::future::ready(kept)
+                })
+                .collect()
         })
         .boxed()
 }

@@ -218,12 +218,12 @@ pub fn child(records: u64, location: &str) -> Result<ChildReport, String> {
         let mut stream = source.open(period).await.map_err(|e| e.to_string())?;
         let mut checker = RecordChecker::new(period);
         let mut good = 0u64;
-        while let Some(item) = stream.next().await {
-            let raw = item
-                .map_err(|e| e.to_string())?
-                .map_err(|bad| bad.to_string())?;
-            checker.check(raw).map_err(|bad| bad.to_string())?;
-            good += 1;
+        while let Some(batch) = stream.next().await {
+            for item in batch.map_err(|e| e.to_string())? {
+                let raw = item.map_err(|bad| bad.to_string())?;
+                checker.check(raw).map_err(|bad| bad.to_string())?;
+                good += 1;
+            }
         }
         Ok::<u64, String>(good)
     })?;

@@ -93,7 +93,7 @@ pub(super) fn line_records(
     last_line: LastLine,
 ) -> RecordStream {
     let state = Some((BufReader::new(reader), Vec::new(), 0u64, source_name));
-    futures::stream::unfold(state, move |state| async move {
+    let lines = futures::stream::unfold(state, move |state| async move {
         let (mut reader, mut buffer, mut number, source_name) = state?;
         loop {
             number += 1;
@@ -118,8 +118,8 @@ pub(super) fn line_records(
             };
             return Some((Ok(item), Some((reader, buffer, number, source_name))));
         }
-    })
-    .boxed()
+    });
+    super::in_batches(lines)
 }
 
 /// Scanner state for splitting a top-level JSON array into its elements.
@@ -264,7 +264,7 @@ pub(super) fn array_records(
         let mut pieces = Vec::new();
         let read = tokio::io::AsyncReadExt::read(&mut reader, &mut chunk).await;
         let items: Vec<_> = match read {
-            Err(error) => return Some((vec![Err(broken(&source_name, error))], None)),
+            Err(error) => return Some((Err(broken(&source_name, error)), None)),
             Ok(0) if !splitter.finished => {
                 let reason = if splitter.started {
                     "the JSON array is not closed (truncated file?)"
@@ -275,7 +275,7 @@ pub(super) fn array_records(
                     source_name,
                     reason: reason.into(),
                 };
-                return Some((vec![Err(error)], None));
+                return Some((Err(error), None));
             }
             Ok(0) => return None,
             Ok(n) => {
@@ -284,29 +284,26 @@ pub(super) fn array_records(
                         source_name,
                         reason,
                     };
-                    return Some((vec![Err(error)], None));
+                    return Some((Err(error), None));
                 }
                 pieces
                     .into_iter()
-                    .map(|piece| {
-                        Ok(match piece {
-                            Piece::Element { line, index, bytes } => {
-                                to_record(line, Some(index), &bytes)
-                            }
-                            Piece::Oversized { line, index } => Err(BadRecord::new(
-                                line,
-                                BadReason::UnparsableField,
-                                "the record is larger than 1 MiB",
-                            )
-                            .in_element(Some(index))),
-                        })
+                    .map(|piece| match piece {
+                        Piece::Element { line, index, bytes } => {
+                            to_record(line, Some(index), &bytes)
+                        }
+                        Piece::Oversized { line, index } => Err(BadRecord::new(
+                            line,
+                            BadReason::UnparsableField,
+                            "the record is larger than 1 MiB",
+                        )
+                        .in_element(Some(index))),
                     })
                     .collect()
             }
         };
-        Some((items, Some((reader, splitter, source_name))))
+        Some((Ok(items), Some((reader, splitter, source_name))))
     })
-    .flat_map(futures::stream::iter)
     .boxed()
 }
 
@@ -318,7 +315,7 @@ mod tests {
     async fn collect(
         stream: RecordStream,
     ) -> Result<Vec<Result<RawRecord, BadRecord>>, SourceError> {
-        stream.try_collect().await
+        stream.try_concat().await
     }
 
     #[tokio::test]

@@ -461,12 +461,17 @@ async fn open_part(
 /// The records of one object of several, each naming the object.
 fn in_object(records: RecordStream, object: Arc<str>) -> RecordStream {
     records
-        .map_ok(move |record| match record {
-            Ok(raw) => Ok(RawRecord {
-                object: Some(object.clone()),
-                ..raw
-            }),
-            Err(bad) => Err(bad.in_object(Some(object.clone()))),
+        .map_ok(move |items| {
+            items
+                .into_iter()
+                .map(|item| match item {
+                    Ok(raw) => Ok(RawRecord {
+                        object: Some(object.clone()),
+                        ..raw
+                    }),
+                    Err(bad) => Err(bad.in_object(Some(object.clone()))),
+                })
+                .collect()
         })
         .boxed()
 }

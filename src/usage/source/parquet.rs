@@ -92,19 +92,16 @@ where
         .build()
         .map_err(unreadable)?;
     let mut next_row = 0u64;
-    let records = batches.flat_map(move |batch| {
-        let items: Vec<_> = match batch {
-            Ok(batch) => {
-                let first = next_row;
-                next_row += batch.num_rows() as u64;
-                batch_records(&batch, first).into_iter().map(Ok).collect()
-            }
-            Err(error) => vec![Err(SourceError::Unreadable {
-                source_name: source_name.clone(),
-                reason: format!("reading failed: {error}"),
-            })],
-        };
-        futures::stream::iter(items)
+    let records = batches.map(move |batch| match batch {
+        Ok(batch) => {
+            let first = next_row;
+            next_row += batch.num_rows() as u64;
+            Ok(batch_records(&batch, first))
+        }
+        Err(error) => Err(SourceError::Unreadable {
+            source_name: source_name.clone(),
+            reason: format!("reading failed: {error}"),
+        }),
     });
     Ok(records.boxed())
 }
@@ -447,7 +444,7 @@ mod tests {
     async fn read(data: bytes::Bytes) -> Result<Vec<Result<RawRecord, BadRecord>>, SourceError> {
         records(std::io::Cursor::new(data.to_vec()), "t.parquet".into())
             .await?
-            .try_collect()
+            .try_concat()
             .await
     }
 

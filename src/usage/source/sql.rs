@@ -818,7 +818,9 @@ impl SqlSource {
             }
         }
         match opened.await {
-            Ok(Ok(())) => Ok(tokio_stream::wrappers::ReceiverStream::new(receiver).boxed()),
+            Ok(Ok(())) => Ok(super::in_batches(
+                tokio_stream::wrappers::ReceiverStream::new(receiver),
+            )),
             Ok(Err(error)) => Err(error),
             Err(_) => Err(self.format_error("the database reader stopped unexpectedly")),
         }
