@@ -539,8 +539,10 @@ mod tests {
                 .collect::<Vec<u64>>()),
             Err(error) => Err(error.to_string()),
         };
-        // (items, then an error?) → the batches' lines, or the error
-        let cases: Vec<(u64, bool, Vec<Result<Vec<u64>, String>>)> = vec![
+        // A batch as its items' lines, or the error.
+        type Batch = Result<Vec<u64>, String>;
+        // (items, then an error?) → the batches
+        let cases: Vec<(u64, bool, Vec<Batch>)> = vec![
             (0, false, vec![]),
             (3, false, vec![Ok(vec![1, 2, 3])]),
             (3, true, vec![Ok(vec![1, 2, 3]), Err(broken().to_string())]),
