@@ -691,11 +691,9 @@ impl<'c> Sorter<'c> {
     ) -> Result<(), SpillError> {
         for record in records {
             let bad_before = self.placed_bad.len();
-            let known = self
-                .last
-                .as_ref()
-                .is_some_and(|last| Arc::ptr_eq(&last.subscription, &record.subscription_id));
-            if !known {
+            let names =
+                |last: &&LastPlaced| Arc::ptr_eq(&last.subscription, &record.subscription_id);
+            if !self.last.as_ref().is_some_and(|last| names(&last)) {
                 if let Some((asset, product)) = self.place_subscription(&record) {
                     self.last = Some(LastPlaced {
                         subscription: record.subscription_id.clone(),
@@ -705,10 +703,8 @@ impl<'c> Sorter<'c> {
                     });
                 }
             }
-            let last = self
-                .last
-                .as_ref()
-                .filter(|last| known || Arc::ptr_eq(&last.subscription, &record.subscription_id));
+            // Unset when the record's subscription is bad or out of scope (recorded above).
+            let last = self.last.as_ref().filter(names);
             let item =
                 last.and_then(|last| place_item(&record, &last.product, &mut self.placed_bad));
             // A record found bad here carries the id it was given.
