@@ -827,7 +827,8 @@ impl SqlSource {
     }
 }
 
-type Item = Result<Result<RawRecord, BadRecord>, SourceError>;
+/// What the query's reader sends on: a source item, or the error that ends the source.
+type Sent = Result<super::Item, SourceError>;
 
 /// An engine's session set-up, as [`Run::serve`] calls it.
 trait AsyncPrepare<'a, DB: sqlx::Database> {
@@ -907,7 +908,7 @@ impl Run {
         mut rows: futures::stream::BoxStream<'_, Result<R, sqlx::Error>>,
         plan: &Plan,
         read: fn(&R, &PlannedColumn) -> Result<Option<String>, String>,
-        sender: &mpsc::Sender<Item>,
+        sender: &mpsc::Sender<Sent>,
     ) -> Result<(), SourceError> {
         let mut line = 0u64;
         loop {
@@ -970,7 +971,7 @@ impl Run {
         prepare: P,
         read: fn(&DB::Row, &PlannedColumn) -> Result<Option<String>, String>,
         ready: tokio::sync::oneshot::Sender<Result<(), SourceError>>,
-        sender: mpsc::Sender<Item>,
+        sender: mpsc::Sender<Sent>,
     ) where
         DB: sqlx::Database,
         for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
