@@ -811,7 +811,7 @@ impl IdChecks {
         // The batch was written on another core: every field is read once here, in a row of
         // independent loads, instead of each record's lines arriving one miss at a time as it
         // is checked and moved on (the move into the chunk was 6.9% of the reading's CPU
-        // samples in a 1M-record profile, 146 of its 160 samples on its first load). In the
+        // samples in a 1M-record profile, 146 of its 157 samples on its first load). In the
         // 4M-record profile this took 427 samples off the copies and added 38 here, ~2.4% of
         // the reading.
         for pending in pendings {
