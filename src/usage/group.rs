@@ -425,13 +425,10 @@ fn check_ids(
     let _ = chunks.blocking_send(last);
 }
 
-/// Source items as read: a record, or a row that could not be read as one.
-type Parsed = Vec<Item>;
-
 /// Reads the source a batch at a time, handing each on; a broken source is sent on as the last.
 async fn parse_batches(
     mut records: RecordStream,
-    batches: tokio::sync::mpsc::Sender<Result<Parsed, SourceError>>,
+    batches: tokio::sync::mpsc::Sender<Result<Vec<Item>, SourceError>>,
 ) {
     loop {
         let started = Instant::now();
@@ -450,7 +447,7 @@ async fn parse_batches(
 /// Puts each parsed batch through each record's own checks, in order; a broken source's error
 /// is passed on as it came.
 async fn check_fields(
-    mut parsed: tokio::sync::mpsc::Receiver<Result<Parsed, SourceError>>,
+    mut parsed: tokio::sync::mpsc::Receiver<Result<Vec<Item>, SourceError>>,
     mut fields: FieldChecks,
     batches: tokio::sync::mpsc::Sender<Result<Vec<Pending>, SourceError>>,
 ) {

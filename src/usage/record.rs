@@ -805,8 +805,9 @@ impl IdChecks {
         Ok(record)
     }
 
-    /// Reads ahead what checking `pendings` will look up first ([`Counter::warm`]): a batch's
-    /// ids are known before any of them is checked.
+    /// Reads ahead what checking `pendings` will read first: the records themselves, and the
+    /// counters' filter blocks for their ids ([`Counter::warm`]; a batch's ids are known before
+    /// any of them is checked).
     pub fn warm(&self, pendings: &[Pending]) {
         // The batch was written on another core: every field is read once here, in a row of
         // independent loads, instead of each record's lines arriving one miss at a time as it

@@ -90,8 +90,9 @@ type RecentMap = HashMap<Key, u32, BuildHasherDefault<DigestHasher>>;
 /// filter. I/O failures are kept (the count then says 0) and reported by [`Counter::failure`].
 ///
 /// A spill sorts the recent keys and writes them as a run in line; merging runs, most of a
-/// spill's work, happens on a thread of their own while counting goes on. In line, a 10M-record month's merges stopped the whole reading pipeline behind them
-/// (the other stages' queues full) for a tenth of a second at a time, a core idle. A run being
+/// spill's work, happens on a thread of their own while counting goes on. In line, a
+/// 10M-record month's merges stopped the whole reading pipeline behind them (the other
+/// stages' queues full) for a tenth of a second at a time, a core idle. A run being
 /// merged stays in place, and is looked up, until the merged run replaces it; one merge at a
 /// time, so memory holds what it did with the merges in line.
 pub struct Counter {
