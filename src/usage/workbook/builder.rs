@@ -204,7 +204,7 @@ fn write_checked<W: Write>(
     tally: &mut impl RowTally,
 ) -> Result<W, BuildError> {
     let rules = group_rules(group, period)?;
-    let mut validator = RowValidator::new(&rules);
+    let mut validator = RowValidator::new(&rules).expecting(group.rows.len());
     let mut writer = WorkbookWriter::new(package, output, group.rows.len())?;
     let mut problems = Vec::new();
     // The rows come one at a time, read back from the scratch file when the month spilled.
