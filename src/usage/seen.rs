@@ -1,7 +1,7 @@
-//! How many times each 16-byte key (a digest of a record id, or of a record's content) has been
-//! counted in a month, exactly, in memory bounded whatever the month's size: the record
-//! checks' memory of the ids seen (to refuse repeats) and of identical records (to number
-//! them).
+//! How many times each 16-byte key (a record id's two hashes, or a digest of a record's
+//! content) has been counted in a month, exactly, in memory bounded whatever the month's size:
+//! the record checks' memory of the ids seen (to refuse repeats) and of identical records (to
+//! number them).
 //!
 //! The most recent keys are counted in a hash map. Past [`DEFAULT_RECENT`] keys it is sorted and
 //! written to a run file in the run's scratch directory (key and count, 20 bytes each), with
@@ -61,8 +61,8 @@ fn pack(key: &Key) -> Packed {
     Packed::from_be_bytes(*key)
 }
 
-/// Hashes a key by its own bytes. Keys are digests, already uniform: hashing them again only
-/// cost time.
+/// Hashes a key by its own bytes. Keys are digests or hashes, already uniform: hashing them
+/// again only cost time.
 #[derive(Default)]
 struct DigestHasher(u64);
 
