@@ -120,8 +120,8 @@ pub(super) fn records(
 
 /// Adds the record of one CSV row to `batch`: its fields trimmed, an empty one missing. A row
 /// that is not UTF-8 text (in any column, as the platform reads the whole row) is bad at its
-/// line. The record is filled where it lies in the batch: made elsewhere and moved in, its
-/// copies were ~3% of the reading's CPU samples.
+/// line. The record is filled where it lies in the batch: made elsewhere and moved in, the
+/// move was 1.6% of the reading's CPU samples in a 1M-record call-graph profile.
 fn push_record(
     batch: &mut Vec<Result<RawRecord, BadRecord>>,
     row: &csv_async::ByteRecord,
