@@ -518,7 +518,7 @@ pub struct IdChecks {
     /// The same keys as the field checks': a derived id and a vendor id spelled alike are
     /// one id.
     keys: IdKeys,
-    /// Digests of the ids seen, counted in bounded memory (spilled to the run's scratch
+    /// The ids seen, by their keys, counted in bounded memory (spilled to the run's scratch
     /// directory past a few hundred thousand).
     seen: Counter,
     /// Digests of the contents of records without a vendor id, counted the same way.
