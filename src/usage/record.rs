@@ -8,14 +8,13 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::hash::BuildHasher;
 use std::io::{BufRead, BufWriter, Write};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use chrono::NaiveDateTime;
 use sha2::{Digest, Sha256};
 
-use payg_shared::record::trim;
+use payg_shared::record::{trim, IdKeys};
 pub use payg_shared::record::{RawRecord, FIELDS};
 
 use crate::usage::interner::Interner;
@@ -516,7 +515,10 @@ pub struct FieldChecks {
 pub struct IdChecks {
     period: Period,
     /// The same keys as the field checks': a derived id and a vendor id spelled alike are
-    /// one id.
+    /// one id. Not SHA-256 of the id, as before: the keys never outlive the run (the counter's
+    /// scratch files go with it), and the digest was 3.6% of the reading's CPU samples in a
+    /// 4M-record profile. A derived id's content digest stays SHA-256 ([`digest`]): the
+    /// workbook spells it, and every run must give the same.
     keys: IdKeys,
     /// The ids seen, by their keys, counted in bounded memory (spilled to the run's scratch
     /// directory past a few hundred thousand).
@@ -540,27 +542,6 @@ enum PendingId {
     Derived(Key),
     /// A record that could not be read has no id.
     None,
-}
-
-/// What a record id is counted by: two independently seeded 64-bit hashes of its text, 128
-/// bits (a false repeat needs both to collide: ~n²/2¹²⁹ over n ids, as for a digest of that
-/// length). Seeded anew each run: these keys never outlive the run (the counter's scratch
-/// files go with it), so nothing needs them stable, unlike a derived id's content digest,
-/// which the workbook spells and every run must repeat (SHA-256, [`digest`]). SHA-256 of
-/// each vendor id was 3.6% of the reading's CPU samples in a 4M-record profile.
-#[derive(Clone, Default)]
-struct IdKeys(
-    foldhash::quality::RandomState,
-    foldhash::quality::RandomState,
-);
-
-impl IdKeys {
-    fn key(&self, id: &str) -> Key {
-        let mut key = [0; 16];
-        key[..8].copy_from_slice(&self.0.hash_one(id).to_le_bytes());
-        key[8..].copy_from_slice(&self.1.hash_one(id).to_le_bytes());
-        key
-    }
 }
 
 fn digest(parts: &[&str]) -> Key {
@@ -722,7 +703,7 @@ impl FieldChecks {
                     trimmed if trimmed.len() == text.len() => text.into_boxed_str(),
                     trimmed => trimmed.into(),
                 };
-                let key = self.keys.key(&id);
+                let key = self.keys.bytes(&id);
                 (RecordId::Vendor(id), PendingId::Vendor(key))
             }
             None => {
@@ -807,7 +788,7 @@ impl IdChecks {
             PendingId::Vendor(key) => key,
             PendingId::Derived(content) => {
                 record.record_id = derived(&content, self.identical.bump(&content));
-                self.keys.key(&record.record_id.spelled(self.period))
+                self.keys.bytes(&record.record_id.spelled(self.period))
             }
             PendingId::None => unreachable!("a good record has an id"),
         };

@@ -2,7 +2,10 @@
 //! by name ([`FIELDS`], the header of a vendor CSV), [`RawRecord`] holding them as text, and
 //! how its `subscription_id` and `item_mpn` name an asset and an item ([`AssetCriteria`],
 //! [`ItemCriteria`]). The product reads records with these names and the simulator generates
-//! them with the same ones, so the two cannot drift apart.
+//! them with the same ones, so the two cannot drift apart. Record ids are compared within a
+//! run by their [`IdKeys`].
+
+use std::hash::BuildHasher;
 
 /// The record's fields, in header order.
 pub const FIELDS: [&str; 7] = [
@@ -14,6 +17,34 @@ pub const FIELDS: [&str; 7] = [
     "record_id",
     "record_note",
 ];
+
+/// A record id's 128-bit key within one run: two independently seeded 64-bit hashes of its
+/// text. A false repeat needs both to collide (~n²/2¹²⁹ over n ids, as for a digest of that
+/// length), and they are fast (foldhash's; SipHash, then SHA-256, each cost a few percent of a
+/// 10M-record run). Seeded anew for each instance: keys are compared only with keys of the same
+/// instance and never stored, so nothing needs them stable across runs (an id that must be,
+/// like a derived record id's content digest, takes a real digest).
+#[derive(Clone, Default)]
+pub struct IdKeys(
+    foldhash::quality::RandomState,
+    foldhash::quality::RandomState,
+);
+
+impl IdKeys {
+    /// The two hashes of `id`: a pair of u64 rather than a u128 keeps map entries 8-aligned.
+    pub fn pair(&self, id: &str) -> (u64, u64) {
+        (self.0.hash_one(id), self.1.hash_one(id))
+    }
+
+    /// The two hashes of `id` as 16 bytes.
+    pub fn bytes(&self, id: &str) -> [u8; 16] {
+        let (high, low) = self.pair(id);
+        let mut key = [0; 16];
+        key[..8].copy_from_slice(&high.to_le_bytes());
+        key[8..].copy_from_slice(&low.to_le_bytes());
+        key
+    }
+}
 
 /// `text` without surrounding whitespace, as `str::trim` (Unicode's) has it. A field that
 /// starts and ends with visible ASCII, almost every one, is returned as it is without decoding
@@ -162,6 +193,18 @@ impl ItemCriteria {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_has_one_key_per_instance_and_its_bytes_are_its_pair() {
+        let keys = IdKeys::default();
+        assert_eq!(keys.pair("R-1"), keys.clone().pair("R-1"));
+        assert_ne!(keys.pair("R-1"), keys.pair("R-2"));
+        let (high, low) = keys.pair("R-1");
+        assert_eq!(keys.bytes("R-1")[..8], high.to_le_bytes());
+        assert_eq!(keys.bytes("R-1")[8..], low.to_le_bytes());
+        // Seeded per instance (another run): the same id, another key (wrong once in 2^128).
+        assert_ne!(keys.pair("R-1"), IdKeys::default().pair("R-1"));
+    }
 
     #[test]
     fn fields_are_trimmed_as_str_trims_them() {

@@ -10,13 +10,12 @@
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::hash::BuildHasher;
 
 use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet};
 
 use super::row::{fraction_digits, Cell, Precision, UsageRow, SHEET};
 use crate::period::{format_time, parse_time, Period};
-use crate::record::trim;
+use crate::record::{trim, IdKeys};
 
 /// Item criteria the spreadsheet accepts; `item.id` is not among them (the platform does not
 /// confirm it for spreadsheet uploads).
@@ -128,16 +127,11 @@ pub struct RowValidator<'a> {
     /// building an owned (String, String) key per row.
     items: Option<FastMap<&'a str, FastMap<&'a str, Precision>>>,
     assets: Option<FastMap<&'a str, FastSet<&'a str>>>,
-    /// 128-bit digests of the record ids seen, with the row of each: an entry costs 24 bytes
-    /// instead of a copy of the string. Two independently seeded hashes make a false
-    /// duplicate (a collision) practically impossible (~n²/2¹²⁹); foldhash's, since SipHash
-    /// took a percent of a 10M-record run. A pair of u64 rather than a
-    /// u128 keeps entries 8-aligned, which saves a quarter of the table.
+    /// The record ids seen, by their keys ([`IdKeys`]), with the row of each: an entry costs
+    /// 24 bytes instead of a copy of the string; a pair of u64 rather than a u128 saves a
+    /// quarter of the table.
     seen_ids: FastMap<(u64, u64), u32>,
-    id_hashers: (
-        foldhash::quality::RandomState,
-        foldhash::quality::RandomState,
-    ),
+    id_keys: IdKeys,
     scratch: String,
     /// The period's bounds, worked out once instead of per row.
     bounds: Option<(chrono::NaiveDateTime, chrono::NaiveDateTime)>,
@@ -170,7 +164,7 @@ impl<'a> RowValidator<'a> {
             items,
             assets,
             seen_ids: FastMap::new(),
-            id_hashers: Default::default(),
+            id_keys: IdKeys::default(),
             scratch: String::new(),
             bounds: rules.period.map(|period| (period.start(), period.end())),
         }
@@ -229,11 +223,7 @@ impl<'a> RowValidator<'a> {
         let Some(id) = required_text("record_id", &row.record_id, report) else {
             return;
         };
-        let digest = (
-            self.id_hashers.0.hash_one(id),
-            self.id_hashers.1.hash_one(id),
-        );
-        match self.seen_ids.entry(digest) {
+        match self.seen_ids.entry(self.id_keys.pair(id)) {
             Entry::Occupied(first) => report(
                 "record_id",
                 format!("{id:?} repeats the record_id of row {}", first.get()),
