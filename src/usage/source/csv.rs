@@ -132,12 +132,11 @@ fn push_record(
         line,
         ..Default::default()
     }));
-    let filled = match batch.last_mut() {
-        Some(Ok(record)) => fill_record(record, row, columns),
-        _ => Ok(()),
-    };
-    if let (Err(bad), Some(last)) = (filled, batch.last_mut()) {
-        *last = Err(bad);
+    let slot = batch.last_mut().expect("a record was just pushed");
+    if let Ok(record) = slot {
+        if let Err(bad) = fill_record(record, row, columns) {
+            *slot = Err(bad);
+        }
     }
 }
 
