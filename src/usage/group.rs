@@ -33,7 +33,7 @@ use chrono::NaiveDateTime;
 
 use crate::usage::partition::Partitions;
 use crate::usage::record::{
-    BadReason, BadRecord, BadRecords, FieldChecks, IdChecks, OutOfScope, Pending, Quantity,
+    BadReason, BadRecord, BadRecords, CheckedBatch, FieldChecks, IdChecks, OutOfScope, Quantity,
     RecordChecker, RecordId, VendorRecord,
 };
 use crate::usage::resolve::{AssetMatch, ResolvedAsset, ResolvedItem, ResolvedProduct, Resolver};
@@ -144,8 +144,8 @@ pub const DEFAULT_RESOLVE_CACHE: usize = 20_000;
 /// Chunks (or parsed batches) a stage may run ahead of the next.
 const STAGE_SLACK: usize = 4;
 
-/// Placed chunks' buffers kept for the id checks to fill again.
-const SPARE_CHUNKS: usize = 2;
+/// Placed batches' buffers kept for the field checks to fill again.
+const SPARE_BATCHES: usize = 16;
 
 /// Chunks whose subscriptions are asked for before the first of them is placed. One at a time,
 /// the month's lookups were a chain of small rounds (a chunk names ~500 new subscriptions, 5
@@ -187,14 +187,28 @@ impl Asked {
     }
 }
 
-/// Records read and checked, handed from the reader to the sorter: at most [`CHUNK`] good
-/// ones and [`CHUNK`] bad ones.
+/// Records read and checked, handed from the reader to the sorter: whole batches, until they
+/// hold [`CHUNK`] good records or [`CHUNK`] bad ones (so at most a batch more). The good
+/// records stay in the batches the field checks wrote them into: moved into one list by the
+/// id checks, the move was 8% of the reading's CPU samples in a 4M-record profile.
 #[derive(Default)]
 struct Chunk {
-    records: Vec<VendorRecord>,
+    batches: Vec<Vec<VendorRecord>>,
+    /// The good records in `batches`.
+    good: usize,
     /// The records among them that failed their checks.
     bad: Vec<BadRecord>,
     read: u64,
+}
+
+impl Chunk {
+    fn records(&self) -> impl Iterator<Item = &VendorRecord> {
+        self.batches.iter().flatten()
+    }
+
+    fn full(&self) -> bool {
+        self.good >= CHUNK || self.bad.len() >= CHUNK
+    }
 }
 
 /// Reads the whole source for `period` and sorts every record into groups, bad or out of scope.
@@ -215,10 +229,10 @@ pub async fn collect(
     // A few chunks of slack between the stages (~300 KB each): a stage that pauses (the id
     // counter writing a run, a spill) does not stall the others at once.
     let (chunks, mut incoming) = tokio::sync::mpsc::channel(STAGE_SLACK);
-    // Placed chunks' buffers go back to the id checks to be filled again: a fresh one a chunk
-    // (300 KB, past the allocator's caches) had its pages faulted in anew each time, and the
-    // copies into it were 2.6% of the 10M-record month's CPU.
-    let (spare, spares) = std::sync::mpsc::sync_channel(SPARE_CHUNKS);
+    // Placed batches' buffers go back to the field checks to be filled again (a chunk's
+    // buffer, when the id checks copied records into one, 300 KB past the allocator's caches,
+    // had its pages faulted in anew each time: 2.6% of the 10M-record month's CPU).
+    let (spare, spares) = std::sync::mpsc::sync_channel(SPARE_BATCHES);
     let reader = AbortOnDropHandle::new(tokio::spawn(read_chunks(
         records,
         RecordChecker::new(period).into_stages(),
@@ -260,25 +274,27 @@ pub async fn collect(
                 break;
             };
             let chunk = chunk?;
-            let state = sorter.look_up_ahead(&chunk.records, &mut asked, sorter.cap);
+            let state = sorter.look_up_ahead(chunk.records(), &mut asked, sorter.cap);
             ahead.push_back((chunk, state));
         }
-        let Some((chunk, state)) = ahead.pop_front() else {
+        let Some((mut chunk, state)) = ahead.pop_front() else {
             break;
         };
         sorter.collection.records_read += chunk.read;
-        let mut records = chunk.records;
         match state {
-            Ahead::Known => sorter.place_known(&mut records).await?,
+            Ahead::Known => sorter.place_known(&mut chunk.batches).await?,
             Ahead::Asked(lookup) => {
                 sorter.take_answer(lookup, &mut asked).await?;
-                sorter.place_known(&mut records).await?;
+                sorter.place_known(&mut chunk.batches).await?;
             }
-            Ahead::Later => sorter.sort(std::mem::take(&mut records)).await?,
+            Ahead::Later => {
+                let records = chunk.batches.iter_mut().flat_map(|batch| batch.drain(..));
+                sorter.sort(records.collect()).await?
+            }
         }
-        if records.capacity() > 0 {
+        for batch in chunk.batches {
             // Full or gone: the buffer is freed instead.
-            let _ = spare.try_send(records);
+            let _ = spare.try_send(batch);
         }
         sorter.file_bad(chunk.bad)?;
     }
@@ -333,9 +349,11 @@ fn place_item(
 /// copy): records often come a subscription at a time. In the bench's 4M-record month (its
 /// records listed a subscription at a time, as the simulator's export lists them), the
 /// look-ups this skips were ~2% of the reading's CPU samples.
-fn different_subscriptions(records: &[VendorRecord]) -> impl Iterator<Item = &VendorRecord> {
+fn different_subscriptions<'r>(
+    records: impl IntoIterator<Item = &'r VendorRecord>,
+) -> impl Iterator<Item = &'r VendorRecord> {
     let mut previous: Option<&Arc<str>> = None;
-    records.iter().filter(move |record| {
+    records.into_iter().filter(move |record| {
         let repeated = previous.is_some_and(|p| Arc::ptr_eq(p, &record.subscription_id));
         previous = Some(&record.subscription_id);
         !repeated
@@ -343,7 +361,7 @@ fn different_subscriptions(records: &[VendorRecord]) -> impl Iterator<Item = &Ve
 }
 
 /// Reads and checks `records`, sending them on in chunks; stops at a broken source (sent on as
-/// the error) or when the sorter is gone.
+/// the error) or when the sorter is gone. `spares` are placed batches' buffers to fill again.
 async fn read_chunks(
     records: RecordStream,
     (fields, ids): (FieldChecks, IdChecks),
@@ -357,66 +375,58 @@ async fn read_chunks(
     let (batches, parsed) = tokio::sync::mpsc::channel(STAGE_SLACK);
     let (checked_batches, checked) = tokio::sync::mpsc::channel(STAGE_SLACK);
     let _parser = AbortOnDropHandle::new(tokio::spawn(parse_batches(records, batches)));
-    let _fields =
-        AbortOnDropHandle::new(tokio::spawn(check_fields(parsed, fields, checked_batches)));
+    let _fields = AbortOnDropHandle::new(tokio::spawn(check_fields(
+        parsed,
+        fields,
+        checked_batches,
+        spares,
+    )));
     // The id checks get a thread of their own: they are CPU and file work (their memory of
     // the ids spills to scratch files). As a task, tokio ran them on the worker that had just
     // parsed their batch, one after the other, while the other worker idled: the month's
     // reading used 1.5 of 2 cores.
-    let checking = tokio::task::spawn_blocking(move || check_ids(checked, ids, chunks, spares));
+    let checking = tokio::task::spawn_blocking(move || check_ids(checked, ids, chunks));
     let _ = checking.await;
 }
 
-/// The id checks of every parsed batch, sent on in chunks (a blocking loop, on its own thread).
+/// The id checks of every checked batch, the batches sent on in chunks (a blocking loop, on
+/// its own thread).
 fn check_ids(
-    mut parsed: tokio::sync::mpsc::Receiver<Result<Vec<Pending>, SourceError>>,
+    mut checked: tokio::sync::mpsc::Receiver<Result<CheckedBatch, SourceError>>,
     mut checker: IdChecks,
     chunks: tokio::sync::mpsc::Sender<Result<Chunk, CollectError>>,
-    spares: std::sync::mpsc::Receiver<Vec<VendorRecord>>,
 ) {
-    let fresh = || Chunk {
-        records: spares
-            .try_recv()
-            .unwrap_or_else(|_| Vec::with_capacity(CHUNK)),
-        ..Chunk::default()
-    };
-    let mut chunk = fresh();
-    while let Some(batch) = parsed.blocking_recv() {
-        let pendings = match batch {
-            Ok(pendings) => pendings,
+    let mut chunk = Chunk::default();
+    while let Some(batch) = checked.blocking_recv() {
+        let mut batch = match batch {
+            Ok(batch) => batch,
             Err(error) => {
                 let _ = chunks.blocking_send(Err(error.into()));
                 return;
             }
         };
-        let mut started = Instant::now();
-        checker.warm(&pendings);
-        for pending in pendings {
-            chunk.read += 1;
-            match checker.check(pending) {
-                Ok(record) => chunk.records.push(record),
-                Err(bad) => chunk.bad.push(bad),
-            }
-            // Bad records count too: a source of nothing but bad rows must not pile them up.
-            let full = chunk.records.len() == CHUNK || chunk.bad.len() == CHUNK;
-            if !full {
-                continue;
-            }
-            phases::add(Phase::Check, started);
-            // Ids checked against a memory of them that failed cannot be trusted.
-            if let Some(error) = checker.failure() {
-                let _ = chunks.blocking_send(Err(ids_lost(error)));
-                return;
-            }
-            if chunks
-                .blocking_send(Ok(std::mem::replace(&mut chunk, fresh())))
-                .is_err()
-            {
-                return;
-            }
-            started = Instant::now();
-        }
+        let started = Instant::now();
+        checker.check(&mut batch);
         phases::add(Phase::Check, started);
+        chunk.read += batch.read();
+        chunk.good += batch.records.len();
+        chunk.bad.append(&mut batch.bad);
+        chunk.batches.push(batch.records);
+        // Bad records count too: a source of nothing but bad rows must not pile them up.
+        if !chunk.full() {
+            continue;
+        }
+        // Ids checked against a memory of them that failed cannot be trusted.
+        if let Some(error) = checker.failure() {
+            let _ = chunks.blocking_send(Err(ids_lost(error)));
+            return;
+        }
+        if chunks
+            .blocking_send(Ok(std::mem::take(&mut chunk)))
+            .is_err()
+        {
+            return;
+        }
     }
     let last = match checker.failure() {
         Some(error) => Err(ids_lost(error)),
@@ -444,25 +454,27 @@ async fn parse_batches(
     }
 }
 
-/// Puts each parsed batch through each record's own checks, in order; a broken source's error
-/// is passed on as it came.
+/// Puts each parsed batch through each record's own checks, in order, into a buffer from
+/// `spares` when one is there; a broken source's error is passed on as it came.
 async fn check_fields(
     mut parsed: tokio::sync::mpsc::Receiver<Result<Vec<Item>, SourceError>>,
     mut fields: FieldChecks,
-    batches: tokio::sync::mpsc::Sender<Result<Vec<Pending>, SourceError>>,
+    batches: tokio::sync::mpsc::Sender<Result<CheckedBatch, SourceError>>,
+    spares: std::sync::mpsc::Receiver<Vec<VendorRecord>>,
 ) {
     while let Some(batch) = parsed.recv().await {
         let batch = batch.map(|raws| {
             let started = Instant::now();
-            let pendings = raws
-                .into_iter()
-                .map(|item| match item {
-                    Ok(raw) => fields.check(raw),
-                    Err(bad) => FieldChecks::unreadable(bad),
-                })
-                .collect();
+            let room = spares.try_recv().unwrap_or_default();
+            let mut checked = CheckedBatch::with_room(raws.len(), room);
+            for item in raws {
+                match item {
+                    Ok(raw) => fields.check(raw, &mut checked),
+                    Err(bad) => checked.push_unreadable(bad),
+                }
+            }
             phases::add(Phase::Check, started);
-            pendings
+            checked
         });
         if batches.send(batch).await.is_err() {
             return;
@@ -569,12 +581,13 @@ impl<'c> Sorter<'c> {
     }
 
     /// Places records whose subscriptions are all in the cache in use, after checking the
-    /// contracts and reading the products their assets name.
-    async fn place_known(&mut self, records: &mut Vec<VendorRecord>) -> Result<(), CollectError> {
+    /// contracts and reading the products their assets name; the batches are left empty.
+    async fn place_known(&mut self, batches: &mut [Vec<VendorRecord>]) -> Result<(), CollectError> {
         let started = Instant::now();
-        self.look_up_scope(records).await?;
+        self.look_up_scope(self.assets_of(batches.iter().flatten()))
+            .await?;
         let started = phases::add(Phase::Resolve, started);
-        self.place_all(records.drain(..))?;
+        self.place_all(batches.iter_mut().flat_map(|batch| batch.drain(..)))?;
         phases::add(Phase::Group, started);
         Ok(())
     }
@@ -632,7 +645,7 @@ impl<'c> Sorter<'c> {
                     self.take_answer(lookup, &mut asked).await?;
                 }
                 let started = Instant::now();
-                self.look_up_scope(&records).await?;
+                self.look_up_scope(self.assets_of(&records)).await?;
                 let started = phases::add(Phase::Resolve, started);
                 // The next chunk's subscriptions are asked for while this one is placed (the
                 // source's chunks overlap so with their parsing): the same requests, sooner.
@@ -655,7 +668,12 @@ impl<'c> Sorter<'c> {
     /// Asks, on a task of its own, for the subscriptions `records` name that the cache in use
     /// does not hold and that are not asked for already, while `cap` subscriptions can take
     /// them with every subscription asked for before (none once they could not).
-    fn look_up_ahead(&self, records: &[VendorRecord], asked: &mut Asked, cap: usize) -> Ahead {
+    fn look_up_ahead<'r>(
+        &self,
+        records: impl IntoIterator<Item = &'r VendorRecord>,
+        asked: &mut Asked,
+        cap: usize,
+    ) -> Ahead {
         if asked.stopped {
             return Ahead::Later;
         }
@@ -817,30 +835,32 @@ impl<'c> Sorter<'c> {
         }
         let found = self.resolver.assets(new_subscriptions).await?;
         self.assets_mut().extend(found);
-        self.look_up_scope(&records).await?;
+        self.look_up_scope(self.assets_of(&records)).await?;
         Ok(records)
     }
 
-    /// Checks the contracts and reads the products of the assets `records` resolved to that
-    /// earlier chunks did not name.
-    async fn look_up_scope(&mut self, records: &[VendorRecord]) -> Result<(), ConnectError> {
-        // Each asset once: a chunk's thousands of records name a few hundred assets, and
-        // copying and hashing the ids of every record's asset was 3% of a 10M-record run.
-        let assets: Vec<Arc<ResolvedAsset>> = {
-            let cache = self
-                .partition_assets
-                .as_ref()
-                .unwrap_or(&self.lookups.assets);
-            let mut seen: HashSet<usize> = HashSet::default();
-            different_subscriptions(records)
-                .filter_map(|r| match &cache[&*r.subscription_id] {
-                    AssetMatch::Found(asset) => Some(asset),
-                    _ => None,
-                })
-                .filter(|asset| seen.insert(Arc::as_ptr(asset) as usize))
-                .cloned()
-                .collect()
-        };
+    /// The assets `records` resolved to, each once: a chunk's thousands of records name a few
+    /// hundred assets, and copying and hashing the ids of every record's asset was 3% of a
+    /// 10M-record run.
+    fn assets_of<'r>(
+        &self,
+        records: impl IntoIterator<Item = &'r VendorRecord>,
+    ) -> Vec<Arc<ResolvedAsset>> {
+        let cache = self.assets();
+        let mut seen: HashSet<usize> = HashSet::default();
+        different_subscriptions(records)
+            .filter_map(|r| match &cache[&*r.subscription_id] {
+                AssetMatch::Found(asset) => Some(asset),
+                _ => None,
+            })
+            .filter(|asset| seen.insert(Arc::as_ptr(asset) as usize))
+            .cloned()
+            .collect()
+    }
+
+    /// Checks the contracts and reads the products of `assets` that earlier chunks did not
+    /// name.
+    async fn look_up_scope(&mut self, assets: Vec<Arc<ResolvedAsset>>) -> Result<(), ConnectError> {
         let mut new_contracts: BTreeSet<String> = BTreeSet::new();
         for asset in &assets {
             let id = &*asset.contract_id;
@@ -1001,7 +1021,7 @@ mod tests {
             items.chunks(500).map(|batch| Ok(batch.to_vec())).collect();
         let records: RecordStream = futures::stream::iter(batches).boxed();
         let (chunks, mut incoming) = tokio::sync::mpsc::channel(1);
-        let (_spare, spares) = std::sync::mpsc::sync_channel(SPARE_CHUNKS);
+        let (_spare, spares) = std::sync::mpsc::sync_channel(SPARE_BATCHES);
         let reader = tokio::spawn(read_chunks(
             records,
             RecordChecker::new(Period::parse("2024-01").unwrap()).into_stages(),

@@ -527,21 +527,58 @@ pub struct IdChecks {
     identical: Counter,
 }
 
-/// A record through its field checks, on its way to the id checks.
-pub struct Pending {
-    outcome: Result<VendorRecord, BadRecord>,
-    id: PendingId,
+/// A batch of records through their field checks, on its way to the id checks: the records
+/// that passed, the ones that failed, and what the id checks need of each, in source order.
+/// The id checks read only the ids: the records stay where the field checks wrote them, and
+/// the id checks touch one only to number it or to take it out as a repeat.
+#[derive(Default)]
+pub struct CheckedBatch {
+    /// The records that passed their own checks (and, after the id checks, theirs).
+    pub records: Vec<VendorRecord>,
+    /// The records that failed (after the id checks, with those whose ids repeat).
+    pub bad: Vec<BadRecord>,
+    /// One a record, good or bad, in source order.
+    ids: Vec<PendingId>,
 }
 
 /// What the id checks need of a record.
 #[derive(Clone, Copy)]
 enum PendingId {
-    /// The vendor's id, with the digest it is counted by (a bad record's id is final).
+    /// A good record's vendor id, by its key.
     Vendor(Key),
-    /// No vendor id: the digest of the record's content, numbered among identical records.
+    /// A good record without a vendor id: the digest of its content, numbered among identical
+    /// records.
     Derived(Key),
-    /// A record that could not be read has no id.
-    None,
+    /// A bad record without a vendor id: the digest of its content; it is named as the next
+    /// identical good record would be, and not counted.
+    BadDerived(Key),
+    /// A bad record whose id is final: its vendor id, or none when it could not be read.
+    Bad,
+}
+
+impl CheckedBatch {
+    /// A batch with room for `records` records, and `room` to fill again (its records and its
+    /// bad ones gone, its space kept).
+    pub fn with_room(records: usize, mut room: Vec<VendorRecord>) -> Self {
+        room.clear();
+        room.reserve(records);
+        CheckedBatch {
+            records: room,
+            bad: Vec::new(),
+            ids: Vec::with_capacity(records),
+        }
+    }
+
+    /// A record that cannot be read: it has no id.
+    pub fn push_unreadable(&mut self, bad: BadRecord) {
+        self.bad.push(bad);
+        self.ids.push(PendingId::Bad);
+    }
+
+    /// The records read into the batch.
+    pub fn read(&self) -> u64 {
+        self.ids.len() as u64
+    }
 }
 
 fn digest(parts: &[&str]) -> Key {
@@ -588,8 +625,14 @@ impl RecordChecker {
     /// Every check that needs only the record and the month, then the record id's: unique,
     /// or derived and numbered. A bad record carries the id it has or would have been given.
     pub fn check(&mut self, raw: RawRecord) -> Result<VendorRecord, BadRecord> {
-        let pending = self.fields.check(raw);
-        self.ids.check(pending)
+        let mut batch = CheckedBatch::default();
+        self.fields.check(raw, &mut batch);
+        self.ids.check(&mut batch);
+        match (batch.records.pop(), batch.bad.pop()) {
+            (Some(record), None) => Ok(record),
+            (None, Some(bad)) => Err(bad),
+            _ => unreachable!("one record in, one out"),
+        }
     }
 
     /// Why the ids seen could not be kept on disk, once: checks after it cannot be trusted.
@@ -599,37 +642,29 @@ impl RecordChecker {
 }
 
 impl FieldChecks {
-    /// A record's own checks, and what its id check needs.
-    pub fn check(&mut self, mut raw: RawRecord) -> Pending {
+    /// A record's own checks: into `batch`'s records or its bad ones, with what its id check
+    /// needs.
+    pub fn check(&mut self, mut raw: RawRecord, batch: &mut CheckedBatch) {
         match self.check_fields(&mut raw) {
-            Ok((record, id)) => Pending {
-                outcome: Ok(record),
-                id,
-            },
+            Ok((record, id)) => {
+                batch.records.push(record);
+                batch.ids.push(id);
+            }
             Err(bad) => {
                 let bad = bad.in_element(raw.element).in_object(raw.object.clone());
-                match &raw.record_id {
-                    Some(id) => Pending {
-                        outcome: Err(BadRecord {
+                let (bad, id) = match &raw.record_id {
+                    Some(id) => (
+                        BadRecord {
                             record_id: Some(RecordId::Vendor(trim(id).into())),
                             ..bad
-                        }),
-                        id: PendingId::None,
-                    },
-                    None => Pending {
-                        outcome: Err(bad),
-                        id: PendingId::Derived(content_of_bad(&raw)),
-                    },
-                }
+                        },
+                        PendingId::Bad,
+                    ),
+                    None => (bad, PendingId::BadDerived(content_of_bad(&raw))),
+                };
+                batch.bad.push(bad);
+                batch.ids.push(id);
             }
-        }
-    }
-
-    /// A record that cannot be read: it has no id.
-    pub fn unreadable(bad: BadRecord) -> Pending {
-        Pending {
-            outcome: Err(bad),
-            id: PendingId::None,
         }
     }
 
@@ -771,87 +806,81 @@ fn derived(content: &Key, before: u32) -> RecordId {
 }
 
 impl IdChecks {
-    /// Numbers a record without an id among the identical ones before it and refuses an id
-    /// seen before; a bad record without a vendor id gets the id it would have had (not
-    /// counted as an occurrence).
-    pub fn check(&mut self, pending: Pending) -> Result<VendorRecord, BadRecord> {
-        let mut record = match pending.outcome {
-            Ok(record) => record,
-            Err(mut bad) => {
-                if let PendingId::Derived(content) = pending.id {
-                    bad.record_id = Some(derived(&content, self.identical.count(&content)));
+    /// Numbers each record of `batch` without an id among the identical ones before it, and
+    /// moves each whose id was seen before to the bad ones; a bad record without a vendor id
+    /// gets the id it would have had (not counted as an occurrence). The records stay where
+    /// they are unless one repeats.
+    pub fn check(&mut self, batch: &mut CheckedBatch) {
+        self.warm(&batch.ids);
+        let (mut good, mut bad) = (0, 0);
+        let mut repeated: Vec<usize> = Vec::new();
+        for id in &batch.ids {
+            let key = match *id {
+                PendingId::Vendor(key) => key,
+                PendingId::Derived(content) => {
+                    let record_id = derived(&content, self.identical.bump(&content));
+                    let key = self.keys.bytes(&record_id.spelled(self.period));
+                    batch.records[good].record_id = record_id;
+                    key
                 }
-                return Err(bad);
-            }
-        };
-        let key = match pending.id {
-            PendingId::Vendor(key) => key,
-            PendingId::Derived(content) => {
-                record.record_id = derived(&content, self.identical.bump(&content));
-                self.keys.bytes(&record.record_id.spelled(self.period))
-            }
-            PendingId::None => unreachable!("a good record has an id"),
-        };
-        if self.seen.bump(&key) > 0 {
-            let bad = BadRecord::new(
-                record.line,
-                BadReason::DuplicateRecordId,
-                format!(
-                    "record_id {:?} repeats an earlier record",
-                    record.record_id.spelled(self.period)
-                ),
-            );
-            let record_id = match (&record.record_id, pending.id) {
-                (_, PendingId::Derived(content)) => {
-                    derived(&content, self.identical.count(&content))
+                PendingId::BadDerived(content) => {
+                    batch.bad[bad].record_id =
+                        Some(derived(&content, self.identical.count(&content)));
+                    bad += 1;
+                    continue;
                 }
-                (id, _) => id.clone(),
+                PendingId::Bad => {
+                    bad += 1;
+                    continue;
+                }
             };
-            return Err(BadRecord {
-                record_id: Some(record_id),
-                ..bad.in_element(record.element).in_object(record.object)
+            if self.seen.bump(&key) > 0 {
+                let record = &batch.records[good];
+                let found = BadRecord::new(
+                    record.line,
+                    BadReason::DuplicateRecordId,
+                    format!(
+                        "record_id {:?} repeats an earlier record",
+                        record.record_id.spelled(self.period)
+                    ),
+                );
+                // A derived id is named after the identical records counted so far.
+                let record_id = match id {
+                    PendingId::Derived(content) => derived(content, self.identical.count(content)),
+                    _ => record.record_id.clone(),
+                };
+                batch.bad.push(BadRecord {
+                    record_id: Some(record_id),
+                    ..found
+                        .in_element(record.element)
+                        .in_object(record.object.clone())
+                });
+                repeated.push(good);
+            }
+            good += 1;
+        }
+        if !repeated.is_empty() {
+            let mut index = 0;
+            let mut repeats = repeated.into_iter().peekable();
+            batch.records.retain(|_| {
+                let keep = repeats.next_if_eq(&index).is_none();
+                index += 1;
+                keep
             });
         }
-        Ok(record)
     }
 
-    /// Reads ahead what checking `pendings` will read first: the records themselves, and the
-    /// counters' filter blocks for their ids ([`Counter::warm`]; a batch's ids are known before
-    /// any of them is checked).
-    pub fn warm(&self, pendings: &[Pending]) {
-        // The batch was written on another core: every field is read once here, in a row of
-        // independent loads, instead of each record's lines arriving one miss at a time as it
-        // is checked and moved on (the move into the chunk was 6.9% of the reading's CPU
-        // samples in a 1M-record profile, 146 of its 157 samples on its first load). In the
-        // 4M-record profile this took 427 samples off the copies and added 38 here, ~2.4% of
-        // the reading.
-        for pending in pendings {
-            if let Ok(record) = &pending.outcome {
-                std::hint::black_box((
-                    record.line,
-                    record.element,
-                    record.object.is_some(),
-                    Arc::as_ptr(&record.subscription_id),
-                    Arc::as_ptr(&record.item),
-                    record.quantity.parts(),
-                    record.start,
-                    record.end,
-                    matches!(record.record_id, RecordId::Vendor(_)),
-                    record.note.is_some(),
-                ));
-            }
-        }
-        let good = || pendings.iter().filter(|pending| pending.outcome.is_ok());
-        self.seen
-            .warm(good().filter_map(|pending| match &pending.id {
-                PendingId::Vendor(key) => Some(key),
-                _ => None,
-            }));
-        self.identical
-            .warm(good().filter_map(|pending| match &pending.id {
-                PendingId::Derived(content) => Some(content),
-                _ => None,
-            }));
+    /// Reads ahead the counters' filter blocks for a batch's ids ([`Counter::warm`]; a
+    /// batch's ids are known before any of them is checked).
+    fn warm(&self, ids: &[PendingId]) {
+        self.seen.warm(ids.iter().filter_map(|id| match id {
+            PendingId::Vendor(key) => Some(key),
+            _ => None,
+        }));
+        self.identical.warm(ids.iter().filter_map(|id| match id {
+            PendingId::Derived(content) => Some(content),
+            _ => None,
+        }));
     }
 
     /// Why the ids seen could not be kept on disk, once: checks after it cannot be trusted.
@@ -1009,6 +1038,78 @@ mod tests {
         assert!(in_memory
             .iter()
             .any(|o| o.as_ref().is_ok_and(|id| id.ends_with("-3"))));
+    }
+
+    #[test]
+    fn a_batch_comes_out_as_its_records_checked_one_by_one() {
+        // Vendor ids repeating, identical records without ids, bad records with and without
+        // ids, and unreadable ones, mixed in one batch: the batch's good records are the ones
+        // that pass one by one, in order, and its bad ones the ones that fail, with the same
+        // ids and reasons.
+        let rows: Vec<Option<RawRecord>> = (0..40u64)
+            .map(|n| {
+                let mut fields = good();
+                let id = format!("R-{}", n % 7);
+                let quantity = match n % 5 {
+                    4 => "-1".to_string(),
+                    _ => (n % 3).to_string(),
+                };
+                fields[2] = &quantity;
+                fields[5] = if n % 2 == 0 { &id } else { "" };
+                let mut record = raw(fields);
+                record.line = n + 2;
+                (n % 11 != 10).then_some(record)
+            })
+            .collect();
+        let unreadable = |line| BadRecord::new(line, BadReason::UnparsableField, "unreadable");
+        let mut one_by_one = RecordChecker::new(jan());
+        let (mut good_ones, mut bad_ones) = (Vec::new(), Vec::new());
+        for (index, row) in rows.iter().enumerate() {
+            match row {
+                Some(raw) => match one_by_one.check(raw.clone()) {
+                    Ok(record) => good_ones.push((record.line, record.record_id)),
+                    Err(bad) => bad_ones.push((bad.line, bad.reason, bad.record_id)),
+                },
+                None => bad_ones.push((index as u64 + 2, BadReason::UnparsableField, None)),
+            }
+        }
+        let (mut fields, mut ids) = RecordChecker::new(jan()).into_stages();
+        let mut batch = CheckedBatch::with_room(rows.len(), Vec::new());
+        for (index, row) in rows.into_iter().enumerate() {
+            match row {
+                Some(raw) => fields.check(raw, &mut batch),
+                None => batch.push_unreadable(unreadable(index as u64 + 2)),
+            }
+        }
+        ids.check(&mut batch);
+        assert_eq!(batch.read(), 40);
+        let batch_good: Vec<_> = batch
+            .records
+            .into_iter()
+            .map(|record| (record.line, record.record_id))
+            .collect();
+        let mut batch_bad: Vec<_> = batch
+            .bad
+            .into_iter()
+            .map(|bad| (bad.line, bad.reason, bad.record_id))
+            .collect();
+        batch_bad.sort_by_key(|bad| bad.0);
+        assert_eq!(batch_good, good_ones);
+        assert_eq!(batch_bad, bad_ones);
+        let reasons: std::collections::BTreeSet<BadReason> = bad_ones.iter().map(|bad| bad.1).collect();
+        assert_eq!(
+            reasons,
+            std::collections::BTreeSet::from([
+                BadReason::DuplicateRecordId,
+                BadReason::NegativeQuantity,
+                BadReason::UnparsableField
+            ]),
+            "every kind of bad record is in the batch"
+        );
+        assert!(good_ones.iter().any(|(_, id)| matches!(
+            id,
+            RecordId::Derived { occurrence, .. } if *occurrence > 1
+        )));
     }
 
     #[test]
