@@ -1096,7 +1096,8 @@ mod tests {
         batch_bad.sort_by_key(|bad| bad.0);
         assert_eq!(batch_good, good_ones);
         assert_eq!(batch_bad, bad_ones);
-        let reasons: std::collections::BTreeSet<BadReason> = bad_ones.iter().map(|bad| bad.1).collect();
+        let reasons: std::collections::BTreeSet<BadReason> =
+            bad_ones.iter().map(|bad| bad.1).collect();
         assert_eq!(
             reasons,
             std::collections::BTreeSet::from([
