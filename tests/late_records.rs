@@ -52,7 +52,7 @@ fn group_of(world: &World, record: &RawRecord) -> (String, String) {
     let asset = catalogue
         .assets
         .iter()
-        .find(|a| Some(&a.id) == record.subscription_id.as_ref())
+        .find(|a| Some(a.id.as_str()) == record.subscription_id.as_deref())
         .expect("every record names a seeded asset");
     (asset.contract_id.clone(), asset.product_id.clone())
 }
@@ -70,8 +70,8 @@ fn records_with_ids(world: &World, records: &[RawRecord], group: &(String, Strin
 /// A record of `template`'s subscription and item that arrived late, with its own id.
 fn late_record(template: &RawRecord, id: &str, quantity: &str) -> RawRecord {
     RawRecord {
-        record_id: Some(id.to_string()),
-        quantity: Some(quantity.to_string()),
+        record_id: Some(id.into()),
+        quantity: Some(quantity.into()),
         record_note: Some("arrived late".into()),
         ..template.clone()
     }

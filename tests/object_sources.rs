@@ -22,7 +22,7 @@ use connect_payg::connect::FileStatus;
 use connect_payg::usage::{write_bad_records, BadReason, BadRecord, Collection};
 use connect_sim::vendor_usage::record_json;
 use parquet::arrow::ArrowWriter;
-use payg_shared::record::RawRecord;
+use payg_shared::record::{CompactString, RawRecord};
 use payg_shared::Period;
 use s3::S3Server;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -164,7 +164,7 @@ fn parquet(columns: Vec<(&str, ArrayRef)>) -> Vec<u8> {
 }
 
 /// One text column of a record field.
-fn text_column(records: &[RawRecord], field: fn(&RawRecord) -> &Option<String>) -> ArrayRef {
+fn text_column(records: &[RawRecord], field: fn(&RawRecord) -> &Option<CompactString>) -> ArrayRef {
     Arc::new(StringArray::from(
         records
             .iter()
@@ -323,7 +323,7 @@ fn decimal(text: &str) -> Option<(i128, usize)> {
     ))
 }
 
-fn time(text: &Option<String>) -> Option<NaiveDateTime> {
+fn time(text: &Option<CompactString>) -> Option<NaiveDateTime> {
     NaiveDateTime::parse_from_str(text.as_deref()?, "%Y-%m-%d %H:%M:%S").ok()
 }
 
@@ -364,7 +364,7 @@ async fn a_typed_parquet_file_reads_as_the_csv_of_the_same_records() {
         subscriptions.append_option(record.subscription_id.as_deref());
         items.append_option(record.item_mpn.as_deref());
     }
-    let stamps = |field: fn(&RawRecord) -> &Option<String>| -> ArrayRef {
+    let stamps = |field: fn(&RawRecord) -> &Option<CompactString>| -> ArrayRef {
         let micros: Vec<i64> = typed
             .iter()
             .map(|r| time(field(r)).unwrap().and_utc().timestamp_micros())

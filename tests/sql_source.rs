@@ -29,7 +29,7 @@ use connect_payg::usage::{
 };
 use futures::StreamExt;
 use payg_shared::period::parse_time;
-use payg_shared::record::RawRecord;
+use payg_shared::record::{CompactString, RawRecord};
 use servers::{Server, PASSWORD};
 use sqlx::{Connection, Executor};
 
@@ -221,15 +221,11 @@ fn numbered(records: &[RawRecord]) -> impl Iterator<Item = (usize, &RawRecord, b
 }
 
 fn cells(record: &RawRecord) -> Vec<Option<String>> {
-    vec![
-        record.subscription_id.clone(),
-        record.item_mpn.clone(),
-        record.quantity.clone(),
-        record.start_time_utc.clone(),
-        record.end_time_utc.clone(),
-        record.record_id.clone(),
-        record.record_note.clone(),
-    ]
+    record
+        .fields()
+        .iter()
+        .map(|(_, value)| value.as_deref().map(str::to_string))
+        .collect()
 }
 
 /// The records whose quantity a NUMERIC column and whose times a TIMESTAMP column can hold
@@ -243,7 +239,8 @@ fn typed_records(world: &World) -> Vec<RawRecord> {
                 .iter()
                 .all(|p| p.bytes().all(|b| b.is_ascii_digit()))
     };
-    let time = |text: &Option<String>| text.as_deref().is_none_or(|t| parse_time(t).is_some());
+    let time =
+        |text: &Option<CompactString>| text.as_deref().is_none_or(|t| parse_time(t).is_some());
     world
         .usage
         .records
@@ -501,7 +498,10 @@ async fn guards(db: Db) {
             .await
             .unwrap_or_else(|e| panic!("{db:?} {value:?}: {e}"));
         assert!(bad.is_empty(), "{bad:?}");
-        let ids: Vec<Option<String>> = records.into_iter().map(|r| r.record_id).collect();
+        let ids: Vec<Option<String>> = records
+            .into_iter()
+            .map(|r| r.record_id.map(|id| id.to_string()))
+            .collect();
         assert_eq!(
             ids,
             [Some(value.to_string())],

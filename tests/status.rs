@@ -86,7 +86,7 @@ fn group_of(world: &World, record: &RawRecord) -> Option<GroupKey> {
     let asset = catalogue
         .assets
         .iter()
-        .find(|a| Some(&a.id) == record.subscription_id.as_ref())?;
+        .find(|a| Some(a.id.as_str()) == record.subscription_id.as_deref())?;
     Some(GroupKey {
         contract_id: asset.contract_id.clone(),
         product_id: asset.product_id.clone(),
@@ -108,7 +108,7 @@ fn late_record(world: &World, key: &GroupKey, id: &str) -> RawRecord {
         .find(|r| group_of(world, r).as_ref() == Some(key))
         .expect("the group has records");
     RawRecord {
-        record_id: Some(id.to_string()),
+        record_id: Some(id.into()),
         quantity: Some("7".into()),
         record_note: Some("arrived late".into()),
         ..template.clone()

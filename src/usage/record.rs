@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use chrono::NaiveDateTime;
 use sha2::{Digest, Sha256};
 
-use payg_shared::record::{trim, IdKeys};
+use payg_shared::record::{trim, CompactString, IdKeys};
 pub use payg_shared::record::{RawRecord, FIELDS};
 
 use crate::usage::interner::Interner;
@@ -468,14 +468,18 @@ impl fmt::Display for OutOfScope {
     }
 }
 
-fn required<'r>(line: u64, name: &str, value: &'r Option<String>) -> Result<&'r str, BadRecord> {
+fn required<'r>(
+    line: u64,
+    name: &str,
+    value: &'r Option<CompactString>,
+) -> Result<&'r str, BadRecord> {
     value
         .as_deref()
         .map(trim)
         .ok_or_else(|| BadRecord::new(line, BadReason::MissingField, format!("{name} is missing")))
 }
 
-fn time(line: u64, name: &str, value: &Option<String>) -> Result<NaiveDateTime, BadRecord> {
+fn time(line: u64, name: &str, value: &Option<CompactString>) -> Result<NaiveDateTime, BadRecord> {
     let text = required(line, name, value)?;
     parse_time(text).ok_or_else(|| {
         BadRecord::new(
@@ -644,8 +648,8 @@ impl RecordChecker {
 impl FieldChecks {
     /// A record's own checks: into `batch`'s records or its bad ones, with what its id check
     /// needs.
-    pub fn check(&mut self, mut raw: RawRecord, batch: &mut CheckedBatch) {
-        match self.check_fields(&mut raw) {
+    pub fn check(&mut self, raw: RawRecord, batch: &mut CheckedBatch) {
+        match self.check_fields(&raw) {
             Ok((record, id)) => {
                 batch.records.push(record);
                 batch.ids.push(id);
@@ -668,11 +672,8 @@ impl FieldChecks {
         }
     }
 
-    /// Takes the record's id text when it passes (the text becomes the id without a copy).
-    fn check_fields(
-        &mut self,
-        raw: &mut RawRecord,
-    ) -> Result<(VendorRecord, PendingId), BadRecord> {
+    /// The record made of `raw` when it passes, and what its id check needs.
+    fn check_fields(&mut self, raw: &RawRecord) -> Result<(VendorRecord, PendingId), BadRecord> {
         let line = raw.line;
         let period = self.period;
         let subscription_id = required(line, "subscription_id", &raw.subscription_id)?;
@@ -731,13 +732,10 @@ impl FieldChecks {
             ));
         }
         let note = raw.record_note.as_deref().filter(|n| !n.is_empty());
-        let (record_id, id) = match raw.record_id.take() {
+        let (record_id, id) = match raw.record_id.as_deref() {
             // A vendor id is its own spelling: digested as it is.
             Some(text) => {
-                let id: Box<str> = match trim(&text) {
-                    trimmed if trimmed.len() == text.len() => text.into_boxed_str(),
-                    trimmed => trimmed.into(),
-                };
+                let id: Box<str> = trim(text).into();
                 let key = self.keys.bytes(&id);
                 (RecordId::Vendor(id), PendingId::Vendor(key))
             }
@@ -774,7 +772,7 @@ impl FieldChecks {
 /// parse), the times and note as written. One function for good and bad records, so a bad
 /// record is named as a good one with the same fields would be.
 fn content_digest(raw: &RawRecord, quantity: &str) -> Key {
-    fn field(value: &Option<String>) -> &str {
+    fn field(value: &Option<CompactString>) -> &str {
         trim(value.as_deref().unwrap_or_default())
     }
     let note = raw.record_note.as_deref().filter(|n| !n.is_empty());

@@ -38,7 +38,7 @@ pub(crate) fn within_scope(
                     let copy = candidate.then(|| raw.clone());
                     match (checker.check(raw), copy) {
                         (Ok(record), Some(mut copy)) => {
-                            copy.record_id = Some(record.record_id.spelled(period));
+                            copy.record_id = Some(record.record_id.spelled(period).into());
                             Some(Ok(copy))
                         }
                         _ => None,

@@ -106,8 +106,8 @@ pub fn record_json(record: &RawRecord) -> Value {
         let rendered = match name {
             "quantity" => serde_json::from_str::<serde_json::Number>(text)
                 .map(Value::Number)
-                .unwrap_or_else(|_| Value::String(text.clone())),
-            _ => Value::String(text.clone()),
+                .unwrap_or_else(|_| Value::String(text.to_string())),
+            _ => Value::String(text.to_string()),
         };
         object.insert(name.into(), rendered);
     }
@@ -246,7 +246,7 @@ impl VendorUsage {
         let record = &self.records[index];
         let old_quantity: f64 = record.quantity.as_deref()?.parse().ok()?;
         let mut corrected = self.clone();
-        corrected.records[index].quantity = Some(quantity.to_string());
+        corrected.records[index].quantity = Some(quantity.into());
         corrected.csv = render_csv(&corrected.records);
         let group = corrected
             .expected
@@ -255,8 +255,8 @@ impl VendorUsage {
             .find(|g| g.contract_id == contract_id && g.product_id == product_id)?;
         let row = group.rows.iter_mut().find(|row| {
             row.asset_id == asset.id
-                && Some(&row.start) == record.start_time_utc.as_ref()
-                && Some(&row.end) == record.end_time_utc.as_ref()
+                && Some(row.start.as_str()) == record.start_time_utc.as_deref()
+                && Some(row.end.as_str()) == record.end_time_utc.as_deref()
                 && row.quantity == format!("{old_quantity}")
         })?;
         let new_quantity: f64 = quantity.parse().ok()?;
@@ -285,17 +285,17 @@ impl VendorUsage {
     ) -> Option<VendorUsage> {
         let (index, asset) = self.first_good(catalogue, contract_id, product_id)?;
         let mut record = self.records[index].clone();
-        record.record_id = Some(record_id.to_string());
-        record.quantity = Some(quantity.to_string());
+        record.record_id = Some(record_id.into());
+        record.quantity = Some(quantity.into());
         // The header is line 1.
         record.line = self.records.len() as u64 + 2;
         record.element = None;
         let row = ExpectedRow {
             asset_id: asset.id.clone(),
-            item_mpn: record.item_mpn.clone()?,
+            item_mpn: record.item_mpn.as_deref()?.to_string(),
             quantity: format!("{}", quantity.parse::<f64>().ok()?),
-            start: record.start_time_utc.clone()?,
-            end: record.end_time_utc.clone()?,
+            start: record.start_time_utc.as_deref()?.to_string(),
+            end: record.end_time_utc.as_deref()?.to_string(),
         };
         let mut late = self.clone();
         late.records.push(record);
@@ -526,17 +526,20 @@ impl<'a> UsageGenerator<'a> {
         start: NaiveDateTime,
         end: NaiveDateTime,
     ) -> Result<RawRecord, VendorUsageError> {
-        let record_id = self.rng.random_ratio(7, 10).then(|| self.fresh_record_id());
+        let record_id = self
+            .rng
+            .random_ratio(7, 10)
+            .then(|| self.fresh_record_id().into());
         let record_note = self
             .rng
             .random_ratio(1, 2)
-            .then(|| NOTES.choose(&mut self.rng).expect("not empty").to_string());
+            .then(|| (*NOTES.choose(&mut self.rng).expect("not empty")).into());
         Ok(RawRecord {
-            subscription_id: Some(self.subscription_value(asset)?),
-            item_mpn: Some(self.item_value(item)),
+            subscription_id: Some(self.subscription_value(asset)?.into()),
+            item_mpn: Some(self.item_value(item).into()),
             quantity: Some(quantity.into()),
-            start_time_utc: Some(format_time(start)),
-            end_time_utc: Some(format_time(end)),
+            start_time_utc: Some(format_time(start).into()),
+            end_time_utc: Some(format_time(end).into()),
             record_id,
             record_note,
             ..RawRecord::default()
@@ -628,7 +631,7 @@ impl<'a> UsageGenerator<'a> {
             let position = self.rng.random_range(0..good.len());
             let original = &mut good[position];
             if original.record.record_id.is_none() {
-                original.record.record_id = Some(self.fresh_record_id());
+                original.record.record_id = Some(self.fresh_record_id().into());
             }
             let mut record = original.record.clone();
             record.record_note = Some("sent twice, \"corrected\"".into());
@@ -741,7 +744,7 @@ impl<'a> UsageGenerator<'a> {
             let quantity = self.quantity(item);
             let mut record = self.record(asset, item, &quantity, start, end)?;
             // Bad records never share a record id with anything (only repeats do).
-            record.record_id = record.record_id.map(|_| format!("bad-{n:06}"));
+            record.record_id = record.record_id.map(|_| format!("bad-{n:06}").into());
             self.break_record(&mut record, kind, product, n, n / kinds.len());
             records.push(Generated {
                 serial: 0,
@@ -786,20 +789,20 @@ impl<'a> UsageGenerator<'a> {
                     _ => period.first_day().format("%Y-%m-32 00:00:00").to_string(),
                 };
                 if variant.is_multiple_of(2) {
-                    record.start_time_utc = Some(text);
+                    record.start_time_utc = Some(text.into());
                 } else {
-                    record.end_time_utc = Some(text);
+                    record.end_time_utc = Some(text.into());
                 }
             }
             BadKind::NegativeQuantity => {
-                record.quantity = Some(format!("-{}", self.rng.random_range(1..100)));
+                record.quantity = Some(format!("-{}", self.rng.random_range(1..100)).into());
             }
             BadKind::FractionalQuantity => {
-                record.quantity = Some(format!("{}.5", self.rng.random_range(0..100)));
+                record.quantity = Some(format!("{}.5", self.rng.random_range(0..100)).into());
             }
             BadKind::EndBeforeStart => {
-                record.start_time_utc = Some(format_time(day(10)));
-                record.end_time_utc = Some(format_time(day(5)));
+                record.start_time_utc = Some(format_time(day(10)).into());
+                record.end_time_utc = Some(format_time(day(5)).into());
             }
             BadKind::OutsidePeriod => {
                 let (start, end) = if variant.is_multiple_of(2) {
@@ -810,14 +813,14 @@ impl<'a> UsageGenerator<'a> {
                         period.end() + Duration::hours(7),
                     )
                 };
-                record.start_time_utc = Some(format_time(start));
-                record.end_time_utc = Some(format_time(end));
+                record.start_time_utc = Some(format_time(start).into());
+                record.end_time_utc = Some(format_time(end).into());
             }
             BadKind::UnknownSubscription => {
-                record.subscription_id = Some(self.unknown_subscription(n));
+                record.subscription_id = Some(self.unknown_subscription(n).into());
             }
             BadKind::UnknownItem => {
-                record.item_mpn = Some(self.unknown_item(product, variant));
+                record.item_mpn = Some(self.unknown_item(product, variant).into());
             }
             BadKind::RepeatedRecordId => unreachable!("repeats are made from good records"),
         }

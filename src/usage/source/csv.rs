@@ -175,7 +175,7 @@ fn fill_record(
         };
         let text = trim(text);
         if let Some(slot) = record.field_mut(*at) {
-            *slot = (!text.is_empty()).then(|| text.to_string());
+            *slot = (!text.is_empty()).then(|| text.into());
         }
     }
     Ok(())
