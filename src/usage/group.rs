@@ -144,7 +144,8 @@ pub const DEFAULT_RESOLVE_CACHE: usize = 20_000;
 /// Chunks (or parsed batches) a stage may run ahead of the next.
 const STAGE_SLACK: usize = 4;
 
-/// Placed batches' buffers kept for the field checks to fill again.
+/// Placed batches' buffers kept for the field checks to fill again: four chunks' worth (a chunk
+/// is ~4 CSV batches of 512 rows).
 const SPARE_BATCHES: usize = 16;
 
 /// Chunks whose subscriptions are asked for before the first of them is placed. One at a time,
@@ -229,9 +230,10 @@ pub async fn collect(
     // A few chunks of slack between the stages (~300 KB each): a stage that pauses (the id
     // counter writing a run, a spill) does not stall the others at once.
     let (chunks, mut incoming) = tokio::sync::mpsc::channel(STAGE_SLACK);
-    // Placed batches' buffers go back to the field checks to be filled again (a chunk's
-    // buffer, when the id checks copied records into one, 300 KB past the allocator's caches,
-    // had its pages faulted in anew each time: 2.6% of the 10M-record month's CPU).
+    // Placed batches' buffers go back to the field checks to be filled again, as chunks'
+    // buffers went back to the id checks when those copied records into them: a fresh 300 KB
+    // chunk buffer had its pages faulted in anew each time (2.6% of the 10M-record month's
+    // CPU). For batches (~70 KB of records) this was not measured again.
     let (spare, spares) = std::sync::mpsc::sync_channel(SPARE_BATCHES);
     let reader = AbortOnDropHandle::new(tokio::spawn(read_chunks(
         records,
