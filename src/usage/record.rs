@@ -18,7 +18,7 @@ use payg_shared::record::{trim, CompactString, IdKeys};
 pub use payg_shared::record::{RawRecord, FIELDS};
 
 use crate::usage::interner::Interner;
-use crate::usage::period::{parse_time, Period};
+use crate::usage::period::{LastTime, Period};
 use crate::usage::seen::{Counter, Key};
 use crate::usage::spill::{scratch_root, ScratchDir};
 use crate::usage::workbook::{too_long, Precision, MAX_TEXT};
@@ -479,9 +479,14 @@ fn required<'r>(
         .ok_or_else(|| BadRecord::new(line, BadReason::MissingField, format!("{name} is missing")))
 }
 
-fn time(line: u64, name: &str, value: &Option<CompactString>) -> Result<NaiveDateTime, BadRecord> {
+fn time(
+    line: u64,
+    name: &str,
+    value: &Option<CompactString>,
+    last: &mut LastTime,
+) -> Result<NaiveDateTime, BadRecord> {
     let text = required(line, name, value)?;
-    parse_time(text).ok_or_else(|| {
+    last.parse(text).ok_or_else(|| {
         BadRecord::new(
             line,
             BadReason::UnparsableField,
@@ -513,6 +518,9 @@ pub struct FieldChecks {
     period: Period,
     names: Interner,
     keys: IdKeys,
+    /// The last start and end read.
+    starts: LastTime,
+    ends: LastTime,
 }
 
 /// The checks across records: record ids unique in the month, identical records numbered.
@@ -602,6 +610,8 @@ impl RecordChecker {
                 period,
                 names: Interner::default(),
                 keys: keys.clone(),
+                starts: LastTime::default(),
+                ends: LastTime::default(),
             },
             ids: IdChecks {
                 period,
@@ -679,8 +689,13 @@ impl FieldChecks {
         let subscription_id = required(line, "subscription_id", &raw.subscription_id)?;
         let item = required(line, "item_mpn", &raw.item_mpn)?;
         let quantity_text = required(line, "quantity", &raw.quantity)?;
-        let start = time(line, "start_time_utc", &raw.start_time_utc)?;
-        let end = time(line, "end_time_utc", &raw.end_time_utc)?;
+        let start = time(
+            line,
+            "start_time_utc",
+            &raw.start_time_utc,
+            &mut self.starts,
+        )?;
+        let end = time(line, "end_time_utc", &raw.end_time_utc, &mut self.ends)?;
         // Texts that become workbook cells: one too long for a cell spoils only its record.
         for (name, text) in [
             ("subscription_id", Some(subscription_id)),

@@ -16,7 +16,7 @@ use super::{
     WorkbookStats, WorkbookWriter,
 };
 use crate::usage::group::{Group, ReportRow};
-use crate::usage::period::{push_time, Period};
+use crate::usage::period::{LastTime, Period};
 use crate::usage::phases::{self, Phase};
 use crate::usage::spill::SpillError;
 
@@ -38,14 +38,19 @@ pub enum BuildError {
 /// The template row for one record: QT columns only, dynamic-item and amount/tier left empty.
 pub fn usage_row(row: &ReportRow, period: Period) -> UsageRow {
     let mut usage = UsageRow::default();
-    fill_usage_row(&mut usage, row, period);
+    fill_usage_row(&mut usage, &mut Default::default(), row, period);
     usage
 }
 
 /// Makes `usage` the template row of `row` ([`usage_row`]), reusing the text it holds: a
 /// group's rows are written through one `UsageRow`, so a row costs no allocation (ten a row
-/// were a tenth of a 10M-record run's writing).
-pub fn fill_usage_row(usage: &mut UsageRow, row: &ReportRow, period: Period) {
+/// were a tenth of a 10M-record run's writing). `times` are the last start and end spelled.
+pub fn fill_usage_row(
+    usage: &mut UsageRow,
+    times: &mut [LastTime; 2],
+    row: &ReportRow,
+    period: Period,
+) {
     row.record_id
         .spell_into(text_of(&mut usage.record_id), period);
     set_optional(&mut usage.record_note, row.note.as_deref());
@@ -53,8 +58,9 @@ pub fn fill_usage_row(usage: &mut UsageRow, row: &ReportRow, period: Period) {
     set_text(&mut usage.item_search_value, &row.item.search.1);
     usage.amount = Cell::Empty;
     usage.quantity = Cell::Number(row.quantity.value());
-    push_time(text_of(&mut usage.start_time_utc), row.start);
-    push_time(text_of(&mut usage.end_time_utc), row.end);
+    let [starts, ends] = times;
+    starts.push(text_of(&mut usage.start_time_utc), row.start);
+    ends.push(text_of(&mut usage.end_time_utc), row.end);
     set_text(&mut usage.asset_search_criteria, &row.asset.search.0);
     set_text(&mut usage.asset_search_value, &row.asset.search.1);
     usage.item_name = Cell::Empty;
@@ -209,8 +215,9 @@ fn write_checked<W: Write>(
     let mut problems = Vec::new();
     // The rows come one at a time, read back from the scratch file when the month spilled.
     let mut usage = UsageRow::default();
+    let mut times = Default::default();
     for (row, sheet_row) in group.rows.iter().zip(2u32..) {
-        fill_usage_row(&mut usage, &row?, period);
+        fill_usage_row(&mut usage, &mut times, &row?, period);
         problems.extend(validator.check(sheet_row, &usage));
         if problems.is_empty() {
             writer.push(&usage)?;
@@ -271,8 +278,9 @@ mod tests {
             row(4, Some("n"), None),
         ];
         let mut reused = UsageRow::default();
+        let mut times = Default::default();
         for row in rows.iter().chain(rows.iter().rev()) {
-            fill_usage_row(&mut reused, row, period);
+            fill_usage_row(&mut reused, &mut times, row, period);
             assert_eq!(reused, usage_row(row, period));
         }
         let fresh = usage_row(&rows[0], period);

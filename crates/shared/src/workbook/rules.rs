@@ -14,7 +14,7 @@ use std::fmt;
 use foldhash::{HashMap as FastMap, HashMapExt, HashSet as FastSet};
 
 use super::row::{fraction_digits, Cell, Precision, UsageRow, SHEET};
-use crate::period::{format_time, parse_time, Period};
+use crate::period::{format_time, LastTime, Period};
 use crate::record::{trim, IdKeys};
 
 /// Item criteria the spreadsheet accepts; `item.id` is not among them (the platform does not
@@ -135,6 +135,8 @@ pub struct RowValidator<'a> {
     scratch: String,
     /// The period's bounds, worked out once instead of per row.
     bounds: Option<(chrono::NaiveDateTime, chrono::NaiveDateTime)>,
+    /// The last start and end time read.
+    times: [LastTime; 2],
 }
 
 impl<'a> RowValidator<'a> {
@@ -167,6 +169,7 @@ impl<'a> RowValidator<'a> {
             id_keys: IdKeys::default(),
             scratch: String::new(),
             bounds: rules.period.map(|period| (period.start(), period.end())),
+            times: Default::default(),
         }
     }
 
@@ -296,9 +299,10 @@ impl<'a> RowValidator<'a> {
         }
     }
 
-    fn check_times(&self, row: &UsageRow, report: &mut Report<'_>) {
-        let start = time("start_time_utc", &row.start_time_utc, report);
-        let end = time("end_time_utc", &row.end_time_utc, report);
+    fn check_times(&mut self, row: &UsageRow, report: &mut Report<'_>) {
+        let [starts, ends] = &mut self.times;
+        let start = time("start_time_utc", &row.start_time_utc, starts, report);
+        let end = time("end_time_utc", &row.end_time_utc, ends, report);
         if let (Some(start), Some(end)) = (start, end) {
             if end < start {
                 report(
@@ -378,6 +382,7 @@ fn required_text<'c>(
 fn time(
     column: &'static str,
     cell: &Cell,
+    last: &mut LastTime,
     report: &mut Report<'_>,
 ) -> Option<chrono::NaiveDateTime> {
     if let Cell::Number(serial) = cell {
@@ -388,7 +393,7 @@ fn time(
         return None;
     }
     let text = required_text(column, cell, report)?;
-    let time = parse_time(text);
+    let time = last.parse(text);
     if time.is_none() {
         report(
             column,
