@@ -519,8 +519,7 @@ pub struct FieldChecks {
     names: Interner,
     keys: IdKeys,
     /// The last start and end read.
-    starts: LastTime,
-    ends: LastTime,
+    times: [LastTime; 2],
 }
 
 /// The checks across records: record ids unique in the month, identical records numbered.
@@ -610,8 +609,7 @@ impl RecordChecker {
                 period,
                 names: Interner::default(),
                 keys: keys.clone(),
-                starts: LastTime::default(),
-                ends: LastTime::default(),
+                times: Default::default(),
             },
             ids: IdChecks {
                 period,
@@ -689,13 +687,9 @@ impl FieldChecks {
         let subscription_id = required(line, "subscription_id", &raw.subscription_id)?;
         let item = required(line, "item_mpn", &raw.item_mpn)?;
         let quantity_text = required(line, "quantity", &raw.quantity)?;
-        let start = time(
-            line,
-            "start_time_utc",
-            &raw.start_time_utc,
-            &mut self.starts,
-        )?;
-        let end = time(line, "end_time_utc", &raw.end_time_utc, &mut self.ends)?;
+        let [starts, ends] = &mut self.times;
+        let start = time(line, "start_time_utc", &raw.start_time_utc, starts)?;
+        let end = time(line, "end_time_utc", &raw.end_time_utc, ends)?;
         // Texts that become workbook cells: one too long for a cell spoils only its record.
         for (name, text) in [
             ("subscription_id", Some(subscription_id)),
