@@ -18,6 +18,7 @@ use super::{
 use crate::usage::group::{Group, ReportRow};
 use crate::usage::period::{LastTime, Period};
 use crate::usage::phases::{self, Phase};
+use crate::usage::resolve::{ResolvedAsset, ResolvedItem};
 use crate::usage::spill::SpillError;
 
 /// Category every record is filed under (the template's recommended default).
@@ -37,39 +38,64 @@ pub enum BuildError {
 
 /// The template row for one record: QT columns only, dynamic-item and amount/tier left empty.
 pub fn usage_row(row: &ReportRow, period: Period) -> UsageRow {
-    let mut usage = UsageRow::default();
-    fill_usage_row(&mut usage, &mut Default::default(), row, period);
-    usage
+    let mut filler = RowFiller::default();
+    filler.fill(row, period);
+    filler.usage
 }
 
-/// Makes `usage` the template row of `row` ([`usage_row`]), reusing the text it holds: a
-/// group's rows are written through one `UsageRow`, so a row costs no allocation (ten a row
-/// were a tenth of a 10M-record run's writing). `times` are the last start and end spelled.
-pub fn fill_usage_row(
-    usage: &mut UsageRow,
-    times: &mut [LastTime; 2],
-    row: &ReportRow,
-    period: Period,
-) {
-    row.record_id
-        .spell_into(text_of(&mut usage.record_id), period);
-    set_optional(&mut usage.record_note, row.note.as_deref());
-    set_text(&mut usage.item_search_criteria, &row.item.search.0);
-    set_text(&mut usage.item_search_value, &row.item.search.1);
-    usage.amount = Cell::Empty;
-    usage.quantity = Cell::Number(row.quantity.value());
-    let [starts, ends] = times;
-    starts.push(text_of(&mut usage.start_time_utc), row.start);
-    ends.push(text_of(&mut usage.end_time_utc), row.end);
-    set_text(&mut usage.asset_search_criteria, &row.asset.search.0);
-    set_text(&mut usage.asset_search_value, &row.asset.search.1);
-    usage.item_name = Cell::Empty;
-    usage.item_mpn = Cell::Empty;
-    usage.item_precision = Cell::Empty;
-    usage.item_unit = Cell::Empty;
-    set_text(&mut usage.category_id, CATEGORY);
-    set_optional(&mut usage.asset_recon_id, row.asset.recon_id.as_deref());
-    usage.tier = Cell::Empty;
+/// One [`UsageRow`] filled with a group's records one after the other ([`usage_row`] of each),
+/// reusing what it holds: a row costs no allocation (ten a row were a tenth of a 10M-record
+/// run's writing), a time equal to the last one is not spelled again, and the asset's and the
+/// item's columns are copied only when the record names another asset or item than the last
+/// (records come a subscription at a time).
+#[derive(Default)]
+pub struct RowFiller {
+    usage: UsageRow,
+    /// The last start and end spelled.
+    times: [LastTime; 2],
+    /// The asset and the item whose columns `usage` holds.
+    asset: Option<Arc<ResolvedAsset>>,
+    item: Option<Arc<ResolvedItem>>,
+}
+
+impl RowFiller {
+    /// The template row of `row`.
+    pub fn fill(&mut self, row: &ReportRow, period: Period) -> &UsageRow {
+        let usage = &mut self.usage;
+        row.record_id
+            .spell_into(text_of(&mut usage.record_id), period);
+        set_optional(&mut usage.record_note, row.note.as_deref());
+        if !same(&self.item, &row.item) {
+            set_text(&mut usage.item_search_criteria, &row.item.search.0);
+            set_text(&mut usage.item_search_value, &row.item.search.1);
+            self.item = Some(row.item.clone());
+        }
+        usage.amount = Cell::Empty;
+        usage.quantity = Cell::Number(row.quantity.value());
+        let [starts, ends] = &mut self.times;
+        starts.push(text_of(&mut usage.start_time_utc), row.start);
+        ends.push(text_of(&mut usage.end_time_utc), row.end);
+        if !same(&self.asset, &row.asset) {
+            set_text(&mut usage.asset_search_criteria, &row.asset.search.0);
+            set_text(&mut usage.asset_search_value, &row.asset.search.1);
+            set_optional(&mut usage.asset_recon_id, row.asset.recon_id.as_deref());
+            self.asset = Some(row.asset.clone());
+        }
+        usage.item_name = Cell::Empty;
+        usage.item_mpn = Cell::Empty;
+        usage.item_precision = Cell::Empty;
+        usage.item_unit = Cell::Empty;
+        if !matches!(&usage.category_id, Cell::Text(category) if category == CATEGORY) {
+            set_text(&mut usage.category_id, CATEGORY);
+        }
+        usage.tier = Cell::Empty;
+        &self.usage
+    }
+}
+
+/// Whether `last` is `next` itself (the same shared copy, so the same columns).
+fn same<T>(last: &Option<Arc<T>>, next: &Arc<T>) -> bool {
+    last.as_ref().is_some_and(|last| Arc::ptr_eq(last, next))
 }
 
 /// `cell` as an emptied text cell, keeping its string's room when it was one.
@@ -214,14 +240,13 @@ fn write_checked<W: Write>(
     let mut writer = WorkbookWriter::new(package, output, group.rows.len())?;
     let mut problems = Vec::new();
     // The rows come one at a time, read back from the scratch file when the month spilled.
-    let mut usage = UsageRow::default();
-    let mut times = Default::default();
+    let mut filler = RowFiller::default();
     for (row, sheet_row) in group.rows.iter().zip(2u32..) {
-        fill_usage_row(&mut usage, &mut times, &row?, period);
-        problems.extend(validator.check(sheet_row, &usage));
+        let usage = filler.fill(&row?, period);
+        problems.extend(validator.check(sheet_row, usage));
         if problems.is_empty() {
-            writer.push(&usage)?;
-            tally.tally(&usage);
+            writer.push(usage)?;
+            tally.tally(usage);
         }
     }
     if !problems.is_empty() {
@@ -271,17 +296,24 @@ mod tests {
     #[test]
     fn a_reused_row_is_filled_exactly_as_a_fresh_one() {
         let period = Period::parse("2024-01").unwrap();
+        let first = row(1, Some("a long note, with commas"), Some("RECON-1"));
+        // The first record's asset and item again (the same shared copies) on other facts.
+        let again = ReportRow {
+            asset: first.asset.clone(),
+            item: first.item.clone(),
+            ..row(5, None, None)
+        };
         let rows = [
-            row(1, Some("a long note, with commas"), Some("RECON-1")),
+            first,
+            again.clone(),
             row(2, None, None),
+            again,
             row(3, Some(""), Some("R")),
             row(4, Some("n"), None),
         ];
-        let mut reused = UsageRow::default();
-        let mut times = Default::default();
+        let mut reused = RowFiller::default();
         for row in rows.iter().chain(rows.iter().rev()) {
-            fill_usage_row(&mut reused, &mut times, row, period);
-            assert_eq!(reused, usage_row(row, period));
+            assert_eq!(*reused.fill(row, period), usage_row(row, period));
         }
         let fresh = usage_row(&rows[0], period);
         assert_eq!(
