@@ -4,6 +4,11 @@
 //! simulator in this one, for the report's peak RSS, wall time, records per second and the
 //! split of its time by phase, each next to its target. The CSV and the workbooks are deleted
 //! afterwards.
+//!
+//! The report runs several times over the same CSV and the run of the median wall time is the
+//! one judged: on the shared 2-core machines this is measured on, the same build's 10M-record
+//! run took from 19.0 to 29.6 s (34 to 54 CPU-seconds) within one hour, so one run says more
+//! about the moment than about the code. Every run's wall and CPU time is printed.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,12 +33,27 @@ pub struct Outcome {
     pub groups: usize,
     pub csv_bytes: u64,
     pub generate_seconds: f64,
+    /// Every run of the report, in the order they ran.
+    pub runs: Vec<Run>,
+    /// VmHWM of this process (the simulator, and the CSV generation), in KiB.
+    pub simulator_peak_rss_kb: u64,
+}
+
+/// One run of the report over the month.
+pub struct Run {
     pub report: ChildReport,
     pub phases: Vec<(String, f64)>,
     /// Wall seconds the report spent reading and sorting the records (workbooks follow).
     pub collecting: f64,
-    /// VmHWM of this process (the simulator, and the CSV generation), in KiB.
-    pub simulator_peak_rss_kb: u64,
+}
+
+impl Outcome {
+    /// The run of the median wall time (the later of the two middle ones for an even count).
+    pub fn median(&self) -> &Run {
+        let mut runs: Vec<&Run> = self.runs.iter().collect();
+        runs.sort_by(|a, b| a.report.seconds.total_cmp(&b.report.seconds));
+        runs[runs.len() / 2]
+    }
 }
 
 /// What the child prints besides its [`ChildReport`].
@@ -85,8 +105,13 @@ fn write_csv(world: &World, records: u64, path: &Path) -> Result<u64, String> {
     std::fs::metadata(path).map(|m| m.len()).map_err(io)
 }
 
-/// Parent side: the world, the CSV, the child, the clean-up.
-pub async fn run(records: u64, subscriptions: usize, dir: &Path) -> Result<Outcome, String> {
+/// Parent side: the world, the CSV, the child `runs` times (at least once), the clean-up.
+pub async fn run(
+    records: u64,
+    subscriptions: usize,
+    runs: usize,
+    dir: &Path,
+) -> Result<Outcome, String> {
     let seed = SeedSpec {
         contracts: 50,
         products: 10,
@@ -102,20 +127,59 @@ pub async fn run(records: u64, subscriptions: usize, dir: &Path) -> Result<Outco
         "  {records} records written ({}) in {generate_seconds:.1} s; reporting…",
         measure::mib(csv_bytes / 1024)
     );
-    let out = dir.join("stream-out");
-    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let mut env = world.env();
     env.insert("USAGE_SOURCE".into(), format!("file://{}", csv.display()));
+    let mut done = Vec::new();
+    let mut groups = 0;
+    for _ in 0..runs.max(1) {
+        let ran = report_once(records, &env, dir).await;
+        let (run, run_groups) = match ran {
+            Ok(ran) => ran,
+            Err(error) => {
+                let _ = std::fs::remove_file(&csv);
+                return Err(error);
+            }
+        };
+        eprintln!(
+            "  run {}: {:.1} s, {:.1} CPU-s",
+            done.len() + 1,
+            run.report.seconds,
+            run.report.cpu_seconds
+        );
+        groups = run_groups;
+        done.push(run);
+    }
+    let _ = std::fs::remove_file(&csv);
+    let outcome = Outcome {
+        records,
+        subscriptions,
+        groups,
+        csv_bytes,
+        generate_seconds,
+        runs: done,
+        simulator_peak_rss_kb: measure::peak_rss_kb(),
+    };
+    world.close().await;
+    Ok(outcome)
+}
+
+/// One report in a child process, its workbooks deleted afterwards; with the groups it filed.
+async fn report_once(
+    records: u64,
+    env: &std::collections::BTreeMap<String, String>,
+    dir: &Path,
+) -> Result<(Run, usize), String> {
+    let out = dir.join("stream-out");
+    std::fs::create_dir_all(&out).map_err(|e| e.to_string())?;
     let child = measure::spawn_self(
         &["stream", &records.to_string(), &out.to_string_lossy()],
-        &env,
+        env,
     )
     .map_err(|e| e.to_string())?;
     let output = tokio::task::spawn_blocking(move || child.wait_with_output())
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string());
-    let _ = std::fs::remove_file(&csv);
     let _ = std::fs::remove_dir_all(&out);
     let output = output?;
     let report = measure::parse_report(&output.stdout)
@@ -134,19 +198,12 @@ pub async fn run(records: u64, subscriptions: usize, dir: &Path) -> Result<Outco
     if extra.rows != records {
         return Err(format!("{} of {records} records filed", extra.rows));
     }
-    let outcome = Outcome {
-        records,
-        subscriptions,
-        groups: extra.groups,
-        csv_bytes,
-        generate_seconds,
+    let run = Run {
         report,
         phases: extra.phases,
         collecting: extra.collecting,
-        simulator_peak_rss_kb: measure::peak_rss_kb(),
     };
-    world.close().await;
-    Ok(outcome)
+    Ok((run, extra.groups))
 }
 
 /// Child side: `report --dry-run` for the month, settings from the environment.
@@ -208,50 +265,65 @@ pub fn child(records: u64, out: &Path) -> Result<ChildReport, String> {
 }
 
 pub fn table(o: &Outcome) -> String {
-    let rss_mib = o.report.peak_rss_kb as f64 / 1024.0;
-    let per_second = o.records as f64 / o.report.seconds;
+    let median = o.median();
+    let rss_kb = o.runs.iter().map(|run| run.report.peak_rss_kb).max();
+    let rss_mib = rss_kb.unwrap_or_default() as f64 / 1024.0;
+    let seconds = median.report.seconds;
+    let per_second = o.records as f64 / seconds;
     let verdict = |met: bool| if met { "met" } else { "**not met**" };
-    let phases: Vec<String> = o
+    let phases: Vec<String> = median
         .phases
         .iter()
         .map(|(name, seconds)| format!("{name} {seconds:.1} s"))
         .collect();
+    let each = |value: fn(&Run) -> f64| {
+        let values: Vec<String> = o
+            .runs
+            .iter()
+            .map(|run| format!("{:.1}", value(run)))
+            .collect();
+        values.join(", ")
+    };
     let mut out = format!(
-        "{} records ({} CSV, written in {:.1} s), {} subscriptions, {} groups; the report in its own process, the simulator in the bench's.\n\n",
+        "{} records ({} CSV, written in {:.1} s), {} subscriptions, {} groups; the report in its own process, the simulator in the bench's; {} run(s) over the same CSV, the median run judged.\n\n",
         o.records,
         measure::mib(o.csv_bytes / 1024),
         o.generate_seconds,
         o.subscriptions,
         o.groups,
+        o.runs.len(),
     );
     out.push_str(
         "| measure | target | before (issue 19) | measured | |\n|---|---:|---:|---:|---|\n",
     );
     out.push_str(&format!(
-        "| report peak RSS | ≤ {TARGET_RSS_MIB:.0} MiB | 160 MB at 1M records | **{rss_mib:.1} MiB** | {} |\n",
+        "| report peak RSS (the largest run's) | ≤ {TARGET_RSS_MIB:.0} MiB | 160 MB at 1M records | **{rss_mib:.1} MiB** | {} |\n",
         verdict(rss_mib <= TARGET_RSS_MIB)
     ));
     out.push_str(&format!(
-        "| wall time | ≤ {TARGET_SECONDS:.0} s | | **{:.1} s** | {} |\n",
-        o.report.seconds,
-        verdict(o.report.seconds <= TARGET_SECONDS)
+        "| wall time (median run) | ≤ {TARGET_SECONDS:.0} s | 49.6 s | **{seconds:.1} s** | {} |\n",
+        verdict(seconds <= TARGET_SECONDS)
     ));
     out.push_str(&format!(
-        "| records/s end to end | ≥ {TARGET_RECORDS_PER_SECOND:.0} | | **{per_second:.0}** | {} |\n",
+        "| records/s end to end (median run) | ≥ {TARGET_RECORDS_PER_SECOND:.0} | | **{per_second:.0}** | {} |\n",
         verdict(per_second >= TARGET_RECORDS_PER_SECOND)
     ));
     out.push_str(&format!(
-        "| report CPU (user + system) | | | {:.1} s | |\n",
-        o.report.cpu_seconds
+        "| every run: wall time | | | {} s | |\n",
+        each(|run| run.report.seconds)
     ));
     out.push_str(&format!(
-        "| phase split (time in each, threads overlap) | | | {} | |\n",
+        "| every run: report CPU (user + system) | | 58.1 s | {} s | |\n",
+        each(|run| run.report.cpu_seconds)
+    ));
+    out.push_str(&format!(
+        "| phase split, median run (time in each, threads overlap) | | | {} | |\n",
         phases.join(", ")
     ));
     out.push_str(&format!(
-        "| wall split | | | reading and sorting {:.1} s, then workbooks {:.1} s | |\n",
-        o.collecting,
-        o.report.seconds - o.collecting
+        "| wall split, median run | | | reading and sorting {:.1} s, then workbooks {:.1} s | |\n",
+        median.collecting,
+        seconds - median.collecting
     ));
     out.push_str(&format!(
         "| simulator process peak RSS (separate) | | | {} | |\n",
