@@ -1,20 +1,35 @@
 //! CSV records: a header row naming the fields (any order, extra columns ignored), then one
 //! record per row. Quoted fields may hold commas, quotes and line breaks.
 //!
-//! The CSV reader buffers a whole row before it hands it on, so rows are measured on the way
-//! in ([`RowLimit`]): a row larger than [`MAX_RECORD_BYTES`] ends the source instead of being
-//! buffered. It is almost always an unclosed quote, after which no row boundary can be trusted:
-//! reading on would silently swallow the rest of the file.
+//! Rows are split here ([`Rows`]) rather than by a CSV reader: where a row ends (a line break
+//! outside quotes) is found by jumping with `memchr` from one quote or line break to the next
+//! ([`row_end`]); a row without a quote, almost every row, is cut at its commas, and only a row
+//! with a quote has its fields read by `csv_core`. Read byte by byte through `csv_async` (a
+//! state machine per byte, the row copied field by field, and this module's own scan for the
+//! row limit on top), the CSV took ~12% of a 300k-record dry run's instructions.
 //!
-//! The same scanner sees where the source ends: an HTTP body whose last row has no line break
-//! was cut short ([`LastLine::NeedsBreak`]), and the rows read so far must not be filed as all.
+//! The grammar is `csv_core`'s with its defaults: `,` between fields; a row ends at `\n`, `\r\n`
+//! or a lone `\r` outside quotes; blank lines are skipped; a field opening with `"` is quoted up
+//! to the next lone `"` (`""` inside is one quote) and what follows the closing quote up to the
+//! next comma is added to it; a quote inside an unquoted field is text. A property test reads
+//! random texts both ways, in random pieces, and compares every row and field.
+//!
+//! A row's line is the one its first byte is on, each of those three line breaks counting one.
+//! (`csv_async` counted only `\n`, and only up to where it had stopped reading the row before:
+//! a CRLF file's rows were named one line early, and a row after blank lines as many lines
+//! early as blank lines were right before it.)
+//!
+//! Rows are measured as they are split: a row larger than [`MAX_RECORD_BYTES`] ends the source
+//! instead of being buffered. It is almost always an unclosed quote, after which no row boundary
+//! can be trusted: reading on would silently swallow the rest of the file. The splitter also
+//! sees where the source ends: an HTTP body whose last row has no line break was cut short
+//! ([`LastLine::NeedsBreak`]), and the rows read so far must not be filed as all.
 
 use std::io;
-use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::ops::Range;
 
 use futures::StreamExt;
-use tokio::io::{AsyncRead, ReadBuf};
+use tokio::io::{AsyncRead, AsyncReadExt};
 
 use super::{broken, cut_short, LastLine, RecordStream, SourceError, MAX_RECORD_BYTES};
 use crate::usage::record::{BadReason, BadRecord, RawRecord, FIELDS};
@@ -32,31 +47,30 @@ pub(super) const REQUIRED: [&str; 5] = [
 /// Rows read before any is handed on: the batch the record checks take at a time.
 const ROWS_AT_A_TIME: usize = 512;
 
+/// Bytes asked of the source at a time, and the buffer's first size (it grows for a row
+/// longer than it, up to the row limit).
+const READ_SIZE: usize = 256 << 10;
+
 pub(super) fn records(
     reader: Box<dyn AsyncRead + Send + Unpin>,
     source_name: String,
     last_line: LastLine,
 ) -> RecordStream {
     let stream = futures::stream::once(async move {
-        // Fields are read as bytes and trimmed here, only the columns a record uses: a
-        // reader-side trim and text record copied every field of every row twice (a tenth of a
-        // 10M-record run's parsing).
-        let mut reader = csv_async::AsyncReaderBuilder::new()
-            .flexible(true)
-            .create_reader(RowLimit::new(reader, last_line));
-        let headers = reader
-            .headers()
-            .await
-            .map_err(|e| broken(&source_name, e))?
-            .clone();
-        // Each column's place in FIELDS, if it is one of them.
-        let columns: Vec<Option<usize>> = headers
-            .iter()
-            .map(|name| {
-                let name = name.trim().trim_start_matches('\u{feff}').trim();
-                FIELDS.iter().position(|field| *field == name)
-            })
-            .collect();
+        let mut rows = Rows::new(reader, last_line);
+        let header = rows.next_row().await.map_err(|e| broken(&source_name, e))?;
+        // Each column's place in FIELDS, if it is one of them (an empty source names none).
+        let columns: Vec<Option<usize>> = header.map_or_else(Vec::new, |header| {
+            header
+                .fields
+                .iter()
+                .map(|at| {
+                    let name = String::from_utf8_lossy(&header.bytes[at.clone()]);
+                    let name = name.trim().trim_start_matches('\u{feff}').trim();
+                    FIELDS.iter().position(|field| *field == name)
+                })
+                .collect()
+        });
         if let Some(missing) = REQUIRED
             .iter()
             .find(|field| !columns.iter().flatten().any(|&at| FIELDS[at] == **field))
@@ -66,47 +80,10 @@ pub(super) fn records(
                 reason: format!("the CSV header has no {missing} column"),
             });
         }
-        // What is left to read: the reader (dropped after a broken source: nothing after it
-        // can be trusted), or the error that broke it, handed on after the rows before it.
-        let state = (
-            Ok(reader),
-            csv_async::ByteRecord::new(),
-            columns,
-            source_name,
-        );
         // Rows are read a batch at a time: a stream step per row moved the reader's state in
         // and out of a new future each time (those copies were 2% of a 10M-record run).
-        let rows = futures::stream::unfold(Some(state), |state| async move {
-            let (reader, mut row, columns, source_name) = state?;
-            let mut reader = match reader {
-                Ok(reader) => reader,
-                Err(error) => return Some((Err(error), None)),
-            };
-            let mut batch = Vec::with_capacity(ROWS_AT_A_TIME);
-            while batch.len() < ROWS_AT_A_TIME {
-                match reader.read_byte_record(&mut row).await {
-                    Ok(false) => return (!batch.is_empty()).then_some((Ok(batch), None)),
-                    Ok(true) => push_record(&mut batch, &row, &columns),
-                    Err(error) => match error.kind() {
-                        csv_async::ErrorKind::Io(io) => {
-                            let error = broken(&source_name, io);
-                            return Some(match batch.is_empty() {
-                                true => (Err(error), None),
-                                false => (Ok(batch), Some((Err(error), row, columns, source_name))),
-                            });
-                        }
-                        _ => {
-                            let line = error.position().map(|p| p.line()).unwrap_or_default();
-                            batch.push(Err(BadRecord::new(
-                                line,
-                                BadReason::UnparsableField,
-                                format!("the row cannot be read: {error}"),
-                            )));
-                        }
-                    },
-                }
-            }
-            Some((Ok(batch), Some((Ok(reader), row, columns, source_name))))
+        let rows = futures::stream::unfold(Next::Rows(rows, columns, source_name), |next| {
+            read_batch(next)
         });
         Ok(rows)
     });
@@ -118,18 +95,51 @@ pub(super) fn records(
         .boxed()
 }
 
+/// What is left to read: the rows (with each column's place in FIELDS), the error that broke
+/// the source (handed on after the rows before it; nothing after it can be trusted), or
+/// nothing.
+enum Next {
+    Rows(Box<Rows>, Vec<Option<usize>>, String),
+    Broken(SourceError),
+    Done,
+}
+
+async fn read_batch(
+    next: Next,
+) -> Option<(Result<Vec<Result<RawRecord, BadRecord>>, SourceError>, Next)> {
+    let (mut rows, columns, source_name) = match next {
+        Next::Rows(rows, columns, source_name) => (rows, columns, source_name),
+        Next::Broken(error) => return Some((Err(error), Next::Done)),
+        Next::Done => return None,
+    };
+    let mut batch = Vec::with_capacity(ROWS_AT_A_TIME);
+    while batch.len() < ROWS_AT_A_TIME {
+        match rows.next_row().await {
+            Ok(Some(row)) => push_record(&mut batch, &row, &columns),
+            Ok(None) => return (!batch.is_empty()).then_some((Ok(batch), Next::Done)),
+            Err(error) => {
+                let error = broken(&source_name, error);
+                return Some(match batch.is_empty() {
+                    true => (Err(error), Next::Done),
+                    false => (Ok(batch), Next::Broken(error)),
+                });
+            }
+        }
+    }
+    Some((Ok(batch), Next::Rows(rows, columns, source_name)))
+}
+
 /// Adds the record of one CSV row to `batch`: its fields trimmed, an empty one missing. A row
 /// that is not UTF-8 text (in any column, as the platform reads the whole row) is bad at its
 /// line. The record is filled where it lies in the batch: made elsewhere and moved in, the
 /// move was 1.6% of the reading's CPU samples in a 1M-record call-graph profile.
 fn push_record(
     batch: &mut Vec<Result<RawRecord, BadRecord>>,
-    row: &csv_async::ByteRecord,
+    row: &Row<'_>,
     columns: &[Option<usize>],
 ) {
-    let line = row.position().map(|p| p.line()).unwrap_or_default();
     batch.push(Ok(RawRecord {
-        line,
+        line: row.line,
         ..Default::default()
     }));
     let slot = batch.last_mut().expect("a record was just pushed");
@@ -143,20 +153,18 @@ fn push_record(
 /// Fills `record` (its line set) from `row` ([`push_record`]).
 fn fill_record(
     record: &mut RawRecord,
-    row: &csv_async::ByteRecord,
+    row: &Row<'_>,
     columns: &[Option<usize>],
 ) -> Result<(), BadRecord> {
     let line = record.line;
-    // The row's fields lie end to end in one buffer: checked as one text (one call instead of
-    // one a field, 2% of a 10M-record run), each field is then that text cut at its bounds,
-    // unless a bound splits a character; then, as when the text is not UTF-8, field by field,
-    // to name the field at fault.
-    let whole = std::str::from_utf8(row.as_slice()).ok();
-    for (field, bytes) in row.iter().enumerate() {
-        let cut = whole
-            .zip(row.range(field))
-            .and_then(|(text, at)| text.get(at));
-        let text = match cut.map_or_else(|| std::str::from_utf8(bytes), Ok) {
+    // The row is checked as one text (one call instead of one a field, 2% of a 10M-record
+    // run), each field is then that text cut at its bounds, unless a bound splits a
+    // character; then, as when the text is not UTF-8, field by field, to name the field at
+    // fault.
+    let whole = std::str::from_utf8(row.bytes).ok();
+    for (field, at) in row.fields.iter().enumerate() {
+        let cut = whole.and_then(|text| text.get(at.clone()));
+        let text = match cut.map_or_else(|| std::str::from_utf8(&row.bytes[at.clone()]), Ok) {
             Ok(text) => text,
             Err(error) => {
                 return Err(BadRecord::new(
@@ -181,171 +189,272 @@ fn fill_record(
     Ok(())
 }
 
-/// Where the CSV grammar is within a row (the reader's own states, reduced to what decides
-/// where a row ends: a line break outside quotes).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RowState {
-    FieldStart,
-    Unquoted,
-    Quoted,
-    /// A quote inside a quoted field: closes it, or escapes a second quote.
-    QuoteInQuoted,
+/// One row: the line it starts on, and its fields, each a range of `bytes`.
+struct Row<'r> {
+    line: u64,
+    bytes: &'r [u8],
+    fields: &'r [Range<usize>],
 }
 
-/// Passes the source through, failing it once a row grows beyond [`MAX_RECORD_BYTES`].
-struct RowLimit<R> {
-    inner: R,
+/// The source's bytes, split into rows ([`Rows::next_row`]).
+struct Rows {
+    reader: Box<dyn AsyncRead + Send + Unpin>,
     last_line: LastLine,
-    state: RowState,
-    row_bytes: usize,
-    /// Line breaks seen so far, for naming the row that is too large.
-    lines: u64,
-    row_line: u64,
+    /// `buffer[start..end]` was read and not yet split.
+    buffer: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The source has no more bytes.
+    ended: bool,
+    /// The line `buffer[start]` is on.
+    line: u64,
+    /// The last byte split off was a `\r`: a `\n` right after it ends the same line.
+    after_cr: bool,
+    /// Reads the fields of a row with a quote, into `unquoted` (each field's end in `ends`).
+    quoted: csv_core::Reader,
+    unquoted: Vec<u8>,
+    ends: Vec<usize>,
+    /// The fields of the row last split.
+    fields: Vec<Range<usize>>,
 }
 
-impl<R> RowLimit<R> {
-    fn new(inner: R, last_line: LastLine) -> Self {
-        RowLimit {
-            inner,
+impl Rows {
+    fn new(reader: Box<dyn AsyncRead + Send + Unpin>, last_line: LastLine) -> Box<Rows> {
+        Box::new(Rows {
+            reader,
             last_line,
-            state: RowState::FieldStart,
-            row_bytes: 0,
-            lines: 0,
-            row_line: 1,
-        }
+            buffer: Vec::new(),
+            start: 0,
+            end: 0,
+            ended: false,
+            line: 1,
+            after_cr: false,
+            quoted: csv_core::Reader::new(),
+            unquoted: Vec::new(),
+            ends: Vec::new(),
+            fields: Vec::new(),
+        })
     }
 
-    /// Follows `bytes`; an error once the current row is too large. Jumps from one byte that
-    /// matters to the next (a quote; inside a quoted field, only a quote; a line break) with
-    /// `memchr`: byte by byte, this scan was a sixth of a 10M-record run's parsing.
-    fn scan(&mut self, bytes: &[u8]) -> io::Result<()> {
-        let mut at = 0;
-        while at < bytes.len() {
-            let rest = &bytes[at..];
-            match self.state {
-                RowState::Quoted => {
-                    // Line breaks inside quotes are text: counted as lines, never row ends.
-                    let taken = match memchr::memchr(b'"', rest) {
-                        Some(quote) => {
-                            self.state = RowState::QuoteInQuoted;
-                            quote + 1
-                        }
-                        None => rest.len(),
-                    };
-                    self.lines += memchr::memchr_iter(b'\n', &rest[..taken]).count() as u64;
-                    self.add(taken)?;
-                    at += taken;
+    /// The next row, `None` at the end of the source. An error ends the source: the reader's,
+    /// a row larger than [`MAX_RECORD_BYTES`], or a last row without its line break when one
+    /// is needed.
+    async fn next_row(&mut self) -> io::Result<Option<Row<'_>>> {
+        let length = loop {
+            self.skip_line_breaks();
+            if self.start == self.end {
+                if self.ended {
+                    return Ok(None);
                 }
-                RowState::QuoteInQuoted => {
-                    self.byte(rest[0])?;
-                    at += 1;
+                self.fill().await?;
+                continue;
+            }
+            let waiting = &self.buffer[self.start..self.end];
+            if let Some(end) = row_end(waiting) {
+                break end;
+            }
+            if waiting.len() > MAX_RECORD_BYTES {
+                return Err(too_large(self.line));
+            }
+            if self.ended {
+                // The last row, without a line break after it.
+                if self.last_line == LastLine::NeedsBreak {
+                    return Err(cut_short(self.line));
                 }
-                RowState::FieldStart | RowState::Unquoted => {
-                    let Some(next) = memchr::memchr3(b'"', b'\n', b'\r', rest) else {
-                        self.plain(rest)?;
-                        return Ok(());
-                    };
-                    self.plain(&rest[..next])?;
-                    self.byte(rest[next])?;
-                    at += next + 1;
-                }
+                break RowEnd {
+                    length: waiting.len(),
+                    quotes: waiting.contains(&b'"'),
+                    line_breaks: line_breaks(waiting),
+                };
             }
-        }
-        Ok(())
-    }
-
-    /// Bytes outside quotes without a quote or a line break: commas and text.
-    fn plain(&mut self, run: &[u8]) -> io::Result<()> {
-        if let Some(&last) = run.last() {
-            self.state = match last {
-                b',' => RowState::FieldStart,
-                _ => RowState::Unquoted,
-            };
-            self.add(run.len())?;
-        }
-        Ok(())
-    }
-
-    /// One byte, as the grammar reads it.
-    fn byte(&mut self, byte: u8) -> io::Result<()> {
-        let row_ends = match (self.state, byte) {
-            (RowState::Quoted, b'"') => {
-                self.state = RowState::QuoteInQuoted;
-                false
-            }
-            (RowState::Quoted, _) => false,
-            (RowState::FieldStart, b'"') | (RowState::QuoteInQuoted, b'"') => {
-                self.state = RowState::Quoted;
-                false
-            }
-            (_, b',') => {
-                self.state = RowState::FieldStart;
-                false
-            }
-            (_, b'\n' | b'\r') => true,
-            _ => {
-                self.state = RowState::Unquoted;
-                false
-            }
+            self.fill().await?;
         };
-        if byte == b'\n' {
-            self.lines += 1;
+        if length.length > MAX_RECORD_BYTES {
+            return Err(too_large(self.line));
         }
-        if row_ends {
-            self.state = RowState::FieldStart;
-            self.row_bytes = 0;
-            self.row_line = self.lines + 1;
-            return Ok(());
-        }
-        self.add(1)
+        let line = self.line;
+        let row = &self.buffer[self.start..self.start + length.length];
+        self.start += length.length;
+        self.line += length.line_breaks;
+        self.fields.clear();
+        let bytes = if length.quotes {
+            read_quoted(
+                &mut self.quoted,
+                row,
+                &mut self.unquoted,
+                &mut self.ends,
+                &mut self.fields,
+            )
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the row at line {line} cannot be split into fields"),
+                )
+            })?;
+            &self.unquoted[..]
+        } else {
+            let mut from = 0;
+            for comma in memchr::memchr_iter(b',', row) {
+                self.fields.push(from..comma);
+                from = comma + 1;
+            }
+            self.fields.push(from..row.len());
+            row
+        };
+        Ok(Some(Row {
+            line,
+            bytes,
+            fields: &self.fields,
+        }))
     }
 
-    /// `n` more bytes of the current row; an error once it is too large.
-    fn add(&mut self, n: usize) -> io::Result<()> {
-        self.row_bytes += n;
-        if self.row_bytes > MAX_RECORD_BYTES {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "the row at line {} is larger than 1 MiB (an unclosed quote?); \
-                     the rest of the file cannot be split into rows reliably",
-                    self.row_line
-                ),
-            ));
+    /// Passes the line breaks before the next row (blank lines, and the row before's end),
+    /// counting them.
+    fn skip_line_breaks(&mut self) {
+        while let Some(&byte) = self.buffer[..self.end].get(self.start) {
+            if byte != b'\n' && byte != b'\r' {
+                self.after_cr = false;
+                return;
+            }
+            if !(byte == b'\n' && self.after_cr) {
+                self.line += 1;
+            }
+            self.after_cr = byte == b'\r';
+            self.start += 1;
         }
+    }
+
+    /// Reads more of the source after the bytes not yet split (moved to the buffer's start;
+    /// the buffer grows when they fill it).
+    async fn fill(&mut self) -> io::Result<()> {
+        self.buffer.copy_within(self.start..self.end, 0);
+        self.end -= self.start;
+        self.start = 0;
+        if self.end == self.buffer.len() {
+            let grown = (self.buffer.len() * 2).max(READ_SIZE);
+            self.buffer.resize(grown, 0);
+        }
+        let read = self.reader.read(&mut self.buffer[self.end..]).await?;
+        self.end += read;
+        self.ended = read == 0;
         Ok(())
-    }
-
-    /// [`RowLimit::scan`] a byte at a time, every byte through [`RowLimit::byte`]: what the
-    /// jumps must equal, for tests.
-    #[cfg(test)]
-    fn scan_bytewise(&mut self, bytes: &[u8]) -> io::Result<()> {
-        bytes.iter().try_for_each(|&byte| self.byte(byte))
     }
 }
 
-impl<R: AsyncRead + Unpin> AsyncRead for RowLimit<R> {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        let before = buf.filled().len();
-        let room = buf.remaining() > 0;
-        match Pin::new(&mut this.inner).poll_read(cx, buf) {
-            Poll::Ready(Ok(())) if room && buf.filled().len() == before => {
-                // The end: inside a row (its bytes or an open quote) means no final line break.
-                let inside_row = this.row_bytes > 0 || this.state != RowState::FieldStart;
-                if inside_row && this.last_line == LastLine::NeedsBreak {
-                    return Poll::Ready(Err(cut_short(this.row_line)));
-                }
-                Poll::Ready(Ok(()))
+/// Where a row ends, from its first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RowEnd {
+    /// Bytes before its line break.
+    length: usize,
+    /// Whether it holds a quote (then `csv_core` reads its fields).
+    quotes: bool,
+    /// Line breaks inside its quoted fields.
+    line_breaks: u64,
+}
+
+/// Where the row starting at `bytes[0]` ends (at a line break outside quotes); `None` when the
+/// bytes end first. Jumps from one byte that matters to the next (a quote or a line break; in
+/// a quoted field, a quote) with `memchr`.
+fn row_end(bytes: &[u8]) -> Option<RowEnd> {
+    let mut at = 0;
+    let mut quotes = false;
+    // Whether `at` is where a field starts (a quote there opens a quoted field).
+    let mut field_start = true;
+    loop {
+        let next = at + memchr::memchr3(b'"', b'\n', b'\r', &bytes[at..])?;
+        if bytes[next] != b'"' {
+            return Some(RowEnd {
+                length: next,
+                quotes,
+                line_breaks: if quotes {
+                    line_breaks(&bytes[..next])
+                } else {
+                    0
+                },
+            });
+        }
+        quotes = true;
+        let opens = match next.checked_sub(1) {
+            None => true,
+            Some(before) if before < at => field_start,
+            Some(before) => bytes[before] == b',',
+        };
+        at = next + 1;
+        if !opens {
+            // A quote inside an unquoted field is text.
+            field_start = false;
+            continue;
+        }
+        // A quoted field: to its closing quote (`""` is a quote inside it).
+        loop {
+            at += memchr::memchr(b'"', &bytes[at..])? + 1;
+            match bytes.get(at) {
+                Some(b'"') => at += 1,
+                Some(_) => break,
+                None => return None,
             }
-            Poll::Ready(Ok(())) => Poll::Ready(this.scan(&buf.filled()[before..])),
-            other => other,
+        }
+        // After the closing quote: a comma starts a field, a line break ends the row, any
+        // other byte continues the field unquoted.
+        field_start = bytes[at] == b',';
+        if field_start {
+            at += 1;
         }
     }
+}
+
+/// Line breaks in `bytes` (inside a row's quoted fields): `\n`, `\r\n` and a lone `\r` count
+/// one each.
+fn line_breaks(bytes: &[u8]) -> u64 {
+    let newlines = memchr::memchr_iter(b'\n', bytes).count();
+    let lone_returns = memchr::memchr_iter(b'\r', bytes)
+        .filter(|&at| bytes.get(at + 1) != Some(&b'\n'))
+        .count();
+    (newlines + lone_returns) as u64
+}
+
+/// The fields of `row` (it holds a quote) read by `csv_core`, end to end in `unquoted`, each
+/// one's range in `fields`; `None` if `csv_core` does not end the row where [`row_end`] did.
+fn read_quoted(
+    reader: &mut csv_core::Reader,
+    row: &[u8],
+    unquoted: &mut Vec<u8>,
+    ends: &mut Vec<usize>,
+    fields: &mut Vec<Range<usize>>,
+) -> Option<()> {
+    use csv_core::ReadRecordResult::{InputEmpty, Record};
+    reader.reset();
+    // Fields are never longer than the row, nor more than its bytes and one.
+    unquoted.resize(row.len(), 0);
+    ends.resize(row.len() + 1, 0);
+    let (read, used, written, ended) = reader.read_record(row, unquoted, ends);
+    if read != InputEmpty || used != row.len() {
+        return None;
+    }
+    // The end of input ends the row.
+    let (read, _, more, more_ended) =
+        reader.read_record(&[], &mut unquoted[written..], &mut ends[ended..]);
+    if read != Record {
+        return None;
+    }
+    unquoted.truncate(written + more);
+    let mut from = 0;
+    for &end in &ends[..ended + more_ended] {
+        fields.push(from..end);
+        from = end;
+    }
+    Some(())
+}
+
+/// The error a row larger than [`MAX_RECORD_BYTES`] gives.
+fn too_large(line: u64) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!(
+            "the row at line {line} is larger than 1 MiB (an unclosed quote?); \
+             the rest of the file cannot be split into rows reliably"
+        ),
+    )
 }
 
 #[cfg(test)]
@@ -353,36 +462,136 @@ mod tests {
     use super::*;
     use futures::TryStreamExt;
 
-    proptest::proptest! {
-        /// The jumping scan ends every chunk exactly where the byte-by-byte grammar does.
-        #[test]
-        fn the_fast_scan_follows_the_grammar(
-            text in proptest::collection::vec(
-                proptest::sample::select(b"ab,,\"\"\n\r ".to_vec()), 0..400),
-            cuts in proptest::collection::vec(0usize..400, 0..6),
-        ) {
-            let mut fast = RowLimit::new((), LastLine::MayLackBreak);
-            let mut slow = RowLimit::new((), LastLine::MayLackBreak);
-            let mut cuts: Vec<usize> = cuts.into_iter().map(|c| c.min(text.len())).collect();
-            cuts.push(text.len());
-            cuts.sort_unstable();
-            let mut from = 0;
-            for to in cuts {
-                fast.scan(&text[from..to]).unwrap();
-                slow.scan_bytewise(&text[from..to]).unwrap();
-                let seen = |r: &RowLimit<()>| (r.state, r.row_bytes, r.lines, r.row_line);
-                proptest::prop_assert_eq!(seen(&fast), seen(&slow));
-                from = to;
-            }
+    /// A reader handing out its text a few bytes at a time (`pieces` cycled), so that rows are
+    /// cut between reads.
+    struct Trickle {
+        text: Vec<u8>,
+        at: usize,
+        pieces: Vec<usize>,
+        read: usize,
+    }
+
+    impl AsyncRead for Trickle {
+        fn poll_read(
+            mut self: std::pin::Pin<&mut Self>,
+            _: &mut std::task::Context<'_>,
+            buf: &mut tokio::io::ReadBuf<'_>,
+        ) -> std::task::Poll<io::Result<()>> {
+            let piece = self.pieces[self.read % self.pieces.len()].max(1);
+            self.read += 1;
+            let end = (self.at + piece)
+                .min(self.text.len())
+                .min(self.at + buf.remaining());
+            buf.put_slice(&self.text[self.at..end]);
+            self.at = end;
+            std::task::Poll::Ready(Ok(()))
         }
     }
 
-    #[test]
-    fn the_fast_scan_refuses_a_long_row_at_its_line() {
-        let mut text = b"a,b\nc,\"".to_vec();
+    /// Every row of `text` split by [`Rows`]: its line and fields.
+    async fn split(
+        text: &[u8],
+        pieces: Vec<usize>,
+        last_line: LastLine,
+    ) -> io::Result<Vec<(u64, Vec<Vec<u8>>)>> {
+        let trickle = Trickle {
+            text: text.to_vec(),
+            at: 0,
+            pieces,
+            read: 0,
+        };
+        let mut rows = Rows::new(Box::new(trickle), last_line);
+        let mut split = Vec::new();
+        while let Some(row) = rows.next_row().await? {
+            let fields = row.fields.iter().map(|at| row.bytes[at.clone()].to_vec());
+            split.push((row.line, fields.collect()));
+        }
+        Ok(split)
+    }
+
+    /// What `csv_async` reads from `text`: each row's fields, and the line of its first byte
+    /// (the first byte that is not a line break from where `csv_async` says the row starts),
+    /// every `\n`, `\r\n` and lone `\r` before it counting one.
+    async fn split_by_csv_async(text: &[u8]) -> Vec<(u64, Vec<Vec<u8>>)> {
+        let mut reader = csv_async::AsyncReaderBuilder::new()
+            .flexible(true)
+            .has_headers(false)
+            .create_reader(text);
+        let mut row = csv_async::ByteRecord::new();
+        let mut split = Vec::new();
+        while reader.read_byte_record(&mut row).await.unwrap() {
+            let mut first = row.position().unwrap().byte() as usize;
+            while matches!(text.get(first), Some(b'\n' | b'\r')) {
+                first += 1;
+            }
+            let before = &text[..first];
+            let breaks = before.iter().enumerate().filter(|(at, byte)| {
+                **byte == b'\n' || (**byte == b'\r' && before.get(at + 1) != Some(&b'\n'))
+            });
+            let fields = row.iter().map(<[u8]>::to_vec).collect();
+            split.push((breaks.count() as u64 + 1, fields));
+        }
+        split
+    }
+
+    proptest::proptest! {
+        /// Rows and fields as `csv_async` reads them, whatever the text and however it is cut
+        /// into reads; lines as the line breaks count.
+        #[test]
+        fn rows_split_as_csv_async_reads_them(
+            text in proptest::collection::vec(
+                proptest::sample::select(b"ab,,,\"\"\n\r \xc3".to_vec()), 0..300),
+            pieces in proptest::collection::vec(1usize..40, 1..5),
+        ) {
+            let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            let ours = runtime
+                .block_on(split(&text, pieces, LastLine::MayLackBreak))
+                .unwrap();
+            let theirs = runtime.block_on(split_by_csv_async(&text));
+            proptest::prop_assert_eq!(ours, theirs);
+        }
+    }
+
+    #[tokio::test]
+    async fn lines_count_every_kind_of_line_break_and_blank_lines() {
+        let cases: [(&[u8], &[u64]); 6] = [
+            (b"h\na\nb\n", &[1, 2, 3]),
+            (b"h\r\na\r\n\r\nb\r\n", &[1, 2, 4]),
+            (b"h\ra\rb", &[1, 2, 3]),
+            (b"\n\nh\n\n\na\n", &[3, 6]),
+            (b"h\n\"a\r\nb\rc\"\nd\n", &[1, 2, 5]),
+            (b"h\r\n\"x\"\"\n\",b\"c\r\nz\r\n", &[1, 2, 4]),
+        ];
+        for (text, lines) in cases {
+            for pieces in [vec![1], vec![2, 3], vec![1000]] {
+                let rows = split(text, pieces, LastLine::MayLackBreak).await.unwrap();
+                let got: Vec<u64> = rows.iter().map(|(line, _)| *line).collect();
+                assert_eq!(got, lines, "{:?}", String::from_utf8_lossy(text));
+            }
+        }
+        let rows = split(b"a,\"x\"\"\n\",b\"c\nz\n", vec![3], LastLine::MayLackBreak)
+            .await
+            .unwrap();
+        let fields: Vec<&[u8]> = rows[0].1.iter().map(Vec::as_slice).collect();
+        assert_eq!(fields, [&b"a"[..], b"x\"\n", b"b\"c"]);
+        assert_eq!(rows[1], (3, vec![b"z".to_vec()]));
+    }
+
+    #[tokio::test]
+    async fn a_row_larger_than_the_limit_ends_the_source_at_its_line() {
+        let mut text = b"a,b\r\nc,\"".to_vec();
         text.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES));
-        let mut fast = RowLimit::new((), LastLine::MayLackBreak);
-        let error = fast.scan(&text).unwrap_err().to_string();
+        let error = split(&text, vec![1 << 16], LastLine::MayLackBreak)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("line 2 is larger than 1 MiB"), "{error}");
+        // Complete, yet too large.
+        text.extend(b"\"\n");
+        let error = split(&text, vec![1 << 16], LastLine::MayLackBreak)
+            .await
+            .unwrap_err()
+            .to_string();
         assert!(error.contains("line 2 is larger than 1 MiB"), "{error}");
     }
 
@@ -499,18 +708,6 @@ mod tests {
             assert_eq!(rows.len(), 1);
             assert!(rows[0].as_ref().unwrap().is_ok());
         }
-    }
-
-    #[test]
-    fn line_breaks_and_quotes_inside_quoted_fields_do_not_count_as_rows() {
-        let mut scanner = RowLimit::new((), LastLine::MayLackBreak);
-        let row = "a,\"x\"\"\n\",b\"c\n";
-        scanner.scan(row.as_bytes()).unwrap();
-        assert_eq!(
-            (scanner.state, scanner.row_bytes),
-            (RowState::FieldStart, 0)
-        );
-        assert_eq!(scanner.row_line, 3);
     }
 
     #[tokio::test]
