@@ -144,8 +144,8 @@ pub struct RowValidator<'a> {
 
 /// The last search criteria and value found, with what was found for them. Rows come an asset
 /// (and an item) at a time, so most rows repeat the last ones: two comparisons instead of a
-/// hash and look-up of each text (the asset and item checks' hashing and probing were ~2% of
-/// a 4M-record dry run's CPU samples).
+/// hash and look-up of each text (in a 300k-record dry run, `check` and the string hashing
+/// took 24 M fewer instructions with it, ~80 a row).
 struct LastFound<T> {
     criteria: String,
     value: String,

@@ -273,9 +273,9 @@ pub fn too_long(text: &str) -> bool {
 /// One sheet row in rust_xlsxwriter's markup (a row without cells is left out, as it does).
 fn write_row(xml: &mut Vec<u8>, sheet_row: u32, cells: [&Cell; 17]) {
     // A cell opens with `<c r="` and its reference, e.g. `<c r="K12345"`, spelled once for the
-    // row and copied whole for each cell with its letter set: with the parts copied one by one
-    // (six copies a text cell, the row number's through `memcpy`), the markup around the
-    // cells' texts was ~2,400 instructions a row.
+    // row and copied whole for each cell with its letter set. With the parts copied one by one
+    // (six copies a text cell, the row number's through `memcpy`), this function took ~2,440
+    // instructions a row of the 300k-record dry run, texts included; so, ~2,210.
     let mut number = itoa::Buffer::new();
     let digits = number.format(sheet_row).as_bytes();
     let mut reference = [0u8; REFERENCE.len() + 12];
