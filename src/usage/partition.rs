@@ -16,13 +16,13 @@
 //! as records are), and merged by position at the end ([`Partitions::merge_bad`]).
 
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, BufWriter, Read, Seek, Write};
+use std::io::{self, BufRead, BufReader, BufWriter, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use crate::usage::record::{BadRecord, VendorRecord};
 use crate::usage::spill::{
-    array, get_facts, put_facts, put_optional_text, read_text, text, ScratchDir, SpillError,
+    array, get_facts, put_facts, put_optional_text, read_text, text, Input, ScratchDir, SpillError,
 };
 
 /// Partition files of a month past the cache: at a million subscriptions and the default cap
@@ -281,7 +281,7 @@ struct Names {
     object: Option<Arc<str>>,
 }
 
-fn shared(last: &mut Option<Arc<str>>, value: String) -> Arc<str> {
+fn shared(last: &mut Option<Arc<str>>, value: &str) -> Arc<str> {
     match last {
         Some(known) if **known == *value => known.clone(),
         _ => last.insert(Arc::from(value)).clone(),
@@ -314,7 +314,7 @@ fn encode(out: &mut Vec<u8>, record: &VendorRecord) {
     put_optional_text(out, record.note.as_deref());
 }
 
-fn decode(input: &mut dyn Read, last: &mut Names) -> io::Result<VendorRecord> {
+fn decode(input: &mut impl Input, last: &mut Names) -> io::Result<VendorRecord> {
     let corrupt = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     let line = u64::from_le_bytes(array(input)?);
     let element = match array(input)? {
@@ -322,13 +322,13 @@ fn decode(input: &mut dyn Read, last: &mut Names) -> io::Result<VendorRecord> {
         [SOME] => Some(u64::from_le_bytes(array(input)?)),
         _ => return Err(corrupt("element")),
     };
-    let object = read_text(input)?.map(|object| shared(&mut last.object, object));
-    let subscription_id = read_text(input)?.ok_or_else(|| corrupt("subscription"))?;
-    let subscription_id = shared(&mut last.subscription_id, subscription_id);
-    let item = read_text(input)?.ok_or_else(|| corrupt("item"))?;
-    let item = shared(&mut last.item, item);
+    let object = read_text(input, |object| shared(&mut last.object, object))?;
+    let subscription_id = read_text(input, |id| shared(&mut last.subscription_id, id))?
+        .ok_or_else(|| corrupt("subscription"))?;
+    let item =
+        read_text(input, |item| shared(&mut last.item, item))?.ok_or_else(|| corrupt("item"))?;
     let (quantity, start, end, record_id) = get_facts(input)?;
-    let note = read_text(input)?.map(Arc::from);
+    let note = read_text(input, |text| Arc::from(text))?;
     Ok(VendorRecord {
         line,
         element,

@@ -246,6 +246,7 @@ impl GroupRows {
                 stored,
                 next_segment: 0,
                 reader: None,
+                spare: Vec::new(),
                 left: stored.count,
             }),
         }
@@ -337,8 +338,9 @@ impl StoredRows {
             .ok_or_else(|| self.read_error(io::Error::other("no scratch file")))
     }
 
-    /// The bytes of `segment` in the scratch file, read a block at a time.
-    fn open(&self, segment: &Segment) -> io::Result<RowBytes<'_>> {
+    /// The bytes of `segment` in the scratch file, read a block at a time into `block` (the
+    /// last segment's, reused).
+    fn open(&self, segment: &Segment, mut block: Vec<u8>) -> io::Result<RowBytes<'_>> {
         let file = self
             .store
             .file
@@ -349,13 +351,18 @@ impl StoredRows {
             at: segment.offset,
             end: segment.offset + segment.len,
         };
-        // No larger than the segment: a group's share of one spill is often a few KiB, and a
-        // full-size buffer was allocated and zeroed for each (the zeroing alone was 0.4% of
-        // the workbook phase's CPU samples in a 1M-record call-graph profile).
+        // No larger than the segment: a group's share of one spill is often a few KiB. The
+        // block passes from one segment to the next, so a group's rows take one allocation: a
+        // zeroed block a segment (62,500 of them in the bench's 10M-record run) made the
+        // allocator hand pages back and fault them in again, 2.6% of a 1M-record dry run's CPU
+        // samples under the spill's reading.
         let capacity = usize::try_from(segment.len).map_or(READ_BUFFER, |len| len.min(READ_BUFFER));
+        if block.len() < capacity {
+            block.resize(capacity, 0);
+        }
         Ok(RowBytes::File {
             part,
-            block: vec![0; capacity],
+            block,
             start: 0,
             end: 0,
         })
@@ -395,6 +402,8 @@ pub struct StoredIter<'a> {
     next_segment: usize,
     /// The segment (or the buffered rows) being read, and the assets its rows index.
     reader: Option<(RowBytes<'a>, AssetTable)>,
+    /// The block of the last segment read, for the next one.
+    spare: Vec<u8>,
     left: usize,
 }
 
@@ -419,7 +428,11 @@ impl Iterator for StoredIter<'_> {
                         self.left -= 1;
                         return Some(Ok(row));
                     }
-                    Ok(None) => self.reader = None,
+                    Ok(None) => {
+                        if let Some((RowBytes::File { block, .. }, _)) = self.reader.take() {
+                            self.spare = block;
+                        }
+                    }
                     Err(error) => {
                         self.left = 0;
                         return Some(Err(self.read_error(error)));
@@ -430,7 +443,8 @@ impl Iterator for StoredIter<'_> {
             if let Some(segment) = stored.segments.get(self.next_segment) {
                 self.next_segment += 1;
                 // The segment's asset table first, decoded once for all its rows.
-                let opened = stored.open(segment).and_then(|mut bytes| {
+                let block = std::mem::take(&mut self.spare);
+                let opened = stored.open(segment, block).and_then(|mut bytes| {
                     let names = &stored.store.names;
                     let table = (0..segment.assets)
                         .map(|_| {
@@ -785,8 +799,7 @@ fn decode_asset(input: &mut &[u8], names: &[Arc<str>]) -> io::Result<Arc<Resolve
     };
     let (contract_id, product_id, marketplace_id, criteria) = (name()?, name()?, name()?, name()?);
     let mut required = || -> io::Result<Box<str>> {
-        read_text(input)?
-            .map(Into::into)
+        read_text(input, |text| Box::from(text))?
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "asset text"))
     };
     let (id, value) = (required()?, required()?);
@@ -796,7 +809,7 @@ fn decode_asset(input: &mut &[u8], names: &[Arc<str>]) -> io::Result<Arc<Resolve
         product_id,
         marketplace_id,
         search: (criteria, value),
-        recon_id: read_text(input)?.map(Into::into),
+        recon_id: read_text(input, |text| Box::from(text))?,
     }))
 }
 
@@ -846,7 +859,7 @@ pub(crate) fn put_facts(
 pub(crate) type Facts = (Quantity, NaiveDateTime, NaiveDateTime, RecordId);
 
 /// Reads what [`put_facts`] wrote.
-pub(crate) fn get_facts<R: Read + ?Sized>(input: &mut R) -> io::Result<Facts> {
+pub(crate) fn get_facts<I: Input>(input: &mut I) -> io::Result<Facts> {
     let corrupt = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     let value = f64::from_le_bytes(array(input)?);
     let [fraction_digits] = array(input)?;
@@ -861,7 +874,9 @@ pub(crate) fn get_facts<R: Read + ?Sized>(input: &mut R) -> io::Result<Facts> {
     let end = time()?;
     let [tag] = array(input)?;
     let record_id = match tag {
-        VENDOR_ID => RecordId::Vendor(read_text(input)?.ok_or_else(|| corrupt("id"))?.into()),
+        VENDOR_ID => RecordId::Vendor(
+            read_text(input, |text| Box::from(text))?.ok_or_else(|| corrupt("id"))?,
+        ),
         DERIVED_ID => RecordId::Derived {
             digest: array(input)?,
             occurrence: u32_of(input)?,
@@ -903,7 +918,7 @@ fn decode(
     let asset = table.get(asset).ok_or_else(|| corrupt("asset index"))?;
     let item = store.items.get(item).ok_or_else(|| corrupt("item index"))?;
     let (quantity, start, end, record_id) = get_facts(input)?;
-    let note = read_text(input)?.map(Arc::from);
+    let note = read_text(input, |text| Arc::from(text))?;
     Ok(ReportRow {
         asset: asset.clone(),
         item: item.clone(),
@@ -925,17 +940,48 @@ pub(crate) fn u32_of<R: Read + ?Sized>(input: &mut R) -> io::Result<u32> {
     Ok(u32::from_le_bytes(array(input)?))
 }
 
-/// A text written by [`text`] or [`put_optional_text`] (`None` for an absent one).
-pub(crate) fn read_text<R: Read + ?Sized>(input: &mut R) -> io::Result<Option<String>> {
+/// A text written by [`text`] or [`put_optional_text`], handed to `take` (`None` for an
+/// absent one).
+pub(crate) fn read_text<I: Input, T>(
+    input: &mut I,
+    take: impl FnOnce(&str) -> T,
+) -> io::Result<Option<T>> {
     let len = u32_of(input)?;
     if len == NO_NOTE {
         return Ok(None);
     }
-    let mut bytes = vec![0u8; len as usize];
-    input.read_exact(&mut bytes)?;
-    String::from_utf8(bytes)
-        .map(Some)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+    input.text_of(len as usize, take).map(Some)
+}
+
+/// What encoded rows and records are read from: a block in memory, or a buffered file.
+pub(crate) trait Input: Read {
+    /// The next `len` bytes as text, handed to `take`.
+    fn text_of<T>(&mut self, len: usize, take: impl FnOnce(&str) -> T) -> io::Result<T>;
+}
+
+fn not_text(error: std::str::Utf8Error) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, error)
+}
+
+/// Texts are borrowed from the block: a row's id and note are copied once, into the row. Read
+/// into a zeroed buffer of their own first, then copied again, they took an allocation, a
+/// fill and two copies each.
+impl Input for &[u8] {
+    fn text_of<T>(&mut self, len: usize, take: impl FnOnce(&str) -> T) -> io::Result<T> {
+        let Some((text, rest)) = self.split_at_checked(len) else {
+            return Err(io::ErrorKind::UnexpectedEof.into());
+        };
+        *self = rest;
+        std::str::from_utf8(text).map(take).map_err(not_text)
+    }
+}
+
+impl<R: Read> Input for io::BufReader<R> {
+    fn text_of<T>(&mut self, len: usize, take: impl FnOnce(&str) -> T) -> io::Result<T> {
+        let mut bytes = vec![0u8; len];
+        self.read_exact(&mut bytes)?;
+        std::str::from_utf8(&bytes).map(take).map_err(not_text)
+    }
 }
 
 #[cfg(test)]

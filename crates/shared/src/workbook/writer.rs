@@ -25,7 +25,7 @@ use zip::result::ZipError;
 use zip::write::{SimpleFileOptions, StreamWriter};
 use zip::{CompressionMethod, DateTime, ZipArchive, ZipWriter};
 
-use super::row::{Cell, UsageRow, COLUMNS, SHEET};
+use super::row::{Cell, ShortDecimal, UsageRow, COLUMNS, SHEET};
 
 /// Data rows a worksheet can hold: Excel's 1,048,576 rows minus the header.
 pub const MAX_RECORDS: u32 = 1_048_575;
@@ -324,9 +324,10 @@ fn write_row(xml: &mut Vec<u8>, sheet_row: u32, cells: [&Cell; 17]) {
 const REFERENCE: &[u8] = b"<c r=\"";
 
 /// Appends `number` as `Display` spells it (the shortest text that reads back as it). Whole
-/// numbers, most quantities, go through `itoa`: the formatting machinery took a few percent of
-/// a 10M-record run. Fractions keep `Display`: `ryu` writes the same digits but for a tie
-/// between two shortest spellings (1.43228912353515625 is `…562` here, `…563` in `ryu`).
+/// numbers go through `itoa` and fractions of a few digits through [`ShortDecimal`]: the
+/// formatting machinery took a few percent of a 10M-record run. Other fractions keep
+/// `Display`: `ryu` writes the same digits but for a tie between two shortest spellings
+/// (1.43228912353515625 is `…562` here, `…563` in `ryu`).
 fn push_number(xml: &mut Vec<u8>, number: f64) {
     // Below 2^53 every whole number is exact, and `Display` writes it without exponent or
     // fraction; -0 keeps its sign in `Display`, so it takes the general path.
@@ -335,6 +336,11 @@ fn push_number(xml: &mut Vec<u8>, number: f64) {
         && !(number == 0.0 && number.is_sign_negative())
     {
         xml.extend_from_slice(itoa::Buffer::new().format(number as i64).as_bytes());
+    } else if let Some(short) = ShortDecimal::of(number.abs()) {
+        if number < 0.0 {
+            xml.push(b'-');
+        }
+        short.push_to(xml);
     } else {
         write!(xml, "{number}").expect("writing to a Vec cannot fail");
     }
