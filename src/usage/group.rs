@@ -141,8 +141,14 @@ const CHUNK: usize = 2_000;
 /// (~10 MiB).
 pub const DEFAULT_RESOLVE_CACHE: usize = 20_000;
 
-/// Chunks (or parsed batches) a stage may run ahead of the next.
-const STAGE_SLACK: usize = 4;
+/// Parsed (or checked) batches a stage may run ahead of the next, and chunks the id checks may
+/// run ahead of the sorting. The stages hand work over a batch (~0.1 ms of work) at a time, on
+/// fewer cores than stages: with 4 of each, a stage often found its queue empty or full and
+/// waited, and the reading used 1.58–1.61 of 2 cores (3M-record dry run, scheduler trace).
+/// At 16 batches and 8 chunks it used 1.73–1.77, for ~2 MiB more at peak (10M records: 57.6 →
+/// 59.7 MiB); 16 chunks gained no more and took 1.5 MiB more.
+const BATCH_SLACK: usize = 16;
+const CHUNK_SLACK: usize = 8;
 
 /// Placed batches' buffers kept for the field checks to fill again: four chunks' worth (a chunk
 /// is ~4 CSV batches of 512 rows).
@@ -227,9 +233,9 @@ pub async fn collect(
     spill_root: PathBuf,
 ) -> Result<Collection, CollectError> {
     let started = Instant::now();
-    // A few chunks of slack between the stages (~300 KB each): a stage that pauses (the id
-    // counter writing a run, a spill) does not stall the others at once.
-    let (chunks, mut incoming) = tokio::sync::mpsc::channel(STAGE_SLACK);
+    // Chunks of slack between the stages (~300 KB each): a stage that pauses (the id counter
+    // writing a run, a spill) does not stall the others at once.
+    let (chunks, mut incoming) = tokio::sync::mpsc::channel(CHUNK_SLACK);
     // Placed batches' buffers go back to the field checks to be filled again, as chunks'
     // buffers went back to the id checks when those copied records into them: a fresh 300 KB
     // chunk buffer had its pages faulted in anew each time (2.6% of the 10M-record month's
@@ -312,11 +318,11 @@ pub async fn collect(
 
 /// The item a record placed under `product` reports, when the product has it and its precision
 /// holds the record's quantity; else the record is bad (pushed to `bad`, `None` returned).
-fn place_item(
+fn place_item<'p>(
     record: &VendorRecord,
-    product: &ResolvedProduct,
+    product: &'p ResolvedProduct,
     bad: &mut Vec<BadRecord>,
-) -> Option<Arc<ResolvedItem>> {
+) -> Option<&'p Arc<ResolvedItem>> {
     let in_record = |found: BadRecord| {
         found
             .in_element(record.element)
@@ -344,7 +350,7 @@ fn place_item(
         )));
         return None;
     }
-    Some(item.clone())
+    Some(item)
 }
 
 /// `records` less each one naming the same subscription as the one before it (by its shared
@@ -374,8 +380,8 @@ async fn read_chunks(
     // batch or chunk ahead of the next, on as many cores as there are. Parsing and the own
     // checks shared one task at first: that task was busy ~9 of the 11 s the 10M-record
     // month's reading took on 2 cores, the other stages waiting on it (1.64 cores used).
-    let (batches, parsed) = tokio::sync::mpsc::channel(STAGE_SLACK);
-    let (checked_batches, checked) = tokio::sync::mpsc::channel(STAGE_SLACK);
+    let (batches, parsed) = tokio::sync::mpsc::channel(BATCH_SLACK);
+    let (checked_batches, checked) = tokio::sync::mpsc::channel(BATCH_SLACK);
     let _parser = AbortOnDropHandle::new(tokio::spawn(parse_batches(records, batches)));
     let _fields = AbortOnDropHandle::new(tokio::spawn(check_fields(
         parsed,
@@ -491,20 +497,34 @@ fn ids_lost(source: std::io::Error) -> CollectError {
     })
 }
 
-/// The last subscription that resolved to a reported group, and what it resolved to. That
-/// depends on nothing but the subscription (asset, contract scope, product, group), and records
-/// often come a subscription at a time: the next records naming it skip the four look-ups
-/// (with the skipped subscription look-ups, ~3% of the reading's CPU samples in the bench's
-/// 4M-record month). A subscription is told by its shared copy of the name (the record checks
-/// share one copy of each name): an address, no text compared. The copy is held here, so its
+/// What a subscription whose records go to a reported group resolved to. That depends on
+/// nothing but the subscription (asset, contract scope, product, group), so the next records
+/// naming it skip the look-ups by its text: the asset, the contract's scope, the product and
+/// the group. A subscription is told by its shared copy of the name (the record checks share
+/// one copy of each name): an address, no text compared. The copy is held here, so its
 /// address cannot be reused for another name meanwhile. Each record's item and quantity are
 /// still checked.
-struct LastPlaced {
-    subscription: Arc<str>,
+///
+/// Only the last subscription was remembered at first: records often come a subscription at a
+/// time. Records interleaving their subscriptions (the bench's month cycles through them)
+/// then took those look-ups, two atomic counts and a slot look-up each: the placing stage,
+/// the reading's busiest, spent ~25% of its CPU samples on them (1M-record profile).
+struct Placed {
+    /// Held: the key is its address.
+    _subscription: Arc<str>,
     asset: Arc<ResolvedAsset>,
     product: Arc<ResolvedProduct>,
     /// Its group's, once a record has been placed in it.
     slot: Option<Slot>,
+}
+
+/// Subscriptions remembered as placed before they are all forgotten: as many as the record
+/// checks keep shared copies of names (a copy made since then is another address), ~1 MiB.
+const MAX_PLACED: usize = crate::usage::interner::MAX_NAMES;
+
+/// The address of a shared name: its identity while the copy is held.
+fn address(name: &Arc<str>) -> usize {
+    Arc::as_ptr(name).cast::<u8>() as usize
 }
 
 /// What a run has looked up in Connect: assets by the subscription id records name them with
@@ -539,9 +559,10 @@ struct Sorter<'c> {
     /// Each placed asset's slot, by the address of its shared copy (held in the cache it came
     /// from: emptied with a partition's cache).
     asset_slots: HashMap<usize, Slot>,
-    /// What the last subscription placed in a group resolved to (forgotten with a partition's
-    /// cache).
-    last: Option<LastPlaced>,
+    /// What subscriptions placed in a group resolved to, by the address of their shared name
+    /// (forgotten with a partition's cache, and past [`MAX_PLACED`]). Each one is in the cache
+    /// in use.
+    placed: HashMap<usize, Placed>,
     /// The marketplaces of each slot's assets.
     marketplaces: Vec<BTreeSet<Arc<str>>>,
     /// Records of the current chunk found bad while placing them.
@@ -566,7 +587,7 @@ impl<'c> Sorter<'c> {
             spiller,
             slots: HashMap::new(),
             asset_slots: HashMap::new(),
-            last: None,
+            placed: HashMap::new(),
             marketplaces: Vec::new(),
             placed_bad: Vec::new(),
             collection: Collection::default(),
@@ -577,7 +598,7 @@ impl<'c> Sorter<'c> {
         let started = Instant::now();
         let records = self.look_up(records).await?;
         let started = phases::add(Phase::Resolve, started);
-        self.place_all(records)?;
+        self.place_all(&records)?;
         phases::add(Phase::Group, started);
         Ok(())
     }
@@ -589,7 +610,9 @@ impl<'c> Sorter<'c> {
         self.look_up_scope(self.assets_of(batches.iter().flatten()))
             .await?;
         let started = phases::add(Phase::Resolve, started);
-        self.place_all(batches.iter_mut().flat_map(|batch| batch.drain(..)))?;
+        self.place_all(batches.iter().flatten())?;
+        // Dropped where they lie: moved out one by one, each record was copied first.
+        batches.iter_mut().for_each(Vec::clear);
         phases::add(Phase::Group, started);
         Ok(())
     }
@@ -635,7 +658,7 @@ impl<'c> Sorter<'c> {
         }
         while let Some(mut partition) = self.partitions.next()? {
             self.partition_assets = Some(HashMap::new());
-            self.last = None;
+            self.placed.clear();
             // A partition's cache holds all of the partition's subscriptions: with no cap, a
             // chunk's are known or asked for, never left for later.
             let mut asked = Asked::default();
@@ -653,14 +676,14 @@ impl<'c> Sorter<'c> {
                 // source's chunks overlap so with their parsing): the same requests, sooner.
                 next = partition.chunk(CHUNK)?;
                 pending = self.look_up_ahead(&next, &mut asked, usize::MAX);
-                self.place_all(records)?;
+                self.place_all(&records)?;
                 phases::add(Phase::Group, started);
                 self.file_bad(Vec::new())?;
             }
             self.partition_assets = None;
             // Keyed by addresses of the partition's assets, which may now be reused.
             self.asset_slots.clear();
-            self.last = None;
+            self.placed.clear();
         }
         let collection = &mut self.collection;
         self.partitions.merge_bad(|bad| collection.bad.push(bad))?;
@@ -681,7 +704,10 @@ impl<'c> Sorter<'c> {
         }
         let cache = self.assets();
         let mut wanted: HashSet<String> = HashSet::default();
-        for record in different_subscriptions(records) {
+        // A placed subscription is in the cache.
+        let unplaced =
+            |record: &&VendorRecord| !self.placed.contains_key(&address(&record.subscription_id));
+        for record in different_subscriptions(records).filter(unplaced) {
             let id = &*record.subscription_id;
             if !cache.contains_key(id) && !asked.pending.contains(id) && !wanted.contains(id) {
                 wanted.insert(id.to_string());
@@ -702,57 +728,49 @@ impl<'c> Sorter<'c> {
     }
 
     /// Files looked-up records under their groups (rows stored, spilled past the budget).
-    fn place_all(
+    fn place_all<'r>(
         &mut self,
-        records: impl IntoIterator<Item = VendorRecord>,
+        records: impl IntoIterator<Item = &'r VendorRecord>,
     ) -> Result<(), SpillError> {
         for record in records {
             let bad_before = self.placed_bad.len();
-            let names =
-                |last: &&LastPlaced| Arc::ptr_eq(&last.subscription, &record.subscription_id);
-            if !self.last.as_ref().is_some_and(|last| names(&last)) {
-                if let Some((asset, product)) = self.place_subscription(&record) {
-                    self.last = Some(LastPlaced {
-                        subscription: record.subscription_id.clone(),
+            let key = address(&record.subscription_id);
+            if !self.placed.contains_key(&key) {
+                if let Some((asset, product)) = self.place_subscription(record) {
+                    if self.placed.len() >= MAX_PLACED {
+                        self.placed.clear();
+                    }
+                    let placed = Placed {
+                        _subscription: record.subscription_id.clone(),
                         asset,
                         product,
                         slot: None,
-                    });
+                    };
+                    self.placed.insert(key, placed);
                 }
             }
-            // Unset when the record's subscription is bad or out of scope (recorded above).
-            let last = self.last.as_ref().filter(names);
+            // Absent when the record's subscription is bad or out of scope (recorded above).
+            let placed = self.placed.get(&key);
             let item =
-                last.and_then(|last| place_item(&record, &last.product, &mut self.placed_bad));
+                placed.and_then(|placed| place_item(record, &placed.product, &mut self.placed_bad));
             // A record found bad here carries the id it was given.
             for bad in &mut self.placed_bad[bad_before..] {
                 bad.record_id = Some(record.record_id.clone());
             }
-            let (Some(last), Some(item)) = (last, item) else {
+            let (Some(placed), Some(item)) = (placed, item) else {
                 continue;
             };
-            let (asset, slot) = (last.asset.clone(), last.slot);
+            if let Some(slot) = placed.slot {
+                self.spiller.push(slot, &placed.asset, item, record)?;
+                continue;
+            }
             // A group is made by its first row, not by records of it that are refused.
-            let slot = match slot {
-                Some(slot) => slot,
-                None => {
-                    let slot = self.slot_of(&asset);
-                    if let Some(last) = &mut self.last {
-                        last.slot = Some(slot);
-                    }
-                    slot
-                }
-            };
-            let row = ReportRow {
-                asset,
-                item,
-                record_id: record.record_id,
-                note: record.note,
-                quantity: record.quantity,
-                start: record.start,
-                end: record.end,
-            };
-            self.spiller.push(slot, &row)?;
+            let (asset, item) = (placed.asset.clone(), item.clone());
+            let slot = self.slot_of(&asset);
+            if let Some(placed) = self.placed.get_mut(&key) {
+                placed.slot = Some(slot);
+            }
+            self.spiller.push(slot, &asset, &item, record)?;
         }
         Ok(())
     }
@@ -850,7 +868,9 @@ impl<'c> Sorter<'c> {
     ) -> Vec<Arc<ResolvedAsset>> {
         let cache = self.assets();
         let mut seen: HashSet<usize> = HashSet::default();
+        // A placed subscription's contract was checked and its product read.
         different_subscriptions(records)
+            .filter(|r| !self.placed.contains_key(&address(&r.subscription_id)))
             .filter_map(|r| match &cache[&*r.subscription_id] {
                 AssetMatch::Found(asset) => Some(asset),
                 _ => None,
@@ -1089,6 +1109,119 @@ mod tests {
                 "{item_name} {quantity}"
             );
         }
+    }
+
+    /// Records cycling through subscriptions (placed, unknown, out of scope, another copy of a
+    /// placed one's name) and items (known, unknown) are filed by a sorter that remembers what
+    /// each subscription resolved to exactly as by one that forgets it after every record.
+    #[tokio::test]
+    async fn interleaved_subscriptions_are_placed_as_if_each_record_came_alone() {
+        use crate::config::{AssetCriteria, ItemCriteria, Secret};
+        use crate::connect::{ClientOptions, ConnectClient};
+        use crate::usage::workbook::Precision;
+        let root = tempfile::tempdir().unwrap();
+        let client =
+            ConnectClient::new(ClientOptions::new("http://127.0.0.1:9", Secret::new("k"))).unwrap();
+        let resolver = Resolver::new(client, AssetCriteria::Id, ItemCriteria::Mpn, 1);
+        let asset = |id: &str, contract: &str, product: &str| {
+            AssetMatch::Found(Arc::new(ResolvedAsset {
+                id: id.into(),
+                contract_id: contract.into(),
+                product_id: product.into(),
+                marketplace_id: "MP-1".into(),
+                search: ("asset.id".into(), id.into()),
+                recon_id: None,
+            }))
+        };
+        let product = |id: &str, qt: bool| {
+            let item = Arc::new(ResolvedItem {
+                precision: Precision::Integer,
+                search: ("item.mpn".into(), "GB".into()),
+            });
+            let items = [("GB".to_string(), item)].into_iter().collect();
+            (
+                id.to_string(),
+                Arc::new(ResolvedProduct {
+                    id: id.into(),
+                    qt,
+                    items,
+                }),
+            )
+        };
+        let lookups = || Lookups {
+            assets: [
+                ("AS-1".to_string(), asset("AS-1", "CRD-1", "PRD-1")),
+                ("AS-2".to_string(), asset("AS-2", "CRD-2", "PRD-1")),
+                ("AS-3".to_string(), asset("AS-3", "CRD-3", "PRD-1")),
+                ("AS-4".to_string(), asset("AS-4", "CRD-1", "PRD-2")),
+                ("AS-9".to_string(), AssetMatch::Unknown),
+            ]
+            .into_iter()
+            .collect(),
+            contracts_checked: ["CRD-1", "CRD-2", "CRD-3"]
+                .map(String::from)
+                .into_iter()
+                .collect(),
+            in_scope_contracts: ["CRD-1", "CRD-2"].map(String::from).into_iter().collect(),
+            products: [product("PRD-1", true), product("PRD-2", false)]
+                .into_iter()
+                .collect(),
+        };
+        let names: Vec<Arc<str>> = ["AS-1", "AS-2", "AS-9", "AS-3", "AS-4", "AS-1"]
+            .map(Arc::from)
+            .to_vec();
+        let records: Vec<VendorRecord> = (0..60u64)
+            .map(|line| VendorRecord {
+                line,
+                element: None,
+                object: None,
+                subscription_id: names[(line % 6) as usize].clone(),
+                item: if line % 7 == 3 { "TB" } else { "GB" }.into(),
+                quantity: Quantity::parse("1").unwrap(),
+                start: NaiveDateTime::default(),
+                end: NaiveDateTime::default(),
+                record_id: RecordId::Vendor(format!("R-{line}").into()),
+                note: None,
+            })
+            .collect();
+        let mut filed = Vec::new();
+        for forget in [false, true] {
+            let mut lookups = lookups();
+            let spiller = Spiller::new(usize::MAX, root.path().to_path_buf());
+            let partitions = Partitions::new(root.path().to_path_buf());
+            let mut sorter = Sorter::new(&resolver, &mut lookups, spiller, 100, partitions);
+            for record in &records {
+                sorter.place_all([record]).unwrap();
+                if forget {
+                    sorter.placed.clear();
+                }
+            }
+            let bad: Vec<(u64, BadReason, Option<RecordId>)> = sorter
+                .placed_bad
+                .iter()
+                .map(|bad| (bad.line, bad.reason, bad.record_id.clone()))
+                .collect();
+            let out_of_scope = sorter.collection.out_of_scope.clone();
+            let groups: Vec<Vec<(Box<str>, RecordId)>> = sorter
+                .spiller
+                .finish()
+                .iter()
+                .map(|rows| {
+                    let rows = rows.to_vec().unwrap();
+                    rows.into_iter()
+                        .map(|row| (row.asset.id.clone(), row.record_id))
+                        .collect()
+                })
+                .collect();
+            filed.push((bad, out_of_scope, groups));
+        }
+        let (bad, out_of_scope, groups) = &filed[0];
+        // Two groups (AS-1 and its other copy, AS-2); AS-9 unknown, AS-3 and AS-4 out of scope.
+        assert_eq!(groups.len(), 2);
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), 30 - 4);
+        assert_eq!(bad.len(), 10 + 4);
+        assert_eq!(out_of_scope.values().sum::<u64>(), 20);
+        assert_eq!(filed[0], filed[1]);
     }
 
     #[test]

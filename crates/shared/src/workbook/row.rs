@@ -159,7 +159,10 @@ impl ShortDecimal {
         out.extend_from_slice(buffer.format(self.units / scale).as_bytes());
         out.push(b'.');
         let fraction = buffer.format(self.units % scale).as_bytes();
-        out.extend(std::iter::repeat_n(b'0', self.digits as usize - fraction.len()));
+        out.extend(std::iter::repeat_n(
+            b'0',
+            self.digits as usize - fraction.len(),
+        ));
         out.extend_from_slice(fraction);
     }
 }
