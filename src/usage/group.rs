@@ -141,14 +141,16 @@ const CHUNK: usize = 2_000;
 /// (~10 MiB).
 pub const DEFAULT_RESOLVE_CACHE: usize = 20_000;
 
-/// Parsed (or checked) batches a stage may run ahead of the next, and chunks the id checks may
-/// run ahead of the sorting. The stages hand work over a batch (~0.1 ms of work) at a time, on
-/// fewer cores than stages: with 4 of each, a stage often found its queue empty or full and
-/// waited, and the reading used 1.58–1.61 of 2 cores (3M-record dry run, scheduler trace).
-/// At 16 batches and 8 chunks it used 1.73–1.77, for ~2 MiB more at peak (10M records: 57.6 →
-/// 59.7 MiB); 16 chunks gained no more and took 1.5 MiB more.
+/// Parsed (or checked) batches a stage may run ahead of the next. The stages hand work over a
+/// batch (~0.1 ms of work) at a time, on fewer cores than stages: with 4, a stage often found
+/// its queue empty or full and waited, and the reading used 1.58–1.61 of 2 cores (3M-record
+/// dry run, scheduler trace); with 16, 1.69–1.76 (two builds), for ~1.7 MB more at peak.
 const BATCH_SLACK: usize = 16;
-const CHUNK_SLACK: usize = 8;
+
+/// Chunks the id checks may run ahead of the sorting (~300 KB each). 8 or 16 (1.73–1.80 cores
+/// busy) were within the noise of 4 with 16 batches, for 1.2–1.5 MiB more at the 10M-record
+/// run's peak.
+const CHUNK_SLACK: usize = 4;
 
 /// Placed batches' buffers kept for the field checks to fill again: four chunks' worth (a chunk
 /// is ~4 CSV batches of 512 rows).
