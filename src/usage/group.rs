@@ -144,11 +144,13 @@ pub const DEFAULT_RESOLVE_CACHE: usize = 20_000;
 /// Parsed (or checked) batches a stage may run ahead of the next. The stages hand work over a
 /// batch (~0.1 ms of work) at a time, on fewer cores than stages: with 4, a stage often found
 /// its queue empty or full and waited, and the reading used 1.58–1.61 of 2 cores (3M-record
-/// dry run, scheduler trace); with 16, 1.69–1.76 (two builds), for ~1.7 MB more at peak.
-const BATCH_SLACK: usize = 16;
+/// dry run, scheduler trace). With 8, 1.66–1.68; with 16, 1.72–1.76, but the runner's
+/// 1M-subscription month then peaked at 60.5 MiB (56.5 with 8, 55.2 with 4) against its
+/// 64 MiB target.
+const BATCH_SLACK: usize = 8;
 
 /// Chunks the id checks may run ahead of the sorting (~300 KB each). 8 or 16 (1.73–1.80 cores
-/// busy) were within the noise of 4 with 16 batches, for 1.2–1.5 MiB more at the 10M-record
+/// busy, with 16 batches) were within the noise of 4, for 1.2–1.5 MiB more at the 10M-record
 /// run's peak.
 const CHUNK_SLACK: usize = 4;
 
