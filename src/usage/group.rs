@@ -511,8 +511,9 @@ fn ids_lost(source: std::io::Error) -> CollectError {
 ///
 /// Only the last subscription was remembered at first: records often come a subscription at a
 /// time. Records interleaving their subscriptions (the bench's month cycles through them)
-/// then took those look-ups, two atomic counts and a slot look-up each: the placing stage,
-/// the reading's busiest, spent ~25% of its CPU samples on them (1M-record profile).
+/// then took those look-ups each. In a 1M-record profile of the sorting stage, the reading's
+/// busiest, the subscription look-ups were 8.4% of its samples, the slot look-ups 3.8%,
+/// listing each chunk's assets as counted copies 10.1% and dropping rows' copies 6.3%.
 struct Placed {
     /// Held: the key is its address.
     _subscription: Arc<str>,

@@ -353,9 +353,9 @@ impl StoredRows {
         };
         // No larger than the segment: a group's share of one spill is often a few KiB. The
         // block passes from one segment to the next, so a group's rows take one allocation: a
-        // zeroed block a segment (62,500 of them in the bench's 10M-record run) made the
-        // allocator hand pages back and fault them in again, 2.6% of a 1M-record dry run's CPU
-        // samples under the spill's reading.
+        // zeroed block a segment (a group has one a spill) made the allocator hand pages back
+        // and fault them in again, 2.6% of a 1M-record dry run's CPU samples under the spill's
+        // reading.
         let capacity = usize::try_from(segment.len).map_or(READ_BUFFER, |len| len.min(READ_BUFFER));
         if block.len() < capacity {
             block.resize(capacity, 0);
