@@ -36,6 +36,24 @@ pub struct Quantity {
 /// most this many converts to a double and back unchanged.
 pub const MAX_SIGNIFICANT_DIGITS: usize = 15;
 
+/// The double nearest `<whole>.<fraction>` (ASCII digits, at most [`MAX_SIGNIFICANT_DIGITS`]
+/// significant ones), without the text-to-number machinery: the digits as one whole number
+/// divided by a power of ten. Both are exact doubles (the number is below 10^15 < 2^53, and
+/// powers of ten up to 10^22 are exact), and a division's result is the nearest double to the
+/// true quotient, which is the decimal itself: so exactly what parsing the text gives. `None`
+/// for more than 22 fractional digits (then the text is parsed). Parsing took ~1% of a
+/// 10M-record dry run's CPU samples.
+fn exact_decimal(whole: &str, fraction: &str) -> Option<f64> {
+    const POWERS: [f64; 23] = [
+        1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11, 1e12, 1e13, 1e14, 1e15, 1e16,
+        1e17, 1e18, 1e19, 1e20, 1e21, 1e22,
+    ];
+    let power = *POWERS.get(fraction.len())?;
+    let digits = whole.bytes().chain(fraction.bytes());
+    let number = digits.fold(0u64, |number, digit| number * 10 + u64::from(digit - b'0'));
+    Some(number as f64 / power)
+}
+
 impl Quantity {
     /// Accepts plain decimals (`12`, `12.50`, `-3`, `.5`); no exponents, no separators. More
     /// than [`MAX_SIGNIFICANT_DIGITS`] significant digits are refused, never rounded.
@@ -67,18 +85,23 @@ impl Quantity {
         if significant > MAX_SIGNIFICANT_DIGITS {
             return Err(QuantityError::TooManyDigits(significant));
         }
-        // `0<whole>.<fraction>0` on the stack: at most 15 whole digits (checked above) and 30
-        // fractional ones.
-        let mut text = [0u8; 50];
-        let mut len = 0;
-        for part in [b"0", whole.as_bytes(), b".", fraction.as_bytes(), b"0"] {
-            text[len..len + part.len()].copy_from_slice(part);
-            len += part.len();
-        }
-        let value: f64 = std::str::from_utf8(&text[..len])
-            .ok()
-            .and_then(|text| text.parse().ok())
-            .ok_or(QuantityError::Unparsable)?;
+        let value = match exact_decimal(whole, fraction) {
+            Some(value) => value,
+            None => {
+                // `0<whole>.<fraction>0` on the stack: at most 15 whole digits (checked above)
+                // and 30 fractional ones.
+                let mut text = [0u8; 50];
+                let mut len = 0;
+                for part in [b"0", whole.as_bytes(), b".", fraction.as_bytes(), b"0"] {
+                    text[len..len + part.len()].copy_from_slice(part);
+                    len += part.len();
+                }
+                std::str::from_utf8(&text[..len])
+                    .ok()
+                    .and_then(|text| text.parse().ok())
+                    .ok_or(QuantityError::Unparsable)?
+            }
+        };
         Ok(Quantity {
             value,
             fraction_digits: fraction.len() as u8,
@@ -1266,5 +1289,30 @@ mod tests {
         let bad = RecordChecker::new(jan()).check(raw(fields)).unwrap_err();
         assert_eq!(bad.reason, BadReason::TooManyDigits);
         assert!(bad.detail.contains("23 significant digits"), "{bad}");
+    }
+
+    proptest::proptest! {
+        /// The fast decimal is the parsed one, for every quantity accepted: whole numbers,
+        /// fractions with leading and trailing zeros, and the 22/23 fractional digits where
+        /// the fast path ends.
+        #[test]
+        fn decimals_are_what_parsing_gives(
+            whole in "[0-9]{0,15}",
+            fraction in "[0-9]{0,25}",
+        ) {
+            let text = format!("{whole}.{fraction}");
+            if let Ok(quantity) = Quantity::parse(&text) {
+                let parsed: f64 = format!("0{text}0").parse().unwrap();
+                proptest::prop_assert_eq!(quantity.value().to_bits(), parsed.to_bits(), "{}", text);
+            }
+            let whole = whole.trim_start_matches('0');
+            let fraction = fraction.trim_end_matches('0');
+            let significant = whole.len() + fraction.len();
+            if significant <= MAX_SIGNIFICANT_DIGITS && significant > 0 {
+                let fast = exact_decimal(whole, fraction);
+                let parsed: f64 = format!("0{whole}.{fraction}0").parse().unwrap();
+                proptest::prop_assert_eq!(fast.map(f64::to_bits), (fraction.len() <= 22).then_some(parsed.to_bits()));
+            }
+        }
     }
 }

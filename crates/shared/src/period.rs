@@ -357,40 +357,52 @@ pub fn push_time(text: &mut String, time: NaiveDateTime) {
     text.push_str(std::str::from_utf8(&bytes).expect("ASCII digits"));
 }
 
-/// The last time read or spelled in one column, with its spelling. Records often carry the
-/// same times as the one before (usage for the whole month, or for the same day), so reading
-/// or spelling that time again is a comparison instead of the work. A record's two times are
-/// read from the source, spelled into its row and read back by the row rules: in the
-/// 10M-record dry run's profile that was ~4.5% of the CPU samples. In the bench's month, where
-/// ~40% of times repeat the one before, the 300k-record dry run took 0.6% fewer instructions
-/// (7.709 → 7.661 billion).
+/// The last two times read or spelled in one column, with their spellings. Records often
+/// carry the same times as one of the two before: usage for the whole month, or for the same
+/// day; or a subscription's records alternating between two intervals (the halves of a month,
+/// two items on different intervals). So reading or spelling such a time again is a comparison
+/// instead of the work. A record's two times are read from the source, spelled into its row
+/// and read back by the row rules: in the 10M-record dry run's profile that was ~4.5% of the
+/// CPU samples. Remembering one time, the 300k-record dry run took 0.6% fewer instructions
+/// (7.709 → 7.661 billion); remembering two, where the bench's month alternates two
+/// intervals, see `BENCHMARKS.md` (sixteenth session).
 #[derive(Debug, Clone, Default)]
 pub struct LastTime {
-    time: Option<NaiveDateTime>,
-    text: String,
+    /// The most recently used first.
+    recent: [(Option<NaiveDateTime>, String); 2],
 }
 
 impl LastTime {
     /// [`parse_time`] of `text`.
     pub fn parse(&mut self, text: &str) -> Option<NaiveDateTime> {
-        if self.time.is_some() && self.text == text {
-            return self.time;
+        if let Some(at) = (0..2).find(|&at| {
+            let (time, spelled) = &self.recent[at];
+            time.is_some() && spelled == text
+        }) {
+            self.recent.swap(0, at);
+            return self.recent[0].0;
         }
         let time = parse_time(text)?;
-        self.text.clear();
-        self.text.push_str(text);
-        self.time = Some(time);
+        self.remember(time).push_str(text);
         Some(time)
     }
 
     /// [`push_time`] of `time` onto `text`.
     pub fn push(&mut self, text: &mut String, time: NaiveDateTime) {
-        if self.time != Some(time) {
-            self.text.clear();
-            push_time(&mut self.text, time);
-            self.time = Some(time);
+        match (0..2).find(|&at| self.recent[at].0 == Some(time)) {
+            Some(at) => self.recent.swap(0, at),
+            None => push_time(self.remember(time), time),
         }
-        text.push_str(&self.text);
+        text.push_str(&self.recent[0].1);
+    }
+
+    /// Makes `time` the most recent, in place of the least recent; its spelling emptied.
+    fn remember(&mut self, time: NaiveDateTime) -> &mut String {
+        self.recent.swap(0, 1);
+        let (slot, spelled) = &mut self.recent[0];
+        *slot = Some(time);
+        spelled.clear();
+        spelled
     }
 }
 
@@ -411,6 +423,16 @@ mod tests {
             "",
             "2024-01-31 23:59:59",
             "2024-02-29 12:00:00",
+            // Two times in turn, then a third in place of the least recent, each one again.
+            "2024-01-31 23:59:59",
+            "2024-02-29 12:00:00",
+            "2024-01-15 00:00:00",
+            "2024-02-29 12:00:00",
+            "2024-01-31 23:59:59",
+            "2024-01-15 00:00:00",
+            "2024-01-15 00:00:00",
+            "2024-02-29 12:00:00",
+            "2024-01-31 23:59:59",
         ];
         let mut last = LastTime::default();
         for text in texts {
