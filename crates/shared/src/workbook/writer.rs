@@ -296,7 +296,10 @@ fn write_row(xml: &mut Vec<u8>, sheet_row: u32, cells: [&Cell; 17]) {
             started = true;
         }
         reference[letter_at] = letter;
-        xml.extend_from_slice(&reference[..reference_len]);
+        // The whole array, cut back: a fixed-size copy is a few moves, a variable one a call.
+        let at = xml.len();
+        xml.extend_from_slice(&reference);
+        xml.truncate(at + reference_len);
         match cell {
             Cell::Text(text) => {
                 if text.starts_with(SIGNIFICANT_SPACE) || text.ends_with(SIGNIFICANT_SPACE) {
