@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use crate::usage::record::{BadRecord, VendorRecord};
 use crate::usage::spill::{
-    array, get_facts, put_facts, put_optional_text, read_text, text, Facts, Input, ScratchDir,
-    SpillError,
+    array, get_facts, put_facts, put_optional_text, read_text, text, DecodedTimes, Facts, Input,
+    ScratchDir, SpillError,
 };
 
 /// Partition files of a month past the cache: at a million subscriptions and the default cap
@@ -280,6 +280,7 @@ struct Names {
     subscription_id: Option<Arc<str>>,
     item: Option<Arc<str>>,
     object: Option<Arc<str>>,
+    times: DecodedTimes,
 }
 
 fn shared(last: &mut Option<Arc<str>>, value: &str) -> Arc<str> {
@@ -327,7 +328,7 @@ fn decode(input: &mut impl Input, last: &mut Names) -> io::Result<VendorRecord> 
         end,
         record_id,
         note,
-    } = get_facts(input)?;
+    } = get_facts(input, &mut last.times)?;
     Ok(VendorRecord {
         line,
         element,

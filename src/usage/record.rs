@@ -539,6 +539,10 @@ pub struct RecordChecker {
 /// needs. Shares the names records repeat.
 pub struct FieldChecks {
     period: Period,
+    /// The period's first and last second, worked out once: [`Period::contains`] works them
+    /// out from its first day on every call, the month's end by calendar arithmetic (~1% of
+    /// the 10M-record dry run's CPU samples).
+    bounds: (NaiveDateTime, NaiveDateTime),
     names: Interner,
     keys: IdKeys,
     /// The last start and end read.
@@ -630,6 +634,7 @@ impl RecordChecker {
         RecordChecker {
             fields: FieldChecks {
                 period,
+                bounds: (period.start(), period.end()),
                 names: Interner::default(),
                 keys: keys.clone(),
                 times: Default::default(),
@@ -756,7 +761,9 @@ impl FieldChecks {
                 "end_time_utc is before start_time_utc",
             ));
         }
-        if !period.contains(start, end) {
+        let (first, last) = self.bounds;
+        // As `period.contains(start, end)`, `end < start` refused above.
+        if start < first || end > last {
             return Err(BadRecord::new(
                 line,
                 BadReason::OutsidePeriod,
@@ -1024,6 +1031,11 @@ mod tests {
         );
         assert_eq!(
             reason(with(3, "2023-12-31 23:00:00")),
+            BadReason::OutsidePeriod
+        );
+        // One second either side of the month (the good record spans it exactly).
+        assert_eq!(
+            reason(with(3, "2023-12-31 23:59:59")),
             BadReason::OutsidePeriod
         );
     }
