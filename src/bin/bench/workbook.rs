@@ -65,18 +65,33 @@ pub struct Comparison {
     pub python: ChildReport,
 }
 
-/// Rust children run per size; the median is reported. A 10k-row workbook takes ~12 ms, and
-/// single runs of it measured 11–18 ms (a 56–69× ratio) on this 2-core machine; openpyxl's
-/// second or more is one run.
-const RUST_RUNS: usize = 3;
+/// Rust children run per size; the median is reported. A 10k-row workbook takes ~11 ms, and
+/// single runs of it measured 11–22 ms on this 2-core machine (the first after a build, and
+/// any that meets the build's disk writes, are slow): a median of three read 18 ms (a 51×
+/// ratio) in one full run where twelve runs just after read 11.3–11.6 ms but the first. So
+/// workbooks under a second take [`SHORT_RUNS`] runs; openpyxl's second or more is one run.
+const SHORT_RUNS: usize = 7;
 
-/// Parent side: [`RUST_RUNS`] Rust children (the median kept) and one openpyxl child per size.
+/// Runs of a workbook of [`LONG_FROM`] rows or more (a second or more each).
+const LONG_RUNS: usize = 3;
+const LONG_FROM: u64 = 1_000_000;
+
+fn rust_runs(rows: u64) -> usize {
+    if rows < LONG_FROM {
+        SHORT_RUNS
+    } else {
+        LONG_RUNS
+    }
+}
+
+/// Parent side: [`rust_runs`] Rust children (the median kept) and one openpyxl child per size.
 pub fn run(sizes: &[u64], python: &Path, dir: &Path) -> Result<Vec<Comparison>, String> {
     let mut comparisons = Vec::new();
     for &rows in sizes {
         let rust_path = dir.join(format!("rust-{rows}.xlsx"));
-        let mut runs = Vec::with_capacity(RUST_RUNS);
-        for _ in 0..RUST_RUNS {
+        let count = rust_runs(rows);
+        let mut runs = Vec::with_capacity(count);
+        for _ in 0..count {
             let child = measure::spawn_self(
                 &["workbook", &rows.to_string(), &rust_path.to_string_lossy()],
                 &BTreeMap::new(),
@@ -86,7 +101,7 @@ pub fn run(sizes: &[u64], python: &Path, dir: &Path) -> Result<Vec<Comparison>, 
             let _ = std::fs::remove_file(&rust_path);
         }
         runs.sort_by(|a, b| a.seconds.total_cmp(&b.seconds));
-        let rust = runs.swap_remove(RUST_RUNS / 2);
+        let rust = runs.swap_remove(count / 2);
 
         eprintln!("  {rows} rows: rust {:.3} s; openpyxl…", rust.seconds);
         let python_path = dir.join(format!("python-{rows}.xlsx"));
@@ -110,7 +125,7 @@ pub fn run(sizes: &[u64], python: &Path, dir: &Path) -> Result<Vec<Comparison>, 
 
 pub fn table(comparisons: &[Comparison]) -> String {
     let mut out = format!(
-        "| rows | Rust time, median of {RUST_RUNS} (before → now) | openpyxl time | ratio (Python/Rust; before → now) | Rust peak RSS | openpyxl peak RSS | Rust file | openpyxl file |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| rows | Rust time, median of {SHORT_RUNS} ({LONG_RUNS} from {LONG_FROM} rows; before → now) | openpyxl time | ratio (Python/Rust; before → now) | Rust peak RSS | openpyxl peak RSS | Rust file | openpyxl file |\n|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     for c in comparisons {
         let before = before::workbook(c.rows);
