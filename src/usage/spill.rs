@@ -32,6 +32,7 @@ use chrono::{DateTime, NaiveDateTime};
 use foldhash::{HashMap, HashMapExt};
 
 use crate::usage::group::ReportRow;
+use crate::usage::period::TwoRecent;
 use crate::usage::record::{Quantity, RecordId, VendorRecord};
 use crate::usage::resolve::{ResolvedAsset, ResolvedItem};
 
@@ -908,23 +909,21 @@ pub(crate) fn get_facts<I: Input>(input: &mut I, times: &mut DecodedTimes) -> io
 /// 3M-record dry run's CPU samples, decoding each time.
 #[derive(Debug, Default)]
 pub(crate) struct DecodedTimes {
-    /// The most recently used first.
-    recent: [Option<((i64, u32), NaiveDateTime)>; 2],
+    recent: TwoRecent<Option<((i64, u32), NaiveDateTime)>>,
 }
 
 impl DecodedTimes {
     /// The time `seconds` and `nanos` after the Unix epoch; `None` out of range.
     fn get(&mut self, seconds: i64, nanos: u32) -> Option<NaiveDateTime> {
         let key = (seconds, nanos);
-        if let Some(at) =
-            (0..2).find(|&at| matches!(self.recent[at], Some((known, _)) if known == key))
+        if let Some(Some((_, time))) = self
+            .recent
+            .find(|entry| matches!(entry, Some((known, _)) if *known == key))
         {
-            self.recent.swap(0, at);
-            return self.recent[0].map(|(_, time)| time);
+            return Some(*time);
         }
         let time = DateTime::from_timestamp(seconds, nanos)?.naive_utc();
-        self.recent.swap(0, 1);
-        self.recent[0] = Some((key, time));
+        *self.recent.replace_oldest() = Some((key, time));
         Some(time)
     }
 }

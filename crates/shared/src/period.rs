@@ -364,23 +364,22 @@ pub fn push_time(text: &mut String, time: NaiveDateTime) {
 /// instead of the work. A record's two times are read from the source, spelled into its row
 /// and read back by the row rules: in the 10M-record dry run's profile that was ~4.5% of the
 /// CPU samples. Remembering one time, the 300k-record dry run took 0.6% fewer instructions
-/// (7.709 → 7.661 billion); remembering two, where the bench's month alternates two
-/// intervals, see `BENCHMARKS.md` (sixteenth session).
+/// (7.709 → 7.661 billion). The bench's month alternates two intervals: remembering two, and
+/// making quantities by one division (`Quantity::parse`) in the same change, took it from
+/// 6.674 to 6.476 billion (3.0%).
 #[derive(Debug, Clone, Default)]
 pub struct LastTime {
-    /// The most recently used first.
-    recent: [(Option<NaiveDateTime>, String); 2],
+    /// Each time with its spelling.
+    recent: TwoRecent<(Option<NaiveDateTime>, String)>,
 }
 
 impl LastTime {
     /// [`parse_time`] of `text`.
     pub fn parse(&mut self, text: &str) -> Option<NaiveDateTime> {
-        if let Some(at) = (0..2).find(|&at| {
-            let (time, spelled) = &self.recent[at];
-            time.is_some() && spelled == text
-        }) {
-            self.recent.swap(0, at);
-            return self.recent[0].0;
+        let known =
+            |(time, spelled): &(Option<NaiveDateTime>, String)| time.is_some() && spelled == text;
+        if let Some((time, _)) = self.recent.find(known) {
+            return *time;
         }
         let time = parse_time(text)?;
         self.remember(time).push_str(text);
@@ -389,20 +388,51 @@ impl LastTime {
 
     /// [`push_time`] of `time` onto `text`.
     pub fn push(&mut self, text: &mut String, time: NaiveDateTime) {
-        match (0..2).find(|&at| self.recent[at].0 == Some(time)) {
-            Some(at) => self.recent.swap(0, at),
-            None => push_time(self.remember(time), time),
+        if self
+            .recent
+            .find(|(known, _)| *known == Some(time))
+            .is_none()
+        {
+            push_time(self.remember(time), time);
         }
-        text.push_str(&self.recent[0].1);
+        text.push_str(&self.recent.latest().1);
     }
 
     /// Makes `time` the most recent, in place of the least recent; its spelling emptied.
     fn remember(&mut self, time: NaiveDateTime) -> &mut String {
-        self.recent.swap(0, 1);
-        let (slot, spelled) = &mut self.recent[0];
+        let (slot, spelled) = self.recent.replace_oldest();
         *slot = Some(time);
         spelled.clear();
         spelled
+    }
+}
+
+/// The two most recently used of some entries, the most recent first: the memo of times read,
+/// spelled or decoded again and again ([`LastTime`]; the report's times read back from its
+/// scratch files). Two, not one: records alternating between two intervals missed a memo of one
+/// on most rows; a look-up is then two comparisons at most.
+#[derive(Debug, Clone, Default)]
+pub struct TwoRecent<T> {
+    entries: [T; 2],
+}
+
+impl<T> TwoRecent<T> {
+    /// The entry `matches` picks, made the most recent.
+    pub fn find(&mut self, matches: impl Fn(&T) -> bool) -> Option<&mut T> {
+        let at = (0..2).find(|&at| matches(&self.entries[at]))?;
+        self.entries.swap(0, at);
+        Some(&mut self.entries[0])
+    }
+
+    /// The least recent entry, made the most recent, for the caller to overwrite.
+    pub fn replace_oldest(&mut self) -> &mut T {
+        self.entries.swap(0, 1);
+        &mut self.entries[0]
+    }
+
+    /// The most recent entry.
+    pub fn latest(&self) -> &T {
+        &self.entries[0]
     }
 }
 

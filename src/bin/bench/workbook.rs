@@ -66,9 +66,10 @@ pub struct Comparison {
 }
 
 /// Rust children run per size; the median is reported. A 10k-row workbook takes ~11 ms, and
-/// single runs of it measured 11–22 ms on this 2-core machine (the first after a build, and
-/// any that meets the build's disk writes, are slow): a median of three read 18 ms (a 51×
-/// ratio) in one full run where twelve runs just after read 11.3–11.6 ms but the first. So
+/// single runs of it measured 11–22 ms on this 2-core machine (most likely the slow ones met
+/// a fresh binary's first loads or a build's disk writes): a median of three read 18 ms (a 51×
+/// ratio) in a full run just after a build, where twelve runs by hand then read 11.3–11.6 ms
+/// but the first (21.8 ms). So
 /// workbooks under a second take [`SHORT_RUNS`] runs; openpyxl's second or more is one run.
 const SHORT_RUNS: usize = 7;
 
